@@ -1,0 +1,116 @@
+//! The event model shared by every dataflow: one behaviour event of a user on
+//! an item, with ids already mapped to integers by a stable hash.
+//!
+//! A cancellation is not an event kind: it is the retraction (diff −1) of the
+//! purchase it cancels, so collections net it out naturally.
+
+use serde::{Deserialize, Serialize};
+
+/// An integer id: a stable hash of the id string of the source.
+pub type Id = u64;
+
+/// What a user did. The order is the declaration order and is stable: it is
+/// used for canonical iteration in reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    View,
+    Click,
+    Cart,
+    Uncart,
+    Favourite,
+    Purchase,
+    Rating,
+    /// A recommendation was shown to the user.
+    Impression,
+    /// The user clicked a recommendation.
+    RecClick,
+    /// The user said a recommendation was not interesting.
+    NotInterested,
+}
+
+impl Action {
+    /// Every action, in declaration order.
+    pub const ALL: [Action; 10] = [
+        Action::View,
+        Action::Click,
+        Action::Cart,
+        Action::Uncart,
+        Action::Favourite,
+        Action::Purchase,
+        Action::Rating,
+        Action::Impression,
+        Action::RecClick,
+        Action::NotInterested,
+    ];
+
+    /// The snake_case name used in configs and outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::View => "view",
+            Action::Click => "click",
+            Action::Cart => "cart",
+            Action::Uncart => "uncart",
+            Action::Favourite => "favourite",
+            Action::Purchase => "purchase",
+            Action::Rating => "rating",
+            Action::Impression => "impression",
+            Action::RecClick => "rec_click",
+            Action::NotInterested => "not_interested",
+        }
+    }
+
+    /// Parses a canonical action name (see [`Action::name`]).
+    pub fn from_name(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One behaviour event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Event {
+    pub user: Id,
+    pub item: Id,
+    pub action: Action,
+    /// Event time in milliseconds since the Unix epoch.
+    pub time_ms: i64,
+    pub category: Option<Id>,
+    /// Unit price in integer minor units (cents): "2.55" is 255.
+    pub price: Option<i64>,
+    /// Units; 1 where the source has no quantity. Always positive: a
+    /// cancellation is a retraction, not a negative quantity.
+    pub quantity: i64,
+    /// Rating in hundredths (3.5 stars is 350), where the source has one.
+    pub rating: Option<i64>,
+    pub event_id: Option<Id>,
+    pub session: Option<Id>,
+}
+
+impl Event {
+    /// A bare event with no optional fields and quantity 1.
+    pub fn new(user: Id, item: Id, action: Action, time_ms: i64) -> Event {
+        Event {
+            user,
+            item,
+            action,
+            time_ms,
+            category: None,
+            price: None,
+            quantity: 1,
+            rating: None,
+            event_id: None,
+            session: None,
+        }
+    }
+
+    /// The UTC day number of the event (days since the Unix epoch).
+    pub fn day(&self) -> i64 {
+        self.time_ms.div_euclid(crate::time::DAY_MS as i64)
+    }
+}

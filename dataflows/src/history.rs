@@ -1,0 +1,1 @@
+//! Each user's most recent N distinct items. (to be written)

@@ -1,0 +1,35 @@
+//! persona's dataflows: pure functions from differential collections of
+//! behaviour events to collections of user features, item similarities and
+//! recommendations.
+//!
+//! Every dataflow here is generic over the timestamp (see [`EventTime`]) and
+//! does no I/O: no probes, files or sockets. The `persona` binary wires
+//! sources, workers and sinks around them. [`reference`] holds the plain-Rust,
+//! from-scratch implementation of the same semantics, the oracle of the tests.
+//!
+//! State is integers (counts, sums of minor units, per-day buckets); floating
+//! point values are computed inside reductions from integer state in a
+//! canonical order, so an incremental result and a from-scratch result are the
+//! same bits.
+
+#![forbid(unsafe_code)]
+
+pub mod event;
+pub mod names;
+pub mod score;
+pub mod time;
+
+// Profile features (issue: exact incremental user profiles).
+pub mod profile;
+
+// Collaborative filtering (issue: co-occurrence CF and top-k recommendations).
+pub mod history;
+pub mod recommend;
+pub mod similarity;
+
+pub mod reference;
+
+pub use event::{Action, Event, Id};
+pub use names::{Names, NumericNames};
+pub use score::Score;
+pub use time::EventTime;

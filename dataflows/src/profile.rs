@@ -1,0 +1,1 @@
+//! Per-user profile features. (to be written)

@@ -1,0 +1,1 @@
+//! Per-user top-k recommendations. (to be written)

@@ -1,0 +1,1 @@
+//! Reference history, similarity and recommendations. (to be written)

@@ -1,0 +1,1 @@
+//! Reference profiles. (to be written)

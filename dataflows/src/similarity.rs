@@ -1,0 +1,1 @@
+//! Item co-occurrence and similarity. (to be written)
