@@ -1,1 +1,151 @@
-fn main() {}
+//! The `persona` command line: replay logs, evaluate, benchmark, run on Kafka.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use persona::config::PipelineConfig;
+use persona::format::preset;
+use persona::runtime::replay::{replay, ReplayPlan};
+use persona::runtime::TimelyArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "persona",
+    version,
+    about = "Exact incremental user profiles and recommendations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay a log through the pipeline and write its outputs into a folder.
+    #[command(disable_help_flag = true)]
+    Replay {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Folder for the outputs (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write each output's exact stream of changes, `X.changes.jsonl`.
+        #[arg(long)]
+        changelog: bool,
+        #[command(flatten)]
+        timely: TimelyArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
+}
+
+/// Which log, and how to read it.
+#[derive(clap::Args)]
+struct InputArgs {
+    /// The log: a file (plain, .gz, .xz, .zst), a folder of files, or `-` for stdin.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// A preset for a well-known log: online-retail, movielens, taobao, otto.
+    #[arg(long)]
+    format: Option<String>,
+    /// A pipeline config (TOML). With --format, it may hold every table but [input], [cleaning] and [time].
+    #[arg(long, env = "PERSONA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl InputArgs {
+    /// The pipeline config and input path these flags describe.
+    fn resolve(&self) -> anyhow::Result<(PipelineConfig, PathBuf)> {
+        let preset = match &self.format {
+            None => None,
+            Some(name) => Some(
+                preset::preset(name, self.input.as_deref()).with_context(|| {
+                    format!(
+                        "unknown --format {name:?}: expected one of {}",
+                        preset::NAMES.join(", ")
+                    )
+                })?,
+            ),
+        };
+        let config = match (preset, &self.config) {
+            (Some(preset), None) => preset,
+            (None, Some(path)) => PipelineConfig::from_file(path)?,
+            (Some(preset), Some(path)) => with_preset(preset, path)?,
+            (None, None) => anyhow::bail!("give --format PRESET or --config FILE"),
+        };
+        let input = self
+            .input
+            .clone()
+            .or_else(|| config.input.path.clone())
+            .context("give --input PATH (or `path` in the config's [input])")?;
+        Ok((config, input))
+    }
+}
+
+/// A config file on top of a preset: the preset reads the log, the file sets the rest.
+fn with_preset(preset: PipelineConfig, path: &Path) -> anyhow::Result<PipelineConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+    for owned_by_preset in ["input", "cleaning", "time"] {
+        anyhow::ensure!(
+            !table.contains_key(owned_by_preset),
+            "config {} has [{owned_by_preset}], which --format sets; drop one of them",
+            path.display()
+        );
+    }
+    let file = PipelineConfig::from_file(path);
+    // The file alone may fail validation only for want of an [input] mapping.
+    let file = match file {
+        Ok(config) => config,
+        Err(persona::config::ConfigError::Invalid(_)) => {
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    Ok(PipelineConfig {
+        input: preset.input,
+        cleaning: preset.cleaning,
+        time: preset.time,
+        ..file
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("persona: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Replay {
+            input,
+            out,
+            changelog,
+            timely,
+            help: _,
+        } => {
+            let (config, input) = input.resolve()?;
+            let plan = ReplayPlan {
+                config,
+                input,
+                out,
+                changelog,
+                timely,
+            };
+            if let Some(summary) = replay(plan)? {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+            Ok(())
+        }
+    }
+}

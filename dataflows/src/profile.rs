@@ -1,1 +1,480 @@
-//! Per-user profile features. (to be written)
+//! Per-user profiles: counts, windows, spend, recency, distinct items and
+//! categories, ratings, time-decayed category affinity, an RFM segment and
+//! the user's attributes, kept exactly up to date by [`profiles`].
+//!
+//! State is proportional to distinct keys, not to raw events. Events are
+//! first reduced to small keys whose weight is carried in the diff:
+//! `explode` turns an event into `((user, measure), amount)` updates (a
+//! purchase adds `quantity` to `(user, quantity)`, a rating adds its value to
+//! `(user, rating_sum)`, ...), and one `count` sums them, so its arrangement
+//! holds one entry per (user, measure). Distinctness features `threshold`
+//! `(user, item)` and `(user, category)` keys; affinity is a reduction over
+//! `(user, (category, day))` keys whose diff is the summed weight; first and
+//! last seen keep one key per distinct (user, event ms), reduced per day and
+//! then per user. Only events that lack a category (or a purchase that lacks
+//! a price) are joined with the catalog, pre-aggregated to
+//! `(item, (user, day, action, category, price, quantity))` keys. Exact
+//! windows hold, in the delayed retractions, one update per distinct (user,
+//! action, timestamp) of the last window.
+//!
+//! Floats (affinity, average rating) are computed inside reductions from
+//! this integer state in a canonical order, so [`crate::reference::profile`]
+//! reproduces them bit for bit.
+
+mod config;
+mod features;
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use crate::time::DAY_MS;
+use crate::{Action, Event, EventTime, Id, Score};
+
+pub use config::{ActionWeights, InvalidProfileConfig, ProfileConfig, SegmentConfig};
+pub use features::{CategoryAffinity, Profile, Segment};
+
+/// One version of an item's catalog entry. Of the versions with a positive
+/// net count, the one with the largest `version_ms` is the item's current
+/// entry (equal `version_ms`: the larger entry in field order wins). The
+/// current entry replaces older ones as a whole: a `None` field does not
+/// fall back to an older version.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CatalogVersion {
+    pub version_ms: i64,
+    pub category: Option<Id>,
+    /// Unit price in minor units.
+    pub price: Option<i64>,
+}
+
+/// One version of a user attribute. Per (user, name), the version with a
+/// positive net count and the largest `version_ms` wins (equal `version_ms`:
+/// the larger value wins).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttributeVersion {
+    pub version_ms: i64,
+    pub name: String,
+    pub value: String,
+}
+
+/// Maintains one [`Profile`] per user whose lifetime net count of some
+/// action is nonzero. With `ev` the net multiset of events, `now` the
+/// current timestamp and `c(e)`, `p(e)` an event's category and price, else
+/// those of its item's current catalog entry:
+///
+/// ```text
+/// counts[a]            = Σ_{e ∈ ev, e.action = a} 1
+/// windows[W][a]        = Σ_{updates (e, t, d), e.action = a, t <= now < t + W days} d
+/// quantity             = Σ_{purchases} e.quantity
+/// spend                = Σ_{purchases with p(e)} e.quantity · p(e)
+/// distinct_items       = |{i : Σ_{e.item = i} 1 > 0}|
+/// distinct_categories  = |{c : Σ_{c(e) = c} 1 > 0}|
+/// first_seen/last_seen = min/max {ms : Σ_{e.time_ms = ms} 1 > 0}
+/// last_purchase        = max {ms : Σ_{purchases, e.time_ms = ms} 1 > 0}
+/// avg_rating           = (Σ_{rated} e.rating) / (Σ_{rated} 1) / 100
+/// affinity[c]          = Σ_{days d asc} w(c, d) · 2^((d − D) / half_life),
+///                        w(c, d) = Σ_{c(e) = c, e.day() = d} weight(e.action),
+///                        D = max {d : w(c', d) ≠ 0 for some c'}
+/// top_categories       = top N of {c : affinity[c] > 0} by affinity desc, id asc
+/// segment              = Segment::classify(windows[recency][purchase],
+///                                          counts[purchase], spend)
+/// attributes[n]        = value of the user's current version of n
+/// ```
+///
+/// Counts can go negative for a key when the log retracts what it never
+/// inserted (a cancellation whose purchase predates the log); they are output
+/// as they are, and sets ("positive net count") ignore such keys.
+///
+/// # Panics
+///
+/// When `config` does not pass [`ProfileConfig::validate`], at construction.
+pub fn profiles<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+    catalog: VecCollection<'s, T, (Id, CatalogVersion)>,
+    user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
+    config: &ProfileConfig,
+) -> VecCollection<'s, T, (Id, Profile)> {
+    if let Err(error) = config.validate() {
+        panic!("{error}");
+    }
+
+    let resolved = resolve_with_catalog(events.clone(), catalog);
+    let measures = event_measures(events.clone())
+        .concat(window_measures(events.clone(), config))
+        .concat(resolved_measures(resolved.clone()))
+        .concat(distinct_items(events.clone()))
+        .concat(distinct_categories(resolved.clone()))
+        .count()
+        .map(|((user, measure), total)| (user, Fact::Measure(measure, total as i64)));
+
+    let facts = measures
+        .concat(seen_times(events))
+        .concat(top_categories(resolved, config))
+        .concat(current_attributes(user_attributes));
+
+    let config = config.clone();
+    facts.reduce_named("Profile", move |_user, facts, output| {
+        if let Some(profile) = assemble(facts, &config) {
+            output.push((profile, 1));
+        }
+    })
+}
+
+/// An integer feature of a user, summed by `count`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Measure {
+    Count(Action),
+    Window { days: u64, action: Action },
+    Quantity,
+    Spend,
+    RatingSum,
+    RatingCount,
+    DistinctItems,
+    DistinctCategories,
+}
+
+/// Everything the final reduction needs to know about a user, each already
+/// aggregated.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Fact {
+    Measure(Measure, i64),
+    Seen { first_ms: i64, last_ms: i64 },
+    LastPurchase(i64),
+    TopCategories(Vec<CategoryAffinity>),
+    Attribute(String, String),
+}
+
+/// An event reduced to what the catalog-dependent features need. Non-purchases
+/// drop price and quantity so that they aggregate into fewer keys.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct ItemUse {
+    user: Id,
+    day: i64,
+    action: Action,
+    category: Option<Id>,
+    price: Option<i64>,
+    quantity: i64,
+}
+
+impl ItemUse {
+    fn of(event: &Event) -> ItemUse {
+        let purchase = event.action == Action::Purchase;
+        ItemUse {
+            user: event.user,
+            day: event.day(),
+            action: event.action,
+            category: event.category,
+            price: if purchase { event.price } else { None },
+            quantity: if purchase { event.quantity } else { 0 },
+        }
+    }
+
+    /// Whether the catalog could add something this use lacks.
+    fn needs_catalog(&self) -> bool {
+        self.category.is_none() || (self.action == Action::Purchase && self.price.is_none())
+    }
+
+    /// Fills what the event lacks from the item's current catalog entry.
+    fn with_catalog(mut self, entry: &CatalogEntry) -> ItemUse {
+        self.category = self.category.or(entry.category);
+        if self.action == Action::Purchase {
+            self.price = self.price.or(entry.price);
+        }
+        self
+    }
+}
+
+/// The current catalog entry of an item.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct CatalogEntry {
+    category: Option<Id>,
+    price: Option<i64>,
+}
+
+/// Every event as an [`ItemUse`], with category and price taken from the
+/// item's current catalog entry where the event has none.
+fn resolve_with_catalog<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+    catalog: VecCollection<'s, T, (Id, CatalogVersion)>,
+) -> VecCollection<'s, T, ItemUse> {
+    let current_catalog = catalog.reduce_named("CurrentCatalog", |_item, versions, output| {
+        // Versions arrive sorted, so the last one with a positive count wins.
+        if let Some((version, _)) = versions.iter().rev().find(|(_, count)| *count > 0) {
+            let entry = CatalogEntry {
+                category: version.category,
+                price: version.price,
+            };
+            output.push((entry, 1));
+        }
+    });
+
+    let uses = events.map(|event| (event.item, ItemUse::of(&event)));
+    let complete = uses
+        .clone()
+        .filter(|(_, item_use)| !item_use.needs_catalog());
+    let incomplete = uses.filter(|(_, item_use)| item_use.needs_catalog());
+    let matched = incomplete.clone().join(current_catalog);
+    // A left outer join with one join: every incomplete use as it is, then
+    // for the matched ones, swap the unresolved form for the resolved one.
+    complete
+        .concat(incomplete)
+        .map(|(_, item_use)| item_use)
+        .concat(matched.clone().map(|(_, (item_use, _))| item_use).negate())
+        .concat(matched.map(|(_, (item_use, entry))| item_use.with_catalog(&entry)))
+}
+
+/// Lifetime counts, quantity and ratings: sums over events, no catalog.
+fn event_measures<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+) -> VecCollection<'s, T, (Id, Measure)> {
+    events.explode(|event| {
+        let user = event.user;
+        let mut measures = vec![((user, Measure::Count(event.action)), 1)];
+        if event.action == Action::Purchase {
+            measures.push(((user, Measure::Quantity), event.quantity as isize));
+        }
+        if let Some(rating) = event.rating {
+            measures.push(((user, Measure::RatingSum), rating as isize));
+            measures.push(((user, Measure::RatingCount), 1));
+        }
+        measures
+    })
+}
+
+/// Action counts in each window: an update at `t` enters at `t` and its
+/// negation, delayed to `t + W`, takes it out again.
+fn window_measures<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+    config: &ProfileConfig,
+) -> VecCollection<'s, T, (Id, Measure)> {
+    let actions = events.map(|event| (event.user, event.action));
+    let mut windows = Vec::new();
+    for days in config.maintained_windows() {
+        let entered = actions
+            .clone()
+            .map(move |(user, action)| (user, Measure::Window { days, action }));
+        let left = entered
+            .clone()
+            .negate()
+            .delay(move |time: &T| time.plus_ms(days.saturating_mul(DAY_MS)));
+        windows.push(entered);
+        windows.push(left);
+    }
+    differential_dataflow::collection::concatenate(actions.scope(), windows)
+}
+
+/// Spend: purchases with a price, from the event or the catalog.
+fn resolved_measures<'s, T: EventTime>(
+    resolved: VecCollection<'s, T, ItemUse>,
+) -> VecCollection<'s, T, (Id, Measure)> {
+    resolved.explode(|item_use| {
+        let spend = match (item_use.action, item_use.price) {
+            (Action::Purchase, Some(price)) => Some(item_use.quantity * price),
+            _ => None,
+        };
+        spend.map(|spend| ((item_use.user, Measure::Spend), spend as isize))
+    })
+}
+
+/// One `DistinctItems` per (user, item) with a positive net event count.
+fn distinct_items<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+) -> VecCollection<'s, T, (Id, Measure)> {
+    events
+        .map(|event| (event.user, event.item))
+        .threshold_named("DistinctItems", |_, count| isize::from(*count > 0))
+        .map(|(user, _)| (user, Measure::DistinctItems))
+}
+
+/// One `DistinctCategories` per (user, category) with a positive net count.
+fn distinct_categories<'s, T: EventTime>(
+    resolved: VecCollection<'s, T, ItemUse>,
+) -> VecCollection<'s, T, (Id, Measure)> {
+    resolved
+        .flat_map(|item_use| item_use.category.map(|category| (item_use.user, category)))
+        .threshold_named("DistinctCategories", |_, count| isize::from(*count > 0))
+        .map(|(user, _)| (user, Measure::DistinctCategories))
+}
+
+/// Whether a time series is of all the user's events or of purchases only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Seen {
+    Any,
+    Purchase,
+}
+
+/// First and last seen, and last purchase: min and max of the event times
+/// with a positive net count. Reducing per day first keeps the cost of an
+/// update proportional to the events of one user-day plus the user's days.
+fn seen_times<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+) -> VecCollection<'s, T, (Id, Fact)> {
+    events
+        .flat_map(|event| {
+            let any = ((event.user, Seen::Any, event.day()), event.time_ms);
+            let purchase = (event.action == Action::Purchase)
+                .then_some(((event.user, Seen::Purchase, event.day()), event.time_ms));
+            std::iter::once(any).chain(purchase)
+        })
+        .reduce_named("SeenPerDay", |_, times, output| {
+            let mut present = times
+                .iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(ms, _)| **ms);
+            if let Some(first) = present.next() {
+                let last = present.last().unwrap_or(first);
+                output.push(((first, last), 1));
+            }
+        })
+        .map(|((user, seen, day), span)| ((user, seen), (day, span)))
+        .reduce_named("SeenPerUser", |_, days, output| {
+            // Days arrive in ascending order, and each carries its own span.
+            let (_, (first_ms, _)) = days[0].0;
+            let (_, (_, last_ms)) = days[days.len() - 1].0;
+            output.push(((*first_ms, *last_ms), 1));
+        })
+        .map(|((user, seen), (first_ms, last_ms))| match seen {
+            Seen::Any => (user, Fact::Seen { first_ms, last_ms }),
+            Seen::Purchase => (user, Fact::LastPurchase(last_ms)),
+        })
+}
+
+/// The user's best categories by decayed affinity, from integer weights per
+/// (category, day) carried in the diffs.
+fn top_categories<'s, T: EventTime>(
+    resolved: VecCollection<'s, T, ItemUse>,
+    config: &ProfileConfig,
+) -> VecCollection<'s, T, (Id, Fact)> {
+    let weights = config.action_weights.clone();
+    let half_life_days = config.half_life_days;
+    let keep = config.top_categories;
+    resolved
+        .explode(move |item_use| {
+            let weight = weights.weight(item_use.action);
+            item_use
+                .category
+                .filter(|_| weight != 0)
+                .map(|category| ((item_use.user, (category, item_use.day)), weight as isize))
+        })
+        .reduce_named("TopCategories", move |_user, weights, output| {
+            // Sorted by (category, day): the canonical order of the sums.
+            let weights: Vec<(Id, i64, i64)> = weights
+                .iter()
+                .filter(|(_, weight)| *weight != 0)
+                .map(|((category, day), weight)| (*category, *day, *weight as i64))
+                .collect();
+            let Some(latest_day) = weights.iter().map(|(_, day, _)| *day).max() else {
+                return;
+            };
+            let mut affinities: Vec<CategoryAffinity> = Vec::new();
+            for (category, day, weight) in weights {
+                let decayed = weight as f64 * ((day - latest_day) as f64 / half_life_days).exp2();
+                if affinities
+                    .last()
+                    .is_none_or(|last| last.category != category)
+                {
+                    affinities.push(CategoryAffinity {
+                        category,
+                        affinity: Score(0.0),
+                    });
+                }
+                if let Some(last) = affinities.last_mut() {
+                    last.affinity.0 += decayed;
+                }
+            }
+            affinities.retain(|c| c.affinity.0 > 0.0);
+            affinities.sort_by(|a, b| {
+                b.affinity
+                    .cmp(&a.affinity)
+                    .then(a.category.cmp(&b.category))
+            });
+            affinities.truncate(keep);
+            if !affinities.is_empty() {
+                output.push((Fact::TopCategories(affinities), 1));
+            }
+        })
+}
+
+/// The current value of each (user, attribute name).
+fn current_attributes<'s, T: EventTime>(
+    user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
+) -> VecCollection<'s, T, (Id, Fact)> {
+    user_attributes
+        .map(|(user, version)| ((user, version.name), (version.version_ms, version.value)))
+        .reduce_named("CurrentAttributes", |_, versions, output| {
+            if let Some(((_, value), _)) = versions.iter().rev().find(|(_, count)| *count > 0) {
+                output.push((value.clone(), 1));
+            }
+        })
+        .map(|((user, name), value)| (user, Fact::Attribute(name, value)))
+}
+
+/// Builds the profile from a user's facts; `None` if no action count is
+/// nonzero (the user has no events, net).
+fn assemble(facts: &[(&Fact, isize)], config: &ProfileConfig) -> Option<Profile> {
+    let mut profile = Profile {
+        counts: BTreeMap::new(),
+        windows: config
+            .window_days
+            .iter()
+            .map(|days| (*days, BTreeMap::new()))
+            .collect(),
+        quantity: 0,
+        spend: 0,
+        distinct_items: 0,
+        distinct_categories: 0,
+        first_seen: None,
+        last_seen: None,
+        last_purchase: None,
+        avg_rating: None,
+        ratings: 0,
+        top_categories: Vec::new(),
+        segment: Segment::Prospect,
+        attributes: BTreeMap::new(),
+    };
+    let mut rating_sum = 0;
+    let mut recent_purchases = 0;
+    for (fact, _) in facts.iter().filter(|(_, count)| *count > 0) {
+        match (*fact).clone() {
+            Fact::Measure(measure, total) => match measure {
+                Measure::Count(action) => {
+                    profile.counts.insert(action, total);
+                }
+                Measure::Window { days, action } => {
+                    if days == config.segment.recency_days && action == Action::Purchase {
+                        recent_purchases = total;
+                    }
+                    if let Some(counts) = profile.windows.get_mut(&days) {
+                        counts.insert(action, total);
+                    }
+                }
+                Measure::Quantity => profile.quantity = total,
+                Measure::Spend => profile.spend = total,
+                Measure::RatingSum => rating_sum = total,
+                Measure::RatingCount => profile.ratings = total,
+                Measure::DistinctItems => profile.distinct_items = total,
+                Measure::DistinctCategories => profile.distinct_categories = total,
+            },
+            Fact::Seen { first_ms, last_ms } => {
+                profile.first_seen = Some(first_ms);
+                profile.last_seen = Some(last_ms);
+            }
+            Fact::LastPurchase(ms) => profile.last_purchase = Some(ms),
+            Fact::TopCategories(top) => profile.top_categories = top,
+            Fact::Attribute(name, value) => {
+                profile.attributes.insert(name, value);
+            }
+        }
+    }
+    if profile.counts.is_empty() {
+        return None;
+    }
+    if profile.ratings > 0 {
+        profile.avg_rating = Some(Score(rating_sum as f64 / profile.ratings as f64 / 100.0));
+    }
+    let purchases = profile.counts.get(&Action::Purchase).copied().unwrap_or(0);
+    profile.segment =
+        Segment::classify(recent_purchases, purchases, profile.spend, &config.segment);
+    Some(profile)
+}

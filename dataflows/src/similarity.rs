@@ -1,1 +1,319 @@
-//! Item co-occurrence and similarity. (to be written)
+//! Item co-occurrence and item-item similarity: the item-based half of
+//! collaborative filtering, computed from users' histories
+//! ([`crate::history`]).
+//!
+//! Co-occurrence counts users: `c_ij` is the number of users with both i and j
+//! in their history, `c_ii` the number with i. The similarity metrics are
+//! functions of `(c_ij, c_ii, c_jj)` and, for some, of the number of users or
+//! items ([`Totals`]); they are evaluated inside the top-K reduction from
+//! those integers, so the incremental and the from-scratch result agree bit
+//! for bit. Formulas and sources: `docs/recommendations.md`.
+
+use serde::{Deserialize, Serialize};
+
+use differential_dataflow::VecCollection;
+
+use crate::history::HistoryEntry;
+use crate::recommend::CfConfig;
+use crate::{EventTime, Id, Names, Score};
+
+/// How co-occurrence counts become a similarity.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// `c_ij`.
+    Cooccurrence,
+    /// `c_ij / (c_ii + c_jj − c_ij)`.
+    #[default]
+    Jaccard,
+    /// `c_ij / (c_ii · c_jj)`.
+    Lift,
+    /// `c_ij / sqrt(c_ii · c_jj)`.
+    Cosine,
+    /// `c_ij / min(c_ii, c_jj)`.
+    InclusionIndex,
+    /// `log2(n_items · lift)`, with SAR's `n_items` (not users).
+    MutualInformation,
+    /// `c_ij · mutual_information`.
+    LexicographersMutualInformation,
+    /// Mahout's log-likelihood ratio (G²) of the 2×2 user contingency table.
+    LogLikelihood,
+}
+
+impl Metric {
+    /// Every metric, in declaration order.
+    pub const ALL: [Metric; 8] = [
+        Metric::Cooccurrence,
+        Metric::Jaccard,
+        Metric::Lift,
+        Metric::Cosine,
+        Metric::InclusionIndex,
+        Metric::MutualInformation,
+        Metric::LexicographersMutualInformation,
+        Metric::LogLikelihood,
+    ];
+
+    /// Whether the metric reads [`Totals`]; the others are spared the global
+    /// join (a new user would otherwise touch every pair).
+    pub fn needs_totals(self) -> bool {
+        matches!(
+            self,
+            Metric::MutualInformation
+                | Metric::LexicographersMutualInformation
+                | Metric::LogLikelihood
+        )
+    }
+
+    /// The similarity of items i and j from `c_ij`, `c_ii`, `c_jj` (all ≥ 1).
+    pub fn similarity(self, c_ij: u64, c_ii: u64, c_jj: u64, totals: Totals) -> f64 {
+        let (cij, cii, cjj) = (c_ij as f64, c_ii as f64, c_jj as f64);
+        match self {
+            Metric::Cooccurrence => cij,
+            Metric::Jaccard => cij / (cii + cjj - cij),
+            Metric::Lift => cij / (cii * cjj),
+            Metric::Cosine => cij / (cii * cjj).sqrt(),
+            Metric::InclusionIndex => cij / cii.min(cjj),
+            Metric::MutualInformation => (totals.items as f64 * (cij / (cii * cjj))).log2(),
+            Metric::LexicographersMutualInformation => {
+                cij * (totals.items as f64 * (cij / (cii * cjj))).log2()
+            }
+            Metric::LogLikelihood => {
+                let k11 = c_ij as i64;
+                let k12 = c_ii as i64 - k11;
+                let k21 = c_jj as i64 - k11;
+                let k22 = totals.users as i64 - c_ii as i64 - c_jj as i64 + k11;
+                log_likelihood_ratio(k11, k12, k21, k22)
+            }
+        }
+    }
+}
+
+/// Mahout's `LogLikelihood.logLikelihoodRatio(k11, k12, k21, k22)`: twice
+/// the un-normalised mutual information of the 2×2 table, clamped at 0 where
+/// round-off makes it negative.
+pub fn log_likelihood_ratio(k11: i64, k12: i64, k21: i64, k22: i64) -> f64 {
+    fn x_log_x(x: i64) -> f64 {
+        if x == 0 {
+            0.0
+        } else {
+            x as f64 * (x as f64).ln()
+        }
+    }
+    fn entropy2(a: i64, b: i64) -> f64 {
+        x_log_x(a + b) - x_log_x(a) - x_log_x(b)
+    }
+    let row_entropy = entropy2(k11 + k12, k21 + k22);
+    let column_entropy = entropy2(k11 + k21, k12 + k22);
+    let matrix_entropy =
+        x_log_x(k11 + k12 + k21 + k22) - x_log_x(k11) - x_log_x(k12) - x_log_x(k21) - x_log_x(k22);
+    if row_entropy + column_entropy < matrix_entropy {
+        return 0.0;
+    }
+    2.0 * (row_entropy + column_entropy - matrix_entropy)
+}
+
+/// Global counts some metrics need.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Totals {
+    /// Users with a non-empty history (Mahout's `numUsers`).
+    pub users: u64,
+    /// Items in at least one history (SAR's `cooccurrence.shape[0]`).
+    pub items: u64,
+}
+
+/// The co-occurrence counts of the current histories.
+pub struct Cooccurrence<'s, T: EventTime> {
+    /// `((i, j), c_ij)` for i ≠ j with c_ij ≥ 1, both orders.
+    pub pairs: VecCollection<'s, T, ((Id, Id), u64)>,
+    /// `(i, c_ii)`: the number of users with i in their history (its popularity).
+    pub item_users: VecCollection<'s, T, (Id, u64)>,
+    /// The single record `((), totals)`, absent when no one has a history.
+    pub totals: VecCollection<'s, T, ((), Totals)>,
+}
+
+/// Co-occurrence counts from histories.
+///
+/// ```sql
+/// SELECT a.item, b.item, count(*) FROM history a JOIN history b USING (user)
+/// WHERE a.item <> b.item GROUP BY a.item, b.item
+/// ```
+///
+/// A history change of user u touches 2·|history(u)| pairs, so N bounds the
+/// work per event.
+pub fn cooccurrence<'s, T: EventTime>(
+    history: VecCollection<'s, T, (Id, HistoryEntry)>,
+) -> Cooccurrence<'s, T> {
+    // Affinity changes re-emit the same (user, item); the arrangement
+    // consolidates them away before the join.
+    let user_item = history
+        .map(|(user, entry)| (user, entry.item))
+        .arrange_by_key();
+    let pairs = user_item
+        .clone()
+        .join_core(user_item.clone(), |_user, &i, &j| {
+            (i != j).then_some((i, j))
+        })
+        .count()
+        .map(|(pair, count)| (pair, count as u64));
+    let item_users = user_item
+        .clone()
+        .as_collection(|_user, &item| item)
+        .count()
+        .map(|(item, count)| (item, count as u64));
+
+    let users = user_item
+        .as_collection(|&user, _| user)
+        .map(|user| (user, ()))
+        .reduce_named("CfHistoryUsers", |_user, _, out| out.push(((), 1)))
+        .map(|_| ())
+        .count();
+    let items = item_users.clone().map(|_| ()).count();
+    let totals = users.join_map(items, |_, &users, &items| {
+        (
+            (),
+            Totals {
+                users: users as u64,
+                items: items as u64,
+            },
+        )
+    });
+
+    Cooccurrence {
+        pairs,
+        item_users,
+        totals,
+    }
+}
+
+/// One neighbour in a similar-items list.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Neighbor {
+    pub item: Id,
+    pub similarity: Score,
+}
+
+/// An item and its top-K most similar other items, best first, ties by item
+/// id ascending. The item itself is never among its neighbours.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SimilarItems {
+    pub item: Id,
+    pub neighbors: Vec<Neighbor>,
+}
+
+impl SimilarItems {
+    /// The `similar_items.jsonl` line: `{"item", "neighbors": [{"item", "similarity"}]}`.
+    pub fn to_json(&self, names: &dyn Names) -> serde_json::Value {
+        let neighbors: Vec<serde_json::Value> = self
+            .neighbors
+            .iter()
+            .map(|n| serde_json::json!({"item": names.item(n.item), "similarity": n.similarity.0}))
+            .collect();
+        serde_json::json!({"item": names.item(self.item), "neighbors": neighbors})
+    }
+}
+
+/// The inputs of one item's neighbour selection: `(j, c_ij, c_jj)`.
+pub type PairCounts = (Id, u64, u64);
+
+/// Each item's top-K neighbours under `config.metric`, pairs with
+/// `c_ij < config.min_support` dropped.
+///
+/// ```sql
+/// SELECT i, j, metric(c_ij, c_ii, c_jj, totals) AS s FROM pairs WHERE c_ij >= support
+/// QUALIFY row_number() OVER (PARTITION BY i ORDER BY s DESC, j) <= K
+/// ```
+pub fn similar_items<'s, T: EventTime>(
+    cooccurrence: &Cooccurrence<'s, T>,
+    config: &CfConfig,
+) -> VecCollection<'s, T, SimilarItems> {
+    let metric = config.metric;
+    let neighbors = config.neighbors;
+    let min_support = config.min_support;
+    let item_users = cooccurrence.item_users.clone().arrange_by_key();
+
+    let counts = cooccurrence
+        .pairs
+        .clone()
+        .filter(move |(_, c_ij)| *c_ij >= min_support)
+        .map(|((i, j), c_ij)| (j, (i, c_ij)))
+        .join_core(item_users.clone(), |&j, &(i, c_ij), &c_jj| {
+            Some((i, (j, c_ij, c_jj)))
+        })
+        .join_core(item_users, |&i, &(j, c_ij, c_jj), &c_ii| {
+            Some((i, (c_ii, (j, c_ij, c_jj))))
+        });
+    let counts = with_totals(counts, cooccurrence, metric);
+
+    counts
+        .reduce_named("CfTopNeighbors", move |&item, values, out| {
+            let pairs = values.iter().filter(|(_, r)| *r > 0).map(|(v, _)| **v);
+            let list = top_neighbors(item, pairs, metric, neighbors);
+            if !list.neighbors.is_empty() {
+                out.push((list, 1));
+            }
+        })
+        .map(|(_, list)| list)
+}
+
+/// Attaches the [`Totals`] to each record when the metric reads them, and
+/// zeros otherwise (so a new user does not touch every pair).
+fn with_totals<'s, T: EventTime, V: differential_dataflow::ExchangeData>(
+    records: VecCollection<'s, T, (Id, (u64, V))>,
+    cooccurrence: &Cooccurrence<'s, T>,
+    metric: Metric,
+) -> VecCollection<'s, T, (Id, (u64, Totals, V))> {
+    if metric.needs_totals() {
+        records
+            .map(|(i, (c_ii, v))| ((), (i, c_ii, v)))
+            .join_map(cooccurrence.totals.clone(), |_, (i, c_ii, v), totals| {
+                (*i, (*c_ii, *totals, v.clone()))
+            })
+    } else {
+        records.map(|(i, (c_ii, v))| (i, (c_ii, Totals::default(), v)))
+    }
+}
+
+/// One item's neighbour list from `(c_ii, totals, (j, c_ij, c_jj))` records
+/// (`c_ii` and `totals` the same in all): best first, ties by id, `limit` of
+/// them (0 = all). Shared by the dataflow and the reference.
+pub fn top_neighbors(
+    item: Id,
+    pairs: impl IntoIterator<Item = (u64, Totals, PairCounts)>,
+    metric: Metric,
+    limit: usize,
+) -> SimilarItems {
+    let mut neighbors: Vec<Neighbor> = pairs
+        .into_iter()
+        .map(|(c_ii, totals, (j, c_ij, c_jj))| Neighbor {
+            item: j,
+            similarity: Score(metric.similarity(c_ij, c_ii, c_jj, totals)),
+        })
+        .collect();
+    neighbors.sort_by(|a, b| b.similarity.cmp(&a.similarity).then(a.item.cmp(&b.item)));
+    if limit > 0 {
+        neighbors.truncate(limit);
+    }
+    SimilarItems { item, neighbors }
+}
+
+/// `(i, metric(c_ii, c_ii, c_ii))` for items with `c_ii ≥ min_support`: the
+/// diagonal of SAR's similarity matrix, used in scores only when seen items
+/// are kept (otherwise it only ever scores seen items).
+pub fn self_similarity<'s, T: EventTime>(
+    cooccurrence: &Cooccurrence<'s, T>,
+    config: &CfConfig,
+) -> VecCollection<'s, T, (Id, Score)> {
+    let metric = config.metric;
+    let min_support = config.min_support;
+    let items = cooccurrence
+        .item_users
+        .clone()
+        .filter(move |(_, c_ii)| *c_ii >= min_support)
+        .map(|(i, c_ii)| (i, (c_ii, ())));
+    with_totals(items, cooccurrence, metric)
+        .map(move |(i, (c_ii, totals, ()))| (i, Score(metric.similarity(c_ii, c_ii, c_ii, totals))))
+}

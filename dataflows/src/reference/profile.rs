@@ -1,1 +1,222 @@
-//! Reference profiles. (to be written)
+//! From-scratch profiles: [`crate::profile::profiles`] recomputed with plain
+//! loops over every update up to a time, the oracle of its tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::profile::{
+    AttributeVersion, CatalogVersion, CategoryAffinity, Profile, ProfileConfig, Segment,
+};
+use crate::time::DAY_MS;
+use crate::{Action, Event, Id, Score};
+
+/// The profiles at time `at` of the updates `(record, timestamp, diff)` with
+/// `timestamp <= at`.
+pub fn profiles(
+    events: &[(Event, u64, isize)],
+    catalog: &[((Id, CatalogVersion), u64, isize)],
+    user_attributes: &[((Id, AttributeVersion), u64, isize)],
+    at: u64,
+    config: &ProfileConfig,
+) -> BTreeMap<Id, Profile> {
+    let current_catalog: BTreeMap<Id, CatalogVersion> =
+        latest_versions(catalog, at, |(item, version)| {
+            (*item, version.version_ms, version.clone())
+        });
+    let current_attributes: BTreeMap<(Id, String), (i64, String)> =
+        latest_versions(user_attributes, at, |(user, version)| {
+            let key = (*user, version.name.clone());
+            (
+                key,
+                version.version_ms,
+                (version.version_ms, version.value.clone()),
+            )
+        });
+
+    let mut users: BTreeMap<Id, UserTotals> = BTreeMap::new();
+    for (event, multiplicity) in net(events, at) {
+        let totals = users.entry(event.user).or_default();
+        *totals.counts.entry(event.action).or_default() += multiplicity;
+        *totals.items.entry(event.item).or_default() += multiplicity;
+        *totals.times.entry(event.time_ms).or_default() += multiplicity;
+        let entry = current_catalog.get(&event.item);
+        let category = event.category.or(entry.and_then(|e| e.category));
+        if let Some(category) = category {
+            *totals.categories.entry(category).or_default() += multiplicity;
+            let weight = config.action_weights.weight(event.action);
+            *totals.weights.entry((category, event.day())).or_default() += multiplicity * weight;
+        }
+        if event.action == Action::Purchase {
+            totals.quantity += multiplicity * event.quantity;
+            if let Some(price) = event.price.or(entry.and_then(|e| e.price)) {
+                totals.spend += multiplicity * event.quantity * price;
+            }
+            *totals.purchase_times.entry(event.time_ms).or_default() += multiplicity;
+        }
+        if let Some(rating) = event.rating {
+            totals.rating_sum += multiplicity * rating;
+            totals.ratings += multiplicity;
+        }
+    }
+
+    let windows: BTreeSet<u64> = config
+        .window_days
+        .iter()
+        .copied()
+        .chain([config.segment.recency_days])
+        .collect();
+    for (event, time, diff) in events {
+        for &days in &windows {
+            if *time <= at && at <= time.saturating_add(days.saturating_mul(DAY_MS)) {
+                let totals = users.entry(event.user).or_default();
+                *totals.windows.entry((days, event.action)).or_default() += *diff as i64;
+            }
+        }
+    }
+
+    let mut profiles = BTreeMap::new();
+    for (user, totals) in users {
+        let counts: BTreeMap<Action, i64> = nonzero(totals.counts);
+        if counts.is_empty() {
+            continue;
+        }
+        let recent_purchases = totals
+            .windows
+            .get(&(config.segment.recency_days, Action::Purchase))
+            .copied()
+            .unwrap_or(0);
+        let mut windows: BTreeMap<u64, BTreeMap<Action, i64>> = config
+            .window_days
+            .iter()
+            .map(|days| (*days, BTreeMap::new()))
+            .collect();
+        for ((days, action), count) in nonzero(totals.windows) {
+            if let Some(window) = windows.get_mut(&days) {
+                window.insert(action, count);
+            }
+        }
+        let purchases = counts.get(&Action::Purchase).copied().unwrap_or(0);
+        let seen = positive_keys(&totals.times);
+        let attributes = current_attributes
+            .range((user, String::new())..)
+            .take_while(|((u, _), _)| *u == user)
+            .map(|((_, name), (_, value))| (name.clone(), value.clone()))
+            .collect();
+        let profile = Profile {
+            windows,
+            quantity: totals.quantity,
+            spend: totals.spend,
+            distinct_items: positive_keys(&totals.items).len() as i64,
+            distinct_categories: positive_keys(&totals.categories).len() as i64,
+            first_seen: seen.first().copied(),
+            last_seen: seen.last().copied(),
+            last_purchase: positive_keys(&totals.purchase_times).last().copied(),
+            avg_rating: (totals.ratings > 0)
+                .then(|| Score(totals.rating_sum as f64 / totals.ratings as f64 / 100.0)),
+            ratings: totals.ratings,
+            top_categories: top_categories(&totals.weights, config),
+            segment: Segment::classify(recent_purchases, purchases, totals.spend, &config.segment),
+            attributes,
+            counts,
+        };
+        profiles.insert(user, profile);
+    }
+    profiles
+}
+
+/// Net sums of one user's events at the queried time.
+#[derive(Default)]
+struct UserTotals {
+    counts: BTreeMap<Action, i64>,
+    windows: BTreeMap<(u64, Action), i64>,
+    items: BTreeMap<Id, i64>,
+    categories: BTreeMap<Id, i64>,
+    /// Affinity weight per (category, day).
+    weights: BTreeMap<(Id, i64), i64>,
+    times: BTreeMap<i64, i64>,
+    purchase_times: BTreeMap<i64, i64>,
+    quantity: i64,
+    spend: i64,
+    rating_sum: i64,
+    ratings: i64,
+}
+
+/// Each distinct record with its nonzero net multiplicity at `at`.
+fn net<D: Ord + Clone>(updates: &[(D, u64, isize)], at: u64) -> BTreeMap<D, i64> {
+    let mut net = BTreeMap::new();
+    for (record, time, diff) in updates {
+        if *time <= at {
+            *net.entry(record.clone()).or_default() += *diff as i64;
+        }
+    }
+    nonzero(net)
+}
+
+fn nonzero<K: Ord>(map: BTreeMap<K, i64>) -> BTreeMap<K, i64> {
+    map.into_iter().filter(|(_, count)| *count != 0).collect()
+}
+
+fn positive_keys<K: Ord + Clone>(map: &BTreeMap<K, i64>) -> Vec<K> {
+    map.iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(key, _)| key.clone())
+        .collect()
+}
+
+/// Per key, the value of the present version (positive net count) with the
+/// largest (version, value).
+fn latest_versions<D: Ord + Clone, K: Ord, V: Ord>(
+    updates: &[(D, u64, isize)],
+    at: u64,
+    split: impl Fn(&D) -> (K, i64, V),
+) -> BTreeMap<K, V> {
+    let mut latest: BTreeMap<K, (i64, V)> = BTreeMap::new();
+    for (record, count) in net(updates, at) {
+        if count <= 0 {
+            continue;
+        }
+        let (key, version, value) = split(&record);
+        let candidate = (version, value);
+        match latest.get(&key) {
+            Some(best) if *best >= candidate => {}
+            _ => {
+                latest.insert(key, candidate);
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .map(|(key, (_, value))| (key, value))
+        .collect()
+}
+
+/// Σ w·2^((day − D)/H) per category, days ascending, D the latest day with
+/// nonzero weight; positive affinities only, best first, ties by id.
+fn top_categories(
+    weights: &BTreeMap<(Id, i64), i64>,
+    config: &ProfileConfig,
+) -> Vec<CategoryAffinity> {
+    let weights: BTreeMap<(Id, i64), i64> = nonzero(weights.clone());
+    let Some(latest_day) = weights.keys().map(|(_, day)| *day).max() else {
+        return Vec::new();
+    };
+    let mut affinity: BTreeMap<Id, f64> = BTreeMap::new();
+    for ((category, day), weight) in weights {
+        let decay = ((day - latest_day) as f64 / config.half_life_days).exp2();
+        *affinity.entry(category).or_insert(0.0) += weight as f64 * decay;
+    }
+    let mut ranked: Vec<CategoryAffinity> = affinity
+        .into_iter()
+        .filter(|(_, affinity)| *affinity > 0.0)
+        .map(|(category, affinity)| CategoryAffinity {
+            category,
+            affinity: Score(affinity),
+        })
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.affinity
+            .cmp(&a.affinity)
+            .then(a.category.cmp(&b.category))
+    });
+    ranked.truncate(config.top_categories);
+    ranked
+}

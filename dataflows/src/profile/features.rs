@@ -1,0 +1,242 @@
+//! The profile record: what the profile dataflow (and its reference) output
+//! per user, the RFM segment table, and the JSON line of `profiles.jsonl`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::profile::SegmentConfig;
+use crate::{Action, Id, Names, Score};
+
+/// The features of one user. Every integer is a net sum over the user's
+/// events (retractions subtract), so cancellations are netted everywhere.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Profile {
+    /// Lifetime net count per action; zero counts are omitted. A count can be
+    /// negative when the log retracts more than it inserted.
+    pub counts: BTreeMap<Action, i64>,
+    /// Window length in days → net count per action of the updates whose
+    /// timestamp `t` satisfies `t <= now < t + days`. Every configured
+    /// window is present, possibly empty.
+    pub windows: BTreeMap<u64, BTreeMap<Action, i64>>,
+    /// Σ quantity over purchases.
+    pub quantity: i64,
+    /// Σ quantity · unit price over purchases, in minor units. The price is
+    /// the event's, else the item's latest catalog price; purchases with
+    /// neither add nothing.
+    pub spend: i64,
+    /// Number of items with a positive net event count.
+    pub distinct_items: i64,
+    /// Number of categories with a positive net event count (the event's
+    /// category, else the item's latest catalog category).
+    pub distinct_categories: i64,
+    /// Earliest `time_ms` among the user's event times with a positive net
+    /// count; `None` if there is none.
+    pub first_seen: Option<i64>,
+    /// Latest such `time_ms`.
+    pub last_seen: Option<i64>,
+    /// Latest `time_ms` among purchase times with a positive net count.
+    pub last_purchase: Option<i64>,
+    /// Σ rating / number of rated events / 100, in stars; `None` unless the
+    /// net number of rated events is positive.
+    pub avg_rating: Option<Score>,
+    /// Net number of events that carry a rating.
+    pub ratings: i64,
+    /// Best categories by decayed affinity, best first, ties by id; only
+    /// positive affinities.
+    pub top_categories: Vec<CategoryAffinity>,
+    pub segment: Segment,
+    /// Latest value per user attribute name.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One entry of [`Profile::top_categories`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CategoryAffinity {
+    pub category: Id,
+    /// Σ over days d of weight(d) · 2^((d − D) / half_life), D the user's
+    /// latest day with affinity weight: "as of the user's last active day".
+    pub affinity: Score,
+}
+
+/// The RFM segment of a user, from three yes/no questions:
+/// recent (a net purchase within `recency_days`), frequent (lifetime net
+/// purchases >= `min_purchases`) and valuable (spend >= `min_spend`).
+///
+/// | segment       | purchased | recent | frequent | valuable |
+/// |---------------|-----------|--------|----------|----------|
+/// | `prospect`    | no        | any    | any      | any      |
+/// | `champion`    | yes       | yes    | yes      | yes      |
+/// | `loyal`       | yes       | yes    | yes      | no       |
+/// | `promising`   | yes       | yes    | no       | yes      |
+/// | `new`         | yes       | yes    | no       | no       |
+/// | `at_risk`     | yes       | no     | either frequent or valuable |
+/// | `hibernating` | yes       | no     | no       | no       |
+///
+/// "Purchased" means a positive lifetime net purchase count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Segment {
+    Prospect,
+    Champion,
+    Loyal,
+    Promising,
+    New,
+    AtRisk,
+    Hibernating,
+}
+
+impl Segment {
+    /// The segment of a user with `recent_purchases` net purchases in the
+    /// recency window, `purchases` lifetime net purchases and `spend` minor
+    /// units.
+    pub fn classify(
+        recent_purchases: i64,
+        purchases: i64,
+        spend: i64,
+        config: &SegmentConfig,
+    ) -> Segment {
+        if purchases <= 0 {
+            return Segment::Prospect;
+        }
+        let recent = recent_purchases > 0;
+        let frequent = purchases >= config.min_purchases;
+        let valuable = spend >= config.min_spend;
+        match (recent, frequent, valuable) {
+            (true, true, true) => Segment::Champion,
+            (true, true, false) => Segment::Loyal,
+            (true, false, true) => Segment::Promising,
+            (true, false, false) => Segment::New,
+            (false, false, false) => Segment::Hibernating,
+            (false, _, _) => Segment::AtRisk,
+        }
+    }
+
+    /// The snake_case name used in outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Segment::Prospect => "prospect",
+            Segment::Champion => "champion",
+            Segment::Loyal => "loyal",
+            Segment::Promising => "promising",
+            Segment::New => "new",
+            Segment::AtRisk => "at_risk",
+            Segment::Hibernating => "hibernating",
+        }
+    }
+}
+
+impl Profile {
+    /// The `profiles.jsonl` line of `user`, with ids shown as in the source.
+    pub fn to_json(&self, user: Id, names: &dyn Names) -> Value {
+        let windows: Map<String, Value> = self
+            .windows
+            .iter()
+            .map(|(days, counts)| (format!("{days}d"), action_counts(counts)))
+            .collect();
+        let top_categories: Vec<Value> = self
+            .top_categories
+            .iter()
+            .map(|c| json!({"category": names.category(c.category), "affinity": c.affinity.0}))
+            .collect();
+        json!({
+            "user": names.user(user),
+            "counts": action_counts(&self.counts),
+            "windows": windows,
+            "quantity": self.quantity,
+            "spend": self.spend,
+            "distinct_items": self.distinct_items,
+            "distinct_categories": self.distinct_categories,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "last_purchase": self.last_purchase,
+            "avg_rating": self.avg_rating.map(|r| r.0),
+            "ratings": self.ratings,
+            "top_categories": top_categories,
+            "segment": self.segment.name(),
+            "attributes": self.attributes,
+        })
+    }
+}
+
+fn action_counts(counts: &BTreeMap<Action, i64>) -> Value {
+    counts
+        .iter()
+        .map(|(action, count)| (action.name().to_string(), json!(count)))
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NumericNames;
+
+    #[test]
+    fn segment_table() {
+        let config = SegmentConfig {
+            recency_days: 30,
+            min_purchases: 3,
+            min_spend: 100,
+        };
+        let classify =
+            |recent, purchases, spend| Segment::classify(recent, purchases, spend, &config);
+        assert_eq!(classify(1, 0, 500), Segment::Prospect);
+        assert_eq!(classify(0, -1, 0), Segment::Prospect);
+        assert_eq!(classify(1, 3, 100), Segment::Champion);
+        assert_eq!(classify(1, 3, 99), Segment::Loyal);
+        assert_eq!(classify(1, 2, 100), Segment::Promising);
+        assert_eq!(classify(1, 1, 10), Segment::New);
+        assert_eq!(classify(0, 5, 0), Segment::AtRisk);
+        assert_eq!(classify(0, 1, 100), Segment::AtRisk);
+        assert_eq!(classify(0, 1, 10), Segment::Hibernating);
+    }
+
+    #[test]
+    fn json_line_has_the_documented_fields() {
+        let profile = Profile {
+            counts: BTreeMap::from([(Action::Purchase, 2), (Action::View, 5)]),
+            windows: BTreeMap::from([
+                (7, BTreeMap::from([(Action::Purchase, 1)])),
+                (30, BTreeMap::new()),
+            ]),
+            quantity: 3,
+            spend: 1250,
+            distinct_items: 4,
+            distinct_categories: 2,
+            first_seen: Some(1000),
+            last_seen: Some(2000),
+            last_purchase: Some(1500),
+            avg_rating: Some(Score(3.5)),
+            ratings: 2,
+            top_categories: vec![CategoryAffinity {
+                category: 9,
+                affinity: Score(1.5),
+            }],
+            segment: Segment::New,
+            attributes: BTreeMap::from([("country".to_string(), "FR".to_string())]),
+        };
+        let line = profile.to_json(17, &NumericNames);
+        assert_eq!(
+            line,
+            json!({
+                "user": "17",
+                "counts": {"purchase": 2, "view": 5},
+                "windows": {"7d": {"purchase": 1}, "30d": {}},
+                "quantity": 3,
+                "spend": 1250,
+                "distinct_items": 4,
+                "distinct_categories": 2,
+                "first_seen": 1000,
+                "last_seen": 2000,
+                "last_purchase": 1500,
+                "avg_rating": 3.5,
+                "ratings": 2,
+                "top_categories": [{"category": "9", "affinity": 1.5}],
+                "segment": "new",
+                "attributes": {"country": "FR"},
+            })
+        );
+    }
+}

@@ -1,0 +1,287 @@
+//! Oracle test of collaborative filtering: seeded random streams of inserts
+//! and retractions, in batches, on 1 and 4 workers, every metric, history N
+//! in {0, 3}, K in {0, 3}, decay on and off; after every batch the history,
+//! similar items and recommendations must equal `reference::cf` bit for bit.
+//!
+//! Run: `cargo test -p persona-dataflows --release --test cf_oracle`.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::input::Input;
+use timely::dataflow::operators::capture::Extract;
+use timely::dataflow::operators::Capture;
+
+use persona_dataflows::history::{ActionWeights, HistoryEntry};
+use persona_dataflows::recommend::{collaborative_filtering, CfConfig, Recommendations};
+use persona_dataflows::reference::cf as reference;
+use persona_dataflows::similarity::{Metric, SimilarItems};
+use persona_dataflows::time::DAY_MS;
+use persona_dataflows::{Action, Event, Id};
+
+const USERS: u64 = 15;
+const ITEMS: u64 = 25;
+const BATCHES: u64 = 6;
+const UPDATES_PER_BATCH: usize = 25;
+
+/// splitmix64: a seeded generator with no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `(event, batch time, diff)`: inserts, retractions of live events,
+/// duplicates, and a few retractions of events never inserted (net negative).
+fn random_stream(seed: u64) -> Vec<(Event, u64, isize)> {
+    let mut rng = Rng(seed);
+    let mut live: Vec<Event> = Vec::new();
+    let mut updates = Vec::new();
+    for batch in 1..=BATCHES {
+        for _ in 0..UPDATES_PER_BATCH {
+            let roll = rng.below(100);
+            if roll < 25 && !live.is_empty() {
+                let index = rng.below(live.len() as u64) as usize;
+                updates.push((live.swap_remove(index), batch, -1));
+                continue;
+            }
+            // Few users and skewed items, so histories overlap; coarse times
+            // within a day, so last-time ties happen.
+            let user = rng.below(USERS);
+            let item = rng.below(ITEMS).min(rng.below(ITEMS));
+            let action = Action::ALL[rng.below(Action::ALL.len() as u64) as usize];
+            let day = (batch + rng.below(4)) as i64;
+            let time_ms = day * DAY_MS as i64 + rng.below(3) as i64 * 3_600_000;
+            let event = Event::new(user, item, action, time_ms);
+            if roll < 28 {
+                updates.push((event, batch, -1));
+            } else {
+                updates.push((event.clone(), batch, 1));
+                live.push(event);
+            }
+        }
+    }
+    updates
+}
+
+/// The outputs of a run, as accumulated collections per batch time.
+struct Captured {
+    history: Vec<((Id, HistoryEntry), u64, isize)>,
+    similar_items: Vec<(SimilarItems, u64, isize)>,
+    recommendations: Vec<(Recommendations, u64, isize)>,
+}
+
+fn run_dataflow(
+    updates: &[(Event, u64, isize)],
+    config: &CfConfig,
+    workers: usize,
+    step: bool,
+) -> Captured {
+    let (history_send, history_recv) = std::sync::mpsc::channel();
+    let (similar_send, similar_recv) = std::sync::mpsc::channel();
+    let (recs_send, recs_recv) = std::sync::mpsc::channel();
+    let senders = Arc::new(Mutex::new((history_send, similar_send, recs_send)));
+    let updates = updates.to_vec();
+    let config = config.clone();
+
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (history_send, similar_send, recs_send) = senders.lock().unwrap().clone();
+        let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, events) = scope.new_collection::<Event, isize>();
+            let outputs = collaborative_filtering(events, &config);
+            outputs.history.inner.capture_into(history_send);
+            outputs.similar_items.inner.capture_into(similar_send);
+            let (probe, recommendations) = outputs.recommendations.probe();
+            recommendations.inner.capture_into(recs_send);
+            (input, probe)
+        });
+        let (index, peers) = (worker.index(), worker.peers());
+        for batch in 1..=BATCHES {
+            for (n, (event, time, diff)) in updates.iter().enumerate() {
+                if *time == batch && n % peers == index {
+                    input.update(event.clone(), *diff);
+                }
+            }
+            input.advance_to(batch + 1);
+            input.flush();
+            if step {
+                worker.step_while(|| probe.less_than(input.time()));
+            }
+        }
+    })
+    .expect("timely run");
+
+    Captured {
+        history: history_recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, u)| u)
+            .collect(),
+        similar_items: similar_recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, u)| u)
+            .collect(),
+        recommendations: recs_recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, u)| u)
+            .collect(),
+    }
+}
+
+/// The records with positive accumulated count at `at`, keyed; panics on a
+/// count other than 1 (outputs are sets).
+fn at_time<D: Ord + Clone + Debug, K: Ord>(
+    updates: &[(D, u64, isize)],
+    at: u64,
+    key: impl Fn(&D) -> K,
+) -> BTreeMap<K, D> {
+    let mut counts: BTreeMap<D, isize> = BTreeMap::new();
+    for (record, time, diff) in updates {
+        if *time <= at {
+            *counts.entry(record.clone()).or_default() += diff;
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (record, count) in counts {
+        match count {
+            0 => {}
+            1 => {
+                assert!(
+                    out.insert(key(&record), record.clone()).is_none(),
+                    "duplicate key: {record:?}"
+                );
+            }
+            _ => panic!("record with count {count}: {record:?}"),
+        }
+    }
+    out
+}
+
+/// Prints every key whose record differs; true if any did.
+fn report<K: Ord + Debug, D: PartialEq + Debug>(
+    what: &str,
+    dataflow: &BTreeMap<K, D>,
+    reference: &BTreeMap<K, D>,
+) -> bool {
+    let mut differ = false;
+    for key in dataflow.keys().chain(reference.keys()) {
+        let (d, r) = (dataflow.get(key), reference.get(key));
+        if d != r {
+            if !differ {
+                eprintln!("{what} differs:");
+            }
+            differ = true;
+            eprintln!("  key {key:?}\n    dataflow:  {d:?}\n    reference: {r:?}");
+        }
+    }
+    differ
+}
+
+fn check(seed: u64, config: &CfConfig, workers: usize) {
+    let updates = random_stream(seed);
+    let step = seed % 2 == 0;
+    let captured = run_dataflow(&updates, config, workers, step);
+    for at in 1..=BATCHES {
+        let expected = reference::collaborative_filtering(&updates, at, config);
+        let history = at_time(&captured.history, at, |(u, e)| (*u, e.item));
+        let similar = at_time(&captured.similar_items, at, |s| s.item);
+        let recs = at_time(&captured.recommendations, at, |r| r.user);
+        let expected_history = expected
+            .history
+            .iter()
+            .map(|(u, e)| ((*u, e.item), (*u, e.clone())))
+            .collect();
+        let expected_similar = expected
+            .similar_items
+            .iter()
+            .map(|s| (s.item, s.clone()))
+            .collect();
+        let expected_recs = expected
+            .recommendations
+            .iter()
+            .map(|r| (r.user, r.clone()))
+            .collect();
+        let mut differ = report("history", &history, &expected_history);
+        differ |= report("similar_items", &similar, &expected_similar);
+        differ |= report("recommendations", &recs, &expected_recs);
+        assert!(
+            !differ,
+            "seed {seed}, {workers} workers, step {step}, time {at}, config {config:?}"
+        );
+    }
+}
+
+/// Every combination of metric, N ∈ {0,3}, K ∈ {0,3} and decay on/off, with
+/// the other knobs varied by the seed.
+fn configs() -> Vec<CfConfig> {
+    let mut configs = Vec::new();
+    for metric in Metric::ALL {
+        for history_length in [0, 3] {
+            for neighbors in [0, 3] {
+                for decay in [None, Some(2.0)] {
+                    let n = configs.len();
+                    let mut weights = ActionWeights::default();
+                    if n % 3 == 0 {
+                        // A negative weight: lowers affinities, adds no history.
+                        weights.not_interested = -4;
+                    }
+                    configs.push(CfConfig {
+                        history_length,
+                        weights,
+                        decay_half_life_days: decay,
+                        metric,
+                        min_support: 1 + (n % 4 == 1) as u64,
+                        neighbors,
+                        top_k: [10, 2, 0][n % 3],
+                        remove_seen: n % 5 != 2,
+                    });
+                }
+            }
+        }
+    }
+    configs
+}
+
+fn check_all(workers: usize, seeds_per_config: u64) {
+    let started = std::time::Instant::now();
+    for (n, config) in configs().iter().enumerate() {
+        for s in 0..seeds_per_config {
+            let seed = 1000 * workers as u64 + 17 * n as u64 + s;
+            check(seed, config, workers);
+        }
+    }
+    eprintln!(
+        "{} configs × {seeds_per_config} seeds on {workers} worker(s): {:.1?}",
+        configs().len(),
+        started.elapsed()
+    );
+}
+
+#[test]
+fn one_worker_matches_reference() {
+    check_all(1, 3);
+}
+
+#[test]
+fn four_workers_match_reference() {
+    check_all(4, 2);
+}
+
+#[test]
+fn defaults_match_reference_on_many_seeds() {
+    for seed in 0..30 {
+        check(seed, &CfConfig::default(), 1 + 3 * (seed as usize % 2));
+    }
+}

@@ -1,0 +1,243 @@
+//! The pipeline config: one TOML file with the input (format and column
+//! mapping), cleaning, time, feature and recommendation settings.
+//!
+//! Every table rejects unknown fields, so a typo is an error naming the field
+//! rather than a silently ignored setting. Every field has a default, written
+//! next to it; the presets (`--format online-retail`, ...) are configs too.
+//! Runtime knobs (workers, paths) are command-line flags, not config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole pipeline.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Where events come from and how they are read.
+    pub input: InputConfig,
+    /// What counts as a bad or duplicate record.
+    pub cleaning: CleaningConfig,
+    /// Event time, ticks and lateness.
+    pub time: TimeConfig,
+}
+
+impl PipelineConfig {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: &Path) -> Result<PipelineConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: PipelineConfig =
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source: Box::new(source),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: required mapping fields and value ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mapping = &self.input.mapping;
+        if mapping.user.is_empty() || mapping.item.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[input.mapping] needs `user` and `item` fields".into(),
+            ));
+        }
+        if mapping.time.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[input.mapping] needs a `time` field".into(),
+            ));
+        }
+        match (&mapping.action, &mapping.action_constant) {
+            (None, None) => {
+                return Err(ConfigError::Invalid(
+                    "[input.mapping] needs `action` (a field) or `action_constant`".into(),
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "[input.mapping] has both `action` and `action_constant`; keep one".into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.time.tick_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "[time] tick_ms must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[input]`: the log and how to read it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// The log to read; `--input` overrides it. `-` is stdin. Default: none.
+    pub path: Option<PathBuf>,
+    /// `csv` or `jsonl`. Default: `csv`.
+    pub format: FormatKind,
+    /// CSV options (ignored for JSON Lines).
+    pub csv: CsvOptions,
+    /// Which field of a record is what.
+    pub mapping: Mapping,
+}
+
+/// The text formats. Both frame records as lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FormatKind {
+    #[default]
+    Csv,
+    Jsonl,
+}
+
+/// `[input.csv]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsvOptions {
+    /// Whether the first line names the columns. Default: true.
+    pub has_header: bool,
+    /// Column names when there is no header line. Default: none.
+    pub columns: Vec<String>,
+    /// Field delimiter, one byte (`"\t"` for tab-separated). Default: `","`.
+    pub delimiter: String,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            has_header: true,
+            columns: Vec::new(),
+            delimiter: ",".into(),
+        }
+    }
+}
+
+/// `[input.mapping]`: field names (CSV column names, or JSON keys) for each
+/// part of an event. Only `user`, `item`, `time` and one of `action` /
+/// `action_constant` are required.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mapping {
+    /// Field of the user id. Required.
+    pub user: String,
+    /// Field of the item id. Required.
+    pub item: String,
+    /// Field of the action name. Default: none (then `action_constant`).
+    pub action: Option<String>,
+    /// The action of every record, for logs of one kind (`purchase`). Default: none.
+    pub action_constant: Option<String>,
+    /// Source action names → persona's (`pv = "view"`). Canonical names
+    /// (view, click, cart, uncart, favourite, purchase, rating, impression,
+    /// rec_click, not_interested) are always understood. Default: none.
+    pub action_synonyms: BTreeMap<String, String>,
+    /// Field of the event time. Required.
+    pub time: String,
+    /// `epoch_s`, `epoch_ms`, `rfc3339`, or a strftime pattern such as
+    /// `%Y-%m-%d %H:%M:%S` (read in `time_zone`). Default: `epoch_ms`.
+    pub time_format: Option<String>,
+    /// IANA zone of times without an offset. Default: `UTC`.
+    pub time_zone: Option<String>,
+    /// Field of the item category. Default: none.
+    pub category: Option<String>,
+    /// Field of the unit price, a decimal in major units. Default: none.
+    pub price: Option<String>,
+    /// Decimal places of the minor unit (2: "2.55" is 255). Default: 2.
+    pub price_decimals: Option<u32>,
+    /// Field of the quantity (an integer). Default: none (quantity 1).
+    pub quantity: Option<String>,
+    /// Field of the rating, a decimal (stored in hundredths). Default: none.
+    pub rating: Option<String>,
+    /// Field of a unique event id, used for deduplication. Default: none.
+    pub event_id: Option<String>,
+    /// Field of the session id. Default: none.
+    pub session: Option<String>,
+    /// A record whose `field` starts with `prefix` cancels a purchase: it is
+    /// applied as the retraction of that purchase. Default: none.
+    pub cancellation: Option<Cancellation>,
+    /// JSON only: the key of an array whose elements are the records; other
+    /// fields are looked up in the element first, then in the enclosing
+    /// object (OTTO's `{"session", "events": [...]}`). Default: none.
+    pub records: Option<String>,
+}
+
+/// How a cancellation is recognised.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cancellation {
+    pub field: String,
+    pub prefix: String,
+}
+
+/// `[cleaning]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleaningConfig {
+    /// Item ids that are not products (postage, fees): rejected as
+    /// `non_product`. Compared after trimming. Default: none.
+    pub non_product_items: Vec<String>,
+    /// Write integers written as floats (`17850.0`) as integers. Default: true.
+    pub numeric_ids: bool,
+    /// Count a record seen again (same event id, or same content when the
+    /// log has no ids) as a duplicate instead of applying it twice. Default: true.
+    pub dedup: bool,
+    /// How long, in event-time seconds, a record is remembered for
+    /// deduplication. Default: 86400 (a day).
+    pub dedup_horizon_s: u64,
+}
+
+impl Default for CleaningConfig {
+    fn default() -> Self {
+        CleaningConfig {
+            non_product_items: Vec::new(),
+            numeric_ids: true,
+            dedup: true,
+            dedup_horizon_s: 86_400,
+        }
+    }
+}
+
+/// `[time]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// Event times are truncated to this many milliseconds to form the
+    /// dataflow timestamp; outputs change at most once per tick. Default: 1000.
+    pub tick_ms: u64,
+    /// How far, in seconds of event time, a record may arrive behind the
+    /// latest one a reader has seen and still be applied. Later records are
+    /// counted as `late` and written to `late.jsonl`. Default: 3600.
+    pub allowed_lateness_s: u64,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            tick_ms: 1000,
+            allowed_lateness_s: 3600,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Presets: configs that read well-known public behaviour logs as they are,
+//! with no preprocessing step. Each is an ordinary [`PipelineConfig`]; `persona
+//! preset NAME` prints it as TOML, a starting point for a mapped log.
+
+use std::path::Path;
+
+use crate::config::{
+    Cancellation, CleaningConfig, CsvOptions, FormatKind, InputConfig, Mapping, PipelineConfig,
+    TimeConfig,
+};
+
+/// The preset names `--format` accepts.
+pub const NAMES: [&str; 4] = ["online-retail", "movielens", "taobao", "otto"];
+
+/// The config of a preset, or `None` for an unknown name. `input` helps
+/// presets whose source comes in several layouts (MovieLens' `u.data` and
+/// `ratings.csv`).
+pub fn preset(name: &str, input: Option<&Path>) -> Option<PipelineConfig> {
+    let config = match name {
+        "online-retail" => online_retail(),
+        "movielens" => movielens(input),
+        "taobao" => taobao(),
+        "otto" => otto(),
+        _ => return None,
+    };
+    Some(config)
+}
+
+/// UCI Online Retail: one row per invoice line; `C` invoices cancel purchases.
+/// Times are the shop's local time (Europe/London).
+fn online_retail() -> PipelineConfig {
+    PipelineConfig {
+        input: InputConfig {
+            path: None,
+            format: FormatKind::Csv,
+            csv: CsvOptions::default(),
+            mapping: Mapping {
+                user: "CustomerID".into(),
+                item: "StockCode".into(),
+                action_constant: Some("purchase".into()),
+                time: "InvoiceDate".into(),
+                time_format: Some("%Y-%m-%d %H:%M:%S".into()),
+                time_zone: Some("Europe/London".into()),
+                price: Some("UnitPrice".into()),
+                quantity: Some("Quantity".into()),
+                session: Some("InvoiceNo".into()),
+                cancellation: Some(Cancellation {
+                    field: "InvoiceNo".into(),
+                    prefix: "C".into(),
+                }),
+                ..Mapping::default()
+            },
+        },
+        cleaning: CleaningConfig {
+            // Postage, fees, manual adjustments, discounts, samples and charity
+            // lines: the stock codes of Online Retail that are not products.
+            non_product_items: [
+                "POST",
+                "DOT",
+                "M",
+                "m",
+                "C2",
+                "D",
+                "S",
+                "B",
+                "BANK CHARGES",
+                "AMAZONFEE",
+                "CRUK",
+                "PADS",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..CleaningConfig::default()
+        },
+        time: TimeConfig::default(),
+    }
+}
+
+/// MovieLens ratings: `u.data` (tab-separated `user item rating timestamp`,
+/// no header) or `ratings.csv` (`userId,movieId,rating,timestamp`). The
+/// layout is chosen by the file name: a `.csv` file is `ratings.csv`.
+/// Ratings files are sorted by user, not time, so lateness is unbounded.
+fn movielens(input: Option<&Path>) -> PipelineConfig {
+    let is_csv = input
+        .and_then(Path::file_name)
+        .map(|name| name.to_string_lossy().to_lowercase())
+        .is_some_and(|name| {
+            let name = name
+                .trim_end_matches(".gz")
+                .trim_end_matches(".xz")
+                .trim_end_matches(".zst");
+            name.ends_with(".csv")
+        });
+    let (csv, mapping) = if is_csv {
+        (
+            CsvOptions::default(),
+            Mapping {
+                user: "userId".into(),
+                item: "movieId".into(),
+                rating: Some("rating".into()),
+                time: "timestamp".into(),
+                ..Mapping::default()
+            },
+        )
+    } else {
+        (
+            CsvOptions {
+                has_header: false,
+                columns: ["user", "item", "rating", "timestamp"]
+                    .map(String::from)
+                    .to_vec(),
+                delimiter: "\t".into(),
+            },
+            Mapping {
+                user: "user".into(),
+                item: "item".into(),
+                rating: Some("rating".into()),
+                time: "timestamp".into(),
+                ..Mapping::default()
+            },
+        )
+    };
+    PipelineConfig {
+        input: InputConfig {
+            path: None,
+            format: FormatKind::Csv,
+            csv,
+            mapping: Mapping {
+                action_constant: Some("rating".into()),
+                time_format: Some("epoch_s".into()),
+                ..mapping
+            },
+        },
+        cleaning: CleaningConfig::default(),
+        time: unbounded_lateness(),
+    }
+}
+
+/// Taobao UserBehavior.csv: `user,item,category,pv|cart|fav|buy,unix seconds`,
+/// no header, sorted by user.
+fn taobao() -> PipelineConfig {
+    PipelineConfig {
+        input: InputConfig {
+            path: None,
+            format: FormatKind::Csv,
+            csv: CsvOptions {
+                has_header: false,
+                columns: ["user", "item", "category", "behavior", "timestamp"]
+                    .map(String::from)
+                    .to_vec(),
+                delimiter: ",".into(),
+            },
+            mapping: Mapping {
+                user: "user".into(),
+                item: "item".into(),
+                category: Some("category".into()),
+                action: Some("behavior".into()),
+                action_synonyms: [
+                    ("pv", "view"),
+                    ("cart", "cart"),
+                    ("fav", "favourite"),
+                    ("buy", "purchase"),
+                ]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .into(),
+                time: "timestamp".into(),
+                time_format: Some("epoch_s".into()),
+                ..Mapping::default()
+            },
+        },
+        cleaning: CleaningConfig::default(),
+        time: unbounded_lateness(),
+    }
+}
+
+/// OTTO sessions: one JSON object per session, `{"session", "events": [{"aid",
+/// "ts", "type": clicks|carts|orders}]}`; the session is the user. Sessions
+/// overlap in time, so lateness is unbounded.
+fn otto() -> PipelineConfig {
+    PipelineConfig {
+        input: InputConfig {
+            path: None,
+            format: FormatKind::Jsonl,
+            csv: CsvOptions::default(),
+            mapping: Mapping {
+                records: Some("events".into()),
+                user: "session".into(),
+                item: "aid".into(),
+                action: Some("type".into()),
+                action_synonyms: [
+                    ("clicks", "click"),
+                    ("carts", "cart"),
+                    ("orders", "purchase"),
+                ]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .into(),
+                time: "ts".into(),
+                time_format: Some("epoch_ms".into()),
+                session: Some("session".into()),
+                ..Mapping::default()
+            },
+        },
+        cleaning: CleaningConfig::default(),
+        time: unbounded_lateness(),
+    }
+}
+
+/// For logs not sorted by time: every record is applied, however late.
+fn unbounded_lateness() -> TimeConfig {
+    TimeConfig {
+        allowed_lateness_s: u64::MAX / 1000,
+        ..TimeConfig::default()
+    }
+}

@@ -1,0 +1,65 @@
+//! The runtime: timely workers wired around the dataflows, for each command.
+//!
+//! [`replay`] reads logs; [`pipeline`] builds the dataflow graph that every
+//! command shares (deduplication, profiles, collaborative filtering, sinks).
+//! Workers and processes use timely's own flags (`-w`, `-n`, `-p`, `-h`).
+
+pub mod pipeline;
+pub mod replay;
+
+use std::path::PathBuf;
+
+/// Timely's worker flags, as timely itself names them.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TimelyArgs {
+    /// Worker threads per process.
+    #[arg(
+        short = 'w',
+        long = "threads",
+        default_value_t = 1,
+        env = "PERSONA_WORKERS"
+    )]
+    pub workers: usize,
+    /// Number of processes.
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// Index of this process, from 0.
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File of process addresses (host:port), one per line.
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+impl TimelyArgs {
+    /// The timely configuration, built by timely's own parser.
+    pub fn config(&self) -> anyhow::Result<timely::Config> {
+        let mut args = vec![
+            "persona".to_owned(),
+            "-w".to_owned(),
+            self.workers.to_string(),
+            "-n".to_owned(),
+            self.processes.to_string(),
+            "-p".to_owned(),
+            self.process.to_string(),
+        ];
+        if let Some(hostfile) = &self.hostfile {
+            args.push("-h".to_owned());
+            args.push(hostfile.display().to_string());
+        }
+        anyhow::ensure!(self.workers >= 1, "-w must be at least 1");
+        anyhow::ensure!(
+            self.process < self.processes,
+            "-p {} is not below -n {}",
+            self.process,
+            self.processes
+        );
+        timely::Config::from_args(args.into_iter())
+            .map_err(|error| anyhow::anyhow!("timely flags: {error}"))
+    }
+
+    /// Total workers across processes.
+    pub fn total_workers(&self) -> usize {
+        self.workers * self.processes
+    }
+}

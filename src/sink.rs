@@ -1,0 +1,204 @@
+//! Sinks: where output collections go.
+//!
+//! Every output collection is exchanged to worker 0, which keeps its current
+//! state, writes the exact stream of changes (`X.changes.jsonl`, with
+//! `--changelog`) as the frontier passes each time, and at the end writes the
+//! consolidated state (`X.jsonl`). One writer keeps each output a single file
+//! however many workers and processes run.
+
+use std::cell::RefCell;
+use std::collections::btree_map::{BTreeMap, Entry};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use differential_dataflow::{ExchangeData, VecCollection};
+use persona_dataflows::Names;
+use serde_json::Value;
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::dataflow::ProbeHandle;
+
+/// A record of an output collection, rendered as one JSON line.
+pub trait OutputRecord: ExchangeData {
+    fn to_json(&self, names: &dyn Names) -> Value;
+}
+
+/// Updates gathered on worker 0, not yet applied.
+pub type Pending<D> = Rc<RefCell<Vec<(D, u64, isize)>>>;
+
+/// Routes a collection's updates to worker 0 and gathers them there.
+pub fn gather<D: ExchangeData>(
+    collection: VecCollection<'_, u64, D>,
+    probe: &ProbeHandle<u64>,
+) -> Pending<D> {
+    let pending: Pending<D> = Rc::default();
+    let sink = pending.clone();
+    collection
+        .inner
+        .exchange(|_| 0)
+        .inspect(move |update: &(D, u64, isize)| sink.borrow_mut().push(update.clone()))
+        .probe_with(probe);
+    pending
+}
+
+/// Which updates a drain may apply.
+#[derive(Clone, Copy, Debug)]
+pub enum Upto {
+    /// Times before this frontier: they can no longer change.
+    Before(u64),
+    /// Every time up to and including the end of the input; later times
+    /// (window expirations past the last event) are not part of the run.
+    End(u64),
+}
+
+/// The sink side of one output.
+pub trait Sink {
+    /// Applies complete updates, writing changelog lines.
+    fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()>;
+    /// Writes the final state; returns the file name and its line count.
+    fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>>;
+    /// Number of records in the current state.
+    fn len(&self) -> usize;
+}
+
+/// A file output: `NAME.jsonl`, and `NAME.changes.jsonl` with a changelog.
+pub struct JsonlSink<D> {
+    name: String,
+    pending: Pending<D>,
+    state: BTreeMap<D, isize>,
+    changelog: Option<BufWriter<File>>,
+    write_file: bool,
+}
+
+impl<D: OutputRecord> JsonlSink<D> {
+    /// A sink writing `dir/NAME.jsonl`, and `dir/NAME.changes.jsonl` if `changelog`.
+    pub fn new(
+        name: &str,
+        pending: Pending<D>,
+        dir: &Path,
+        changelog: bool,
+    ) -> io::Result<JsonlSink<D>> {
+        let changelog = if changelog {
+            Some(BufWriter::new(File::create(
+                dir.join(format!("{name}.changes.jsonl")),
+            )?))
+        } else {
+            None
+        };
+        Ok(JsonlSink {
+            name: name.to_owned(),
+            pending,
+            state: BTreeMap::new(),
+            changelog,
+            write_file: true,
+        })
+    }
+
+    /// A sink that only counts its records (for the summary), writing nothing.
+    pub fn counter(name: &str, pending: Pending<D>) -> JsonlSink<D> {
+        JsonlSink {
+            name: name.to_owned(),
+            pending,
+            state: BTreeMap::new(),
+            changelog: None,
+            write_file: false,
+        }
+    }
+}
+
+impl<D: OutputRecord> Sink for JsonlSink<D> {
+    fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()> {
+        let mut ready = {
+            let mut pending = self.pending.borrow_mut();
+            let (ready, rest): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|(_, time, _)| match upto {
+                    Upto::Before(frontier) => *time < frontier,
+                    Upto::End(end) => *time <= end,
+                });
+            if let Upto::Before(_) = upto {
+                *pending = rest;
+            }
+            ready
+        };
+        if ready.is_empty() {
+            return Ok(());
+        }
+        ready.sort_by(|(d1, t1, _), (d2, t2, _)| (t1, d1).cmp(&(t2, d2)));
+        differential_dataflow::consolidation::consolidate_updates(&mut ready);
+        ready.sort_by(|(d1, t1, r1), (d2, t2, r2)| (t1, r1, d1).cmp(&(t2, r2, d2)));
+        for (record, time, diff) in ready {
+            if let Some(changelog) = &mut self.changelog {
+                let mut line = serde_json::Map::new();
+                line.insert("time".into(), time.into());
+                line.insert("diff".into(), (diff as i64).into());
+                match record.to_json(names) {
+                    Value::Object(fields) => line.extend(fields),
+                    other => {
+                        line.insert("record".into(), other);
+                    }
+                }
+                serde_json::to_writer(&mut *changelog, &line)?;
+                changelog.write_all(b"\n")?;
+            }
+            match self.state.entry(record) {
+                Entry::Occupied(mut entry) => {
+                    *entry.get_mut() += diff;
+                    if *entry.get() == 0 {
+                        entry.remove();
+                    }
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert(diff);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>> {
+        if let Some(changelog) = &mut self.changelog {
+            changelog.flush()?;
+        }
+        if !self.write_file {
+            return Ok(None);
+        }
+        let mut lines: Vec<String> = Vec::with_capacity(self.state.len());
+        for (record, count) in &self.state {
+            // A negative count would be a bug upstream: every output is a set.
+            assert!(
+                *count > 0,
+                "output {} holds a record {count} times",
+                self.name
+            );
+            let line = serde_json::to_string(&record.to_json(names)).map_err(io::Error::other)?;
+            for _ in 0..*count {
+                lines.push(line.clone());
+            }
+        }
+        lines.sort();
+        let file = format!("{}.jsonl", self.name);
+        let mut writer = BufWriter::new(File::create(dir.join(&file))?);
+        for line in &lines {
+            writer.write_all(line.as_bytes())?;
+            writer.write_all(b"\n")?;
+        }
+        writer.flush()?;
+        Ok(Some((file, lines.len())))
+    }
+
+    fn len(&self) -> usize {
+        self.state.values().map(|c| *c as usize).sum()
+    }
+}
+
+/// The path of a per-process part of an output written by every process:
+/// `dir/NAME.jsonl` for one process, `dir/NAME/part-P.jsonl` for several.
+pub fn part_path(dir: &Path, name: &str, process: usize, processes: usize) -> io::Result<PathBuf> {
+    if processes <= 1 {
+        return Ok(dir.join(format!("{name}.jsonl")));
+    }
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder)?;
+    Ok(folder.join(format!("part-{process}.jsonl")))
+}

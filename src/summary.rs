@@ -1,0 +1,83 @@
+//! The run summary: `summary.json`, what a machine reads after a run.
+//!
+//! `records_read = accepted + duplicates + late + Σ rejected` always holds:
+//! every record read is accounted for exactly once.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What one reader (a worker) counted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderCounts {
+    pub records_read: u64,
+    /// Decoded, on time and not yet deduplicated.
+    pub decoded: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub late: u64,
+    /// Counted by the deduplication operator of this worker.
+    pub duplicates: u64,
+    /// The latest dataflow timestamp this reader applied.
+    pub max_time: Option<u64>,
+    /// Peak resident memory of this worker's process, sent by one worker per process.
+    pub peak_rss_bytes: u64,
+}
+
+impl ReaderCounts {
+    /// Adds another reader's counts to these.
+    pub fn merge(&mut self, other: &ReaderCounts) {
+        self.records_read += other.records_read;
+        self.decoded += other.decoded;
+        for (reason, count) in &other.rejected {
+            *self.rejected.entry(reason.clone()).or_insert(0) += count;
+        }
+        self.late += other.late;
+        self.duplicates += other.duplicates;
+        self.max_time = self.max_time.max(other.max_time);
+        self.peak_rss_bytes += other.peak_rss_bytes;
+    }
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub records_read: u64,
+    pub accepted: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub duplicates: u64,
+    pub late: u64,
+    pub users: u64,
+    pub items: u64,
+    pub outputs: BTreeMap<String, u64>,
+    pub elapsed_s: f64,
+    pub events_per_s: f64,
+    pub peak_rss_bytes: u64,
+    pub workers: usize,
+}
+
+impl Summary {
+    /// Whether every record read is accounted for exactly once.
+    pub fn balances(&self) -> bool {
+        self.records_read
+            == self.accepted + self.duplicates + self.late + self.rejected.values().sum::<u64>()
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
+}
