@@ -323,7 +323,7 @@ fn seen_times<'s, T: EventTime>(
                 .filter(|(_, count)| *count > 0)
                 .map(|(ms, _)| **ms);
             if let Some(first) = present.next() {
-                let last = present.last().unwrap_or(first);
+                let last = present.next_back().unwrap_or(first);
                 output.push(((first, last), 1));
             }
         })

@@ -1,7 +1,9 @@
-//! CSV lines: a line is split into fields with the `csv` crate, and fields
+//! CSV lines: a line is split into fields with `csv-core` (the parser of
+//! the `csv` crate), and fields
 //! are found by column name (from the header line or the config's `columns`).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::config::{ConfigError, CsvOptions};
@@ -10,7 +12,8 @@ use crate::rejected::{Position, Reason, Rejection};
 
 /// Column layout of a CSV input.
 pub struct CsvFields {
-    delimiter: u8,
+    /// Building a CSV reader compiles a state machine: build it once.
+    reader: RefCell<csv_core::Reader>,
     expects_header: bool,
     columns: HashMap<String, usize>,
     width: usize,
@@ -28,7 +31,7 @@ impl CsvFields {
             }
         };
         let mut fields = CsvFields {
-            delimiter,
+            reader: RefCell::new(csv_core::ReaderBuilder::new().delimiter(delimiter).build()),
             expects_header: options.has_header,
             columns: HashMap::new(),
             width: 0,
@@ -68,9 +71,9 @@ impl CsvFields {
         let header = self.split(line).map_err(|rejection| {
             ConfigError::Invalid(format!("{position}: header: {}", rejection.detail))
         })?;
-        let names: Vec<String> = (0..header.fields.len())
+        let names: Vec<String> = (0..header.len())
             .map(|i| {
-                String::from_utf8_lossy(&header.fields[i])
+                String::from_utf8_lossy(header.field(i).unwrap_or_default())
                     .trim_start_matches('\u{feff}')
                     .to_owned()
             })
@@ -89,27 +92,30 @@ impl CsvFields {
 
     /// Splits one line into the fields of a record.
     pub fn split<'a>(&'a self, line: &[u8]) -> Result<CsvRecord<'a>, Rejection> {
-        let mut reader = ::csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(self.delimiter)
-            .buffer_capacity(line.len() + 16)
-            .from_reader(line);
-        let mut record = ::csv::ByteRecord::new();
-        match reader.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => return Err(Rejection::new(Reason::ColumnCount, "empty record")),
-            Err(error) => return Err(Rejection::new(Reason::ColumnCount, error.to_string())),
+        let mut input = Vec::with_capacity(line.len() + 1);
+        input.extend_from_slice(line);
+        input.push(b'\n');
+        // Fields are never longer than the line, and there are at most len + 1.
+        let mut fields = vec![0; input.len()];
+        let mut ends = vec![0; input.len() + 1];
+        let mut reader = self.reader.borrow_mut();
+        reader.reset();
+        let (result, _, _, count) = reader.read_record(&input, &mut fields, &mut ends);
+        if !matches!(result, csv_core::ReadRecordResult::Record) || count == 0 {
+            return Err(Rejection::new(Reason::ColumnCount, "not a CSV record"));
         }
-        if self.width != 0 && record.len() != self.width {
+        ends.truncate(count);
+        fields.truncate(ends[count - 1]);
+        if self.width != 0 && count != self.width {
             return Err(Rejection::new(
                 Reason::ColumnCount,
-                format!("expected {} columns, found {}", self.width, record.len()),
+                format!("expected {} columns, found {count}", self.width),
             ));
         }
         Ok(CsvRecord {
             columns: &self.columns,
-            fields: record,
+            fields,
+            ends,
         })
     }
 }
@@ -117,7 +123,22 @@ impl CsvFields {
 /// The fields of one CSV record.
 pub struct CsvRecord<'a> {
     columns: &'a HashMap<String, usize>,
-    fields: ::csv::ByteRecord,
+    /// The unquoted fields, back to back; field `i` ends at `ends[i]`.
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl CsvRecord<'_> {
+    fn field(&self, index: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(index)?;
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        Some(&self.fields[start..end])
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
 }
 
 impl Fields for CsvRecord<'_> {
@@ -125,7 +146,7 @@ impl Fields for CsvRecord<'_> {
         let Some(&index) = self.columns.get(name) else {
             return Ok(None);
         };
-        let Some(bytes) = self.fields.get(index) else {
+        let Some(bytes) = self.field(index) else {
             return Ok(None);
         };
         match std::str::from_utf8(bytes) {

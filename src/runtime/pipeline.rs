@@ -11,8 +11,9 @@ use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
 use persona_dataflows::{Action, Event, Id, Names};
 use serde_json::{json, Value};
-use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Exchange;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Operator;
 use timely::dataflow::ProbeHandle;
 
 use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
@@ -21,34 +22,43 @@ use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
 /// `dedup_key`s is applied, later ones are counted in `duplicates`.
 ///
 /// Records are routed by key, so equal records meet on one worker whatever
-/// worker read them. The memory of keys is bounded by the horizon, in event
-/// time: keys older than the horizon behind the latest record are forgotten.
+/// worker read them. A key is forgotten once the input frontier has passed
+/// its timestamp by more than the horizon: no record that old can arrive any
+/// more (readers drop it as late), so what counts as a duplicate does not
+/// depend on how workers interleave.
 pub fn dedup<'s>(
     records: VecCollection<'s, u64, (u64, Event)>,
-    horizon_ms: Option<i64>,
+    horizon_ms: Option<u64>,
     duplicates: Rc<Cell<u64>>,
 ) -> VecCollection<'s, u64, Event> {
     let Some(horizon_ms) = horizon_ms else {
         return records.map(|(_, event)| event);
     };
-    let mut seen: HashMap<u64, i64> = HashMap::new();
-    let mut latest = i64::MIN;
-    let mut next_sweep = 1 << 16;
+    let route = Exchange::new(|((key, _), _, _): &((u64, Event), u64, isize)| *key);
     records
         .inner
-        .exchange(|((key, _), _, _): &((u64, Event), u64, isize)| *key)
-        .flat_map(move |((key, event), time, diff)| {
-            latest = latest.max(event.time_ms);
-            if seen.len() >= next_sweep {
-                let oldest = latest.saturating_sub(horizon_ms);
-                seen.retain(|_, seen_at| *seen_at >= oldest);
-                next_sweep = (seen.len() * 2).max(1 << 16);
-            }
-            if seen.insert(key, event.time_ms).is_some() {
-                duplicates.set(duplicates.get() + 1);
-                None
-            } else {
-                Some((event, time, diff))
+        .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(route, "Dedup", |_, _| {
+            let mut seen: HashMap<u64, u64> = HashMap::new();
+            let mut next_sweep = 1 << 16;
+            move |(input, frontier), output| {
+                input.for_each_stamp(|capability, containers| {
+                    let mut session = output.session(&capability);
+                    for container in containers {
+                        for ((key, event), time, diff) in container.drain(..) {
+                            if seen.insert(key, time).is_some() {
+                                duplicates.set(duplicates.get() + 1);
+                            } else {
+                                session.give((event, time, diff));
+                            }
+                        }
+                    }
+                });
+                if seen.len() >= next_sweep {
+                    if let Some(&frontier) = frontier.frontier().first() {
+                        seen.retain(|_, time| time.saturating_add(horizon_ms) >= frontier);
+                    }
+                    next_sweep = (seen.len() * 2).max(1 << 16);
+                }
             }
         })
         .as_collection()

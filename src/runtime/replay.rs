@@ -150,9 +150,10 @@ fn run_worker(
     let config = &plan.config;
     let tick_ms = config.time.tick_ms;
     let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
-    let dedup_horizon = config.cleaning.dedup.then(|| {
-        i64::try_from(config.cleaning.dedup_horizon_s.saturating_mul(1000)).unwrap_or(i64::MAX)
-    });
+    let dedup_horizon = config
+        .cleaning
+        .dedup
+        .then(|| config.cleaning.dedup_horizon_s.saturating_mul(1000));
 
     let mut inputs = Inputs {
         events: InputSession::new(),

@@ -66,7 +66,7 @@ pub fn profiles(
         .collect();
     for (event, time, diff) in events {
         for &days in &windows {
-            if *time <= at && at <= time.saturating_add(days.saturating_mul(DAY_MS)) {
+            if *time <= at && at < time.saturating_add(days.saturating_mul(DAY_MS)) {
                 let totals = users.entry(event.user).or_default();
                 *totals.windows.entry((days, event.action)).or_default() += *diff as i64;
             }
