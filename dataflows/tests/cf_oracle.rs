@@ -316,3 +316,37 @@ fn defaults_match_reference_on_many_seeds() {
     }
     assert!(coverage.personal > 0 && coverage.popular > 0);
 }
+
+/// Co-occurrence pair updates per input update on a random stream with the
+/// default N = 20: each history change of user u touches about 2·|history(u)|
+/// pairs, so N bounds the work per event. Prints the average.
+#[test]
+fn cooccurrence_work_per_event_is_bounded_by_history_length() {
+    use persona_dataflows::history::{history, interactions};
+    let config = CfConfig::default();
+    let updates: Vec<(Event, u64, isize)> = (0..20).flat_map(random_stream).collect();
+    let pair_updates = Arc::new(Mutex::new(0usize));
+    let counter = pair_updates.clone();
+    let inputs = updates.clone();
+    timely::execute(timely::Config::process(1), move |worker| {
+        let counter = counter.clone();
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, events) = scope.new_collection::<Event, isize>();
+            let history = history(interactions(events, &config).user_items, &config);
+            let user_item = history.map(|(u, e)| (u, e.item)).arrange_by_key();
+            user_item
+                .clone()
+                .join_core(user_item, |_, &i, &j| (i != j).then_some((i, j)))
+                .inner
+                .inspect(move |_| *counter.lock().unwrap() += 1);
+            input
+        });
+        for (event, time, diff) in &inputs {
+            input.update_at(event.clone(), *time, *diff);
+        }
+    })
+    .expect("timely run");
+    let per_event = *pair_updates.lock().unwrap() as f64 / updates.len() as f64;
+    eprintln!("co-occurrence pair updates per input update: {per_event:.2}");
+    assert!(per_event > 0.0 && per_event <= 2.0 * 2.0 * 20.0);
+}

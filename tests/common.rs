@@ -1,0 +1,113 @@
+//! Helpers shared by the integration tests: run the real binary in a temp
+//! dir and read what it wrote.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The shipped data folder (`../shared/data` from the project root).
+pub fn shared_data(file: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: the tests read the shipped logs from ../shared/data beside the checkout",
+        path.display()
+    );
+    path
+}
+
+pub fn fixture(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file)
+}
+
+/// Runs `persona ARGS`, asserting success; returns stdout.
+pub fn persona(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(args)
+        .output()
+        .expect("run persona");
+    assert!(
+        output.status.success(),
+        "persona {} failed: {}\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 stdout")
+}
+
+/// Runs `persona replay` on `input` with `extra` flags into a fresh folder.
+pub fn replay(input: &Path, format: &str, extra: &[&str]) -> (tempfile::TempDir, Value) {
+    let out = tempfile::tempdir().expect("temp dir");
+    let mut args = vec![
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        format,
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    persona(&args);
+    let summary = read_json(&out.path().join("summary.json"));
+    (out, summary)
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// The lines of an output: the file `NAME.jsonl`, or the union of the parts
+/// in the folder `NAME/`, sorted.
+pub fn read_lines(dir: &Path, name: &str) -> Vec<String> {
+    let file = dir.join(format!("{name}.jsonl"));
+    let mut lines: Vec<String> = if file.exists() {
+        std::fs::read_to_string(&file).unwrap().lines().map(String::from).collect()
+    } else {
+        let mut lines = Vec::new();
+        for part in std::fs::read_dir(dir.join(name)).unwrap() {
+            let text = std::fs::read_to_string(part.unwrap().path()).unwrap();
+            lines.extend(text.lines().map(String::from));
+        }
+        lines
+    };
+    lines.sort();
+    lines
+}
+
+/// The JSON records of an output, keyed by `key` (e.g. "user").
+pub fn records_by(dir: &Path, name: &str, key: &str) -> std::collections::BTreeMap<String, Value> {
+    read_lines(dir, name)
+        .iter()
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).unwrap();
+            (value[key].as_str().expect("string key").to_owned(), value)
+        })
+        .collect()
+}
+
+/// Checks `records_read = accepted + duplicates + late + Σ rejected`.
+pub fn assert_balances(summary: &Value) {
+    let n = |key: &str| summary[key].as_u64().unwrap_or_else(|| panic!("summary has no {key}: {summary}"));
+    let rejected: u64 = summary["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(
+        n("records_read"),
+        n("accepted") + n("duplicates") + n("late") + rejected,
+        "summary does not balance: {summary}"
+    );
+}
+
+/// A summary without the fields that depend on the machine or the run.
+pub fn deterministic_part(summary: &Value) -> Value {
+    let mut summary = summary.clone();
+    let object = summary.as_object_mut().unwrap();
+    for key in ["elapsed_s", "events_per_s", "peak_rss_bytes", "workers"] {
+        assert!(object.remove(key).is_some(), "summary has no {key}");
+    }
+    summary
+}
