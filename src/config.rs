@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use persona_dataflows::profile::ProfileConfig;
 use serde::Deserialize;
+
+use crate::dimension::{CatalogConfig, UserAttributesConfig};
 
 /// Errors reading a config.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,12 @@ pub struct PipelineConfig {
     pub cleaning: CleaningConfig,
     /// Event time, ticks and lateness.
     pub time: TimeConfig,
+    /// Profile features: windows, decay, weights, segments.
+    pub profile: ProfileConfig,
+    /// An item catalog fused with events. Default: none.
+    pub catalog: Option<CatalogConfig>,
+    /// A user attribute table fused with profiles. Default: none.
+    pub user_attributes: Option<UserAttributesConfig>,
 }
 
 impl PipelineConfig {
@@ -82,6 +91,9 @@ impl PipelineConfig {
             }
             _ => {}
         }
+        self.profile
+            .validate()
+            .map_err(|error| ConfigError::Invalid(format!("[profile] {error}")))?;
         if self.time.tick_ms == 0 {
             return Err(ConfigError::Invalid(
                 "[time] tick_ms must be at least 1".into(),

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dimension;
 pub mod format;
 pub mod ids;
 pub mod names;

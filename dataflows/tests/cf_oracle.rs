@@ -295,7 +295,7 @@ fn check_all(workers: usize, seeds_per_config: u64) {
 
 #[test]
 fn one_worker_matches_reference() {
-    check_all(1, 2);
+    check_all(1, 6);
 }
 
 #[test]
@@ -337,7 +337,6 @@ fn cooccurrence_work_per_event_is_bounded_by_history_length() {
             user_item
                 .clone()
                 .join_core(user_item, |_, &i, &j| (i != j).then_some((i, j)))
-                .inner
                 .inspect(move |_| *counter.lock().unwrap() += 1);
             input
         });

@@ -55,7 +55,10 @@ fn run(events: Vec<Event>, config: CfConfig) -> (Vec<SimilarItems>, Vec<Recommen
         }
     })
     .expect("timely run");
-    (final_records(similar_recv.extract()), final_records(recs_recv.extract()))
+    (
+        final_records(similar_recv.extract()),
+        final_records(recs_recv.extract()),
+    )
 }
 
 fn final_records<D: Ord + Clone>(batches: Vec<(u64, Vec<(D, u64, isize)>)>) -> Vec<D> {
@@ -79,9 +82,21 @@ fn assert_close(actual: f64, expected: f64, what: &str) {
 /// `metric(c_ij, c_ii, c_jj)` for the pairs (A,B) = (2,3,2), (A,C) = (1,3,2),
 /// (B,C) = (1,2,2) against values worked out by hand.
 fn check_pairs(metric: Metric, ab: f64, ac: f64, bc: f64) {
-    assert_close(metric.similarity(2, 3, 2, TOTALS), ab, &format!("{metric:?} A,B"));
-    assert_close(metric.similarity(1, 3, 2, TOTALS), ac, &format!("{metric:?} A,C"));
-    assert_close(metric.similarity(1, 2, 2, TOTALS), bc, &format!("{metric:?} B,C"));
+    assert_close(
+        metric.similarity(2, 3, 2, TOTALS),
+        ab,
+        &format!("{metric:?} A,B"),
+    );
+    assert_close(
+        metric.similarity(1, 3, 2, TOTALS),
+        ac,
+        &format!("{metric:?} A,C"),
+    );
+    assert_close(
+        metric.similarity(1, 2, 2, TOTALS),
+        bc,
+        &format!("{metric:?} B,C"),
+    );
 }
 
 #[test]
@@ -104,7 +119,12 @@ fn lift() {
 #[test]
 fn cosine() {
     // c_ij / sqrt(c_ii · c_jj): 2/√6 = 0.8164965809277260, 1/√6, 1/√4.
-    check_pairs(Metric::Cosine, 0.816_496_580_927_726, 0.408_248_290_463_863, 0.5);
+    check_pairs(
+        Metric::Cosine,
+        0.816_496_580_927_726,
+        0.408_248_290_463_863,
+        0.5,
+    );
 }
 
 #[test]
@@ -117,7 +137,12 @@ fn inclusion_index() {
 fn mutual_information_uses_sars_item_count() {
     // SAR: log2(cooccurrence.shape[0] · lift), shape[0] = 3 items:
     // log2(3 · 1/3) = 0, log2(3 · 1/6) = −1, log2(3 · 1/4) = log2 0.75 = −0.4150374992788438.
-    check_pairs(Metric::MutualInformation, 0.0, -1.0, -0.415_037_499_278_843_8);
+    check_pairs(
+        Metric::MutualInformation,
+        0.0,
+        -1.0,
+        -0.415_037_499_278_843_8,
+    );
 }
 
 #[test]
@@ -150,8 +175,16 @@ fn log_likelihood_matches_mahouts_tests() {
     // Mahout's SimilarityAnalysisSuite "LLR calc": A = 100, B = 200, A∧B = 10,
     // 10000 interactions → 17.19462327013025; and (A = 1, B = 2, A∧B = 1,
     // 6 users) → 2.6341457841558764, "value calculated by hadoop itemsimilarity".
-    assert_close(log_likelihood_ratio(10, 90, 190, 9710), 17.194_623_270_130_25, "LLR calc");
-    assert_close(log_likelihood_ratio(1, 0, 1, 4), 2.634_145_784_155_876_4, "LLR 1,1,2,6");
+    assert_close(
+        log_likelihood_ratio(10, 90, 190, 9710),
+        17.194_623_270_130_25,
+        "LLR calc",
+    );
+    assert_close(
+        log_likelihood_ratio(1, 0, 1, 4),
+        2.634_145_784_155_876_4,
+        "LLR 1,1,2,6",
+    );
     // Independence gives 0 up to round-off, never a negative value.
     let independent = log_likelihood_ratio(5, 5, 5, 5);
     assert!((0.0..1e-12).contains(&independent), "{independent}");
@@ -170,7 +203,12 @@ fn dataflow_similar_items_follow_the_formulas() {
         let pair = |i: Id, j: Id| {
             let list = similar.iter().find(|s| s.item == i).expect("item listed");
             assert!(list.neighbors.iter().all(|n| n.item != i), "self in list");
-            list.neighbors.iter().find(|n| n.item == j).expect("neighbour").similarity.0
+            list.neighbors
+                .iter()
+                .find(|n| n.item == j)
+                .expect("neighbour")
+                .similarity
+                .0
         };
         let counts = |i: Id, j: Id| {
             let c = |x: Id, y: Id| match (x.min(y), x.max(y)) {
@@ -182,7 +220,11 @@ fn dataflow_similar_items_follow_the_formulas() {
             metric.similarity(c(i, j), c(i, i), c(j, j), TOTALS)
         };
         for (i, j) in [(A, B), (B, A), (A, C), (C, A), (B, C), (C, B)] {
-            assert_eq!(pair(i, j).to_bits(), counts(i, j).to_bits(), "{metric:?} {i},{j}");
+            assert_eq!(
+                pair(i, j).to_bits(),
+                counts(i, j).to_bits(),
+                "{metric:?} {i},{j}"
+            );
         }
         // Best first, ties by id ascending.
         for list in &similar {
@@ -264,7 +306,11 @@ fn scores_equal_sars_matrix_product() {
     // C = Hᵀ H with H the 0/1 hits; Jaccard S_ij = C_ij / (C_ii + C_jj − C_ij).
     let hits: Vec<Vec<f64>> = affinity
         .iter()
-        .map(|row| row.iter().map(|&a| if a > 0.0 { 1.0 } else { 0.0 }).collect())
+        .map(|row| {
+            row.iter()
+                .map(|&a| if a > 0.0 { 1.0 } else { 0.0 })
+                .collect()
+        })
         .collect();
     let mut cooc = vec![vec![0.0f64; ni]; ni];
     for row in &hits {
@@ -303,9 +349,16 @@ fn scores_equal_sars_matrix_product() {
             .collect();
         expected.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         expected.truncate(3);
-        let actual = recommendations.iter().find(|r| r.user == u).expect("user listed");
+        let actual = recommendations
+            .iter()
+            .find(|r| r.user == u)
+            .expect("user listed");
         assert!(!actual.popular, "user {u} should get a personal list");
-        assert_eq!(actual.items.len(), expected.len(), "user {u}: {actual:?} vs {expected:?}");
+        assert_eq!(
+            actual.items.len(),
+            expected.len(),
+            "user {u}: {actual:?} vs {expected:?}"
+        );
         for (got, (item, score)) in actual.items.iter().zip(&expected) {
             assert_eq!(got.item, *item, "user {u}: {actual:?} vs {expected:?}");
             assert_close(got.score.0, *score, &format!("user {u} item {item}"));
@@ -314,7 +367,10 @@ fn scores_equal_sars_matrix_product() {
 
     // User 6 has no history: the most popular items (users with the item in
     // history, ties by id): 100, 101, 102 (3 users each), then 103…
-    let cold = recommendations.iter().find(|r| r.user == 6).expect("cold user listed");
+    let cold = recommendations
+        .iter()
+        .find(|r| r.user == 6)
+        .expect("cold user listed");
     assert!(cold.popular);
     let cold_items: Vec<(Id, f64)> = cold.items.iter().map(|s| (s.item, s.score.0)).collect();
     assert_eq!(cold_items, vec![(100, 3.0), (101, 3.0), (102, 2.0)]);

@@ -48,7 +48,10 @@ pub fn ndcg_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usiz
     if ideal == 0.0 {
         return 0.0;
     }
-    hit_ranks(recommended, relevant, k).map(discount).sum::<f64>() / ideal
+    hit_ranks(recommended, relevant, k)
+        .map(discount)
+        .sum::<f64>()
+        / ideal
 }
 
 /// Average precision at k as Microsoft Recommenders' `map_at_k` defines it:
@@ -80,7 +83,10 @@ pub fn catalog_coverage<'a, T: Eq + Hash + 'a>(
     if catalog_size == 0 {
         return 0.0;
     }
-    let recommended: HashSet<&T> = lists.into_iter().flat_map(|list| list.iter().take(k)).collect();
+    let recommended: HashSet<&T> = lists
+        .into_iter()
+        .flat_map(|list| list.iter().take(k))
+        .collect();
     recommended.len() as f64 / catalog_size as f64
 }
 
@@ -145,16 +151,28 @@ mod tests {
 
     #[test]
     fn precision_divides_by_k() {
-        close(precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5), 2.0 / 5.0);
+        close(
+            precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5),
+            2.0 / 5.0,
+        );
         // Top 3 holds one hit; a list shorter than k still divides by k.
-        close(precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 3), 1.0 / 3.0);
+        close(
+            precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 3),
+            1.0 / 3.0,
+        );
         close(precision_at_k(&[2], &set(&[2, 4, 9]), 4), 1.0 / 4.0);
     }
 
     #[test]
     fn recall_divides_by_relevant() {
-        close(recall_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5), 2.0 / 3.0);
-        close(recall_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 3), 1.0 / 3.0);
+        close(
+            recall_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5),
+            2.0 / 3.0,
+        );
+        close(
+            recall_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 3),
+            1.0 / 3.0,
+        );
         close(recall_at_k(&[1, 2], &set(&[]), 3), 0.0);
     }
 
@@ -174,11 +192,20 @@ mod tests {
     #[test]
     fn map_uses_min_of_k_and_relevant() {
         // Hits at 2 and 4: (1/2 + 2/4) / min(5, 3) = 1/3.
-        close(average_precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5), 1.0 / 3.0);
+        close(
+            average_precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5),
+            1.0 / 3.0,
+        );
         // k = 2: one hit at 2: (1/2) / min(2, 3) = 1/4.
-        close(average_precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 2), 1.0 / 4.0);
+        close(
+            average_precision_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 2),
+            1.0 / 4.0,
+        );
         // Hits at 1 and 3 with one relevant left out: (1 + 2/3) / 3.
-        close(average_precision_at_k(&[2, 7, 4], &set(&[2, 4, 9]), 3), (1.0 + 2.0 / 3.0) / 3.0);
+        close(
+            average_precision_at_k(&[2, 7, 4], &set(&[2, 4, 9]), 3),
+            (1.0 + 2.0 / 3.0) / 3.0,
+        );
     }
 
     #[test]
@@ -193,7 +220,9 @@ mod tests {
     #[test]
     fn evaluate_means_over_test_users_and_counts_missing_lists_as_zero() {
         let recommendations: HashMap<&str, Vec<u64>> =
-            [("ann", vec![1, 2, 3, 4, 5]), ("bob", vec![9, 8])].into_iter().collect();
+            [("ann", vec![1, 2, 3, 4, 5]), ("bob", vec![9, 8])]
+                .into_iter()
+                .collect();
         let relevant: HashMap<&str, HashSet<u64>> = [
             ("ann", set(&[2, 4, 9])),
             ("bob", set(&[9])),

@@ -61,13 +61,12 @@ impl CsvFields {
         }
     }
 
-    /// Reads the header line and checks that every mapped column exists.
-    pub fn read_header(
+    /// Reads a header line as the column names, and returns them.
+    pub fn read_header_columns(
         &mut self,
         line: &[u8],
         position: &Position,
-        mapping: &CompiledMapping,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<Vec<String>, ConfigError> {
         let header = self.split(line).map_err(|rejection| {
             ConfigError::Invalid(format!("{position}: header: {}", rejection.detail))
         })?;
@@ -79,6 +78,17 @@ impl CsvFields {
             })
             .collect();
         self.set_columns(names.iter().map(String::as_str));
+        Ok(names)
+    }
+
+    /// Reads the header line and checks that every mapped column exists.
+    pub fn read_header(
+        &mut self,
+        line: &[u8],
+        position: &Position,
+        mapping: &CompiledMapping,
+    ) -> Result<(), ConfigError> {
+        let names = self.read_header_columns(line, position)?;
         for field in mapping.field_names() {
             if !self.columns.contains_key(field) {
                 return Err(ConfigError::Invalid(format!(

@@ -28,7 +28,7 @@ pub trait Fields {
 /// Latest event time accepted: the end of year 9999.
 const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
-/// How event times are written in the source.
+/// How times are written in the source.
 #[derive(Clone, Debug)]
 enum TimeFormat {
     EpochSeconds,
@@ -37,13 +37,82 @@ enum TimeFormat {
     Pattern(String),
 }
 
+/// Reads times in one configured format and zone as epoch milliseconds.
+#[derive(Clone, Debug)]
+pub struct TimeParser {
+    format: TimeFormat,
+    zone: TimeZone,
+}
+
+impl TimeParser {
+    /// `format`: `epoch_s`, `epoch_ms` (the default), `rfc3339` or a strftime
+    /// pattern; `zone`: an IANA zone for times without an offset (default UTC).
+    pub fn new(format: Option<&str>, zone: Option<&str>) -> Result<TimeParser, ConfigError> {
+        let format = match format.unwrap_or("epoch_ms") {
+            "epoch_s" => TimeFormat::EpochSeconds,
+            "epoch_ms" => TimeFormat::EpochMillis,
+            "rfc3339" => TimeFormat::Rfc3339,
+            pattern if pattern.contains('%') => TimeFormat::Pattern(pattern.to_owned()),
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "time_format {other:?}: expected epoch_s, epoch_ms, rfc3339 or a strftime pattern"
+                )))
+            }
+        };
+        let zone_name = zone.unwrap_or("UTC");
+        let zone = TimeZone::get(zone_name)
+            .map_err(|error| ConfigError::Invalid(format!("time_zone {zone_name:?}: {error}")))?;
+        Ok(TimeParser { format, zone })
+    }
+
+    /// Parses the time in `text`, read from `field`, as epoch milliseconds.
+    pub fn parse(&self, text: &str, field: &str) -> Result<i64, Rejection> {
+        let text = text.trim();
+        let invalid = |expected: &str| {
+            Rejection::new(
+                Reason::InvalidTime,
+                format!("field {field:?}: {text:?} is not {expected}"),
+            )
+        };
+        let out_of_range =
+            || Rejection::new(Reason::TimeOutOfRange, format!("field {field:?}: {text:?}"));
+        let time_ms = match &self.format {
+            TimeFormat::EpochMillis => text
+                .parse::<i64>()
+                .map_err(|_| invalid("epoch milliseconds"))?,
+            TimeFormat::EpochSeconds => {
+                let seconds = Decimal::from_str(text).map_err(|_| invalid("epoch seconds"))?;
+                (seconds * Decimal::from(1000))
+                    .trunc()
+                    .try_into()
+                    .map_err(|_| out_of_range())?
+            }
+            TimeFormat::Rfc3339 => text
+                .parse::<jiff::Timestamp>()
+                .map_err(|_| invalid("an RFC 3339 time"))?
+                .as_millisecond(),
+            TimeFormat::Pattern(pattern) => jiff::civil::DateTime::strptime(pattern, text)
+                .map_err(|_| invalid(&format!("a time like {pattern:?}")))?
+                .to_zoned(self.zone.clone())
+                .map_err(|_| out_of_range())?
+                .timestamp()
+                .as_millisecond(),
+        };
+        if !(0..=MAX_TIME_MS).contains(&time_ms) {
+            return Err(Rejection::new(
+                Reason::TimeOutOfRange,
+                format!("field {field:?}: {text:?} is before 1970 or after 9999"),
+            ));
+        }
+        Ok(time_ms)
+    }
+}
+
 /// A [`Mapping`] checked and ready to decode records.
 pub struct CompiledMapping {
     mapping: Mapping,
     actions: BTreeMap<String, Action>,
-    time_format: TimeFormat,
-    time_zone: TimeZone,
-    price_scale: Decimal,
+    time: TimeParser,
     price_decimals: u32,
     non_products: HashSet<String>,
     numeric_ids: bool,
@@ -73,21 +142,8 @@ impl CompiledMapping {
                 )));
             }
         }
-        let time_format = match mapping.time_format.as_deref().unwrap_or("epoch_ms") {
-            "epoch_s" => TimeFormat::EpochSeconds,
-            "epoch_ms" => TimeFormat::EpochMillis,
-            "rfc3339" => TimeFormat::Rfc3339,
-            pattern if pattern.contains('%') => TimeFormat::Pattern(pattern.to_owned()),
-            other => {
-                return Err(ConfigError::Invalid(format!(
-                    "[input.mapping] time_format {other:?}: expected epoch_s, epoch_ms, rfc3339 or a strftime pattern"
-                )))
-            }
-        };
-        let zone_name = mapping.time_zone.as_deref().unwrap_or("UTC");
-        let time_zone = TimeZone::get(zone_name).map_err(|error| {
-            ConfigError::Invalid(format!("[input.mapping] time_zone {zone_name:?}: {error}"))
-        })?;
+        let time = TimeParser::new(mapping.time_format.as_deref(), mapping.time_zone.as_deref())
+            .map_err(|error| ConfigError::Invalid(format!("[input.mapping] {error}")))?;
         let price_decimals = mapping.price_decimals.unwrap_or(2);
         if price_decimals > 6 {
             return Err(ConfigError::Invalid(
@@ -97,9 +153,7 @@ impl CompiledMapping {
         Ok(CompiledMapping {
             mapping: mapping.clone(),
             actions,
-            time_format,
-            time_zone,
-            price_scale: Decimal::from(10_i64.pow(price_decimals)),
+            time,
             price_decimals,
             non_products: cleaning
                 .non_product_items
@@ -251,49 +305,7 @@ impl CompiledMapping {
         let text = fields.get(field)?.ok_or_else(|| {
             Rejection::new(Reason::MissingTime, format!("field {field:?} is empty"))
         })?;
-        let text = text.trim();
-        let invalid = |expected: &str| {
-            Rejection::new(
-                Reason::InvalidTime,
-                format!("field {field:?}: {text:?} is not {expected}"),
-            )
-        };
-        let time_ms = match &self.time_format {
-            TimeFormat::EpochMillis => text
-                .parse::<i64>()
-                .map_err(|_| invalid("epoch milliseconds"))?,
-            TimeFormat::EpochSeconds => {
-                let seconds = Decimal::from_str(text).map_err(|_| invalid("epoch seconds"))?;
-                (seconds * Decimal::from(1000))
-                    .trunc()
-                    .try_into()
-                    .map_err(|_| {
-                        Rejection::new(Reason::TimeOutOfRange, format!("field {field:?}: {text:?}"))
-                    })?
-            }
-            TimeFormat::Rfc3339 => text
-                .parse::<jiff::Timestamp>()
-                .map_err(|_| invalid("an RFC 3339 time"))?
-                .as_millisecond(),
-            TimeFormat::Pattern(pattern) => {
-                let datetime = jiff::civil::DateTime::strptime(pattern, text)
-                    .map_err(|_| invalid(&format!("a time like {pattern:?}")))?;
-                datetime
-                    .to_zoned(self.time_zone.clone())
-                    .map_err(|_| {
-                        Rejection::new(Reason::TimeOutOfRange, format!("field {field:?}: {text:?}"))
-                    })?
-                    .timestamp()
-                    .as_millisecond()
-            }
-        };
-        if !(0..=MAX_TIME_MS).contains(&time_ms) {
-            return Err(Rejection::new(
-                Reason::TimeOutOfRange,
-                format!("field {field:?}: {text:?} is before 1970 or after 9999"),
-            ));
-        }
-        Ok(time_ms)
+        self.time.parse(&text, field)
     }
 
     fn is_cancellation(
@@ -309,40 +321,42 @@ impl CompiledMapping {
             .is_some_and(|value| value.trim().starts_with(&cancellation.prefix)))
     }
 
-    /// Parses a decimal price into integer minor units, exactly.
     fn price(&self, text: &str, field: &str) -> Result<i64, Rejection> {
-        let text = text.trim();
-        let price = Decimal::from_str(text)
-            .or_else(|_| Decimal::from_scientific(text))
-            .map_err(|_| {
-                Rejection::new(
-                    Reason::InvalidPrice,
-                    format!("field {field:?}: {text:?} is not a decimal"),
-                )
-            })?;
-        if price.is_sign_negative() && !price.is_zero() {
-            return Err(Rejection::new(
-                Reason::NegativePrice,
-                format!("field {field:?}: {text:?} is negative"),
-            ));
-        }
-        let minor = price * self.price_scale;
-        if minor.fract() != Decimal::ZERO {
-            return Err(Rejection::new(
-                Reason::InvalidPrice,
-                format!(
-                    "field {field:?}: {text:?} has more than {} decimal places",
-                    self.price_decimals
-                ),
-            ));
-        }
-        minor.try_into().map_err(|_| {
+        parse_price(text, field, self.price_decimals)
+    }
+}
+
+/// Parses a decimal price into integer minor units, exactly: never through
+/// a float, and more decimal places than the minor unit is an error.
+pub fn parse_price(text: &str, field: &str, decimals: u32) -> Result<i64, Rejection> {
+    let text = text.trim();
+    let price = Decimal::from_str(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|_| {
             Rejection::new(
                 Reason::InvalidPrice,
-                format!("field {field:?}: {text:?} is too large"),
+                format!("field {field:?}: {text:?} is not a decimal"),
             )
-        })
+        })?;
+    if price.is_sign_negative() && !price.is_zero() {
+        return Err(Rejection::new(
+            Reason::NegativePrice,
+            format!("field {field:?}: {text:?} is negative"),
+        ));
     }
+    let minor = price * Decimal::from(10_i64.pow(decimals));
+    if minor.fract() != Decimal::ZERO {
+        return Err(Rejection::new(
+            Reason::InvalidPrice,
+            format!("field {field:?}: {text:?} has more than {decimals} decimal places"),
+        ));
+    }
+    minor.try_into().map_err(|_| {
+        Rejection::new(
+            Reason::InvalidPrice,
+            format!("field {field:?}: {text:?} is too large"),
+        )
+    })
 }
 
 /// A quantity is a non-zero integer; negative only on a cancellation, whose

@@ -73,6 +73,7 @@ fn online_retail() -> PipelineConfig {
             ..CleaningConfig::default()
         },
         time: TimeConfig::default(),
+        ..PipelineConfig::default()
     }
 }
 
@@ -133,6 +134,7 @@ fn movielens(input: Option<&Path>) -> PipelineConfig {
         },
         cleaning: CleaningConfig::default(),
         time: unbounded_lateness(),
+        ..PipelineConfig::default()
     }
 }
 
@@ -170,6 +172,7 @@ fn taobao() -> PipelineConfig {
         },
         cleaning: CleaningConfig::default(),
         time: unbounded_lateness(),
+        ..PipelineConfig::default()
     }
 }
 
@@ -202,6 +205,7 @@ fn otto() -> PipelineConfig {
         },
         cleaning: CleaningConfig::default(),
         time: unbounded_lateness(),
+        ..PipelineConfig::default()
     }
 }
 

@@ -9,13 +9,15 @@ use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
-use persona_dataflows::{Action, Event, Id, Names};
+use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
+use persona_dataflows::{Event, Id, Names};
 use serde_json::{json, Value};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::ProbeHandle;
 
+use crate::config::PipelineConfig;
 use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
 
 /// Drops records seen again within the horizon: the first of equal
@@ -64,17 +66,9 @@ pub fn dedup<'s>(
         .as_collection()
 }
 
-/// Per-user event counts by action (a stand-in for the profile dataflow).
-pub type UserCounts = (Id, Vec<(Action, isize)>);
-
-impl OutputRecord for UserCounts {
+impl OutputRecord for (Id, Profile) {
     fn to_json(&self, names: &dyn Names) -> Value {
-        let counts: serde_json::Map<String, Value> = self
-            .1
-            .iter()
-            .map(|(action, count)| (action.name().to_owned(), json!(count)))
-            .collect();
-        json!({"user": names.user(self.0), "counts": counts})
+        self.1.to_json(self.0, names)
     }
 }
 
@@ -86,28 +80,26 @@ impl OutputRecord for Id {
 
 /// The output collections, gathered on worker 0.
 pub struct Gathered {
-    profiles: Pending<UserCounts>,
+    profiles: Pending<(Id, Profile)>,
     users: Pending<Id>,
     items: Pending<Id>,
 }
 
+/// The inputs of the pipeline: clean events and the dimension tables.
+pub struct Inputs<'s> {
+    pub events: VecCollection<'s, u64, Event>,
+    pub catalog: VecCollection<'s, u64, (Id, CatalogVersion)>,
+    pub user_attributes: VecCollection<'s, u64, (Id, AttributeVersion)>,
+}
+
 /// Builds every output from the clean event collection.
-pub fn build<'s>(events: VecCollection<'s, u64, Event>, probe: &ProbeHandle<u64>) -> Gathered {
-    let profiles = events
-        .clone()
-        .map(|event| (event.user, event.action))
-        .count()
-        .filter(|(_, count)| *count > 0)
-        .map(|((user, action), count)| (user, (action, count)))
-        .reduce(|_user, counts, output| {
-            output.push((
-                counts
-                    .iter()
-                    .map(|((action, count), _)| (*action, *count))
-                    .collect::<Vec<_>>(),
-                1,
-            ))
-        });
+pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u64>) -> Gathered {
+    let Inputs {
+        events,
+        catalog,
+        user_attributes,
+    } = inputs;
+    let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
     let users = events.clone().map(|event| event.user).distinct();
     let items = events.map(|event| event.item).distinct();
     Gathered {

@@ -22,6 +22,7 @@ use std::time::Instant;
 use anyhow::Context;
 use differential_dataflow::input::InputSession;
 use indicatif::{ProgressBar, ProgressStyle};
+use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::vec::Input;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
@@ -29,6 +30,7 @@ use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::config::PipelineConfig;
+use crate::dimension::{read_catalog, read_user_attributes};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
 use crate::rejected::{Position, RejectedRecord};
@@ -115,17 +117,19 @@ impl Inputs {
             item_name,
             category_name,
         } = decoded;
-        let mut name = |kind, id, name: String| {
-            if self.named.insert((kind, id)) {
-                self.names.send((kind, id, name));
-            }
-        };
-        name(NameKind::User, event.user, user_name);
-        name(NameKind::Item, event.item, item_name);
+        self.name(NameKind::User, event.user, user_name);
+        self.name(NameKind::Item, event.item, item_name);
         if let (Some(id), Some(category)) = (event.category, category_name) {
-            name(NameKind::Category, id, category);
+            self.name(NameKind::Category, id, category);
         }
         self.events.update_at((dedup_key, event), time, diff);
+    }
+
+    /// Sends a name to the name book, once per worker.
+    fn name(&mut self, kind: NameKind, id: Id, name: String) {
+        if self.named.insert((kind, id)) {
+            self.names.send((kind, id, name));
+        }
     }
 
     fn advance_to(&mut self, time: u64) {
@@ -135,6 +139,35 @@ impl Inputs {
         }
         self.events.flush();
     }
+}
+
+/// Loads the dimension tables into their inputs (worker 0 only), each row at
+/// the tick from which it applies.
+fn load_dimensions(
+    config: &PipelineConfig,
+    inputs: &mut Inputs,
+    catalog: &mut InputSession<u64, (Id, CatalogVersion), isize>,
+    user_attributes: &mut InputSession<u64, (Id, AttributeVersion), isize>,
+    tick_ms: u64,
+) -> anyhow::Result<()> {
+    let numeric_ids = config.cleaning.numeric_ids;
+    let tick = |ms: i64| ms as u64 - ms as u64 % tick_ms;
+    if let Some(table) = &config.catalog {
+        for (row, applies_ms) in read_catalog(table, numeric_ids)? {
+            inputs.name(NameKind::Item, row.item, row.item_name);
+            if let (Some(id), Some(name)) = (row.version.category, row.category_name) {
+                inputs.name(NameKind::Category, id, name);
+            }
+            catalog.update_at((row.item, row.version), tick(applies_ms), 1);
+        }
+    }
+    if let Some(table) = &config.user_attributes {
+        for (row, applies_ms) in read_user_attributes(table, numeric_ids)? {
+            inputs.name(NameKind::User, row.user, row.user_name);
+            user_attributes.update_at((row.user, row.version), tick(applies_ms), 1);
+        }
+    }
+    Ok(())
 }
 
 fn run_worker(
@@ -160,6 +193,8 @@ fn run_worker(
         names: InputHandle::new(),
         named: HashSet::new(),
     };
+    let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
+    let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> = InputSession::new();
     let mut counts_input: InputHandle<u64, ReaderCounts> = InputHandle::new();
     let probe = ProbeHandle::new();
     let counts_probe = ProbeHandle::new();
@@ -184,8 +219,18 @@ fn run_worker(
             .exchange(|_| 0)
             .inspect(move |counts: &ReaderCounts| sum.borrow_mut().merge(counts))
             .probe_with(&counts_probe);
-        pipeline::build(events, &probe)
+        let inputs = pipeline::Inputs {
+            events,
+            catalog: catalog.to_collection(scope.clone()),
+            user_attributes: user_attributes.to_collection(scope.clone()),
+        };
+        pipeline::build(inputs, config, &probe)
     });
+    if index == 0 {
+        load_dimensions(config, &mut inputs, &mut catalog, &mut user_attributes, tick_ms)?;
+    }
+    catalog.close();
+    user_attributes.close();
     let mut sinks = if index == 0 {
         Some(gathered.into_sinks(&plan.out, plan.changelog)?)
     } else {

@@ -11,7 +11,7 @@ use crate::{Action, Id, Names, Score};
 
 /// The features of one user. Every integer is a net sum over the user's
 /// events (retractions subtract), so cancellations are netted everywhere.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Profile {
     /// Lifetime net count per action; zero counts are omitted. A count can be
     /// negative when the log retracts more than it inserted.

@@ -1,0 +1,294 @@
+//! Dimension tables fused with events: an item catalog (item → category,
+//! price) and user attributes (age band, region, ...), read from CSV files.
+//!
+//! Each row is a version: with a `version` column the row applies at that
+//! time (so a replay sees the catalog change when it did, and every affected
+//! profile changes with it), without one it applies from the start and later
+//! rows win. The profile dataflow joins them incrementally; latest wins.
+//! These tables are curated inputs, so a bad row is an error naming the file
+//! and line, not a rejected record.
+
+use std::path::{Path, PathBuf};
+
+use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
+use persona_dataflows::Id;
+use serde::Deserialize;
+
+use crate::config::{ConfigError, CsvOptions};
+use crate::format::csv::CsvFields;
+use crate::format::mapping::{parse_price, Fields, TimeParser};
+use crate::ids::{id_of, normalise_id};
+use crate::rejected::Position;
+use crate::source::file::{open, Lines, SourceError};
+
+/// `[catalog]`: an item catalog.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// The CSV file (with a header line). Required.
+    pub path: PathBuf,
+    /// Column of the item id. Default: `item`.
+    #[serde(default = "default_item")]
+    pub item: String,
+    /// Column of the category. Default: none.
+    pub category: Option<String>,
+    /// Column of the unit price, a decimal in major units. Default: none.
+    pub price: Option<String>,
+    /// Decimal places of the minor unit. Default: 2.
+    pub price_decimals: Option<u32>,
+    #[serde(flatten)]
+    pub version: VersionColumn,
+}
+
+/// `[user_attributes]`: a table of user attributes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserAttributesConfig {
+    /// The CSV file (with a header line). Required.
+    pub path: PathBuf,
+    /// Column of the user id. Default: `user`.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Columns to keep as attributes. Default: every column but the user and version.
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    #[serde(flatten)]
+    pub version: VersionColumn,
+}
+
+/// When a row applies.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct VersionColumn {
+    /// Column of the time the row applies from. Default: none (every row
+    /// applies from the start, later rows win).
+    pub version: Option<String>,
+    /// Format of that column, as the mapping's `time_format`. Default: `epoch_ms`.
+    pub version_format: Option<String>,
+    /// Zone of that column, as the mapping's `time_zone`. Default: `UTC`.
+    pub time_zone: Option<String>,
+}
+
+fn default_item() -> String {
+    "item".into()
+}
+
+fn default_user() -> String {
+    "user".into()
+}
+
+/// Errors reading a dimension table.
+#[derive(Debug, thiserror::Error)]
+pub enum DimensionError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{position}: {detail}")]
+    Row { position: Position, detail: String },
+}
+
+/// One catalog row, with the names to show in outputs.
+#[derive(Clone, Debug)]
+pub struct CatalogRow {
+    pub item: Id,
+    pub item_name: String,
+    pub category_name: Option<String>,
+    pub version: CatalogVersion,
+}
+
+/// One user attribute value.
+#[derive(Clone, Debug)]
+pub struct AttributeRow {
+    pub user: Id,
+    pub user_name: String,
+    pub version: AttributeVersion,
+}
+
+/// Reads the rows of a CSV table, calling `row` with each line's fields,
+/// the line number and the column names.
+fn read_table(
+    path: &Path,
+    mut row: impl FnMut(&dyn Fields, u64, &[String]) -> Result<(), String>,
+) -> Result<(), DimensionError> {
+    let mut lines = Lines::new(path, open(path, Default::default())?);
+    let mut fields = CsvFields::new(&CsvOptions::default())?;
+    let position = |line| Position::File {
+        file: path.display().to_string(),
+        line,
+        index: None,
+    };
+    let Some((line, header)) = lines.next_line()? else {
+        return Ok(());
+    };
+    let columns = fields.read_header_columns(header, &position(line))?;
+    while let Some((line, bytes)) = lines.next_line()? {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let record = fields.split(bytes).map_err(|rejection| DimensionError::Row {
+            position: position(line),
+            detail: rejection.detail,
+        })?;
+        row(&record, line, &columns).map_err(|detail| DimensionError::Row {
+            position: position(line),
+            detail,
+        })?;
+    }
+    Ok(())
+}
+
+fn require_columns(
+    path: &Path,
+    columns: &[String],
+    wanted: &[&str],
+) -> Result<(), DimensionError> {
+    for column in wanted {
+        if !columns.iter().any(|c| c == column) {
+            return Err(DimensionError::Config(ConfigError::Invalid(format!(
+                "{}: no column {column:?} (columns: {})",
+                path.display(),
+                columns.join(", ")
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// The version time of a row: its version column, else its line number (so
+/// later rows win), and the timestamp from which it applies.
+fn version_of(
+    fields: &dyn Fields,
+    line: u64,
+    version: &VersionColumn,
+    parser: &TimeParser,
+) -> Result<(i64, i64), String> {
+    match &version.version {
+        None => Ok((line as i64, 0)),
+        Some(column) => {
+            let text = fields
+                .get(column)
+                .map_err(|r| r.detail)?
+                .ok_or_else(|| format!("column {column:?} is empty"))?;
+            let ms = parser.parse(&text, column).map_err(|r| r.detail)?;
+            Ok((ms, ms))
+        }
+    }
+}
+
+/// Reads a catalog; each row comes with the event time from which it applies.
+pub fn read_catalog(
+    config: &CatalogConfig,
+    numeric_ids: bool,
+) -> Result<Vec<(CatalogRow, i64)>, DimensionError> {
+    let parser = TimeParser::new(
+        config.version.version_format.as_deref(),
+        config.version.time_zone.as_deref(),
+    )?;
+    let mut rows = Vec::new();
+    let mut checked = false;
+    read_table(&config.path, |fields, line, columns| {
+        if !checked {
+            let mut wanted = vec![config.item.as_str()];
+            wanted.extend(config.category.as_deref());
+            wanted.extend(config.price.as_deref());
+            wanted.extend(config.version.version.as_deref());
+            require_columns(&config.path, columns, &wanted).map_err(|e| e.to_string())?;
+            checked = true;
+        }
+        let item_name = fields
+            .get(&config.item)
+            .map_err(|r| r.detail)?
+            .map(|item| normalise_id(&item, numeric_ids).to_owned())
+            .ok_or_else(|| format!("column {:?} is empty", config.item))?;
+        let category_name = match &config.category {
+            None => None,
+            Some(column) => fields
+                .get(column)
+                .map_err(|r| r.detail)?
+                .map(|c| normalise_id(&c, numeric_ids).to_owned()),
+        };
+        let price = match &config.price {
+            None => None,
+            Some(column) => fields
+                .get(column)
+                .map_err(|r| r.detail)?
+                .map(|p| parse_price(&p, column, config.price_decimals.unwrap_or(2)))
+                .transpose()
+                .map_err(|r| r.detail)?,
+        };
+        let (version_ms, applies_ms) = version_of(fields, line, &config.version, &parser)?;
+        rows.push((
+            CatalogRow {
+                item: id_of(&item_name),
+                item_name,
+                category_name: category_name.clone(),
+                version: CatalogVersion {
+                    version_ms,
+                    category: category_name.as_deref().map(id_of),
+                    price,
+                },
+            },
+            applies_ms,
+        ));
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+/// Reads user attributes; each value comes with the event time from which it applies.
+pub fn read_user_attributes(
+    config: &UserAttributesConfig,
+    numeric_ids: bool,
+) -> Result<Vec<(AttributeRow, i64)>, DimensionError> {
+    let parser = TimeParser::new(
+        config.version.version_format.as_deref(),
+        config.version.time_zone.as_deref(),
+    )?;
+    let mut rows = Vec::new();
+    let mut attributes: Option<Vec<String>> = None;
+    read_table(&config.path, |fields, line, columns| {
+        let attributes = match &attributes {
+            Some(attributes) => attributes,
+            None => {
+                let mut wanted = vec![config.user.as_str()];
+                wanted.extend(config.attributes.iter().map(String::as_str));
+                wanted.extend(config.version.version.as_deref());
+                require_columns(&config.path, columns, &wanted).map_err(|e| e.to_string())?;
+                let chosen = if config.attributes.is_empty() {
+                    columns
+                        .iter()
+                        .filter(|c| **c != config.user && Some(c.as_str()) != config.version.version.as_deref())
+                        .cloned()
+                        .collect()
+                } else {
+                    config.attributes.clone()
+                };
+                attributes.insert(chosen)
+            }
+        };
+        let user_name = fields
+            .get(&config.user)
+            .map_err(|r| r.detail)?
+            .map(|user| normalise_id(&user, numeric_ids).to_owned())
+            .ok_or_else(|| format!("column {:?} is empty", config.user))?;
+        let (version_ms, applies_ms) = version_of(fields, line, &config.version, &parser)?;
+        for name in attributes {
+            if let Some(value) = fields.get(name).map_err(|r| r.detail)? {
+                rows.push((
+                    AttributeRow {
+                        user: id_of(&user_name),
+                        user_name: user_name.clone(),
+                        version: AttributeVersion {
+                            version_ms,
+                            name: name.clone(),
+                            value: value.trim().to_owned(),
+                        },
+                    },
+                    applies_ms,
+                ));
+            }
+        }
+        Ok(())
+    })?;
+    Ok(rows)
+}
