@@ -9,4 +9,12 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     cargo install cargo-nextest --locked
 fi
 
+# tests/kafka.rs needs a real broker: start one unless PERSONA_KAFKA_BROKERS
+# names one, and stop it on exit if this script started it.
+if [[ -z "${PERSONA_KAFKA_BROKERS:-}" ]]; then
+    PERSONA_KAFKA_BROKERS=$(scripts/kafka-broker.sh start)
+    export PERSONA_KAFKA_BROKERS
+    trap 'scripts/kafka-broker.sh stop' EXIT
+fi
+
 cargo nextest run --workspace --release --no-fail-fast "$@"

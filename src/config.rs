@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use persona_dataflows::profile::ProfileConfig;
+use persona_dataflows::recommend::CfConfig;
 use serde::Deserialize;
 
 use crate::dimension::{CatalogConfig, UserAttributesConfig};
@@ -43,6 +44,8 @@ pub struct PipelineConfig {
     pub time: TimeConfig,
     /// Profile features: windows, decay, weights, segments.
     pub profile: ProfileConfig,
+    /// Collaborative filtering: history, similarity, recommendations.
+    pub recommend: CfConfig,
     /// An item catalog fused with events. Default: none.
     pub catalog: Option<CatalogConfig>,
     /// A user attribute table fused with profiles. Default: none.
@@ -94,6 +97,11 @@ impl PipelineConfig {
         self.profile
             .validate()
             .map_err(|error| ConfigError::Invalid(format!("[profile] {error}")))?;
+        if self.time.recommend_tick_ms == Some(0) {
+            return Err(ConfigError::Invalid(
+                "[time] recommend_tick_ms must be at least 1".into(),
+            ));
+        }
         if self.time.tick_ms == 0 {
             return Err(ConfigError::Invalid(
                 "[time] tick_ms must be at least 1".into(),
@@ -239,6 +247,12 @@ pub struct TimeConfig {
     /// Event times are truncated to this many milliseconds to form the
     /// dataflow timestamp; outputs change at most once per tick. Default: 1000.
     pub tick_ms: u64,
+    /// Similar items and recommendations change at most once per this many
+    /// milliseconds of event time: events reach collaborative filtering at
+    /// the end of their period. Exact at that granularity; a finer period
+    /// costs about one similarity recompute per period (normalised metrics
+    /// touch every pair of an item whose count changed). Default: `tick_ms`.
+    pub recommend_tick_ms: Option<u64>,
     /// How far, in seconds of event time, a record may arrive behind the
     /// latest one a reader has seen and still be applied. Later records are
     /// counted as `late` and written to `late.jsonl`. Default: 3600.
@@ -249,6 +263,7 @@ impl Default for TimeConfig {
     fn default() -> Self {
         TimeConfig {
             tick_ms: 1000,
+            recommend_tick_ms: None,
             allowed_lateness_s: 3600,
         }
     }

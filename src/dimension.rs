@@ -125,10 +125,12 @@ fn read_table(
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let record = fields.split(bytes).map_err(|rejection| DimensionError::Row {
-            position: position(line),
-            detail: rejection.detail,
-        })?;
+        let record = fields
+            .split(bytes)
+            .map_err(|rejection| DimensionError::Row {
+                position: position(line),
+                detail: rejection.detail,
+            })?;
         row(&record, line, &columns).map_err(|detail| DimensionError::Row {
             position: position(line),
             detail,
@@ -137,11 +139,7 @@ fn read_table(
     Ok(())
 }
 
-fn require_columns(
-    path: &Path,
-    columns: &[String],
-    wanted: &[&str],
-) -> Result<(), DimensionError> {
+fn require_columns(path: &Path, columns: &[String], wanted: &[&str]) -> Result<(), DimensionError> {
     for column in wanted {
         if !columns.iter().any(|c| c == column) {
             return Err(DimensionError::Config(ConfigError::Invalid(format!(
@@ -257,7 +255,10 @@ pub fn read_user_attributes(
                 let chosen = if config.attributes.is_empty() {
                     columns
                         .iter()
-                        .filter(|c| **c != config.user && Some(c.as_str()) != config.version.version.as_deref())
+                        .filter(|c| {
+                            **c != config.user
+                                && Some(c.as_str()) != config.version.version.as_deref()
+                        })
                         .cloned()
                         .collect()
                 } else {

@@ -41,14 +41,14 @@ pub struct Decoder {
 }
 
 enum Format {
-    Csv(csv::CsvFields),
+    Csv(Box<csv::CsvFields>),
     Jsonl,
 }
 
 impl Decoder {
     pub fn new(config: &PipelineConfig) -> Result<Decoder, ConfigError> {
         let format = match config.input.format {
-            FormatKind::Csv => Format::Csv(csv::CsvFields::new(&config.input.csv)?),
+            FormatKind::Csv => Format::Csv(Box::new(csv::CsvFields::new(&config.input.csv)?)),
             FormatKind::Jsonl => Format::Jsonl,
         };
         let mapping = CompiledMapping::new(&config.input.mapping, &config.cleaning)?;

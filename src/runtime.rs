@@ -4,7 +4,9 @@
 //! command shares (deduplication, profiles, collaborative filtering, sinks).
 //! Workers and processes use timely's own flags (`-w`, `-n`, `-p`, `-h`).
 
+pub mod load;
 pub mod pipeline;
+pub mod produce;
 pub mod replay;
 
 use std::path::PathBuf;

@@ -6,6 +6,8 @@
 //! consolidated state (`X.jsonl`). One writer keeps each output a single file
 //! however many workers and processes run.
 
+pub mod kafka;
+
 use std::cell::RefCell;
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::fs::File;
@@ -59,7 +61,7 @@ pub trait Sink {
     /// Writes the final state; returns the file name and its line count.
     fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>>;
     /// Number of records in the current state.
-    fn len(&self) -> usize;
+    fn record_count(&self) -> usize;
 }
 
 /// A file output: `NAME.jsonl`, and `NAME.changes.jsonl` with a changelog.
@@ -69,6 +71,8 @@ pub struct JsonlSink<D> {
     state: BTreeMap<D, isize>,
     changelog: Option<BufWriter<File>>,
     write_file: bool,
+    /// The output changes at the end of periods this long (1: every tick).
+    period: u64,
 }
 
 impl<D: OutputRecord> JsonlSink<D> {
@@ -92,7 +96,14 @@ impl<D: OutputRecord> JsonlSink<D> {
             state: BTreeMap::new(),
             changelog,
             write_file: true,
+            period: 1,
         })
+    }
+
+    /// For an output that changes once per `period` ms, at the end of the
+    /// period: the end of the input extends to the end of its period.
+    pub fn with_period(self, period: u64) -> JsonlSink<D> {
+        JsonlSink { period, ..self }
     }
 
     /// A sink that only counts its records (for the summary), writing nothing.
@@ -103,6 +114,7 @@ impl<D: OutputRecord> JsonlSink<D> {
             state: BTreeMap::new(),
             changelog: None,
             write_file: false,
+            period: 1,
         }
     }
 }
@@ -114,7 +126,9 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
             let (ready, rest): (Vec<_>, Vec<_>) =
                 pending.drain(..).partition(|(_, time, _)| match upto {
                     Upto::Before(frontier) => *time < frontier,
-                    Upto::End(end) => *time <= end,
+                    Upto::End(end) => {
+                        *time <= (end - end % self.period).saturating_add(self.period - 1)
+                    }
                 });
             if let Upto::Before(_) = upto {
                 *pending = rest;
@@ -187,7 +201,7 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
         Ok(Some((file, lines.len())))
     }
 
-    fn len(&self) -> usize {
+    fn record_count(&self) -> usize {
         self.state.values().map(|c| *c as usize).sum()
     }
 }

@@ -5,3 +5,4 @@
 //! the Kafka source reads topics.
 
 pub mod file;
+pub mod kafka;

@@ -10,7 +10,9 @@ use serde_json::Value;
 
 /// The shipped data folder (`../shared/data` from the project root).
 pub fn shared_data(file: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(file);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(file);
     assert!(
         path.exists(),
         "{} is missing: the tests read the shipped logs from ../shared/data beside the checkout",
@@ -20,7 +22,9 @@ pub fn shared_data(file: &str) -> PathBuf {
 }
 
 pub fn fixture(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(file)
 }
 
 /// Runs `persona ARGS`, asserting success; returns stdout.
@@ -58,7 +62,8 @@ pub fn replay(input: &Path, format: &str, extra: &[&str]) -> (tempfile::TempDir,
 }
 
 pub fn read_json(path: &Path) -> Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
@@ -67,7 +72,11 @@ pub fn read_json(path: &Path) -> Value {
 pub fn read_lines(dir: &Path, name: &str) -> Vec<String> {
     let file = dir.join(format!("{name}.jsonl"));
     let mut lines: Vec<String> = if file.exists() {
-        std::fs::read_to_string(&file).unwrap().lines().map(String::from).collect()
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
     } else {
         let mut lines = Vec::new();
         for part in std::fs::read_dir(dir.join(name)).unwrap() {
@@ -93,8 +102,17 @@ pub fn records_by(dir: &Path, name: &str, key: &str) -> std::collections::BTreeM
 
 /// Checks `records_read = accepted + duplicates + late + Σ rejected`.
 pub fn assert_balances(summary: &Value) {
-    let n = |key: &str| summary[key].as_u64().unwrap_or_else(|| panic!("summary has no {key}: {summary}"));
-    let rejected: u64 = summary["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let n = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("summary has no {key}: {summary}"))
+    };
+    let rejected: u64 = summary["rejected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(
         n("records_read"),
         n("accepted") + n("duplicates") + n("late") + rejected,

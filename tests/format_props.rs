@@ -12,7 +12,9 @@ fn decoder(name: &str) -> (Decoder, &'static str) {
     let (path, header, valid) = match name {
         "online-retail" => (
             "retail.csv",
-            Some("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"),
+            Some(
+                "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country",
+            ),
             "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",
         ),
         "movielens" => ("u.data", None, "196\t242\t3\t881250949"),
@@ -45,7 +47,12 @@ fn check_outcomes(outcomes: &[Outcome]) {
     for outcome in outcomes {
         if let Err((_, rejection)) = outcome {
             let code = rejection.reason.code();
-            assert!(!code.is_empty() && code.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
+            assert!(
+                !code.is_empty()
+                    && code
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            );
             assert!(!rejection.detail.is_empty());
         }
     }

@@ -8,7 +8,11 @@ use serde_json::json;
 
 #[test]
 fn online_retail_summary_accounts_for_every_row() {
-    let (out, summary) = replay(&shared_data("online_retail_all.csv.xz"), "online-retail", &[]);
+    let (out, summary) = replay(
+        &shared_data("online_retail_all.csv.xz"),
+        "online-retail",
+        &[],
+    );
     assert_eq!(summary["records_read"], 541_909, "{summary}");
     // The 135,080 rows without a CustomerID are rejected as one reason.
     assert_eq!(summary["rejected"]["missing_user"], 135_080, "{summary}");
@@ -16,13 +20,24 @@ fn online_retail_summary_accounts_for_every_row() {
     assert_eq!(summary["late"], 0);
     assert_eq!(summary["workers"], 1);
     let rejected = read_lines(out.path(), "rejected");
-    let rejected_total: u64 = summary["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let rejected_total: u64 = summary["rejected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(rejected.len() as u64, rejected_total);
-    assert_eq!(summary["outputs"]["profiles.jsonl"], read_lines(out.path(), "profiles").len());
+    assert_eq!(
+        summary["outputs"]["profiles.jsonl"],
+        read_lines(out.path(), "profiles").len()
+    );
     // Every rejected line says where it came from and why.
     let first: serde_json::Value = serde_json::from_str(&rejected[0]).unwrap();
     for key in ["source", "reason", "detail", "raw"] {
-        assert!(first.get(key).is_some(), "rejected line without {key}: {first}");
+        assert!(
+            first.get(key).is_some(),
+            "rejected line without {key}: {first}"
+        );
     }
 }
 
@@ -32,9 +47,16 @@ fn two_workers_give_the_summary_and_outputs_of_one() {
     let (one, summary_one) = replay(&input, "online-retail", &["-w", "1"]);
     let (two, summary_two) = replay(&input, "online-retail", &["-w", "2"]);
     assert_eq!(summary_two["workers"], 2);
-    assert_eq!(deterministic_part(&summary_one), deterministic_part(&summary_two));
+    assert_eq!(
+        deterministic_part(&summary_one),
+        deterministic_part(&summary_two)
+    );
     for output in ["profiles", "rejected"] {
-        assert_eq!(read_lines(one.path(), output), read_lines(two.path(), output), "{output} differs");
+        assert_eq!(
+            read_lines(one.path(), output),
+            read_lines(two.path(), output),
+            "{output} differs"
+        );
     }
 }
 
@@ -52,12 +74,21 @@ fn dirty_retail_rows_are_rejected_with_their_reasons() {
     );
     let rejected = read_lines(out.path(), "rejected");
     let line_of = |reason: &str| -> serde_json::Value {
-        let line = rejected.iter().find(|l| l.contains(&format!("\"reason\":\"{reason}\""))).unwrap();
+        let line = rejected
+            .iter()
+            .find(|l| l.contains(&format!("\"reason\":\"{reason}\"")))
+            .unwrap();
         serde_json::from_str(line).unwrap()
     };
     assert_eq!(line_of("non_product")["source"]["line"], 6);
-    assert!(line_of("invalid_price")["detail"].as_str().unwrap().contains("decimal places"));
-    assert!(line_of("invalid_time")["raw"].as_str().unwrap().contains("not a date"));
+    assert!(line_of("invalid_price")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("decimal places"));
+    assert!(line_of("invalid_time")["raw"]
+        .as_str()
+        .unwrap()
+        .contains("not a date"));
     // 17850.0 is shown as 17850; the cancellation nets its purchase out.
     let profiles = records_by(out.path(), "profiles", "user");
     assert_eq!(profiles["17850"]["counts"]["purchase"], 1, "{profiles:?}");
@@ -71,7 +102,10 @@ fn taobao_preset_reads_user_behavior() {
     assert_eq!(summary["records_read"], 7);
     assert_eq!(summary["accepted"], 4);
     assert_eq!(summary["duplicates"], 1);
-    assert_eq!(summary["rejected"], json!({"invalid_time": 1, "unknown_action": 1}));
+    assert_eq!(
+        summary["rejected"],
+        json!({"invalid_time": 1, "unknown_action": 1})
+    );
     let profiles = records_by(out.path(), "profiles", "user");
     assert_eq!(profiles["1"]["counts"], json!({"view": 1, "purchase": 1}));
     assert_eq!(profiles["2"]["counts"], json!({"cart": 1, "favourite": 1}));
@@ -82,7 +116,10 @@ fn movielens_preset_reads_u_data_and_ratings_csv() {
     let (_, summary) = replay(&fixture("u.data"), "movielens", &[]);
     assert_balances(&summary);
     assert_eq!(summary["accepted"], 3);
-    assert_eq!(summary["rejected"], json!({"invalid_rating": 1, "missing_item": 1}));
+    assert_eq!(
+        summary["rejected"],
+        json!({"invalid_rating": 1, "missing_item": 1})
+    );
     let (out, summary) = replay(&fixture("ratings.csv"), "movielens", &[]);
     assert_balances(&summary);
     assert_eq!(summary["records_read"], 4);
@@ -120,19 +157,36 @@ fn compressed_and_plain_inputs_give_the_same_outputs() {
     let plain = fixture("retail_dirty.csv");
     let dir = tempfile::tempdir().unwrap();
     let gz = dir.path().join("retail.csv.gz");
-    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
     std::io::copy(&mut std::fs::File::open(&plain).unwrap(), &mut encoder).unwrap();
     encoder.finish().unwrap();
     let (a, summary_a) = replay(&plain, "online-retail", &[]);
     let (b, summary_b) = replay(&gz, "online-retail", &[]);
-    assert_eq!(deterministic_part(&summary_a)["accepted"], deterministic_part(&summary_b)["accepted"]);
-    assert_eq!(read_lines(a.path(), "profiles"), read_lines(b.path(), "profiles"));
+    assert_eq!(
+        deterministic_part(&summary_a)["accepted"],
+        deterministic_part(&summary_b)["accepted"]
+    );
+    assert_eq!(
+        read_lines(a.path(), "profiles"),
+        read_lines(b.path(), "profiles")
+    );
 }
 
 #[test]
 fn bad_flags_and_configs_fail_with_a_message() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_persona"))
-        .args(["replay", "--input", "x", "--format", "nope", "--out", "/tmp/never"])
+        .args([
+            "replay",
+            "--input",
+            "x",
+            "--format",
+            "nope",
+            "--out",
+            "/tmp/never",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -140,9 +194,20 @@ fn bad_flags_and_configs_fail_with_a_message() {
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[input.mapping]\nuser = \"u\"\nitem = \"i\"\ntime = \"t\"\nactoin = \"a\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[input.mapping]\nuser = \"u\"\nitem = \"i\"\ntime = \"t\"\nactoin = \"a\"\n",
+    )
+    .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_persona"))
-        .args(["replay", "--input", "x", "--config", config.to_str().unwrap(), "--out"])
+        .args([
+            "replay",
+            "--input",
+            "x",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

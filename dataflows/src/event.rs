@@ -27,11 +27,15 @@ pub enum Action {
     RecClick,
     /// The user said a recommendation was not interesting.
     NotInterested,
+    /// A record of a cancelled purchase. The cancellation itself is the
+    /// retraction of that purchase; this marker only counts that it happened
+    /// (so a customer who cancelled everything still has a profile).
+    Cancellation,
 }
 
 impl Action {
     /// Every action, in declaration order.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::View,
         Action::Click,
         Action::Cart,
@@ -42,6 +46,7 @@ impl Action {
         Action::Impression,
         Action::RecClick,
         Action::NotInterested,
+        Action::Cancellation,
     ];
 
     /// The snake_case name used in configs and outputs.
@@ -57,6 +62,7 @@ impl Action {
             Action::Impression => "impression",
             Action::RecClick => "rec_click",
             Action::NotInterested => "not_interested",
+            Action::Cancellation => "cancellation",
         }
     }
 
@@ -69,6 +75,74 @@ impl Action {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Integer weight of one event of each action, for affinities. A table that
+/// names only some actions keeps the defaults of the others. An action of
+/// weight 0 adds nothing; a negative weight (say for `not_interested`)
+/// pushes an item or category down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionWeights {
+    /// Default 1.
+    pub view: i64,
+    /// Default 1.
+    pub click: i64,
+    /// Default 3.
+    pub cart: i64,
+    /// Default 0.
+    pub uncart: i64,
+    /// Default 2.
+    pub favourite: i64,
+    /// Default 5.
+    pub purchase: i64,
+    /// Default 2.
+    pub rating: i64,
+    /// Default 0.
+    pub impression: i64,
+    /// Default 0.
+    pub rec_click: i64,
+    /// Default 0.
+    pub not_interested: i64,
+    /// Default 0: the purchase it cancels is already retracted.
+    pub cancellation: i64,
+}
+
+impl Default for ActionWeights {
+    fn default() -> Self {
+        ActionWeights {
+            view: 1,
+            click: 1,
+            cart: 3,
+            uncart: 0,
+            favourite: 2,
+            purchase: 5,
+            rating: 2,
+            impression: 0,
+            rec_click: 0,
+            not_interested: 0,
+            cancellation: 0,
+        }
+    }
+}
+
+impl ActionWeights {
+    /// The weight of one event of `action`.
+    pub fn weight(&self, action: Action) -> i64 {
+        match action {
+            Action::View => self.view,
+            Action::Click => self.click,
+            Action::Cart => self.cart,
+            Action::Uncart => self.uncart,
+            Action::Favourite => self.favourite,
+            Action::Purchase => self.purchase,
+            Action::Rating => self.rating,
+            Action::Impression => self.impression,
+            Action::RecClick => self.rec_click,
+            Action::NotInterested => self.not_interested,
+            Action::Cancellation => self.cancellation,
+        }
     }
 }
 

@@ -20,72 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use differential_dataflow::VecCollection;
 
+pub use crate::event::ActionWeights;
 use crate::recommend::CfConfig;
 use crate::{Action, Event, EventTime, Id, Score};
-
-/// Integer weight of each action in the affinity. An action of weight 0
-/// (impressions and feedback by default) neither puts an item in the history
-/// nor adds to the affinity; a negative weight lowers the affinity of items
-/// the user has in history for other reasons.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ActionWeights {
-    /// Default 1.
-    pub view: i64,
-    /// Default 1.
-    pub click: i64,
-    /// Default 3.
-    pub cart: i64,
-    /// Default 0.
-    pub uncart: i64,
-    /// Default 2.
-    pub favourite: i64,
-    /// Default 5.
-    pub purchase: i64,
-    /// Default 2.
-    pub rating: i64,
-    /// Default 0.
-    pub impression: i64,
-    /// Default 0.
-    pub rec_click: i64,
-    /// Default 0.
-    pub not_interested: i64,
-}
-
-impl Default for ActionWeights {
-    fn default() -> Self {
-        ActionWeights {
-            view: 1,
-            click: 1,
-            cart: 3,
-            uncart: 0,
-            favourite: 2,
-            purchase: 5,
-            rating: 2,
-            impression: 0,
-            rec_click: 0,
-            not_interested: 0,
-        }
-    }
-}
-
-impl ActionWeights {
-    /// The weight of `action`.
-    pub fn weight(&self, action: Action) -> i64 {
-        match action {
-            Action::View => self.view,
-            Action::Click => self.click,
-            Action::Cart => self.cart,
-            Action::Uncart => self.uncart,
-            Action::Favourite => self.favourite,
-            Action::Purchase => self.purchase,
-            Action::Rating => self.rating,
-            Action::Impression => self.impression,
-            Action::RecClick => self.rec_click,
-            Action::NotInterested => self.not_interested,
-        }
-    }
-}
 
 /// What one user has done to one item, as integers: the input of the history.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

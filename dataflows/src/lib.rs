@@ -29,7 +29,7 @@ pub mod similarity;
 
 pub mod reference;
 
-pub use event::{Action, Event, Id};
+pub use event::{Action, ActionWeights, Event, Id};
 pub use names::{Names, NumericNames};
 pub use score::Score;
 pub use time::EventTime;

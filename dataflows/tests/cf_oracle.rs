@@ -200,7 +200,7 @@ struct Coverage {
 
 fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) {
     let updates = random_stream(seed);
-    let step = seed % 2 == 0;
+    let step = seed.is_multiple_of(2);
     let captured = run_dataflow(&updates, config, workers, step);
     for at in 1..=BATCHES {
         let expected = reference::collaborative_filtering(&updates, at, config);
@@ -246,7 +246,7 @@ fn configs() -> Vec<CfConfig> {
                 for decay in [None, Some(2.0)] {
                     let n = configs.len();
                     let mut weights = ActionWeights::default();
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         // A negative weight: lowers affinities, adds no history.
                         weights.not_interested = -4;
                     }

@@ -61,7 +61,10 @@ fn run(events: Vec<Event>, config: CfConfig) -> (Vec<SimilarItems>, Vec<Recommen
     )
 }
 
-fn final_records<D: Ord + Clone>(batches: Vec<(u64, Vec<(D, u64, isize)>)>) -> Vec<D> {
+/// What `Extract` returns: per time, the updates at it.
+type Captured<D> = Vec<(u64, Vec<(D, u64, isize)>)>;
+
+fn final_records<D: Ord + Clone>(batches: Captured<D>) -> Vec<D> {
     let mut updates: Vec<(D, isize)> = batches
         .into_iter()
         .flat_map(|(_, updates)| updates.into_iter().map(|(d, _, r)| (d, r)))

@@ -70,7 +70,7 @@ impl CsvFields {
         let header = self.split(line).map_err(|rejection| {
             ConfigError::Invalid(format!("{position}: header: {}", rejection.detail))
         })?;
-        let names: Vec<String> = (0..header.len())
+        let names: Vec<String> = (0..header.field_count())
             .map(|i| {
                 String::from_utf8_lossy(header.field(i).unwrap_or_default())
                     .trim_start_matches('\u{feff}')
@@ -146,7 +146,7 @@ impl CsvRecord<'_> {
     }
 
     /// Number of fields.
-    pub fn len(&self) -> usize {
+    pub fn field_count(&self) -> usize {
         self.ends.len()
     }
 }

@@ -55,8 +55,8 @@ impl TimeParser {
             pattern if pattern.contains('%') => TimeFormat::Pattern(pattern.to_owned()),
             other => {
                 return Err(ConfigError::Invalid(format!(
-                    "time_format {other:?}: expected epoch_s, epoch_ms, rfc3339 or a strftime pattern"
-                )))
+                "time_format {other:?}: expected epoch_s, epoch_ms, rfc3339 or a strftime pattern"
+            )))
             }
         };
         let zone_name = zone.unwrap_or("UTC");

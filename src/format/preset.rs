@@ -72,7 +72,12 @@ fn online_retail() -> PipelineConfig {
             .to_vec(),
             ..CleaningConfig::default()
         },
-        time: TimeConfig::default(),
+        time: TimeConfig {
+            // A monthly similarity model over a year of invoices: each refresh
+            // recomputes most item pairs (see `recommend_tick_ms`).
+            recommend_tick_ms: Some(30 * 86_400_000),
+            ..TimeConfig::default()
+        },
         ..PipelineConfig::default()
     }
 }

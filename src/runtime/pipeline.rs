@@ -10,10 +10,13 @@ use std::rc::Rc;
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
-use persona_dataflows::{Event, Id, Names};
+use persona_dataflows::recommend::{collaborative_filtering, Recommendations};
+use persona_dataflows::similarity::SimilarItems;
+use persona_dataflows::{Action, Event, Id, Names};
 use serde_json::{json, Value};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::ProbeHandle;
 
@@ -72,6 +75,42 @@ impl OutputRecord for (Id, Profile) {
     }
 }
 
+impl OutputRecord for SimilarItems {
+    fn to_json(&self, names: &dyn Names) -> Value {
+        SimilarItems::to_json(self, names)
+    }
+}
+
+impl OutputRecord for Recommendations {
+    fn to_json(&self, names: &dyn Names) -> Value {
+        Recommendations::to_json(self, names)
+    }
+}
+
+/// Adds a `cancellation` event beside each cancelled purchase.
+///
+/// A cancellation is the retraction (diff −1) of the purchase it cancels;
+/// every retraction that reaches the pipeline from a source is one. The
+/// marker keeps a record that it happened, so a customer who cancelled
+/// everything still has a profile (with spend 0) and cancellations are
+/// counted. It must run on the records as read, one update each, before
+/// anything consolidates them.
+pub fn mark_cancellations(events: VecCollection<'_, u64, Event>) -> VecCollection<'_, u64, Event> {
+    events
+        .inner
+        .flat_map(|(event, time, diff)| {
+            let marker = (diff < 0 && event.action == Action::Purchase).then(|| {
+                let marker = Event {
+                    action: Action::Cancellation,
+                    ..event.clone()
+                };
+                (marker, time, -diff)
+            });
+            std::iter::once((event, time, diff)).chain(marker)
+        })
+        .as_collection()
+}
+
 impl OutputRecord for Id {
     fn to_json(&self, _names: &dyn Names) -> Value {
         json!(self)
@@ -80,7 +119,11 @@ impl OutputRecord for Id {
 
 /// The output collections, gathered on worker 0.
 pub struct Gathered {
+    /// Collaborative filtering's period (see `recommend_tick_ms`).
+    recommend_period: u64,
     profiles: Pending<(Id, Profile)>,
+    similar_items: Pending<SimilarItems>,
+    recommendations: Pending<Recommendations>,
     users: Pending<Id>,
     items: Pending<Id>,
 }
@@ -100,13 +143,31 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
         user_attributes,
     } = inputs;
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
+    let period = config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms);
+    let cf_events = if period > config.time.tick_ms {
+        events
+            .clone()
+            .delay(move |time| end_of_period(*time, period))
+    } else {
+        events.clone()
+    };
+    let cf = collaborative_filtering(cf_events, &config.recommend);
     let users = events.clone().map(|event| event.user).distinct();
     let items = events.map(|event| event.item).distinct();
     Gathered {
+        recommend_period: period,
         profiles: gather(profiles, probe),
+        similar_items: gather(cf.similar_items, probe),
+        recommendations: gather(cf.recommendations, probe),
         users: gather(users, probe),
         items: gather(items, probe),
     }
+}
+
+/// The last millisecond of the period of `time`: where an update that
+/// arrives during a period takes effect.
+pub fn end_of_period(time: u64, period: u64) -> u64 {
+    (time - time % period).saturating_add(period - 1)
 }
 
 /// The sinks of worker 0: the output files, and counters for the summary.
@@ -119,12 +180,17 @@ pub struct Sinks {
 impl Gathered {
     pub fn into_sinks(self, dir: &Path, changelog: bool) -> io::Result<Sinks> {
         Ok(Sinks {
-            outputs: vec![Box::new(JsonlSink::new(
-                "profiles",
-                self.profiles,
-                dir,
-                changelog,
-            )?)],
+            outputs: vec![
+                Box::new(JsonlSink::new("profiles", self.profiles, dir, changelog)?),
+                Box::new(
+                    JsonlSink::new("similar_items", self.similar_items, dir, changelog)?
+                        .with_period(self.recommend_period),
+                ),
+                Box::new(
+                    JsonlSink::new("recommendations", self.recommendations, dir, changelog)?
+                        .with_period(self.recommend_period),
+                ),
+            ],
             users: Box::new(JsonlSink::counter("users", self.users)),
             items: Box::new(JsonlSink::counter("items", self.items)),
         })

@@ -203,8 +203,9 @@ fn run_worker(
     let totals = Rc::new(RefCell::new(ReaderCounts::default()));
 
     let gathered = worker.dataflow::<u64, _, _>(|scope| {
-        let records = inputs.events.to_collection(scope.clone());
+        let records = inputs.events.to_collection(scope);
         let events = pipeline::dedup(records, dedup_horizon, duplicates.clone());
+        let events = pipeline::mark_cancellations(events);
         let book = name_book.clone();
         scope
             .input_from(&mut inputs.names)
@@ -221,13 +222,19 @@ fn run_worker(
             .probe_with(&counts_probe);
         let inputs = pipeline::Inputs {
             events,
-            catalog: catalog.to_collection(scope.clone()),
-            user_attributes: user_attributes.to_collection(scope.clone()),
+            catalog: catalog.to_collection(scope),
+            user_attributes: user_attributes.to_collection(scope),
         };
         pipeline::build(inputs, config, &probe)
     });
     if index == 0 {
-        load_dimensions(config, &mut inputs, &mut catalog, &mut user_attributes, tick_ms)?;
+        load_dimensions(
+            config,
+            &mut inputs,
+            &mut catalog,
+            &mut user_attributes,
+            tick_ms,
+        )?;
     }
     catalog.close();
     user_attributes.close();
@@ -339,7 +346,7 @@ fn run_worker(
     drop(names);
     worker.step_while(|| !probe.done());
     counts.duplicates = duplicates.get();
-    if index % plan.timely.workers == 0 {
+    if index.is_multiple_of(plan.timely.workers) {
         counts.peak_rss_bytes = peak_rss_bytes();
     }
     counts_input.send(counts);
@@ -376,8 +383,8 @@ fn run_worker(
         rejected: totals.rejected,
         duplicates: totals.duplicates,
         late: totals.late,
-        users: sinks.users.len() as u64,
-        items: sinks.items.len() as u64,
+        users: sinks.users.record_count() as u64,
+        items: sinks.items.record_count() as u64,
         outputs,
         elapsed_s,
         events_per_s: if elapsed_s > 0.0 {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Action;
+pub use crate::event::ActionWeights;
 
 /// Settings of the profile dataflow (the `[profile]` table).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,69 +84,6 @@ impl std::fmt::Display for InvalidProfileConfig {
 }
 
 impl std::error::Error for InvalidProfileConfig {}
-
-/// Affinity weight per action. A table that names only some actions keeps
-/// the defaults of the others. Weights may be negative (e.g. to let
-/// `not_interested` push a category down).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ActionWeights {
-    /// Default 1.
-    pub view: i64,
-    /// Default 1.
-    pub click: i64,
-    /// Default 3.
-    pub cart: i64,
-    /// Default 0.
-    pub uncart: i64,
-    /// Default 2.
-    pub favourite: i64,
-    /// Default 5.
-    pub purchase: i64,
-    /// Default 2.
-    pub rating: i64,
-    /// Default 0.
-    pub impression: i64,
-    /// Default 0.
-    pub rec_click: i64,
-    /// Default 0.
-    pub not_interested: i64,
-}
-
-impl Default for ActionWeights {
-    fn default() -> Self {
-        ActionWeights {
-            view: 1,
-            click: 1,
-            cart: 3,
-            uncart: 0,
-            favourite: 2,
-            purchase: 5,
-            rating: 2,
-            impression: 0,
-            rec_click: 0,
-            not_interested: 0,
-        }
-    }
-}
-
-impl ActionWeights {
-    /// The weight of one event of `action`.
-    pub fn weight(&self, action: Action) -> i64 {
-        match action {
-            Action::View => self.view,
-            Action::Click => self.click,
-            Action::Cart => self.cart,
-            Action::Uncart => self.uncart,
-            Action::Favourite => self.favourite,
-            Action::Purchase => self.purchase,
-            Action::Rating => self.rating,
-            Action::Impression => self.impression,
-            Action::RecClick => self.rec_click,
-            Action::NotInterested => self.not_interested,
-        }
-    }
-}
 
 /// Thresholds of the RFM segment (see [`crate::profile::Segment`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,9 @@ struct PairState {
     buckets: BTreeMap<(i64, Action), BTreeMap<i64, isize>>,
 }
 
+/// Per user: `(item, last_time_ms, day weights ascending)` of each candidate item.
+type Candidates = BTreeMap<Id, Vec<(Id, i64, Vec<(i64, i64)>)>>;
+
 /// Recomputes every output from `updates` with timestamp ≤ `at`.
 pub fn collaborative_filtering(
     updates: &[(Event, u64, isize)],
@@ -56,7 +59,7 @@ pub fn collaborative_filtering(
 
     // Per (user, item): latest positive-weight time and day weights.
     let mut users: BTreeSet<Id> = BTreeSet::new();
-    let mut candidates: BTreeMap<Id, Vec<(Id, i64, Vec<(i64, i64)>)>> = BTreeMap::new();
+    let mut candidates: Candidates = BTreeMap::new();
     for (&(user, item), state) in &pairs {
         let mut last_time: Option<i64> = None;
         let mut day_weights: BTreeMap<i64, i64> = BTreeMap::new();
@@ -97,10 +100,7 @@ pub fn collaborative_filtering(
     }
 }
 
-fn history(
-    candidates: &BTreeMap<Id, Vec<(Id, i64, Vec<(i64, i64)>)>>,
-    config: &CfConfig,
-) -> BTreeMap<Id, Vec<HistoryEntry>> {
+fn history(candidates: &Candidates, config: &CfConfig) -> BTreeMap<Id, Vec<HistoryEntry>> {
     let mut history = BTreeMap::new();
     for (&user, items) in candidates {
         let mut items = items.clone();
@@ -186,7 +186,7 @@ fn similar_items(
 
 fn recommendations(
     users: &BTreeSet<Id>,
-    candidates: &BTreeMap<Id, Vec<(Id, i64, Vec<(i64, i64)>)>>,
+    candidates: &Candidates,
     history: &BTreeMap<Id, Vec<HistoryEntry>>,
     similar_items: &[SimilarItems],
     config: &CfConfig,

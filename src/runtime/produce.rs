@@ -1,0 +1,166 @@
+//! `persona produce`: load a log into a Kafka topic, one message per line,
+//! keyed by user, so a historical log can be replayed through Kafka.
+//!
+//! The topic holds data lines only: a CSV header is read (to find the user
+//! column) but not produced, so a pipeline reading the topic needs the
+//! column names from its config (`[input.csv] has_header = false, columns =
+//! [...]`); [`ProduceSummary::header`] gives them. Keying by user sends all
+//! events of a user to one partition, in log order, which keeps a purchase
+//! before its cancellation. A line that does not decode is produced anyway,
+//! keyed by its line number, so the pipeline reading the topic rejects it
+//! with its topic/partition/offset like any bad record.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::PipelineConfig;
+use crate::format::{Decoder, Outcome};
+use crate::rejected::Position;
+use crate::sink::kafka::{ensure_topic, KafkaProducer, DEFAULT_PARTITIONS};
+use crate::source::file::{input_files, open, Lines};
+
+/// Where `produce` writes.
+#[derive(Clone, Debug)]
+pub struct ProduceTarget {
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions if the topic is created. Default: 4.
+    pub partitions: i32,
+    /// Extra librdkafka producer properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// What `produce` did, printed as JSON.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ProduceSummary {
+    pub topic: String,
+    /// Whether the topic was created by this run.
+    pub created_topic: bool,
+    /// Messages produced and acknowledged (one per non-blank data line).
+    pub messages: u64,
+    /// Messages keyed by their user.
+    pub keyed_by_user: u64,
+    /// Messages keyed by line number, their line not decoding to an event.
+    pub keyed_by_line: u64,
+    /// Blank lines, not produced.
+    pub blank_lines: u64,
+    /// The CSV header line of the (first) file, not produced; None for
+    /// formats without one.
+    pub header: Option<String>,
+    pub elapsed_s: f64,
+}
+
+/// Produces `input` into `topic` on `brokers`, creating the topic with 4
+/// partitions if missing. `properties` are extra librdkafka producer settings.
+pub fn produce(
+    input: &Path,
+    config: &PipelineConfig,
+    brokers: &str,
+    topic: &str,
+    properties: &BTreeMap<String, String>,
+) -> anyhow::Result<ProduceSummary> {
+    produce_to(
+        input,
+        config,
+        &ProduceTarget {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            partitions: DEFAULT_PARTITIONS,
+            properties: properties.clone(),
+        },
+    )
+}
+
+/// [`produce`] with every setting of the target.
+pub fn produce_to(
+    input: &Path,
+    config: &PipelineConfig,
+    target: &ProduceTarget,
+) -> anyhow::Result<ProduceSummary> {
+    let started = Instant::now();
+    let mut decoder = Decoder::new(config)?;
+    let files = input_files(input)?;
+    anyhow::ensure!(
+        !files.is_empty(),
+        "input {} holds no files",
+        input.display()
+    );
+    let created_topic = ensure_topic(
+        &target.brokers,
+        &target.topic,
+        target.partitions,
+        &[],
+        &target.properties,
+    )?;
+    let producer = KafkaProducer::new(&target.brokers, &target.topic, &target.properties)?;
+    let mut summary = ProduceSummary {
+        topic: target.topic.clone(),
+        created_topic,
+        ..ProduceSummary::default()
+    };
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for path in &files {
+        let file = path.display().to_string();
+        let mut lines = Lines::new(path, open(path, Arc::default())?);
+        if decoder.expects_header() {
+            let Some((line, header)) = lines.next_line()? else {
+                continue;
+            };
+            let position = Position::File {
+                file: file.clone(),
+                line,
+                index: None,
+            };
+            decoder.read_header(header, &position)?;
+            summary
+                .header
+                .get_or_insert_with(|| String::from_utf8_lossy(header).into_owned());
+        }
+        while let Some((line, bytes)) = lines.next_line()? {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                summary.blank_lines += 1;
+                continue;
+            }
+            let position = Position::File {
+                file: file.clone(),
+                line,
+                index: None,
+            };
+            decoder.decode(bytes, &position, &mut outcomes);
+            // A JSON line may hold several records, all of one user (OTTO's
+            // sessions); the first decoded one names it.
+            let user = outcomes
+                .drain(..)
+                .find_map(|outcome| outcome.ok().map(|decoded| decoded.user_name));
+            let key = match user {
+                Some(user) => {
+                    summary.keyed_by_user += 1;
+                    user
+                }
+                None => {
+                    summary.keyed_by_line += 1;
+                    line.to_string()
+                }
+            };
+            producer
+                .send(key.as_bytes(), Some(bytes))
+                .with_context(|| format!("producing {position}"))?;
+            summary.messages += 1;
+        }
+    }
+    producer.flush()?;
+    anyhow::ensure!(
+        producer.delivered() == summary.messages,
+        "{} of {} messages to {} were acknowledged",
+        producer.delivered(),
+        summary.messages,
+        target.topic
+    );
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}

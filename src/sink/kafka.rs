@@ -1,0 +1,415 @@
+//! Kafka topics as an upsert sink: one message per changed key, the record's
+//! current JSON as the value, or a tombstone (null value) when the key's
+//! record is gone, so a compacted topic holds exactly the current state.
+//!
+//! The sink is fed the final state per key after each completed time (see
+//! [`upserts`]); messages of one key go to one partition in the order sent,
+//! and `max.in.flight.requests.per.connection=1` keeps retries from
+//! reordering them (the broker in the tests has no idempotent producer), so
+//! the last message of a key is its current state. [`KafkaProducer`] is the
+//! raw keyed producer under it, also used by `persona produce`, and
+//! [`ensure_topic`] creates topics.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Errors of the Kafka sink and producer.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    #[error("cannot create a Kafka client for {brokers}: {source}")]
+    Create {
+        brokers: String,
+        source: Box<KafkaError>,
+    },
+    #[error("cannot create topic {topic} on {brokers}: {source}")]
+    CreateTopic {
+        brokers: String,
+        topic: String,
+        source: Box<KafkaError>,
+    },
+    #[error("cannot send to topic {topic}: {source}")]
+    Send {
+        topic: String,
+        source: Box<KafkaError>,
+    },
+    #[error("{failed} message(s) to topic {topic} were not delivered; first error: {first}")]
+    Delivery {
+        topic: String,
+        failed: u64,
+        first: String,
+    },
+    #[error("cannot flush messages to topic {topic}: {source}")]
+    Flush {
+        topic: String,
+        source: Box<KafkaError>,
+    },
+    #[error("output key {key} has {count} records at once; an upsert output needs one per key")]
+    SeveralValues { key: String, count: usize },
+}
+
+/// `[sink.kafka]` of one output: where its upserts go.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSinkConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`. Default: `127.0.0.1:9092`.
+    pub brokers: String,
+    /// The output topic. Required.
+    pub topic: String,
+    /// Partitions of the topic if persona creates it. Default: 4.
+    pub partitions: i32,
+    /// Extra librdkafka producer properties, applied last so they override
+    /// persona's (`acks=all`, one request in flight). Default: none.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSinkConfig {
+    fn default() -> Self {
+        KafkaSinkConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic: String::new(),
+            partitions: DEFAULT_PARTITIONS,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Partitions of a topic persona creates, unless configured.
+pub const DEFAULT_PARTITIONS: i32 = 4;
+
+/// How long flushes and topic creation may take before they fail.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A keyed producer to one topic that counts deliveries and keeps the first
+/// failure, so [`flush`](KafkaProducer::flush) can say whether all arrived.
+pub struct KafkaProducer {
+    producer: BaseProducer<DeliveryLog>,
+    topic: String,
+}
+
+impl KafkaProducer {
+    /// A producer for `topic`; `properties` override persona's settings.
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<KafkaProducer, KafkaSinkError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            // Retries must not reorder two messages of a key: the last one
+            // of a key is its state. (Idempotence would allow more in flight,
+            // but not every Kafka-protocol broker supports it.)
+            .set("max.in.flight.requests.per.connection", "1")
+            .set("linger.ms", "5");
+        for (key, value) in properties {
+            client.set(key, value);
+        }
+        let producer = client
+            .create_with_context(DeliveryLog::default())
+            .map_err(|source| KafkaSinkError::Create {
+                brokers: brokers.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(KafkaProducer {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Queues one message (`None` payload: a tombstone). Waits only while
+    /// the local queue is full.
+    pub fn send(&self, key: &[u8], payload: Option<&[u8]>) -> Result<(), KafkaSinkError> {
+        let mut record = BaseRecord::to(&self.topic).key(key);
+        if let Some(payload) = payload {
+            record = record.payload(payload);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    record = returned;
+                    // Serve delivery reports, which frees the queue.
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((source, _)) => {
+                    return Err(KafkaSinkError::Send {
+                        topic: self.topic.clone(),
+                        source: Box::new(source),
+                    })
+                }
+            }
+        }
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Waits until every queued message is delivered; fails if any was not.
+    pub fn flush(&self) -> Result<(), KafkaSinkError> {
+        self.producer
+            .flush(TIMEOUT)
+            .map_err(|source| KafkaSinkError::Flush {
+                topic: self.topic.clone(),
+                source: Box::new(source),
+            })?;
+        let log = self.producer.context();
+        let failed = log.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = log.first_error.lock().expect("lock").clone();
+            return Err(KafkaSinkError::Delivery {
+                topic: self.topic.clone(),
+                failed,
+                first: first.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Messages the broker has acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.producer.context().delivered.load(Ordering::Relaxed)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+/// Delivery reports, counted.
+#[derive(Default)]
+struct DeliveryLog {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryLog {}
+
+impl ProducerContext for DeliveryLog {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((error, message)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().expect("lock");
+                if first.is_none() {
+                    *first = Some(format!(
+                        "{error} (topic {}, partition {}, key {:?})",
+                        message.topic(),
+                        message.partition(),
+                        message.key().map(String::from_utf8_lossy)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// An upsert sink: the latest value of each key, or a tombstone.
+pub struct KafkaSink {
+    producer: KafkaProducer,
+}
+
+impl KafkaSink {
+    /// A sink to `config.topic`, created (compacted, `config.partitions`
+    /// partitions) if missing.
+    pub fn new(config: &KafkaSinkConfig) -> Result<KafkaSink, KafkaSinkError> {
+        ensure_topic(
+            &config.brokers,
+            &config.topic,
+            config.partitions,
+            &[("cleanup.policy", "compact")],
+            &config.properties,
+        )?;
+        Ok(KafkaSink {
+            producer: KafkaProducer::new(&config.brokers, &config.topic, &config.properties)?,
+        })
+    }
+
+    /// Sends the current value of `key` (its JSON), or a tombstone for `None`.
+    pub fn send_upsert(&self, key: &str, value: Option<&Value>) -> Result<(), KafkaSinkError> {
+        match value {
+            Some(value) => {
+                let payload = serde_json::to_vec(value).expect("JSON values serialize");
+                self.producer.send(key.as_bytes(), Some(&payload))
+            }
+            None => self.producer.send(key.as_bytes(), None),
+        }
+    }
+
+    /// Sends every upsert of a batch, in order.
+    pub fn send_all(&self, upserts: &[(String, Option<Value>)]) -> Result<(), KafkaSinkError> {
+        for (key, value) in upserts {
+            self.send_upsert(key, value.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Waits until everything sent is acknowledged: after it returns, the
+    /// outputs sent so far are durable and their input offsets may be committed.
+    pub fn flush(&self) -> Result<(), KafkaSinkError> {
+        self.producer.flush()
+    }
+
+    /// Messages acknowledged so far.
+    pub fn delivered(&self) -> u64 {
+        self.producer.delivered()
+    }
+}
+
+/// The upserts of one completed time, from its consolidated changes
+/// `(key, record, diff)`: a key with a record present (diff > 0) gets that
+/// record, a key whose records were only retracted gets a tombstone. Sorted
+/// by key. Two present records of one key are an error: an upsert output
+/// holds one record per key.
+pub fn upserts<I>(changes: I) -> Result<Vec<(String, Option<Value>)>, KafkaSinkError>
+where
+    I: IntoIterator<Item = (String, Value, isize)>,
+{
+    let mut by_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (key, record, diff) in changes {
+        let values = by_key.entry(key).or_default();
+        if diff > 0 {
+            values.push(record);
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|(key, mut values)| match values.len() {
+            0 => Ok((key, None)),
+            1 => Ok((key, values.pop())),
+            count => Err(KafkaSinkError::SeveralValues { key, count }),
+        })
+        .collect()
+}
+
+/// The latest value of each key in a sequence of upserts (later wins), as a
+/// reader of the topic sees it; `None` is a tombstone. Sorted by key.
+pub fn latest_per_key<I>(upserts: I) -> BTreeMap<String, Option<Value>>
+where
+    I: IntoIterator<Item = (String, Option<Value>)>,
+{
+    upserts.into_iter().collect()
+}
+
+/// Creates `topic` with `partitions` partitions (replication factor 1 and
+/// `topic_config`) unless it exists. Returns whether it was created.
+pub fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    topic_config: &[(&str, &str)],
+    properties: &BTreeMap<String, String>,
+) -> Result<bool, KafkaSinkError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers);
+    for (key, value) in properties {
+        // Producer-only settings would make the admin client refuse to start.
+        if !key.starts_with("security.") && !key.starts_with("sasl.") && !key.starts_with("ssl.") {
+            continue;
+        }
+        client.set(key, value);
+    }
+    let admin: AdminClient<_> = client.create().map_err(|source| KafkaSinkError::Create {
+        brokers: brokers.to_owned(),
+        source: Box::new(source),
+    })?;
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in topic_config {
+        new_topic = new_topic.set(key, value);
+    }
+    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    let create_error = |source| KafkaSinkError::CreateTopic {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+        source: Box::new(source),
+    };
+    let results = block_on(admin.create_topics([&new_topic], &options)).map_err(create_error)?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(true),
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
+        Some(Err((_, code))) => Err(create_error(KafkaError::AdminOp(code))),
+    }
+}
+
+/// Runs a future to completion on this thread. The admin client resolves
+/// its futures from its own thread, so no async runtime is needed.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        match future.as_mut().poll(&mut context) {
+            Poll::Ready(output) => return output,
+            Poll::Pending => std::thread::park(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn upserts_give_the_new_record_or_a_tombstone() {
+        let changes = vec![
+            ("u1".to_owned(), json!({"spend": 1}), -1),
+            ("u1".to_owned(), json!({"spend": 3}), 1),
+            ("u2".to_owned(), json!({"spend": 2}), -1),
+            ("u3".to_owned(), json!({"spend": 5}), 1),
+        ];
+        assert_eq!(
+            upserts(changes).unwrap(),
+            vec![
+                ("u1".to_owned(), Some(json!({"spend": 3}))),
+                ("u2".to_owned(), None),
+                ("u3".to_owned(), Some(json!({"spend": 5}))),
+            ]
+        );
+        let twice = vec![
+            ("u1".to_owned(), json!(1), 1),
+            ("u1".to_owned(), json!(2), 1),
+        ];
+        assert!(matches!(
+            upserts(twice),
+            Err(KafkaSinkError::SeveralValues { count: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn the_latest_upsert_of_a_key_wins() {
+        let latest = latest_per_key([
+            ("a".to_owned(), Some(json!(1))),
+            ("b".to_owned(), Some(json!(2))),
+            ("a".to_owned(), None),
+            ("b".to_owned(), Some(json!(3))),
+        ]);
+        assert_eq!(latest["a"], None);
+        assert_eq!(latest["b"], Some(json!(3)));
+    }
+}

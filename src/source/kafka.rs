@@ -1,0 +1,583 @@
+//! Kafka topics as a source: messages with their topic, partition and offset,
+//! read by timely workers without blocking, with offsets committed only when
+//! the caller says the outputs that include them are durable.
+//!
+//! Each timely worker creates its own [`KafkaSource`] in one consumer group.
+//! Which partitions a worker reads is set by [`AssignmentMode`]:
+//!
+//! - `workers` (the default): partition `k` of the sorted (topic, partition)
+//!   list goes to worker `k % peers`. Every worker knows its share from the
+//!   start and it never moves, so no record is read by two workers in one run
+//!   and a run on 4 workers reads what a run on 1 worker reads. The group is
+//!   used for its committed offsets only (the start position of each
+//!   partition); partitions added to a topic while running are picked up on
+//!   restart. This is how Flink's and Materialize's Kafka sources work too.
+//! - `group`: each worker subscribes and the group protocol spreads the
+//!   partitions across the workers (and any other member of the group). When
+//!   workers join one after another, a partition a worker has already read
+//!   from can be revoked and handed to another, which starts again from the
+//!   last committed offset: the records read in between are read twice in
+//!   one run. The old owner drops revoked partitions from its offsets and
+//!   never commits them afterwards (only what it already committed, which
+//!   the caller said was durable, stands). Use it to share a topic with
+//!   consumers outside persona, not for exact outputs.
+//!
+//! Offsets are never committed automatically (`enable.auto.commit=false`):
+//! [`KafkaSource::offsets`] snapshots the next offset to read of each
+//! partition, and [`KafkaSource::commit`] commits a snapshot once the
+//! outputs of every record before it are written. [`PendingCommits`] keeps
+//! the snapshots until then.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::ClientContext;
+use serde::Deserialize;
+
+use crate::rejected::Position;
+
+/// Errors of the Kafka source. Each names the brokers, topic or partition.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("cannot create a Kafka consumer for {brokers}: {source}")]
+    Create {
+        brokers: String,
+        source: Box<KafkaError>,
+    },
+    #[error("cannot read the partitions of topic {topic} from {brokers}: {source}")]
+    Metadata {
+        brokers: String,
+        topic: String,
+        source: Box<KafkaError>,
+    },
+    #[error("topic {topic} does not exist on {brokers} (create it, e.g. with `persona produce`)")]
+    MissingTopic { brokers: String, topic: String },
+    #[error("cannot read the committed offsets of group {group_id}: {source}")]
+    Committed {
+        group_id: String,
+        source: Box<KafkaError>,
+    },
+    #[error("cannot assign partitions to the consumer: {source}")]
+    Assign { source: Box<KafkaError> },
+    #[error("cannot subscribe to {topics:?}: {source}")]
+    Subscribe {
+        topics: Vec<String>,
+        source: Box<KafkaError>,
+    },
+    #[error("cannot consume from Kafka: {source}")]
+    Consume { source: Box<KafkaError> },
+    #[error("cannot commit offsets {offsets:?} for group {group_id}: {source}")]
+    Commit {
+        group_id: String,
+        offsets: Offsets,
+        source: Box<KafkaError>,
+    },
+    #[error("invalid [kafka] source config: {0}")]
+    Invalid(String),
+}
+
+/// `[source.kafka]`: where a Kafka source reads from.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSourceConfig {
+    /// Bootstrap brokers, `host:port[,host:port...]`. Default: `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topics to read (records of all of them feed one pipeline). Required.
+    pub topics: Vec<String>,
+    /// Consumer group; its committed offsets are where a restart resumes.
+    /// Default: `persona`.
+    pub group_id: String,
+    /// Where a partition without a committed offset starts: `earliest` or
+    /// `latest`. Default: `earliest` (a new pipeline reads the whole topic).
+    pub auto_offset_reset: OffsetReset,
+    /// Consumer session timeout in ms. Default: 6000 (the group notices a
+    /// dead worker quickly; librdkafka's 45000 makes joins slow).
+    pub session_timeout_ms: u32,
+    /// How partitions are spread across workers. Default: `workers`.
+    pub assignment: AssignmentMode,
+    /// Extra librdkafka properties (`fetch.max.bytes = "..."`), applied last
+    /// so they override the above. Default: none.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaSourceConfig {
+    fn default() -> Self {
+        KafkaSourceConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topics: Vec::new(),
+            group_id: "persona".into(),
+            auto_offset_reset: OffsetReset::Earliest,
+            session_timeout_ms: 6000,
+            assignment: AssignmentMode::Workers,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where a partition with no committed offset starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// How partitions are spread across timely workers (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignmentMode {
+    /// Partition `k` of the sorted list goes to worker `k % peers`; fixed for the run.
+    #[default]
+    Workers,
+    /// The consumer group protocol assigns partitions, and may move them.
+    Group,
+}
+
+/// A (topic, partition) pair.
+pub type TopicPartition = (String, i32);
+
+/// The next offset to read (= to commit) of each partition.
+pub type Offsets = BTreeMap<TopicPartition, i64>;
+
+/// One message of a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// Topic, partition and offset, as rejected records show them.
+    pub position: Position,
+    /// The message key, if any (persona's producer keys by user).
+    pub key: Option<Vec<u8>>,
+    /// The message value; empty for a null value (a tombstone), which a
+    /// format treats like a blank line.
+    pub payload: Vec<u8>,
+    /// The message timestamp in ms, if the broker gave one.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// How long blocking set-up calls (metadata, committed offsets) may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One worker's consumer. Poll it from the worker loop with
+/// [`poll_batch`](KafkaSource::poll_batch), which never blocks.
+pub struct KafkaSource {
+    consumer: BaseConsumer<RebalanceLog>,
+    config: KafkaSourceConfig,
+    next_offsets: Offsets,
+}
+
+impl KafkaSource {
+    /// A consumer for worker `worker` of `peers` (timely's `index()` and
+    /// `peers()`). In `workers` mode it reads the topics' partition lists and
+    /// the group's committed offsets now (blocking, up to 30 s each), so a
+    /// missing topic is an error here rather than silence later.
+    pub fn new(
+        config: &KafkaSourceConfig,
+        worker: usize,
+        peers: usize,
+    ) -> Result<KafkaSource, KafkaSourceError> {
+        if config.topics.is_empty() {
+            return Err(KafkaSourceError::Invalid("`topics` is empty".into()));
+        }
+        if peers == 0 || worker >= peers {
+            return Err(KafkaSourceError::Invalid(format!(
+                "worker {worker} is not below peers {peers}"
+            )));
+        }
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            // Offsets advance only through `commit`; librdkafka's own offset
+            // store would otherwise be committed on close.
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                match config.auto_offset_reset {
+                    OffsetReset::Earliest => "earliest",
+                    OffsetReset::Latest => "latest",
+                },
+            )
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set("client.id", format!("persona-worker-{worker}"));
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        let consumer: BaseConsumer<RebalanceLog> = client
+            .create_with_context(RebalanceLog::default())
+            .map_err(|source| KafkaSourceError::Create {
+                brokers: config.brokers.clone(),
+                source: Box::new(source),
+            })?;
+        let source = KafkaSource {
+            consumer,
+            config: config.clone(),
+            next_offsets: Offsets::new(),
+        };
+        match config.assignment {
+            AssignmentMode::Workers => source.assign_share(worker, peers)?,
+            AssignmentMode::Group => {
+                let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+                source.consumer.subscribe(&topics).map_err(|source| {
+                    KafkaSourceError::Subscribe {
+                        topics: config.topics.clone(),
+                        source: Box::new(source),
+                    }
+                })?;
+            }
+        }
+        Ok(source)
+    }
+
+    /// Assigns this worker's share of all partitions, each from the group's
+    /// committed offset (or `auto_offset_reset` where there is none).
+    fn assign_share(&self, worker: usize, peers: usize) -> Result<(), KafkaSourceError> {
+        let mut all: Vec<TopicPartition> = Vec::new();
+        for topic in &self.config.topics {
+            let metadata_error = |source| KafkaSourceError::Metadata {
+                brokers: self.config.brokers.clone(),
+                topic: topic.clone(),
+                source: Box::new(source),
+            };
+            let metadata = self
+                .consumer
+                .fetch_metadata(Some(topic), SETUP_TIMEOUT)
+                .map_err(metadata_error)?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(KafkaSourceError::MissingTopic {
+                    brokers: self.config.brokers.clone(),
+                    topic: topic.clone(),
+                });
+            }
+            all.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
+        }
+        all.sort();
+        let mut mine = TopicPartitionList::new();
+        for (topic, partition) in all.iter().skip(worker).step_by(peers) {
+            mine.add_partition(topic, *partition);
+        }
+        if mine.count() == 0 {
+            return Ok(());
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(mine, SETUP_TIMEOUT)
+            .map_err(|source| KafkaSourceError::Committed {
+                group_id: self.config.group_id.clone(),
+                source: Box::new(source),
+            })?;
+        let reset = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => Offset::Beginning,
+            OffsetReset::Latest => Offset::End,
+        };
+        let mut start = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(n) => Offset::Offset(n),
+                _ => reset,
+            };
+            start
+                .add_partition_offset(element.topic(), element.partition(), offset)
+                .map_err(|source| KafkaSourceError::Assign {
+                    source: Box::new(source),
+                })?;
+        }
+        self.consumer
+            .assign(&start)
+            .map_err(|source| KafkaSourceError::Assign {
+                source: Box::new(source),
+            })
+    }
+
+    /// Appends up to `max` waiting messages to `out`; returns how many. Never
+    /// blocks: it returns 0 when nothing is waiting. Also serves rebalances
+    /// (in `group` mode), dropping revoked partitions from [`offsets`](Self::offsets).
+    pub fn poll_batch(
+        &mut self,
+        max: usize,
+        out: &mut Vec<KafkaRecord>,
+    ) -> Result<usize, KafkaSourceError> {
+        let mut taken = 0;
+        // A poll that serves a rebalance or commit event returns nothing
+        // although messages may wait; a few empty polls in a row mean empty.
+        let mut empty_polls = 0;
+        while taken < max && empty_polls < 3 {
+            match self.consumer.poll(Duration::ZERO) {
+                None => empty_polls += 1,
+                Some(Err(KafkaError::PartitionEOF(_))) => empty_polls += 1,
+                Some(Err(source)) => {
+                    self.forget_revoked();
+                    return Err(KafkaSourceError::Consume {
+                        source: Box::new(source),
+                    });
+                }
+                Some(Ok(message)) => {
+                    empty_polls = 0;
+                    let topic = message.topic().to_owned();
+                    let partition = message.partition();
+                    let offset = message.offset();
+                    self.next_offsets
+                        .insert((topic.clone(), partition), offset + 1);
+                    out.push(KafkaRecord {
+                        position: Position::Kafka {
+                            topic,
+                            partition,
+                            offset,
+                        },
+                        key: message.key().map(<[u8]>::to_vec),
+                        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                        timestamp_ms: message.timestamp().to_millis(),
+                    });
+                    taken += 1;
+                }
+            }
+        }
+        self.forget_revoked();
+        Ok(taken)
+    }
+
+    /// Drops revoked partitions, so a snapshot taken from now on cannot
+    /// commit over the new owner's progress.
+    fn forget_revoked(&mut self) {
+        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("lock"));
+        for partition in revoked {
+            self.next_offsets.remove(&partition);
+        }
+    }
+
+    /// The next offset to read of each partition this worker has read from:
+    /// the snapshot to hand to [`commit`](Self::commit) once the outputs of
+    /// every record read so far are durable.
+    pub fn offsets(&self) -> Offsets {
+        self.next_offsets.clone()
+    }
+
+    /// The partitions this worker owns now (sorted). In `workers` mode fixed
+    /// from [`new`](Self::new); in `group` mode it changes on rebalances and
+    /// is empty until the group has assigned partitions.
+    pub fn assignment(&self) -> Result<Vec<TopicPartition>, KafkaSourceError> {
+        let list = self
+            .consumer
+            .assignment()
+            .map_err(|source| KafkaSourceError::Consume {
+                source: Box::new(source),
+            })?;
+        let mut partitions: Vec<TopicPartition> = list
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        partitions.sort();
+        Ok(partitions)
+    }
+
+    /// Commits `offsets` (next offsets to read, as [`offsets`](Self::offsets)
+    /// gives them) to the group and waits for the broker's answer. Only
+    /// partitions this worker still owns are committed; returns how many.
+    /// Call it only with offsets whose records' outputs are durable: a restart
+    /// resumes exactly there.
+    pub fn commit(&self, offsets: &Offsets) -> Result<usize, KafkaSourceError> {
+        let owned = self.assignment()?;
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            if owned.binary_search(&(topic.clone(), *partition)).is_ok() {
+                list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(|source| KafkaSourceError::Consume {
+                        source: Box::new(source),
+                    })?;
+            }
+        }
+        if list.count() == 0 {
+            return Ok(0);
+        }
+        let commit_error = |source| KafkaSourceError::Commit {
+            group_id: self.config.group_id.clone(),
+            offsets: offsets.clone(),
+            source: Box::new(source),
+        };
+        self.consumer
+            .commit(&list, CommitMode::Sync)
+            .map_err(commit_error)?;
+        Ok(list.count())
+    }
+
+    /// The group's committed offsets of this worker's partitions (blocking):
+    /// what a restarted worker would resume from.
+    pub fn committed(&self, timeout: Duration) -> Result<Offsets, KafkaSourceError> {
+        let list =
+            self.consumer
+                .committed(timeout)
+                .map_err(|source| KafkaSourceError::Committed {
+                    group_id: self.config.group_id.clone(),
+                    source: Box::new(source),
+                })?;
+        Ok(list
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(n) => Some(((e.topic().to_owned(), e.partition()), n)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The end (high watermark) of each partition this worker owns
+    /// (blocking, one request per partition): with [`offsets`](Self::offsets)
+    /// it tells whether the worker has caught up, e.g. to stop a run at the
+    /// end of a topic.
+    pub fn end_offsets(&self, timeout: Duration) -> Result<Offsets, KafkaSourceError> {
+        let mut ends = Offsets::new();
+        for (topic, partition) in self.assignment()? {
+            let (_, high) = self
+                .consumer
+                .fetch_watermarks(&topic, partition, timeout)
+                .map_err(|source| KafkaSourceError::Metadata {
+                    brokers: self.config.brokers.clone(),
+                    topic: topic.clone(),
+                    source: Box::new(source),
+                })?;
+            ends.insert((topic, partition), high);
+        }
+        Ok(ends)
+    }
+
+    /// Whether this worker has read every partition in `ends` up to its end.
+    /// A partition never read from counts as caught up only if it is empty
+    /// from where the worker started, which `ends` alone cannot tell: pass
+    /// ends fetched after the worker has polled, or compare with `committed`.
+    pub fn caught_up(&self, ends: &Offsets, committed: &Offsets) -> bool {
+        ends.iter().all(|(partition, end)| {
+            let next = self
+                .next_offsets
+                .get(partition)
+                .or_else(|| committed.get(partition))
+                .copied()
+                .unwrap_or(0);
+            next >= *end
+        })
+    }
+}
+
+/// Offset snapshots waiting for their outputs to become durable.
+///
+/// After each batch a worker calls [`record`](Self::record) with the latest
+/// timestamp it gave a record so far and [`KafkaSource::offsets`]; when the
+/// output frontier has passed a timestamp and the sinks have written it,
+/// [`durable`](Self::durable) returns the newest snapshot that is safe to
+/// commit. Snapshots are cumulative, so only the newest ready one matters.
+#[derive(Debug)]
+pub struct PendingCommits<T> {
+    queue: VecDeque<(T, Offsets)>,
+}
+
+impl<T> Default for PendingCommits<T> {
+    fn default() -> Self {
+        PendingCommits {
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Ord + Clone> PendingCommits<T> {
+    /// Records that the records behind `offsets` have timestamps up to `time`.
+    /// Times are kept non-decreasing (a snapshot covers every earlier record).
+    pub fn record(&mut self, time: T, offsets: Offsets) {
+        let time = match self.queue.back() {
+            Some((last, _)) if *last > time => last.clone(),
+            _ => time,
+        };
+        self.queue.push_back((time, offsets));
+    }
+
+    /// Removes and returns the newest snapshot whose time `is_durable` says
+    /// is written, if any.
+    pub fn durable(&mut self, mut is_durable: impl FnMut(&T) -> bool) -> Option<Offsets> {
+        let mut ready = None;
+        while let Some((time, _)) = self.queue.front() {
+            if !is_durable(time) {
+                break;
+            }
+            ready = self.queue.pop_front().map(|(_, offsets)| offsets);
+        }
+        ready
+    }
+
+    /// Number of snapshots waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+/// Consumer callbacks: remembers partitions revoked by the group, which
+/// [`KafkaSource`] then stops tracking.
+#[derive(Default)]
+struct RebalanceLog {
+    revoked: Mutex<Vec<TopicPartition>>,
+}
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            self.revoked.lock().expect("lock").extend(
+                list.elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition())),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(pairs: &[(i32, i64)]) -> Offsets {
+        pairs
+            .iter()
+            .map(|(p, o)| (("t".to_owned(), *p), *o))
+            .collect()
+    }
+
+    #[test]
+    fn pending_commits_release_the_newest_durable_snapshot_in_order() {
+        let mut pending = PendingCommits::default();
+        pending.record(10u64, offsets(&[(0, 5)]));
+        pending.record(20, offsets(&[(0, 9), (1, 3)]));
+        // A snapshot never claims an earlier time than the one before it.
+        pending.record(15, offsets(&[(0, 12), (1, 3)]));
+        assert_eq!(pending.durable(|t| *t < 10), None);
+        assert_eq!(
+            pending.durable(|t| *t < 21),
+            Some(offsets(&[(0, 12), (1, 3)]))
+        );
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let config: KafkaSourceConfig = toml::from_str("topics = [\"events\"]").unwrap();
+        assert_eq!(config.group_id, "persona");
+        assert_eq!(config.auto_offset_reset, OffsetReset::Earliest);
+        assert_eq!(config.assignment, AssignmentMode::Workers);
+        assert_eq!(config.session_timeout_ms, 6000);
+        assert!(toml::from_str::<KafkaSourceConfig>("topic = \"events\"").is_err());
+    }
+}

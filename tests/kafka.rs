@@ -1,0 +1,413 @@
+//! Kafka building blocks against a real broker: `produce` loads logs into
+//! topics, the source reads every line back exactly once with its position
+//! and key, committed offsets are where a restarted consumer resumes, and the
+//! upsert sink leaves the latest value (or a tombstone) per key.
+//!
+//! The broker address comes from `PERSONA_KAFKA_BROKERS`, else from
+//! `scripts/kafka-broker.sh status`; without a reachable broker every test
+//! fails and says to run `scripts/kafka-broker.sh start`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use persona::config::PipelineConfig;
+use persona::format::preset::preset;
+use persona::format::Decoder;
+use persona::rejected::Position;
+use persona::runtime::produce::{produce, ProduceSummary};
+use persona::sink::kafka::{latest_per_key, upserts, KafkaSink, KafkaSinkConfig};
+use persona::source::file::{open, Lines};
+use persona::source::kafka::{KafkaRecord, KafkaSource, KafkaSourceConfig, Offsets};
+use serde_json::{json, Value};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The broker's address; fails the test when none is reachable.
+fn brokers() -> String {
+    let address = std::env::var("PERSONA_KAFKA_BROKERS").ok().or_else(|| {
+        let output = Command::new(root().join("scripts/kafka-broker.sh"))
+            .arg("status")
+            .output()
+            .ok()?;
+        let address = String::from_utf8(output.stdout).ok()?.trim().to_owned();
+        (output.status.success() && !address.is_empty()).then_some(address)
+    });
+    let Some(address) = address else {
+        panic!(
+            "no Kafka broker: run `scripts/kafka-broker.sh start` (or set PERSONA_KAFKA_BROKERS)"
+        );
+    };
+    let reachable = address.split(',').any(|broker| {
+        broker
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .is_some_and(|socket| {
+                TcpStream::connect_timeout(&socket, Duration::from_secs(2)).is_ok()
+            })
+    });
+    assert!(
+        reachable,
+        "Kafka broker {address} is not reachable: run `scripts/kafka-broker.sh start`"
+    );
+    address
+}
+
+/// A name no earlier run has used, for topics and groups.
+fn unique(name: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("persona-test-{name}-{}-{nanos}", std::process::id())
+}
+
+fn online_retail() -> PipelineConfig {
+    preset("online-retail", None).unwrap()
+}
+
+/// The (key, payload) of every message `produce` should write for a file:
+/// non-blank data lines, keyed by user or else by line number.
+fn expected_messages(path: &Path, config: &PipelineConfig) -> Vec<(String, Vec<u8>)> {
+    let mut decoder = Decoder::new(config).unwrap();
+    let mut lines = Lines::new(path, open(path, Arc::default()).unwrap());
+    let position = |line| Position::File {
+        file: path.display().to_string(),
+        line,
+        index: None,
+    };
+    if decoder.expects_header() {
+        let (line, header) = lines.next_line().unwrap().unwrap();
+        decoder.read_header(header, &position(line)).unwrap();
+    }
+    let mut expected = Vec::new();
+    let mut outcomes = Vec::new();
+    while let Some((line, bytes)) = lines.next_line().unwrap() {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        decoder.decode(bytes, &position(line), &mut outcomes);
+        let key = outcomes
+            .drain(..)
+            .find_map(|o| o.ok().map(|d| d.user_name))
+            .unwrap_or_else(|| line.to_string());
+        expected.push((key, bytes.to_vec()));
+    }
+    expected
+}
+
+fn source_config(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
+    KafkaSourceConfig {
+        brokers: brokers.to_owned(),
+        topics: vec![topic.to_owned()],
+        group_id: group.to_owned(),
+        ..KafkaSourceConfig::default()
+    }
+}
+
+/// Polls the sources round-robin until `count` records arrived (or fails
+/// after `timeout`); returns each source's records.
+fn read_records(
+    sources: &mut [KafkaSource],
+    count: usize,
+    timeout: Duration,
+) -> Vec<Vec<KafkaRecord>> {
+    let started = Instant::now();
+    let mut records: Vec<Vec<KafkaRecord>> = sources.iter().map(|_| Vec::new()).collect();
+    while records.iter().map(Vec::len).sum::<usize>() < count {
+        assert!(
+            started.elapsed() < timeout,
+            "read {} of {count} records in {timeout:?}",
+            records.iter().map(Vec::len).sum::<usize>()
+        );
+        let mut polled = 0;
+        for (source, out) in sources.iter_mut().zip(&mut records) {
+            polled += source.poll_batch(1000, out).unwrap();
+        }
+        if polled == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    records
+}
+
+fn partition_offset(record: &KafkaRecord) -> (i32, i64) {
+    match &record.position {
+        Position::Kafka {
+            partition, offset, ..
+        } => (*partition, *offset),
+        other => panic!("a Kafka record at {other}"),
+    }
+}
+
+/// Asserts the records are exactly the expected messages: each once, keyed
+/// as expected, at dense offsets from 0 in each partition, and each key's
+/// lines in file order.
+fn assert_exactly_once(topic: &str, records: &[KafkaRecord], expected: &[(String, Vec<u8>)]) {
+    assert_eq!(
+        records.len(),
+        expected.len(),
+        "records read vs lines produced"
+    );
+    let mut by_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
+    for record in records {
+        match &record.position {
+            Position::Kafka { topic: t, .. } => assert_eq!(t, topic),
+            other => panic!("record at {other}"),
+        }
+        let (partition, offset) = partition_offset(record);
+        by_partition.entry(partition).or_default().push(offset);
+    }
+    for (partition, offsets) in &by_partition {
+        let dense: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(offsets, &dense, "offsets of partition {partition}");
+    }
+    // Per key, the payloads in partition order equal the file's lines of
+    // that key in file order; together they are every line once.
+    let mut sorted: Vec<&KafkaRecord> = records.iter().collect();
+    sorted.sort_by_key(|r| partition_offset(r));
+    let mut read: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut partition_of_key: BTreeMap<String, i32> = BTreeMap::new();
+    for record in sorted {
+        let key = String::from_utf8(record.key.clone().expect("a key")).unwrap();
+        let partition = partition_offset(record).0;
+        assert_eq!(
+            *partition_of_key.entry(key.clone()).or_insert(partition),
+            partition,
+            "key {key} in two partitions"
+        );
+        read.entry(key).or_default().push(record.payload.clone());
+    }
+    let mut wanted: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for (key, line) in expected {
+        wanted.entry(key.clone()).or_default().push(line.clone());
+    }
+    assert_eq!(read, wanted, "messages per key");
+}
+
+fn produce_file(path: &Path, brokers: &str, topic: &str) -> ProduceSummary {
+    produce(path, &online_retail(), brokers, topic, &BTreeMap::new()).unwrap()
+}
+
+#[test]
+fn the_dirty_fixture_is_produced_and_read_back_exactly_once() {
+    let brokers = brokers();
+    let topic = unique("fixture");
+    let path = root().join("tests/fixtures/retail_dirty.csv");
+    let expected = expected_messages(&path, &online_retail());
+    let summary = produce_file(&path, &brokers, &topic);
+    assert!(summary.created_topic);
+    assert_eq!(summary.messages as usize, expected.len());
+    assert_eq!(
+        summary.keyed_by_user + summary.keyed_by_line,
+        summary.messages
+    );
+    assert!(
+        summary.keyed_by_line > 0,
+        "the dirty fixture has lines that do not decode: {summary:?}"
+    );
+    assert!(summary
+        .header
+        .as_deref()
+        .unwrap()
+        .starts_with("InvoiceNo,StockCode"));
+
+    let mut sources =
+        [KafkaSource::new(&source_config(&brokers, &topic, &unique("g")), 0, 1).unwrap()];
+    assert_eq!(
+        sources[0].assignment().unwrap().len(),
+        4,
+        "a lone worker owns every partition"
+    );
+    let records = read_records(&mut sources, expected.len(), Duration::from_secs(30));
+    assert_exactly_once(&topic, &records[0], &expected);
+    // Nothing more arrives: a line is never produced twice.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut extra = Vec::new();
+    sources[0].poll_batch(1000, &mut extra).unwrap();
+    assert!(extra.is_empty(), "unexpected extra records: {extra:?}");
+}
+
+#[test]
+fn a_slice_of_online_retail_is_spread_over_two_workers_exactly_once() {
+    let brokers = brokers();
+    let topic = unique("retail");
+    // The first 20,000 data lines of the shipped log, header kept.
+    let log = root().join("../shared/data/online_retail_all.csv.xz");
+    assert!(log.exists(), "{} is missing", log.display());
+    let dir = tempfile::tempdir().unwrap();
+    let slice: PathBuf = dir.path().join("retail.csv");
+    {
+        let mut lines = Lines::new(&log, open(&log, Arc::default()).unwrap());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&slice).unwrap());
+        for _ in 0..20_001 {
+            let (_, line) = lines.next_line().unwrap().unwrap();
+            out.write_all(line).unwrap();
+            out.write_all(b"\n").unwrap();
+        }
+    }
+    let expected = expected_messages(&slice, &online_retail());
+    assert_eq!(expected.len(), 20_000);
+    let summary = produce_file(&slice, &brokers, &topic);
+    assert_eq!(summary.messages, 20_000);
+
+    let group = unique("g");
+    let config = source_config(&brokers, &topic, &group);
+    let mut workers = [
+        KafkaSource::new(&config, 0, 2).unwrap(),
+        KafkaSource::new(&config, 1, 2).unwrap(),
+    ];
+    let (zero, one) = (
+        workers[0].assignment().unwrap(),
+        workers[1].assignment().unwrap(),
+    );
+    assert_eq!(zero.len(), 2, "{zero:?}");
+    assert_eq!(one.len(), 2, "{one:?}");
+    let owned: BTreeSet<_> = zero.iter().chain(&one).collect();
+    assert_eq!(
+        owned.len(),
+        4,
+        "workers own disjoint partitions covering the topic"
+    );
+
+    let records = read_records(&mut workers, expected.len(), Duration::from_secs(45));
+    for (worker, (records, owns)) in records.iter().zip([&zero, &one]).enumerate() {
+        for record in records {
+            let (partition, _) = partition_offset(record);
+            assert!(
+                owns.contains(&(topic.clone(), partition)),
+                "worker {worker} read partition {partition}"
+            );
+        }
+    }
+    let all: Vec<KafkaRecord> = records.into_iter().flatten().collect();
+    assert_exactly_once(&topic, &all, &expected);
+}
+
+#[test]
+fn a_restarted_consumer_resumes_after_the_committed_offsets() {
+    let brokers = brokers();
+    let topic = unique("resume");
+    let path = root().join("tests/fixtures/retail_dirty.csv");
+    let expected = expected_messages(&path, &online_retail());
+    produce_file(&path, &brokers, &topic);
+    let group = unique("g");
+    let config = source_config(&brokers, &topic, &group);
+
+    // The first consumer reads everything but commits only what it says is
+    // durable: the records read in its first few polls.
+    let mut first = vec![KafkaSource::new(&config, 0, 1).unwrap()];
+    let mut durable_records = Vec::new();
+    let started = Instant::now();
+    while durable_records.len() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing to read"
+        );
+        first[0]
+            .poll_batch(5 - durable_records.len(), &mut durable_records)
+            .unwrap();
+    }
+    let durable: Offsets = first[0].offsets();
+    let rest = read_records(&mut first, expected.len() - 5, Duration::from_secs(30));
+    assert!(
+        first[0].offsets() != durable,
+        "the consumer read past the durable snapshot"
+    );
+    assert_eq!(first[0].commit(&durable).unwrap(), durable.len());
+    assert_eq!(
+        first[0].committed(Duration::from_secs(10)).unwrap(),
+        durable
+    );
+    drop(first);
+    drop(rest);
+
+    // A restart resumes exactly there: it reads the rest, and nothing twice.
+    let mut second = [KafkaSource::new(&config, 0, 1).unwrap()];
+    let resumed = read_records(&mut second, expected.len() - 5, Duration::from_secs(30));
+    let mut extra = Vec::new();
+    std::thread::sleep(Duration::from_millis(500));
+    second[0].poll_batch(1000, &mut extra).unwrap();
+    assert!(
+        extra.is_empty(),
+        "records read again after the commit: {extra:?}"
+    );
+    for record in &resumed[0] {
+        let (partition, offset) = partition_offset(record);
+        let start = durable
+            .get(&(topic.clone(), partition))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            offset >= start,
+            "partition {partition} offset {offset} is before the commit {start}"
+        );
+    }
+    let all: Vec<KafkaRecord> = durable_records
+        .into_iter()
+        .chain(resumed.into_iter().flatten())
+        .collect();
+    assert_exactly_once(&topic, &all, &expected);
+    // At the end of the topic, the consumer knows it has caught up.
+    let ends = second[0].end_offsets(Duration::from_secs(10)).unwrap();
+    assert!(second[0].caught_up(&ends, &durable));
+}
+
+#[test]
+fn the_upsert_sink_leaves_the_latest_value_or_a_tombstone_per_key() {
+    let brokers = brokers();
+    let topic = unique("profiles");
+    let sink = KafkaSink::new(&KafkaSinkConfig {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        ..KafkaSinkConfig::default()
+    })
+    .unwrap();
+    // Three completed times of an output keyed by user.
+    let times = [
+        vec![
+            ("u1", json!({"user": "u1", "spend": 100}), 1),
+            ("u2", json!({"user": "u2", "spend": 5}), 1),
+        ],
+        vec![
+            ("u1", json!({"user": "u1", "spend": 100}), -1),
+            ("u1", json!({"user": "u1", "spend": 250}), 1),
+            ("u3", json!({"user": "u3", "spend": 7}), 1),
+        ],
+        vec![("u2", json!({"user": "u2", "spend": 5}), -1)],
+    ];
+    let mut sent = 0;
+    for changes in times {
+        let batch = upserts(changes.into_iter().map(|(k, v, d)| (k.to_owned(), v, d))).unwrap();
+        sent += batch.len();
+        sink.send_all(&batch).unwrap();
+        sink.flush().unwrap();
+    }
+    assert_eq!(sink.delivered() as usize, sent);
+
+    let mut reader =
+        [KafkaSource::new(&source_config(&brokers, &topic, &unique("g")), 0, 1).unwrap()];
+    let records = read_records(&mut reader, sent, Duration::from_secs(30));
+    let mut in_order = records.into_iter().flatten().collect::<Vec<_>>();
+    in_order.sort_by_key(partition_offset);
+    let latest = latest_per_key(in_order.into_iter().map(|record| {
+        let key = String::from_utf8(record.key.unwrap()).unwrap();
+        let value = (!record.payload.is_empty())
+            .then(|| serde_json::from_slice::<Value>(&record.payload).unwrap());
+        (key, value)
+    }));
+    let expected: BTreeMap<String, Option<Value>> = [
+        ("u1".to_owned(), Some(json!({"user": "u1", "spend": 250}))),
+        ("u2".to_owned(), None),
+        ("u3".to_owned(), Some(json!({"user": "u3", "spend": 7}))),
+    ]
+    .into();
+    assert_eq!(latest, expected);
+}
