@@ -20,6 +20,7 @@
 
 pub mod config;
 pub mod dimension;
+pub mod eval;
 pub mod format;
 pub mod ids;
 pub mod names;

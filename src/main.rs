@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use persona::config::PipelineConfig;
+use persona::eval::{evaluate, parse_split_time, table, Split};
 use persona::format::preset;
 use persona::runtime::replay::{replay, ReplayPlan};
 use persona::runtime::TimelyArgs;
@@ -34,6 +35,30 @@ enum Command {
         /// Also write each output's exact stream of changes, `X.changes.jsonl`.
         #[arg(long)]
         changelog: bool,
+        #[command(flatten)]
+        timely: TimelyArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
+    /// Split a log chronologically, train on the earlier part and score the
+    /// top-k against the later part, beside a popularity baseline.
+    #[command(disable_help_flag = true)]
+    Eval {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Length of the recommendation lists scored.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Train on events before this date (YYYY-MM-DD, UTC) or RFC 3339 time.
+        #[arg(
+            long,
+            conflicts_with = "split_fraction",
+            required_unless_present = "split_fraction"
+        )]
+        split_time: Option<String>,
+        /// Test on each user's last fraction of events.
+        #[arg(long)]
+        split_fraction: Option<f64>,
         #[command(flatten)]
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -145,6 +170,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(summary) = replay(plan)? {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
+            Ok(())
+        }
+        Command::Eval {
+            input,
+            k,
+            split_time,
+            split_fraction,
+            timely,
+            help: _,
+        } => {
+            let (config, input) = input.resolve()?;
+            let split = match (split_time, split_fraction) {
+                (Some(time), _) => Split::Time(parse_split_time(&time)?),
+                (None, Some(fraction)) => Split::Fraction(fraction),
+                (None, None) => anyhow::bail!("give --split-time or --split-fraction"),
+            };
+            let report = evaluate(&input, &config, split, k, &timely)?;
+            eprint!("{}", table(&report));
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
     }
