@@ -70,8 +70,11 @@ pub fn parse_split_time(text: &str) -> anyhow::Result<i64> {
     Ok(time.as_millisecond())
 }
 
+/// Updates of events: +1, or −1 for a cancellation.
+type Updates = Vec<(Event, isize)>;
+
 /// Splits updates (in log order) into training and test updates.
-fn split(updates: Vec<(Event, isize)>, split: Split) -> (Vec<(Event, isize)>, Vec<(Event, isize)>) {
+fn split(updates: Updates, split: Split) -> (Updates, Updates) {
     match split {
         Split::Time(cut) => updates
             .into_iter()
