@@ -31,8 +31,9 @@ struct Expected {
     cancellations: i64,
     quantity: i64,
     spend: i64,
-    /// Items with any row: a cancelled item still counts, through the
-    /// `cancellation` event that stands beside the retracted purchase.
+    /// Items with a purchase row. A cancelled purchase still counts: its
+    /// retraction nets the purchase, and the `cancellation` event that stands
+    /// beside it keeps the item; a cancellation alone nets to nothing.
     items: BTreeSet<String>,
 }
 
@@ -81,7 +82,9 @@ fn expected(customers: &[&str]) -> BTreeMap<String, Expected> {
         profile.purchases += sign;
         profile.quantity += sign * quantity.abs();
         profile.spend += sign * quantity.abs() * cents(price);
-        profile.items.insert(stock.to_owned());
+        if sign > 0 {
+            profile.items.insert(stock.to_owned());
+        }
     }
     profiles
 }
