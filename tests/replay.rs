@@ -215,3 +215,24 @@ fn bad_flags_and_configs_fail_with_a_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("actoin"), "{stderr}");
 }
+
+#[test]
+fn stdin_is_a_source() {
+    use std::io::Write;
+    let out = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(["replay", "--input", "-", "--format", "taobao", "--out"])
+        .arg(out.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let log = std::fs::read(fixture("UserBehavior.csv")).unwrap();
+    child.stdin.take().unwrap().write_all(&log).unwrap();
+    assert!(child.wait().unwrap().success());
+    let summary = read_json(&out.path().join("summary.json"));
+    assert_eq!(summary["records_read"], 7);
+    assert_eq!(summary["accepted"], 4);
+    let rejected = read_lines(out.path(), "rejected");
+    assert!(rejected[0].contains(r#""file":"-""#), "{}", rejected[0]);
+}
