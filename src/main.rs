@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use persona::config::PipelineConfig;
 use persona::eval::{evaluate, parse_split_time, table, Split};
 use persona::format::preset;
+use persona::runtime::produce::{produce_to, ProduceTarget};
 use persona::runtime::replay::{replay, ReplayPlan};
 use persona::runtime::TimelyArgs;
 
@@ -39,6 +40,20 @@ enum Command {
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
         help: Option<bool>,
+    },
+    /// Load a log into a Kafka topic: one message per line, keyed by user.
+    Produce {
+        #[command(flatten)]
+        input: InputArgs,
+        /// The topic to write (created with --partitions if missing).
+        #[arg(long)]
+        topic: String,
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "PERSONA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Partitions of the topic when it is created.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
     },
     /// Split a log chronologically, train on the earlier part and score the
     /// top-k against the later part, beside a popularity baseline.
@@ -170,6 +185,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(summary) = replay(plan)? {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
+            Ok(())
+        }
+        Command::Produce {
+            input,
+            topic,
+            brokers,
+            partitions,
+        } => {
+            let (config, input) = input.resolve()?;
+            let target = ProduceTarget {
+                brokers,
+                topic,
+                partitions,
+                properties: Default::default(),
+            };
+            let summary = produce_to(&input, &config, &target)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
             Ok(())
         }
         Command::Eval {

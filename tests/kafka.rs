@@ -411,3 +411,46 @@ fn the_upsert_sink_leaves_the_latest_value_or_a_tombstone_per_key() {
     .into();
     assert_eq!(latest, expected);
 }
+
+#[test]
+fn the_produce_command_loads_a_log_keyed_by_user() {
+    let brokers = brokers();
+    let topic = unique("produce-cli");
+    let path = root().join("tests/fixtures/UserBehavior.csv");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args([
+            "produce",
+            "--format",
+            "taobao",
+            "--topic",
+            &topic,
+            "--brokers",
+            &brokers,
+            "--input",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["messages"], 7, "{summary}");
+    let mut sources =
+        [KafkaSource::new(&source_config(&brokers, &topic, &unique("g")), 0, 1).unwrap()];
+    let records = read_records(&mut sources, 7, Duration::from_secs(30));
+    assert_eq!(records[0].len(), 7);
+    let keys: std::collections::BTreeSet<Vec<u8>> =
+        records[0].iter().filter_map(|r| r.key.clone()).collect();
+    // Users 1 and 2 key their lines; user 3's two lines do not decode
+    // (unknown action, bad time) and are keyed by their line numbers 5 and 6.
+    assert_eq!(summary["keyed_by_user"], 5, "{summary}");
+    assert_eq!(summary["keyed_by_line"], 2, "{summary}");
+    let expected: std::collections::BTreeSet<Vec<u8>> = ["1", "2", "5", "6"]
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    assert_eq!(keys, expected);
+}
