@@ -9,7 +9,13 @@ pub mod pipeline;
 pub mod produce;
 pub mod replay;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::format::Decoder;
+use crate::rejected::Position;
+use crate::source::file::{open, Lines};
 
 /// Timely's worker flags, as timely itself names them.
 #[derive(Clone, Debug, clap::Args)]
@@ -64,4 +70,29 @@ impl TimelyArgs {
     pub fn total_workers(&self) -> usize {
         self.workers * self.processes
     }
+}
+
+/// Opens one input file for decoding: when the format has a header line,
+/// reads it into the decoder. Returns the lines after it and the header, or
+/// `None` for a file with no lines at all.
+pub fn open_for_decoding(
+    path: &Path,
+    decoder: &mut Decoder,
+    bytes_read: Arc<AtomicU64>,
+) -> anyhow::Result<Option<(Lines, Option<Vec<u8>>)>> {
+    let mut lines = Lines::new(path, open(path, bytes_read)?);
+    if !decoder.expects_header() {
+        return Ok(Some((lines, None)));
+    }
+    let Some((line, header)) = lines.next_line()? else {
+        return Ok(None);
+    };
+    let position = Position::File {
+        file: path.display().to_string(),
+        line,
+        index: None,
+    };
+    decoder.read_header(header, &position)?;
+    let header = header.to_vec();
+    Ok(Some((lines, Some(header))))
 }

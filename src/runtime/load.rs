@@ -14,7 +14,8 @@ use crate::config::PipelineConfig;
 use crate::format::{Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
 use crate::rejected::Position;
-use crate::source::file::{input_files, open, Lines};
+use crate::runtime::open_for_decoding;
+use crate::source::file::input_files;
 use crate::summary::ReaderCounts;
 
 /// A log read into memory.
@@ -37,18 +38,10 @@ pub fn load(input: &Path, config: &PipelineConfig) -> anyhow::Result<LoadedLog> 
     let mut outcomes: Vec<Outcome> = Vec::new();
     for path in input_files(input)? {
         let file = path.display().to_string();
-        let mut lines = Lines::new(&path, open(&path, Default::default())?);
-        if decoder.expects_header() {
-            let Some((line, header)) = lines.next_line()? else {
-                continue;
-            };
-            let position = Position::File {
-                file: file.clone(),
-                line,
-                index: None,
-            };
-            decoder.read_header(header, &position)?;
-        }
+        let Some((mut lines, _)) = open_for_decoding(&path, &mut decoder, Default::default())?
+        else {
+            continue;
+        };
         while let Some((line, bytes)) = lines.next_line()? {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;

@@ -21,8 +21,9 @@ use serde::Serialize;
 use crate::config::PipelineConfig;
 use crate::format::{Decoder, Outcome};
 use crate::rejected::Position;
+use crate::runtime::open_for_decoding;
 use crate::sink::kafka::{ensure_topic, KafkaProducer, DEFAULT_PARTITIONS};
-use crate::source::file::{input_files, open, Lines};
+use crate::source::file::input_files;
 
 /// Where `produce` writes.
 #[derive(Clone, Debug)]
@@ -106,20 +107,14 @@ pub fn produce_to(
     let mut outcomes: Vec<Outcome> = Vec::new();
     for path in &files {
         let file = path.display().to_string();
-        let mut lines = Lines::new(path, open(path, Arc::default())?);
-        if decoder.expects_header() {
-            let Some((line, header)) = lines.next_line()? else {
-                continue;
-            };
-            let position = Position::File {
-                file: file.clone(),
-                line,
-                index: None,
-            };
-            decoder.read_header(header, &position)?;
+        let Some((mut lines, header)) = open_for_decoding(path, &mut decoder, Arc::default())?
+        else {
+            continue;
+        };
+        if let Some(header) = header {
             summary
                 .header
-                .get_or_insert_with(|| String::from_utf8_lossy(header).into_owned());
+                .get_or_insert_with(|| String::from_utf8_lossy(&header).into_owned());
         }
         while let Some((line, bytes)) = lines.next_line()? {
             if bytes.iter().all(u8::is_ascii_whitespace) {

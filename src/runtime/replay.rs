@@ -34,9 +34,9 @@ use crate::dimension::{read_catalog, read_user_attributes};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
 use crate::rejected::{Position, RejectedRecord};
-use crate::runtime::{pipeline, TimelyArgs};
+use crate::runtime::{open_for_decoding, pipeline, TimelyArgs};
 use crate::sink::{part_path, Upto};
-use crate::source::file::{input_files, open, total_bytes, Lines};
+use crate::source::file::{input_files, total_bytes};
 use crate::summary::{peak_rss_bytes, ReaderCounts, Summary};
 
 /// Everything a replay needs, shared by its workers.
@@ -256,20 +256,10 @@ fn run_worker(
 
     for path in files {
         let file_name = path.display().to_string();
-        let mut lines = Lines::new(path, open(path, bytes_read.clone())?);
-        if decoder.expects_header() {
-            match lines.next_line()? {
-                Some((line, header)) => {
-                    let position = Position::File {
-                        file: file_name.clone(),
-                        line,
-                        index: None,
-                    };
-                    decoder.read_header(header, &position)?;
-                }
-                None => continue,
-            }
-        }
+        let Some((mut lines, _)) = open_for_decoding(path, &mut decoder, bytes_read.clone())?
+        else {
+            continue;
+        };
         while let Some((line, bytes)) = lines.next_line()? {
             // Blank lines hold no record; they are not counted.
             if bytes.iter().all(u8::is_ascii_whitespace) {
