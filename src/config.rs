@@ -4,7 +4,9 @@
 //! Every table rejects unknown fields, so a typo is an error naming the field
 //! rather than a silently ignored setting. Every field has a default, written
 //! next to it; the presets (`--format online-retail`, ...) are configs too.
-//! Runtime knobs (workers, paths) are command-line flags, not config.
+//! Runtime knobs (workers, paths) are command-line flags, not config; the
+//! `[source]` and `[sink]` tables of `persona run` are config, as a
+//! long-running job's connections are.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,8 @@ use persona_dataflows::recommend::CfConfig;
 use serde::Deserialize;
 
 use crate::dimension::{CatalogConfig, UserAttributesConfig};
+use crate::sink::kafka::KafkaSinkConfig;
+use crate::source::kafka::KafkaSourceConfig;
 
 /// Errors reading a config.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,88 @@ pub struct PipelineConfig {
     pub catalog: Option<CatalogConfig>,
     /// A user attribute table fused with profiles. Default: none.
     pub user_attributes: Option<UserAttributesConfig>,
+    /// Where `persona run` reads events (replay reads `--input`). Default: none.
+    pub source: SourceConfig,
+    /// Where `persona run` writes its outputs (replay writes `--out`). Default: none.
+    pub sink: SinkConfig,
+}
+
+/// `[source]`: the long-running sources of `persona run`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `[source.kafka]`: topics of records in the `[input]` format.
+    pub kafka: Option<KafkaSourceConfig>,
+}
+
+/// `[sink]`: the outputs of `persona run`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// `[sink.files]`: the jsonl outputs of a replay, in a folder.
+    pub files: Option<FileSinkConfig>,
+    /// `[sink.kafka]`: upsert topics per output, and a dead-letter topic.
+    pub kafka: Option<KafkaOutputsConfig>,
+}
+
+/// `[sink.files]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// The folder of the outputs (created if missing); `--out` overrides it.
+    pub dir: PathBuf,
+    /// Also write each output's stream of changes, `X.changes.jsonl`. Default: false.
+    #[serde(default)]
+    pub changelog: bool,
+}
+
+/// `[sink.kafka]`: one compacted topic per output, each message keyed by
+/// user (or item) holding its current record, or a tombstone when it is
+/// gone. An output without a topic is not sent to Kafka.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaOutputsConfig {
+    /// Bootstrap brokers. Default: `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topic of `profiles` upserts, keyed by user. Default: none.
+    pub profiles: Option<String>,
+    /// Topic of `similar_items` upserts, keyed by item. Default: none.
+    pub similar_items: Option<String>,
+    /// Topic of `recommendations` upserts, keyed by user. Default: none.
+    pub recommendations: Option<String>,
+    /// Dead-letter topic: rejected and late records with reason and
+    /// topic/partition/offset, as in `rejected.jsonl`. Default: none.
+    pub rejected: Option<String>,
+    /// Partitions of the topics persona creates. Default: 4.
+    pub partitions: i32,
+    /// Extra librdkafka producer properties. Default: none.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaOutputsConfig {
+    fn default() -> Self {
+        KafkaOutputsConfig {
+            brokers: "127.0.0.1:9092".into(),
+            profiles: None,
+            similar_items: None,
+            recommendations: None,
+            rejected: None,
+            partitions: crate::sink::kafka::DEFAULT_PARTITIONS,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaOutputsConfig {
+    /// The sink config of one output topic.
+    pub fn topic(&self, topic: &str) -> KafkaSinkConfig {
+        KafkaSinkConfig {
+            brokers: self.brokers.clone(),
+            topic: topic.to_owned(),
+            partitions: self.partitions,
+            properties: self.properties.clone(),
+        }
+    }
 }
 
 impl PipelineConfig {
@@ -140,7 +226,8 @@ pub enum FormatKind {
 pub struct CsvOptions {
     /// Whether the first line names the columns. Default: true.
     pub has_header: bool,
-    /// Column names when there is no header line. Default: none.
+    /// Column names when there is no header line, and of the records of a
+    /// Kafka topic, which has none (a file's header line wins). Default: none.
     pub columns: Vec<String>,
     /// Field delimiter, one byte (`"\t"` for tab-separated). Default: `","`.
     pub delimiter: String,

@@ -1,4 +1,4 @@
-//! The `persona` command line: replay logs, evaluate, benchmark, run on Kafka.
+//! The `persona` command line: replay logs, run on Kafka, produce, evaluate.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use persona::eval::{evaluate, parse_split_time, table, Split};
 use persona::format::preset;
 use persona::runtime::produce::{produce_to, ProduceTarget};
 use persona::runtime::replay::{replay, ReplayPlan};
+use persona::runtime::run::{run as run_on_kafka, RunPlan};
 use persona::runtime::TimelyArgs;
 
 #[derive(Parser)]
@@ -36,6 +37,31 @@ enum Command {
         /// Also write each output's exact stream of changes, `X.changes.jsonl`.
         #[arg(long)]
         changelog: bool,
+        #[command(flatten)]
+        timely: TimelyArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
+    /// Run the pipeline on Kafka topics until stopped (SIGINT/SIGTERM), with
+    /// the sources and sinks of the config's [source] and [sink] tables.
+    #[command(disable_help_flag = true)]
+    Run {
+        /// The pipeline config (TOML) with [source.kafka] and [sink.*] tables.
+        #[arg(long, env = "PERSONA_CONFIG")]
+        config: PathBuf,
+        /// A preset for the topic's records (online-retail, movielens, taobao, otto);
+        /// the config then may hold every table but [input], [cleaning] and [time].
+        #[arg(long)]
+        format: Option<String>,
+        /// Folder for the file outputs (overrides [sink.files] dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write each output's exact stream of changes, `X.changes.jsonl`.
+        #[arg(long)]
+        changelog: bool,
+        /// Stop by itself once every partition is read to its end.
+        #[arg(long)]
+        until_end: bool,
         #[command(flatten)]
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -98,6 +124,17 @@ struct InputArgs {
 impl InputArgs {
     /// The pipeline config and input path these flags describe.
     fn resolve(&self) -> anyhow::Result<(PipelineConfig, PathBuf)> {
+        let config = self.config()?;
+        let input = self
+            .input
+            .clone()
+            .or_else(|| config.input.path.clone())
+            .context("give --input PATH (or `path` in the config's [input])")?;
+        Ok((config, input))
+    }
+
+    /// The pipeline config these flags describe.
+    fn config(&self) -> anyhow::Result<PipelineConfig> {
         let preset = match &self.format {
             None => None,
             Some(name) => Some(
@@ -115,12 +152,7 @@ impl InputArgs {
             (Some(preset), Some(path)) => with_preset(preset, path)?,
             (None, None) => anyhow::bail!("give --format PRESET or --config FILE"),
         };
-        let input = self
-            .input
-            .clone()
-            .or_else(|| config.input.path.clone())
-            .context("give --input PATH (or `path` in the config's [input])")?;
-        Ok((config, input))
+        Ok(config)
     }
 }
 
@@ -183,6 +215,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 timely,
             };
             if let Some(summary) = replay(plan)? {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            }
+            Ok(())
+        }
+        Command::Run {
+            config,
+            format,
+            out,
+            changelog,
+            until_end,
+            timely,
+            help: _,
+        } => {
+            let input = InputArgs {
+                input: None,
+                format,
+                config: Some(config),
+            };
+            let plan = RunPlan {
+                config: input.config()?,
+                out,
+                changelog,
+                until_end,
+                timely,
+            };
+            if let Some(summary) = run_on_kafka(plan)? {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
             Ok(())

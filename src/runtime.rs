@@ -1,21 +1,28 @@
 //! The runtime: timely workers wired around the dataflows, for each command.
 //!
-//! [`replay`] reads logs; [`pipeline`] builds the dataflow graph that every
-//! command shares (deduplication, profiles, collaborative filtering, sinks).
+//! [`replay`] reads logs and [`run`] reads Kafka topics, each through a
+//! [`worker::PipelineWorker`]; [`pipeline`] builds the dataflow graph that
+//! every command shares (deduplication, profiles, collaborative filtering,
+//! sinks).
 //! Workers and processes use timely's own flags (`-w`, `-n`, `-p`, `-h`).
 
 pub mod load;
 pub mod pipeline;
 pub mod produce;
 pub mod replay;
+pub mod run;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use timely::worker::Worker;
+
 use crate::format::Decoder;
 use crate::rejected::Position;
 use crate::source::file::{open, Lines};
+use crate::summary::Summary;
 
 /// Timely's worker flags, as timely itself names them.
 #[derive(Clone, Debug, clap::Args)]
@@ -70,6 +77,28 @@ impl TimelyArgs {
     pub fn total_workers(&self) -> usize {
         self.workers * self.processes
     }
+}
+
+/// Runs `work` on every worker of `config` and waits for them; returns the
+/// summary of the worker that wrote it (worker 0), or the first error.
+pub fn execute<F>(config: timely::Config, work: F) -> anyhow::Result<Option<Summary>>
+where
+    F: Fn(&mut Worker) -> anyhow::Result<Option<Summary>> + Send + Sync + 'static,
+{
+    let guards = timely::execute(config, move |worker| {
+        work(worker).map_err(|error| format!("{error:#}"))
+    })
+    .map_err(|error| anyhow::anyhow!("cannot start workers: {error}"))?;
+    let mut summary = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(Some(worker_summary))) => summary = Some(worker_summary),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => anyhow::bail!(error),
+            Err(panic) => anyhow::bail!("a worker panicked: {panic}"),
+        }
+    }
+    Ok(summary)
 }
 
 /// Opens one input file for decoding: when the format has a header line,

@@ -4,7 +4,8 @@
 //! state, writes the exact stream of changes (`X.changes.jsonl`, with
 //! `--changelog`) as the frontier passes each time, and at the end writes the
 //! consolidated state (`X.jsonl`). One writer keeps each output a single file
-//! however many workers and processes run.
+//! however many workers and processes run. `persona run` may also send each
+//! output to a Kafka topic as upserts ([`kafka`]).
 
 pub mod kafka;
 
@@ -19,6 +20,8 @@ use differential_dataflow::{ExchangeData, VecCollection};
 use persona_dataflows::Names;
 use serde_json::Value;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
+
+use kafka::KafkaSink;
 use timely::dataflow::ProbeHandle;
 
 /// A record of an output collection, rendered as one JSON line.
@@ -62,9 +65,14 @@ pub trait Sink {
     fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>>;
     /// Number of records in the current state.
     fn record_count(&self) -> usize;
+    /// Waits until every change sent to Kafka is acknowledged.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-/// A file output: `NAME.jsonl`, and `NAME.changes.jsonl` with a changelog.
+/// An output's current state, written as files (`NAME.jsonl`, and
+/// `NAME.changes.jsonl` with a changelog) and/or sent to a Kafka topic.
 pub struct JsonlSink<D> {
     name: String,
     pending: Pending<D>,
@@ -73,6 +81,13 @@ pub struct JsonlSink<D> {
     write_file: bool,
     /// The output changes at the end of periods this long (1: every tick).
     period: u64,
+    upsert: Option<Upsert>,
+}
+
+/// A Kafka upsert topic fed by a sink, keyed by a field of its records.
+struct Upsert {
+    topic: KafkaSink,
+    key_field: &'static str,
 }
 
 impl<D: OutputRecord> JsonlSink<D> {
@@ -97,6 +112,7 @@ impl<D: OutputRecord> JsonlSink<D> {
             changelog,
             write_file: true,
             period: 1,
+            upsert: None,
         })
     }
 
@@ -115,6 +131,16 @@ impl<D: OutputRecord> JsonlSink<D> {
             changelog: None,
             write_file: false,
             period: 1,
+            upsert: None,
+        }
+    }
+
+    /// Also sends each change to `topic`: the new record of each changed
+    /// key (its `key_field`), or a tombstone when the key's record is gone.
+    pub fn with_upsert(self, topic: KafkaSink, key_field: &'static str) -> JsonlSink<D> {
+        JsonlSink {
+            upsert: Some(Upsert { topic, key_field }),
+            ..self
         }
     }
 }
@@ -141,6 +167,9 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
         ready.sort_by(|(d1, t1, _), (d2, t2, _)| (t1, d1).cmp(&(t2, d2)));
         differential_dataflow::consolidation::consolidate_updates(&mut ready);
         ready.sort_by(|(d1, t1, r1), (d2, t2, r2)| (t1, r1, d1).cmp(&(t2, r2, d2)));
+        if let Some(upsert) = &self.upsert {
+            send_upserts(upsert, &ready, names)?;
+        }
         for (record, time, diff) in ready {
             if let Some(changelog) = &mut self.changelog {
                 let mut line = serde_json::Map::new();
@@ -204,6 +233,37 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
     fn record_count(&self) -> usize {
         self.state.values().map(|c| *c as usize).sum()
     }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &self.upsert {
+            Some(upsert) => upsert.topic.flush().map_err(io::Error::other),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Sends the net change of each key over `changes` (consolidated updates of
+/// several times): the state held one record per key before and holds one
+/// or none after, so a key's net insertion is its new record, and a key
+/// with only a net retraction is gone. Keys whose record came back to what
+/// it was send nothing.
+fn send_upserts<D: OutputRecord>(
+    upsert: &Upsert,
+    changes: &[(D, u64, isize)],
+    names: &dyn Names,
+) -> io::Result<()> {
+    let mut net: Vec<(&D, isize)> = changes.iter().map(|(d, _, r)| (d, *r)).collect();
+    differential_dataflow::consolidation::consolidate(&mut net);
+    let keyed = net.into_iter().map(|(record, diff)| {
+        let value = record.to_json(names);
+        let key = match &value[upsert.key_field] {
+            Value::String(key) => key.clone(),
+            other => other.to_string(),
+        };
+        (key, value, diff)
+    });
+    let upserts = kafka::upserts(keyed).map_err(io::Error::other)?;
+    upsert.topic.send_all(&upserts).map_err(io::Error::other)
 }
 
 /// The path of a per-process part of an output written by every process:

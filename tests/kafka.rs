@@ -22,7 +22,7 @@ use persona::rejected::Position;
 use persona::runtime::produce::{produce, ProduceSummary};
 use persona::sink::kafka::{latest_per_key, upserts, KafkaSink, KafkaSinkConfig};
 use persona::source::file::{open, Lines};
-use persona::source::kafka::{KafkaRecord, KafkaSource, KafkaSourceConfig, Offsets};
+use persona::source::kafka::{KafkaRecord, KafkaSource, KafkaSourceConfig, Offsets, ResumeFrom};
 use serde_json::{json, Value};
 
 fn root() -> &'static Path {
@@ -108,6 +108,7 @@ fn source_config(brokers: &str, topic: &str, group: &str) -> KafkaSourceConfig {
         brokers: brokers.to_owned(),
         topics: vec![topic.to_owned()],
         group_id: group.to_owned(),
+        resume_from: ResumeFrom::Committed,
         ..KafkaSourceConfig::default()
     }
 }

@@ -33,7 +33,22 @@ fn online_retail() -> PipelineConfig {
         input: InputConfig {
             path: None,
             format: FormatKind::Csv,
-            csv: CsvOptions::default(),
+            csv: CsvOptions {
+                // The file's header; a topic of its lines has none.
+                columns: [
+                    "InvoiceNo",
+                    "StockCode",
+                    "Description",
+                    "Quantity",
+                    "InvoiceDate",
+                    "UnitPrice",
+                    "CustomerID",
+                    "Country",
+                ]
+                .map(String::from)
+                .to_vec(),
+                ..CsvOptions::default()
+            },
             mapping: Mapping {
                 user: "CustomerID".into(),
                 item: "StockCode".into(),

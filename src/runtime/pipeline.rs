@@ -20,7 +20,8 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Operator;
 use timely::dataflow::ProbeHandle;
 
-use crate::config::PipelineConfig;
+use crate::config::{KafkaOutputsConfig, PipelineConfig};
+use crate::sink::kafka::{KafkaSink, KafkaSinkError};
 use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
 
 /// Drops records seen again within the horizon: the first of equal
@@ -178,23 +179,75 @@ pub struct Sinks {
 }
 
 impl Gathered {
-    pub fn into_sinks(self, dir: &Path, changelog: bool) -> io::Result<Sinks> {
+    /// The sinks of worker 0: files in `files` (a folder, and whether to
+    /// write changelogs) and/or upserts to the topics of `kafka`.
+    pub fn into_sinks(
+        self,
+        files: Option<(&Path, bool)>,
+        kafka: Option<&KafkaOutputsConfig>,
+    ) -> Result<Sinks, SinkError> {
+        let period = self.recommend_period;
         Ok(Sinks {
             outputs: vec![
-                Box::new(JsonlSink::new("profiles", self.profiles, dir, changelog)?),
-                Box::new(
-                    JsonlSink::new("similar_items", self.similar_items, dir, changelog)?
-                        .with_period(self.recommend_period),
-                ),
-                Box::new(
-                    JsonlSink::new("recommendations", self.recommendations, dir, changelog)?
-                        .with_period(self.recommend_period),
-                ),
+                output("profiles", self.profiles, 1, files, kafka, "user")?,
+                output(
+                    "similar_items",
+                    self.similar_items,
+                    period,
+                    files,
+                    kafka,
+                    "item",
+                )?,
+                output(
+                    "recommendations",
+                    self.recommendations,
+                    period,
+                    files,
+                    kafka,
+                    "user",
+                )?,
             ],
             users: Box::new(JsonlSink::counter("users", self.users)),
             items: Box::new(JsonlSink::counter("items", self.items)),
         })
     }
+}
+
+/// Why the sinks could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot create an output file: {0}")]
+    File(#[from] io::Error),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSinkError),
+}
+
+/// The sink of one output, keyed by `key_field` in Kafka.
+fn output<D: OutputRecord>(
+    name: &str,
+    pending: Pending<D>,
+    period: u64,
+    files: Option<(&Path, bool)>,
+    kafka: Option<&KafkaOutputsConfig>,
+    key_field: &'static str,
+) -> Result<Box<dyn Sink>, SinkError> {
+    let sink = match files {
+        Some((dir, changelog)) => JsonlSink::new(name, pending, dir, changelog)?,
+        None => JsonlSink::counter(name, pending),
+    };
+    let mut sink = sink.with_period(period);
+    let topic = kafka.and_then(|kafka| {
+        let topic = match name {
+            "profiles" => &kafka.profiles,
+            "similar_items" => &kafka.similar_items,
+            _ => &kafka.recommendations,
+        };
+        topic.as_ref().map(|topic| kafka.topic(topic))
+    });
+    if let Some(topic) = topic {
+        sink = sink.with_upsert(KafkaSink::new(&topic)?, key_field);
+    }
+    Ok(Box::new(sink))
 }
 
 impl Sinks {
@@ -207,5 +260,10 @@ impl Sinks {
     /// Applies every complete update.
     pub fn drain(&mut self, upto: crate::sink::Upto, names: &dyn Names) -> io::Result<()> {
         self.all().try_for_each(|sink| sink.drain(upto, names))
+    }
+
+    /// Waits until every update sent to Kafka is acknowledged.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.all().try_for_each(|sink| sink.flush())
     }
 }

@@ -9,35 +9,25 @@
 //! are late: counted and written to `late.jsonl`. Rejected records go to
 //! `rejected.jsonl`. Outputs are consolidated on worker 0.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Context;
-use differential_dataflow::input::InputSession;
 use indicatif::{ProgressBar, ProgressStyle};
-use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
-use persona_dataflows::{Event, Id};
-use timely::dataflow::operators::vec::Input;
-use timely::dataflow::operators::{Exchange, Inspect, Probe};
-use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
 use crate::config::PipelineConfig;
-use crate::dimension::{read_catalog, read_user_attributes};
-use crate::format::{Decoded, Decoder, Outcome};
-use crate::names::{NameBook, NameKind};
+use crate::format::Decoder;
 use crate::rejected::{Position, RejectedRecord};
-use crate::runtime::{open_for_decoding, pipeline, TimelyArgs};
-use crate::sink::{part_path, Upto};
+use crate::runtime::worker::{DeadLetters, Dropped, PipelineWorker};
+use crate::runtime::{execute, open_for_decoding, TimelyArgs};
+use crate::sink::part_path;
 use crate::source::file::{input_files, total_bytes};
-use crate::summary::{peak_rss_bytes, ReaderCounts, Summary};
+use crate::summary::Summary;
 
 /// Everything a replay needs, shared by its workers.
 #[derive(Clone, Debug)]
@@ -53,7 +43,7 @@ pub struct ReplayPlan {
 const CHUNK: u64 = 4096;
 
 /// A shared line writer for one per-process output (rejected, late).
-type SharedWriter = Arc<Mutex<BufWriter<File>>>;
+pub(crate) type SharedWriter = Arc<Mutex<BufWriter<File>>>;
 
 /// Runs a replay; returns the summary (on the process that holds worker 0).
 pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
@@ -78,96 +68,29 @@ pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
     let plan = Arc::new((plan, files));
     let started = Instant::now();
     let writers = (rejected.clone(), late.clone());
-    let guards = timely::execute(timely_config, move |worker| {
+    let summary = execute(timely_config, move |worker| {
         let (plan, files) = &*plan;
         run_worker(worker, plan, files, &writers.0, &writers.1, started)
-            .map_err(|error| format!("{error:#}"))
-    })
-    .map_err(|error| anyhow::anyhow!("cannot start workers: {error}"))?;
-    let mut summary = None;
-    for result in guards.join() {
-        match result {
-            Ok(Ok(Some(worker_summary))) => summary = Some(worker_summary),
-            Ok(Ok(None)) => {}
-            Ok(Err(error)) => anyhow::bail!(error),
-            Err(panic) => anyhow::bail!("a worker panicked: {panic}"),
-        }
-    }
+    })?;
     for writer in [rejected, late] {
         writer.lock().expect("writer lock").flush()?;
     }
     Ok(summary)
 }
 
-/// What a worker reads into the dataflow.
-struct Inputs {
-    events: InputSession<u64, (u64, Event), isize>,
-    names: InputHandle<u64, (NameKind, Id, String)>,
-    /// Names this worker has already sent.
-    named: HashSet<(NameKind, Id)>,
+/// The replay's dead letters: per-process `rejected.jsonl` and `late.jsonl`.
+struct Files<'a> {
+    rejected: &'a SharedWriter,
+    late: &'a SharedWriter,
 }
 
-impl Inputs {
-    fn apply(&mut self, decoded: Decoded, time: u64) {
-        let Decoded {
-            event,
-            diff,
-            dedup_key,
-            user_name,
-            item_name,
-            category_name,
-        } = decoded;
-        self.name(NameKind::User, event.user, user_name);
-        self.name(NameKind::Item, event.item, item_name);
-        if let (Some(id), Some(category)) = (event.category, category_name) {
-            self.name(NameKind::Category, id, category);
-        }
-        self.events.update_at((dedup_key, event), time, diff);
-    }
-
-    /// Sends a name to the name book, once per worker.
-    fn name(&mut self, kind: NameKind, id: Id, name: String) {
-        if self.named.insert((kind, id)) {
-            self.names.send((kind, id, name));
+impl DeadLetters for Files<'_> {
+    fn write(&mut self, kind: Dropped, record: &RejectedRecord) -> anyhow::Result<()> {
+        match kind {
+            Dropped::Rejected => write_line(self.rejected, record),
+            Dropped::Late => write_line(self.late, record),
         }
     }
-
-    fn advance_to(&mut self, time: u64) {
-        if time > *self.events.time() {
-            self.events.advance_to(time);
-            self.names.advance_to(time);
-        }
-        self.events.flush();
-    }
-}
-
-/// Loads the dimension tables into their inputs (worker 0 only), each row at
-/// the tick from which it applies.
-fn load_dimensions(
-    config: &PipelineConfig,
-    inputs: &mut Inputs,
-    catalog: &mut InputSession<u64, (Id, CatalogVersion), isize>,
-    user_attributes: &mut InputSession<u64, (Id, AttributeVersion), isize>,
-    tick_ms: u64,
-) -> anyhow::Result<()> {
-    let numeric_ids = config.cleaning.numeric_ids;
-    let tick = |ms: i64| ms as u64 - ms as u64 % tick_ms;
-    if let Some(table) = &config.catalog {
-        for (row, applies_ms) in read_catalog(table, numeric_ids)? {
-            inputs.name(NameKind::Item, row.item, row.item_name);
-            if let (Some(id), Some(name)) = (row.version.category, row.category_name) {
-                inputs.name(NameKind::Category, id, name);
-            }
-            catalog.update_at((row.item, row.version), tick(applies_ms), 1);
-        }
-    }
-    if let Some(table) = &config.user_attributes {
-        for (row, applies_ms) in read_user_attributes(table, numeric_ids)? {
-            inputs.name(NameKind::User, row.user, row.user_name);
-            user_attributes.update_at((row.user, row.version), tick(applies_ms), 1);
-        }
-    }
-    Ok(())
 }
 
 fn run_worker(
@@ -181,73 +104,12 @@ fn run_worker(
     let index = worker.index();
     let peers = worker.peers() as u64;
     let config = &plan.config;
-    let tick_ms = config.time.tick_ms;
     let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
-    let dedup_horizon = config
-        .cleaning
-        .dedup
-        .then(|| config.cleaning.dedup_horizon_s.saturating_mul(1000));
-
-    let mut inputs = Inputs {
-        events: InputSession::new(),
-        names: InputHandle::new(),
-        named: HashSet::new(),
-    };
-    let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
-    let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> = InputSession::new();
-    let mut counts_input: InputHandle<u64, ReaderCounts> = InputHandle::new();
-    let probe = ProbeHandle::new();
-    let counts_probe = ProbeHandle::new();
-    let duplicates = Rc::new(Cell::new(0u64));
-    let name_book = Rc::new(RefCell::new(NameBook::default()));
-    let totals = Rc::new(RefCell::new(ReaderCounts::default()));
-
-    let gathered = worker.dataflow::<u64, _, _>(|scope| {
-        let records = inputs.events.to_collection(scope);
-        let events = pipeline::dedup(records, dedup_horizon, duplicates.clone());
-        let events = pipeline::mark_cancellations(events);
-        let book = name_book.clone();
-        scope
-            .input_from(&mut inputs.names)
-            .exchange(|_| 0)
-            .inspect(move |(kind, id, name): &(NameKind, Id, String)| {
-                book.borrow_mut().insert(*kind, *id, name.clone())
-            })
-            .probe_with(&probe);
-        let sum = totals.clone();
-        scope
-            .input_from(&mut counts_input)
-            .exchange(|_| 0)
-            .inspect(move |counts: &ReaderCounts| sum.borrow_mut().merge(counts))
-            .probe_with(&counts_probe);
-        let inputs = pipeline::Inputs {
-            events,
-            catalog: catalog.to_collection(scope),
-            user_attributes: user_attributes.to_collection(scope),
-        };
-        pipeline::build(inputs, config, &probe)
-    });
-    if index == 0 {
-        load_dimensions(
-            config,
-            &mut inputs,
-            &mut catalog,
-            &mut user_attributes,
-            tick_ms,
-        )?;
-    }
-    catalog.close();
-    user_attributes.close();
-    let mut sinks = if index == 0 {
-        Some(gathered.into_sinks(&plan.out, plan.changelog)?)
-    } else {
-        drop(gathered);
-        None
-    };
-
+    let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
+        Ok(gathered.into_sinks(Some((&plan.out, plan.changelog)), None)?)
+    })?;
+    let mut dead = Files { rejected, late };
     let mut decoder = Decoder::new(config)?;
-    let mut counts = ReaderCounts::default();
-    let mut outcomes: Vec<Outcome> = Vec::new();
     let mut max_seen_ms: Option<u64> = None;
     let mut decoded_since_advance = 0;
     let bytes_read = Arc::new(AtomicU64::new(0));
@@ -274,55 +136,15 @@ fn run_worker(
                 line,
                 index: None,
             };
-            decoder.decode(bytes, &position, &mut outcomes);
-            for outcome in outcomes.drain(..) {
-                counts.records_read += 1;
-                match outcome {
-                    Err((position, rejection)) => {
-                        *counts
-                            .rejected
-                            .entry(rejection.reason.code().to_owned())
-                            .or_insert(0) += 1;
-                        write_line(rejected, &RejectedRecord::new(position, rejection, bytes))?;
-                    }
-                    Ok(decoded) => {
-                        let time_ms = decoded.event.time_ms as u64;
-                        let time = time_ms - time_ms % tick_ms;
-                        if time < *inputs.events.time() {
-                            counts.late += 1;
-                            let detail = format!(
-                                "event time {time_ms} is behind the input frontier {} by more than the allowed lateness",
-                                inputs.events.time()
-                            );
-                            write_line(
-                                late,
-                                &serde_json::json!({"source": position, "reason": "late", "detail": detail,
-                                                    "raw": String::from_utf8_lossy(bytes)}),
-                            )?;
-                            continue;
-                        }
-                        counts.decoded += 1;
-                        counts.max_time = counts.max_time.max(Some(time));
-                        max_seen_ms = max_seen_ms.max(Some(time_ms));
-                        inputs.apply(decoded, time);
-                        decoded_since_advance += 1;
-                    }
-                }
+            if let Some(time_ms) = pipeline.read(&decoder, bytes, &position, &mut dead)? {
+                max_seen_ms = max_seen_ms.max(Some(time_ms));
+                decoded_since_advance += 1;
             }
             if decoded_since_advance >= CHUNK {
                 decoded_since_advance = 0;
-                let watermark = max_seen_ms.unwrap_or(0).saturating_sub(lateness_ms);
-                inputs.advance_to(watermark - watermark % tick_ms);
-                // Let the dataflow catch up before reading on, so state and
-                // pending output stay bounded by the lateness, not the log.
-                let frontier = *inputs.events.time();
-                worker.step_while(|| probe.less_than(&frontier));
-                if let Some(sinks) = &mut sinks {
-                    let done = probe.with_frontier(|f| f.first().copied());
-                    if let Some(done) = done {
-                        sinks.drain(Upto::Before(done), &*name_book.borrow())?;
-                    }
-                }
+                pipeline.advance_to(max_seen_ms.unwrap_or(0).saturating_sub(lateness_ms));
+                pipeline.catch_up(worker, None);
+                pipeline.drain()?;
                 if let Some(progress) = &progress {
                     progress.set_position(bytes_read.load(Ordering::Relaxed));
                 }
@@ -330,76 +152,25 @@ fn run_worker(
         }
     }
 
-    // End of input: close the inputs and let the dataflow finish.
-    let Inputs { events, names, .. } = inputs;
-    events.close();
-    drop(names);
-    worker.step_while(|| !probe.done());
-    counts.duplicates = duplicates.get();
-    if index.is_multiple_of(plan.timely.workers) {
-        counts.peak_rss_bytes = peak_rss_bytes();
-    }
-    counts_input.send(counts);
-    drop(counts_input);
-    worker.step_while(|| !counts_probe.done());
+    let finished = pipeline.finish(worker, plan.timely.workers)?;
     if let Some(progress) = &progress {
         progress.finish_and_clear();
     }
-
-    let Some(mut sinks) = sinks else {
+    let Some(mut finished) = finished else {
         return Ok(None);
     };
-    let totals = totals.borrow().clone();
-    let names = name_book.borrow();
-    let end = totals.max_time.unwrap_or(0);
-    sinks.drain(Upto::End(end), &*names)?;
-    let mut outputs = std::collections::BTreeMap::new();
-    for sink in &mut sinks.outputs {
-        if let Some((file, lines)) = sink.finish(&plan.out, &*names)? {
-            outputs.insert(file, lines as u64);
-        }
-    }
-    let rejected_total: u64 = totals.rejected.values().sum();
-    outputs.insert(
-        output_name("rejected", plan.timely.processes),
-        rejected_total,
-    );
-    outputs.insert(output_name("late", plan.timely.processes), totals.late);
-    let accepted = totals.decoded - totals.duplicates;
-    let elapsed_s = started.elapsed().as_secs_f64();
-    let summary = Summary {
-        records_read: totals.records_read,
-        accepted,
-        rejected: totals.rejected,
-        duplicates: totals.duplicates,
-        late: totals.late,
-        users: sinks.users.record_count() as u64,
-        items: sinks.items.record_count() as u64,
-        outputs,
-        elapsed_s,
-        events_per_s: if elapsed_s > 0.0 {
-            accepted as f64 / elapsed_s
-        } else {
-            0.0
-        },
-        peak_rss_bytes: totals.peak_rss_bytes,
-        workers: peers as usize,
-    };
-    let file = File::create(plan.out.join("summary.json"))?;
-    let mut writer = BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut writer, &summary)?;
-    writer.write_all(b"\n")?;
-    writer.flush()?;
+    let per_process = [
+        ("rejected", finished.totals.rejected.values().sum()),
+        ("late", finished.totals.late),
+    ];
+    let summary = finished.summarize(
+        Some(&plan.out),
+        &per_process,
+        plan.timely.processes,
+        peers as usize,
+        started,
+    )?;
     Ok(Some(summary))
-}
-
-/// The name of a per-process output in the summary: a file, or a folder of parts.
-fn output_name(name: &str, processes: usize) -> String {
-    if processes > 1 {
-        format!("{name}/")
-    } else {
-        format!("{name}.jsonl")
-    }
 }
 
 fn write_line(writer: &SharedWriter, record: &impl serde::Serialize) -> anyhow::Result<()> {

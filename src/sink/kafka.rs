@@ -61,7 +61,7 @@ pub enum KafkaSinkError {
     SeveralValues { key: String, count: usize },
 }
 
-/// `[sink.kafka]` of one output: where its upserts go.
+/// One output topic: where an output's upserts go (see `[sink.kafka]` in the config).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSinkConfig {

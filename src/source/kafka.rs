@@ -9,9 +9,12 @@
 //!   list goes to worker `k % peers`. Every worker knows its share from the
 //!   start and it never moves, so no record is read by two workers in one run
 //!   and a run on 4 workers reads what a run on 1 worker reads. The group is
-//!   used for its committed offsets only (the start position of each
-//!   partition); partitions added to a topic while running are picked up on
+//!   used for its committed offsets only; partitions added to a topic while running are picked up on
 //!   restart. This is how Flink's and Materialize's Kafka sources work too.
+//!   Each partition starts from its beginning or from the committed offset,
+//!   as `resume_from` says. As the group has no members, any worker may
+//!   commit the offsets of any partition: `persona run` commits all of them
+//!   from worker 0, once its sinks have written the outputs.
 //! - `group`: each worker subscribes and the group protocol spreads the
 //!   partitions across the workers (and any other member of the group). When
 //!   workers join one after another, a partition a worker has already read
@@ -101,6 +104,13 @@ pub struct KafkaSourceConfig {
     pub session_timeout_ms: u32,
     /// How partitions are spread across workers. Default: `workers`.
     pub assignment: AssignmentMode,
+    /// Where each partition is read from (in `workers` assignment; the
+    /// `group` assignment always resumes from committed offsets). State lives in memory, so by
+    /// default (`beginning`) a start reads every partition from its beginning
+    /// and rebuilds it; the group's committed offsets then only mark how far
+    /// the outputs got. `committed` starts at the committed offsets (for
+    /// outputs over new events only). Default: `beginning`.
+    pub resume_from: ResumeFrom,
     /// Extra librdkafka properties (`fetch.max.bytes = "..."`), applied last
     /// so they override the above. Default: none.
     pub properties: BTreeMap<String, String>,
@@ -115,6 +125,7 @@ impl Default for KafkaSourceConfig {
             auto_offset_reset: OffsetReset::Earliest,
             session_timeout_ms: 6000,
             assignment: AssignmentMode::Workers,
+            resume_from: ResumeFrom::Beginning,
             properties: BTreeMap::new(),
         }
     }
@@ -127,6 +138,17 @@ pub enum OffsetReset {
     #[default]
     Earliest,
     Latest,
+}
+
+/// Where a source starts reading each partition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeFrom {
+    /// The beginning of the partition: rebuilds the in-memory state.
+    #[default]
+    Beginning,
+    /// The group's committed offset (or `auto_offset_reset` where none).
+    Committed,
 }
 
 /// How partitions are spread across timely workers (see the module doc).
@@ -235,8 +257,9 @@ impl KafkaSource {
         Ok(source)
     }
 
-    /// Assigns this worker's share of all partitions, each from the group's
-    /// committed offset (or `auto_offset_reset` where there is none).
+    /// Assigns this worker's share of all partitions, each from its beginning
+    /// or from the group's committed offset (or `auto_offset_reset` where
+    /// there is none), as `resume_from` says.
     fn assign_share(&self, worker: usize, peers: usize) -> Result<(), KafkaSourceError> {
         let mut all: Vec<TopicPartition> = Vec::new();
         for topic in &self.config.topics {
@@ -270,6 +293,18 @@ impl KafkaSource {
         }
         if mine.count() == 0 {
             return Ok(());
+        }
+        if self.config.resume_from == ResumeFrom::Beginning {
+            mine.set_all_offsets(Offset::Beginning)
+                .map_err(|source| KafkaSourceError::Assign {
+                    source: Box::new(source),
+                })?;
+            return self
+                .consumer
+                .assign(&mine)
+                .map_err(|source| KafkaSourceError::Assign {
+                    source: Box::new(source),
+                });
         }
         let committed = self
             .consumer
@@ -384,15 +419,22 @@ impl KafkaSource {
     }
 
     /// Commits `offsets` (next offsets to read, as [`offsets`](Self::offsets)
-    /// gives them) to the group and waits for the broker's answer. Only
-    /// partitions this worker still owns are committed; returns how many.
+    /// gives them) to the group and waits for the broker's answer. In
+    /// `group` assignment only partitions this worker still owns are
+    /// committed; in `workers` assignment all of them. Returns how many.
     /// Call it only with offsets whose records' outputs are durable: a restart
     /// resumes exactly there.
     pub fn commit(&self, offsets: &Offsets) -> Result<usize, KafkaSourceError> {
-        let owned = self.assignment()?;
+        let owned = match self.config.assignment {
+            AssignmentMode::Group => Some(self.assignment()?),
+            AssignmentMode::Workers => None,
+        };
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in offsets {
-            if owned.binary_search(&(topic.clone(), *partition)).is_ok() {
+            let mine = owned
+                .as_ref()
+                .is_none_or(|owned| owned.binary_search(&(topic.clone(), *partition)).is_ok());
+            if mine {
                 list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                     .map_err(|source| KafkaSourceError::Consume {
                         source: Box::new(source),

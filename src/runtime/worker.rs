@@ -1,0 +1,424 @@
+//! One timely worker of the pipeline, whatever its source: the dataflow and
+//! its inputs, the reading of records into it, and the end of a run.
+//!
+//! A source (files for `replay`, Kafka for `run`) hands each record's bytes
+//! and position to [`PipelineWorker::read`], and advances the input frontier
+//! as event time passes with [`PipelineWorker::advance_to`]. Decoded events
+//! become updates at their event-time tick; rejected and late records go to
+//! the source's [`DeadLetters`]. Worker 0 holds the sinks and the name book.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use differential_dataflow::input::InputSession;
+use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
+use persona_dataflows::{Event, Id};
+use timely::dataflow::operators::vec::Input;
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use crate::config::PipelineConfig;
+use crate::dimension::{read_catalog, read_user_attributes};
+use crate::format::{Decoded, Decoder, Outcome};
+use crate::names::{NameBook, NameKind};
+use crate::rejected::{Position, RejectedRecord};
+use crate::runtime::pipeline::{self, Gathered, Sinks};
+use crate::sink::Upto;
+use crate::summary::{peak_rss_bytes, ReaderCounts, Summary};
+
+/// Why a record read was not applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// It did not decode or failed cleaning (`rejected.jsonl`).
+    Rejected,
+    /// Its event time was behind the input frontier (`late.jsonl`).
+    Late,
+}
+
+/// Where a source's rejected and late records go.
+pub trait DeadLetters {
+    fn write(&mut self, kind: Dropped, record: &RejectedRecord) -> anyhow::Result<()>;
+}
+
+/// What a worker reads into the dataflow.
+struct Inputs {
+    events: InputSession<u64, (u64, Event), isize>,
+    names: InputHandle<u64, (NameKind, Id, String)>,
+    /// Names this worker has already sent.
+    named: HashSet<(NameKind, Id)>,
+}
+
+impl Inputs {
+    fn apply(&mut self, decoded: Decoded, time: u64) {
+        let Decoded {
+            event,
+            diff,
+            dedup_key,
+            user_name,
+            item_name,
+            category_name,
+        } = decoded;
+        self.name(NameKind::User, event.user, user_name);
+        self.name(NameKind::Item, event.item, item_name);
+        if let (Some(id), Some(category)) = (event.category, category_name) {
+            self.name(NameKind::Category, id, category);
+        }
+        self.events.update_at((dedup_key, event), time, diff);
+    }
+
+    /// Sends a name to the name book, once per worker.
+    fn name(&mut self, kind: NameKind, id: Id, name: String) {
+        if self.named.insert((kind, id)) {
+            self.names.send((kind, id, name));
+        }
+    }
+}
+
+/// A worker's dataflow, its inputs, and (on worker 0) its sinks.
+pub struct PipelineWorker {
+    index: usize,
+    tick_ms: u64,
+    inputs: Inputs,
+    counts_input: InputHandle<u64, ReaderCounts>,
+    probe: ProbeHandle<u64>,
+    counts_probe: ProbeHandle<u64>,
+    duplicates: Rc<Cell<u64>>,
+    name_book: Rc<RefCell<NameBook>>,
+    totals: Rc<RefCell<ReaderCounts>>,
+    sinks: Option<Sinks>,
+    /// What this worker has read so far.
+    pub counts: ReaderCounts,
+    outcomes: Vec<Outcome>,
+}
+
+/// The end of a run on worker 0: the drained sinks and the run's totals.
+pub struct Finished {
+    pub sinks: Sinks,
+    pub totals: ReaderCounts,
+    pub names: NameBook,
+}
+
+impl PipelineWorker {
+    /// Builds the dataflow on `worker`, loads the dimension tables (worker
+    /// 0) and, on worker 0, makes the sinks from the gathered outputs.
+    pub fn new(
+        worker: &mut Worker,
+        config: &PipelineConfig,
+        make_sinks: impl FnOnce(Gathered) -> anyhow::Result<Sinks>,
+    ) -> anyhow::Result<PipelineWorker> {
+        let index = worker.index();
+        let dedup_horizon = config
+            .cleaning
+            .dedup
+            .then(|| config.cleaning.dedup_horizon_s.saturating_mul(1000));
+        let mut inputs = Inputs {
+            events: InputSession::new(),
+            names: InputHandle::new(),
+            named: HashSet::new(),
+        };
+        let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
+        let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> =
+            InputSession::new();
+        let mut counts_input: InputHandle<u64, ReaderCounts> = InputHandle::new();
+        let probe = ProbeHandle::new();
+        let counts_probe = ProbeHandle::new();
+        let duplicates = Rc::new(Cell::new(0u64));
+        let name_book = Rc::new(RefCell::new(NameBook::default()));
+        let totals = Rc::new(RefCell::new(ReaderCounts::default()));
+
+        let gathered = worker.dataflow::<u64, _, _>(|scope| {
+            let records = inputs.events.to_collection(scope);
+            let events = pipeline::dedup(records, dedup_horizon, duplicates.clone());
+            let events = pipeline::mark_cancellations(events);
+            let book = name_book.clone();
+            scope
+                .input_from(&mut inputs.names)
+                .exchange(|_| 0)
+                .inspect(move |(kind, id, name): &(NameKind, Id, String)| {
+                    book.borrow_mut().insert(*kind, *id, name.clone())
+                })
+                .probe_with(&probe);
+            let sum = totals.clone();
+            scope
+                .input_from(&mut counts_input)
+                .exchange(|_| 0)
+                .inspect(move |counts: &ReaderCounts| sum.borrow_mut().merge(counts))
+                .probe_with(&counts_probe);
+            let inputs = pipeline::Inputs {
+                events,
+                catalog: catalog.to_collection(scope),
+                user_attributes: user_attributes.to_collection(scope),
+            };
+            pipeline::build(inputs, config, &probe)
+        });
+        if index == 0 {
+            load_dimensions(
+                config,
+                &mut inputs,
+                &mut catalog,
+                &mut user_attributes,
+                config.time.tick_ms,
+            )?;
+        }
+        catalog.close();
+        user_attributes.close();
+        let sinks = if index == 0 {
+            Some(make_sinks(gathered)?)
+        } else {
+            drop(gathered);
+            None
+        };
+        Ok(PipelineWorker {
+            index,
+            tick_ms: config.time.tick_ms,
+            inputs,
+            counts_input,
+            probe,
+            counts_probe,
+            duplicates,
+            name_book,
+            totals,
+            sinks,
+            counts: ReaderCounts::default(),
+            outcomes: Vec::new(),
+        })
+    }
+
+    /// Decodes one record and applies each event in it, or hands it to
+    /// `dead` as rejected or late. Returns the latest event time (ms) applied.
+    pub fn read(
+        &mut self,
+        decoder: &Decoder,
+        bytes: &[u8],
+        position: &Position,
+        dead: &mut dyn DeadLetters,
+    ) -> anyhow::Result<Option<u64>> {
+        let mut latest = None;
+        decoder.decode(bytes, position, &mut self.outcomes);
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        for outcome in outcomes.drain(..) {
+            self.counts.records_read += 1;
+            match outcome {
+                Err((position, rejection)) => {
+                    *self
+                        .counts
+                        .rejected
+                        .entry(rejection.reason.code().to_owned())
+                        .or_insert(0) += 1;
+                    let record = RejectedRecord::new(position, rejection, bytes);
+                    dead.write(Dropped::Rejected, &record)?;
+                }
+                Ok(decoded) => {
+                    let time_ms = decoded.event.time_ms as u64;
+                    let time = time_ms - time_ms % self.tick_ms;
+                    let frontier = *self.inputs.events.time();
+                    if time < frontier {
+                        self.counts.late += 1;
+                        let record = RejectedRecord {
+                            source: position.clone(),
+                            reason: "late",
+                            detail: format!(
+                                "event time {time_ms} is behind the input frontier {frontier} by more than the allowed lateness"
+                            ),
+                            raw: String::from_utf8_lossy(bytes).into_owned(),
+                        };
+                        dead.write(Dropped::Late, &record)?;
+                        continue;
+                    }
+                    self.counts.decoded += 1;
+                    self.counts.max_time = self.counts.max_time.max(Some(time));
+                    latest = latest.max(Some(time_ms));
+                    self.inputs.apply(decoded, time);
+                }
+            }
+        }
+        self.outcomes = outcomes;
+        Ok(latest)
+    }
+
+    /// The time before which this worker gives no more updates.
+    pub fn frontier(&self) -> u64 {
+        *self.inputs.events.time()
+    }
+
+    /// Advances the inputs to the tick of `watermark_ms` (never back).
+    pub fn advance_to(&mut self, watermark_ms: u64) {
+        let time = watermark_ms - watermark_ms % self.tick_ms;
+        if time > *self.inputs.events.time() {
+            self.inputs.events.advance_to(time);
+            self.inputs.names.advance_to(time);
+        }
+        self.inputs.events.flush();
+    }
+
+    /// Steps the dataflow until it has caught up with this worker's input
+    /// frontier, or for at most `budget`: state and pending output then stay
+    /// bounded by the lateness rather than by the log.
+    pub fn catch_up(&mut self, worker: &mut Worker, budget: Option<Duration>) {
+        let frontier = *self.inputs.events.time();
+        let started = Instant::now();
+        worker.step_while(|| {
+            self.probe.less_than(&frontier) && budget.is_none_or(|b| started.elapsed() < b)
+        });
+    }
+
+    /// On worker 0, applies every output update the dataflow has completed
+    /// to the sinks; returns the time before which outputs are complete.
+    pub fn drain(&mut self) -> anyhow::Result<Option<u64>> {
+        let Some(sinks) = &mut self.sinks else {
+            return Ok(None);
+        };
+        let Some(done) = self.probe.with_frontier(|f| f.first().copied()) else {
+            return Ok(None);
+        };
+        sinks.drain(Upto::Before(done), &*self.name_book.borrow())?;
+        Ok(Some(done))
+    }
+
+    /// The sinks of worker 0, e.g. to flush them.
+    pub fn sinks(&mut self) -> Option<&mut Sinks> {
+        self.sinks.as_mut()
+    }
+
+    /// Ends the input: lets the dataflow finish, gathers every worker's
+    /// counts, and on worker 0 applies the outputs up to the end of the input.
+    pub fn finish(
+        self,
+        worker: &mut Worker,
+        workers_per_process: usize,
+    ) -> anyhow::Result<Option<Finished>> {
+        let PipelineWorker {
+            index,
+            inputs,
+            mut counts_input,
+            probe,
+            counts_probe,
+            duplicates,
+            name_book,
+            totals,
+            sinks,
+            mut counts,
+            ..
+        } = self;
+        let Inputs { events, names, .. } = inputs;
+        events.close();
+        drop(names);
+        worker.step_while(|| !probe.done());
+        counts.duplicates = duplicates.get();
+        if index.is_multiple_of(workers_per_process) {
+            counts.peak_rss_bytes = peak_rss_bytes();
+        }
+        counts_input.send(counts);
+        drop(counts_input);
+        worker.step_while(|| !counts_probe.done());
+        let Some(mut sinks) = sinks else {
+            return Ok(None);
+        };
+        let totals = totals.borrow().clone();
+        let names = name_book.take();
+        sinks.drain(Upto::End(totals.max_time.unwrap_or(0)), &names)?;
+        Ok(Some(Finished {
+            sinks,
+            totals,
+            names,
+        }))
+    }
+}
+
+impl Finished {
+    /// Writes the file outputs into `dir` (if the run has files) and the
+    /// summary (into `dir/summary.json` too); returns the summary.
+    /// `per_process` are the outputs each process writes in parts.
+    pub fn summarize(
+        &mut self,
+        dir: Option<&Path>,
+        per_process: &[(&str, u64)],
+        processes: usize,
+        workers: usize,
+        started: Instant,
+    ) -> anyhow::Result<Summary> {
+        let mut outputs = BTreeMap::new();
+        if let Some(dir) = dir {
+            for sink in &mut self.sinks.outputs {
+                if let Some((file, lines)) = sink.finish(dir, &self.names)? {
+                    outputs.insert(file, lines as u64);
+                }
+            }
+            for (name, lines) in per_process {
+                outputs.insert(output_name(name, processes), *lines);
+            }
+        }
+        let totals = &self.totals;
+        let accepted = totals.decoded - totals.duplicates;
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let summary = Summary {
+            records_read: totals.records_read,
+            accepted,
+            rejected: totals.rejected.clone(),
+            duplicates: totals.duplicates,
+            late: totals.late,
+            users: self.sinks.users.record_count() as u64,
+            items: self.sinks.items.record_count() as u64,
+            outputs,
+            elapsed_s,
+            events_per_s: if elapsed_s > 0.0 {
+                accepted as f64 / elapsed_s
+            } else {
+                0.0
+            },
+            peak_rss_bytes: totals.peak_rss_bytes,
+            workers,
+        };
+        if let Some(dir) = dir {
+            let mut writer = BufWriter::new(File::create(dir.join("summary.json"))?);
+            serde_json::to_writer_pretty(&mut writer, &summary)?;
+            writer.write_all(b"\n")?;
+            writer.flush()?;
+        }
+        Ok(summary)
+    }
+}
+
+/// The name of a per-process output in the summary: a file, or a folder of parts.
+fn output_name(name: &str, processes: usize) -> String {
+    if processes > 1 {
+        format!("{name}/")
+    } else {
+        format!("{name}.jsonl")
+    }
+}
+
+/// Loads the dimension tables into their inputs (worker 0 only), each row at
+/// the tick from which it applies.
+fn load_dimensions(
+    config: &PipelineConfig,
+    inputs: &mut Inputs,
+    catalog: &mut InputSession<u64, (Id, CatalogVersion), isize>,
+    user_attributes: &mut InputSession<u64, (Id, AttributeVersion), isize>,
+    tick_ms: u64,
+) -> anyhow::Result<()> {
+    let numeric_ids = config.cleaning.numeric_ids;
+    let tick = |ms: i64| ms as u64 - ms as u64 % tick_ms;
+    if let Some(table) = &config.catalog {
+        for (row, applies_ms) in read_catalog(table, numeric_ids)? {
+            inputs.name(NameKind::Item, row.item, row.item_name);
+            if let (Some(id), Some(name)) = (row.version.category, row.category_name) {
+                inputs.name(NameKind::Category, id, name);
+            }
+            catalog.update_at((row.item, row.version), tick(applies_ms), 1);
+        }
+    }
+    if let Some(table) = &config.user_attributes {
+        for (row, applies_ms) in read_user_attributes(table, numeric_ids)? {
+            inputs.name(NameKind::User, row.user, row.user_name);
+            user_attributes.update_at((row.user, row.version), tick(applies_ms), 1);
+        }
+    }
+    Ok(())
+}
