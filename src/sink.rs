@@ -11,6 +11,7 @@ pub mod kafka;
 
 use std::cell::RefCell;
 use std::collections::btree_map::{BTreeMap, Entry};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +70,12 @@ pub trait Sink {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Sends a tombstone for each key an earlier run left in the upsert
+    /// topic that this run has not sent: call it once the state is rebuilt
+    /// past where the earlier run got to. Returns how many.
+    fn reconcile(&mut self) -> io::Result<usize> {
+        Ok(0)
+    }
 }
 
 /// An output's current state, written as files (`NAME.jsonl`, and
@@ -88,6 +95,9 @@ pub struct JsonlSink<D> {
 struct Upsert {
     topic: KafkaSink,
     key_field: &'static str,
+    /// Keys the topic held when the run started that it has not sent since:
+    /// left by an earlier run, and gone unless the rebuilt state has them.
+    stale: BTreeSet<String>,
 }
 
 impl<D: OutputRecord> JsonlSink<D> {
@@ -137,9 +147,19 @@ impl<D: OutputRecord> JsonlSink<D> {
 
     /// Also sends each change to `topic`: the new record of each changed
     /// key (its `key_field`), or a tombstone when the key's record is gone.
-    pub fn with_upsert(self, topic: KafkaSink, key_field: &'static str) -> JsonlSink<D> {
+    /// `existing` are the keys the topic holds already (see [`Sink::reconcile`]).
+    pub fn with_upsert(
+        self,
+        topic: KafkaSink,
+        key_field: &'static str,
+        existing: BTreeSet<String>,
+    ) -> JsonlSink<D> {
         JsonlSink {
-            upsert: Some(Upsert { topic, key_field }),
+            upsert: Some(Upsert {
+                topic,
+                key_field,
+                stale: existing,
+            }),
             ..self
         }
     }
@@ -167,7 +187,7 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
         ready.sort_by(|(d1, t1, _), (d2, t2, _)| (t1, d1).cmp(&(t2, d2)));
         differential_dataflow::consolidation::consolidate_updates(&mut ready);
         ready.sort_by(|(d1, t1, r1), (d2, t2, r2)| (t1, r1, d1).cmp(&(t2, r2, d2)));
-        if let Some(upsert) = &self.upsert {
+        if let Some(upsert) = &mut self.upsert {
             send_upserts(upsert, &ready, names)?;
         }
         for (record, time, diff) in ready {
@@ -240,6 +260,20 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
             None => Ok(()),
         }
     }
+
+    fn reconcile(&mut self) -> io::Result<usize> {
+        let Some(upsert) = &mut self.upsert else {
+            return Ok(0);
+        };
+        let stale = std::mem::take(&mut upsert.stale);
+        for key in &stale {
+            upsert
+                .topic
+                .send_upsert(key, None)
+                .map_err(io::Error::other)?;
+        }
+        Ok(stale.len())
+    }
 }
 
 /// Sends the net change of each key over `changes` (consolidated updates of
@@ -248,7 +282,7 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
 /// with only a net retraction is gone. Keys whose record came back to what
 /// it was send nothing.
 fn send_upserts<D: OutputRecord>(
-    upsert: &Upsert,
+    upsert: &mut Upsert,
     changes: &[(D, u64, isize)],
     names: &dyn Names,
 ) -> io::Result<()> {
@@ -263,6 +297,9 @@ fn send_upserts<D: OutputRecord>(
         (key, value, diff)
     });
     let upserts = kafka::upserts(keyed).map_err(io::Error::other)?;
+    for (key, _) in &upserts {
+        upsert.stale.remove(key);
+    }
     upsert.topic.send_all(&upserts).map_err(io::Error::other)
 }
 

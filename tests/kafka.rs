@@ -1,19 +1,27 @@
 //! Kafka building blocks against a real broker: `produce` loads logs into
 //! topics, the source reads every line back exactly once with its position
 //! and key, committed offsets are where a restarted consumer resumes, and the
-//! upsert sink leaves the latest value (or a tombstone) per key.
+//! upsert sink leaves the latest value (or a tombstone) per key. And
+//! `persona run` on a topic ends in the state of the file replay: after a
+//! clean run, a SIGTERM and restart, and a broker restart.
 //!
 //! The broker address comes from `PERSONA_KAFKA_BROKERS`, else from
 //! `scripts/kafka-broker.sh status`; without a reachable broker every test
 //! fails and says to run `scripts/kafka-broker.sh start`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use common::kafka::*;
+use common::{
+    assert_balances, deterministic_part, persona as persona_cli, read_json, read_lines, records_by,
+};
 
 use persona::config::PipelineConfig;
 use persona::format::preset::preset;
@@ -24,50 +32,6 @@ use persona::sink::kafka::{latest_per_key, upserts, KafkaSink, KafkaSinkConfig};
 use persona::source::file::{open, Lines};
 use persona::source::kafka::{KafkaRecord, KafkaSource, KafkaSourceConfig, Offsets, ResumeFrom};
 use serde_json::{json, Value};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The broker's address; fails the test when none is reachable.
-fn brokers() -> String {
-    let address = std::env::var("PERSONA_KAFKA_BROKERS").ok().or_else(|| {
-        let output = Command::new(root().join("scripts/kafka-broker.sh"))
-            .arg("status")
-            .output()
-            .ok()?;
-        let address = String::from_utf8(output.stdout).ok()?.trim().to_owned();
-        (output.status.success() && !address.is_empty()).then_some(address)
-    });
-    let Some(address) = address else {
-        panic!(
-            "no Kafka broker: run `scripts/kafka-broker.sh start` (or set PERSONA_KAFKA_BROKERS)"
-        );
-    };
-    let reachable = address.split(',').any(|broker| {
-        broker
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .is_some_and(|socket| {
-                TcpStream::connect_timeout(&socket, Duration::from_secs(2)).is_ok()
-            })
-    });
-    assert!(
-        reachable,
-        "Kafka broker {address} is not reachable: run `scripts/kafka-broker.sh start`"
-    );
-    address
-}
-
-/// A name no earlier run has used, for topics and groups.
-fn unique(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("persona-test-{name}-{}-{nanos}", std::process::id())
-}
 
 fn online_retail() -> PipelineConfig {
     preset("online-retail", None).unwrap()
@@ -454,4 +418,342 @@ fn the_produce_command_loads_a_log_keyed_by_user() {
         .map(|k| k.as_bytes().to_vec())
         .collect();
     assert_eq!(keys, expected);
+}
+
+/// The first lines of Online Retail replayed to files, and produced (in
+/// part, or all) into a fresh topic: what a run on the topic must end in.
+struct RunCase {
+    dir: tempfile::TempDir,
+    topics: RunTopics,
+    /// The file replay's outputs.
+    expected: PathBuf,
+    lines: usize,
+    /// Lines produced so far.
+    produced: usize,
+}
+
+impl RunCase {
+    fn new(name: &str, lines: usize) -> RunCase {
+        let dir = tempfile::tempdir().unwrap();
+        let slice = online_retail_lines(dir.path(), "slice", 0, lines);
+        let expected = dir.path().join("replay");
+        persona_cli(&[
+            "replay",
+            "--input",
+            slice.to_str().unwrap(),
+            "--format",
+            "online-retail",
+            "--out",
+            expected.to_str().unwrap(),
+        ]);
+        RunCase {
+            dir,
+            topics: RunTopics::new(&unique(name)),
+            expected,
+            lines,
+            produced: 0,
+        }
+    }
+
+    /// Produces the next lines, up to `to`, into the input topic.
+    fn produce_up_to(&mut self, brokers: &str, to: usize) {
+        let part = online_retail_lines(self.dir.path(), "part", self.produced, to);
+        let summary = produce_file(&part, brokers, &self.topics.input);
+        assert_eq!(summary.messages as usize, to - self.produced);
+        self.produced = to;
+    }
+}
+
+/// `persona run --config CONFIG --format online-retail --out OUT EXTRA...`.
+fn run_command(config: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_persona"));
+    command
+        .args(["run", "--format", "online-retail", "--config"])
+        .arg(config)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    command
+}
+
+/// Runs to the end of the topic; returns the summary.
+fn run_until_end(config: &Path, out: &Path, extra: &[&str]) -> Value {
+    let output = run_command(config, out, &[&["--until-end"], extra].concat())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "persona run failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    read_json(&out.join("summary.json"))
+}
+
+/// The state each output topic holds equals the file replay's output.
+fn assert_topics_hold(brokers: &str, topics: &RunTopics, expected: &Path) {
+    for (output, topic, key) in [
+        ("profiles", &topics.profiles, "user"),
+        ("similar_items", &topics.similar_items, "item"),
+        ("recommendations", &topics.recommendations, "user"),
+    ] {
+        let state = upsert_state(brokers, topic);
+        let wanted = records_by(expected, output, key);
+        assert!(!wanted.is_empty(), "the replay has no {output}");
+        if state != wanted {
+            let differing = wanted
+                .iter()
+                .find(|(k, v)| state.get(*k) != Some(*v))
+                .map(|(k, v)| format!("{key} {k}: topic has {:?}, replay {v}", state.get(k)));
+            panic!(
+                "topic {topic} holds {} {output} records, the replay {}; first difference: {differing:?}",
+                state.len(),
+                wanted.len()
+            );
+        }
+    }
+}
+
+/// (reason, raw record) of each line of a rejected output, sorted.
+fn reasons_and_raws(lines: impl IntoIterator<Item = Vec<u8>>) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = lines
+        .into_iter()
+        .map(|line| {
+            let value: Value = serde_json::from_slice(&line).unwrap();
+            (
+                value["reason"].as_str().unwrap().to_owned(),
+                value["raw"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+#[test]
+fn a_run_on_a_topic_ends_in_the_state_of_the_file_replay() {
+    let brokers = brokers();
+    let mut case = RunCase::new("run", 30_000);
+    case.produce_up_to(&brokers, case.lines);
+    let config = case.topics.config(&brokers, case.dir.path(), "");
+    let out = case.dir.path().join("run");
+    let summary = run_until_end(&config, &out, &[]);
+
+    assert_topics_hold(&brokers, &case.topics, &case.expected);
+    for output in ["profiles", "similar_items", "recommendations"] {
+        assert_eq!(
+            read_lines(&out, output),
+            read_lines(&case.expected, output),
+            "{output}.jsonl of the run vs the replay"
+        );
+    }
+    let replayed = read_json(&case.expected.join("summary.json"));
+    assert_balances(&summary);
+    assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
+    assert_eq!(summary["records_read"], case.lines as u64);
+
+    // Rejected records: in the file and the dead-letter topic, with their
+    // topic/partition/offset, the same reasons and records as the replay's.
+    let rejected = read_lines(&out, "rejected");
+    let first: Value = serde_json::from_str(&rejected[0]).unwrap();
+    assert_eq!(
+        first["source"]["topic"],
+        case.topics.input.as_str(),
+        "{first}"
+    );
+    let expected = reasons_and_raws(
+        read_lines(&case.expected, "rejected")
+            .into_iter()
+            .map(String::into_bytes),
+    );
+    assert!(!expected.is_empty());
+    assert_eq!(
+        reasons_and_raws(rejected.into_iter().map(String::into_bytes)),
+        expected
+    );
+    let dead_letters = read_topic(&brokers, &case.topics.rejected);
+    assert_eq!(
+        reasons_and_raws(dead_letters.into_iter().map(|(_, v)| v.unwrap())),
+        expected
+    );
+    // Every message's offset is committed once its outputs are written.
+    assert_eq!(
+        committed_total(&brokers, &case.topics.input, &case.topics.group),
+        case.lines as i64
+    );
+}
+
+/// Waits until `group` has committed offsets while the run still runs.
+fn wait_for_commits(brokers: &str, topics: &RunTopics, child: &mut std::process::Child) {
+    let started = Instant::now();
+    loop {
+        let running = child.try_wait().unwrap().is_none();
+        assert!(running, "the run ended before it was stopped");
+        if committed_total(brokers, &topics.input, &topics.group) > 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no offsets committed in 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_run_stopped_by_sigterm_and_restarted_converges_to_the_same_state() {
+    let brokers = brokers();
+    // The first 80,000 lines reach into 2011: the first commits come when
+    // the frontier passes the end of the 30-day period of December, as
+    // similar items and recommendations include the records then.
+    let mut case = RunCase::new("sigterm", 100_000);
+    case.produce_up_to(&brokers, 80_000);
+    let config = case.topics.config(&brokers, case.dir.path(), "");
+    let first_out = case.dir.path().join("first");
+    let mut first = run_command(&config, &first_out, &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_commits(&brokers, &case.topics, &mut first);
+    let kill = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let stopped = first.wait_with_output().unwrap();
+    assert!(
+        stopped.status.success(),
+        "a stopped run exits cleanly: {}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    let summary = read_json(&first_out.join("summary.json"));
+    assert_balances(&summary);
+    let read = summary["records_read"].as_u64().unwrap();
+    assert!(
+        0 < read && read <= case.produced as u64,
+        "read {read} of the {} lines produced",
+        case.produced
+    );
+    assert_eq!(
+        committed_total(&brokers, &case.topics.input, &case.topics.group),
+        read as i64,
+        "the shutdown commits the offset of every record read"
+    );
+
+    // More events arrive; a restart rebuilds the state from the topic and
+    // ends in the replay's: nothing lost, nothing counted twice.
+    case.produce_up_to(&brokers, case.lines);
+    let second_out = case.dir.path().join("second");
+    let summary = run_until_end(&config, &second_out, &[]);
+    let replayed = read_json(&case.expected.join("summary.json"));
+    assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
+    assert_topics_hold(&brokers, &case.topics, &case.expected);
+    assert_eq!(
+        committed_total(&brokers, &case.topics.input, &case.topics.group),
+        case.lines as i64
+    );
+}
+
+/// A broker of this test's own, on a free port with its own data folder,
+/// so restarting it disturbs no other test.
+struct OwnBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnBroker {
+    fn start() -> OwnBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let broker = OwnBroker {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+        };
+        broker.script("start");
+        broker
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, command: &str) {
+        let output = Command::new(root().join("scripts/kafka-broker.sh"))
+            .arg(command)
+            .env("PERSONA_KAFKA_PORT", self.port.to_string())
+            .env("PERSONA_KAFKA_DIR", self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kafka-broker.sh {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.script("stop");
+    }
+}
+
+#[test]
+fn a_broker_restarted_midway_loses_nothing() {
+    let broker = OwnBroker::start();
+    let brokers = broker.address();
+    let mut case = RunCase::new("broker-restart", 150_000);
+    case.produce_up_to(&brokers, 80_000);
+    let config = case.topics.config(&brokers, case.dir.path(), "");
+    let out = case.dir.path().join("run");
+    let mut run = run_command(&config, &out, &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_commits(&brokers, &case.topics, &mut run);
+    broker.script("stop");
+    assert!(!reachable(&brokers), "the broker is down");
+    std::thread::sleep(Duration::from_secs(2));
+    if run.try_wait().unwrap().is_some() {
+        let output = run.wait_with_output().unwrap();
+        panic!(
+            "the run did not wait for the broker: {} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    broker.script("start");
+    // The run reads on through the restarted broker: once it commits
+    // offsets of the new lines, it has read them.
+    case.produce_up_to(&brokers, case.lines);
+    let started = Instant::now();
+    while committed_total(&brokers, &case.topics.input, &case.topics.group) <= 80_000 {
+        assert!(run.try_wait().unwrap().is_none(), "the run ended by itself");
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "no offsets of the new lines committed in 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let finished = run.wait_with_output().unwrap();
+    assert!(
+        finished.status.success(),
+        "the run survives the broker's restart: {}",
+        String::from_utf8_lossy(&finished.stderr)
+    );
+    let summary = read_json(&out.join("summary.json"));
+    let replayed = read_json(&case.expected.join("summary.json"));
+    assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
+    assert_topics_hold(&brokers, &case.topics, &case.expected);
+    assert_eq!(
+        committed_total(&brokers, &case.topics.input, &case.topics.group),
+        case.lines as i64
+    );
 }

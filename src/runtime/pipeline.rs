@@ -21,7 +21,7 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::ProbeHandle;
 
 use crate::config::{KafkaOutputsConfig, PipelineConfig};
-use crate::sink::kafka::{KafkaSink, KafkaSinkError};
+use crate::sink::kafka::{current_keys, KafkaSink, KafkaSinkError};
 use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
 
 /// Drops records seen again within the horizon: the first of equal
@@ -245,7 +245,8 @@ fn output<D: OutputRecord>(
         topic.as_ref().map(|topic| kafka.topic(topic))
     });
     if let Some(topic) = topic {
-        sink = sink.with_upsert(KafkaSink::new(&topic)?, key_field);
+        let kafka = KafkaSink::new(&topic)?;
+        sink = sink.with_upsert(kafka, key_field, current_keys(&topic)?);
     }
     Ok(Box::new(sink))
 }
@@ -265,5 +266,11 @@ impl Sinks {
     /// Waits until every update sent to Kafka is acknowledged.
     pub fn flush(&mut self) -> io::Result<()> {
         self.all().try_for_each(|sink| sink.flush())
+    }
+
+    /// Tombstones the keys an earlier run left in the upsert topics that
+    /// the rebuilt state does not have (see [`Sink::reconcile`]).
+    pub fn reconcile(&mut self) -> io::Result<usize> {
+        self.all().map(|sink| sink.reconcile()).sum()
     }
 }

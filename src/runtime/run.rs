@@ -4,9 +4,8 @@
 //! fixed assignment, see [`crate::source::kafka`]) and decodes each message
 //! as one line of the `[input]` format. Event time advances per partition,
 //! as in Flink's Kafka source: a worker's watermark is the least latest
-//! event time of its partitions that still have data to read (a partition
-//! read to its end is idle and holds nothing back), less the allowed
-//! lateness. Outputs go to the files of `[sink.files]` (or `--out`) and as
+//! event time of its partitions (see [`PartitionWatermarks`]), less the
+//! allowed lateness. Outputs go to the files of `[sink.files]` (or `--out`) and as
 //! upserts to the topics of `[sink.kafka]`; rejected and late records go to
 //! the files and the dead-letter topic.
 //!
@@ -42,14 +41,15 @@ use timely::worker::Worker;
 use crate::config::{FormatKind, PipelineConfig};
 use crate::format::Decoder;
 use crate::rejected::{Position, RejectedRecord};
-use crate::runtime::pipeline::end_of_period;
+use crate::runtime::pipeline::{end_of_period, Sinks};
 use crate::runtime::replay::SharedWriter;
 use crate::runtime::worker::{DeadLetters, Dropped, PipelineWorker};
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::kafka::{ensure_topic, KafkaProducer};
 use crate::sink::part_path;
 use crate::source::kafka::{
-    AssignmentMode, KafkaSource, KafkaSourceConfig, Offsets, ResumeFrom, TopicPartition,
+    group_committed, AssignmentMode, KafkaSource, KafkaSourceConfig, Offsets, ResumeFrom,
+    TopicPartition,
 };
 use crate::summary::Summary;
 
@@ -70,6 +70,8 @@ pub struct RunPlan {
 const POLL_MAX: usize = 4096;
 /// How often an idle worker asks the broker where its partitions end.
 const END_CHECK: Duration = Duration::from_millis(250);
+/// How long asking where partitions end may block a worker.
+const END_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a blocking request to the broker may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -205,6 +207,16 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         ResumeFrom::Beginning => Offsets::new(),
         ResumeFrom::Committed => source.committed(BROKER_TIMEOUT)?,
     };
+    // Where an earlier run's outputs got to: once this run's outputs are
+    // past it, keys it left in the upsert topics that the rebuilt state
+    // lacks are tombstoned.
+    let mut earlier = match index {
+        0 => Some(EarlierRun {
+            committed: Some(group_committed(&shared.source)?),
+            durable: Offsets::new(),
+        }),
+        _ => None,
+    };
     let mut dead = RunDeadLetters::new(shared)?;
     let decoder = Decoder::new(&shared.decoding)?;
     let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
@@ -254,7 +266,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         }
         if polled == 0 && last_end_check.is_none_or(|at| at.elapsed() >= END_CHECK) {
             last_end_check = Some(Instant::now());
-            match source.end_offsets(BROKER_TIMEOUT) {
+            match source.end_offsets(END_CHECK_TIMEOUT) {
                 Ok(ends) => {
                     let read = source.offsets();
                     for (partition, end) in &ends {
@@ -278,6 +290,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             // Rejected records are durable before their offsets are told.
             dead.flush()?;
             offsets_input.send((end_of_period(latest_tick, period), read.clone()));
+            offsets_input.flush();
             last_sent = Some(read);
         }
         pipeline.catch_up(worker, Some(Duration::from_millis(50)));
@@ -293,6 +306,8 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
                     warnings.warn(&error.to_string());
                     // Committed with a later snapshot, or at the end.
                     read_so_far.borrow_mut().push((0, ready));
+                } else if let Some(earlier) = &mut earlier {
+                    earlier.passed(&ready, sinks)?;
                 }
             }
         }
@@ -313,6 +328,9 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         .context("cannot write the outputs to Kafka")?;
     let all = take_ready(&read_so_far, |_| true);
     commit_with_retries(&source, &all)?;
+    if let Some(earlier) = &mut earlier {
+        earlier.passed(&all, &mut finished.sinks)?;
+    }
     let per_process = [
         ("rejected", finished.totals.rejected.values().sum()),
         ("late", finished.totals.late),
@@ -325,6 +343,39 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         shared.started,
     )?;
     Ok(Some(summary))
+}
+
+/// What worker 0 knows of the run before this one.
+struct EarlierRun {
+    /// The offsets it committed, where its outputs got to; `None` once this
+    /// run is past them.
+    committed: Option<Offsets>,
+    /// The offsets whose outputs this run has written.
+    durable: Offsets,
+}
+
+impl EarlierRun {
+    /// Notes newly durable offsets; once they pass the earlier run's, the
+    /// keys it left that this run has not sent are tombstoned.
+    fn passed(&mut self, durable: &Offsets, sinks: &mut Sinks) -> anyhow::Result<()> {
+        let Some(committed) = &self.committed else {
+            return Ok(());
+        };
+        for (partition, offset) in durable {
+            let entry = self.durable.entry(partition.clone()).or_insert(*offset);
+            *entry = (*entry).max(*offset);
+        }
+        let past = committed
+            .iter()
+            .all(|(partition, offset)| self.durable.get(partition).is_some_and(|o| o >= offset));
+        if past {
+            if sinks.reconcile()? > 0 {
+                sinks.flush().context("cannot write the outputs to Kafka")?;
+            }
+            self.committed = None;
+        }
+        Ok(())
+    }
 }
 
 /// Removes the offset snapshots whose time `durable` accepts and merges
@@ -360,12 +411,16 @@ fn commit_with_retries(source: &KafkaSource, offsets: &Offsets) -> anyhow::Resul
     }
 }
 
-/// Event time per partition: the watermark of a worker is the least latest
-/// event time of its partitions that still have data to read. A partition
-/// read to its end is idle until it has data again, so an empty or quiet
-/// partition does not stop the others' outputs.
+/// Event time per partition, as Flink's Kafka source keeps it: the
+/// watermark of a worker is the least latest event time of its partitions,
+/// so a partition that lags holds the others back and its records are not
+/// late. A partition that has given no event yet holds everything back
+/// unless it is read to its end (empty); once every partition is read to
+/// its end, the watermark is the latest time of any, so a quiet input still
+/// completes its outputs up to the allowed lateness.
 struct PartitionWatermarks {
     latest: BTreeMap<TopicPartition, Option<u64>>,
+    /// Partitions read to their end when last asked.
     idle: BTreeSet<TopicPartition>,
 }
 
@@ -394,20 +449,16 @@ impl PartitionWatermarks {
         self.latest.keys().all(|p| self.idle.contains(p))
     }
 
-    /// The event time every active partition has reached; with all of them
-    /// idle, the latest of any. `None` while an active partition has given
-    /// no event yet.
+    /// The event time every partition has reached (see the type's doc);
+    /// `None` while a partition with data to read has given no event yet.
     fn watermark(&self) -> Option<u64> {
-        let mut active = self
-            .latest
-            .iter()
-            .filter(|(p, _)| !self.idle.contains(*p))
-            .map(|(_, latest)| *latest)
-            .peekable();
-        if active.peek().is_none() {
+        if self.all_idle() {
             return self.latest.values().flatten().max().copied();
         }
-        active.try_fold(u64::MAX, |least, latest| Some(least.min(latest?)))
+        self.latest
+            .iter()
+            .filter(|(p, latest)| latest.is_some() || !self.idle.contains(*p))
+            .try_fold(u64::MAX, |least, (_, latest)| Some(least.min((*latest)?)))
     }
 }
 

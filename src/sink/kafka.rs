@@ -10,13 +10,13 @@
 //! raw keyed producer under it, also used by `persona produce`, and
 //! [`ensure_topic`] creates topics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
@@ -26,6 +26,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::source::kafka::{KafkaSource, KafkaSourceConfig, KafkaSourceError, Offsets, ResumeFrom};
 
 /// Errors of the Kafka sink and producer.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,11 @@ pub enum KafkaSinkError {
     Flush {
         topic: String,
         source: Box<KafkaError>,
+    },
+    #[error("cannot read the keys of upsert topic {topic}: {source}")]
+    Read {
+        topic: String,
+        source: Box<KafkaSourceError>,
     },
     #[error("output key {key} has {count} records at once; an upsert output needs one per key")]
     SeveralValues { key: String, count: usize },
@@ -301,6 +308,53 @@ where
         .collect()
 }
 
+/// The keys an upsert topic holds now (read from its beginning to its end,
+/// tombstoned keys left out): what an earlier run left there.
+pub fn current_keys(config: &KafkaSinkConfig) -> Result<BTreeSet<String>, KafkaSinkError> {
+    let reader = KafkaSourceConfig {
+        brokers: config.brokers.clone(),
+        topics: vec![config.topic.clone()],
+        group_id: format!("persona-upsert-reader-{}", std::process::id()),
+        resume_from: ResumeFrom::Beginning,
+        properties: config
+            .properties
+            .iter()
+            .filter(|(key, _)| is_connection_setting(key))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+        ..KafkaSourceConfig::default()
+    };
+    let read_error = |error: KafkaSourceError| KafkaSinkError::Read {
+        topic: config.topic.clone(),
+        source: Box::new(error),
+    };
+    let mut source = KafkaSource::new(&reader, 0, 1).map_err(read_error)?;
+    let ends = source.end_offsets(TIMEOUT).map_err(read_error)?;
+    let mut keys = BTreeSet::new();
+    let mut batch = Vec::new();
+    let started = Instant::now();
+    while !source.caught_up(&ends, &Offsets::new()) {
+        if started.elapsed() > TIMEOUT {
+            return Err(read_error(KafkaSourceError::Invalid(format!(
+                "not read to its end {ends:?} in {TIMEOUT:?}"
+            ))));
+        }
+        batch.clear();
+        if source.poll_batch(10_000, &mut batch).map_err(read_error)? == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for record in batch.drain(..) {
+            let key = String::from_utf8_lossy(&record.key.unwrap_or_default()).into_owned();
+            if record.payload.is_empty() {
+                keys.remove(&key);
+            } else {
+                keys.insert(key);
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// The latest value of each key in a sequence of upserts (later wins), as a
 /// reader of the topic sees it; `None` is a tombstone. Sorted by key.
 pub fn latest_per_key<I>(upserts: I) -> BTreeMap<String, Option<Value>>
@@ -323,7 +377,7 @@ pub fn ensure_topic(
     client.set("bootstrap.servers", brokers);
     for (key, value) in properties {
         // Producer-only settings would make the admin client refuse to start.
-        if !key.starts_with("security.") && !key.starts_with("sasl.") && !key.starts_with("ssl.") {
+        if !is_connection_setting(key) {
             continue;
         }
         client.set(key, value);
@@ -348,6 +402,12 @@ pub fn ensure_topic(
         Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
         Some(Err((_, code))) => Err(create_error(KafkaError::AdminOp(code))),
     }
+}
+
+/// Whether a librdkafka property is about reaching the brokers (and so
+/// applies to every client, not only producers).
+fn is_connection_setting(key: &str) -> bool {
+    key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.")
 }
 
 /// Runs a future to completion on this thread. The admin client resolves
