@@ -216,7 +216,7 @@ pub fn synthetic_config() -> PipelineConfig {
 pub enum BenchInput {
     /// A log file (or folder) read with this config.
     Log {
-        config: PipelineConfig,
+        config: Box<PipelineConfig>,
         path: PathBuf,
     },
     Synthetic(SyntheticSpec),
@@ -258,7 +258,11 @@ pub fn bench(
             eprintln!("bench: loading {}", path.display());
             let log =
                 load(path, config).with_context(|| format!("cannot load {}", path.display()))?;
-            (path.display().to_string(), config.clone(), log.updates)
+            (
+                path.display().to_string(),
+                PipelineConfig::clone(config),
+                log.updates,
+            )
         }
         BenchInput::Synthetic(spec) => (
             format!("synthetic:{}", spec.events),

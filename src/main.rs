@@ -247,7 +247,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(events) => BenchInput::Synthetic(bench.synthetic_spec(events)),
                 None => {
                     let (config, path) = input.resolve()?;
-                    BenchInput::Log { config, path }
+                    BenchInput::Log {
+                        config: Box::new(config),
+                        path,
+                    }
                 }
             };
             let report = persona::bench::bench(&bench, source, &timely)?;

@@ -176,6 +176,9 @@ fn bench_rejects_bad_flags_with_a_message() {
     assert!(stderr.contains("--format"), "{stderr}");
 }
 
+/// Profile updates as the dataflow emits them.
+type ProfileUpdates = Vec<((Id, Profile), u64, isize)>;
+
 /// The profile dataflow's output at the end of each batch, on `workers` workers.
 fn dataflow_profiles(workload: Arc<Workload>, workers: usize) -> Vec<BTreeMap<Id, Profile>> {
     let times: Vec<u64> = workload.batches.iter().map(|b| b.last_time).collect();
@@ -187,7 +190,7 @@ fn dataflow_profiles(workload: Arc<Workload>, workers: usize) -> Vec<BTreeMap<Id
         let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
         let mut attributes: InputSession<u64, (Id, AttributeVersion), isize> = InputSession::new();
         let probe = ProbeHandle::new();
-        let output: Rc<RefCell<Vec<((Id, Profile), u64, isize)>>> = Rc::default();
+        let output: Rc<RefCell<ProfileUpdates>> = Rc::default();
         let sink = output.clone();
         worker.dataflow::<u64, _, _>(|scope| {
             let events = pipeline::mark_cancellations(input.to_collection(scope));
@@ -218,7 +221,7 @@ fn dataflow_profiles(workload: Arc<Workload>, workers: usize) -> Vec<BTreeMap<Id
         output.take()
     })
     .expect("timely");
-    let mut updates: Vec<((Id, Profile), u64, isize)> = guards
+    let mut updates: ProfileUpdates = guards
         .join()
         .into_iter()
         .flat_map(|result| result.expect("worker"))
