@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod config;
 pub mod dimension;
 pub mod eval;

@@ -105,6 +105,19 @@ enum Command {
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
         help: Option<bool>,
     },
+    /// Benchmark the pipeline: per-batch latency (open and closed loop),
+    /// sustained throughput, memory, and ratios to baselines.
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        bench: persona::bench::BenchArgs,
+        #[command(flatten)]
+        timely: TimelyArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
 }
 
 /// Which log, and how to read it.
@@ -279,6 +292,31 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let report = evaluate(&input, &config, split, k, &timely)?;
             eprint!("{}", table(&report));
             println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Bench {
+            input,
+            bench,
+            timely,
+            help: _,
+        } => {
+            use persona::bench::BenchInput;
+            let source = match bench.synthetic {
+                Some(events) => BenchInput::Synthetic(bench.synthetic_spec(events)),
+                None => {
+                    let (config, path) = input.resolve()?;
+                    BenchInput::Log {
+                        config: Box::new(config),
+                        path,
+                    }
+                }
+            };
+            let report = persona::bench::bench(&bench, source, &timely)?;
+            if bench.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", persona::bench::table(&report));
+            }
             Ok(())
         }
     }

@@ -145,14 +145,7 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
     } = inputs;
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
     let period = config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms);
-    let cf_events = if period > config.time.tick_ms {
-        events
-            .clone()
-            .delay(move |time| end_of_period(*time, period))
-    } else {
-        events.clone()
-    };
-    let cf = collaborative_filtering(cf_events, &config.recommend);
+    let cf = collaborative_filtering(cf_events(events.clone(), config), &config.recommend);
     let users = events.clone().map(|event| event.user).distinct();
     let items = events.map(|event| event.item).distinct();
     Gathered {
@@ -162,6 +155,20 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
         recommendations: gather(cf.recommendations, probe),
         users: gather(users, probe),
         items: gather(items, probe),
+    }
+}
+
+/// The events as collaborative filtering sees them: each at the end of its
+/// recommendation period (`recommend_tick_ms`).
+pub fn cf_events<'s>(
+    events: VecCollection<'s, u64, Event>,
+    config: &PipelineConfig,
+) -> VecCollection<'s, u64, Event> {
+    let period = config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms);
+    if period > config.time.tick_ms {
+        events.delay(move |time| end_of_period(*time, period))
+    } else {
+        events
     }
 }
 

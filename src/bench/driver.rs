@@ -1,0 +1,429 @@
+//! Drives batches of updates through the dataflow on timely workers and
+//! times each one: from the moment the batch is offered to the input until
+//! the probe passes its last timestamp.
+//!
+//! Open loop: batch b is offered at `start + (events before b) / rate`,
+//! whatever the dataflow is doing, and its latency counts from that planned
+//! instant, so a dataflow that falls behind shows it in the latencies
+//! instead of slowing the offer down (no coordinated omission). Closed
+//! loop: the next batch is offered when the last one has passed the probe.
+//!
+//! Every worker offers its share of each batch (update index modulo
+//! workers); worker 0 reports the latencies. Differential's arrangement
+//! events give the records held in arrangements; with `operators`, timely's
+//! schedule events give the time spent in each operator.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::input::InputSession;
+use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion};
+use persona_dataflows::recommend::collaborative_filtering;
+use persona_dataflows::{Event, Id};
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+use timely::worker::Worker;
+
+use crate::config::PipelineConfig;
+use crate::runtime::pipeline;
+
+/// Which outputs the dataflow maintains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Graph {
+    /// Profiles only.
+    Profiles,
+    /// Profiles, co-occurrence, similar items and recommendations.
+    Full,
+}
+
+/// How batches are offered.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// The next batch when the last one is done.
+    ClosedLoop,
+    /// At this many events per second, whatever the output does.
+    OpenLoop { events_per_s: f64 },
+}
+
+/// Consecutive updates offered together, ending on a whole tick.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub updates: Range<usize>,
+    /// The latest timestamp of the batch: done when the probe passes it.
+    pub last_time: u64,
+}
+
+/// A log cut into batches, with the config it runs under.
+pub struct Workload {
+    /// Updates sorted by event time.
+    pub updates: Vec<(Event, isize)>,
+    pub batches: Vec<Batch>,
+    pub config: PipelineConfig,
+}
+
+impl Workload {
+    /// Sorts the updates by event time (stable) and cuts them into batches
+    /// of at least `batch_size` updates that end on a tick boundary.
+    pub fn new(
+        mut updates: Vec<(Event, isize)>,
+        batch_size: usize,
+        config: PipelineConfig,
+    ) -> Workload {
+        updates.sort_by_key(|(event, _)| event.time_ms);
+        let tick_ms = config.time.tick_ms;
+        let mut batches = Vec::new();
+        let mut begin = 0;
+        while begin < updates.len() {
+            let mut end = (begin + batch_size.max(1)).min(updates.len());
+            let last_time = timestamp(&updates[end - 1].0, tick_ms);
+            while end < updates.len() && timestamp(&updates[end].0, tick_ms) == last_time {
+                end += 1;
+            }
+            batches.push(Batch {
+                updates: begin..end,
+                last_time,
+            });
+            begin = end;
+        }
+        Workload {
+            updates,
+            batches,
+            config,
+        }
+    }
+
+    /// The first `batches` batches as a workload of their own.
+    pub fn prefix(&self, batches: usize) -> Workload {
+        let batches: Vec<Batch> = self.batches[..batches.min(self.batches.len())].to_vec();
+        let end = batches.last().map_or(0, |batch| batch.updates.end);
+        Workload {
+            updates: self.updates[..end].to_vec(),
+            batches,
+            config: self.config.clone(),
+        }
+    }
+
+    pub fn events(&self) -> usize {
+        self.updates.len()
+    }
+}
+
+/// The dataflow timestamp of an event: its time truncated to the tick.
+pub fn timestamp(event: &Event, tick_ms: u64) -> u64 {
+    let ms = event.time_ms.max(0) as u64;
+    ms - ms % tick_ms
+}
+
+/// Time spent in one operator, summed over workers.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OperatorTime {
+    pub name: String,
+    pub ms: f64,
+    /// Share of the time of all operators.
+    pub share: f64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// Per batch, from offer to the probe passing it.
+    pub latencies: Vec<Duration>,
+    /// From the first offer until the last batch passed the probe.
+    pub elapsed: Duration,
+    /// Updates held in arrangements at the end, summed over workers.
+    pub arranged_records: i64,
+    /// Operators by time spent, largest first (empty unless asked for).
+    pub operators: Vec<OperatorTime>,
+}
+
+impl RunOutcome {
+    pub fn events_per_s(&self, events: usize) -> f64 {
+        events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// What one worker measured.
+struct WorkerOutcome {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+    arranged_records: i64,
+    /// Each operator's name, address and busy time.
+    operators: Vec<(String, Vec<usize>, Duration)>,
+}
+
+/// Runs the workload through a fresh dataflow on `timely` workers (one
+/// process) at `pace`.
+pub fn run(
+    workload: &Arc<Workload>,
+    graph: Graph,
+    pace: Pace,
+    timely: timely::Config,
+    workers: usize,
+    log_operators: bool,
+) -> anyhow::Result<RunOutcome> {
+    let barrier = Arc::new(Barrier::new(workers));
+    let start: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
+    let workload = workload.clone();
+    let guards = timely::execute(timely, move |worker| {
+        run_worker(
+            worker,
+            &workload,
+            graph,
+            pace,
+            &barrier,
+            &start,
+            log_operators,
+        )
+    })
+    .map_err(|error| anyhow::anyhow!("cannot start workers: {error}"))?;
+    let mut outcome = RunOutcome {
+        latencies: Vec::new(),
+        elapsed: Duration::ZERO,
+        arranged_records: 0,
+        operators: Vec::new(),
+    };
+    let mut operators: Vec<(String, Vec<usize>, Duration)> = Vec::new();
+    for (index, result) in guards.join().into_iter().enumerate() {
+        let worker = result.map_err(|panic| anyhow::anyhow!("a worker panicked: {panic}"))?;
+        if index == 0 {
+            outcome.latencies = worker.latencies;
+            outcome.elapsed = worker.elapsed;
+        }
+        outcome.arranged_records += worker.arranged_records;
+        operators.extend(worker.operators);
+    }
+    outcome.operators = leaf_operator_times(operators);
+    Ok(outcome)
+}
+
+/// Sums busy time by operator name over the operators that contain no
+/// other (a scope's time includes its children's).
+fn leaf_operator_times(operators: Vec<(String, Vec<usize>, Duration)>) -> Vec<OperatorTime> {
+    let addresses: Vec<Vec<usize>> = operators.iter().map(|(_, addr, _)| addr.clone()).collect();
+    let mut by_name: HashMap<String, Duration> = HashMap::new();
+    for (name, addr, busy) in operators {
+        let is_scope = addresses
+            .iter()
+            .any(|other| other.len() > addr.len() && other.starts_with(&addr));
+        if !is_scope {
+            *by_name.entry(name).or_default() += busy;
+        }
+    }
+    let total: f64 = by_name.values().map(Duration::as_secs_f64).sum();
+    let mut times: Vec<OperatorTime> = by_name
+        .into_iter()
+        .map(|(name, busy)| OperatorTime {
+            name,
+            ms: busy.as_secs_f64() * 1e3,
+            share: if total > 0.0 {
+                busy.as_secs_f64() / total
+            } else {
+                0.0
+            },
+        })
+        .collect();
+    times.sort_by(|a, b| b.ms.total_cmp(&a.ms).then(a.name.cmp(&b.name)));
+    times
+}
+
+/// Counts the updates held in this worker's arrangements from
+/// differential's batch, merge and drop events.
+fn count_arranged(worker: &mut Worker) -> Rc<RefCell<i64>> {
+    let arranged = Rc::new(RefCell::new(0i64));
+    let count = arranged.clone();
+    if let Some(mut registry) = worker.log_register() {
+        registry.insert::<DifferentialEventBuilder, _>(
+            "differential/arrange",
+            move |_time, events| {
+                let Some(events) = events else { return };
+                let mut count = count.borrow_mut();
+                for (_, event) in events.iter() {
+                    match event {
+                        DifferentialEvent::Batch(batch) => *count += batch.length as i64,
+                        DifferentialEvent::Merge(merge) => {
+                            if let Some(merged) = merge.complete {
+                                *count += merged as i64;
+                                *count -= (merge.length1 + merge.length2) as i64;
+                            }
+                        }
+                        DifferentialEvent::Drop(drop) => *count -= drop.length as i64,
+                        _ => {}
+                    }
+                }
+            },
+        );
+    }
+    arranged
+}
+
+/// Operator names, addresses and busy times of this worker.
+type OperatorLog = Rc<RefCell<HashMap<usize, (String, Vec<usize>, Duration, Option<Duration>)>>>;
+
+/// Sums each operator's scheduled time from timely's schedule events.
+fn log_operator_times(worker: &mut Worker) -> OperatorLog {
+    let log: OperatorLog = Rc::default();
+    let sink = log.clone();
+    if let Some(mut registry) = worker.log_register() {
+        registry.insert::<TimelyEventBuilder, _>("timely", move |_time, events| {
+            let Some(events) = events else { return };
+            let mut log = sink.borrow_mut();
+            for (at, event) in events.iter() {
+                match event {
+                    TimelyEvent::Operates(operates) => {
+                        log.insert(
+                            operates.id,
+                            (
+                                operates.name.clone(),
+                                operates.addr.clone(),
+                                Duration::ZERO,
+                                None,
+                            ),
+                        );
+                    }
+                    TimelyEvent::Schedule(schedule) => {
+                        if let Some(entry) = log.get_mut(&schedule.id) {
+                            match schedule.start_stop {
+                                StartStop::Start => entry.3 = Some(*at),
+                                StartStop::Stop => {
+                                    if let Some(started) = entry.3.take() {
+                                        entry.2 += at.saturating_sub(started);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    log
+}
+
+fn run_worker(
+    worker: &mut Worker,
+    workload: &Workload,
+    graph: Graph,
+    pace: Pace,
+    barrier: &Barrier,
+    start: &OnceLock<Instant>,
+    log_operators: bool,
+) -> WorkerOutcome {
+    let index = worker.index();
+    let peers = worker.peers();
+    let config = &workload.config;
+    let tick_ms = config.time.tick_ms;
+    let arranged = count_arranged(worker);
+    let operator_log = log_operators.then(|| log_operator_times(worker));
+
+    let mut input: InputSession<u64, Event, isize> = InputSession::new();
+    let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
+    let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> = InputSession::new();
+    let probe = ProbeHandle::new();
+    let dataflow = worker.next_dataflow_index();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let events = pipeline::mark_cancellations(input.to_collection(scope));
+        profiles(
+            events.clone(),
+            catalog.to_collection(scope),
+            user_attributes.to_collection(scope),
+            &config.profile,
+        )
+        .inner
+        .probe_with(&probe);
+        if graph == Graph::Full {
+            let cf =
+                collaborative_filtering(pipeline::cf_events(events, config), &config.recommend);
+            cf.similar_items.inner.probe_with(&probe);
+            cf.recommendations.inner.probe_with(&probe);
+        }
+    });
+    catalog.close();
+    user_attributes.close();
+
+    // Offer times: the planned instant of each batch, relative to the start.
+    let mut planned: Vec<Duration> = Vec::with_capacity(workload.batches.len());
+    let mut offered_events = 0usize;
+    for batch in &workload.batches {
+        let offset = match pace {
+            Pace::ClosedLoop => Duration::ZERO,
+            Pace::OpenLoop { events_per_s } => {
+                Duration::from_secs_f64(offered_events as f64 / events_per_s)
+            }
+        };
+        planned.push(offset);
+        offered_events += batch.updates.len();
+    }
+
+    barrier.wait();
+    let start = *start.get_or_init(Instant::now);
+    let mut offered_at: Vec<Instant> = Vec::with_capacity(workload.batches.len());
+    let mut latencies = Vec::with_capacity(workload.batches.len());
+    let mut next = 0;
+    let total = workload.batches.len();
+    while latencies.len() < total {
+        let now = Instant::now();
+        while next < total {
+            let due = match pace {
+                Pace::ClosedLoop if next == latencies.len() => now,
+                Pace::ClosedLoop => break,
+                Pace::OpenLoop { .. } => start + planned[next],
+            };
+            if due > now {
+                break;
+            }
+            let batch = &workload.batches[next];
+            for position in batch.updates.clone() {
+                if position % peers == index {
+                    let (event, diff) = &workload.updates[position];
+                    input.update_at(event.clone(), timestamp(event, tick_ms), *diff);
+                }
+            }
+            input.advance_to(batch.last_time + 1);
+            input.flush();
+            offered_at.push(due);
+            next += 1;
+        }
+        if next == latencies.len() {
+            // Idle until the next planned offer.
+            let wait = (start + planned[next]).saturating_duration_since(Instant::now());
+            worker.step_or_park(Some(wait));
+        } else {
+            worker.step();
+        }
+        while latencies.len() < next
+            && !probe.less_than(&(workload.batches[latencies.len()].last_time + 1))
+        {
+            latencies.push(offered_at[latencies.len()].elapsed());
+        }
+    }
+    let elapsed = start.elapsed();
+    let arranged_records = *arranged.borrow();
+
+    // What is left (window expirations and recommendation periods after the
+    // last event) is not part of the run: drop the dataflow unfinished.
+    barrier.wait();
+    drop(input);
+    worker.drop_dataflow(dataflow);
+    let operators = operator_log
+        .map(|log| {
+            log.borrow()
+                .values()
+                .map(|(name, addr, busy, _)| (name.clone(), addr.clone(), *busy))
+                .collect()
+        })
+        .unwrap_or_default();
+    WorkerOutcome {
+        latencies,
+        elapsed,
+        arranged_records,
+        operators,
+    }
+}

@@ -1,0 +1,286 @@
+//! The hand-written baseline: the profile features of
+//! [`persona_dataflows::profile::profiles`] kept up to date on one thread
+//! with plain hash maps, one event at a time.
+//!
+//! Streaming, like the dataflow: [`HashMapProfiles::apply`] folds an update
+//! into its user's running sums, [`HashMapProfiles::advance_to`] expires
+//! window entries and rebuilds the profiles of the users it touched. The
+//! profiles it holds after `advance_to(t)` are the dataflow's at time `t`,
+//! bit for bit (a test checks it). No catalog or user attributes: the bench
+//! measures event streams only.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use persona_dataflows::profile::{CategoryAffinity, Profile, ProfileConfig, Segment};
+use persona_dataflows::time::DAY_MS;
+use persona_dataflows::{Action, Event, Id, Score};
+
+const ACTIONS: usize = Action::ALL.len();
+
+/// Profiles of a stream of updates, maintained with hash maps.
+pub struct HashMapProfiles {
+    config: ProfileConfig,
+    /// The maintained windows in days, ascending (configured and recency).
+    window_days: Vec<u64>,
+    /// Per maintained window, the updates inside it, oldest first:
+    /// `(timestamp, user, action, diff)`.
+    window_entries: Vec<VecDeque<(u64, Id, Action, i64)>>,
+    users: HashMap<Id, UserState>,
+    profiles: HashMap<Id, Profile>,
+    /// Users whose profile must be rebuilt at the next `advance_to`.
+    touched: HashSet<Id>,
+}
+
+/// A user's running sums. Maps keep nonzero entries only.
+#[derive(Default)]
+struct UserState {
+    counts: [i64; ACTIONS],
+    /// Per maintained window, net count per action.
+    windows: Vec<[i64; ACTIONS]>,
+    quantity: i64,
+    spend: i64,
+    rating_sum: i64,
+    ratings: i64,
+    items: HashMap<Id, i64>,
+    distinct_items: i64,
+    categories: HashMap<Id, i64>,
+    distinct_categories: i64,
+    times: BTreeMap<i64, i64>,
+    purchase_times: BTreeMap<i64, i64>,
+    /// Affinity weight per (category, day).
+    weights: BTreeMap<(Id, i64), i64>,
+}
+
+/// Adds `diff` to `map[key]`, dropping zeros; returns whether the key went
+/// from non-positive to positive (+1), the reverse (−1) or neither (0).
+fn add<K: Eq + std::hash::Hash>(map: &mut HashMap<K, i64>, key: K, diff: i64) -> i64 {
+    use std::collections::hash_map::Entry;
+    let (before, after) = match map.entry(key) {
+        Entry::Occupied(mut occupied) => {
+            let before = *occupied.get();
+            *occupied.get_mut() += diff;
+            let after = *occupied.get();
+            if after == 0 {
+                occupied.remove();
+            }
+            (before, after)
+        }
+        Entry::Vacant(vacant) => {
+            if diff != 0 {
+                vacant.insert(diff);
+            }
+            (0, diff)
+        }
+    };
+    i64::from(after > 0) - i64::from(before > 0)
+}
+
+fn add_ordered<K: Ord>(map: &mut BTreeMap<K, i64>, key: K, diff: i64) {
+    use std::collections::btree_map::Entry;
+    match map.entry(key) {
+        Entry::Occupied(mut occupied) => {
+            *occupied.get_mut() += diff;
+            if *occupied.get() == 0 {
+                occupied.remove();
+            }
+        }
+        Entry::Vacant(vacant) => {
+            if diff != 0 {
+                vacant.insert(diff);
+            }
+        }
+    }
+}
+
+impl HashMapProfiles {
+    pub fn new(config: &ProfileConfig) -> HashMapProfiles {
+        // The configured windows and the recency window of the segment.
+        let window_days: Vec<u64> = config
+            .window_days
+            .iter()
+            .copied()
+            .chain([config.segment.recency_days])
+            .collect::<BTreeSet<u64>>()
+            .into_iter()
+            .collect();
+        HashMapProfiles {
+            config: config.clone(),
+            window_entries: vec![VecDeque::new(); window_days.len()],
+            window_days,
+            users: HashMap::new(),
+            profiles: HashMap::new(),
+            touched: HashSet::new(),
+        }
+    }
+
+    /// Applies one update at `timestamp`, and, like the pipeline's
+    /// `mark_cancellations`, a `cancellation` marker beside a retracted purchase.
+    /// Timestamps must not decrease from one call to the next.
+    pub fn apply(&mut self, event: &Event, timestamp: u64, diff: isize) {
+        self.apply_one(event, event.action, timestamp, diff as i64);
+        if diff < 0 && event.action == Action::Purchase {
+            self.apply_one(event, Action::Cancellation, timestamp, -diff as i64);
+        }
+    }
+
+    fn apply_one(&mut self, event: &Event, action: Action, timestamp: u64, diff: i64) {
+        let windows = self.window_days.len();
+        let state = self.users.entry(event.user).or_insert_with(|| UserState {
+            windows: vec![[0; ACTIONS]; windows],
+            ..UserState::default()
+        });
+        self.touched.insert(event.user);
+        state.counts[action as usize] += diff;
+        for (index, entries) in self.window_entries.iter_mut().enumerate() {
+            state.windows[index][action as usize] += diff;
+            entries.push_back((timestamp, event.user, action, diff));
+        }
+        if let Some(rating) = event.rating {
+            state.rating_sum += rating * diff;
+            state.ratings += diff;
+        }
+        state.distinct_items += add(&mut state.items, event.item, diff);
+        add_ordered(&mut state.times, event.time_ms, diff);
+        if action == Action::Purchase {
+            state.quantity += event.quantity * diff;
+            if let Some(price) = event.price {
+                state.spend += event.quantity * price * diff;
+            }
+            add_ordered(&mut state.purchase_times, event.time_ms, diff);
+        }
+        if let Some(category) = event.category {
+            state.distinct_categories += add(&mut state.categories, category, diff);
+            let weight = self.config.action_weights.weight(action);
+            if weight != 0 {
+                add_ordered(&mut state.weights, (category, event.day()), weight * diff);
+            }
+        }
+    }
+
+    /// Moves "now" to `now`: updates at `t` with `t + window <= now` leave
+    /// their window, and the profiles of every user touched since the last
+    /// call are rebuilt.
+    pub fn advance_to(&mut self, now: u64) {
+        for (index, entries) in self.window_entries.iter_mut().enumerate() {
+            let length = self.window_days[index].saturating_mul(DAY_MS);
+            while let Some(&(timestamp, user, action, diff)) = entries.front() {
+                if timestamp.saturating_add(length) > now {
+                    break;
+                }
+                entries.pop_front();
+                if let Some(state) = self.users.get_mut(&user) {
+                    state.windows[index][action as usize] -= diff;
+                    self.touched.insert(user);
+                }
+            }
+        }
+        for user in std::mem::take(&mut self.touched) {
+            match self.users.get(&user).and_then(|state| self.build(state)) {
+                Some(profile) => {
+                    self.profiles.insert(user, profile);
+                }
+                None => {
+                    self.profiles.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// The current profiles (as of the last `advance_to`).
+    pub fn profiles(&self) -> &HashMap<Id, Profile> {
+        &self.profiles
+    }
+
+    fn build(&self, state: &UserState) -> Option<Profile> {
+        let nonzero = |counts: &[i64; ACTIONS]| -> BTreeMap<Action, i64> {
+            Action::ALL
+                .iter()
+                .filter(|action| counts[**action as usize] != 0)
+                .map(|action| (*action, counts[*action as usize]))
+                .collect()
+        };
+        let counts = nonzero(&state.counts);
+        if counts.is_empty() {
+            return None;
+        }
+        let window_index = |days: u64| self.window_days.iter().position(|d| *d == days);
+        let windows = self
+            .config
+            .window_days
+            .iter()
+            .map(|days| {
+                let counts = window_index(*days)
+                    .map(|index| nonzero(&state.windows[index]))
+                    .unwrap_or_default();
+                (*days, counts)
+            })
+            .collect();
+        let recent_purchases = window_index(self.config.segment.recency_days)
+            .map_or(0, |index| state.windows[index][Action::Purchase as usize]);
+        let purchases = state.counts[Action::Purchase as usize];
+        let mut present = state.times.iter().filter(|(_, n)| **n > 0).map(|(t, _)| *t);
+        let first_seen = present.next();
+        let last_seen = present.next_back().or(first_seen);
+        let last_purchase = state
+            .purchase_times
+            .iter()
+            .rev()
+            .find(|(_, n)| **n > 0)
+            .map(|(t, _)| *t);
+        Some(Profile {
+            counts,
+            windows,
+            quantity: state.quantity,
+            spend: state.spend,
+            distinct_items: state.distinct_items,
+            distinct_categories: state.distinct_categories,
+            first_seen,
+            last_seen,
+            last_purchase,
+            avg_rating: (state.ratings > 0)
+                .then(|| Score(state.rating_sum as f64 / state.ratings as f64 / 100.0)),
+            ratings: state.ratings,
+            top_categories: self.top_categories(&state.weights),
+            segment: Segment::classify(
+                recent_purchases,
+                purchases,
+                state.spend,
+                &self.config.segment,
+            ),
+            attributes: BTreeMap::new(),
+        })
+    }
+
+    /// Σ w·2^((day − D)/H) per category in (category, day) order, as the
+    /// dataflow's `TopCategories` reduction sums them.
+    fn top_categories(&self, weights: &BTreeMap<(Id, i64), i64>) -> Vec<CategoryAffinity> {
+        let Some(latest_day) = weights.keys().map(|(_, day)| *day).max() else {
+            return Vec::new();
+        };
+        let mut affinities: Vec<CategoryAffinity> = Vec::new();
+        for (&(category, day), &weight) in weights {
+            let decayed =
+                weight as f64 * ((day - latest_day) as f64 / self.config.half_life_days).exp2();
+            if affinities
+                .last()
+                .is_none_or(|last| last.category != category)
+            {
+                affinities.push(CategoryAffinity {
+                    category,
+                    affinity: Score(0.0),
+                });
+            }
+            if let Some(last) = affinities.last_mut() {
+                last.affinity.0 += decayed;
+            }
+        }
+        affinities.retain(|c| c.affinity.0 > 0.0);
+        affinities.sort_by(|a, b| {
+            b.affinity
+                .cmp(&a.affinity)
+                .then(a.category.cmp(&b.category))
+        });
+        affinities.truncate(self.config.top_categories);
+        affinities
+    }
+}

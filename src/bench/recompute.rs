@@ -1,0 +1,59 @@
+//! The full-recompute baseline: after each batch, every output recomputed
+//! from all events so far by [`persona_dataflows::reference`], the way a
+//! batch job would. Its cost per batch grows with the log, so it runs on a
+//! prefix.
+
+use std::time::{Duration, Instant};
+
+use persona_dataflows::reference;
+use persona_dataflows::{Action, Event};
+
+use crate::bench::driver::{timestamp, Graph, Workload};
+use crate::runtime::pipeline::end_of_period;
+
+/// The time of each recompute, one per batch.
+pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
+    let config = &workload.config;
+    let tick_ms = config.time.tick_ms;
+    let period = config.time.recommend_tick_ms.unwrap_or(tick_ms);
+    let mut updates: Vec<(Event, u64, isize)> = Vec::new();
+    let mut cf_updates: Vec<(Event, u64, isize)> = Vec::new();
+    let mut times = Vec::with_capacity(workload.batches.len());
+    for batch in &workload.batches {
+        for (event, diff) in &workload.updates[batch.updates.clone()] {
+            let time = timestamp(event, tick_ms);
+            let cf_time = if period > tick_ms {
+                end_of_period(time, period)
+            } else {
+                time
+            };
+            let mut push = |event: Event, diff: isize| {
+                updates.push((event.clone(), time, diff));
+                cf_updates.push((event, cf_time, diff));
+            };
+            // The cancellation marker of `pipeline::mark_cancellations`.
+            if *diff < 0 && event.action == Action::Purchase {
+                let marker = Event {
+                    action: Action::Cancellation,
+                    ..event.clone()
+                };
+                push(marker, -diff);
+            }
+            push(event.clone(), *diff);
+        }
+        let started = Instant::now();
+        let profiles =
+            reference::profile::profiles(&updates, &[], &[], batch.last_time, &config.profile);
+        std::hint::black_box(profiles);
+        if graph == Graph::Full {
+            let cf = reference::cf::collaborative_filtering(
+                &cf_updates,
+                batch.last_time,
+                &config.recommend,
+            );
+            std::hint::black_box(cf);
+        }
+        times.push(started.elapsed());
+    }
+    times
+}
