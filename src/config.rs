@@ -97,6 +97,9 @@ impl PipelineConfig {
         self.profile
             .validate()
             .map_err(|error| ConfigError::Invalid(format!("[profile] {error}")))?;
+        self.recommend
+            .validate()
+            .map_err(|error| ConfigError::Invalid(format!("[recommend] {error}")))?;
         if self.time.recommend_tick_ms == Some(0) {
             return Err(ConfigError::Invalid(
                 "[time] recommend_tick_ms must be at least 1".into(),

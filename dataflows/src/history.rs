@@ -44,8 +44,12 @@ pub struct HistoryEntry {
 /// The users and user-item pairs present in the events.
 pub struct Interactions<'s, T: EventTime> {
     /// `((user, item), state)` for every candidate pair: every item the user
-    /// has "seen", whether or not it is among their N most recent.
+    /// has "seen", whether or not it is among their N most recent. Only
+    /// events of `config.primary_action` count when it is set.
     pub user_items: VecCollection<'s, T, ((Id, Id), UserItem)>,
+    /// The same from events of `config.indicator_action` only, when set: the
+    /// input of the cross-occurrence indicator.
+    pub indicator_items: Option<VecCollection<'s, T, ((Id, Id), UserItem)>>,
     /// Every user with a net-present event of any action, weight 0 included.
     pub users: VecCollection<'s, T, Id>,
 }
@@ -83,17 +87,35 @@ pub fn interactions<'s, T: EventTime>(
         .map(|(user, ())| user);
 
     let weights = config.weights.clone();
-    let user_items = buckets
-        .map(|((user, item, action, day), (net, latest))| {
-            ((user, item), (day, action, net, latest))
-        })
-        .reduce_named("CfUserItems", move |_pair, buckets, out| {
-            if let Some(state) = fold_buckets(buckets.iter().map(|(b, _)| **b), &weights) {
-                out.push((state, 1));
-            }
-        });
+    let fold = move |buckets: VecCollection<'s, T, _>| {
+        let weights = weights.clone();
+        buckets
+            .map(|((user, item, action, day), (net, latest))| {
+                ((user, item), (day, action, net, latest))
+            })
+            .reduce_named("CfUserItems", move |_pair, buckets, out| {
+                if let Some(state) = fold_buckets(buckets.iter().map(|(b, _)| **b), &weights) {
+                    out.push((state, 1));
+                }
+            })
+    };
+    let user_items = match config.primary_action {
+        Some(primary) => fold(
+            buckets
+                .clone()
+                .filter(move |((_, _, action, _), _)| *action == primary),
+        ),
+        None => fold(buckets.clone()),
+    };
+    let indicator_items = config
+        .indicator_action
+        .map(|indicator| fold(buckets.filter(move |((_, _, action, _), _)| *action == indicator)));
 
-    Interactions { user_items, users }
+    Interactions {
+        user_items,
+        indicator_items,
+        users,
+    }
 }
 
 /// Folds the present buckets `(day, action, net, latest)` of one (user,

@@ -133,19 +133,35 @@ pub struct Cooccurrence<'s, T: EventTime> {
     pub item_users: VecCollection<'s, T, (Id, u64)>,
     /// The single record `((), totals)`, absent when no one has a history.
     pub totals: VecCollection<'s, T, ((), Totals)>,
+    /// The cross-occurrence with the indicator histories, when configured.
+    pub cross: Option<CrossOccurrence<'s, T>>,
 }
 
-/// Co-occurrence counts from histories.
+/// Cross-occurrence of indicator items (e.g. viewed) with primary items (e.g.
+/// purchased): Mahout's `A'B` with A the primary and B the indicator matrix.
+pub struct CrossOccurrence<'s, T: EventTime> {
+    /// `((j, i), x_ij)`: the number of users with primary item j in their
+    /// history and indicator item i in their indicator history, i = j included.
+    pub pairs: VecCollection<'s, T, ((Id, Id), u64)>,
+    /// `(i, b_i)`: the number of users with i in their indicator history.
+    pub indicator_item_users: VecCollection<'s, T, (Id, u64)>,
+}
+
+/// Co-occurrence counts from histories, and the cross-occurrence with the
+/// indicator histories if given.
 ///
 /// ```sql
 /// SELECT a.item, b.item, count(*) FROM history a JOIN history b USING (user)
 /// WHERE a.item <> b.item GROUP BY a.item, b.item
+/// -- cross: FROM history a JOIN indicator_history b USING (user), i = j kept
 /// ```
 ///
 /// A history change of user u touches 2·|history(u)| pairs, so N bounds the
-/// work per event.
+/// work per event. `n_users` counts users with a primary or an indicator
+/// history (Mahout's shared row count of A and B).
 pub fn cooccurrence<'s, T: EventTime>(
     history: VecCollection<'s, T, (Id, HistoryEntry)>,
+    indicator_history: Option<VecCollection<'s, T, (Id, HistoryEntry)>>,
 ) -> Cooccurrence<'s, T> {
     // Affinity changes re-emit the same (user, item); the arrangement
     // consolidates them away before the join.
@@ -165,8 +181,29 @@ pub fn cooccurrence<'s, T: EventTime>(
         .count()
         .map(|(item, count)| (item, count as u64));
 
-    let users = user_item
-        .as_collection(|&user, _| user)
+    let mut history_users = user_item.clone().as_collection(|&user, _| user);
+    let cross = indicator_history.map(|indicator_history| {
+        let user_indicator = indicator_history
+            .map(|(user, entry)| (user, entry.item))
+            .arrange_by_key();
+        history_users = history_users
+            .clone()
+            .concat(user_indicator.clone().as_collection(|&user, _| user));
+        let pairs = user_item
+            .join_core(user_indicator.clone(), |_user, &j, &i| Some((j, i)))
+            .count()
+            .map(|(pair, count)| (pair, count as u64));
+        let indicator_item_users = user_indicator
+            .as_collection(|_user, &item| item)
+            .count()
+            .map(|(item, count)| (item, count as u64));
+        CrossOccurrence {
+            pairs,
+            indicator_item_users,
+        }
+    });
+
+    let users = history_users
         .map(|user| (user, ()))
         .reduce_named("CfHistoryUsers", |_user, _, out| out.push(((), 1)))
         .map(|_| ())
@@ -186,6 +223,7 @@ pub fn cooccurrence<'s, T: EventTime>(
         pairs,
         item_users,
         totals,
+        cross,
     }
 }
 
@@ -219,6 +257,17 @@ impl SimilarItems {
 /// The inputs of one item's neighbour selection: `(j, c_ij, c_jj)`.
 pub type PairCounts = (Id, u64, u64);
 
+/// One value of an item's neighbour selection. The item's own count is one
+/// value rather than a field of every pair, so a change of `c_ii` changes one
+/// input record of the row, not all of them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RowInput {
+    /// `(c_ii, totals)` of the row's item i.
+    Own(u64, Totals),
+    /// `(j, c_ij, c_jj)` of one pair.
+    Pair(PairCounts),
+}
+
 /// Each item's top-K neighbours under `config.metric`, pairs with
 /// `c_ij < config.min_support` dropped.
 ///
@@ -230,28 +279,74 @@ pub fn similar_items<'s, T: EventTime>(
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
 ) -> VecCollection<'s, T, SimilarItems> {
-    let metric = config.metric;
+    top_lists(
+        "CfTopNeighbors",
+        cooccurrence.pairs.clone(),
+        cooccurrence.item_users.clone(),
+        cooccurrence.item_users.clone(),
+        cooccurrence,
+        config.metric,
+        config,
+    )
+}
+
+/// The cross-occurrence indicator: for each primary item j, the top-K
+/// indicator items i by log-likelihood ratio of `(x_ij, c_jj, b_i, n_users)`,
+/// pairs with `x_ij < config.min_support` dropped; i = j allowed. `None`
+/// without an indicator.
+///
+/// ```sql
+/// SELECT j, i, llr(x_ij, c_jj, b_i, n_users) AS s FROM cross_pairs WHERE x_ij >= support
+/// QUALIFY row_number() OVER (PARTITION BY j ORDER BY s DESC, i) <= K
+/// ```
+pub fn cross_similar_items<'s, T: EventTime>(
+    cooccurrence: &Cooccurrence<'s, T>,
+    config: &CfConfig,
+) -> Option<VecCollection<'s, T, SimilarItems>> {
+    let cross = cooccurrence.cross.as_ref()?;
+    Some(top_lists(
+        "CfTopCrossNeighbors",
+        cross.pairs.clone(),
+        cooccurrence.item_users.clone(),
+        cross.indicator_item_users.clone(),
+        cooccurrence,
+        Metric::LogLikelihood,
+        config,
+    ))
+}
+
+/// Per row item i, the top-K columns j of `((i, j), c_ij)` under `metric`
+/// with `c_ii` from `row_counts` and `c_jj` from `column_counts`.
+fn top_lists<'s, T: EventTime>(
+    name: &str,
+    pairs: VecCollection<'s, T, ((Id, Id), u64)>,
+    row_counts: VecCollection<'s, T, (Id, u64)>,
+    column_counts: VecCollection<'s, T, (Id, u64)>,
+    cooccurrence: &Cooccurrence<'s, T>,
+    metric: Metric,
+    config: &CfConfig,
+) -> VecCollection<'s, T, SimilarItems> {
     let neighbors = config.neighbors;
     let min_support = config.min_support;
-    let item_users = cooccurrence.item_users.clone().arrange_by_key();
 
-    let counts = cooccurrence
-        .pairs
-        .clone()
+    let pair_counts = pairs
         .filter(move |(_, c_ij)| *c_ij >= min_support)
         .map(|((i, j), c_ij)| (j, (i, c_ij)))
-        .join_core(item_users.clone(), |&j, &(i, c_ij), &c_jj| {
-            Some((i, (j, c_ij, c_jj)))
-        })
-        .join_core(item_users, |&i, &(j, c_ij, c_jj), &c_ii| {
-            Some((i, (c_ii, (j, c_ij, c_jj))))
+        .join_core(column_counts.arrange_by_key(), |&j, &(i, c_ij), &c_jj| {
+            Some((i, RowInput::Pair((j, c_ij, c_jj))))
         });
-    let counts = with_totals(counts, cooccurrence, metric);
+    let own = with_totals(
+        row_counts.map(|(i, c_ii)| (i, (c_ii, ()))),
+        cooccurrence,
+        metric,
+    )
+    .map(|(i, (c_ii, totals, ()))| (i, RowInput::Own(c_ii, totals)));
 
-    counts
-        .reduce_named("CfTopNeighbors", move |&item, values, out| {
-            let pairs = values.iter().filter(|(_, r)| *r > 0).map(|(v, _)| **v);
-            let list = top_neighbors(item, pairs, metric, neighbors);
+    pair_counts
+        .concat(own)
+        .reduce_named(name, move |&item, values, out| {
+            let inputs = values.iter().filter(|(_, r)| *r > 0).map(|(v, _)| *v);
+            let list = top_neighbors(item, inputs, metric, neighbors);
             if !list.neighbors.is_empty() {
                 out.push((list, 1));
             }
@@ -277,22 +372,26 @@ fn with_totals<'s, T: EventTime, V: differential_dataflow::ExchangeData>(
     }
 }
 
-/// One item's neighbour list from `(c_ii, totals, (j, c_ij, c_jj))` records
-/// (`c_ii` and `totals` the same in all): best first, ties by id, `limit` of
-/// them (0 = all). Shared by the dataflow and the reference.
-pub fn top_neighbors(
+/// One item's neighbour list from its [`RowInput`]s (the `Own` value
+/// first, as in their order): best first, ties by id, `limit` of them (0 =
+/// all). Shared by the dataflow and the reference.
+pub fn top_neighbors<'a>(
     item: Id,
-    pairs: impl IntoIterator<Item = (u64, Totals, PairCounts)>,
+    inputs: impl IntoIterator<Item = &'a RowInput>,
     metric: Metric,
     limit: usize,
 ) -> SimilarItems {
-    let mut neighbors: Vec<Neighbor> = pairs
-        .into_iter()
-        .map(|(c_ii, totals, (j, c_ij, c_jj))| Neighbor {
-            item: j,
-            similarity: Score(metric.similarity(c_ij, c_ii, c_jj, totals)),
-        })
-        .collect();
+    let mut own = (0, Totals::default());
+    let mut neighbors: Vec<Neighbor> = Vec::new();
+    for input in inputs {
+        match *input {
+            RowInput::Own(c_ii, totals) => own = (c_ii, totals),
+            RowInput::Pair((j, c_ij, c_jj)) => neighbors.push(Neighbor {
+                item: j,
+                similarity: Score(metric.similarity(c_ij, own.0, c_jj, own.1)),
+            }),
+        }
+    }
     neighbors.sort_by(|a, b| b.similarity.cmp(&a.similarity).then(a.item.cmp(&b.item)));
     if limit > 0 {
         neighbors.truncate(limit);
