@@ -156,8 +156,8 @@ pub struct CrossOccurrence<'s, T: EventTime> {
 /// -- cross: FROM history a JOIN indicator_history b USING (user), i = j kept
 /// ```
 ///
-/// A history change of user u touches 2·|history(u)| pairs, so N bounds the
-/// work per event. `n_users` counts users with a primary or an indicator
+/// A history change of user u touches |history(u)| unordered pairs, so N
+/// bounds the work per event. `n_users` counts users with a primary or an indicator
 /// history (Mahout's shared row count of A and B).
 pub fn cooccurrence<'s, T: EventTime>(
     history: VecCollection<'s, T, (Id, HistoryEntry)>,
@@ -168,13 +168,13 @@ pub fn cooccurrence<'s, T: EventTime>(
     let user_item = history
         .map(|(user, entry)| (user, entry.item))
         .arrange_by_key();
+    // Counted once per unordered pair, then given in both orders: half the
+    // join output and half the counting state.
     let pairs = user_item
         .clone()
-        .join_core(user_item.clone(), |_user, &i, &j| {
-            (i != j).then_some((i, j))
-        })
+        .join_core(user_item.clone(), |_user, &i, &j| (i < j).then_some((i, j)))
         .count()
-        .map(|(pair, count)| (pair, count as u64));
+        .flat_map(|((i, j), count)| [((i, j), count as u64), ((j, i), count as u64)]);
     let item_users = user_item
         .clone()
         .as_collection(|_user, &item| item)
