@@ -254,19 +254,32 @@ impl SimilarItems {
     }
 }
 
-/// The inputs of one item's neighbour selection: `(j, c_ij, c_jj)`.
-pub type PairCounts = (Id, u64, u64);
-
-/// One value of an item's neighbour selection. The item's own count is one
-/// value rather than a field of every pair, so a change of `c_ii` changes one
-/// input record of the row, not all of them.
+/// Every item count a neighbour selection reads, as one record. With a
+/// normalised metric a change of `c_jj` changes every pair of j; kept per
+/// pair, that is one update per pair of every changed item, about the
+/// whole matrix per time step. Kept as one table, it is one update, and
+/// each row item's list is recomputed from its row of `c_ij` and the table.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RowInput {
-    /// `(c_ii, totals)` of the row's item i.
-    Own(u64, Totals),
-    /// `(j, c_ij, c_jj)` of one pair.
-    Pair(PairCounts),
+pub struct CountTable {
+    /// `(i, c_ii)` of the row items, sorted by item.
+    pub rows: Vec<(Id, u64)>,
+    /// `(j, c_jj)` of the column items, sorted by item.
+    pub columns: Vec<(Id, u64)>,
+    /// Zeros when the metric does not read them.
+    pub totals: Totals,
 }
+
+/// One value of the reduction building a [`CountTable`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum TableInput {
+    Row(Id, u64),
+    Column(Id, u64),
+    Totals(Totals),
+}
+
+/// Row items are spread over this many keys, each with a copy of the
+/// [`CountTable`], so workers share the neighbour selection.
+const SHARDS: u64 = 64;
 
 /// Each item's top-K neighbours under `config.metric`, pairs with
 /// `c_ij < config.min_support` dropped.
@@ -329,29 +342,55 @@ fn top_lists<'s, T: EventTime>(
     let neighbors = config.neighbors;
     let min_support = config.min_support;
 
-    let pair_counts = pairs
+    // Each row item's `(j, c_ij)`, ascending j: changes only with its c_ij.
+    let rows = pairs
         .filter(move |(_, c_ij)| *c_ij >= min_support)
-        .map(|((i, j), c_ij)| (j, (i, c_ij)))
-        .join_core(column_counts.arrange_by_key(), |&j, &(i, c_ij), &c_jj| {
-            Some((i, RowInput::Pair((j, c_ij, c_jj))))
-        });
-    let own = with_totals(
-        row_counts.map(|(i, c_ii)| (i, (c_ii, ()))),
-        cooccurrence,
-        metric,
-    )
-    .map(|(i, (c_ii, totals, ()))| (i, RowInput::Own(c_ii, totals)));
-
-    pair_counts
-        .concat(own)
-        .reduce_named(name, move |&item, values, out| {
-            let inputs = values.iter().filter(|(_, r)| *r > 0).map(|(v, _)| *v);
-            let list = top_neighbors(item, inputs, metric, neighbors);
-            if !list.neighbors.is_empty() {
-                out.push((list, 1));
-            }
+        .map(|((i, j), c_ij)| (i, (j, c_ij)))
+        .reduce_named(&format!("{name}Rows"), |_i, pairs, out| {
+            let row: Vec<(Id, u64)> = pairs
+                .iter()
+                .filter(|(_, r)| *r > 0)
+                .map(|(pair, _)| **pair)
+                .collect();
+            out.push((row, 1isize));
         })
-        .map(|(_, list)| list)
+        .map(|(i, row)| (i % SHARDS, (i, row)))
+        .arrange_by_key();
+
+    let mut table_inputs = row_counts
+        .map(|(i, c)| ((), TableInput::Row(i, c)))
+        .concat(column_counts.map(|(j, c)| ((), TableInput::Column(j, c))));
+    if metric.needs_totals() {
+        table_inputs = table_inputs.concat(
+            cooccurrence
+                .totals
+                .clone()
+                .map(|((), totals)| ((), TableInput::Totals(totals))),
+        );
+    }
+    let tables = table_inputs
+        .reduce_named(&format!("{name}Counts"), |_, inputs, out| {
+            let mut table = CountTable {
+                rows: Vec::new(),
+                columns: Vec::new(),
+                totals: Totals::default(),
+            };
+            for (input, _) in inputs {
+                match **input {
+                    TableInput::Row(i, c) => table.rows.push((i, c)),
+                    TableInput::Column(j, c) => table.columns.push((j, c)),
+                    TableInput::Totals(totals) => table.totals = totals,
+                }
+            }
+            out.push((table, 1isize));
+        })
+        .flat_map(|((), table)| (0..SHARDS).map(move |shard| (shard, table.clone())))
+        .arrange_by_key();
+
+    rows.join_core(tables, move |_shard, (item, row), table| {
+        let list = neighbor_list(*item, row, table, metric, neighbors);
+        (!list.neighbors.is_empty()).then_some(list)
+    })
 }
 
 /// Attaches the [`Totals`] to each record when the metric reads them, and
@@ -372,26 +411,35 @@ fn with_totals<'s, T: EventTime, V: differential_dataflow::ExchangeData>(
     }
 }
 
-/// One item's neighbour list from its [`RowInput`]s (the `Own` value
-/// first, as in their order): best first, ties by id, `limit` of them (0 =
-/// all). Shared by the dataflow and the reference.
-pub fn top_neighbors<'a>(
+/// One item's neighbour list from its row of `(j, c_ij)` and the counts:
+/// best first, ties by id, `limit` of them (0 = all).
+pub fn neighbor_list(
     item: Id,
-    inputs: impl IntoIterator<Item = &'a RowInput>,
+    row: &[(Id, u64)],
+    table: &CountTable,
     metric: Metric,
     limit: usize,
 ) -> SimilarItems {
-    let mut own = (0, Totals::default());
-    let mut neighbors: Vec<Neighbor> = Vec::new();
-    for input in inputs {
-        match *input {
-            RowInput::Own(c_ii, totals) => own = (c_ii, totals),
-            RowInput::Pair((j, c_ij, c_jj)) => neighbors.push(Neighbor {
-                item: j,
-                similarity: Score(metric.similarity(c_ij, own.0, c_jj, own.1)),
-            }),
-        }
-    }
+    // A count is missing only where the join pairs a row with a table of
+    // another time; those outputs cancel, so any value will do.
+    let count = |counts: &[(Id, u64)], item: Id| {
+        counts
+            .binary_search_by_key(&item, |&(i, _)| i)
+            .map_or(0, |index| counts[index].1)
+    };
+    let c_ii = count(&table.rows, item);
+    let mut neighbors: Vec<Neighbor> = row
+        .iter()
+        .map(|&(j, c_ij)| Neighbor {
+            item: j,
+            similarity: Score(metric.similarity(
+                c_ij,
+                c_ii,
+                count(&table.columns, j),
+                table.totals,
+            )),
+        })
+        .collect();
     neighbors.sort_by(|a, b| b.similarity.cmp(&a.similarity).then(a.item.cmp(&b.item)));
     if limit > 0 {
         neighbors.truncate(limit);

