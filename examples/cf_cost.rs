@@ -69,10 +69,10 @@ fn main() -> anyhow::Result<()> {
                 let user_item = history.clone().map(|(u, e)| (u, e.item)).arrange_by_key();
                 user_item
                     .clone()
-                    .join_core(user_item, |_, &i, &j| (i < j).then_some(()))
+                    .join_core(user_item, |_, &i, &j| (i < j).then_some((i, j)))
                     .inner
-                    .inspect(move |_| {
-                        pair_updates.fetch_add(1, Ordering::Relaxed);
+                    .inspect(move |(_, _, diff)| {
+                        pair_updates.fetch_add(diff.unsigned_abs() as u64, Ordering::Relaxed);
                     });
                 let cooccurrence = cooccurrence(history.clone(), None);
                 cooccurrence.pairs.clone().inner.inspect(move |_| {

@@ -253,8 +253,9 @@ pub struct TimeConfig {
     /// Similar items and recommendations change at most once per this many
     /// milliseconds of event time: events reach collaborative filtering at
     /// the end of their period. Exact at that granularity; a finer period
-    /// costs about one similarity recompute per period (normalised metrics
-    /// touch every pair of an item whose count changed). Default: `tick_ms`.
+    /// costs about one recomputation of the similarity lists per period
+    /// (with a normalised metric a changed item count changes every pair of
+    /// the item). Default: `tick_ms`.
     pub recommend_tick_ms: Option<u64>,
     /// How far, in seconds of event time, a record may arrive behind the
     /// latest one a reader has seen and still be applied. Later records are

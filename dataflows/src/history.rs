@@ -41,15 +41,18 @@ pub struct HistoryEntry {
     pub affinity: Score,
 }
 
+/// `((user, item), state)` of candidate pairs.
+pub type UserItems<'s, T> = VecCollection<'s, T, ((Id, Id), UserItem)>;
+
 /// The users and user-item pairs present in the events.
 pub struct Interactions<'s, T: EventTime> {
     /// `((user, item), state)` for every candidate pair: every item the user
     /// has "seen", whether or not it is among their N most recent. Only
     /// events of `config.primary_action` count when it is set.
-    pub user_items: VecCollection<'s, T, ((Id, Id), UserItem)>,
+    pub user_items: UserItems<'s, T>,
     /// The same from events of `config.indicator_action` only, when set: the
     /// input of the cross-occurrence indicator.
-    pub indicator_items: Option<VecCollection<'s, T, ((Id, Id), UserItem)>>,
+    pub indicator_items: Option<UserItems<'s, T>>,
     /// Every user with a net-present event of any action, weight 0 included.
     pub users: VecCollection<'s, T, Id>,
 }

@@ -180,6 +180,12 @@ pub enum ScoreInput {
     Indicator(Id, Score, Vec<Neighbor>),
 }
 
+/// The indicator histories and the cross-similar items they are scored with.
+pub type Indicator<'s, T> = (
+    VecCollection<'s, T, (Id, HistoryEntry)>,
+    VecCollection<'s, T, SimilarItems>,
+);
+
 /// Personal lists where the user has a scored unseen item, the popularity
 /// fallback for the other `users`.
 ///
@@ -199,10 +205,7 @@ pub fn recommend<'s, T: EventTime>(
     history: VecCollection<'s, T, (Id, HistoryEntry)>,
     similar_items: VecCollection<'s, T, SimilarItems>,
     self_similarity: Option<VecCollection<'s, T, (Id, Score)>>,
-    indicator: Option<(
-        VecCollection<'s, T, (Id, HistoryEntry)>,
-        VecCollection<'s, T, SimilarItems>,
-    )>,
+    indicator: Option<Indicator<'s, T>>,
     user_items: VecCollection<'s, T, ((Id, Id), UserItem)>,
     users: VecCollection<'s, T, Id>,
     cooccurrence: &Cooccurrence<'s, T>,
