@@ -57,7 +57,9 @@ pub struct Interactions<'s, T: EventTime> {
     pub users: VecCollection<'s, T, Id>,
 }
 
-/// Integer state of the events: present buckets folded per (user, item).
+/// Integer state of the events: present buckets folded per (user, item),
+/// from the events of `config.primary_action` (all if unset) and, apart,
+/// of `config.indicator_action`.
 ///
 /// ```sql
 /// SELECT user, item, max(time_ms) FILTER (weight > 0), array_agg((day, Σ weight·n))

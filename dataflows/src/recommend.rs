@@ -3,9 +3,11 @@
 //!
 //! The score of item j for user u is SAR's: the user's affinity row times the
 //! item-similarity matrix, `score(u,j) = Σ_{i ∈ history(u)} affinity(u,i) ·
-//! sim(i,j)`, summed in ascending i inside the per-user reduction. Users with
-//! no scored item get the most popular items instead. Semantics, defaults and
-//! their reasons: `docs/recommendations.md`.
+//! sim(i,j)`, summed in ascending i inside the per-user reduction. With a
+//! cross-occurrence indicator (the Universal Recommender's secondary event),
+//! `Σ_{i ∈ indicator_history(u)} affinity(u,i) · llr_x(i,j)` follows. Users
+//! with no scored item get the most popular items instead. Semantics,
+//! defaults and their reasons: `docs/recommendations.md`.
 
 use serde::{Deserialize, Serialize};
 

@@ -3,9 +3,10 @@
 //! every update with timestamp ≤ `at`, with plain maps and sorts.
 //!
 //! Written independently of the dataflow's helpers on purpose (only the
-//! similarity formulas, [`Metric::similarity`], are shared; they have their
-//! own hand-computed tests), but with the same float operations in the same
-//! order: day-ascending affinity sums, item-ascending score sums.
+//! similarity formulas, [`Metric::similarity`] and its log-likelihood ratio,
+//! are shared; they have their own hand-computed tests), but with the same
+//! float operations in the same order: day-ascending affinity sums, score
+//! sums over primary then indicator items, each item-ascending.
 
 use std::collections::{BTreeMap, BTreeSet};
 
