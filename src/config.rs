@@ -183,6 +183,9 @@ impl PipelineConfig {
         self.profile
             .validate()
             .map_err(|error| ConfigError::Invalid(format!("[profile] {error}")))?;
+        self.recommend
+            .validate()
+            .map_err(|error| ConfigError::Invalid(format!("[recommend] {error}")))?;
         if self.time.recommend_tick_ms == Some(0) {
             return Err(ConfigError::Invalid(
                 "[time] recommend_tick_ms must be at least 1".into(),
@@ -337,8 +340,9 @@ pub struct TimeConfig {
     /// Similar items and recommendations change at most once per this many
     /// milliseconds of event time: events reach collaborative filtering at
     /// the end of their period. Exact at that granularity; a finer period
-    /// costs about one similarity recompute per period (normalised metrics
-    /// touch every pair of an item whose count changed). Default: `tick_ms`.
+    /// costs about one recomputation of the similarity lists per period
+    /// (with a normalised metric a changed item count changes every pair of
+    /// the item). Default: `tick_ms`.
     pub recommend_tick_ms: Option<u64>,
     /// How far, in seconds of event time, a record may arrive behind the
     /// latest one a reader has seen and still be applied. Later records are

@@ -41,16 +41,25 @@ pub struct HistoryEntry {
     pub affinity: Score,
 }
 
+/// `((user, item), state)` of candidate pairs.
+pub type UserItems<'s, T> = VecCollection<'s, T, ((Id, Id), UserItem)>;
+
 /// The users and user-item pairs present in the events.
 pub struct Interactions<'s, T: EventTime> {
     /// `((user, item), state)` for every candidate pair: every item the user
-    /// has "seen", whether or not it is among their N most recent.
-    pub user_items: VecCollection<'s, T, ((Id, Id), UserItem)>,
+    /// has "seen", whether or not it is among their N most recent. Only
+    /// events of `config.primary_action` count when it is set.
+    pub user_items: UserItems<'s, T>,
+    /// The same from events of `config.indicator_action` only, when set: the
+    /// input of the cross-occurrence indicator.
+    pub indicator_items: Option<UserItems<'s, T>>,
     /// Every user with a net-present event of any action, weight 0 included.
     pub users: VecCollection<'s, T, Id>,
 }
 
-/// Integer state of the events: present buckets folded per (user, item).
+/// Integer state of the events: present buckets folded per (user, item),
+/// from the events of `config.primary_action` (all if unset) and, apart,
+/// of `config.indicator_action`.
 ///
 /// ```sql
 /// SELECT user, item, max(time_ms) FILTER (weight > 0), array_agg((day, Σ weight·n))
@@ -83,17 +92,35 @@ pub fn interactions<'s, T: EventTime>(
         .map(|(user, ())| user);
 
     let weights = config.weights.clone();
-    let user_items = buckets
-        .map(|((user, item, action, day), (net, latest))| {
-            ((user, item), (day, action, net, latest))
-        })
-        .reduce_named("CfUserItems", move |_pair, buckets, out| {
-            if let Some(state) = fold_buckets(buckets.iter().map(|(b, _)| **b), &weights) {
-                out.push((state, 1));
-            }
-        });
+    let fold = move |buckets: VecCollection<'s, T, _>| {
+        let weights = weights.clone();
+        buckets
+            .map(|((user, item, action, day), (net, latest))| {
+                ((user, item), (day, action, net, latest))
+            })
+            .reduce_named("CfUserItems", move |_pair, buckets, out| {
+                if let Some(state) = fold_buckets(buckets.iter().map(|(b, _)| **b), &weights) {
+                    out.push((state, 1));
+                }
+            })
+    };
+    let user_items = match config.primary_action {
+        Some(primary) => fold(
+            buckets
+                .clone()
+                .filter(move |((_, _, action, _), _)| *action == primary),
+        ),
+        None => fold(buckets.clone()),
+    };
+    let indicator_items = config
+        .indicator_action
+        .map(|indicator| fold(buckets.filter(move |((_, _, action, _), _)| *action == indicator)));
 
-    Interactions { user_items, users }
+    Interactions {
+        user_items,
+        indicator_items,
+        users,
+    }
 }
 
 /// Folds the present buckets `(day, action, net, latest)` of one (user,

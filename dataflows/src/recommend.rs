@@ -3,17 +3,19 @@
 //!
 //! The score of item j for user u is SAR's: the user's affinity row times the
 //! item-similarity matrix, `score(u,j) = Σ_{i ∈ history(u)} affinity(u,i) ·
-//! sim(i,j)`, summed in ascending i inside the per-user reduction. Users with
-//! no scored item get the most popular items instead. Semantics, defaults and
-//! their reasons: `docs/recommendations.md`.
+//! sim(i,j)`, summed in ascending i inside the per-user reduction. With a
+//! cross-occurrence indicator (the Universal Recommender's secondary event),
+//! `Σ_{i ∈ indicator_history(u)} affinity(u,i) · llr_x(i,j)` follows. Users
+//! with no scored item get the most popular items instead. Semantics,
+//! defaults and their reasons: `docs/recommendations.md`.
 
 use serde::{Deserialize, Serialize};
 
 use differential_dataflow::VecCollection;
 
 use crate::history::{self, ActionWeights, HistoryEntry, UserItem};
-use crate::similarity::{self, Cooccurrence, Metric, SimilarItems};
-use crate::{Event, EventTime, Id, Names, Score};
+use crate::similarity::{self, Cooccurrence, Metric, Neighbor, SimilarItems};
+use crate::{Action, Event, EventTime, Id, Names, Score};
 
 /// The `[recommend]` table of the pipeline config.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -42,6 +44,17 @@ pub struct CfConfig {
     /// Leave out items the user has seen (any candidate item, not only the
     /// last N). Default true.
     pub remove_seen: bool,
+    /// The Universal Recommender's primary event: when set, only events of
+    /// this action make histories, co-occurrence, similar items and seen
+    /// items, so only items with such events are recommended. Default absent
+    /// (every action of positive weight).
+    pub primary_action: Option<Action>,
+    /// A secondary indicator (e.g. `view` predicting `purchase`): each
+    /// primary item keeps its K indicator items of highest log-likelihood
+    /// ratio of cross-occurrence, and a user's last N items of this action
+    /// add `affinity · llr` to the scores. Needs `primary_action`. Default
+    /// absent.
+    pub indicator_action: Option<Action>,
 }
 
 impl Default for CfConfig {
@@ -55,6 +68,23 @@ impl Default for CfConfig {
             neighbors: 50,
             top_k: 10,
             remove_seen: true,
+            primary_action: None,
+            indicator_action: None,
+        }
+    }
+}
+
+impl CfConfig {
+    /// Checks what serde cannot: an indicator needs a different primary action.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.primary_action, self.indicator_action) {
+            (None, Some(indicator)) => Err(format!(
+                "indicator_action = \"{indicator}\" needs a primary_action (e.g. \"purchase\")"
+            )),
+            (Some(primary), Some(indicator)) if primary == indicator => Err(format!(
+                "indicator_action must differ from primary_action (both \"{primary}\")"
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -94,6 +124,11 @@ pub struct CfOutputs<'s, T: EventTime> {
     pub history: VecCollection<'s, T, (Id, HistoryEntry)>,
     /// One record per item with at least one neighbour.
     pub similar_items: VecCollection<'s, T, SimilarItems>,
+    /// With an indicator: each user's most recent N indicator items.
+    pub indicator_history: Option<VecCollection<'s, T, (Id, HistoryEntry)>>,
+    /// With an indicator: per primary item j, its top-K indicator items i
+    /// by cross-occurrence LLR (j itself may be among them).
+    pub cross_similar_items: Option<VecCollection<'s, T, SimilarItems>>,
     /// One record per user with a net-present event, when their list is non-empty.
     pub recommendations: VecCollection<'s, T, Recommendations>,
 }
@@ -105,14 +140,20 @@ pub fn collaborative_filtering<'s, T: EventTime>(
 ) -> CfOutputs<'s, T> {
     let interactions = history::interactions(events, config);
     let history = history::history(interactions.user_items.clone(), config);
-    let cooccurrence = similarity::cooccurrence(history.clone());
+    let indicator_history = interactions
+        .indicator_items
+        .map(|items| history::history(items, config));
+    let cooccurrence = similarity::cooccurrence(history.clone(), indicator_history.clone());
     let similar_items = similarity::similar_items(&cooccurrence, config);
+    let cross_similar_items = similarity::cross_similar_items(&cooccurrence, config);
     let self_similarity =
         (!config.remove_seen).then(|| similarity::self_similarity(&cooccurrence, config));
+    let indicator = indicator_history.clone().zip(cross_similar_items.clone());
     let recommendations = recommend(
         history.clone(),
         similar_items.clone(),
         self_similarity,
+        indicator,
         interactions.user_items,
         interactions.users,
         &cooccurrence,
@@ -121,13 +162,31 @@ pub fn collaborative_filtering<'s, T: EventTime>(
     CfOutputs {
         history,
         similar_items,
+        indicator_history,
+        cross_similar_items,
         recommendations,
     }
 }
 
-/// One value of the per-user scoring reduction, keyed by the scored item j:
-/// `None` marks j as seen; `Some((i, affinity(u,i), sim(i,j)))` is a term.
-type ScoreInput = (Id, Option<(Id, Score, Score)>);
+/// One value of the per-user scoring reduction. Values reach the reduction
+/// sorted, so seen items come first, then primary history items by
+/// ascending i, then indicator items by ascending i: the order in which
+/// each score is summed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ScoreInput {
+    /// An item the user has seen: never recommended.
+    Seen(Id),
+    /// A history item i, `affinity(u,i)`, and a row of `sim(i,j)`.
+    Primary(Id, Score, Vec<Neighbor>),
+    /// An indicator history item i, its affinity, and a row of `llr(i,j)`.
+    Indicator(Id, Score, Vec<Neighbor>),
+}
+
+/// The indicator histories and the cross-similar items they are scored with.
+pub type Indicator<'s, T> = (
+    VecCollection<'s, T, (Id, HistoryEntry)>,
+    VecCollection<'s, T, SimilarItems>,
+);
 
 /// Personal lists where the user has a scored unseen item, the popularity
 /// fallback for the other `users`.
@@ -135,13 +194,20 @@ type ScoreInput = (Id, Option<(Id, Score, Score)>);
 /// ```sql
 /// SELECT u, j, Σ a.affinity · s.similarity AS score
 /// FROM history a JOIN neighbours s ON a.item = s.i   -- plus (i, i, self) if !remove_seen
+///                                                    -- plus indicator_history ⋈ cross
 /// WHERE j NOT IN seen(u) GROUP BY u, j
 /// QUALIFY row_number() OVER (PARTITION BY u ORDER BY score DESC, j) <= k
 /// ```
+///
+/// Each history entry joins its item's whole neighbour row, one record per
+/// (user, item) instead of one per (user, item, neighbour): a changed row
+/// costs one update per user holding the item, not K.
+#[allow(clippy::too_many_arguments)]
 pub fn recommend<'s, T: EventTime>(
     history: VecCollection<'s, T, (Id, HistoryEntry)>,
     similar_items: VecCollection<'s, T, SimilarItems>,
     self_similarity: Option<VecCollection<'s, T, (Id, Score)>>,
+    indicator: Option<Indicator<'s, T>>,
     user_items: VecCollection<'s, T, ((Id, Id), UserItem)>,
     users: VecCollection<'s, T, Id>,
     cooccurrence: &Cooccurrence<'s, T>,
@@ -150,29 +216,61 @@ pub fn recommend<'s, T: EventTime>(
     let top_k = config.top_k;
     let remove_seen = config.remove_seen;
 
-    let mut neighbors = similar_items.flat_map(|list| {
-        let item = list.item;
-        list.neighbors
-            .into_iter()
-            .map(move |n| (item, (n.item, n.similarity)))
-    });
+    let mut rows = similar_items.map(|list| (list.item, list.neighbors));
     if let Some(self_similarity) = self_similarity {
-        neighbors = neighbors.concat(self_similarity.map(|(i, s)| (i, (i, s))));
+        rows = rows.concat(self_similarity.map(|(i, similarity)| {
+            (
+                i,
+                vec![Neighbor {
+                    item: i,
+                    similarity,
+                }],
+            )
+        }));
     }
-    let terms = history
+    let mut terms = history
         .map(|(user, entry)| (entry.item, (user, entry.affinity)))
-        .join_map(neighbors, |&i, &(user, affinity), &(j, similarity)| {
-            (user, (j, Some((i, affinity, similarity))))
+        .join_map(rows, |&i, &(user, affinity), row| {
+            (user, ScoreInput::Primary(i, affinity, row.clone()))
         });
+    if let Some((indicator_history, cross_similar_items)) = indicator {
+        // Cross lists are per primary item j; scoring reads them per
+        // indicator item i.
+        let cross = cross_similar_items.flat_map(|list| {
+            let j = list.item;
+            list.neighbors.into_iter().map(move |n| {
+                (
+                    n.item,
+                    Neighbor {
+                        item: j,
+                        similarity: n.similarity,
+                    },
+                )
+            })
+        });
+        terms = terms.concat(
+            indicator_history
+                .map(|(user, entry)| (entry.item, (user, entry.affinity)))
+                .join_map(cross, |&i, &(user, affinity), neighbor| {
+                    (
+                        user,
+                        ScoreInput::Indicator(i, affinity, vec![neighbor.clone()]),
+                    )
+                }),
+        );
+    }
     let seen = user_items.map(|((user, item), _)| (user, item));
-    let inputs: VecCollection<'s, T, (Id, ScoreInput)> = if remove_seen {
-        terms.concat(seen.clone().map(|(user, item)| (user, (item, None))))
+    let inputs = if remove_seen {
+        terms.concat(
+            seen.clone()
+                .map(|(user, item)| (user, ScoreInput::Seen(item))),
+        )
     } else {
         terms
     };
     let personal = inputs
         .reduce_named("CfScores", move |_user, inputs, out| {
-            let inputs = inputs.iter().filter(|(_, r)| *r > 0).map(|(v, _)| **v);
+            let inputs = inputs.iter().filter(|(_, r)| *r > 0).map(|(v, _)| *v);
             let items = score_items(inputs, top_k);
             if !items.is_empty() {
                 out.push((items, 1));
@@ -193,32 +291,32 @@ pub fn recommend<'s, T: EventTime>(
 }
 
 /// The top `top_k` (0 = all) of one user's scores from [`ScoreInput`]s in
-/// ascending order (by j, seen marker first, then by i). Shared by the
-/// dataflow and the reference so both sum in the same order.
-pub fn score_items(inputs: impl IntoIterator<Item = ScoreInput>, top_k: usize) -> Vec<ScoredItem> {
-    let mut items: Vec<ScoredItem> = Vec::new();
-    let mut current: Option<(Id, bool, f64)> = None;
-    let flush = |current: Option<(Id, bool, f64)>, items: &mut Vec<ScoredItem>| {
-        if let Some((item, false, score)) = current {
-            items.push(ScoredItem {
-                item,
-                score: Score(score),
-            });
-        }
-    };
-    for (j, term) in inputs {
-        if current.map(|c| c.0) != Some(j) {
-            flush(current.take(), &mut items);
-            current = Some((j, false, 0.0));
-        }
-        if let Some(c) = current.as_mut() {
-            match term {
-                None => c.1 = true,
-                Some((_, affinity, similarity)) => c.2 += affinity.0 * similarity.0,
+/// ascending order; each score is `0.0 + term + term …` in that order.
+pub fn score_items<'a>(
+    inputs: impl IntoIterator<Item = &'a ScoreInput>,
+    top_k: usize,
+) -> Vec<ScoredItem> {
+    // Sorted, as the inputs are.
+    let mut seen: Vec<Id> = Vec::new();
+    let mut scores: std::collections::HashMap<Id, f64> = std::collections::HashMap::new();
+    for input in inputs {
+        match input {
+            ScoreInput::Seen(item) => seen.push(*item),
+            ScoreInput::Primary(_, affinity, row) | ScoreInput::Indicator(_, affinity, row) => {
+                for n in row {
+                    *scores.entry(n.item).or_insert(0.0) += affinity.0 * n.similarity.0;
+                }
             }
         }
     }
-    flush(current, &mut items);
+    let mut items: Vec<ScoredItem> = scores
+        .into_iter()
+        .filter(|(item, _)| seen.binary_search(item).is_err())
+        .map(|(item, score)| ScoredItem {
+            item,
+            score: Score(score),
+        })
+        .collect();
     items.sort_by(|a, b| b.score.cmp(&a.score).then(a.item.cmp(&b.item)));
     if top_k > 0 {
         items.truncate(top_k);

@@ -133,40 +133,77 @@ pub struct Cooccurrence<'s, T: EventTime> {
     pub item_users: VecCollection<'s, T, (Id, u64)>,
     /// The single record `((), totals)`, absent when no one has a history.
     pub totals: VecCollection<'s, T, ((), Totals)>,
+    /// The cross-occurrence with the indicator histories, when configured.
+    pub cross: Option<CrossOccurrence<'s, T>>,
 }
 
-/// Co-occurrence counts from histories.
+/// Cross-occurrence of indicator items (e.g. viewed) with primary items (e.g.
+/// purchased): Mahout's `A'B` with A the primary and B the indicator matrix.
+pub struct CrossOccurrence<'s, T: EventTime> {
+    /// `((j, i), x_ij)`: the number of users with primary item j in their
+    /// history and indicator item i in their indicator history, i = j included.
+    pub pairs: VecCollection<'s, T, ((Id, Id), u64)>,
+    /// `(i, b_i)`: the number of users with i in their indicator history.
+    pub indicator_item_users: VecCollection<'s, T, (Id, u64)>,
+}
+
+/// Co-occurrence counts from histories, and the cross-occurrence with the
+/// indicator histories if given.
 ///
 /// ```sql
 /// SELECT a.item, b.item, count(*) FROM history a JOIN history b USING (user)
 /// WHERE a.item <> b.item GROUP BY a.item, b.item
+/// -- cross: FROM history a JOIN indicator_history b USING (user), i = j kept
 /// ```
 ///
-/// A history change of user u touches 2·|history(u)| pairs, so N bounds the
-/// work per event.
+/// A history change of user u touches |history(u)| unordered pairs, so N
+/// bounds the work per event. `n_users` counts users with a primary or an indicator
+/// history (Mahout's shared row count of A and B).
 pub fn cooccurrence<'s, T: EventTime>(
     history: VecCollection<'s, T, (Id, HistoryEntry)>,
+    indicator_history: Option<VecCollection<'s, T, (Id, HistoryEntry)>>,
 ) -> Cooccurrence<'s, T> {
     // Affinity changes re-emit the same (user, item); the arrangement
     // consolidates them away before the join.
     let user_item = history
         .map(|(user, entry)| (user, entry.item))
         .arrange_by_key();
+    // Counted once per unordered pair, then given in both orders: half the
+    // join output and half the counting state.
     let pairs = user_item
         .clone()
-        .join_core(user_item.clone(), |_user, &i, &j| {
-            (i != j).then_some((i, j))
-        })
+        .join_core(user_item.clone(), |_user, &i, &j| (i < j).then_some((i, j)))
         .count()
-        .map(|(pair, count)| (pair, count as u64));
+        .flat_map(|((i, j), count)| [((i, j), count as u64), ((j, i), count as u64)]);
     let item_users = user_item
         .clone()
         .as_collection(|_user, &item| item)
         .count()
         .map(|(item, count)| (item, count as u64));
 
-    let users = user_item
-        .as_collection(|&user, _| user)
+    let mut history_users = user_item.clone().as_collection(|&user, _| user);
+    let cross = indicator_history.map(|indicator_history| {
+        let user_indicator = indicator_history
+            .map(|(user, entry)| (user, entry.item))
+            .arrange_by_key();
+        history_users = history_users
+            .clone()
+            .concat(user_indicator.clone().as_collection(|&user, _| user));
+        let pairs = user_item
+            .join_core(user_indicator.clone(), |_user, &j, &i| Some((j, i)))
+            .count()
+            .map(|(pair, count)| (pair, count as u64));
+        let indicator_item_users = user_indicator
+            .as_collection(|_user, &item| item)
+            .count()
+            .map(|(item, count)| (item, count as u64));
+        CrossOccurrence {
+            pairs,
+            indicator_item_users,
+        }
+    });
+
+    let users = history_users
         .map(|user| (user, ()))
         .reduce_named("CfHistoryUsers", |_user, _, out| out.push(((), 1)))
         .map(|_| ())
@@ -186,6 +223,7 @@ pub fn cooccurrence<'s, T: EventTime>(
         pairs,
         item_users,
         totals,
+        cross,
     }
 }
 
@@ -216,8 +254,32 @@ impl SimilarItems {
     }
 }
 
-/// The inputs of one item's neighbour selection: `(j, c_ij, c_jj)`.
-pub type PairCounts = (Id, u64, u64);
+/// Every item count a neighbour selection reads, as one record. With a
+/// normalised metric a change of `c_jj` changes every pair of j; kept per
+/// pair, that is one update per pair of every changed item, about the
+/// whole matrix per time step. Kept as one table, it is one update, and
+/// each row item's list is recomputed from its row of `c_ij` and the table.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CountTable {
+    /// `(i, c_ii)` of the row items, sorted by item.
+    pub rows: Vec<(Id, u64)>,
+    /// `(j, c_jj)` of the column items, sorted by item.
+    pub columns: Vec<(Id, u64)>,
+    /// Zeros when the metric does not read them.
+    pub totals: Totals,
+}
+
+/// One value of the reduction building a [`CountTable`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum TableInput {
+    Row(Id, u64),
+    Column(Id, u64),
+    Totals(Totals),
+}
+
+/// Row items are spread over this many keys, each with a copy of the
+/// [`CountTable`], so workers share the neighbour selection.
+const SHARDS: u64 = 64;
 
 /// Each item's top-K neighbours under `config.metric`, pairs with
 /// `c_ij < config.min_support` dropped.
@@ -230,33 +292,105 @@ pub fn similar_items<'s, T: EventTime>(
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
 ) -> VecCollection<'s, T, SimilarItems> {
-    let metric = config.metric;
+    top_lists(
+        "CfTopNeighbors",
+        cooccurrence.pairs.clone(),
+        cooccurrence.item_users.clone(),
+        cooccurrence.item_users.clone(),
+        cooccurrence,
+        config.metric,
+        config,
+    )
+}
+
+/// The cross-occurrence indicator: for each primary item j, the top-K
+/// indicator items i by log-likelihood ratio of `(x_ij, c_jj, b_i, n_users)`,
+/// pairs with `x_ij < config.min_support` dropped; i = j allowed. `None`
+/// without an indicator.
+///
+/// ```sql
+/// SELECT j, i, llr(x_ij, c_jj, b_i, n_users) AS s FROM cross_pairs WHERE x_ij >= support
+/// QUALIFY row_number() OVER (PARTITION BY j ORDER BY s DESC, i) <= K
+/// ```
+pub fn cross_similar_items<'s, T: EventTime>(
+    cooccurrence: &Cooccurrence<'s, T>,
+    config: &CfConfig,
+) -> Option<VecCollection<'s, T, SimilarItems>> {
+    let cross = cooccurrence.cross.as_ref()?;
+    Some(top_lists(
+        "CfTopCrossNeighbors",
+        cross.pairs.clone(),
+        cooccurrence.item_users.clone(),
+        cross.indicator_item_users.clone(),
+        cooccurrence,
+        Metric::LogLikelihood,
+        config,
+    ))
+}
+
+/// Per row item i, the top-K columns j of `((i, j), c_ij)` under `metric`
+/// with `c_ii` from `row_counts` and `c_jj` from `column_counts`.
+fn top_lists<'s, T: EventTime>(
+    name: &str,
+    pairs: VecCollection<'s, T, ((Id, Id), u64)>,
+    row_counts: VecCollection<'s, T, (Id, u64)>,
+    column_counts: VecCollection<'s, T, (Id, u64)>,
+    cooccurrence: &Cooccurrence<'s, T>,
+    metric: Metric,
+    config: &CfConfig,
+) -> VecCollection<'s, T, SimilarItems> {
     let neighbors = config.neighbors;
     let min_support = config.min_support;
-    let item_users = cooccurrence.item_users.clone().arrange_by_key();
 
-    let counts = cooccurrence
-        .pairs
-        .clone()
+    // Each row item's `(j, c_ij)`, ascending j: changes only with its c_ij.
+    let rows = pairs
         .filter(move |(_, c_ij)| *c_ij >= min_support)
-        .map(|((i, j), c_ij)| (j, (i, c_ij)))
-        .join_core(item_users.clone(), |&j, &(i, c_ij), &c_jj| {
-            Some((i, (j, c_ij, c_jj)))
+        .map(|((i, j), c_ij)| (i, (j, c_ij)))
+        .reduce_named(&format!("{name}Rows"), |_i, pairs, out| {
+            let row: Vec<(Id, u64)> = pairs
+                .iter()
+                .filter(|(_, r)| *r > 0)
+                .map(|(pair, _)| **pair)
+                .collect();
+            out.push((row, 1isize));
         })
-        .join_core(item_users, |&i, &(j, c_ij, c_jj), &c_ii| {
-            Some((i, (c_ii, (j, c_ij, c_jj))))
-        });
-    let counts = with_totals(counts, cooccurrence, metric);
+        .map(|(i, row)| (i % SHARDS, (i, row)))
+        .arrange_by_key();
 
-    counts
-        .reduce_named("CfTopNeighbors", move |&item, values, out| {
-            let pairs = values.iter().filter(|(_, r)| *r > 0).map(|(v, _)| **v);
-            let list = top_neighbors(item, pairs, metric, neighbors);
-            if !list.neighbors.is_empty() {
-                out.push((list, 1));
+    let mut table_inputs = row_counts
+        .map(|(i, c)| ((), TableInput::Row(i, c)))
+        .concat(column_counts.map(|(j, c)| ((), TableInput::Column(j, c))));
+    if metric.needs_totals() {
+        table_inputs = table_inputs.concat(
+            cooccurrence
+                .totals
+                .clone()
+                .map(|((), totals)| ((), TableInput::Totals(totals))),
+        );
+    }
+    let tables = table_inputs
+        .reduce_named(&format!("{name}Counts"), |_, inputs, out| {
+            let mut table = CountTable {
+                rows: Vec::new(),
+                columns: Vec::new(),
+                totals: Totals::default(),
+            };
+            for (input, _) in inputs {
+                match **input {
+                    TableInput::Row(i, c) => table.rows.push((i, c)),
+                    TableInput::Column(j, c) => table.columns.push((j, c)),
+                    TableInput::Totals(totals) => table.totals = totals,
+                }
             }
+            out.push((table, 1isize));
         })
-        .map(|(_, list)| list)
+        .flat_map(|((), table)| (0..SHARDS).map(move |shard| (shard, table.clone())))
+        .arrange_by_key();
+
+    rows.join_core(tables, move |_shard, (item, row), table| {
+        let list = neighbor_list(*item, row, table, metric, neighbors);
+        (!list.neighbors.is_empty()).then_some(list)
+    })
 }
 
 /// Attaches the [`Totals`] to each record when the metric reads them, and
@@ -277,20 +411,33 @@ fn with_totals<'s, T: EventTime, V: differential_dataflow::ExchangeData>(
     }
 }
 
-/// One item's neighbour list from `(c_ii, totals, (j, c_ij, c_jj))` records
-/// (`c_ii` and `totals` the same in all): best first, ties by id, `limit` of
-/// them (0 = all). Shared by the dataflow and the reference.
-pub fn top_neighbors(
+/// One item's neighbour list from its row of `(j, c_ij)` and the counts:
+/// best first, ties by id, `limit` of them (0 = all).
+pub fn neighbor_list(
     item: Id,
-    pairs: impl IntoIterator<Item = (u64, Totals, PairCounts)>,
+    row: &[(Id, u64)],
+    table: &CountTable,
     metric: Metric,
     limit: usize,
 ) -> SimilarItems {
-    let mut neighbors: Vec<Neighbor> = pairs
-        .into_iter()
-        .map(|(c_ii, totals, (j, c_ij, c_jj))| Neighbor {
+    // A count is missing only where the join pairs a row with a table of
+    // another time; those outputs cancel, so any value will do.
+    let count = |counts: &[(Id, u64)], item: Id| {
+        counts
+            .binary_search_by_key(&item, |&(i, _)| i)
+            .map_or(0, |index| counts[index].1)
+    };
+    let c_ii = count(&table.rows, item);
+    let mut neighbors: Vec<Neighbor> = row
+        .iter()
+        .map(|&(j, c_ij)| Neighbor {
             item: j,
-            similarity: Score(metric.similarity(c_ij, c_ii, c_jj, totals)),
+            similarity: Score(metric.similarity(
+                c_ij,
+                c_ii,
+                count(&table.columns, j),
+                table.totals,
+            )),
         })
         .collect();
     neighbors.sort_by(|a, b| b.similarity.cmp(&a.similarity).then(a.item.cmp(&b.item)));

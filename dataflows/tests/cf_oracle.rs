@@ -1,7 +1,9 @@
 //! Oracle test of collaborative filtering: seeded random streams of inserts
 //! and retractions, in batches, on 1 and 4 workers, every metric, history N
-//! in {0, 3}, K in {0, 3}, decay on and off; after every batch the history,
-//! similar items and recommendations must equal `reference::cf` bit for bit.
+//! in {0, 3}, K in {0, 3}, decay on and off, with and without a purchase
+//! primary action and a view cross-occurrence indicator; after every batch
+//! the histories, similar items, cross-similar items and recommendations must
+//! equal `reference::cf` bit for bit.
 //!
 //! Run: `cargo test -p persona-dataflows --release --test cf_oracle`.
 
@@ -59,7 +61,12 @@ fn random_stream(seed: u64) -> Vec<(Event, u64, isize)> {
             // within a day, so last-time ties happen.
             let user = rng.below(USERS);
             let item = rng.below(ITEMS).min(rng.below(ITEMS));
-            let action = Action::ALL[rng.below(Action::ALL.len() as u64) as usize];
+            // Views and purchases half the time, so the indicator has data.
+            let action = if rng.below(2) == 0 {
+                [Action::View, Action::Purchase][rng.below(2) as usize]
+            } else {
+                Action::ALL[rng.below(Action::ALL.len() as u64) as usize]
+            };
             let day = (batch + rng.below(4)) as i64;
             let time_ms = day * DAY_MS as i64 + rng.below(3) as i64 * 3_600_000;
             let event = Event::new(user, item, action, time_ms);
@@ -78,6 +85,8 @@ fn random_stream(seed: u64) -> Vec<(Event, u64, isize)> {
 struct Captured {
     history: Vec<((Id, HistoryEntry), u64, isize)>,
     similar_items: Vec<(SimilarItems, u64, isize)>,
+    indicator_history: Vec<((Id, HistoryEntry), u64, isize)>,
+    cross_similar_items: Vec<(SimilarItems, u64, isize)>,
     recommendations: Vec<(Recommendations, u64, isize)>,
 }
 
@@ -90,17 +99,32 @@ fn run_dataflow(
     let (history_send, history_recv) = std::sync::mpsc::channel();
     let (similar_send, similar_recv) = std::sync::mpsc::channel();
     let (recs_send, recs_recv) = std::sync::mpsc::channel();
-    let senders = Arc::new(Mutex::new((history_send, similar_send, recs_send)));
+    let (indicator_send, indicator_recv) = std::sync::mpsc::channel();
+    let (cross_send, cross_recv) = std::sync::mpsc::channel();
+    let senders = Arc::new(Mutex::new((
+        history_send,
+        similar_send,
+        recs_send,
+        indicator_send,
+        cross_send,
+    )));
     let updates = updates.to_vec();
     let config = config.clone();
 
     timely::execute(timely::Config::process(workers), move |worker| {
-        let (history_send, similar_send, recs_send) = senders.lock().unwrap().clone();
+        let (history_send, similar_send, recs_send, indicator_send, cross_send) =
+            senders.lock().unwrap().clone();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
             let outputs = collaborative_filtering(events, &config);
             outputs.history.inner.capture_into(history_send);
             outputs.similar_items.inner.capture_into(similar_send);
+            if let Some(indicator_history) = outputs.indicator_history {
+                indicator_history.inner.capture_into(indicator_send);
+            }
+            if let Some(cross_similar_items) = outputs.cross_similar_items {
+                cross_similar_items.inner.capture_into(cross_send);
+            }
             let (probe, recommendations) = outputs.recommendations.probe();
             recommendations.inner.capture_into(recs_send);
             (input, probe)
@@ -128,6 +152,16 @@ fn run_dataflow(
             .flat_map(|(_, u)| u)
             .collect(),
         similar_items: similar_recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, u)| u)
+            .collect(),
+        indicator_history: indicator_recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, u)| u)
+            .collect(),
+        cross_similar_items: cross_recv
             .extract()
             .into_iter()
             .flat_map(|(_, u)| u)
@@ -196,6 +230,8 @@ struct Coverage {
     similar_items: usize,
     personal: usize,
     popular: usize,
+    indicator_history: usize,
+    cross_similar_items: usize,
 }
 
 fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) {
@@ -222,8 +258,26 @@ fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) 
             .iter()
             .map(|r| (r.user, r.clone()))
             .collect();
+        let indicator_history = at_time(&captured.indicator_history, at, |(u, e)| (*u, e.item));
+        let cross = at_time(&captured.cross_similar_items, at, |s| s.item);
+        let expected_indicator_history = expected
+            .indicator_history
+            .iter()
+            .map(|(u, e)| ((*u, e.item), (*u, e.clone())))
+            .collect();
+        let expected_cross = expected
+            .cross_similar_items
+            .iter()
+            .map(|s| (s.item, s.clone()))
+            .collect();
         let mut differ = report("history", &history, &expected_history);
         differ |= report("similar_items", &similar, &expected_similar);
+        differ |= report(
+            "indicator_history",
+            &indicator_history,
+            &expected_indicator_history,
+        );
+        differ |= report("cross_similar_items", &cross, &expected_cross);
         differ |= report("recommendations", &recs, &expected_recs);
         assert!(
             !differ,
@@ -233,12 +287,31 @@ fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) 
         coverage.similar_items += similar.len();
         coverage.personal += recs.values().filter(|r| !r.popular).count();
         coverage.popular += recs.values().filter(|r| r.popular).count();
+        coverage.indicator_history += indicator_history.len();
+        coverage.cross_similar_items += cross.len();
     }
 }
 
 /// Every combination of metric, N ∈ {0,3}, K ∈ {0,3} and decay on/off, with
-/// the other knobs varied by the seed.
+/// the other knobs varied by the seed; then the same with purchases as the
+/// primary action and views as the indicator.
 fn configs() -> Vec<CfConfig> {
+    let mut configs = plain_configs();
+    let indicator: Vec<CfConfig> = plain_configs()
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| n % 4 == 0 || n % 4 == 3)
+        .map(|(_, config)| CfConfig {
+            primary_action: Some(Action::Purchase),
+            indicator_action: Some(Action::View),
+            ..config
+        })
+        .collect();
+    configs.extend(indicator);
+    configs
+}
+
+fn plain_configs() -> Vec<CfConfig> {
     let mut configs = Vec::new();
     for metric in Metric::ALL {
         for history_length in [0, 3] {
@@ -259,6 +332,7 @@ fn configs() -> Vec<CfConfig> {
                         neighbors,
                         top_k: [10, 2, 0][n % 3],
                         remove_seen: n % 5 != 2,
+                        ..CfConfig::default()
                     });
                 }
             }
@@ -277,19 +351,23 @@ fn check_all(workers: usize, seeds_per_config: u64) {
         }
     }
     eprintln!(
-        "{} configs × {seeds_per_config} seeds on {workers} worker(s): {:.1?}; compared {} history entries, {} similar-item lists, {} personal and {} popular recommendation lists",
+        "{} configs × {seeds_per_config} seeds on {workers} worker(s): {:.1?}; compared {} history entries, {} similar-item lists, {} personal and {} popular recommendation lists, {} indicator history entries, {} cross-similar lists",
         configs().len(),
         started.elapsed(),
         coverage.history,
         coverage.similar_items,
         coverage.personal,
         coverage.popular,
+        coverage.indicator_history,
+        coverage.cross_similar_items,
     );
     assert!(
         coverage.history > 0
             && coverage.similar_items > 0
             && coverage.personal > 0
             && coverage.popular > 0
+            && coverage.indicator_history > 0
+            && coverage.cross_similar_items > 0
     );
 }
 
@@ -318,8 +396,9 @@ fn defaults_match_reference_on_many_seeds() {
 }
 
 /// Co-occurrence pair updates per input update on a random stream with the
-/// default N = 20: each history change of user u touches about 2·|history(u)|
-/// pairs, so N bounds the work per event. Prints the average.
+/// default N = 20: each history change of user u touches about |history(u)|
+/// unordered pairs (counted once, as the co-occurrence dataflow does), so N
+/// bounds the work per event. Prints the average.
 #[test]
 fn cooccurrence_work_per_event_is_bounded_by_history_length() {
     use persona_dataflows::history::{history, interactions};
@@ -336,7 +415,7 @@ fn cooccurrence_work_per_event_is_bounded_by_history_length() {
             let user_item = history.map(|(u, e)| (u, e.item)).arrange_by_key();
             user_item
                 .clone()
-                .join_core(user_item, |_, &i, &j| (i != j).then_some((i, j)))
+                .join_core(user_item, |_, &i, &j| (i < j).then_some((i, j)))
                 .inspect(move |_| *counter.lock().unwrap() += 1);
             input
         });
@@ -347,5 +426,6 @@ fn cooccurrence_work_per_event_is_bounded_by_history_length() {
     .expect("timely run");
     let per_event = *pair_updates.lock().unwrap() as f64 / updates.len() as f64;
     eprintln!("co-occurrence pair updates per input update: {per_event:.2}");
-    assert!(per_event > 0.0 && per_event <= 2.0 * 2.0 * 20.0);
+    // An event changes at most two history entries (one in, one out).
+    assert!(per_event > 0.0 && per_event <= 2.0 * 20.0);
 }

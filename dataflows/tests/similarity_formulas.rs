@@ -378,3 +378,153 @@ fn scores_equal_sars_matrix_product() {
     let cold_items: Vec<(Id, f64)> = cold.items.iter().map(|s| (s.item, s.score.0)).collect();
     assert_eq!(cold_items, vec![(100, 3.0), (101, 3.0), (102, 2.0)]);
 }
+
+/// Purchases (primary) and views (indicator) with hand-computed counts:
+///
+/// ```text
+/// purchased: u10 {A}, u11 {A, B}, u12 {B}          c_AA = 2, c_BB = 2
+/// viewed:    u10 {A, C}, u11 {C}, u13 {C}, u14 {B}  b_A = 1, b_B = 1, b_C = 3
+/// n_users = 5 (a purchase or a view history)
+/// x_AC = 2 (u10, u11), x_AA = 1 (u10), x_BC = 1 (u11), every other x = 0
+/// ```
+fn cross_fixture() -> Vec<Event> {
+    let purchases: [(Id, &[Id]); 3] = [(10, &[A]), (11, &[A, B]), (12, &[B])];
+    let views: [(Id, &[Id]); 4] = [(10, &[A, C]), (11, &[C]), (13, &[C]), (14, &[B])];
+    let events = |histories: &[(Id, &[Id])], action| -> Vec<Event> {
+        histories
+            .iter()
+            .flat_map(|(user, items)| {
+                items
+                    .iter()
+                    .map(move |&item| Event::new(*user, item, action, item as i64 * 1000))
+            })
+            .collect()
+    };
+    let mut all = events(&purchases, Action::Purchase);
+    all.extend(events(&views, Action::View));
+    // A cart is neither primary nor indicator: it changes nothing.
+    all.push(Event::new(12, C, Action::Cart, 5000));
+    all
+}
+
+#[test]
+fn cross_occurrence_counts_and_llr_by_hand() {
+    // Each (x_ij, c_jj, b_i, n = 5) table, G² = 2 Σ k ln(k n / (row col)):
+    // (A,C): k = (2, 0, 1, 2), rows (2, 3), columns (3, 2):
+    //   2 [2 ln(10/6) + ln(5/9) + 2 ln(10/6)] = 2 ln(3125/729)
+    // (A,A): k = (1, 1, 0, 3), rows (2, 3), columns (1, 4):
+    //   2 [ln(5/2) + ln(5/8) + 3 ln(15/12)] = 2 ln(3125/1024)
+    // (B,C): k = (1, 1, 2, 1), rows (2, 3), columns (3, 2):
+    //   2 [ln(5/6) + ln(5/4) + 2 ln(10/9) + ln(5/6)] = 2 ln(3125/2916)
+    let ac = 2.0 * (3125.0f64 / 729.0).ln();
+    let aa = 2.0 * (3125.0f64 / 1024.0).ln();
+    let bc = 2.0 * (3125.0f64 / 2916.0).ln();
+    assert_close(log_likelihood_ratio(2, 0, 1, 2), ac, "llr A,C");
+    assert_close(log_likelihood_ratio(1, 1, 0, 3), aa, "llr A,A");
+    assert_close(log_likelihood_ratio(1, 1, 2, 1), bc, "llr B,C");
+
+    let config = CfConfig {
+        history_length: 0,
+        metric: Metric::Cooccurrence,
+        primary_action: Some(Action::Purchase),
+        indicator_action: Some(Action::View),
+        ..CfConfig::default()
+    };
+    let (cross, recommendations) = run_cross(cross_fixture(), config);
+    let lists: Vec<(Id, Vec<(Id, f64)>)> = cross
+        .iter()
+        .map(|l| {
+            let row = l.neighbors.iter().map(|n| (n.item, n.similarity.0));
+            (l.item, row.collect())
+        })
+        .collect();
+    assert_eq!(lists.len(), 2, "{lists:?}");
+    assert_eq!(lists[0].0, A);
+    assert_eq!(
+        lists[0].1.iter().map(|n| n.0).collect::<Vec<_>>(),
+        [C, A],
+        "A's indicators, best first (i = j allowed)"
+    );
+    assert_close(lists[0].1[0].1, ac, "dataflow A,C");
+    assert_close(lists[0].1[1].1, aa, "dataflow A,A");
+    assert_eq!(lists[1].0, B);
+    assert_eq!(lists[1].1.len(), 1);
+    assert_eq!(lists[1].1[0].0, C);
+    assert_close(lists[1].1[0].1, bc, "dataflow B,C");
+
+    let by_user = |user: Id| {
+        let list = recommendations.iter().find(|r| r.user == user).unwrap();
+        let items: Vec<(Id, f64)> = list.items.iter().map(|s| (s.item, s.score.0)).collect();
+        (list.popular, items)
+    };
+    // u13 only viewed C: scored by the cross lists alone.
+    let (popular, items) = by_user(13);
+    assert!(!popular);
+    assert_eq!(items.iter().map(|s| s.0).collect::<Vec<_>>(), [A, B]);
+    assert_close(items[0].1, ac, "u13 A");
+    assert_close(items[1].1, bc, "u13 B");
+    // u10 bought A (weight 5; c_AB = 1) and viewed A and C (weight 1):
+    // B = 5 · 1 + 1 · llr(B,C); A is seen (bought), C was never bought.
+    let (popular, items) = by_user(10);
+    assert!(!popular);
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].0, B);
+    let llr_bc = lists[1].1[0].1;
+    assert_eq!(
+        items[0].1,
+        5.0 + llr_bc,
+        "primary term first, then indicator"
+    );
+    // u14 viewed B, which no list holds: popular purchases, ties by id.
+    let (popular, items) = by_user(14);
+    assert!(popular);
+    assert_eq!(items, [(A, 2.0), (B, 2.0)]);
+}
+
+#[test]
+fn indicator_needs_a_distinct_primary_action() {
+    let indicator_alone = CfConfig {
+        indicator_action: Some(Action::View),
+        ..CfConfig::default()
+    };
+    assert!(indicator_alone.validate().is_err());
+    let same = CfConfig {
+        primary_action: Some(Action::View),
+        ..indicator_alone.clone()
+    };
+    assert!(same.validate().is_err());
+    let both = CfConfig {
+        primary_action: Some(Action::Purchase),
+        ..indicator_alone
+    };
+    assert!(both.validate().is_ok());
+    assert!(CfConfig::default().validate().is_ok());
+}
+
+/// Like [`run`], returning the cross-similar items instead of similar items.
+fn run_cross(events: Vec<Event>, config: CfConfig) -> (Vec<SimilarItems>, Vec<Recommendations>) {
+    let (cross_send, cross_recv) = std::sync::mpsc::channel();
+    let (recs_send, recs_recv) = std::sync::mpsc::channel();
+    let senders = Arc::new(Mutex::new((cross_send, recs_send)));
+    timely::execute(timely::Config::process(1), move |worker| {
+        let (cross_send, recs_send) = senders.lock().unwrap().clone();
+        let mut input = worker.dataflow::<u64, _, _>(|scope| {
+            let (input, events) = scope.new_collection::<Event, isize>();
+            let outputs = collaborative_filtering(events, &config);
+            let cross = outputs
+                .cross_similar_items
+                .expect("an indicator is configured");
+            cross.inner.capture_into(cross_send);
+            outputs.recommendations.inner.capture_into(recs_send);
+            input
+        });
+        for event in &events {
+            input.insert(event.clone());
+        }
+    })
+    .expect("timely run");
+    (
+        final_records(cross_recv.extract()),
+        final_records(recs_recv.extract()),
+    )
+}

@@ -3,9 +3,10 @@
 //! every update with timestamp ≤ `at`, with plain maps and sorts.
 //!
 //! Written independently of the dataflow's helpers on purpose (only the
-//! similarity formulas, [`Metric::similarity`], are shared; they have their
-//! own hand-computed tests), but with the same float operations in the same
-//! order: day-ascending affinity sums, item-ascending score sums.
+//! similarity formulas, [`Metric::similarity`] and its log-likelihood ratio,
+//! are shared; they have their own hand-computed tests), but with the same
+//! float operations in the same order: day-ascending affinity sums, score
+//! sums over primary then indicator items, each item-ascending.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +23,10 @@ pub struct CfSnapshot {
     pub history: Vec<(Id, HistoryEntry)>,
     /// Sorted by item.
     pub similar_items: Vec<SimilarItems>,
+    /// With an indicator: `(user, entry)` of indicator histories, sorted.
+    pub indicator_history: Vec<(Id, HistoryEntry)>,
+    /// With an indicator: per primary item, its indicator items, sorted by item.
+    pub cross_similar_items: Vec<SimilarItems>,
     /// Sorted by user.
     pub recommendations: Vec<Recommendations>,
 }
@@ -57,19 +62,72 @@ pub fn collaborative_filtering(
         }
     }
 
-    // Per (user, item): latest positive-weight time and day weights.
-    let mut users: BTreeSet<Id> = BTreeSet::new();
+    let users: BTreeSet<Id> = pairs
+        .iter()
+        .filter(|(_, state)| {
+            state
+                .buckets
+                .values()
+                .any(|times| times.values().sum::<isize>() > 0)
+        })
+        .map(|(&(user, _), _)| user)
+        .collect();
+    let indicator_history = match config.indicator_action {
+        Some(indicator) => history(&candidates(&pairs, Some(indicator), config), config),
+        None => BTreeMap::new(),
+    };
+    let candidates = candidates(&pairs, config.primary_action, config);
+    let history = history(&candidates, config);
+    let (counts, totals) = cooccurrence(&history, &indicator_history);
+    let similar_items = similar_items(&counts, totals, config);
+    let cross_similar_items = if config.indicator_action.is_some() {
+        cross_similar_items(&history, &indicator_history, &counts, totals, config)
+    } else {
+        Vec::new()
+    };
+    let recommendations = recommendations(
+        &users,
+        &candidates,
+        (&history, &similar_items),
+        (&indicator_history, &cross_similar_items),
+        (&counts, totals),
+        config,
+    );
+    CfSnapshot {
+        history: flatten(&history),
+        similar_items,
+        indicator_history: flatten(&indicator_history),
+        cross_similar_items,
+        recommendations,
+    }
+}
+
+fn flatten(history: &BTreeMap<Id, Vec<HistoryEntry>>) -> Vec<(Id, HistoryEntry)> {
+    history
+        .iter()
+        .flat_map(|(&user, entries)| entries.iter().map(move |e| (user, e.clone())))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// Per (user, item): latest positive-weight time and day weights, from the
+/// buckets of `action` only if given.
+fn candidates(
+    pairs: &BTreeMap<(Id, Id), PairState>,
+    action: Option<Action>,
+    config: &CfConfig,
+) -> Candidates {
     let mut candidates: Candidates = BTreeMap::new();
-    for (&(user, item), state) in &pairs {
+    for (&(user, item), state) in pairs {
         let mut last_time: Option<i64> = None;
         let mut day_weights: BTreeMap<i64, i64> = BTreeMap::new();
-        for (&(day, action), times) in &state.buckets {
+        for (&(day, bucket_action), times) in &state.buckets {
             let net: isize = times.values().sum();
-            if net <= 0 {
+            if net <= 0 || action.is_some_and(|a| a != bucket_action) {
                 continue;
             }
-            users.insert(user);
-            let weight = config.weights.weight(action);
+            let weight = config.weights.weight(bucket_action);
             let latest = times.iter().filter(|(_, n)| **n > 0).map(|(t, _)| *t).max();
             if weight > 0 {
                 last_time = last_time.max(latest);
@@ -84,20 +142,7 @@ pub fn collaborative_filtering(
                 .push((item, last_time, day_weights));
         }
     }
-
-    let history = history(&candidates, config);
-    let similar_items = similar_items(&history, config);
-    let recommendations = recommendations(&users, &candidates, &history, &similar_items, config);
-    CfSnapshot {
-        history: history
-            .iter()
-            .flat_map(|(&user, entries)| entries.iter().map(move |e| (user, e.clone())))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
-        similar_items,
-        recommendations,
-    }
+    candidates
 }
 
 fn history(candidates: &Candidates, config: &CfConfig) -> BTreeMap<Id, Vec<HistoryEntry>> {
@@ -134,8 +179,12 @@ fn history(candidates: &Candidates, config: &CfConfig) -> BTreeMap<Id, Vec<Histo
     history
 }
 
-/// `c_ij` for all i, j (the diagonal is `c_ii`) and the totals.
-fn cooccurrence(history: &BTreeMap<Id, Vec<HistoryEntry>>) -> (BTreeMap<(Id, Id), u64>, Totals) {
+/// `c_ij` for all i, j (the diagonal is `c_ii`) and the totals: users with
+/// a primary or an indicator history, items with a primary history.
+fn cooccurrence(
+    history: &BTreeMap<Id, Vec<HistoryEntry>>,
+    indicator_history: &BTreeMap<Id, Vec<HistoryEntry>>,
+) -> (BTreeMap<(Id, Id), u64>, Totals) {
     let mut counts: BTreeMap<(Id, Id), u64> = BTreeMap::new();
     for entries in history.values() {
         for a in entries {
@@ -145,17 +194,37 @@ fn cooccurrence(history: &BTreeMap<Id, Vec<HistoryEntry>>) -> (BTreeMap<(Id, Id)
         }
     }
     let items = counts.keys().filter(|(i, j)| i == j).count() as u64;
-    let users = history.values().filter(|e| !e.is_empty()).count() as u64;
+    let users = history
+        .iter()
+        .chain(indicator_history)
+        .filter(|(_, e)| !e.is_empty())
+        .map(|(u, _)| *u)
+        .collect::<BTreeSet<_>>()
+        .len() as u64;
     (counts, Totals { users, items })
 }
 
+/// Sorts by similarity descending, item ascending, and keeps the first K.
+fn top(item: Id, mut neighbors: Vec<Neighbor>, config: &CfConfig) -> SimilarItems {
+    neighbors.sort_by(|a, b| {
+        b.similarity
+            .0
+            .total_cmp(&a.similarity.0)
+            .then(a.item.cmp(&b.item))
+    });
+    if config.neighbors > 0 {
+        neighbors.truncate(config.neighbors);
+    }
+    SimilarItems { item, neighbors }
+}
+
 fn similar_items(
-    history: &BTreeMap<Id, Vec<HistoryEntry>>,
+    counts: &BTreeMap<(Id, Id), u64>,
+    totals: Totals,
     config: &CfConfig,
 ) -> Vec<SimilarItems> {
-    let (counts, totals) = cooccurrence(history);
     let mut lists: BTreeMap<Id, Vec<Neighbor>> = BTreeMap::new();
-    for (&(i, j), &c_ij) in &counts {
+    for (&(i, j), &c_ij) in counts {
         if i != j && c_ij >= config.min_support {
             let similarity =
                 config
@@ -169,29 +238,63 @@ fn similar_items(
     }
     lists
         .into_iter()
-        .map(|(item, mut neighbors)| {
-            neighbors.sort_by(|a, b| {
-                b.similarity
-                    .0
-                    .total_cmp(&a.similarity.0)
-                    .then(a.item.cmp(&b.item))
-            });
-            if config.neighbors > 0 {
-                neighbors.truncate(config.neighbors);
-            }
-            SimilarItems { item, neighbors }
-        })
+        .map(|(item, neighbors)| top(item, neighbors, config))
         .collect()
 }
+
+/// Per primary item j: indicator items i by `llr(x_ij, c_jj, b_i, n_users)`,
+/// where x_ij counts users with j in their history and i in their indicator
+/// history, and b_i users with i in their indicator history.
+fn cross_similar_items(
+    history: &BTreeMap<Id, Vec<HistoryEntry>>,
+    indicator_history: &BTreeMap<Id, Vec<HistoryEntry>>,
+    counts: &BTreeMap<(Id, Id), u64>,
+    totals: Totals,
+    config: &CfConfig,
+) -> Vec<SimilarItems> {
+    let mut cross: BTreeMap<(Id, Id), u64> = BTreeMap::new();
+    let mut indicator_counts: BTreeMap<Id, u64> = BTreeMap::new();
+    for (user, indicator_entries) in indicator_history {
+        for b in indicator_entries {
+            *indicator_counts.entry(b.item).or_default() += 1;
+            for a in history.get(user).map(Vec::as_slice).unwrap_or(&[]) {
+                *cross.entry((a.item, b.item)).or_default() += 1;
+            }
+        }
+    }
+    let mut lists: BTreeMap<Id, Vec<Neighbor>> = BTreeMap::new();
+    for (&(j, i), &x_ij) in &cross {
+        if x_ij >= config.min_support {
+            let llr = crate::similarity::log_likelihood_ratio(
+                x_ij as i64,
+                counts[&(j, j)] as i64 - x_ij as i64,
+                indicator_counts[&i] as i64 - x_ij as i64,
+                totals.users as i64 - counts[&(j, j)] as i64 - indicator_counts[&i] as i64
+                    + x_ij as i64,
+            );
+            lists.entry(j).or_default().push(Neighbor {
+                item: i,
+                similarity: Score(llr),
+            });
+        }
+    }
+    lists
+        .into_iter()
+        .map(|(item, neighbors)| top(item, neighbors, config))
+        .collect()
+}
+
+/// A user's history and the similarity lists it is scored with.
+type Indicator<'a> = (&'a BTreeMap<Id, Vec<HistoryEntry>>, &'a [SimilarItems]);
 
 fn recommendations(
     users: &BTreeSet<Id>,
     candidates: &Candidates,
-    history: &BTreeMap<Id, Vec<HistoryEntry>>,
-    similar_items: &[SimilarItems],
+    (history, similar_items): Indicator<'_>,
+    (indicator_history, cross_similar_items): Indicator<'_>,
+    (counts, totals): (&BTreeMap<(Id, Id), u64>, Totals),
     config: &CfConfig,
 ) -> Vec<Recommendations> {
-    let (counts, totals) = cooccurrence(history);
     // The similarity rows used for scoring: the neighbour lists, plus SAR's
     // diagonal when seen items stay.
     let mut rows: BTreeMap<Id, Vec<(Id, f64)>> = BTreeMap::new();
@@ -200,11 +303,21 @@ fn recommendations(
         row.extend(list.neighbors.iter().map(|n| (n.item, n.similarity.0)));
     }
     if !config.remove_seen {
-        for (&(i, j), &c_ii) in &counts {
+        for (&(i, j), &c_ii) in counts {
             if i == j && c_ii >= config.min_support {
                 let s = config.metric.similarity(c_ii, c_ii, c_ii, totals);
                 rows.entry(i).or_default().push((i, s));
             }
+        }
+    }
+    // Cross rows, per indicator item i: the primary items j whose lists hold i.
+    let mut cross_rows: BTreeMap<Id, Vec<(Id, f64)>> = BTreeMap::new();
+    for list in cross_similar_items {
+        for n in &list.neighbors {
+            cross_rows
+                .entry(n.item)
+                .or_default()
+                .push((list.item, n.similarity.0));
         }
     }
     let no_items = Vec::new();
@@ -216,22 +329,42 @@ fn recommendations(
             .iter()
             .map(|c| c.0)
             .collect();
-        // j → (i → affinity · similarity), summed below in ascending i.
-        let mut terms: BTreeMap<Id, BTreeMap<Id, f64>> = BTreeMap::new();
+        // j → (i → affinity · similarity) for primary, then for indicator
+        // items: summed below in that order, each in ascending i.
+        type Terms = (BTreeMap<Id, f64>, BTreeMap<Id, f64>);
+        let mut terms: BTreeMap<Id, Terms> = BTreeMap::new();
         for entry in history.get(&user).map(Vec::as_slice).unwrap_or(&[]) {
             for &(j, s) in rows.get(&entry.item).map(Vec::as_slice).unwrap_or(&[]) {
                 terms
                     .entry(j)
                     .or_default()
+                    .0
+                    .insert(entry.item, entry.affinity.0 * s);
+            }
+        }
+        for entry in indicator_history
+            .get(&user)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            for &(j, s) in cross_rows
+                .get(&entry.item)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+            {
+                terms
+                    .entry(j)
+                    .or_default()
+                    .1
                     .insert(entry.item, entry.affinity.0 * s);
             }
         }
         let mut items: Vec<ScoredItem> = terms
             .into_iter()
             .filter(|(j, _)| !(config.remove_seen && seen.contains(j)))
-            .map(|(item, by_i)| {
+            .map(|(item, (primary, indicator))| {
                 let mut score = 0.0;
-                for term in by_i.values() {
+                for term in primary.values().chain(indicator.values()) {
                     score += term;
                 }
                 ScoredItem {
