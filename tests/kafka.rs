@@ -599,6 +599,22 @@ fn wait_for_commits(brokers: &str, topics: &RunTopics, child: &mut std::process:
     }
 }
 
+/// Sends SIGTERM to a run and asserts it exits with success.
+fn stop_cleanly(run: std::process::Child, what: &str) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let stopped = run.wait_with_output().unwrap();
+    assert!(
+        stopped.status.success(),
+        "{what}: {} {}",
+        stopped.status,
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+}
+
 #[test]
 fn a_run_stopped_by_sigterm_and_restarted_converges_to_the_same_state() {
     let brokers = brokers();
@@ -614,17 +630,7 @@ fn a_run_stopped_by_sigterm_and_restarted_converges_to_the_same_state() {
         .spawn()
         .unwrap();
     wait_for_commits(&brokers, &case.topics, &mut first);
-    let kill = Command::new("kill")
-        .args(["-TERM", &first.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let stopped = first.wait_with_output().unwrap();
-    assert!(
-        stopped.status.success(),
-        "a stopped run exits cleanly: {}",
-        String::from_utf8_lossy(&stopped.stderr)
-    );
+    stop_cleanly(first, "a stopped run exits cleanly");
     let summary = read_json(&first_out.join("summary.json"));
     assert_balances(&summary);
     let read = summary["records_read"].as_u64().unwrap();
@@ -737,17 +743,7 @@ fn a_broker_restarted_midway_loses_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let kill = Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let finished = run.wait_with_output().unwrap();
-    assert!(
-        finished.status.success(),
-        "the run survives the broker's restart: {}",
-        String::from_utf8_lossy(&finished.stderr)
-    );
+    stop_cleanly(run, "the run survives the broker's restart");
     let summary = read_json(&out.join("summary.json"));
     let replayed = read_json(&case.expected.join("summary.json"));
     assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
