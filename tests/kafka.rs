@@ -19,9 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
-use common::{
-    assert_balances, deterministic_part, persona as persona_cli, read_json, read_lines, records_by,
-};
+use common::{assert_balances, deterministic_part, read_json, read_lines, records_by, replay};
 
 use persona::config::PipelineConfig;
 use persona::format::preset::preset;
@@ -426,7 +424,7 @@ struct RunCase {
     dir: tempfile::TempDir,
     topics: RunTopics,
     /// The file replay's outputs.
-    expected: PathBuf,
+    expected: tempfile::TempDir,
     lines: usize,
     /// Lines produced so far.
     produced: usize,
@@ -436,16 +434,7 @@ impl RunCase {
     fn new(name: &str, lines: usize) -> RunCase {
         let dir = tempfile::tempdir().unwrap();
         let slice = online_retail_lines(dir.path(), "slice", 0, lines);
-        let expected = dir.path().join("replay");
-        persona_cli(&[
-            "replay",
-            "--input",
-            slice.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--out",
-            expected.to_str().unwrap(),
-        ]);
+        let (expected, _) = replay(&slice, "online-retail", &[]);
         RunCase {
             dir,
             topics: RunTopics::new(&unique(name)),
@@ -474,6 +463,14 @@ fn run_command(config: &Path, out: &Path, extra: &[&str]) -> Command {
         .arg(out)
         .args(extra);
     command
+}
+
+/// Starts `persona run` in the background, its stderr kept for the test.
+fn spawn_run(config: &Path, out: &Path) -> std::process::Child {
+    run_command(config, out, &[])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Runs to the end of the topic; returns the summary.
@@ -538,15 +535,15 @@ fn a_run_on_a_topic_ends_in_the_state_of_the_file_replay() {
     let out = case.dir.path().join("run");
     let summary = run_until_end(&config, &out, &[]);
 
-    assert_topics_hold(&brokers, &case.topics, &case.expected);
+    assert_topics_hold(&brokers, &case.topics, case.expected.path());
     for output in ["profiles", "similar_items", "recommendations"] {
         assert_eq!(
             read_lines(&out, output),
-            read_lines(&case.expected, output),
+            read_lines(case.expected.path(), output),
             "{output}.jsonl of the run vs the replay"
         );
     }
-    let replayed = read_json(&case.expected.join("summary.json"));
+    let replayed = read_json(&case.expected.path().join("summary.json"));
     assert_balances(&summary);
     assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
     assert_eq!(summary["records_read"], case.lines as u64);
@@ -561,7 +558,7 @@ fn a_run_on_a_topic_ends_in_the_state_of_the_file_replay() {
         "{first}"
     );
     let expected = reasons_and_raws(
-        read_lines(&case.expected, "rejected")
+        read_lines(case.expected.path(), "rejected")
             .into_iter()
             .map(String::into_bytes),
     );
@@ -625,10 +622,7 @@ fn a_run_stopped_by_sigterm_and_restarted_converges_to_the_same_state() {
     case.produce_up_to(&brokers, 80_000);
     let config = case.topics.config(&brokers, case.dir.path(), "");
     let first_out = case.dir.path().join("first");
-    let mut first = run_command(&config, &first_out, &[])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_run(&config, &first_out);
     wait_for_commits(&brokers, &case.topics, &mut first);
     stop_cleanly(first, "a stopped run exits cleanly");
     let summary = read_json(&first_out.join("summary.json"));
@@ -650,9 +644,9 @@ fn a_run_stopped_by_sigterm_and_restarted_converges_to_the_same_state() {
     case.produce_up_to(&brokers, case.lines);
     let second_out = case.dir.path().join("second");
     let summary = run_until_end(&config, &second_out, &[]);
-    let replayed = read_json(&case.expected.join("summary.json"));
+    let replayed = read_json(&case.expected.path().join("summary.json"));
     assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
-    assert_topics_hold(&brokers, &case.topics, &case.expected);
+    assert_topics_hold(&brokers, &case.topics, case.expected.path());
     assert_eq!(
         committed_total(&brokers, &case.topics.input, &case.topics.group),
         case.lines as i64
@@ -714,10 +708,7 @@ fn a_broker_restarted_midway_loses_nothing() {
     case.produce_up_to(&brokers, 80_000);
     let config = case.topics.config(&brokers, case.dir.path(), "");
     let out = case.dir.path().join("run");
-    let mut run = run_command(&config, &out, &[])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = spawn_run(&config, &out);
     wait_for_commits(&brokers, &case.topics, &mut run);
     broker.script("stop");
     assert!(!reachable(&brokers), "the broker is down");
@@ -745,9 +736,9 @@ fn a_broker_restarted_midway_loses_nothing() {
     }
     stop_cleanly(run, "the run survives the broker's restart");
     let summary = read_json(&out.join("summary.json"));
-    let replayed = read_json(&case.expected.join("summary.json"));
+    let replayed = read_json(&case.expected.path().join("summary.json"));
     assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
-    assert_topics_hold(&brokers, &case.topics, &case.expected);
+    assert_topics_hold(&brokers, &case.topics, case.expected.path());
     assert_eq!(
         committed_total(&brokers, &case.topics.input, &case.topics.group),
         case.lines as i64

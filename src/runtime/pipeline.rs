@@ -21,7 +21,7 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::ProbeHandle;
 
 use crate::config::{KafkaOutputsConfig, PipelineConfig};
-use crate::sink::kafka::{current_keys, KafkaSink, KafkaSinkError};
+use crate::sink::kafka::{current_keys, KafkaSink, KafkaSinkConfig, KafkaSinkError};
 use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
 
 /// Drops records seen again within the horizon: the first of equal
@@ -194,15 +194,19 @@ impl Gathered {
         kafka: Option<&KafkaOutputsConfig>,
     ) -> Result<Sinks, SinkError> {
         let period = self.recommend_period;
+        let topic = |topic: Option<&String>| Some(kafka?.topic(topic?));
+        let kafka_profiles = topic(kafka.and_then(|k| k.profiles.as_ref()));
+        let kafka_similar = topic(kafka.and_then(|k| k.similar_items.as_ref()));
+        let kafka_recommendations = topic(kafka.and_then(|k| k.recommendations.as_ref()));
         Ok(Sinks {
             outputs: vec![
-                output("profiles", self.profiles, 1, files, kafka, "user")?,
+                output("profiles", self.profiles, 1, files, kafka_profiles, "user")?,
                 output(
                     "similar_items",
                     self.similar_items,
                     period,
                     files,
-                    kafka,
+                    kafka_similar,
                     "item",
                 )?,
                 output(
@@ -210,7 +214,7 @@ impl Gathered {
                     self.recommendations,
                     period,
                     files,
-                    kafka,
+                    kafka_recommendations,
                     "user",
                 )?,
             ],
@@ -229,13 +233,13 @@ pub enum SinkError {
     Kafka(#[from] KafkaSinkError),
 }
 
-/// The sink of one output, keyed by `key_field` in Kafka.
+/// The sink of one output: its files, and its upsert topic keyed by `key_field`.
 fn output<D: OutputRecord>(
     name: &str,
     pending: Pending<D>,
     period: u64,
     files: Option<(&Path, bool)>,
-    kafka: Option<&KafkaOutputsConfig>,
+    topic: Option<KafkaSinkConfig>,
     key_field: &'static str,
 ) -> Result<Box<dyn Sink>, SinkError> {
     let sink = match files {
@@ -243,14 +247,6 @@ fn output<D: OutputRecord>(
         None => JsonlSink::counter(name, pending),
     };
     let mut sink = sink.with_period(period);
-    let topic = kafka.and_then(|kafka| {
-        let topic = match name {
-            "profiles" => &kafka.profiles,
-            "similar_items" => &kafka.similar_items,
-            _ => &kafka.recommendations,
-        };
-        topic.as_ref().map(|topic| kafka.topic(topic))
-    });
     if let Some(topic) = topic {
         let kafka = KafkaSink::new(&topic)?;
         sink = sink.with_upsert(kafka, key_field, current_keys(&topic)?);

@@ -68,19 +68,15 @@ pub fn unique(name: &str) -> String {
 /// Retail log, written to `dir/NAME.csv`.
 pub fn online_retail_lines(dir: &Path, name: &str, from: usize, to: usize) -> PathBuf {
     let source = super::shared_data("online_retail_all.csv.xz");
-    let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut liblzma::read::XzDecoder::new(std::fs::File::open(source).unwrap()),
-        &mut text,
-    )
-    .unwrap();
-    let mut lines = text.lines();
-    let header = lines.next().unwrap();
+    // Decompress only as far as the slice reaches.
+    let xz = liblzma::read::XzDecoder::new(std::fs::File::open(source).unwrap());
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(xz));
+    let header = lines.next().unwrap().unwrap();
     let path = dir.join(format!("{name}.csv"));
     let mut file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     writeln!(file, "{header}").unwrap();
     for line in lines.skip(from).take(to - from) {
-        writeln!(file, "{line}").unwrap();
+        writeln!(file, "{}", line.unwrap()).unwrap();
     }
     file.flush().unwrap();
     path
