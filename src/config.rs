@@ -348,6 +348,35 @@ pub struct TimeConfig {
     /// latest one a reader has seen and still be applied. Later records are
     /// counted as `late` and written to `late.jsonl`. Default: 3600.
     pub allowed_lateness_s: u64,
+    /// Records whose event time is more than this many seconds after the
+    /// wall clock (at the start of the run, whole hours) are rejected as
+    /// `time_in_future`, so one absurd timestamp cannot advance the
+    /// watermark past the rest of the log (as Kafka's
+    /// `message.timestamp.after.max.ms`). Default: 86400 (one day).
+    pub max_future_s: u64,
+}
+
+impl TimeConfig {
+    /// The dataflow timestamp (tick) of an event time.
+    pub fn tick_of(&self, time_ms: u64) -> u64 {
+        time_ms - time_ms % self.tick_ms
+    }
+
+    /// Collaborative filtering's period (`recommend_tick_ms`, else the tick).
+    pub fn recommend_period_ms(&self) -> u64 {
+        self.recommend_tick_ms.unwrap_or(self.tick_ms)
+    }
+
+    /// The latest plausible event time (ms): the wall clock at the start of
+    /// the hour, plus `max_future_s`. Whole hours, so that the processes of
+    /// one run, started moments apart, agree.
+    pub fn max_event_time_ms(&self) -> u64 {
+        const HOUR_MS: u64 = 3_600_000;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        (now_ms - now_ms % HOUR_MS).saturating_add(self.max_future_s.saturating_mul(1000))
+    }
 }
 
 impl Default for TimeConfig {
@@ -356,6 +385,7 @@ impl Default for TimeConfig {
             tick_ms: 1000,
             recommend_tick_ms: None,
             allowed_lateness_s: 3600,
+            max_future_s: 86_400,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! sinks).
 //! Workers and processes use timely's own flags (`-w`, `-n`, `-p`, `-h`).
 
+pub(crate) mod failure;
 pub mod load;
 pub mod pipeline;
 pub mod produce;
@@ -14,9 +15,11 @@ pub mod run;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use timely::worker::Worker;
 
 use crate::format::Decoder;
@@ -44,7 +47,15 @@ pub struct TimelyArgs {
     /// File of process addresses (host:port), one per line.
     #[arg(short = 'h', long = "hostfile")]
     pub hostfile: Option<PathBuf>,
+    /// Seconds the processes of a run may take to connect to each other.
+    #[arg(long, default_value_t = 60, env = "PERSONA_CONNECT_TIMEOUT_S")]
+    pub connect_timeout: u64,
 }
+
+/// Worker threads per process beyond this many times the cores are refused:
+/// they only contend (a thousand workers on two cores ran for minutes on
+/// ten thousand rows).
+const MAX_WORKERS_PER_CORE: usize = 4;
 
 impl TimelyArgs {
     /// The timely configuration, built by timely's own parser.
@@ -63,6 +74,19 @@ impl TimelyArgs {
             args.push(hostfile.display().to_string());
         }
         anyhow::ensure!(self.workers >= 1, "-w must be at least 1");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bound = (cores * MAX_WORKERS_PER_CORE).max(8);
+        anyhow::ensure!(
+            self.workers <= bound,
+            "-w {} is more than {MAX_WORKERS_PER_CORE} worker threads per core ({cores} cores): use at most -w {bound}, and more processes (-n) to scale out",
+            self.workers
+        );
+        if self.workers > cores {
+            eprintln!(
+                "persona: warning: -w {} is more worker threads than the {cores} cores: they will contend",
+                self.workers
+            );
+        }
         anyhow::ensure!(
             self.process < self.processes,
             "-p {} is not below -n {}",
@@ -73,6 +97,30 @@ impl TimelyArgs {
             .map_err(|error| anyhow::anyhow!("timely flags: {error}"))
     }
 
+    /// The connection watchdog of a run of several processes.
+    pub fn connecting(&self) -> anyhow::Result<Connecting> {
+        let mut peers = Vec::new();
+        if self.processes > 1 {
+            if let Some(hostfile) = &self.hostfile {
+                let text = std::fs::read_to_string(hostfile)
+                    .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?;
+                peers = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .take(self.processes)
+                    .enumerate()
+                    .filter(|(process, _)| *process != self.process)
+                    .map(|(process, address)| (process, address.to_owned()))
+                    .collect();
+            }
+        }
+        Ok(Connecting {
+            peers,
+            timeout: Duration::from_secs(self.connect_timeout),
+        })
+    }
+
     /// Total workers across processes.
     pub fn total_workers(&self) -> usize {
         self.workers * self.processes
@@ -81,14 +129,39 @@ impl TimelyArgs {
 
 /// Runs `work` on every worker of `config` and waits for them; returns the
 /// summary of the worker that wrote it (worker 0), or the first error.
-pub fn execute<F>(config: timely::Config, work: F) -> anyhow::Result<Option<Summary>>
+///
+/// A worker that fails or panics cannot be waited for by its peers (they
+/// would wait for its progress forever), so with more than one worker a
+/// failure ends the process at once, with the first failure's message and
+/// a non-zero exit: the root cause, not the cascade of panics it causes in
+/// the other workers and processes. Processes that cannot reach their peers
+/// within `connect_timeout` end the same way, naming the peers.
+pub fn execute<F>(
+    config: timely::Config,
+    connect: Connecting,
+    work: F,
+) -> anyhow::Result<Option<Summary>>
 where
     F: Fn(&mut Worker) -> anyhow::Result<Option<Summary>> + Send + Sync + 'static,
 {
+    failure::install_hook();
+    let connected = connect.watch();
     let guards = timely::execute(config, move |worker| {
-        work(worker).map_err(|error| format!("{error:#}"))
+        let index = worker.index();
+        let peers = worker.peers();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(worker)));
+        let error = match outcome {
+            Ok(Ok(summary)) => return Ok(summary),
+            Ok(Err(error)) => format!("worker {index}: {error:#}"),
+            Err(panic) => format!("worker {index} panicked: {}", failure::message(&*panic)),
+        };
+        if peers > 1 {
+            failure::exit(&error);
+        }
+        Err(error)
     })
     .map_err(|error| anyhow::anyhow!("cannot start workers: {error}"))?;
+    connected.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut summary = None;
     for result in guards.join() {
         match result {
@@ -99,6 +172,66 @@ where
         }
     }
     Ok(summary)
+}
+
+/// How long the processes of a run may take to connect to each other.
+#[derive(Clone, Debug)]
+pub struct Connecting {
+    /// The other processes' addresses, by process index (empty for one process).
+    peers: Vec<(usize, String)>,
+    timeout: Duration,
+}
+
+impl Connecting {
+    /// Starts a watchdog that ends the process once `timeout` passes before
+    /// the returned flag is set (when timely has connected every process).
+    fn watch(self) -> Arc<AtomicBool> {
+        let connected = Arc::new(AtomicBool::new(false));
+        if self.peers.is_empty() {
+            return connected;
+        }
+        let flag = connected.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while started.elapsed() < self.timeout {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let unreachable: Vec<String> = self
+                .peers
+                .iter()
+                .filter(|(_, address)| !reachable(address))
+                .map(|(process, address)| format!("process {process} at {address}"))
+                .collect();
+            let peers = if unreachable.is_empty() {
+                "some peer".to_owned()
+            } else {
+                unreachable.join(", ")
+            };
+            failure::exit(&format!(
+                "could not connect to {peers} within {} s (--connect-timeout): start every process of the run, each with its own -p",
+                self.timeout.as_secs()
+            ));
+        });
+        connected
+    }
+}
+
+/// Whether something listens at `address`.
+fn reachable(address: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addresses| addresses.next())
+        .is_some_and(|address| {
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
+        })
 }
 
 /// Opens one input file for decoding: when the format has a header line,

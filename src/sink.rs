@@ -8,6 +8,7 @@
 //! output to a Kafka topic as upserts ([`kafka`]).
 
 pub mod kafka;
+pub mod staging;
 
 use std::cell::RefCell;
 use std::collections::btree_map::{BTreeMap, Entry};

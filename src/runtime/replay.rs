@@ -1,17 +1,22 @@
 //! `persona replay`: read a log from files or stdin through the whole
 //! pipeline and write the outputs of DESIGN.md into a folder.
 //!
-//! Each worker reads every line of the input and decodes its own share
-//! (line number modulo workers). Records become updates at their event-time
-//! tick; a worker advances its input frontier to its watermark (the latest
-//! event time it has read, less the allowed lateness), so the dataflow
-//! finishes each tick while the replay goes on. Records behind the frontier
-//! are late: counted and written to `late.jsonl`. Rejected records go to
-//! `rejected.jsonl`. Outputs are consolidated on worker 0.
+//! Each worker reads every line of a file and applies its own share
+//! (record number modulo workers); stdin, which cannot be read twice, is
+//! read by worker 0 alone. Every reader decodes every record to keep the
+//! same [`Watermark`]: the latest event time applied before a record, less
+//! the allowed lateness. A record whose tick is behind it is late: counted
+//! and written to `late.jsonl`. So lateness is a function of the input
+//! alone, identical for any `-w`, `-n` or chunk size. Records become updates
+//! at their event-time tick, and every [`CHUNK`] records the readers
+//! advance their input frontier to the watermark, so the dataflow finishes
+//! each tick while the replay goes on. Rejected records go to
+//! `rejected.jsonl`. Outputs are consolidated on worker 0 and written into a
+//! staging folder that replaces `--out` on success ([`Staging`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -23,9 +28,11 @@ use timely::worker::Worker;
 use crate::config::PipelineConfig;
 use crate::format::Decoder;
 use crate::rejected::{Position, RejectedRecord};
-use crate::runtime::worker::{DeadLetters, Dropped, PipelineWorker};
+use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker, Watermark};
+use crate::runtime::failure::failpoint;
 use crate::runtime::{execute, open_for_decoding, TimelyArgs};
 use crate::sink::part_path;
+use crate::sink::staging::Staging;
 use crate::source::file::{input_files, total_bytes};
 use crate::summary::Summary;
 
@@ -39,43 +46,94 @@ pub struct ReplayPlan {
     pub timely: TimelyArgs,
 }
 
-/// Records a worker decodes between two advances of its frontier.
+/// Records of the input between two advances of the frontier. Counted over
+/// the whole input, so every worker advances at the same records.
 const CHUNK: u64 = 4096;
 
 /// A shared line writer for one per-process output (rejected, late).
 pub(crate) type SharedWriter = Arc<Mutex<BufWriter<File>>>;
 
 /// Runs a replay; returns the summary (on the process that holds worker 0).
+/// The outputs are written into a staging folder and moved into `out`
+/// only once the replay succeeded.
 pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
-    std::fs::create_dir_all(&plan.out)
-        .with_context(|| format!("cannot create {}", plan.out.display()))?;
-    Decoder::new(&plan.config)?;
     let files = input_files(&plan.input)?;
     anyhow::ensure!(
         !files.is_empty(),
         "input {} holds no files",
         plan.input.display()
     );
+    check_out_is_not_input(&plan.input, &plan.out)?;
+    Decoder::new(&plan.config)?;
+    let timely_config = plan.timely.config()?;
+    let connecting = plan.timely.connecting()?;
+    let staging = Staging::create(&plan.out, plan.timely.process, plan.timely.processes)
+        .with_context(|| format!("cannot create a staging folder for {}", plan.out.display()))?;
     let shared_writer = |name: &str| -> anyhow::Result<SharedWriter> {
-        let path = part_path(&plan.out, name, plan.timely.process, plan.timely.processes)?;
+        let path = part_path(
+            staging.dir(),
+            name,
+            plan.timely.process,
+            plan.timely.processes,
+        )?;
         let file =
             File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Arc::new(Mutex::new(BufWriter::new(file))))
     };
     let rejected = shared_writer("rejected")?;
     let late = shared_writer("late")?;
-    let timely_config = plan.timely.config()?;
-    let plan = Arc::new((plan, files));
+    let dir = staging.dir().to_owned();
+    let plan = Arc::new((plan, files, dir));
     let started = Instant::now();
     let writers = (rejected.clone(), late.clone());
-    let summary = execute(timely_config, move |worker| {
-        let (plan, files) = &*plan;
-        run_worker(worker, plan, files, &writers.0, &writers.1, started)
+    let summary = execute(timely_config, connecting, move |worker| {
+        let (plan, files, dir) = &*plan;
+        run_worker(worker, plan, files, dir, &writers.0, &writers.1, started)
     })?;
     for writer in [rejected, late] {
         writer.lock().expect("writer lock").flush()?;
     }
+    staging.commit()?;
     Ok(summary)
+}
+
+/// A replay never reads its own outputs: `--out` may not be the input
+/// folder nor lie inside it.
+fn check_out_is_not_input(input: &Path, out: &Path) -> anyhow::Result<()> {
+    if !input.is_dir() {
+        return Ok(());
+    }
+    let (Ok(input_dir), Ok(out_dir)) = (
+        input.canonicalize(),
+        std::path::absolute(out).map(|out| normalise(&out)),
+    ) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        !out_dir.starts_with(&input_dir),
+        "--out {} is inside the input folder {}: a second replay would read the outputs as input",
+        out.display(),
+        input.display()
+    );
+    Ok(())
+}
+
+/// `path` with `.` and `..` resolved as far as its existing ancestors allow.
+fn normalise(path: &Path) -> PathBuf {
+    let mut existing = path.to_owned();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_owned());
+                existing = parent.to_owned();
+            }
+            _ => return path.to_owned(),
+        }
+    }
+    let mut resolved = existing.canonicalize().unwrap_or(existing);
+    resolved.extend(rest.iter().rev());
+    resolved
 }
 
 /// The replay's dead letters: per-process `rejected.jsonl` and `late.jsonl`.
@@ -93,30 +151,73 @@ impl DeadLetters for Files<'_> {
     }
 }
 
+/// Which records of the input a worker applies: record `n` (counted from 1
+/// over the whole input) belongs to the worker `n % readers`, among the
+/// first `readers` workers.
+struct Share {
+    index: u64,
+    readers: u64,
+}
+
+impl Share {
+    /// Every worker reads a file and applies its share; stdin cannot be
+    /// read twice, so worker 0 reads it alone and the dataflow's exchanges
+    /// spread its records.
+    fn of(worker: &Worker, input: &Path) -> Share {
+        if is_stdin(input) {
+            Share {
+                index: worker.index() as u64,
+                readers: 1,
+            }
+        } else {
+            Share {
+                index: worker.index() as u64,
+                readers: worker.peers() as u64,
+            }
+        }
+    }
+
+    fn reads(&self) -> bool {
+        self.index < self.readers
+    }
+
+    fn owns(&self, record: u64) -> bool {
+        record % self.readers == self.index
+    }
+}
+
+fn is_stdin(input: &Path) -> bool {
+    input.as_os_str() == "-"
+}
+
 fn run_worker(
     worker: &mut Worker,
     plan: &ReplayPlan,
     files: &[PathBuf],
+    dir: &Path,
     rejected: &SharedWriter,
     late: &SharedWriter,
     started: Instant,
 ) -> anyhow::Result<Option<Summary>> {
     let index = worker.index();
-    let peers = worker.peers() as u64;
+    let peers = worker.peers();
     let config = &plan.config;
-    let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
+    let share = Share::of(worker, &plan.input);
+    let mut watermark = Watermark::new(config.time.allowed_lateness_s.saturating_mul(1000));
     let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
-        Ok(gathered.into_sinks(Some((&plan.out, plan.changelog)), None)?)
+        Ok(gathered.into_sinks(Some((dir, plan.changelog)), None)?)
     })?;
     let mut dead = Files { rejected, late };
     let mut decoder = Decoder::new(config)?;
-    let mut max_seen_ms: Option<u64> = None;
-    let mut decoded_since_advance = 0;
     let bytes_read = Arc::new(AtomicU64::new(0));
     let progress = (index == 0).then(|| progress_bar(total_bytes(files)));
     let mut record_index: u64 = 0;
+    if !share.reads() {
+        // Holds nothing back: the reader's frontier is the dataflow's.
+        pipeline.advance_to(u64::MAX);
+    }
 
-    for path in files {
+    for path in files.iter().filter(|_| share.reads()) {
         let file_name = path.display().to_string();
         let Some((mut lines, _)) = open_for_decoding(path, &mut decoder, bytes_read.clone())?
         else {
@@ -128,21 +229,19 @@ fn run_worker(
                 continue;
             }
             record_index += 1;
-            if record_index % peers != index as u64 {
-                continue;
-            }
             let position = Position::File {
                 file: file_name.clone(),
                 line,
                 index: None,
             };
-            if let Some(time_ms) = pipeline.read(&decoder, bytes, &position, &mut dead)? {
-                max_seen_ms = max_seen_ms.max(Some(time_ms));
-                decoded_since_advance += 1;
-            }
-            if decoded_since_advance >= CHUNK {
-                decoded_since_advance = 0;
-                pipeline.advance_to(max_seen_ms.unwrap_or(0).saturating_sub(lateness_ms));
+            let judge = Judge::Clock {
+                watermark: &mut watermark,
+                own: share.owns(record_index),
+            };
+            pipeline.read(&decoder, bytes, &position, judge, &mut dead)?;
+            if record_index % CHUNK == 0 {
+                failpoint("worker-panic", index);
+                pipeline.advance_to(watermark.get().unwrap_or(0));
                 pipeline.catch_up(worker, None);
                 pipeline.drain()?;
                 if let Some(progress) = &progress {
@@ -164,10 +263,10 @@ fn run_worker(
         ("late", finished.totals.late),
     ];
     let summary = finished.summarize(
-        Some(&plan.out),
+        Some(dir),
         &per_process,
         plan.timely.processes,
-        peers as usize,
+        peers,
         started,
     )?;
     Ok(Some(summary))

@@ -43,7 +43,7 @@ use crate::format::Decoder;
 use crate::rejected::{Position, RejectedRecord};
 use crate::runtime::pipeline::{end_of_period, Sinks};
 use crate::runtime::replay::SharedWriter;
-use crate::runtime::worker::{DeadLetters, Dropped, PipelineWorker};
+use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker};
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::kafka::{ensure_topic, KafkaProducer};
 use crate::sink::part_path;
@@ -137,7 +137,8 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         stop,
         started: Instant::now(),
     });
-    let summary = execute(shared.plan.timely.config()?, move |worker| {
+    let connecting = shared.plan.timely.connecting()?;
+    let summary = execute(shared.plan.timely.config()?, connecting, move |worker| {
         run_worker(worker, &shared)
     })?;
     if let Some((rejected, late)) = writers {
@@ -241,7 +242,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             Ok(polled) => polled,
             // The client reconnects by itself (a broker restart, say).
             Err(error) => {
-                warnings.warn(&error.to_string());
+                warnings.warn(&format!("{:#}", anyhow::Error::from(error)));
                 0
             }
         };
@@ -258,7 +259,13 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             if record.payload.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let applied = pipeline.read(&decoder, &record.payload, &record.position, &mut dead)?;
+            let applied = pipeline.read(
+                &decoder,
+                &record.payload,
+                &record.position,
+                Judge::Frontier,
+                &mut dead,
+            )?;
             if let Some(time_ms) = applied {
                 watermarks.saw(&partition, time_ms);
                 latest_tick = latest_tick.max(time_ms - time_ms % tick_ms);
@@ -279,7 +286,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
                         break;
                     }
                 }
-                Err(error) => warnings.warn(&error.to_string()),
+                Err(error) => warnings.warn(&format!("{:#}", anyhow::Error::from(error))),
             }
         }
         if let Some(watermark) = watermarks.watermark() {
@@ -303,7 +310,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
                 let sinks = pipeline.sinks().expect("worker 0 has the sinks");
                 sinks.flush().context("cannot write the outputs to Kafka")?;
                 if let Err(error) = source.commit(&ready) {
-                    warnings.warn(&error.to_string());
+                    warnings.warn(&format!("{:#}", anyhow::Error::from(error)));
                     // Committed with a later snapshot, or at the end.
                     read_so_far.borrow_mut().push((0, ready));
                 } else if let Some(earlier) = &mut earlier {
@@ -403,7 +410,7 @@ fn commit_with_retries(source: &KafkaSource, offsets: &Offsets) -> anyhow::Resul
             Ok(_) => return Ok(()),
             Err(error) if attempt >= 10 => return Err(error.into()),
             Err(error) => {
-                eprintln!("persona: warning: {error}; retrying");
+                eprintln!("persona: warning: {:#}; retrying", anyhow::Error::from(error));
                 attempt += 1;
                 std::thread::sleep(Duration::from_secs(1));
             }

@@ -19,6 +19,7 @@ use differential_dataflow::input::InputSession;
 use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::vec::Input;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
@@ -27,8 +28,8 @@ use crate::config::PipelineConfig;
 use crate::dimension::{read_catalog, read_user_attributes};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
-use crate::rejected::{Position, RejectedRecord};
-use crate::runtime::pipeline::{self, Gathered, Sinks};
+use crate::rejected::{Position, Reason, RejectedRecord, Rejection};
+use crate::runtime::pipeline::{self, end_of_period, Gathered, Sinks};
 use crate::sink::Upto;
 use crate::summary::{peak_rss_bytes, ReaderCounts, Summary};
 
@@ -39,6 +40,49 @@ pub enum Dropped {
     Rejected,
     /// Its event time was behind the input frontier (`late.jsonl`).
     Late,
+}
+
+/// The replay's event-time clock: a watermark that is a function of the
+/// input alone. Every worker feeds it every record of the input in file
+/// order (whichever worker owns the record), so every worker judges
+/// lateness identically whatever `-w`, `-n` or chunk size: a record is late
+/// when its tick is behind the tick of (latest event time applied before
+/// it − allowed lateness), as a Flink source emitting a bounded
+/// out-of-orderness watermark after every record would judge it.
+#[derive(Clone, Debug)]
+pub struct Watermark {
+    lateness_ms: u64,
+    latest_ms: Option<u64>,
+}
+
+impl Watermark {
+    pub fn new(lateness_ms: u64) -> Watermark {
+        Watermark {
+            lateness_ms,
+            latest_ms: None,
+        }
+    }
+
+    /// The event time (ms) before which records are late, if any record
+    /// has been applied yet.
+    pub fn get(&self) -> Option<u64> {
+        self.latest_ms
+            .map(|latest| latest.saturating_sub(self.lateness_ms))
+    }
+
+    fn saw(&mut self, time_ms: u64) {
+        self.latest_ms = self.latest_ms.max(Some(time_ms));
+    }
+}
+
+/// Who decides lateness for a source, and whether this worker applies a record.
+pub enum Judge<'a> {
+    /// The worker's input frontier (Kafka: per-partition watermarks
+    /// advance it); the worker owns every record it reads.
+    Frontier,
+    /// A shared clock fed with every record of the input; the worker
+    /// applies only the records it owns.
+    Clock { watermark: &'a mut Watermark, own: bool },
 }
 
 /// Where a source's rejected and late records go.
@@ -95,6 +139,16 @@ pub struct PipelineWorker {
     /// What this worker has read so far.
     pub counts: ReaderCounts,
     outcomes: Vec<Outcome>,
+    /// Latest plausible event time (ms): later records are `time_in_future`.
+    max_time_ms: u64,
+    /// The index of the dataflow, to drop it at the end of the input.
+    dataflow: usize,
+    /// Every worker's latest event time, to agree on the end of the input.
+    ends_input: InputHandle<u64, Option<u64>>,
+    ends_probe: ProbeHandle<u64>,
+    end: Rc<Cell<Option<u64>>>,
+    /// Collaborative filtering's period: the end of the input waits for it.
+    recommend_period: u64,
 }
 
 /// The end of a run on worker 0: the drained sinks and the run's totals.
@@ -132,7 +186,17 @@ impl PipelineWorker {
         let name_book = Rc::new(RefCell::new(NameBook::default()));
         let totals = Rc::new(RefCell::new(ReaderCounts::default()));
 
+        let mut ends_input: InputHandle<u64, Option<u64>> = InputHandle::new();
+        let ends_probe = ProbeHandle::new();
+        let end = Rc::new(Cell::new(None));
+        let dataflow = worker.next_dataflow_index();
         let gathered = worker.dataflow::<u64, _, _>(|scope| {
+            let latest = end.clone();
+            scope
+                .input_from(&mut ends_input)
+                .broadcast()
+                .inspect(move |time: &Option<u64>| latest.set(latest.get().max(*time)))
+                .probe_with(&ends_probe);
             let records = inputs.events.to_collection(scope);
             let events = pipeline::dedup(records, dedup_horizon, duplicates.clone());
             let events = pipeline::mark_cancellations(events);
@@ -187,22 +251,69 @@ impl PipelineWorker {
             sinks,
             counts: ReaderCounts::default(),
             outcomes: Vec::new(),
+            max_time_ms: config.time.max_event_time_ms(),
+            dataflow,
+            ends_input,
+            ends_probe,
+            end,
+            recommend_period: config.time.recommend_period_ms(),
         })
     }
 
     /// Decodes one record and applies each event in it, or hands it to
-    /// `dead` as rejected or late. Returns the latest event time (ms) applied.
+    /// `dead` as rejected or late; `judge` says who decides lateness and
+    /// whether this worker owns the record (a record it does not own only
+    /// moves the shared clock). Returns the latest event time (ms) applied.
     pub fn read(
         &mut self,
         decoder: &Decoder,
         bytes: &[u8],
         position: &Position,
+        mut judge: Judge<'_>,
         dead: &mut dyn DeadLetters,
     ) -> anyhow::Result<Option<u64>> {
         let mut latest = None;
         decoder.decode(bytes, position, &mut self.outcomes);
         let mut outcomes = std::mem::take(&mut self.outcomes);
+        let own = match &judge {
+            Judge::Frontier => true,
+            Judge::Clock { own, .. } => *own,
+        };
         for outcome in outcomes.drain(..) {
+            let outcome = outcome.and_then(|decoded| {
+                let time_ms = decoded.event.time_ms as u64;
+                if time_ms > self.max_time_ms {
+                    Err((
+                        position.clone(),
+                        Rejection::new(
+                            Reason::TimeInFuture,
+                            format!(
+                                "event time {time_ms} is after the latest plausible time {} ([time] max_future_s)",
+                                self.max_time_ms
+                            ),
+                        ),
+                    ))
+                } else {
+                    Ok(decoded)
+                }
+            });
+            let late_before = match &mut judge {
+                Judge::Frontier => Some(*self.inputs.events.time()),
+                Judge::Clock { watermark, .. } => {
+                    let before = watermark.get().map(|w| w - w % self.tick_ms);
+                    if let Ok(decoded) = &outcome {
+                        let time_ms = decoded.event.time_ms as u64;
+                        let time = time_ms - time_ms % self.tick_ms;
+                        if before.is_none_or(|before| time >= before) {
+                            watermark.saw(time_ms);
+                        }
+                    }
+                    before
+                }
+            };
+            if !own {
+                continue;
+            }
             self.counts.records_read += 1;
             match outcome {
                 Err((position, rejection)) => {
@@ -217,14 +328,13 @@ impl PipelineWorker {
                 Ok(decoded) => {
                     let time_ms = decoded.event.time_ms as u64;
                     let time = time_ms - time_ms % self.tick_ms;
-                    let frontier = *self.inputs.events.time();
-                    if time < frontier {
+                    if let Some(frontier) = late_before.filter(|&before| time < before) {
                         self.counts.late += 1;
                         let record = RejectedRecord {
                             source: position.clone(),
                             reason: "late",
                             detail: format!(
-                                "event time {time_ms} is behind the input frontier {frontier} by more than the allowed lateness"
+                                "event time {time_ms} is behind the watermark {frontier} by more than the allowed lateness"
                             ),
                             raw: String::from_utf8_lossy(bytes).into_owned(),
                         };
@@ -286,8 +396,12 @@ impl PipelineWorker {
         self.sinks.as_mut()
     }
 
-    /// Ends the input: lets the dataflow finish, gathers every worker's
-    /// counts, and on worker 0 applies the outputs up to the end of the input.
+    /// Ends the input: completes every output up to the latest event time
+    /// any worker applied (collaborative filtering up to the end of its
+    /// period), gathers every worker's counts, and on worker 0 applies the
+    /// outputs up to the end of the input. Nothing after the end is computed:
+    /// window expirations past it would be thrown away, so the dataflow is
+    /// dropped instead of run to completion.
     pub fn finish(
         self,
         worker: &mut Worker,
@@ -295,7 +409,8 @@ impl PipelineWorker {
     ) -> anyhow::Result<Option<Finished>> {
         let PipelineWorker {
             index,
-            inputs,
+            tick_ms,
+            mut inputs,
             mut counts_input,
             probe,
             counts_probe,
@@ -304,12 +419,31 @@ impl PipelineWorker {
             totals,
             sinks,
             mut counts,
+            dataflow,
+            mut ends_input,
+            ends_probe,
+            end,
+            recommend_period,
             ..
         } = self;
-        let Inputs { events, names, .. } = inputs;
-        events.close();
-        drop(names);
-        worker.step_while(|| !probe.done());
+        ends_input.send(counts.max_time);
+        drop(ends_input);
+        worker.step_while(|| !ends_probe.done());
+        if let Some(end) = end.get() {
+            // Advance in steps of about a day of ticks: what expires within
+            // CF's last period then flows through as while streaming, not as
+            // one batch.
+            let target = end_of_period(end, recommend_period).saturating_add(1);
+            let step = tick_ms.saturating_mul(1 << 16);
+            let mut time = *inputs.events.time();
+            while time < target {
+                time = time.saturating_add(step).min(target);
+                inputs.events.advance_to(time);
+                inputs.names.advance_to(time);
+                inputs.events.flush();
+                worker.step_while(|| probe.less_than(&time));
+            }
+        }
         counts.duplicates = duplicates.get();
         if index.is_multiple_of(workers_per_process) {
             counts.peak_rss_bytes = peak_rss_bytes();
@@ -317,6 +451,8 @@ impl PipelineWorker {
         counts_input.send(counts);
         drop(counts_input);
         worker.step_while(|| !counts_probe.done());
+        worker.drop_dataflow(dataflow);
+        drop(inputs);
         let Some(mut sinks) = sinks else {
             return Ok(None);
         };

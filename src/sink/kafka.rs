@@ -32,18 +32,18 @@ use crate::source::kafka::{KafkaSource, KafkaSourceConfig, KafkaSourceError, Off
 /// Errors of the Kafka sink and producer.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {
-    #[error("cannot create a Kafka client for {brokers}: {source}")]
+    #[error("cannot create a Kafka client for {brokers}")]
     Create {
         brokers: String,
         source: Box<KafkaError>,
     },
-    #[error("cannot create topic {topic} on {brokers}: {source}")]
+    #[error("cannot create topic {topic} on {brokers}")]
     CreateTopic {
         brokers: String,
         topic: String,
         source: Box<KafkaError>,
     },
-    #[error("cannot send to topic {topic}: {source}")]
+    #[error("cannot send to topic {topic}")]
     Send {
         topic: String,
         source: Box<KafkaError>,
@@ -54,12 +54,12 @@ pub enum KafkaSinkError {
         failed: u64,
         first: String,
     },
-    #[error("cannot flush messages to topic {topic}: {source}")]
+    #[error("cannot flush messages to topic {topic}")]
     Flush {
         topic: String,
         source: Box<KafkaError>,
     },
-    #[error("cannot read the keys of upsert topic {topic}: {source}")]
+    #[error("cannot read the keys of upsert topic {topic}")]
     Read {
         topic: String,
         source: Box<KafkaSourceError>,

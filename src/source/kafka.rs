@@ -48,12 +48,12 @@ use crate::rejected::Position;
 /// Errors of the Kafka source. Each names the brokers, topic or partition.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSourceError {
-    #[error("cannot create a Kafka consumer for {brokers}: {source}")]
+    #[error("cannot create a Kafka consumer for {brokers}")]
     Create {
         brokers: String,
         source: Box<KafkaError>,
     },
-    #[error("cannot read the partitions of topic {topic} from {brokers}: {source}")]
+    #[error("cannot read the partitions of topic {topic} from {brokers}")]
     Metadata {
         brokers: String,
         topic: String,
@@ -61,21 +61,21 @@ pub enum KafkaSourceError {
     },
     #[error("topic {topic} does not exist on {brokers} (create it, e.g. with `persona produce`)")]
     MissingTopic { brokers: String, topic: String },
-    #[error("cannot read the committed offsets of group {group_id}: {source}")]
+    #[error("cannot read the committed offsets of group {group_id}")]
     Committed {
         group_id: String,
         source: Box<KafkaError>,
     },
-    #[error("cannot assign partitions to the consumer: {source}")]
+    #[error("cannot assign partitions to the consumer")]
     Assign { source: Box<KafkaError> },
-    #[error("cannot subscribe to {topics:?}: {source}")]
+    #[error("cannot subscribe to {topics:?}")]
     Subscribe {
         topics: Vec<String>,
         source: Box<KafkaError>,
     },
-    #[error("cannot consume from Kafka: {source}")]
+    #[error("cannot consume from Kafka")]
     Consume { source: Box<KafkaError> },
-    #[error("cannot commit offsets {offsets:?} for group {group_id}: {source}")]
+    #[error("cannot commit offsets {offsets:?} for group {group_id}")]
     Commit {
         group_id: String,
         offsets: Offsets,

@@ -1,0 +1,158 @@
+//! Outputs appear whole or not at all: a replay writes into a staging folder
+//! beside `--out` and moves its files into `--out` only once it succeeded.
+//! A failed run leaves `--out` as it was, never old outputs beside new ones.
+//!
+//! Each process stages its own files (`.NAME.persona-tmp-pP` beside the
+//! output folder). On success process 0 first removes the outputs a run of
+//! persona writes (so outputs of an earlier run with other options do not
+//! linger), keeping the parts other processes may already have moved in;
+//! then every process moves its files in.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The files a run of persona writes into an output folder, beside the
+/// per-process `rejected` and `late` outputs.
+const OUTPUTS: [&str; 3] = ["profiles", "similar_items", "recommendations"];
+
+/// The staging folder of one process for the output folder `out`.
+pub struct Staging {
+    out: PathBuf,
+    dir: PathBuf,
+    process: usize,
+    processes: usize,
+}
+
+impl Staging {
+    /// Creates (afresh) the staging folder of `process` for `out`.
+    pub fn create(out: &Path, process: usize, processes: usize) -> io::Result<Staging> {
+        let name = out
+            .file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let parent = match out.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)?;
+        let dir = parent.join(format!(".{name}.persona-tmp-p{process}"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(Staging {
+            out: out.to_owned(),
+            dir,
+            process,
+            processes,
+        })
+    }
+
+    /// Where this process writes until the run succeeds.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Moves the staged files into the output folder, replacing what an
+    /// earlier run wrote there, and removes the staging folder.
+    pub fn commit(self) -> io::Result<()> {
+        std::fs::create_dir_all(&self.out)?;
+        if self.process == 0 {
+            self.remove_earlier_outputs()?;
+        }
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let target = self.out.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                // A folder of parts: other processes move theirs in too.
+                std::fs::create_dir_all(&target)?;
+                for part in std::fs::read_dir(entry.path())? {
+                    let part = part?;
+                    std::fs::rename(part.path(), target.join(part.file_name()))?;
+                }
+            } else {
+                std::fs::rename(entry.path(), target)?;
+            }
+        }
+        std::fs::remove_dir_all(&self.dir)
+    }
+
+    /// Removes what a run of persona writes into the output folder, except
+    /// the parts of this run's other processes.
+    fn remove_earlier_outputs(&self) -> io::Result<()> {
+        let mut files: Vec<String> = vec!["summary.json".into()];
+        for name in OUTPUTS {
+            files.push(format!("{name}.jsonl"));
+            files.push(format!("{name}.changes.jsonl"));
+        }
+        for name in ["rejected", "late"] {
+            files.push(format!("{name}.jsonl"));
+            let folder = self.out.join(name);
+            if self.processes <= 1 {
+                remove_if_present(&folder)?;
+            } else if folder.is_dir() {
+                for part in std::fs::read_dir(&folder)? {
+                    let part = part?;
+                    if !is_part_of(&part.file_name().to_string_lossy(), self.processes) {
+                        remove_if_present(&part.path())?;
+                    }
+                }
+            }
+        }
+        for file in files {
+            remove_if_present(&self.out.join(file))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether `file` is `part-P.jsonl` for a process P of this run.
+fn is_part_of(file: &str, processes: usize) -> bool {
+    file.strip_prefix("part-")
+        .and_then(|rest| rest.strip_suffix(".jsonl"))
+        .and_then(|p| p.parse::<usize>().ok())
+        .is_some_and(|p| p < processes)
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    match removed {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_replaces_the_earlier_outputs_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        std::fs::create_dir_all(out.join("rejected")).unwrap();
+        for old in ["summary.json", "profiles.changes.jsonl", "notes.txt"] {
+            std::fs::write(out.join(old), "old").unwrap();
+        }
+        std::fs::write(out.join("rejected/part-3.jsonl"), "old").unwrap();
+        let staging = Staging::create(&out, 0, 2).unwrap();
+        std::fs::write(staging.dir().join("summary.json"), "new").unwrap();
+        std::fs::create_dir_all(staging.dir().join("rejected")).unwrap();
+        std::fs::write(staging.dir().join("rejected/part-0.jsonl"), "new").unwrap();
+        // Process 1 committed first.
+        std::fs::write(out.join("rejected/part-1.jsonl"), "new").unwrap();
+        staging.commit().unwrap();
+
+        let read = |file: &str| std::fs::read_to_string(out.join(file)).ok();
+        assert_eq!(read("summary.json").as_deref(), Some("new"));
+        assert_eq!(read("profiles.changes.jsonl"), None, "a stale changelog stays");
+        assert_eq!(read("notes.txt").as_deref(), Some("old"), "not ours to remove");
+        assert_eq!(read("rejected/part-0.jsonl").as_deref(), Some("new"));
+        assert_eq!(read("rejected/part-1.jsonl").as_deref(), Some("new"));
+        assert_eq!(read("rejected/part-3.jsonl"), None);
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+}
