@@ -13,8 +13,8 @@ pub mod preset;
 
 use persona_dataflows::Event;
 
-use crate::config::{ConfigError, FormatKind, PipelineConfig};
-use crate::rejected::{Position, Rejection};
+use crate::config::{ConfigError, FormatKind, PipelineConfig, RawRecords};
+use crate::rejected::{truncated_text, Position, Reason, Rejection, RAW_PREFIX_BYTES};
 use mapping::CompiledMapping;
 
 /// A record that passed validation, ready for the dataflow.
@@ -38,6 +38,9 @@ pub type Outcome = Result<Decoded, (Position, Rejection)>;
 pub struct Decoder {
     format: Format,
     mapping: CompiledMapping,
+    /// Longer records are rejected unread (`[cleaning] max_record_bytes`).
+    max_record_bytes: usize,
+    raw: RawRecords,
 }
 
 enum Format {
@@ -46,13 +49,30 @@ enum Format {
 }
 
 impl Decoder {
+    /// A decoder of the records `config` describes. The whole config is
+    /// validated here too: every command builds a decoder before it reads,
+    /// so a config merged from a preset and a file is checked as well.
     pub fn new(config: &PipelineConfig) -> Result<Decoder, ConfigError> {
+        config.validate()?;
         let format = match config.input.format {
             FormatKind::Csv => Format::Csv(Box::new(csv::CsvFields::new(&config.input.csv)?)),
             FormatKind::Jsonl => Format::Jsonl,
         };
-        let mapping = CompiledMapping::new(&config.input.mapping, &config.cleaning)?;
-        Ok(Decoder { format, mapping })
+        let raw = config.output.raw;
+        let mapping = CompiledMapping::new(&config.input.mapping, &config.cleaning)?
+            .with_mapped_raw(raw == RawRecords::Mapped);
+        Ok(Decoder {
+            format,
+            mapping,
+            max_record_bytes: config.cleaning.max_record_bytes,
+            raw,
+        })
+    }
+
+    /// The longest record this decoder reads, in bytes: a reader of lines
+    /// need not keep more than one byte beyond it.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
     }
 
     /// Whether the first line of each file names the columns.
@@ -62,6 +82,12 @@ impl Decoder {
 
     /// Takes the header line of a CSV file, so fields can be found by name.
     pub fn read_header(&mut self, line: &[u8], position: &Position) -> Result<(), ConfigError> {
+        if line.len() > self.max_record_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "{position}: the header line is longer than [cleaning] max_record_bytes = {}",
+                self.max_record_bytes
+            )));
+        }
         match &mut self.format {
             Format::Csv(fields) => fields.read_header(line, position, &self.mapping),
             Format::Jsonl => Ok(()),
@@ -70,6 +96,22 @@ impl Decoder {
 
     /// Decodes one line (one message) into zero or more outcomes.
     pub fn decode(&self, line: &[u8], position: &Position, out: &mut Vec<Outcome>) {
+        if line.len() > self.max_record_bytes {
+            let mut rejection = Rejection::new(
+                Reason::RecordTooLarge,
+                format!(
+                    "the record is longer than [cleaning] max_record_bytes = {} bytes",
+                    self.max_record_bytes
+                ),
+            );
+            rejection.raw = Some(match self.raw {
+                RawRecords::Full => truncated_text(line, RAW_PREFIX_BYTES),
+                RawRecords::Mapped => String::new(),
+            });
+            out.push(Err((position.clone(), rejection)));
+            return;
+        }
+        let first = out.len();
         match &self.format {
             Format::Csv(fields) => out.push(
                 fields
@@ -78,6 +120,35 @@ impl Decoder {
                     .map_err(|rejection| (position.clone(), rejection)),
             ),
             Format::Jsonl => jsonl::decode(line, position, &self.mapping, out),
+        }
+        if self.raw == RawRecords::Mapped {
+            // A record that could not be split into fields has no mapped
+            // fields to show: show nothing rather than every column.
+            for outcome in &mut out[first..] {
+                if let Err((_, rejection)) = outcome {
+                    rejection.raw.get_or_insert_with(String::new);
+                }
+            }
+        }
+    }
+
+    /// The `raw` of a dead letter for the record at `position` of `line`
+    /// (for records that decoded but are dropped later, such as late ones):
+    /// the line as read, or its mapped fields under `[output] raw = "mapped"`.
+    pub fn raw_record(&self, line: &[u8], position: &Position) -> String {
+        match self.raw {
+            RawRecords::Full if line.len() > self.max_record_bytes => {
+                truncated_text(line, RAW_PREFIX_BYTES)
+            }
+            RawRecords::Full => String::from_utf8_lossy(line).into_owned(),
+            RawRecords::Mapped if line.len() > self.max_record_bytes => String::new(),
+            RawRecords::Mapped => match &self.format {
+                Format::Csv(fields) => fields
+                    .split(line)
+                    .map(|record| self.mapping.mapped_raw(&record))
+                    .unwrap_or_default(),
+                Format::Jsonl => jsonl::mapped_raw(line, position, &self.mapping),
+            },
         }
     }
 }
