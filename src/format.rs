@@ -152,3 +152,65 @@ impl Decoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(index: Option<usize>) -> Position {
+        Position::File {
+            file: "log".into(),
+            line: 2,
+            index,
+        }
+    }
+
+    fn decoder(config: &str) -> Decoder {
+        let config: PipelineConfig = toml::from_str(config).unwrap();
+        Decoder::new(&config).unwrap()
+    }
+
+    #[test]
+    fn late_records_show_only_mapped_fields_when_asked() {
+        let csv = "[input.csv]\nhas_header = false\ncolumns = [\"u\", \"name\", \"i\", \"t\"]\n\
+                   [input.mapping]\nuser = \"u\"\nitem = \"i\"\ntime = \"t\"\naction_constant = \"view\"\n";
+        let line = b"7,Ada Lovelace,42,1659304800000";
+        assert_eq!(
+            decoder(csv).raw_record(line, &position(None)),
+            "7,Ada Lovelace,42,1659304800000"
+        );
+        let mapped = decoder(&format!("{csv}[output]\nraw = \"mapped\"\n"));
+        assert_eq!(
+            mapped.raw_record(line, &position(None)),
+            r#"{"u":"7","i":"42","t":"1659304800000"}"#
+        );
+        let json =
+            "[input]\nformat = \"jsonl\"\n[input.mapping]\nuser = \"session\"\nitem = \"aid\"\n\
+                    time = \"ts\"\naction_constant = \"click\"\nrecords = \"events\"\n\
+                    [output]\nraw = \"mapped\"\n";
+        let line = br#"{"session":1,"secret":"x","events":[{"aid":5,"ts":1},{"aid":6,"ts":2}]}"#;
+        assert_eq!(
+            decoder(json).raw_record(line, &position(Some(1))),
+            r#"{"session":"1","aid":"6","ts":"2"}"#
+        );
+    }
+
+    #[test]
+    fn records_over_the_limit_are_rejected_with_a_prefix() {
+        let config = "[input.csv]\nhas_header = false\ncolumns = [\"u\", \"i\", \"t\"]\n\
+                      [input.mapping]\nuser = \"u\"\nitem = \"i\"\ntime = \"t\"\naction_constant = \"view\"\n\
+                      [cleaning]\nmax_record_bytes = 10000\n";
+        let decoder = decoder(config);
+        let line = vec![b'1'; 10_001];
+        let mut out = Vec::new();
+        decoder.decode(&line, &position(None), &mut out);
+        let (_, rejection) = out.pop().unwrap().unwrap_err();
+        assert_eq!(rejection.reason, Reason::RecordTooLarge);
+        assert_eq!(rejection.raw.unwrap().len(), RAW_PREFIX_BYTES);
+        decoder.decode(&line[..10_000], &position(None), &mut out);
+        assert_ne!(
+            out.pop().unwrap().unwrap_err().1.reason,
+            Reason::RecordTooLarge
+        );
+    }
+}

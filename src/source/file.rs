@@ -215,30 +215,37 @@ impl Lines {
     /// length including its line end, or `None` at the end of the input.
     fn read_bounded(&mut self) -> io::Result<Option<u64>> {
         self.buffer.clear();
-        let keep = self.max_record_bytes.saturating_add(2);
-        let mut length: u64 = 0;
-        loop {
-            let available = match self.reader.fill_buf() {
-                Ok(available) => available,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => return Err(error),
-            };
-            if available.is_empty() {
-                break;
-            }
-            let (taken, done) = match available.iter().position(|&b| b == b'\n') {
-                Some(at) => (at + 1, true),
-                None => (available.len(), false),
-            };
-            let room = keep.saturating_sub(self.buffer.len());
-            self.buffer.extend_from_slice(&available[..taken.min(room)]);
-            self.reader.consume(taken);
-            length += taken as u64;
-            if done {
-                break;
+        let keep = self.max_record_bytes.saturating_add(2) as u64;
+        // `read_until` finds the line end fast; `take` bounds what it keeps.
+        let kept = (&mut self.reader)
+            .take(keep)
+            .read_until(b'\n', &mut self.buffer)? as u64;
+        if kept == 0 {
+            return Ok(None);
+        }
+        let mut length = kept;
+        if kept == keep && self.buffer.last() != Some(&b'\n') {
+            loop {
+                let available = match self.reader.fill_buf() {
+                    Ok(available) => available,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => return Err(error),
+                };
+                if available.is_empty() {
+                    break;
+                }
+                let (skipped, done) = match available.iter().position(|&b| b == b'\n') {
+                    Some(at) => (at + 1, true),
+                    None => (available.len(), false),
+                };
+                self.reader.consume(skipped);
+                length += skipped as u64;
+                if done {
+                    break;
+                }
             }
         }
-        Ok((length > 0).then_some(length))
+        Ok(Some(length))
     }
 }
 
