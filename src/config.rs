@@ -58,6 +58,44 @@ pub struct PipelineConfig {
     pub source: SourceConfig,
     /// Where `persona run` writes its outputs (replay writes `--out`). Default: none.
     pub sink: SinkConfig,
+    /// What the files of rejected and late records hold, and who may read them.
+    pub output: OutputConfig,
+}
+
+/// `[output]`: the dead letters (`rejected.jsonl`, `late.jsonl` and the
+/// dead-letter topic) copy records of the source, which may hold columns
+/// that are nobody's business (names, addresses): these settings limit that.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// What a dead letter's `raw` holds: `full`, the record as read, or
+    /// `mapped`, a JSON object of only the fields the mapping reads (field
+    /// name → value as read, null when empty; `""` for a record that could
+    /// not be split into fields). Default: `full`.
+    pub raw: RawRecords,
+    /// Unix permission bits of the files holding raw records (`rejected`,
+    /// `late`); write it in octal, `0o600`. Default: `0o600` (the owner only).
+    pub raw_file_mode: u32,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            raw: RawRecords::Full,
+            raw_file_mode: 0o600,
+        }
+    }
+}
+
+/// The `raw` of a dead letter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawRecords {
+    /// The whole record as read.
+    #[default]
+    Full,
+    /// Only the mapped fields.
+    Mapped,
 }
 
 /// `[source]`: the long-running sources of `persona run`.
@@ -180,12 +218,93 @@ impl PipelineConfig {
             }
             _ => {}
         }
+        if mapping
+            .price_decimals
+            .is_some_and(|d| d > MAX_PRICE_DECIMALS)
+        {
+            return Err(invalid_field(
+                "[input.mapping] price_decimals",
+                "at most 6 decimal places",
+            ));
+        }
+        for (name, bound) in [
+            ("rating_min", mapping.rating_min),
+            ("rating_max", mapping.rating_max),
+        ] {
+            if bound.is_some_and(|b| !b.is_finite()) {
+                return Err(invalid_field(
+                    &format!("[input.mapping] {name}"),
+                    "a finite number",
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (mapping.rating_min, mapping.rating_max) {
+            if min > max {
+                return Err(invalid_field(
+                    "[input.mapping] rating_min",
+                    "at most rating_max",
+                ));
+            }
+        }
+        if !(1..=MAX_RECORD_BYTES_LIMIT).contains(&self.cleaning.max_record_bytes) {
+            return Err(invalid_field(
+                "[cleaning] max_record_bytes",
+                "between 1 and 1073741824 (1 GiB)",
+            ));
+        }
+        if let Some(catalog) = &self.catalog {
+            if catalog
+                .price_decimals
+                .is_some_and(|d| d > MAX_PRICE_DECIMALS)
+            {
+                return Err(invalid_field(
+                    "[catalog] price_decimals",
+                    "at most 6 decimal places",
+                ));
+            }
+        }
+        // The profile's error names its table and field itself.
         self.profile
             .validate()
-            .map_err(|error| ConfigError::Invalid(format!("[profile] {error}")))?;
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if self.profile.segment.min_purchases < 0 {
+            return Err(invalid_field(
+                "[profile.segment] min_purchases",
+                "a count of at least 0",
+            ));
+        }
+        if self.profile.segment.min_spend < 0 {
+            return Err(invalid_field(
+                "[profile.segment] min_spend",
+                "an amount of at least 0 minor units",
+            ));
+        }
         self.recommend
             .validate()
             .map_err(|error| ConfigError::Invalid(format!("[recommend] {error}")))?;
+        // NaN, zero or a negative half-life turns every score into null.
+        if let Some(days) = self.recommend.decay_half_life_days {
+            if !(days.is_finite() && days > 0.0) {
+                return Err(invalid_field(
+                    "[recommend] decay_half_life_days",
+                    "a finite number of days > 0 (leave it out for no decay)",
+                ));
+            }
+        }
+        if self.output.raw_file_mode > 0o777 {
+            return Err(invalid_field(
+                "[output] raw_file_mode",
+                "permission bits between 0o000 and 0o777",
+            ));
+        }
+        if let Some(kafka) = &self.sink.kafka {
+            if kafka.partitions < 1 {
+                return Err(invalid_field(
+                    "[sink.kafka] partitions",
+                    "at least 1 partition",
+                ));
+            }
+        }
         if self.time.recommend_tick_ms == Some(0) {
             return Err(ConfigError::Invalid(
                 "[time] recommend_tick_ms must be at least 1".into(),
@@ -198,6 +317,20 @@ impl PipelineConfig {
         }
         Ok(())
     }
+}
+
+/// More decimal places than this would overflow 64-bit minor units of
+/// ordinary prices (and 10^19 does not fit at all).
+const MAX_PRICE_DECIMALS: u32 = 6;
+
+/// The largest `max_record_bytes` allowed: a line is held in memory whole.
+const MAX_RECORD_BYTES_LIMIT: usize = 1 << 30;
+
+/// The default `max_record_bytes`, 1 MiB: a thousand times a typical record.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+
+fn invalid_field(field: &str, expected: &str) -> ConfigError {
+    ConfigError::Invalid(format!("{field}: expected {expected}"))
 }
 
 /// `[input]`: the log and how to read it.
@@ -281,6 +414,14 @@ pub struct Mapping {
     pub quantity: Option<String>,
     /// Field of the rating, a decimal (stored in hundredths). Default: none.
     pub rating: Option<String>,
+    /// Lowest rating of the scale (e.g. 0.5); lower ones are rejected as
+    /// `rating_out_of_range`. At most two decimals. Default: none (only
+    /// ratings below −1,000,000 are rejected).
+    pub rating_min: Option<f64>,
+    /// Highest rating of the scale (e.g. 5); higher ones are rejected as
+    /// `rating_out_of_range`. At most two decimals. Default: none (only
+    /// ratings above 1,000,000 are rejected).
+    pub rating_max: Option<f64>,
     /// Field of a unique event id, used for deduplication. Default: none.
     pub event_id: Option<String>,
     /// Field of the session id. Default: none.
@@ -317,6 +458,11 @@ pub struct CleaningConfig {
     /// How long, in event-time seconds, a record is remembered for
     /// deduplication. Default: 86400 (a day).
     pub dedup_horizon_s: u64,
+    /// Longest record, in bytes (a line of a file, a Kafka message). Longer
+    /// ones are rejected as `record_too_large`, with only their first 4 KiB
+    /// as `raw`, and a file's line is skipped without being held in memory.
+    /// At most 1 GiB. Default: 1048576 (1 MiB).
+    pub max_record_bytes: usize,
 }
 
 impl Default for CleaningConfig {
@@ -326,6 +472,7 @@ impl Default for CleaningConfig {
             numeric_ids: true,
             dedup: true,
             dedup_horizon_s: 86_400,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -387,5 +534,58 @@ impl Default for TimeConfig {
             allowed_lateness_s: 3600,
             max_future_s: 86_400,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(toml: &str) -> Result<(), ConfigError> {
+        let base = "[input.mapping]\nuser = \"u\"\nitem = \"i\"\ntime = \"t\"\naction = \"a\"\n";
+        let config: PipelineConfig = toml::from_str(&format!("{base}{toml}")).unwrap();
+        config.validate()
+    }
+
+    fn rejects(toml: &str, field: &str) {
+        let error = validate(toml).expect_err(toml).to_string();
+        assert!(error.contains(field), "{toml}: {error}");
+    }
+
+    #[test]
+    fn nonsense_numbers_name_their_field() {
+        assert!(validate("").is_ok());
+        for days in ["0.0", "-1.0", "nan", "inf"] {
+            rejects(
+                &format!("[recommend]\ndecay_half_life_days = {days}\n"),
+                "decay_half_life_days",
+            );
+        }
+        assert!(validate("[recommend]\ndecay_half_life_days = 30.0\n").is_ok());
+        rejects(
+            "[catalog]\npath = \"c.csv\"\nprice_decimals = 64\n",
+            "[catalog] price_decimals",
+        );
+        rejects("price_decimals = 7\n", "price_decimals");
+        rejects("rating_min = 5.0\nrating_max = 0.5\n", "rating_min");
+        rejects("rating_max = nan\n", "rating_max");
+        rejects("[cleaning]\nmax_record_bytes = 0\n", "max_record_bytes");
+        rejects("[output]\nraw_file_mode = 0o1777\n", "raw_file_mode");
+        rejects("[sink.kafka]\npartitions = 0\n", "partitions");
+        rejects("[profile.segment]\nmin_spend = -1\n", "min_spend");
+        rejects("[profile.segment]\nmin_purchases = -1\n", "min_purchases");
+        rejects("[profile]\nhalf_life_days = nan\n", "half_life_days");
+    }
+
+    #[test]
+    fn output_defaults_keep_raw_records_private() {
+        let config = PipelineConfig::default();
+        assert_eq!(config.output.raw, RawRecords::Full);
+        assert_eq!(config.output.raw_file_mode, 0o600);
+        assert_eq!(config.cleaning.max_record_bytes, 1 << 20);
+        let config: PipelineConfig =
+            toml::from_str("[output]\nraw = \"mapped\"\nraw_file_mode = 0o640\n").unwrap();
+        assert_eq!(config.output.raw, RawRecords::Mapped);
+        assert_eq!(config.output.raw_file_mode, 0o640);
     }
 }

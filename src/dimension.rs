@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::config::{ConfigError, CsvOptions};
 use crate::format::csv::CsvFields;
 use crate::format::mapping::{parse_price, Fields, TimeParser};
-use crate::ids::{id_of, normalise_id};
+use crate::ids::{control_character, id_of, normalise_id};
 use crate::rejected::Position;
 use crate::source::file::{open, Lines, SourceError};
 
@@ -121,9 +121,16 @@ fn read_table(
         return Ok(());
     };
     let columns = fields.read_header_columns(header, &position(line))?;
+    let max_bytes = lines.max_record_bytes();
     while let Some((line, bytes)) = lines.next_line()? {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
+        }
+        if bytes.len() > max_bytes {
+            return Err(DimensionError::Row {
+                position: position(line),
+                detail: format!("the line is longer than the {max_bytes} bytes a row may have"),
+            });
         }
         let record = fields
             .split(bytes)
@@ -137,6 +144,23 @@ fn read_table(
         })?;
     }
     Ok(())
+}
+
+/// A table's id, normalised; one with a control character is an error, as
+/// it would be a second key that prints like the first.
+fn table_id(fields: &dyn Fields, column: &str, numeric_ids: bool) -> Result<String, String> {
+    let id = fields
+        .get(column)
+        .map_err(|r| r.detail)?
+        .map(|id| normalise_id(&id, numeric_ids).to_owned())
+        .ok_or_else(|| format!("column {column:?} is empty"))?;
+    match control_character(&id) {
+        None => Ok(id),
+        Some(c) => Err(format!(
+            "column {column:?}: {id:?} holds the control character U+{:04X}",
+            u32::from(c)
+        )),
+    }
 }
 
 fn require_columns(path: &Path, columns: &[String], wanted: &[&str]) -> Result<(), DimensionError> {
@@ -182,6 +206,12 @@ pub fn read_catalog(
         config.version.version_format.as_deref(),
         config.version.time_zone.as_deref(),
     )?;
+    let price_decimals = config.price_decimals.unwrap_or(2);
+    if price_decimals > 6 {
+        return Err(DimensionError::Config(ConfigError::Invalid(
+            "[catalog] price_decimals: expected at most 6 decimal places".into(),
+        )));
+    }
     let mut rows = Vec::new();
     let mut checked = false;
     read_table(&config.path, |fields, line, columns| {
@@ -193,11 +223,7 @@ pub fn read_catalog(
             require_columns(&config.path, columns, &wanted).map_err(|e| e.to_string())?;
             checked = true;
         }
-        let item_name = fields
-            .get(&config.item)
-            .map_err(|r| r.detail)?
-            .map(|item| normalise_id(&item, numeric_ids).to_owned())
-            .ok_or_else(|| format!("column {:?} is empty", config.item))?;
+        let item_name = table_id(fields, &config.item, numeric_ids)?;
         let category_name = match &config.category {
             None => None,
             Some(column) => fields
@@ -210,7 +236,7 @@ pub fn read_catalog(
             Some(column) => fields
                 .get(column)
                 .map_err(|r| r.detail)?
-                .map(|p| parse_price(&p, column, config.price_decimals.unwrap_or(2)))
+                .map(|p| parse_price(&p, column, price_decimals))
                 .transpose()
                 .map_err(|r| r.detail)?,
         };
@@ -267,11 +293,7 @@ pub fn read_user_attributes(
                 attributes.insert(chosen)
             }
         };
-        let user_name = fields
-            .get(&config.user)
-            .map_err(|r| r.detail)?
-            .map(|user| normalise_id(&user, numeric_ids).to_owned())
-            .ok_or_else(|| format!("column {:?} is empty", config.user))?;
+        let user_name = table_id(fields, &config.user, numeric_ids)?;
         let (version_ms, applies_ms) = version_of(fields, line, &config.version, &parser)?;
         for name in attributes {
             if let Some(value) = fields.get(name).map_err(|r| r.detail)? {

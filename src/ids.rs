@@ -34,6 +34,13 @@ pub fn normalise_id(text: &str, numeric_ids: bool) -> &str {
     text
 }
 
+/// The first control character of an id (NUL, ESC, DEL, C1 codes, a tab
+/// or line break inside it), if any. Such ids are rejected rather than
+/// kept: `17850\0` would be a second user that prints like `17850`.
+pub fn control_character(id: &str) -> Option<char> {
+    id.chars().find(|c| c.is_control())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +54,16 @@ mod tests {
             id_of("17850"),
             xxhash_rust::xxh3::xxh3_64_with_seed(b"17850", ID_SEED)
         );
+    }
+
+    #[test]
+    fn control_characters_are_found() {
+        assert_eq!(control_character("17850"), None);
+        assert_eq!(control_character("17850\0"), Some('\0'));
+        assert_eq!(control_character("a\tb"), Some('\t'));
+        assert_eq!(control_character("x\u{1b}[31m"), Some('\u{1b}'));
+        assert_eq!(control_character("x\u{85}"), Some('\u{85}'));
+        assert_eq!(control_character("Café 東京"), None);
     }
 
     #[test]

@@ -3,8 +3,13 @@
 //! Bad input never panics a worker and is never dropped silently: each
 //! rejected record becomes one `rejected.jsonl` line with its source position,
 //! a stable snake_case reason code, a human detail, and the raw record.
+//! Files of raw records are created private ([`create_private_file`]): raw
+//! lines carry every column of the source, not only the mapped ones.
 
 use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -82,6 +87,17 @@ pub enum Reason {
     InvalidQuantity,
     InvalidRating,
     NonProduct,
+    /// A quantity, price or quantity × price outside the per-row bounds that
+    /// keep every sum of the profiles exact in 64 bits.
+    AmountOutOfRange,
+    /// A rating outside the configured scale (or beyond ±1e6).
+    RatingOutOfRange,
+    /// An id with a control character (NUL, tab inside, ESC, ...).
+    InvalidId,
+    /// Milliseconds in an `epoch_s` field or seconds in an `epoch_ms` one.
+    TimeUnitMismatch,
+    /// A record longer than `[input] max_record_bytes`.
+    RecordTooLarge,
 }
 
 impl Reason {
@@ -105,6 +121,11 @@ impl Reason {
             Reason::InvalidQuantity => "invalid_quantity",
             Reason::InvalidRating => "invalid_rating",
             Reason::NonProduct => "non_product",
+            Reason::AmountOutOfRange => "amount_out_of_range",
+            Reason::RatingOutOfRange => "rating_out_of_range",
+            Reason::InvalidId => "invalid_id",
+            Reason::TimeUnitMismatch => "time_unit_mismatch",
+            Reason::RecordTooLarge => "record_too_large",
         }
     }
 }
@@ -114,6 +135,9 @@ impl Reason {
 pub struct Rejection {
     pub reason: Reason,
     pub detail: String,
+    /// What to show as `raw` instead of the whole record: set by the decoder
+    /// when `[output] raw = "mapped"`, or for a record too large to copy.
+    pub raw: Option<String>,
 }
 
 impl Rejection {
@@ -121,8 +145,26 @@ impl Rejection {
         Rejection {
             reason,
             detail: detail.into(),
+            raw: None,
         }
     }
+}
+
+/// At most this much of a record too large to decode is kept as its `raw`:
+/// enough to recognise it, without copying megabytes into `rejected.jsonl`.
+pub const RAW_PREFIX_BYTES: usize = 4096;
+
+/// The first `max` bytes of `bytes` as text, cut at a character boundary.
+pub fn truncated_text(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+    let mut text = text.into_owned();
+    if bytes.len() > max {
+        // The cut may split a character: drop its replacement character.
+        if text.ends_with('\u{fffd}') {
+            text.pop();
+        }
+    }
+    text
 }
 
 /// One line of `rejected.jsonl`.
@@ -135,12 +177,89 @@ pub struct RejectedRecord {
 }
 
 impl RejectedRecord {
+    /// `raw` is the record as read; the rejection's own `raw`, when the
+    /// decoder set one, replaces it.
     pub fn new(source: Position, rejection: Rejection, raw: &[u8]) -> RejectedRecord {
         RejectedRecord {
             source,
             reason: rejection.reason.code(),
             detail: rejection.detail,
-            raw: String::from_utf8_lossy(raw).into_owned(),
+            raw: rejection
+                .raw
+                .unwrap_or_else(|| String::from_utf8_lossy(raw).into_owned()),
         }
+    }
+}
+
+/// Creates (or truncates) a file readable and writable only as `mode` says
+/// (`0o600`: the owner only), for files that hold raw records. An existing
+/// file gets `mode` too, before it is emptied, so a rerun into the same
+/// folder does not keep an older, wider mode.
+pub fn create_private_file(path: &Path, mode: u32) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(mode);
+        let file = options.open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.set_len(0)?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    {
+        // Modes are a Unix notion; elsewhere the platform's defaults apply.
+        let _ = mode;
+        let file = options.open(path)?;
+        file.set_len(0)?;
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_get_their_mode_even_when_they_exist() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejected.jsonl");
+        std::fs::write(&path, "old contents\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let mut file = create_private_file(&path, 0o600).unwrap();
+        file.write_all(b"new\n").unwrap();
+        drop(file);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        let fresh = dir.path().join("late.jsonl");
+        create_private_file(&fresh, 0o640).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncated_text("abc".as_bytes(), 10), "abc");
+        assert_eq!(truncated_text("abé".as_bytes(), 3), "ab");
+        assert_eq!(truncated_text(&[b'0'; 10_000], 4096).len(), 4096);
+    }
+
+    #[test]
+    fn a_decoder_raw_replaces_the_record() {
+        let position = Position::File {
+            file: "f".into(),
+            line: 1,
+            index: None,
+        };
+        let mut rejection = Rejection::new(Reason::InvalidId, "x");
+        let full = RejectedRecord::new(position.clone(), rejection.clone(), b"a,b,c");
+        assert_eq!(full.raw, "a,b,c");
+        rejection.raw = Some("{}".into());
+        assert_eq!(RejectedRecord::new(position, rejection, b"a,b,c").raw, "{}");
     }
 }

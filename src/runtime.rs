@@ -242,7 +242,8 @@ pub fn open_for_decoding(
     decoder: &mut Decoder,
     bytes_read: Arc<AtomicU64>,
 ) -> anyhow::Result<Option<(Lines, Option<Vec<u8>>)>> {
-    let mut lines = Lines::new(path, open(path, bytes_read)?);
+    let mut lines =
+        Lines::new(path, open(path, bytes_read)?).with_max_record_bytes(decoder.max_record_bytes());
     if !decoder.expects_header() {
         return Ok(Some((lines, None)));
     }

@@ -3,8 +3,9 @@
 //! with a reason.
 
 use persona::config::PipelineConfig;
+use persona::format::mapping::{MAX_AMOUNT, MAX_PRICE, MAX_QUANTITY, MAX_RATING};
 use persona::format::{preset, Decoder, Outcome};
-use persona::rejected::Position;
+use persona::rejected::{Position, Reason};
 use proptest::prelude::*;
 
 /// A decoder for a preset, with its header read, and a valid record.
@@ -45,17 +46,81 @@ fn position() -> Position {
 fn check_outcomes(outcomes: &[Outcome]) {
     assert!(!outcomes.is_empty(), "a line produced no outcome at all");
     for outcome in outcomes {
-        if let Err((_, rejection)) = outcome {
-            let code = rejection.reason.code();
-            assert!(
-                !code.is_empty()
-                    && code
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            );
-            assert!(!rejection.detail.is_empty());
+        match outcome {
+            Err((_, rejection)) => {
+                let code = rejection.reason.code();
+                assert!(
+                    !code.is_empty()
+                        && code
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                );
+                assert!(!rejection.detail.is_empty());
+            }
+            // What is accepted stays inside the bounds that keep every sum
+            // of the profiles exact.
+            Ok(decoded) => {
+                let event = &decoded.event;
+                assert!((1..=MAX_QUANTITY).contains(&event.quantity), "{event:?}");
+                if let Some(price) = event.price {
+                    assert!((0..=MAX_PRICE).contains(&price), "{event:?}");
+                    assert!(event.quantity * price <= MAX_AMOUNT, "{event:?}");
+                }
+                if let Some(rating) = event.rating {
+                    assert!((-MAX_RATING..=MAX_RATING).contains(&rating), "{event:?}");
+                }
+                assert!(
+                    (0..=253_402_300_799_999).contains(&event.time_ms),
+                    "{event:?}"
+                );
+                for id in [&decoded.user_name, &decoded.item_name] {
+                    assert!(!id.chars().any(char::is_control), "{id:?}");
+                }
+            }
         }
     }
+}
+
+/// Numbers that overflow i64, rust_decimal (about 7.9e28) or f64, and
+/// random ones with signs, points and exponents.
+fn nasty_number() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "5000000000000000000",
+            "79228162514264337593543950335",
+            "79228162514264337593543950336",
+            "-79228162514264337593543950335",
+            "7.9e28",
+            "1e28",
+            "1e29",
+            "1e400",
+            "1e-400",
+            "0.0000000000000000000000000001",
+            "18446744073709551616",
+            "1E+308",
+            "-0",
+            "NaN",
+            "inf",
+        ])
+        .prop_map(str::to_owned),
+        "[-+]?[0-9]{1,40}(\\.[0-9]{0,30})?([eE][-+]?[0-9]{1,4})?",
+        any::<i64>().prop_map(|n| n.to_string()),
+        any::<f64>().prop_map(|n| n.to_string()),
+    ]
+}
+
+/// A control character other than the line and field ends of CSV.
+fn control_character() -> impl Strategy<Value = char> {
+    prop_oneof![
+        (0u32..0x20).prop_filter_map("not a line end or tab", |c| {
+            (![0x09, 0x0a, 0x0d].contains(&c)).then(|| char::from_u32(c).unwrap())
+        }),
+        Just('\u{7f}'),
+        (0x80u32..0xa0).prop_map(|c| char::from_u32(c).unwrap()),
+    ]
 }
 
 /// A valid record with some bytes replaced, inserted or removed.
@@ -120,5 +185,100 @@ proptest! {
         decoder.decode(line.as_bytes(), &position(), &mut outcomes);
         let decoded = outcomes.pop().unwrap().unwrap();
         prop_assert_eq!(decoded.event.price, Some((units * 100 + cents) as i64));
+    }
+}
+
+/// Each preset's record with its numeric fields replaced: the quantity and
+/// price of Online Retail, the rating and epoch seconds of MovieLens, the
+/// epoch seconds of Taobao, the epoch milliseconds of OTTO.
+fn with_numbers(which: usize, a: &str, b: &str) -> String {
+    match PRESETS[which] {
+        "online-retail" => {
+            format!("536365,85123A,X,{a},2010-12-01 08:26:00,{b},17850.0,United Kingdom")
+        }
+        "movielens" => format!("196\t242\t{a}\t{b}"),
+        "taobao" => format!("1,2268318,2520377,pv,{a}"),
+        "otto" => {
+            format!(r#"{{"session":0,"events":[{{"aid":1517085,"ts":{a},"type":"clicks"}}]}}"#)
+        }
+        _ => unreachable!(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn huge_and_overflowing_numbers_are_rejected_not_panics(
+        which in 0..4usize,
+        a in nasty_number(),
+        b in nasty_number(),
+    ) {
+        let (decoder, _) = decoder(PRESETS[which]);
+        let mut outcomes = Vec::new();
+        decoder.decode(with_numbers(which, &a, &b).as_bytes(), &position(), &mut outcomes);
+        check_outcomes(&outcomes);
+    }
+
+    #[test]
+    fn quantities_whose_amount_overflows_are_rejected(
+        quantity in 1i64..=i64::MAX,
+        cents in 1i64..100_000_000,
+    ) {
+        let (decoder, _) = decoder("online-retail");
+        let price = format!("{}.{:02}", cents / 100, cents % 100);
+        let mut outcomes = Vec::new();
+        let line = with_numbers(0, &quantity.to_string(), &price);
+        decoder.decode(line.as_bytes(), &position(), &mut outcomes);
+        check_outcomes(&outcomes);
+        let fits = quantity <= MAX_QUANTITY && quantity * cents <= MAX_AMOUNT;
+        match outcomes.pop().unwrap() {
+            Ok(decoded) => {
+                prop_assert!(fits);
+                prop_assert_eq!(decoded.event.quantity * decoded.event.price.unwrap(), quantity * cents);
+            }
+            Err((_, rejection)) => {
+                prop_assert!(!fits);
+                prop_assert_eq!(rejection.reason, Reason::AmountOutOfRange);
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_in_ids_are_rejected(
+        which in 0..4usize,
+        at in 1..4usize,
+        control in control_character(),
+    ) {
+        let (decoder, valid) = decoder(PRESETS[which]);
+        // The user id of each valid record, with a control character inside.
+        let user = match PRESETS[which] {
+            "online-retail" => "17850.0",
+            "movielens" => "196",
+            "taobao" => "1",
+            _ => "0",
+        };
+        // Inside the id: at its ends some control characters are whitespace, trimmed.
+        let bad = if user.len() == 1 {
+            format!("{user}{control}{user}")
+        } else {
+            let at = at.min(user.len() - 1);
+            format!("{}{control}{}", &user[..at], &user[at..])
+        };
+        let line = match PRESETS[which] {
+            "otto" => valid.replacen(
+                r#""session":0"#,
+                &format!(r#""session":{}"#, serde_json::Value::String(bad)),
+                1,
+            ),
+            _ => valid.replacen(user, &bad, 1),
+        };
+        let mut outcomes = Vec::new();
+        decoder.decode(line.as_bytes(), &position(), &mut outcomes);
+        check_outcomes(&outcomes);
+        for outcome in &outcomes {
+            let rejection = &outcome.as_ref().unwrap_err().1;
+            prop_assert_eq!(rejection.reason, Reason::InvalidId, "{:?}", line);
+        }
     }
 }

@@ -14,6 +14,7 @@ use crate::rejected::{Position, Reason, Rejection};
 pub struct CsvFields {
     /// Building a CSV reader compiles a state machine: build it once.
     reader: RefCell<csv_core::Reader>,
+    delimiter: u8,
     expects_header: bool,
     columns: HashMap<String, usize>,
     width: usize,
@@ -32,6 +33,7 @@ impl CsvFields {
         };
         let mut fields = CsvFields {
             reader: RefCell::new(csv_core::ReaderBuilder::new().delimiter(delimiter).build()),
+            delimiter,
             expects_header: options.has_header,
             columns: HashMap::new(),
             width: 0,
@@ -105,14 +107,25 @@ impl CsvFields {
         let mut input = Vec::with_capacity(line.len() + 1);
         input.extend_from_slice(line);
         input.push(b'\n');
-        // Fields are never longer than the line, and there are at most len + 1.
+        // Fields are never longer than the line, and there is at most one
+        // more than there are delimiters (fewer when some are quoted): a
+        // bound from the line's length alone would take 8 bytes per byte.
+        let delimiters = line.iter().filter(|&&b| b == self.delimiter).count();
         let mut fields = vec![0; input.len()];
-        let mut ends = vec![0; input.len() + 1];
+        let mut ends = vec![0; delimiters + 2];
         let mut reader = self.reader.borrow_mut();
         reader.reset();
-        let (result, _, _, count) = reader.read_record(&input, &mut fields, &mut ends);
+        let (result, read, _, count) = reader.read_record(&input, &mut fields, &mut ends);
         if !matches!(result, csv_core::ReadRecordResult::Record) || count == 0 {
             return Err(Rejection::new(Reason::ColumnCount, "not a CSV record"));
+        }
+        // A bare carriage return ends a CSV record: what follows it would
+        // be lost without a word if the columns before it were enough.
+        if input[read..].iter().any(|&b| b != b'\r' && b != b'\n') {
+            return Err(Rejection::new(
+                Reason::ColumnCount,
+                format!("a carriage return inside the line ends the record after byte {read}"),
+            ));
         }
         ends.truncate(count);
         fields.truncate(ends[count - 1]);
@@ -167,5 +180,37 @@ impl Fields for CsvRecord<'_> {
                 format!("column {name:?}: {error}"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields() -> CsvFields {
+        CsvFields::new(&CsvOptions {
+            has_header: false,
+            columns: vec!["a".into(), "b".into()],
+            delimiter: ",".into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_carriage_return_inside_a_line_is_not_a_silent_cut() {
+        let fields = fields();
+        assert_eq!(fields.split(b"1,2").unwrap().field_count(), 2);
+        assert_eq!(fields.split(b"\"x\ry\",2").unwrap().field_count(), 2);
+        let rejection = fields.split(b"1,2\rlost").err().unwrap();
+        assert_eq!(rejection.reason, Reason::ColumnCount);
+    }
+
+    #[test]
+    fn fields_need_not_be_bounded_by_the_line_length() {
+        let fields = fields();
+        // Quoted delimiters make fewer fields than delimiters, never more.
+        let record = fields.split(b"\"a,b,c,d\",e").unwrap();
+        assert_eq!(record.field(0), Some(&b"a,b,c,d"[..]));
+        assert_eq!(record.field(1), Some(&b"e"[..]));
     }
 }

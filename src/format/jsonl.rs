@@ -2,10 +2,16 @@
 //! pointers (`/a/b`). With `records`, each element of that array is a
 //! record, and fields missing from the element are looked up in the
 //! enclosing object.
+//!
+//! A key written twice in one object is an error (`invalid_json`), at any
+//! depth: serde_json would keep the last silently, and which of the two a
+//! producer meant is unknowable.
 
 use std::borrow::Cow;
+use std::fmt;
 
-use serde_json::Value;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 
 use crate::format::mapping::{CompiledMapping, Fields};
 use crate::format::Outcome;
@@ -18,7 +24,7 @@ pub fn decode(line: &[u8], position: &Position, mapping: &CompiledMapping, out: 
         out.push(reject(Reason::InvalidUtf8, error.to_string()));
         return;
     }
-    let value: Value = match serde_json::from_slice(line) {
+    let value = match parse(line) {
         Ok(value) => value,
         Err(error) => {
             out.push(reject(Reason::InvalidJson, error.to_string()));
@@ -58,6 +64,105 @@ pub fn decode(line: &[u8], position: &Position, mapping: &CompiledMapping, out: 
     }
 }
 
+/// The mapped fields of the record at `position` of `line`, as
+/// [`CompiledMapping::mapped_raw`] shows them; `""` if the line is not JSON.
+pub fn mapped_raw(line: &[u8], position: &Position, mapping: &CompiledMapping) -> String {
+    let Ok(value) = parse(line) else {
+        return String::new();
+    };
+    let index = match position {
+        Position::File { index, .. } => *index,
+        Position::Kafka { .. } => None,
+    };
+    let element = mapping
+        .records()
+        .zip(index)
+        .and_then(|(records, index)| lookup(&value, records)?.get(index));
+    let fields = match element {
+        Some(element) => JsonFields {
+            record: element,
+            parent: Some(&value),
+        },
+        None => JsonFields {
+            record: &value,
+            parent: None,
+        },
+    };
+    mapping.mapped_raw(&fields)
+}
+
+/// Parses one JSON value, rejecting a key repeated in any object.
+pub fn parse(line: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Strict>(line).map(|strict| strict.0)
+}
+
+/// A JSON value whose objects have no repeated key.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut elements = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Strict(element)) = seq.next_element()? {
+            elements.push(element);
+        }
+        Ok(Value::Array(elements))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 fn lookup<'v>(value: &'v Value, field: &str) -> Option<&'v Value> {
     if field.starts_with('/') {
         value.pointer(field)
@@ -86,5 +191,37 @@ impl Fields for JsonFields<'_> {
                 format!("field {name:?} is not a string or number"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_keys_are_errors_at_any_depth() {
+        assert_eq!(
+            parse(br#"{"a":1,"b":[{"c":2}],"d":{"e":null}}"#).unwrap(),
+            serde_json::json!({"a": 1, "b": [{"c": 2}], "d": {"e": null}})
+        );
+        for line in [
+            r#"{"user":"1","user":"2"}"#,
+            r#"{"events":[{"ts":1,"aid":2,"ts":3}]}"#,
+            r#"{"a":{"b":{"c":1,"c":1}}}"#,
+        ] {
+            let error = parse(line.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains("duplicate key"), "{line}: {error}");
+        }
+        let error = parse(br#"{"ts":1,"ts":2}"#).unwrap_err().to_string();
+        assert!(error.contains(r#""ts""#), "{error}");
+    }
+
+    #[test]
+    fn numbers_keep_their_exact_form() {
+        let value =
+            parse(br#"{"a":18446744073709551615,"b":-9223372036854775808,"c":1.5}"#).unwrap();
+        assert_eq!(value["a"].to_string(), "18446744073709551615");
+        assert_eq!(value["b"].to_string(), "-9223372036854775808");
+        assert_eq!(value["c"].to_string(), "1.5");
     }
 }

@@ -6,12 +6,20 @@
 //! share (line number modulo workers), which keeps the event-time order of
 //! each worker's records close to the file's — what watermarks need — and
 //! works for compressed files, which cannot be split by byte ranges.
+//!
+//! Lines are read with a bound ([`Lines::with_max_record_bytes`]): of a longer
+//! line only the first bytes are kept and the rest is skipped as it streams
+//! by, so a gzip of a gigabyte of zeros neither exhausts memory nor ends up
+//! whole in `rejected.jsonl`. The decoder rejects such a line as
+//! `record_too_large`, since it is longer than its limit.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use crate::config::DEFAULT_MAX_RECORD_BYTES;
 
 /// Errors opening or reading an input.
 #[derive(Debug, thiserror::Error)]
@@ -24,10 +32,13 @@ pub enum SourceError {
         line: u64,
         source: io::Error,
     },
+    #[error("input folder {folder} holds the folder {subfolder}: folders are not read recursively; give its files as their own input, or move them up")]
+    Subfolder { folder: PathBuf, subfolder: PathBuf },
 }
 
 /// The files an input path stands for: the file itself, the files of a
-/// folder (name order, hidden files skipped), or `-` for stdin.
+/// folder (name order, hidden entries skipped), or `-` for stdin. A folder
+/// inside the folder is an error rather than silently left unread.
 pub fn input_files(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
     if path.as_os_str() == "-" || !path.is_dir() {
         return Ok(vec![path.to_owned()]);
@@ -39,10 +50,20 @@ pub fn input_files(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(path).map_err(open_error)? {
         let entry = entry.map_err(open_error)?;
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !hidden && entry.file_type().map_err(open_error)?.is_file() {
-            files.push(entry.path());
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
         }
+        // Follows symbolic links: a link to a file is read like the file.
+        let is_dir = std::fs::metadata(entry.path())
+            .map(|metadata| metadata.is_dir())
+            .unwrap_or(false);
+        if is_dir {
+            return Err(SourceError::Subfolder {
+                folder: path.to_owned(),
+                subfolder: entry.path(),
+            });
+        }
+        files.push(entry.path());
     }
     files.sort();
     Ok(files)
@@ -124,34 +145,62 @@ pub struct Lines {
     reader: Box<dyn BufRead>,
     line: u64,
     buffer: Vec<u8>,
+    max_record_bytes: usize,
+    /// The length of the last line if it was longer than the limit.
+    cut_length: Option<u64>,
 }
 
 impl Lines {
+    /// Lines of at most [`DEFAULT_MAX_RECORD_BYTES`] bytes are read whole.
     pub fn new(path: &Path, reader: Box<dyn BufRead>) -> Lines {
         Lines {
             path: path.to_owned(),
             reader,
             line: 0,
             buffer: Vec::new(),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            cut_length: None,
         }
     }
 
-    /// The next line and its number, or `None` at the end.
+    /// Reads lines of up to `max` bytes whole; of a longer line, only its
+    /// first `max + 1` bytes are returned, so a reader that checks the
+    /// length against `max` (as [`crate::format::Decoder`] does) rejects it.
+    pub fn with_max_record_bytes(mut self, max: usize) -> Lines {
+        self.max_record_bytes = max;
+        self
+    }
+
+    /// The limit on the length of a line, in bytes.
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
+    /// The whole length, in bytes, of the last line returned if it was cut
+    /// for being longer than the limit; `None` if it was read whole.
+    pub fn cut_length(&self) -> Option<u64> {
+        self.cut_length
+    }
+
+    /// The next line and its number, or `None` at the end. A line longer
+    /// than the limit comes cut to its first `max_record_bytes + 1` bytes.
     pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, SourceError> {
-        self.buffer.clear();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buffer)
-            .map_err(|source| SourceError::Read {
-                path: self.path.clone(),
-                line: self.line,
-                source,
-            })?;
-        if n == 0 {
+        let Some(length) = self.read_bounded().map_err(|source| SourceError::Read {
+            path: self.path.clone(),
+            line: self.line,
+            source,
+        })?
+        else {
             return Ok(None);
-        }
+        };
         self.line += 1;
         let mut end = self.buffer.len();
+        if length > end as u64 {
+            self.cut_length = Some(length);
+            end = end.min(self.max_record_bytes.saturating_add(1));
+            return Ok(Some((self.line, &self.buffer[..end])));
+        }
+        self.cut_length = None;
         if self.buffer[..end].ends_with(b"\n") {
             end -= 1;
         }
@@ -159,6 +208,44 @@ impl Lines {
             end -= 1;
         }
         Ok(Some((self.line, &self.buffer[..end])))
+    }
+
+    /// Reads one line into the buffer, keeping at most the limit plus the
+    /// room for `\r\n`, and skipping the rest; returns the line's whole
+    /// length including its line end, or `None` at the end of the input.
+    fn read_bounded(&mut self) -> io::Result<Option<u64>> {
+        self.buffer.clear();
+        let keep = self.max_record_bytes.saturating_add(2) as u64;
+        // `read_until` finds the line end fast; `take` bounds what it keeps.
+        let kept = (&mut self.reader)
+            .take(keep)
+            .read_until(b'\n', &mut self.buffer)? as u64;
+        if kept == 0 {
+            return Ok(None);
+        }
+        let mut length = kept;
+        if kept == keep && self.buffer.last() != Some(&b'\n') {
+            loop {
+                let available = match self.reader.fill_buf() {
+                    Ok(available) => available,
+                    Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(error) => return Err(error),
+                };
+                if available.is_empty() {
+                    break;
+                }
+                let (skipped, done) = match available.iter().position(|&b| b == b'\n') {
+                    Some(at) => (at + 1, true),
+                    None => (available.len(), false),
+                };
+                self.reader.consume(skipped);
+                length += skipped as u64;
+                if done {
+                    break;
+                }
+            }
+        }
+        Ok(Some(length))
     }
 }
 
@@ -205,5 +292,70 @@ mod tests {
             assert_eq!(read_all(&path), expected, "{}", path.display());
         }
         assert_eq!(input_files(dir.path()).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_skipped_without_being_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.gz");
+        // 64 MiB of zeros in one line, between two short lines.
+        let mut encoder = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        encoder.write_all(b"first\n").unwrap();
+        let zeros = vec![b'0'; 1 << 20];
+        for _ in 0..64 {
+            encoder.write_all(&zeros).unwrap();
+        }
+        encoder.write_all(b"\r\nlast\r\n").unwrap();
+        encoder.finish().unwrap();
+        let mut lines =
+            Lines::new(&path, open(&path, Arc::default()).unwrap()).with_max_record_bytes(1000);
+        assert_eq!(lines.next_line().unwrap(), Some((1, &b"first"[..])));
+        assert_eq!(lines.cut_length(), None);
+        let (number, cut) = lines.next_line().unwrap().unwrap();
+        assert_eq!((number, cut.len()), (2, 1001));
+        assert_eq!(lines.cut_length(), Some((64 << 20) + 2));
+        // The buffer never held more than the limit and a line end.
+        assert!(
+            lines.buffer.capacity() < 4096,
+            "{}",
+            lines.buffer.capacity()
+        );
+        assert_eq!(lines.next_line().unwrap(), Some((3, &b"last"[..])));
+        assert_eq!(lines.cut_length(), None);
+        assert_eq!(lines.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn lines_at_the_limit_are_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("limit");
+        std::fs::write(&path, "abcd\r\nabcde\nabcdefgh\nabcdefgh").unwrap();
+        let mut lines =
+            Lines::new(&path, open(&path, Arc::default()).unwrap()).with_max_record_bytes(4);
+        assert_eq!(lines.next_line().unwrap(), Some((1, &b"abcd"[..])));
+        assert_eq!(lines.cut_length(), None);
+        // One byte over the limit: the decoder sees it is too long.
+        assert_eq!(lines.next_line().unwrap(), Some((2, &b"abcde"[..])));
+        assert_eq!(lines.next_line().unwrap(), Some((3, &b"abcde"[..])));
+        assert_eq!(lines.cut_length(), Some(9));
+        assert_eq!(lines.next_line().unwrap(), Some((4, &b"abcde"[..])));
+        assert_eq!(lines.cut_length(), Some(8));
+        assert_eq!(lines.next_line().unwrap(), None);
+    }
+
+    #[test]
+    fn subfolders_are_errors_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.csv"), "x\n").unwrap();
+        std::fs::create_dir(dir.path().join("2024")).unwrap();
+        std::fs::create_dir(dir.path().join(".hidden")).unwrap();
+        let error = input_files(dir.path()).unwrap_err();
+        assert!(matches!(error, SourceError::Subfolder { .. }), "{error}");
+        assert!(error.to_string().contains("2024"), "{error}");
+        std::fs::remove_dir(dir.path().join("2024")).unwrap();
+        assert_eq!(input_files(dir.path()).unwrap().len(), 1);
     }
 }
