@@ -22,12 +22,12 @@ use crate::source::kafka::KafkaSourceConfig;
 /// Errors reading a config.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config {path}: {source}")]
+    #[error("invalid config {path}")]
     Parse {
         path: PathBuf,
         source: Box<toml::de::Error>,

@@ -83,6 +83,8 @@ pub enum DimensionError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Header(#[from] crate::format::csv::HeaderError),
     #[error("{position}: {detail}")]
     Row { position: Position, detail: String },
 }

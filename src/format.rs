@@ -15,6 +15,7 @@ use persona_dataflows::Event;
 
 use crate::config::{ConfigError, FormatKind, PipelineConfig, RawRecords};
 use crate::rejected::{truncated_text, Position, Reason, Rejection, RAW_PREFIX_BYTES};
+use csv::HeaderError;
 use mapping::CompiledMapping;
 
 /// A record that passed validation, ready for the dataflow.
@@ -81,12 +82,12 @@ impl Decoder {
     }
 
     /// Takes the header line of a CSV file, so fields can be found by name.
-    pub fn read_header(&mut self, line: &[u8], position: &Position) -> Result<(), ConfigError> {
+    pub fn read_header(&mut self, line: &[u8], position: &Position) -> Result<(), HeaderError> {
         if line.len() > self.max_record_bytes {
-            return Err(ConfigError::Invalid(format!(
-                "{position}: the header line is longer than [cleaning] max_record_bytes = {}",
-                self.max_record_bytes
-            )));
+            return Err(HeaderError::TooLong {
+                position: position.clone(),
+                limit: self.max_record_bytes,
+            });
         }
         match &mut self.format {
             Format::Csv(fields) => fields.read_header(line, position, &self.mapping),

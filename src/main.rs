@@ -191,12 +191,14 @@ fn with_preset(preset: PipelineConfig, path: &Path) -> anyhow::Result<PipelineCo
         }
         Err(error) => return Err(error.into()),
     };
-    Ok(PipelineConfig {
+    let config = PipelineConfig {
         input: preset.input,
         cleaning: preset.cleaning,
         time: preset.time,
         ..file
-    })
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 fn main() -> ExitCode {

@@ -431,3 +431,50 @@ fn a_panicking_worker_ends_the_run_promptly() {
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(!out.exists());
 }
+
+#[test]
+fn a_run_with_no_reachable_broker_warns_and_stops_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source.kafka]\nbrokers = \"127.0.0.1:{}\"\ntopics = [\"retail\"]\ngroup_id = \"nobody\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let child = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args([
+            "run",
+            "--format",
+            "online-retail",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let signalled = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "took {:?} to stop",
+        signalled.elapsed()
+    );
+    assert!(!output.status.success());
+    let warnings = stderr.matches("cannot reach the Kafka brokers").count();
+    assert!((2..=3).contains(&warnings), "{stderr}");
+    assert!(stderr.contains("stopped before the Kafka brokers"), "{stderr}");
+}

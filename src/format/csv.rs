@@ -10,6 +10,22 @@ use crate::config::{ConfigError, CsvOptions};
 use crate::format::mapping::{CompiledMapping, Fields};
 use crate::rejected::{Position, Reason, Rejection};
 
+/// A header line that does not fit the config: a problem of the data file,
+/// not of the config.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("{position}: cannot read the header line: {detail}")]
+    Unreadable { position: Position, detail: String },
+    #[error("{position}: the header has no column {column:?} (columns: {columns})")]
+    MissingColumn {
+        position: Position,
+        column: String,
+        columns: String,
+    },
+    #[error("{position}: the header line is longer than [cleaning] max_record_bytes = {limit}")]
+    TooLong { position: Position, limit: usize },
+}
+
 /// Column layout of a CSV input.
 pub struct CsvFields {
     /// Building a CSV reader compiles a state machine: build it once.
@@ -68,9 +84,10 @@ impl CsvFields {
         &mut self,
         line: &[u8],
         position: &Position,
-    ) -> Result<Vec<String>, ConfigError> {
-        let header = self.split(line).map_err(|rejection| {
-            ConfigError::Invalid(format!("{position}: header: {}", rejection.detail))
+    ) -> Result<Vec<String>, HeaderError> {
+        let header = self.split(line).map_err(|rejection| HeaderError::Unreadable {
+            position: position.clone(),
+            detail: rejection.detail,
         })?;
         let names: Vec<String> = (0..header.field_count())
             .map(|i| {
@@ -89,14 +106,20 @@ impl CsvFields {
         line: &[u8],
         position: &Position,
         mapping: &CompiledMapping,
-    ) -> Result<(), ConfigError> {
+    ) -> Result<(), HeaderError> {
         let names = self.read_header_columns(line, position)?;
         for field in mapping.field_names() {
             if !self.columns.contains_key(field) {
-                return Err(ConfigError::Invalid(format!(
-                    "{position}: the header has no column {field:?} (columns: {})",
-                    names.join(", ")
-                )));
+                return Err(HeaderError::MissingColumn {
+                    position: position.clone(),
+                    column: field.to_owned(),
+                    // Escaped: a header is data, and may hold terminal escapes.
+                    columns: names
+                        .iter()
+                        .map(|name| format!("{:?}", name))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
             }
         }
         Ok(())

@@ -227,7 +227,7 @@ impl Gathered {
 /// Why the sinks could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("cannot create an output file: {0}")]
+    #[error("cannot create an output file")]
     File(#[from] io::Error),
     #[error(transparent)]
     Kafka(#[from] KafkaSinkError),

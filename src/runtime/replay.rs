@@ -33,7 +33,8 @@ use crate::runtime::failure::failpoint;
 use crate::runtime::{execute, open_for_decoding, TimelyArgs};
 use crate::sink::part_path;
 use crate::sink::staging::Staging;
-use crate::source::file::{input_files, total_bytes};
+use crate::rejected::create_private_file;
+use crate::source::file::{input_files, total_bytes, SourceError};
 use crate::summary::Summary;
 
 /// Everything a replay needs, shared by its workers.
@@ -63,6 +64,13 @@ pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
         "input {} holds no files",
         plan.input.display()
     );
+    for file in files.iter().filter(|file| !is_stdin(file)) {
+        // Before anything is created: a missing input leaves no trace.
+        std::fs::metadata(file).map_err(|source| SourceError::Open {
+            path: file.clone(),
+            source,
+        })?;
+    }
     check_out_is_not_input(&plan.input, &plan.out)?;
     Decoder::new(&plan.config)?;
     let timely_config = plan.timely.config()?;
@@ -76,8 +84,8 @@ pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
             plan.timely.process,
             plan.timely.processes,
         )?;
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file = create_private_file(&path, plan.config.output.raw_file_mode)
+            .with_context(|| format!("cannot create {}", path.display()))?;
         Ok(Arc::new(Mutex::new(BufWriter::new(file))))
     };
     let rejected = shared_writer("rejected")?;

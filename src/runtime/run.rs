@@ -24,7 +24,6 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -40,7 +39,7 @@ use timely::worker::Worker;
 
 use crate::config::{FormatKind, PipelineConfig};
 use crate::format::Decoder;
-use crate::rejected::{Position, RejectedRecord};
+use crate::rejected::{create_private_file, Position, RejectedRecord};
 use crate::runtime::pipeline::{end_of_period, Sinks};
 use crate::runtime::replay::SharedWriter;
 use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker};
@@ -48,7 +47,7 @@ use crate::runtime::{execute, TimelyArgs};
 use crate::sink::kafka::{ensure_topic, KafkaProducer};
 use crate::sink::part_path;
 use crate::source::kafka::{
-    group_committed, AssignmentMode, KafkaSource, KafkaSourceConfig, Offsets, ResumeFrom,
+    brokers_answer, group_committed, AssignmentMode, KafkaSource, KafkaSourceConfig, Offsets, ResumeFrom,
     TopicPartition,
 };
 use crate::summary::Summary;
@@ -87,6 +86,12 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
     );
     let decoding = topic_decoding(&plan.config)?;
     Decoder::new(&decoding)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot handle SIGTERM/SIGINT")?;
+    }
+    wait_for_brokers(&source, &stop)?;
     let files = plan.config.sink.files.as_ref();
     let out = plan.out.clone().or_else(|| files.map(|f| f.dir.clone()));
     let changelog = plan.changelog || files.is_some_and(|f| f.changelog);
@@ -104,7 +109,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let writer = |name: &str| -> anyhow::Result<SharedWriter> {
                 let path = part_path(dir, name, plan.timely.process, plan.timely.processes)?;
-                let file = File::create(&path)
+                let file = create_private_file(&path, plan.config.output.raw_file_mode)
                     .with_context(|| format!("cannot create {}", path.display()))?;
                 Ok(Arc::new(Mutex::new(BufWriter::new(file))))
             };
@@ -120,11 +125,6 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
             &[],
             &kafka.properties,
         )?;
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, stop.clone())
-            .context("cannot handle SIGTERM/SIGINT")?;
     }
 
     let shared = Arc::new(Shared {
@@ -400,6 +400,26 @@ fn take_ready(snapshots: &RefCell<Vec<(u64, Offsets)>>, durable: impl Fn(u64) ->
         false
     });
     merged
+}
+
+/// Waits until the brokers answer, warning every few seconds; a stop
+/// (SIGINT, SIGTERM) while waiting ends the run at once.
+fn wait_for_brokers(source: &KafkaSourceConfig, stop: &AtomicBool) -> anyhow::Result<()> {
+    let mut warnings = Warnings::default();
+    loop {
+        anyhow::ensure!(
+            !stop.load(Ordering::Relaxed),
+            "stopped before the Kafka brokers at {} answered",
+            source.brokers
+        );
+        match brokers_answer(source, Duration::from_secs(1)) {
+            Ok(()) => return Ok(()),
+            Err(error) => warnings.warn(&format!(
+                "cannot reach the Kafka brokers at {}: {error}; retrying",
+                source.brokers
+            )),
+        }
+    }
 }
 
 /// The last commit of a run: retried while the broker is away for a while.

@@ -336,7 +336,7 @@ impl PipelineWorker {
                             detail: format!(
                                 "event time {time_ms} is behind the watermark {frontier} by more than the allowed lateness"
                             ),
-                            raw: String::from_utf8_lossy(bytes).into_owned(),
+                            raw: decoder.raw_record(bytes, position),
                         };
                         dead.write(Dropped::Late, &record)?;
                         continue;

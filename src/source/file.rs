@@ -24,9 +24,9 @@ use crate::config::DEFAULT_MAX_RECORD_BYTES;
 /// Errors opening or reading an input.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot open input {path}: {source}")]
+    #[error("cannot open input {path}")]
     Open { path: PathBuf, source: io::Error },
-    #[error("cannot read input {path} after line {line}: {source}")]
+    #[error("cannot read input {path} after line {line}")]
     Read {
         path: PathBuf,
         line: u64,

@@ -515,6 +515,18 @@ impl KafkaSource {
     }
 }
 
+/// Asks the brokers of `config` for their metadata, waiting at most
+/// `timeout`: whether they can be reached at all.
+pub fn brokers_answer(config: &KafkaSourceConfig, timeout: Duration) -> Result<(), KafkaError> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer = client.create()?;
+    consumer.fetch_metadata(None, timeout).map(|_| ())
+}
+
 /// The offsets `config.group_id` has committed on every partition of its
 /// topics (blocking): where the last run's outputs got to.
 pub fn group_committed(config: &KafkaSourceConfig) -> Result<Offsets, KafkaSourceError> {
