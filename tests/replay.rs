@@ -89,9 +89,17 @@ fn dirty_retail_rows_are_rejected_with_their_reasons() {
         .as_str()
         .unwrap()
         .contains("not a date"));
-    // 17850.0 is shown as 17850; the cancellation nets its purchase out.
+    // 17850.0 is shown as 17850; the cancellation takes back all 6 units of
+    // 22633, so only 85123A is still owned.
     let profiles = records_by(out.path(), "profiles", "user");
-    assert_eq!(profiles["17850"]["counts"]["purchase"], 1, "{profiles:?}");
+    let counts = &profiles["17850"]["counts"];
+    assert_eq!(
+        *counts,
+        json!({"purchase": 2, "cancellation": 1}),
+        "{profiles:?}"
+    );
+    assert_eq!(profiles["17850"]["quantity"], 6, "{profiles:?}");
+    assert_eq!(profiles["17850"]["distinct_items"], 1, "{profiles:?}");
     assert!(profiles.contains_key("12583"));
 }
 

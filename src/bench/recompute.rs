@@ -31,15 +31,17 @@ pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
                 updates.push((event.clone(), time, diff));
                 cf_updates.push((event, cf_time, diff));
             };
-            // The cancellation marker of `pipeline::mark_cancellations`.
+            // A retracted purchase is a cancellation record, as
+            // `pipeline::mark_cancellations` makes it.
             if *diff < 0 && event.action == Action::Purchase {
-                let marker = Event {
+                let cancellation = Event {
                     action: Action::Cancellation,
                     ..event.clone()
                 };
-                push(marker, -diff);
+                push(cancellation, -diff);
+            } else {
+                push(event.clone(), *diff);
             }
-            push(event.clone(), *diff);
         }
         let started = Instant::now();
         let profiles =

@@ -88,26 +88,30 @@ impl OutputRecord for Recommendations {
     }
 }
 
-/// Adds a `cancellation` event beside each cancelled purchase.
+/// Makes each cancellation a `cancellation` record.
 ///
-/// A cancellation is the retraction (diff −1) of the purchase it cancels;
-/// every retraction that reaches the pipeline from a source is one. The
-/// marker keeps a record that it happened, so a customer who cancelled
-/// everything still has a profile (with spend 0) and cancellations are
-/// counted. It must run on the records as read, one update each, before
-/// anything consolidates them.
+/// A source transports a cancellation as the retraction (diff −1) of a
+/// purchase record carrying the cancelled quantity (an Online Retail `C`
+/// invoice line); every retraction that reaches the pipeline from a source
+/// is one. It is not the retraction of the purchase it cancels: a `C` line
+/// of 1 against a purchase of 2 leaves the customer owning 1. So it becomes
+/// a `cancellation` event of that quantity, inserted (diff +1), which the
+/// dataflows net against the user's purchases of the item unit by unit
+/// (see `docs/profiles.md`). It must run on the records as read, one update
+/// each, before anything consolidates them.
 pub fn mark_cancellations(events: VecCollection<'_, u64, Event>) -> VecCollection<'_, u64, Event> {
     events
         .inner
-        .flat_map(|(event, time, diff)| {
-            let marker = (diff < 0 && event.action == Action::Purchase).then(|| {
-                let marker = Event {
+        .map(|(event, time, diff)| {
+            if diff < 0 && event.action == Action::Purchase {
+                let cancellation = Event {
                     action: Action::Cancellation,
-                    ..event.clone()
+                    ..event
                 };
-                (marker, time, -diff)
-            });
-            std::iter::once((event, time, diff)).chain(marker)
+                (cancellation, time, -diff)
+            } else {
+                (event, time, diff)
+            }
         })
         .as_collection()
 }
