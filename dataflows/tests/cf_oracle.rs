@@ -133,6 +133,7 @@ fn run_dataflow(
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
             let outputs = collaborative_filtering(events, &config);
+            let recommendations = outputs.recommendations();
             outputs.history.inner.capture_into(history_send);
             outputs.similar_items.inner.capture_into(similar_send);
             if let Some(indicator_history) = outputs.indicator_history {
@@ -141,7 +142,7 @@ fn run_dataflow(
             if let Some(cross_similar_items) = outputs.cross_similar_items {
                 cross_similar_items.inner.capture_into(cross_send);
             }
-            let (probe, recommendations) = outputs.recommendations.probe();
+            let (probe, recommendations) = recommendations.probe();
             recommendations.inner.capture_into(recs_send);
             (input, probe)
         });

@@ -9,13 +9,13 @@ use persona_dataflows::reference;
 use persona_dataflows::{Action, Event};
 
 use crate::bench::driver::{timestamp, Graph, Workload};
-use crate::runtime::pipeline::end_of_period;
+use crate::runtime::pipeline::{cf_period, end_of_period};
 
 /// The time of each recompute, one per batch.
 pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
     let config = &workload.config;
     let tick_ms = config.time.tick_ms;
-    let period = config.time.recommend_tick_ms.unwrap_or(tick_ms);
+    let period = cf_period(config);
     let mut updates: Vec<(Event, u64, isize)> = Vec::new();
     let mut cf_updates: Vec<(Event, u64, isize)> = Vec::new();
     let mut times = Vec::with_capacity(workload.batches.len());
