@@ -245,6 +245,68 @@ fn stdin_is_a_source() {
     assert!(rejected[0].contains(r#""file":"-""#), "{}", rejected[0]);
 }
 
+/// Cancellations take back units, not whole purchases, and the outputs say
+/// so consistently (issue "Nothing lost, nothing wrong, nothing hangs").
+#[test]
+fn online_retail_cancellations_are_quantity_aware_and_outputs_consistent() {
+    let (out, summary) = replay(
+        &shared_data("online_retail_all.csv.xz"),
+        "online-retail",
+        &[],
+    );
+    let profiles = records_by(out.path(), "profiles", "user");
+    let recommendations = records_by(out.path(), "recommendations", "user");
+
+    // 12346 bought 74,215 of 23166 and cancelled 74,215: owns nothing.
+    let cancelled_all = &profiles["12346"];
+    assert_eq!(
+        cancelled_all["counts"],
+        json!({"purchase": 1, "cancellation": 1})
+    );
+    assert_eq!(cancelled_all["spend"], 0, "{cancelled_all}");
+    assert_eq!(cancelled_all["quantity"], 0, "{cancelled_all}");
+    assert_eq!(cancelled_all["distinct_items"], 0, "{cancelled_all}");
+    assert_eq!(
+        cancelled_all["last_purchase"],
+        json!(null),
+        "{cancelled_all}"
+    );
+
+    // 17912 bought 2 of 47590A and cancelled 1: still owns it, so it is seen
+    // and never recommended to them.
+    let recommended = |user: &str| -> Vec<String> {
+        recommendations.get(user).map_or(Vec::new(), |line| {
+            let items = line["items"].as_array().unwrap();
+            items
+                .iter()
+                .map(|i| i["item"].as_str().unwrap().to_owned())
+                .collect()
+        })
+    };
+    assert!(
+        !recommended("17912").contains(&"47590A".to_owned()),
+        "{}",
+        recommendations["17912"]
+    );
+
+    // Every user with an event has a profile, and `users` counts them.
+    assert_eq!(summary["users"], profiles.len(), "{summary}");
+    assert_eq!(summary["users"], 4_363, "{summary}");
+
+    // Fallback lists say so, as docs/recommendations.md promises.
+    let popular: Vec<&serde_json::Value> = recommendations
+        .values()
+        .filter(|line| line.get("popular").is_some())
+        .collect();
+    assert!(!popular.is_empty());
+    for line in &popular {
+        assert_eq!(line["popular"], true, "{line}");
+    }
+    let users_with_events: Vec<&String> = profiles.keys().collect();
+    let personal = recommendations.len() - popular.len();
+    assert!(personal > 0 && personal < users_with_events.len());
+}
+
 /// Synthetic Taobao `UserBehavior.csv` rows: `users` users, skewed items,
 /// nine days, sorted by user as the real file is.
 fn synthetic_taobao(rows: u64, path: &std::path::Path) {

@@ -96,7 +96,8 @@ pub struct ScoredItem {
     pub score: Score,
 }
 
-/// A user's recommendations, best first, ties by item id ascending.
+/// A user's recommendations, best first, ties by item id ascending (the
+/// stable hash of the item's id string, not the string).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Recommendations {
     pub user: Id,
@@ -107,14 +108,19 @@ pub struct Recommendations {
 }
 
 impl Recommendations {
-    /// The `recommendations.jsonl` line: `{"user", "items": [{"item", "score"}]}`.
+    /// The `recommendations.jsonl` line: `{"user", "items": [{"item",
+    /// "score"}]}`, plus `"popular": true` on a popularity fallback list.
     pub fn to_json(&self, names: &dyn Names) -> serde_json::Value {
         let items: Vec<serde_json::Value> = self
             .items
             .iter()
             .map(|s| serde_json::json!({"item": names.item(s.item), "score": s.score.0}))
             .collect();
-        serde_json::json!({"user": names.user(self.user), "items": items})
+        let mut line = serde_json::json!({"user": names.user(self.user), "items": items});
+        if self.popular {
+            line["popular"] = serde_json::Value::Bool(true);
+        }
+        line
     }
 }
 
