@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
                 });
                 let similar = similar_items(&cooccurrence, &cf);
                 assert!(cross_similar_items(&cooccurrence, &cf).is_none());
-                recommend(
+                let (personal, fallback) = recommend(
                     history,
                     similar,
                     None,
@@ -89,8 +89,10 @@ fn main() -> anyhow::Result<()> {
                     interactions.users,
                     &cooccurrence,
                     &cf,
-                )
-                .probe_with(&probe);
+                );
+                personal.probe_with(&probe);
+                fallback.users.probe_with(&probe);
+                fallback.ranking.probe_with(&probe);
             });
             let mut periods = 0;
             let mut current = None;

@@ -138,7 +138,7 @@ fn train(
         worker.dataflow::<u64, _, _>(|scope| {
             let events = input.to_collection(scope);
             collaborative_filtering(events, &cf_config)
-                .recommendations
+                .recommendations()
                 .inner
                 .exchange(|_| 0)
                 .inspect(move |(list, _, diff): &(Recommendations, u64, isize)| {

@@ -7,6 +7,7 @@
 //! however many workers and processes run. `persona run` may also send each
 //! output to a Kafka topic as upserts ([`kafka`]).
 
+pub mod fallback;
 pub mod kafka;
 pub mod staging;
 
@@ -57,6 +58,16 @@ pub enum Upto {
     /// Every time up to and including the end of the input; later times
     /// (window expirations past the last event) are not part of the run.
     End(u64),
+}
+
+/// Whether a drain up to `upto` applies an update at `time` of an output
+/// that changes once per `period` ms: the end of the input extends to the
+/// end of its period.
+pub fn is_ready(upto: Upto, period: u64, time: u64) -> bool {
+    match upto {
+        Upto::Before(frontier) => time < frontier,
+        Upto::End(end) => time <= (end - end % period).saturating_add(period - 1),
+    }
 }
 
 /// The sink side of one output.
@@ -133,6 +144,30 @@ impl<D: OutputRecord> JsonlSink<D> {
         JsonlSink { period, ..self }
     }
 
+    /// The period of the output's changes (see [`JsonlSink::with_period`]).
+    pub fn period(&self) -> u64 {
+        self.period
+    }
+
+    /// Whether each change is written as it is applied (a changelog or an
+    /// upsert topic), not only the final state.
+    pub fn writes_changes(&self) -> bool {
+        self.changelog.is_some() || self.upsert.is_some()
+    }
+
+    /// Adds updates to apply at the next drain, beside the gathered ones.
+    pub fn push(&mut self, updates: Vec<(D, u64, isize)>) {
+        self.pending.borrow_mut().extend(updates);
+    }
+
+    /// Adds records to the state directly, bypassing changelog and upserts:
+    /// for records resolved only at the end of a run that writes neither.
+    pub fn insert(&mut self, records: impl IntoIterator<Item = D>) {
+        for record in records {
+            *self.state.entry(record).or_insert(0) += 1;
+        }
+    }
+
     /// A sink that only counts its records (for the summary), writing nothing.
     pub fn counter(name: &str, pending: Pending<D>) -> JsonlSink<D> {
         JsonlSink {
@@ -170,13 +205,9 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
     fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()> {
         let mut ready = {
             let mut pending = self.pending.borrow_mut();
-            let (ready, rest): (Vec<_>, Vec<_>) =
-                pending.drain(..).partition(|(_, time, _)| match upto {
-                    Upto::Before(frontier) => *time < frontier,
-                    Upto::End(end) => {
-                        *time <= (end - end % self.period).saturating_add(self.period - 1)
-                    }
-                });
+            let (ready, rest): (Vec<_>, Vec<_>) = pending
+                .drain(..)
+                .partition(|(_, time, _)| is_ready(upto, self.period, *time));
             if let Upto::Before(_) = upto {
                 *pending = rest;
             }

@@ -1,7 +1,8 @@
 //! Golden profiles of the real Online Retail log, checked against values
 //! computed here independently: the CSV read with the `csv` crate, cents by
 //! string arithmetic, and duplicates, cancellations and non-products handled
-//! by the rules of the preset, written out plainly.
+//! by the rules of the preset, written out plainly: a purchase row and a
+//! cancellation row are each a record, and a cancellation takes back units.
 
 mod common;
 
@@ -31,10 +32,28 @@ struct Expected {
     cancellations: i64,
     quantity: i64,
     spend: i64,
-    /// Items with a purchase row. A cancelled purchase still counts: its
-    /// retraction nets the purchase, and the `cancellation` event that stands
-    /// beside it keeps the item; a cancellation alone nets to nothing.
-    items: BTreeSet<String>,
+    /// Per item with a purchase row: units bought less units cancelled.
+    units: BTreeMap<String, i64>,
+    /// Latest purchase row time (as written in the CSV) per item.
+    last_purchase: BTreeMap<String, String>,
+}
+
+impl Expected {
+    /// Items the customer still owns: more units bought than cancelled.
+    fn owned(&self) -> BTreeSet<&str> {
+        let owned = self.units.iter().filter(|(_, units)| **units > 0);
+        owned.map(|(item, _)| item.as_str()).collect()
+    }
+}
+
+/// Epoch ms of an Online Retail invoice date, London time.
+fn london_ms(date: &str) -> i64 {
+    let civil: jiff::civil::DateTime = date.replacen(' ', "T", 1).parse().unwrap();
+    civil
+        .in_tz("Europe/London")
+        .unwrap()
+        .timestamp()
+        .as_millisecond()
 }
 
 fn cents(price: &str) -> i64 {
@@ -78,13 +97,17 @@ fn expected(customers: &[&str]) -> BTreeMap<String, Expected> {
         let sign = if invoice.starts_with('C') { -1 } else { 1 };
         if sign < 0 {
             profile.cancellations += 1;
+        } else {
+            profile.purchases += 1;
+            let latest = profile.last_purchase.entry(stock.to_owned()).or_default();
+            // "2010-12-07 14:57:00" sorts as it reads.
+            if date > latest.as_str() {
+                *latest = date.to_owned();
+            }
         }
-        profile.purchases += sign;
         profile.quantity += sign * quantity.abs();
         profile.spend += sign * quantity.abs() * cents(price);
-        if sign > 0 {
-            profile.items.insert(stock.to_owned());
-        }
+        *profile.units.entry(stock.to_owned()).or_default() += sign * quantity.abs();
     }
     profiles
 }
@@ -92,7 +115,7 @@ fn expected(customers: &[&str]) -> BTreeMap<String, Expected> {
 #[test]
 fn online_retail_profiles_match_an_independent_computation() {
     let customers = [
-        "12346", "12347", "12583", "13047", "17850", "14911", "15311",
+        "12346", "12347", "12583", "13047", "17850", "14911", "15311", "17912",
     ];
     let expected = expected(&customers);
     let (out, _) = replay(
@@ -126,10 +149,26 @@ fn online_retail_profiles_match_an_independent_computation() {
         );
         assert_eq!(
             got["distinct_items"],
-            want.items.len(),
+            want.owned().len(),
             "distinct items of {customer}: {got}"
         );
+        // The latest purchase of an item still owned, if any.
+        let last_purchase = want
+            .owned()
+            .iter()
+            .filter_map(|item| want.last_purchase.get(*item))
+            .max()
+            .map(|date| london_ms(date));
+        assert_eq!(
+            got["last_purchase"].as_i64(),
+            last_purchase,
+            "last purchase of {customer}: {got}"
+        );
     }
+    // 12346 bought 74,215 of one item and cancelled them all.
+    assert_eq!(profiles["12346"]["distinct_items"], 0);
+    assert_eq!(profiles["12346"]["last_purchase"], serde_json::Value::Null);
+    assert_eq!(profiles["12346"]["segment"], "prospect");
     // 12347's first purchase: 2010-12-07 14:57 in London, which is GMT in December.
     let first = jiff::Timestamp::from_second(1_291_733_820)
         .unwrap()

@@ -1,8 +1,11 @@
 //! The event model shared by every dataflow: one behaviour event of a user on
 //! an item, with ids already mapped to integers by a stable hash.
 //!
-//! A cancellation is not an event kind: it is the retraction (diff −1) of the
-//! purchase it cancels, so collections net it out naturally.
+//! A cancellation is a record of its own, an [`Action::Cancellation`] event
+//! with the cancelled quantity: it takes units back from the user's
+//! purchases of the item, which may leave them owning part of it. A
+//! retraction (diff −1) withdraws a record itself, so collections net it
+//! out naturally.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,9 +30,8 @@ pub enum Action {
     RecClick,
     /// The user said a recommendation was not interesting.
     NotInterested,
-    /// A record of a cancelled purchase. The cancellation itself is the
-    /// retraction of that purchase; this marker only counts that it happened
-    /// (so a customer who cancelled everything still has a profile).
+    /// A cancelled purchase: `quantity` units of the item taken back. The
+    /// user owns an item while more units of it were bought than cancelled.
     Cancellation,
 }
 
@@ -105,7 +107,8 @@ pub struct ActionWeights {
     pub rec_click: i64,
     /// Default 0.
     pub not_interested: i64,
-    /// Default 0: the purchase it cancels is already retracted.
+    /// Default 0: a cancellation takes the item's purchases out of affinity
+    /// only once the user owns none of it.
     pub cancellation: i64,
 }
 
@@ -158,7 +161,7 @@ pub struct Event {
     /// Unit price in integer minor units (cents): "2.55" is 255.
     pub price: Option<i64>,
     /// Units; 1 where the source has no quantity. Always positive: a
-    /// cancellation is a retraction, not a negative quantity.
+    /// cancellation is a `cancellation` event of the units it takes back.
     pub quantity: i64,
     /// Rating in hundredths (3.5 stars is 350), where the source has one.
     pub rating: Option<i64>,

@@ -3,17 +3,25 @@
 //! ([`crate::similarity`]) and of scoring ([`crate::recommend`]).
 //!
 //! The state is integer: net event counts per (user, item, action, day)
-//! bucket, plus the latest event time of each bucket. The affinity, a float,
-//! is computed inside the per-user reduction from those integers in
-//! day-ascending order, so [`crate::reference::cf`] reproduces it bit for bit.
+//! bucket, the latest event time of each bucket, and for purchases and
+//! cancellations the net units. The affinity, a float, is computed inside the
+//! per-user reduction from those integers in day-ascending order, so
+//! [`crate::reference::cf`] reproduces it bit for bit.
+//!
+//! Purchases count only while the user owns the item: a cancellation takes
+//! back units, not the purchase record, so a user who cancels one of two
+//! units still has the item in their history (and it is still "seen"), and
+//! one who cancels every unit, on any day, has no purchase of it left.
 //!
 //! ```text
 //! n(u,i,a,d)   = Σ diff of u's events on i with action a on day d; present iff > 0
-//! candidate    = (u,i) with a present bucket of an action of positive weight
+//! q(u,i)       = Σ purchased units − Σ cancelled units;  u owns i iff q(u,i) > 0
+//! counted      = present buckets, without the purchase buckets of an item u does not own
+//! candidate    = (u,i) with a counted bucket of an action of positive weight
 //! last_time    = max time_ms of such a bucket's net-present events
 //! history(u)   = the first N candidates by (last_time desc, item asc)
 //! affinity(u,i)= Σ_d w(u,i,d) · 2^((d − D)/H)   (day-ascending; decay off: Σ_d w)
-//!   w(u,i,d)   = Σ_a weight(a) · n(u,i,a,d) over present buckets,  D = day of u's latest history item
+//!   w(u,i,d)   = Σ_a weight(a) · n(u,i,a,d) over counted buckets,  D = day of u's latest history item
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -47,8 +55,9 @@ pub type UserItems<'s, T> = VecCollection<'s, T, ((Id, Id), UserItem)>;
 /// The users and user-item pairs present in the events.
 pub struct Interactions<'s, T: EventTime> {
     /// `((user, item), state)` for every candidate pair: every item the user
-    /// has "seen", whether or not it is among their N most recent. Only
-    /// events of `config.primary_action` count when it is set.
+    /// has "seen", whether or not it is among their N most recent; a
+    /// purchased item only while the user owns it. Only events of
+    /// `config.primary_action` count when it is set.
     pub user_items: UserItems<'s, T>,
     /// The same from events of `config.indicator_action` only, when set: the
     /// input of the cross-occurrence indicator.
@@ -57,13 +66,14 @@ pub struct Interactions<'s, T: EventTime> {
     pub users: VecCollection<'s, T, Id>,
 }
 
-/// Integer state of the events: present buckets folded per (user, item),
+/// Integer state of the events: counted buckets folded per (user, item),
 /// from the events of `config.primary_action` (all if unset) and, apart,
 /// of `config.indicator_action`.
 ///
 /// ```sql
 /// SELECT user, item, max(time_ms) FILTER (weight > 0), array_agg((day, Σ weight·n))
-/// FROM (SELECT user, item, action, day, sum(diff) AS n, max(time_ms) ... HAVING n > 0)
+/// FROM (SELECT user, item, action, day, sum(diff) AS n, max(time_ms), sum(diff · units) ...)
+/// WHERE n > 0 AND (action <> 'purchase' OR q(user, item) > 0)
 /// GROUP BY user, item HAVING bool_or(weight > 0)
 /// ```
 pub fn interactions<'s, T: EventTime>(
@@ -71,35 +81,32 @@ pub fn interactions<'s, T: EventTime>(
     config: &CfConfig,
 ) -> Interactions<'s, T> {
     // Exact latest times under retraction need the distinct times of a bucket;
-    // everything after this reduction is one record per present bucket.
+    // everything after this reduction is one record per bucket.
     let buckets = events
-        .map(|e| ((e.user, e.item, e.action, e.day()), e.time_ms))
-        .reduce_named("CfBuckets", |_bucket, times, out| {
-            let net: isize = times.iter().map(|(_, r)| *r).sum();
-            if net > 0 {
-                // A positive sum has a positive term, so `latest` exists.
-                let latest = times.iter().filter(|(_, r)| *r > 0).map(|(t, _)| **t).max();
-                if let Some(latest) = latest {
-                    out.push(((net as i64, latest), 1));
-                }
+        .map(|e| ((e.user, e.item, e.action, e.day()), (e.time_ms, units(&e))))
+        .reduce_named("CfBuckets", |_bucket, values, out| {
+            if let Some(bucket) = bucket_state(values.iter().map(|(v, r)| (**v, *r))) {
+                out.push((bucket, 1));
             }
         });
 
     let users = buckets
         .clone()
+        .filter(|(_, bucket)| bucket.net > 0)
         .map(|((user, _, _, _), _)| (user, ()))
         .reduce_named("CfUsers", |_user, _, out| out.push(((), 1)))
         .map(|(user, ())| user);
 
     let weights = config.weights.clone();
-    let fold = move |buckets: VecCollection<'s, T, _>| {
+    let fold = move |buckets: VecCollection<'s, T, _>, only: Option<Action>| {
         let weights = weights.clone();
         buckets
-            .map(|((user, item, action, day), (net, latest))| {
-                ((user, item), (day, action, net, latest))
+            .map(|((user, item, action, day), bucket): (_, Bucket)| {
+                ((user, item), (day, action, bucket))
             })
             .reduce_named("CfUserItems", move |_pair, buckets, out| {
-                if let Some(state) = fold_buckets(buckets.iter().map(|(b, _)| **b), &weights) {
+                let buckets = buckets.iter().map(|(b, _)| **b);
+                if let Some(state) = fold_buckets(buckets, &weights, only) {
                     out.push((state, 1));
                 }
             })
@@ -108,13 +115,17 @@ pub fn interactions<'s, T: EventTime>(
         Some(primary) => fold(
             buckets
                 .clone()
-                .filter(move |((_, _, action, _), _)| *action == primary),
+                .filter(move |((_, _, action, _), _)| counts_for(primary, *action)),
+            Some(primary),
         ),
-        None => fold(buckets.clone()),
+        None => fold(buckets.clone(), None),
     };
-    let indicator_items = config
-        .indicator_action
-        .map(|indicator| fold(buckets.filter(move |((_, _, action, _), _)| *action == indicator)));
+    let indicator_items = config.indicator_action.map(|indicator| {
+        fold(
+            buckets.filter(move |((_, _, action, _), _)| counts_for(indicator, *action)),
+            Some(indicator),
+        )
+    });
 
     Interactions {
         user_items,
@@ -123,23 +134,98 @@ pub fn interactions<'s, T: EventTime>(
     }
 }
 
-/// Folds the present buckets `(day, action, net, latest)` of one (user,
-/// item), in ascending (day, action) order, into its [`UserItem`]; `None`
-/// if no bucket has positive weight.
+/// The units an event adds to or takes from what the user owns: a
+/// purchase's quantity, a cancellation's, 0 for other actions.
+fn units(event: &Event) -> i64 {
+    match event.action {
+        Action::Purchase | Action::Cancellation => event.quantity,
+        _ => 0,
+    }
+}
+
+/// Whether buckets of `action` are read when only `only`'s events count:
+/// its own, and cancellations beside purchases, for ownership.
+fn counts_for(only: Action, action: Action) -> bool {
+    action == only || (only == Action::Purchase && action == Action::Cancellation)
+}
+
+/// The integer state of one (user, item, action, day) bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Net number of events; the bucket is present iff > 0.
+    pub net: i64,
+    /// Latest `time_ms` with a positive net count of events, if any.
+    pub latest: Option<i64>,
+    /// Net units (Σ diff · quantity) of a purchase or cancellation bucket.
+    pub units: i64,
+}
+
+/// The bucket of the `((time_ms, units), diff)` updates of one (user,
+/// item, action, day), sorted by time; `None` when it holds nothing: no net
+/// event and no net unit.
+pub fn bucket_state(values: impl IntoIterator<Item = ((i64, i64), isize)>) -> Option<Bucket> {
+    let mut net = 0i64;
+    let mut units = 0i64;
+    let mut latest = None;
+    let mut time_net: Option<(i64, i64)> = None;
+    for ((time, quantity), diff) in values {
+        let diff = diff as i64;
+        net += diff;
+        units += diff * quantity;
+        match &mut time_net {
+            Some((t, n)) if *t == time => *n += diff,
+            _ => {
+                if let Some((t, n)) = time_net {
+                    if n > 0 {
+                        latest = Some(t);
+                    }
+                }
+                time_net = Some((time, diff));
+            }
+        }
+    }
+    if let Some((t, n)) = time_net {
+        if n > 0 {
+            latest = Some(t);
+        }
+    }
+    (net != 0 || units != 0).then_some(Bucket { net, latest, units })
+}
+
+/// Folds the buckets `(day, action, bucket)` of one (user, item), in
+/// ascending (day, action) order, into its [`UserItem`]; `None` if no
+/// counted bucket has positive weight. With `only`, buckets of other actions
+/// weigh nothing (cancellations still count for ownership).
 pub fn fold_buckets(
-    buckets: impl IntoIterator<Item = (i64, Action, i64, i64)>,
+    buckets: impl IntoIterator<Item = (i64, Action, Bucket)>,
     weights: &ActionWeights,
+    only: Option<Action>,
 ) -> Option<UserItem> {
+    let buckets: Vec<(i64, Action, Bucket)> = buckets.into_iter().collect();
+    let owned_units: i64 = buckets
+        .iter()
+        .map(|(_, action, bucket)| match action {
+            Action::Purchase => bucket.units,
+            Action::Cancellation => -bucket.units,
+            _ => 0,
+        })
+        .sum();
     let mut last_time_ms: Option<i64> = None;
     let mut day_weights: Vec<(i64, i64)> = Vec::new();
-    for (day, action, net, latest) in buckets {
-        let weight = weights.weight(action);
+    for (day, action, bucket) in buckets {
+        if bucket.net <= 0 || (action == Action::Purchase && owned_units <= 0) {
+            continue;
+        }
+        let weight = match only {
+            Some(only) if only != action => 0,
+            _ => weights.weight(action),
+        };
         if weight > 0 {
-            last_time_ms = Some(last_time_ms.map_or(latest, |t| t.max(latest)));
+            last_time_ms = last_time_ms.max(bucket.latest);
         }
         match day_weights.last_mut() {
-            Some((d, w)) if *d == day => *w += weight * net,
-            _ => day_weights.push((day, weight * net)),
+            Some((d, w)) if *d == day => *w += weight * bucket.net,
+            _ => day_weights.push((day, weight * bucket.net)),
         }
     }
     day_weights.retain(|&(_, w)| w != 0);

@@ -63,22 +63,30 @@ pub struct AttributeVersion {
 /// current timestamp and `c(e)`, `p(e)` an event's category and price, else
 /// those of its item's current catalog entry:
 ///
+/// A purchase and a cancellation are each a record of their own; a
+/// cancellation takes back units. With `±` meaning + for a purchase and −
+/// for a cancellation, `q(i) = Σ_{purchases and cancellations of i} ±e.quantity`
+/// the units of item i the user owns, and "other" every action but those two:
+///
 /// ```text
 /// counts[a]            = Σ_{e ∈ ev, e.action = a} 1
 /// windows[W][a]        = Σ_{updates (e, t, d), e.action = a, t <= now < t + W days} d
-/// quantity             = Σ_{purchases} e.quantity
-/// spend                = Σ_{purchases with p(e)} e.quantity · p(e)
-/// distinct_items       = |{i : Σ_{e.item = i} 1 > 0}|
-/// distinct_categories  = |{c : Σ_{c(e) = c} 1 > 0}|
+/// quantity             = Σ_{purchases and cancellations} ±e.quantity  (= Σ_i q(i))
+/// spend                = Σ_{purchases and cancellations with p(e)} ±e.quantity · p(e)
+/// distinct_items       = |{i : q(i) > 0  or  Σ_{other e, e.item = i} 1 > 0}|
+/// distinct_categories  = |{c : Σ_{purchases and cancellations, c(e) = c} ±e.quantity > 0
+///                              or  Σ_{other e, c(e) = c} 1 > 0}|
 /// first_seen/last_seen = min/max {ms : Σ_{e.time_ms = ms} 1 > 0}
-/// last_purchase        = max {ms : Σ_{purchases, e.time_ms = ms} 1 > 0}
+/// last_purchase        = max {ms : q(i) > 0, Σ_{purchases of i, e.time_ms = ms} 1 > 0}
 /// avg_rating           = (Σ_{rated} e.rating) / (Σ_{rated} 1) / 100
 /// affinity[c]          = Σ_{days d asc} w(c, d) · 2^((d − D) / half_life),
 ///                        w(c, d) = Σ_{c(e) = c, e.day() = d} weight(e.action),
+///                        purchases left out where Σ_{c(e) = c} ±e.quantity <= 0,
 ///                        D = max {d : w(c', d) ≠ 0 for some c'}
 /// top_categories       = top N of {c : affinity[c] > 0} by affinity desc, id asc
-/// segment              = Segment::classify(windows[recency][purchase],
-///                                          counts[purchase], spend)
+/// segment              = Segment::classify(last_purchase.is_some(),
+///                            windows[recency][purchase] − windows[recency][cancellation],
+///                            counts[purchase] − counts[cancellation], spend)
 /// attributes[n]        = value of the user's current version of n
 /// ```
 ///
@@ -100,16 +108,18 @@ pub fn profiles<'s, T: EventTime>(
     }
 
     let resolved = resolve_with_catalog(events.clone(), catalog);
+    let owned = owned_items(events.clone());
     let measures = event_measures(events.clone())
         .concat(window_measures(events.clone(), config))
         .concat(resolved_measures(resolved.clone()))
-        .concat(distinct_items(events.clone()))
+        .concat(distinct_items(events.clone(), owned.clone()))
         .concat(distinct_categories(resolved.clone()))
         .count()
         .map(|((user, measure), total)| (user, Fact::Measure(measure, total as i64)));
 
     let facts = measures
         .concat(seen_times(events))
+        .concat(last_purchase(owned))
         .concat(top_categories(resolved, config))
         .concat(current_attributes(user_attributes));
 
@@ -145,8 +155,9 @@ enum Fact {
     Attribute(String, String),
 }
 
-/// An event reduced to what the catalog-dependent features need. Non-purchases
-/// drop price and quantity so that they aggregate into fewer keys.
+/// An event reduced to what the catalog-dependent features need. Events
+/// other than purchases and cancellations drop price and quantity so that
+/// they aggregate into fewer keys.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct ItemUse {
     user: Id,
@@ -159,29 +170,49 @@ struct ItemUse {
 
 impl ItemUse {
     fn of(event: &Event) -> ItemUse {
-        let purchase = event.action == Action::Purchase;
+        let transaction = is_transaction(event.action);
         ItemUse {
             user: event.user,
             day: event.day(),
             action: event.action,
             category: event.category,
-            price: if purchase { event.price } else { None },
-            quantity: if purchase { event.quantity } else { 0 },
+            price: if transaction { event.price } else { None },
+            quantity: if transaction { event.quantity } else { 0 },
         }
     }
 
     /// Whether the catalog could add something this use lacks.
     fn needs_catalog(&self) -> bool {
-        self.category.is_none() || (self.action == Action::Purchase && self.price.is_none())
+        self.category.is_none() || (is_transaction(self.action) && self.price.is_none())
     }
 
     /// Fills what the event lacks from the item's current catalog entry.
     fn with_catalog(mut self, entry: &CatalogEntry) -> ItemUse {
         self.category = self.category.or(entry.category);
-        if self.action == Action::Purchase {
+        if is_transaction(self.action) {
             self.price = self.price.or(entry.price);
         }
         self
+    }
+
+    /// The units this use adds to what the user owns: + for a purchase, −
+    /// for a cancellation, 0 otherwise.
+    fn signed_units(&self) -> i64 {
+        signed_units(self.action, self.quantity)
+    }
+}
+
+/// Whether an action moves units: a purchase or a cancellation.
+fn is_transaction(action: Action) -> bool {
+    matches!(action, Action::Purchase | Action::Cancellation)
+}
+
+/// `quantity` units bought (+), cancelled (−), or 0 for other actions.
+fn signed_units(action: Action, quantity: i64) -> i64 {
+    match action {
+        Action::Purchase => quantity,
+        Action::Cancellation => -quantity,
+        _ => 0,
     }
 }
 
@@ -231,8 +262,9 @@ fn event_measures<'s, T: EventTime>(
     events.explode(|event| {
         let user = event.user;
         let mut measures = vec![((user, Measure::Count(event.action)), 1)];
-        if event.action == Action::Purchase {
-            measures.push(((user, Measure::Quantity), event.quantity as isize));
+        if is_transaction(event.action) {
+            let units = signed_units(event.action, event.quantity);
+            measures.push(((user, Measure::Quantity), units as isize));
         }
         if let Some(rating) = event.rating {
             measures.push(((user, Measure::RatingSum), rating as isize));
@@ -264,59 +296,109 @@ fn window_measures<'s, T: EventTime>(
     differential_dataflow::collection::concatenate(actions.scope(), windows)
 }
 
-/// Spend: purchases with a price, from the event or the catalog.
+/// Spend: purchases less cancellations with a price, from the event or the
+/// catalog.
 fn resolved_measures<'s, T: EventTime>(
     resolved: VecCollection<'s, T, ItemUse>,
 ) -> VecCollection<'s, T, (Id, Measure)> {
     resolved.explode(|item_use| {
-        let spend = match (item_use.action, item_use.price) {
-            (Action::Purchase, Some(price)) => Some(item_use.quantity * price),
-            _ => None,
-        };
-        spend.map(|spend| ((item_use.user, Measure::Spend), spend as isize))
+        let spend = item_use.price.map(|price| item_use.signed_units() * price);
+        spend
+            .filter(|spend| *spend != 0)
+            .map(|spend| ((item_use.user, Measure::Spend), spend as isize))
     })
 }
 
-/// One `DistinctItems` per (user, item) with a positive net event count.
+/// `((user, item), last_purchase_ms)` for each item the user owns: net units
+/// bought less cancelled positive, with the latest time among the item's
+/// purchase times of positive net count.
+fn owned_items<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+) -> VecCollection<'s, T, ((Id, Id), i64)> {
+    events
+        .filter(|event| is_transaction(event.action))
+        .map(|event| {
+            let units = signed_units(event.action, event.quantity);
+            ((event.user, event.item), (event.time_ms, units))
+        })
+        .reduce_named("OwnedItems", |_, transactions, output| {
+            let transactions = transactions
+                .iter()
+                .map(|((ms, units), count)| (*ms, *units, *count));
+            if let Some(last_purchase) = owned_since(transactions) {
+                output.push((last_purchase, 1));
+            }
+        })
+}
+
+/// From the `(time_ms, signed units, net count)` of one user's purchases
+/// and cancellations of one item, sorted by time: the latest purchase time
+/// of positive net count if the user owns the item (net units > 0).
+pub(crate) fn owned_since(
+    transactions: impl IntoIterator<Item = (i64, i64, isize)>,
+) -> Option<i64> {
+    let mut owned_units = 0i64;
+    let mut purchases_at: BTreeMap<i64, isize> = BTreeMap::new();
+    for (ms, units, count) in transactions {
+        owned_units += units * count as i64;
+        if units > 0 {
+            *purchases_at.entry(ms).or_default() += count;
+        }
+    }
+    let latest = purchases_at.iter().rev().find(|(_, count)| **count > 0);
+    latest.filter(|_| owned_units > 0).map(|(ms, _)| *ms)
+}
+
+/// One `DistinctItems` per (user, item) the user owns or has a net-present
+/// event of another action on.
 fn distinct_items<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
+    owned: VecCollection<'s, T, ((Id, Id), i64)>,
 ) -> VecCollection<'s, T, (Id, Measure)> {
     events
+        .filter(|event| !is_transaction(event.action))
         .map(|event| (event.user, event.item))
+        .threshold_named("InteractedItems", |_, count| isize::from(*count > 0))
+        .concat(owned.map(|(pair, _)| pair))
         .threshold_named("DistinctItems", |_, count| isize::from(*count > 0))
         .map(|(user, _)| (user, Measure::DistinctItems))
 }
 
-/// One `DistinctCategories` per (user, category) with a positive net count.
+/// One `DistinctCategories` per (user, category) with positive net units
+/// bought, or a net-present event of another action.
 fn distinct_categories<'s, T: EventTime>(
     resolved: VecCollection<'s, T, ItemUse>,
 ) -> VecCollection<'s, T, (Id, Measure)> {
-    resolved
-        .flat_map(|item_use| item_use.category.map(|category| (item_use.user, category)))
+    let interacted = resolved
+        .clone()
+        .flat_map(|item_use| {
+            let other = !is_transaction(item_use.action);
+            let category = item_use.category.filter(|_| other);
+            category.map(|category| (item_use.user, category))
+        })
+        .threshold_named("InteractedCategories", |_, count| isize::from(*count > 0));
+    let owned = resolved
+        .explode(|item_use| {
+            let category = item_use
+                .category
+                .filter(|_| is_transaction(item_use.action));
+            category.map(|category| ((item_use.user, category), item_use.signed_units() as isize))
+        })
+        .threshold_named("OwnedCategories", |_, units| isize::from(*units > 0));
+    interacted
+        .concat(owned)
         .threshold_named("DistinctCategories", |_, count| isize::from(*count > 0))
         .map(|(user, _)| (user, Measure::DistinctCategories))
 }
 
-/// Whether a time series is of all the user's events or of purchases only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Seen {
-    Any,
-    Purchase,
-}
-
-/// First and last seen, and last purchase: min and max of the event times
-/// with a positive net count. Reducing per day first keeps the cost of an
-/// update proportional to the events of one user-day plus the user's days.
+/// First and last seen: min and max of the event times with a positive net
+/// count. Reducing per day first keeps the cost of an update proportional to
+/// the events of one user-day plus the user's days.
 fn seen_times<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
 ) -> VecCollection<'s, T, (Id, Fact)> {
     events
-        .flat_map(|event| {
-            let any = ((event.user, Seen::Any, event.day()), event.time_ms);
-            let purchase = (event.action == Action::Purchase)
-                .then_some(((event.user, Seen::Purchase, event.day()), event.time_ms));
-            std::iter::once(any).chain(purchase)
-        })
+        .map(|event| ((event.user, event.day()), event.time_ms))
         .reduce_named("SeenPerDay", |_, times, output| {
             let mut present = times
                 .iter()
@@ -327,21 +409,32 @@ fn seen_times<'s, T: EventTime>(
                 output.push(((first, last), 1));
             }
         })
-        .map(|((user, seen, day), span)| ((user, seen), (day, span)))
+        .map(|((user, day), span)| (user, (day, span)))
         .reduce_named("SeenPerUser", |_, days, output| {
             // Days arrive in ascending order, and each carries its own span.
             let (_, (first_ms, _)) = days[0].0;
             let (_, (_, last_ms)) = days[days.len() - 1].0;
             output.push(((*first_ms, *last_ms), 1));
         })
-        .map(|((user, seen), (first_ms, last_ms))| match seen {
-            Seen::Any => (user, Fact::Seen { first_ms, last_ms }),
-            Seen::Purchase => (user, Fact::LastPurchase(last_ms)),
+        .map(|(user, (first_ms, last_ms))| (user, Fact::Seen { first_ms, last_ms }))
+}
+
+/// The latest purchase of an item the user still owns.
+fn last_purchase<'s, T: EventTime>(
+    owned: VecCollection<'s, T, ((Id, Id), i64)>,
+) -> VecCollection<'s, T, (Id, Fact)> {
+    owned
+        .map(|((user, _item), ms)| (user, ms))
+        .reduce_named("LastPurchase", |_, times, output| {
+            // Times arrive in ascending order, each of an owned item.
+            let (last_ms, _) = times[times.len() - 1];
+            output.push((*last_ms, 1));
         })
+        .map(|(user, ms)| (user, Fact::LastPurchase(ms)))
 }
 
 /// The user's best categories by decayed affinity, from integer weights per
-/// (category, day) carried in the diffs.
+/// (category, day) and net units per category carried in the diffs.
 fn top_categories<'s, T: EventTime>(
     resolved: VecCollection<'s, T, ItemUse>,
     config: &ProfileConfig,
@@ -352,23 +445,26 @@ fn top_categories<'s, T: EventTime>(
     resolved
         .explode(move |item_use| {
             let weight = weights.weight(item_use.action);
-            item_use
-                .category
-                .filter(|_| weight != 0)
-                .map(|category| ((item_use.user, (category, item_use.day)), weight as isize))
+            let (user, day) = (item_use.user, item_use.day);
+            let units = item_use.signed_units();
+            let purchase = item_use.action == Action::Purchase;
+            item_use.category.into_iter().flat_map(move |category| {
+                let weighed = (weight != 0).then_some((
+                    (user, CategoryInput::Weight(category, day, purchase)),
+                    weight as isize,
+                ));
+                let owned = (units != 0)
+                    .then_some(((user, CategoryInput::Units(category)), units as isize));
+                weighed.into_iter().chain(owned)
+            })
         })
-        .reduce_named("TopCategories", move |_user, weights, output| {
-            // Sorted by (category, day): the canonical order of the sums.
-            let weights: Vec<(Id, i64, i64)> = weights
-                .iter()
-                .filter(|(_, weight)| *weight != 0)
-                .map(|((category, day), weight)| (*category, *day, *weight as i64))
-                .collect();
-            let Some(latest_day) = weights.iter().map(|(_, day, _)| *day).max() else {
+        .reduce_named("TopCategories", move |_user, inputs, output| {
+            let inputs = inputs.iter().map(|(input, sum)| (**input, *sum as i64));
+            let Some((weights, latest_day)) = category_weights(inputs) else {
                 return;
             };
             let mut affinities: Vec<CategoryAffinity> = Vec::new();
-            for (category, day, weight) in weights {
+            for ((category, day), weight) in weights {
                 let decayed = weight as f64 * ((day - latest_day) as f64 / half_life_days).exp2();
                 if affinities
                     .last()
@@ -394,6 +490,45 @@ fn top_categories<'s, T: EventTime>(
                 output.push((Fact::TopCategories(affinities), 1));
             }
         })
+}
+
+/// One input of the per-user category affinity: net units bought in a
+/// category, or the summed weight of (category, day, whether purchases).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum CategoryInput {
+    Units(Id),
+    Weight(Id, i64, bool),
+}
+
+/// `((category, day), weight)`.
+type CategoryDayWeight = ((Id, i64), i64);
+
+/// The nonzero weights per (category, day), ascending, leaving out purchases
+/// in categories where the user's net units are not positive, and the latest
+/// day among them; `None` if there is none. `inputs` arrive sorted: every
+/// `Units` first, then weights by (category, day).
+fn category_weights(
+    inputs: impl IntoIterator<Item = (CategoryInput, i64)>,
+) -> Option<(Vec<CategoryDayWeight>, i64)> {
+    let mut units: BTreeMap<Id, i64> = BTreeMap::new();
+    let mut weights: Vec<CategoryDayWeight> = Vec::new();
+    for (input, sum) in inputs {
+        match input {
+            CategoryInput::Units(category) => *units.entry(category).or_default() += sum,
+            CategoryInput::Weight(category, day, purchase) => {
+                if purchase && units.get(&category).copied().unwrap_or(0) <= 0 {
+                    continue;
+                }
+                match weights.last_mut() {
+                    Some((key, weight)) if *key == (category, day) => *weight += sum,
+                    _ => weights.push(((category, day), sum)),
+                }
+            }
+        }
+    }
+    weights.retain(|(_, weight)| *weight != 0);
+    let latest_day = weights.iter().map(|((_, day), _)| *day).max()?;
+    Some((weights, latest_day))
 }
 
 /// The current value of each (user, attribute name).
@@ -442,8 +577,12 @@ fn assemble(facts: &[(&Fact, isize)], config: &ProfileConfig) -> Option<Profile>
                     profile.counts.insert(action, total);
                 }
                 Measure::Window { days, action } => {
-                    if days == config.segment.recency_days && action == Action::Purchase {
-                        recent_purchases = total;
+                    if days == config.segment.recency_days {
+                        recent_purchases += match action {
+                            Action::Purchase => total,
+                            Action::Cancellation => -total,
+                            _ => 0,
+                        };
                     }
                     if let Some(counts) = profile.windows.get_mut(&days) {
                         counts.insert(action, total);
@@ -473,8 +612,14 @@ fn assemble(facts: &[(&Fact, isize)], config: &ProfileConfig) -> Option<Profile>
     if profile.ratings > 0 {
         profile.avg_rating = Some(Score(rating_sum as f64 / profile.ratings as f64 / 100.0));
     }
-    let purchases = profile.counts.get(&Action::Purchase).copied().unwrap_or(0);
-    profile.segment =
-        Segment::classify(recent_purchases, purchases, profile.spend, &config.segment);
+    let count = |action| profile.counts.get(&action).copied().unwrap_or(0);
+    let purchases = count(Action::Purchase) - count(Action::Cancellation);
+    profile.segment = Segment::classify(
+        profile.last_purchase.is_some(),
+        recent_purchases,
+        purchases,
+        profile.spend,
+        &config.segment,
+    );
     Some(profile)
 }

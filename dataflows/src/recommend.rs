@@ -96,7 +96,8 @@ pub struct ScoredItem {
     pub score: Score,
 }
 
-/// A user's recommendations, best first, ties by item id ascending.
+/// A user's recommendations, best first, ties by item id ascending (the
+/// stable hash of the item's id string, not the string).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Recommendations {
     pub user: Id,
@@ -107,14 +108,19 @@ pub struct Recommendations {
 }
 
 impl Recommendations {
-    /// The `recommendations.jsonl` line: `{"user", "items": [{"item", "score"}]}`.
+    /// The `recommendations.jsonl` line: `{"user", "items": [{"item",
+    /// "score"}]}`, plus `"popular": true` on a popularity fallback list.
     pub fn to_json(&self, names: &dyn Names) -> serde_json::Value {
         let items: Vec<serde_json::Value> = self
             .items
             .iter()
             .map(|s| serde_json::json!({"item": names.item(s.item), "score": s.score.0}))
             .collect();
-        serde_json::json!({"user": names.user(self.user), "items": items})
+        let mut line = serde_json::json!({"user": names.user(self.user), "items": items});
+        if self.popular {
+            line["popular"] = serde_json::Value::Bool(true);
+        }
+        line
     }
 }
 
@@ -129,8 +135,50 @@ pub struct CfOutputs<'s, T: EventTime> {
     /// With an indicator: per primary item j, its top-K indicator items i
     /// by cross-occurrence LLR (j itself may be among them).
     pub cross_similar_items: Option<VecCollection<'s, T, SimilarItems>>,
-    /// One record per user with a net-present event, when their list is non-empty.
-    pub recommendations: VecCollection<'s, T, Recommendations>,
+    /// The personal lists: one record per user with a scored unseen item.
+    pub personal: VecCollection<'s, T, Recommendations>,
+    /// Every other user with a net-present event gets the popular list,
+    /// which is shared rather than copied into each of their records.
+    pub fallback: Fallback<'s, T>,
+    top_k: usize,
+}
+
+/// The popularity fallback, shared by every user without a personal list:
+/// their list is the first k items of `ranking` that they have not seen
+/// ([`popular_list`]). A change of popularity changes one `ranking` record,
+/// not one record per fallback user; a fallback user's record changes only
+/// when their own seen items or fallback status do.
+pub struct Fallback<'s, T: EventTime> {
+    /// `(user, seen)` for each user served the popular list, with their seen
+    /// items ascending (empty unless `remove_seen`).
+    pub users: VecCollection<'s, T, (Id, Vec<Id>)>,
+    /// The one popular ranking, `(item, users with it in history)` best
+    /// first, cut to the longest prefix any fallback user can need (k plus
+    /// their number of seen items; all items if k = 0). Absent when no user
+    /// falls back.
+    pub ranking: VecCollection<'s, T, Vec<(Id, u64)>>,
+}
+
+impl<'s, T: EventTime> CfOutputs<'s, T> {
+    /// One list per user with a net-present event, when it is non-empty:
+    /// the personal lists and the fallback lists resolved per user. A
+    /// popularity change re-emits every fallback user's list here; the
+    /// pipeline writes [`CfOutputs::personal`] and [`CfOutputs::fallback`]
+    /// instead and resolves fallback lists only when it writes them.
+    pub fn recommendations(&self) -> VecCollection<'s, T, Recommendations> {
+        let top_k = self.top_k;
+        let resolved = self
+            .fallback
+            .users
+            .clone()
+            .map(|(user, seen)| ((), (user, seen)))
+            .join_map(
+                self.fallback.ranking.clone().map(|ranking| ((), ranking)),
+                move |_, (user, seen), ranking| popular_list(*user, seen, ranking, top_k),
+            )
+            .flat_map(|list| list);
+        self.personal.clone().concat(resolved)
+    }
 }
 
 /// History, similar items and recommendations from behaviour events.
@@ -149,7 +197,7 @@ pub fn collaborative_filtering<'s, T: EventTime>(
     let self_similarity =
         (!config.remove_seen).then(|| similarity::self_similarity(&cooccurrence, config));
     let indicator = indicator_history.clone().zip(cross_similar_items.clone());
-    let recommendations = recommend(
+    let (personal, fallback) = recommend(
         history.clone(),
         similar_items.clone(),
         self_similarity,
@@ -164,7 +212,9 @@ pub fn collaborative_filtering<'s, T: EventTime>(
         similar_items,
         indicator_history,
         cross_similar_items,
-        recommendations,
+        personal,
+        fallback,
+        top_k: config.top_k,
     }
 }
 
@@ -188,8 +238,8 @@ pub type Indicator<'s, T> = (
     VecCollection<'s, T, SimilarItems>,
 );
 
-/// Personal lists where the user has a scored unseen item, the popularity
-/// fallback for the other `users`.
+/// Personal lists where the user has a scored unseen item, the shared
+/// popularity fallback for the other `users`.
 ///
 /// ```sql
 /// SELECT u, j, Σ a.affinity · s.similarity AS score
@@ -212,7 +262,7 @@ pub fn recommend<'s, T: EventTime>(
     users: VecCollection<'s, T, Id>,
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
-) -> VecCollection<'s, T, Recommendations> {
+) -> (VecCollection<'s, T, Recommendations>, Fallback<'s, T>) {
     let top_k = config.top_k;
     let remove_seen = config.remove_seen;
 
@@ -287,7 +337,7 @@ pub fn recommend<'s, T: EventTime>(
         .antijoin(personal.clone().map(|r| r.user))
         .map(|(user, ())| user);
     let fallback = popular_fallback(fallback_users, seen, cooccurrence, config);
-    personal.concat(fallback)
+    (personal, fallback)
 }
 
 /// The top `top_k` (0 = all) of one user's scores from [`ScoreInput`]s in
@@ -330,13 +380,16 @@ pub fn score_items<'a>(
 ///
 /// Every fallback user reads one global ranking, cut to the longest prefix any
 /// of them can need (k plus their number of seen items), so the ranking of the
-/// long tail never reaches them.
+/// long tail never reaches them. The ranking stays one record: joining it to
+/// each user here would re-emit every fallback user's list whenever any
+/// popularity changes, the square of the log in a replay whose frontier only
+/// moves at the end.
 fn popular_fallback<'s, T: EventTime>(
     fallback_users: VecCollection<'s, T, Id>,
     seen: VecCollection<'s, T, (Id, Id)>,
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
-) -> VecCollection<'s, T, Recommendations> {
+) -> Fallback<'s, T> {
     let top_k = config.top_k;
     let remove_seen = config.remove_seen;
     let keyed_users = fallback_users.clone().map(|user| (user, ()));
@@ -346,17 +399,22 @@ fn popular_fallback<'s, T: EventTime>(
         seen.filter(|_| false)
     };
 
-    // The longest prefix needed, 0 meaning all items.
-    let prefix_length = keyed_users
+    let users = keyed_users
         .clone()
-        .map(|_| ((), 0u64))
-        .concat(
-            fallback_seen
-                .clone()
-                .map(|(user, _)| user)
-                .count()
-                .map(|(_, seen)| ((), seen as u64)),
-        )
+        .map(|(user, ())| (user, None))
+        .concat(fallback_seen.clone().map(|(user, item)| (user, Some(item))))
+        .reduce_named("CfFallbackUsers", |_user, inputs, out| {
+            // Sorted: `None` first, then the seen items ascending.
+            if inputs.first().is_some_and(|(v, r)| v.is_none() && *r > 0) {
+                let seen: Vec<Id> = inputs.iter().filter_map(|(v, _)| **v).collect();
+                out.push((seen, 1));
+            }
+        });
+
+    // The longest prefix needed, 0 meaning all items.
+    let prefix_length = users
+        .clone()
+        .map(|(_, seen)| ((), seen.len() as u64))
         .reduce_named("CfFallbackLength", move |_, lengths, out| {
             let longest = lengths.iter().map(|(l, _)| **l).max().unwrap_or(0);
             let length = if top_k == 0 {
@@ -378,32 +436,27 @@ fn popular_fallback<'s, T: EventTime>(
             let length = items.first().map_or(0, |(v, _)| v.0) as usize;
             let ranked = rank_popular(items.iter().map(|(v, _)| (v.1, v.2)), length);
             out.push((ranked, 1));
-        });
+        })
+        .map(|((), ranked)| ranked);
 
-    keyed_users
-        .map(|(user, ())| ((), user))
-        .join_map(ranking, |_, &user, ranking| {
-            (user, (0u8, Some(ranking.clone()), 0))
-        })
-        .concat(fallback_seen.map(|(user, item)| (user, (1u8, None, item))))
-        .reduce_named("CfFallback", move |&user, inputs, out| {
-            let ranking = inputs.iter().find_map(|(v, _)| v.1.as_ref());
-            let seen = inputs.iter().filter(|(v, _)| v.0 == 1).map(|(v, _)| v.2);
-            if let Some(ranking) = ranking {
-                let items = pick_popular(ranking, seen.collect(), top_k);
-                if !items.is_empty() {
-                    out.push((
-                        Recommendations {
-                            user,
-                            items,
-                            popular: true,
-                        },
-                        1,
-                    ));
-                }
-            }
-        })
-        .map(|(_, recommendations)| recommendations)
+    Fallback { users, ranking }
+}
+
+/// The fallback list of `user`: the first `top_k` (0 = all) items of
+/// `ranking` not in `seen` (ascending), scored by their popularity; `None`
+/// if that leaves nothing.
+pub fn popular_list(
+    user: Id,
+    seen: &[Id],
+    ranking: &[(Id, u64)],
+    top_k: usize,
+) -> Option<Recommendations> {
+    let items = pick_popular(ranking, seen, top_k);
+    (!items.is_empty()).then_some(Recommendations {
+        user,
+        items,
+        popular: true,
+    })
 }
 
 /// Items by (users desc, id asc), the first `length` (0 = all).
@@ -417,7 +470,7 @@ pub fn rank_popular(items: impl IntoIterator<Item = (Id, u64)>, length: usize) -
 }
 
 /// The first `top_k` (0 = all) ranked items not in `seen` (sorted).
-pub fn pick_popular(ranking: &[(Id, u64)], seen: Vec<Id>, top_k: usize) -> Vec<ScoredItem> {
+pub fn pick_popular(ranking: &[(Id, u64)], seen: &[Id], top_k: usize) -> Vec<ScoredItem> {
     let limit = if top_k == 0 { usize::MAX } else { top_k };
     ranking
         .iter()

@@ -69,7 +69,23 @@ fn random_stream(seed: u64) -> Vec<(Event, u64, isize)> {
             };
             let day = (batch + rng.below(4)) as i64;
             let time_ms = day * DAY_MS as i64 + rng.below(3) as i64 * 3_600_000;
-            let event = Event::new(user, item, action, time_ms);
+            let mut event = Event::new(user, item, action, time_ms);
+            if matches!(action, Action::Purchase | Action::Cancellation) {
+                event.quantity = 1 + rng.below(3) as i64;
+            }
+            // A cancellation of some or all units of a live purchase, on its
+            // day or a later one.
+            if roll >= 90 {
+                if let Some(bought) = live.iter().find(|e| e.action == Action::Purchase) {
+                    let mut cancellation = bought.clone();
+                    cancellation.action = Action::Cancellation;
+                    cancellation.quantity = 1 + rng.below(bought.quantity as u64) as i64;
+                    cancellation.time_ms += rng.below(2) as i64 * DAY_MS as i64;
+                    updates.push((cancellation.clone(), batch, 1));
+                    live.push(cancellation);
+                    continue;
+                }
+            }
             if roll < 28 {
                 updates.push((event, batch, -1));
             } else {
@@ -117,6 +133,7 @@ fn run_dataflow(
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
             let outputs = collaborative_filtering(events, &config);
+            let recommendations = outputs.recommendations();
             outputs.history.inner.capture_into(history_send);
             outputs.similar_items.inner.capture_into(similar_send);
             if let Some(indicator_history) = outputs.indicator_history {
@@ -125,7 +142,7 @@ fn run_dataflow(
             if let Some(cross_similar_items) = outputs.cross_similar_items {
                 cross_similar_items.inner.capture_into(cross_send);
             }
-            let (probe, recommendations) = outputs.recommendations.probe();
+            let (probe, recommendations) = recommendations.probe();
             recommendations.inner.capture_into(recs_send);
             (input, probe)
         });
@@ -428,4 +445,53 @@ fn cooccurrence_work_per_event_is_bounded_by_history_length() {
     eprintln!("co-occurrence pair updates per input update: {per_event:.2}");
     // An event changes at most two history entries (one in, one out).
     assert!(per_event > 0.0 && per_event <= 2.0 * 20.0);
+}
+
+/// A user who cancels one of two units still owns the item: it stays in
+/// their history, so it is not recommended to them. One who cancels every
+/// unit, on a later day than the purchase, has no purchase of it left.
+#[test]
+fn a_partly_cancelled_purchase_stays_seen_and_a_cancelled_one_goes() {
+    let at = |day: i64, user: Id, item: Id, action: Action, quantity: i64| {
+        let mut event = Event::new(user, item, action, day * DAY_MS as i64);
+        event.quantity = quantity;
+        (event, 1, 1)
+    };
+    let updates = vec![
+        // Users 1 and 2 bought items 10 and 11: they co-occur.
+        at(1, 1, 10, Action::Purchase, 1),
+        at(1, 1, 11, Action::Purchase, 1),
+        at(1, 2, 10, Action::Purchase, 1),
+        at(1, 2, 11, Action::Purchase, 1),
+        // User 3 bought two of item 10 and cancelled one the same day.
+        at(1, 3, 10, Action::Purchase, 2),
+        at(1, 3, 10, Action::Cancellation, 1),
+        // User 4 bought items 10 and 12, and cancelled all of 12 a day later.
+        at(1, 4, 10, Action::Purchase, 1),
+        at(1, 4, 12, Action::Purchase, 3),
+        at(2, 4, 12, Action::Cancellation, 3),
+    ];
+    let config = CfConfig::default();
+    let captured = run_dataflow(&updates, &config, 1, true);
+    let history = at_time(&captured.history, 1, |(u, e)| (*u, e.item));
+    let recs = at_time(&captured.recommendations, 1, |r| r.user);
+    let expected = reference::collaborative_filtering(&updates, 1, &config);
+    let expected_history: BTreeMap<_, _> = expected
+        .history
+        .iter()
+        .map(|(u, e)| ((*u, e.item), (*u, e.clone())))
+        .collect();
+    let expected_recs: BTreeMap<_, _> = expected
+        .recommendations
+        .iter()
+        .map(|r| (r.user, r.clone()))
+        .collect();
+    assert!(!report("history", &history, &expected_history));
+    assert!(!report("recommendations", &recs, &expected_recs));
+
+    assert!(history.contains_key(&(3, 10)), "{history:?}");
+    let items = |user: Id| -> Vec<Id> { recs[&user].items.iter().map(|s| s.item).collect() };
+    assert_eq!(items(3), [11]);
+    assert!(!history.contains_key(&(4, 12)), "{history:?}");
+    assert_eq!(items(4), [11]);
 }

@@ -212,7 +212,7 @@ fn random_event(rng: &mut Rng, timestamp: u64) -> Event {
     if rng.percent(50) {
         event.category = Some(100 + rng.below(CATEGORIES));
     }
-    if action == Action::Purchase {
+    if matches!(action, Action::Purchase | Action::Cancellation) {
         event.quantity = 1 + rng.below(3) as i64;
         if rng.percent(50) {
             event.price = Some(50 + rng.below(5_000) as i64);
@@ -312,10 +312,27 @@ fn random_batches(seed: u64) -> Vec<Batch> {
             inserted.push(event.clone());
             batch.events.push((event, time, copies));
         }
-        // Cancellations of earlier events, at a time of this batch.
+        // Retractions of earlier events, at a time of this batch.
         for _ in 0..rng.below(8) {
             let event = rng.pick(&inserted).clone();
             batch.events.push((event, timestamp(&mut rng), -1));
+        }
+        // Cancellations of some or all units of earlier purchases, later.
+        let purchases: Vec<Event> = inserted
+            .iter()
+            .filter(|e| e.action == Action::Purchase)
+            .cloned()
+            .collect();
+        for _ in 0..rng.below(if purchases.is_empty() { 1 } else { 6 }) {
+            let mut cancellation = rng.pick(&purchases).clone();
+            let time = timestamp(&mut rng);
+            cancellation.action = Action::Cancellation;
+            cancellation.quantity = 1 + rng.below(cancellation.quantity as u64) as i64;
+            cancellation.time_ms = cancellation
+                .time_ms
+                .max(time as i64 - rng.below(HOUR_MS) as i64);
+            inserted.push(cancellation.clone());
+            batch.events.push((cancellation, time, 1));
         }
         // A cancellation whose purchase predates the log.
         if rng.percent(30) {
@@ -456,8 +473,86 @@ fn purchase(user: Id, item: Id, time: u64, quantity: i64, price: i64) -> Event {
     event
 }
 
+fn cancellation(user: Id, item: Id, time: u64, quantity: i64, price: i64) -> Event {
+    Event {
+        action: Action::Cancellation,
+        ..purchase(user, item, time, quantity, price)
+    }
+}
+
 #[test]
-fn cancellation_nets_out_the_purchase() {
+fn a_partial_cancellation_leaves_the_item_owned() {
+    let events = vec![
+        (purchase(1, 7, day(0), 2, 255), day(0), 1),
+        (cancellation(1, 7, day(1), 1, 255), day(1), 1),
+    ];
+    let snapshots = profiles_at(events, vec![], &ProfileConfig::default(), &[day(1)]);
+    let profile = &snapshots[0][&1];
+    assert_eq!(
+        profile.counts,
+        BTreeMap::from([(Action::Purchase, 1), (Action::Cancellation, 1)])
+    );
+    assert_eq!((profile.quantity, profile.spend), (1, 255));
+    assert_eq!(profile.distinct_items, 1);
+    assert_eq!(profile.last_purchase, Some(day(0) as i64));
+    assert_eq!(profile.last_seen, Some(day(1) as i64));
+    // Owns an item, but no purchase record outnumbers the cancellations.
+    assert_eq!(profile.segment, Segment::Hibernating);
+}
+
+#[test]
+fn a_full_cancellation_on_a_later_day_leaves_nothing_owned() {
+    let mut bought = purchase(1, 7, day(0), 2, 255);
+    bought.category = Some(3);
+    let mut cancelled = cancellation(1, 7, day(2), 2, 255);
+    cancelled.category = Some(3);
+    let events = vec![
+        (bought, day(0), 1),
+        (purchase(1, 8, day(0), 1, 100), day(0), 1),
+        (cancelled, day(2), 1),
+    ];
+    let [before, after] = <[_; 2]>::try_from(profiles_at(
+        events,
+        vec![],
+        &ProfileConfig::default(),
+        &[day(1), day(2)],
+    ))
+    .unwrap();
+    assert_eq!(before[&1].distinct_items, 2);
+    assert_eq!(before[&1].top_categories[0].category, 3);
+    let after = &after[&1];
+    assert_eq!((after.quantity, after.spend), (1, 100));
+    assert_eq!(after.distinct_items, 1);
+    assert_eq!(after.distinct_categories, 0);
+    assert_eq!(after.top_categories, Vec::new());
+    assert_eq!(after.last_purchase, Some(day(0) as i64));
+}
+
+#[test]
+fn cancelling_everything_leaves_a_prospect_with_nothing_owned() {
+    // Online Retail's customer 12346: bought 74,215 and cancelled 74,215.
+    let events = vec![
+        (purchase(1, 7, day(0), 74_215, 104), day(0), 1),
+        (
+            cancellation(1, 7, day(0) + HOUR_MS, 74_215, 104),
+            day(0) + HOUR_MS,
+            1,
+        ),
+    ];
+    let snapshots = profiles_at(events, vec![], &ProfileConfig::default(), &[day(1)]);
+    let profile = &snapshots[0][&1];
+    assert_eq!((profile.quantity, profile.spend), (0, 0));
+    assert_eq!((profile.distinct_items, profile.last_purchase), (0, None));
+    assert_eq!(profile.segment, Segment::Prospect);
+    assert_eq!(
+        (profile.first_seen, profile.last_seen),
+        (Some(day(0) as i64), Some((day(0) + HOUR_MS) as i64))
+    );
+}
+
+/// A retraction (diff −1) withdraws the record itself.
+#[test]
+fn a_retraction_nets_out_the_purchase() {
     let bought = purchase(1, 7, day(0), 2, 255);
     let events = vec![
         (Event::new(1, 7, Action::View, day(0) as i64), day(0), 1),
@@ -542,7 +637,7 @@ fn catalog_fills_missing_fields_and_its_changes_reach_the_profile() {
 }
 
 #[test]
-fn a_cancellation_without_its_purchase_shows_as_negative() {
+fn a_retraction_without_its_purchase_shows_as_negative() {
     let events = vec![(purchase(1, 7, day(0), 2, 100), day(0), -1)];
     let snapshots = profiles_at(events, vec![], &ProfileConfig::default(), &[day(0)]);
     let profile = &snapshots[0][&1];

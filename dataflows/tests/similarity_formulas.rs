@@ -46,8 +46,9 @@ fn run(events: Vec<Event>, config: CfConfig) -> (Vec<SimilarItems>, Vec<Recommen
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
             let outputs = collaborative_filtering(events, &config);
+            let recommendations = outputs.recommendations();
             outputs.similar_items.inner.capture_into(similar_send);
-            outputs.recommendations.inner.capture_into(recs_send);
+            recommendations.inner.capture_into(recs_send);
             input
         });
         for event in &events {
@@ -511,11 +512,12 @@ fn run_cross(events: Vec<Event>, config: CfConfig) -> (Vec<SimilarItems>, Vec<Re
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
             let outputs = collaborative_filtering(events, &config);
+            let recommendations = outputs.recommendations();
             let cross = outputs
                 .cross_similar_items
                 .expect("an indicator is configured");
             cross.inner.capture_into(cross_send);
-            outputs.recommendations.inner.capture_into(recs_send);
+            recommendations.inner.capture_into(recs_send);
             input
         });
         for event in &events {

@@ -342,7 +342,9 @@ fn run_worker(
             let cf =
                 collaborative_filtering(pipeline::cf_events(events, config), &config.recommend);
             cf.similar_items.inner.probe_with(&probe);
-            cf.recommendations.inner.probe_with(&probe);
+            cf.personal.inner.probe_with(&probe);
+            cf.fallback.users.inner.probe_with(&probe);
+            cf.fallback.ranking.inner.probe_with(&probe);
         }
     });
     catalog.close();

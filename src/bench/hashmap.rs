@@ -41,14 +41,53 @@ struct UserState {
     spend: i64,
     rating_sum: i64,
     ratings: i64,
-    items: HashMap<Id, i64>,
+    /// Net count per item of events other than purchases and cancellations.
+    other_items: HashMap<Id, i64>,
+    /// Purchases and cancellations per item.
+    owned: HashMap<Id, Owned>,
     distinct_items: i64,
-    categories: HashMap<Id, i64>,
+    /// Net count per category of events other than purchases and cancellations.
+    other_categories: HashMap<Id, i64>,
+    /// Units bought less cancelled per category.
+    category_units: HashMap<Id, i64>,
     distinct_categories: i64,
     times: BTreeMap<i64, i64>,
+    /// Affinity weight per (category, day, whether of purchases).
+    weights: BTreeMap<(Id, i64, bool), i64>,
+}
+
+/// What a user bought and cancelled of one item.
+#[derive(Default)]
+struct Owned {
+    /// Units bought less cancelled.
+    units: i64,
+    /// Net count of purchase records per time.
     purchase_times: BTreeMap<i64, i64>,
-    /// Affinity weight per (category, day).
-    weights: BTreeMap<(Id, i64), i64>,
+}
+
+impl Owned {
+    /// The latest purchase time if the user owns the item.
+    fn last_purchase(&self) -> Option<i64> {
+        let latest = self.purchase_times.iter().rev().find(|(_, n)| **n > 0);
+        latest.filter(|_| self.units > 0).map(|(t, _)| *t)
+    }
+}
+
+impl UserState {
+    /// Whether `item` counts in `distinct_items`.
+    fn holds_item(&self, item: Id) -> bool {
+        self.other_items.get(&item).is_some_and(|n| *n > 0)
+            || self
+                .owned
+                .get(&item)
+                .is_some_and(|o| o.last_purchase().is_some())
+    }
+
+    /// Whether `category` counts in `distinct_categories`.
+    fn holds_category(&self, category: Id) -> bool {
+        self.other_categories.get(&category).is_some_and(|n| *n > 0)
+            || self.category_units.get(&category).is_some_and(|u| *u > 0)
+    }
 }
 
 /// Adds `diff` to `map[key]`, dropping zeros; returns whether the key went
@@ -113,13 +152,14 @@ impl HashMapProfiles {
         }
     }
 
-    /// Applies one update at `timestamp`, and, like the pipeline's
-    /// `mark_cancellations`, a `cancellation` marker beside a retracted purchase.
+    /// Applies one update at `timestamp`; like the pipeline's
+    /// `mark_cancellations`, a retracted purchase is a `cancellation` record.
     /// Timestamps must not decrease from one call to the next.
     pub fn apply(&mut self, event: &Event, timestamp: u64, diff: isize) {
-        self.apply_one(event, event.action, timestamp, diff as i64);
         if diff < 0 && event.action == Action::Purchase {
             self.apply_one(event, Action::Cancellation, timestamp, -diff as i64);
+        } else {
+            self.apply_one(event, event.action, timestamp, diff as i64);
         }
     }
 
@@ -139,20 +179,43 @@ impl HashMapProfiles {
             state.rating_sum += rating * diff;
             state.ratings += diff;
         }
-        state.distinct_items += add(&mut state.items, event.item, diff);
-        add_ordered(&mut state.times, event.time_ms, diff);
-        if action == Action::Purchase {
-            state.quantity += event.quantity * diff;
-            if let Some(price) = event.price {
-                state.spend += event.quantity * price * diff;
+        let units = match action {
+            Action::Purchase => event.quantity,
+            Action::Cancellation => -event.quantity,
+            _ => 0,
+        };
+        let transaction = matches!(action, Action::Purchase | Action::Cancellation);
+        let held_before = state.holds_item(event.item);
+        if transaction {
+            let owned = state.owned.entry(event.item).or_default();
+            owned.units += units * diff;
+            if units > 0 {
+                add_ordered(&mut owned.purchase_times, event.time_ms, diff);
             }
-            add_ordered(&mut state.purchase_times, event.time_ms, diff);
+        } else {
+            add(&mut state.other_items, event.item, diff);
+        }
+        state.distinct_items += i64::from(state.holds_item(event.item)) - i64::from(held_before);
+        add_ordered(&mut state.times, event.time_ms, diff);
+        if transaction {
+            state.quantity += units * diff;
+            if let Some(price) = event.price {
+                state.spend += units * price * diff;
+            }
         }
         if let Some(category) = event.category {
-            state.distinct_categories += add(&mut state.categories, category, diff);
+            let held_before = state.holds_category(category);
+            if transaction {
+                add(&mut state.category_units, category, units * diff);
+            } else {
+                add(&mut state.other_categories, category, diff);
+            }
+            state.distinct_categories +=
+                i64::from(state.holds_category(category)) - i64::from(held_before);
             let weight = self.config.action_weights.weight(action);
             if weight != 0 {
-                add_ordered(&mut state.weights, (category, event.day()), weight * diff);
+                let key = (category, event.day(), action == Action::Purchase);
+                add_ordered(&mut state.weights, key, weight * diff);
             }
         }
     }
@@ -215,18 +278,16 @@ impl HashMapProfiles {
                 (*days, counts)
             })
             .collect();
+        let net_purchases = |counts: &[i64; ACTIONS]| {
+            counts[Action::Purchase as usize] - counts[Action::Cancellation as usize]
+        };
         let recent_purchases = window_index(self.config.segment.recency_days)
-            .map_or(0, |index| state.windows[index][Action::Purchase as usize]);
-        let purchases = state.counts[Action::Purchase as usize];
+            .map_or(0, |index| net_purchases(&state.windows[index]));
+        let purchases = net_purchases(&state.counts);
         let mut present = state.times.iter().filter(|(_, n)| **n > 0).map(|(t, _)| *t);
         let first_seen = present.next();
         let last_seen = present.next_back().or(first_seen);
-        let last_purchase = state
-            .purchase_times
-            .iter()
-            .rev()
-            .find(|(_, n)| **n > 0)
-            .map(|(t, _)| *t);
+        let last_purchase = state.owned.values().filter_map(Owned::last_purchase).max();
         Some(Profile {
             counts,
             windows,
@@ -240,8 +301,9 @@ impl HashMapProfiles {
             avg_rating: (state.ratings > 0)
                 .then(|| Score(state.rating_sum as f64 / state.ratings as f64 / 100.0)),
             ratings: state.ratings,
-            top_categories: self.top_categories(&state.weights),
+            top_categories: self.top_categories(state),
             segment: Segment::classify(
+                last_purchase.is_some(),
                 recent_purchases,
                 purchases,
                 state.spend,
@@ -252,13 +314,22 @@ impl HashMapProfiles {
     }
 
     /// Σ w·2^((day − D)/H) per category in (category, day) order, as the
-    /// dataflow's `TopCategories` reduction sums them.
-    fn top_categories(&self, weights: &BTreeMap<(Id, i64), i64>) -> Vec<CategoryAffinity> {
+    /// dataflow's `TopCategories` reduction sums them; purchases weigh
+    /// nothing in a category without net units bought.
+    fn top_categories(&self, state: &UserState) -> Vec<CategoryAffinity> {
+        let mut weights: BTreeMap<(Id, i64), i64> = BTreeMap::new();
+        for (&(category, day, purchase), &weight) in &state.weights {
+            let units = state.category_units.get(&category).copied().unwrap_or(0);
+            if !(purchase && units <= 0) {
+                *weights.entry((category, day)).or_default() += weight;
+            }
+        }
+        weights.retain(|_, weight| *weight != 0);
         let Some(latest_day) = weights.keys().map(|(_, day)| *day).max() else {
             return Vec::new();
         };
         let mut affinities: Vec<CategoryAffinity> = Vec::new();
-        for (&(category, day), &weight) in weights {
+        for (&(category, day), &weight) in &weights {
             let decayed =
                 weight as f64 * ((day - latest_day) as f64 / self.config.half_life_days).exp2();
             if affinities

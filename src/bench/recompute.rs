@@ -9,13 +9,13 @@ use persona_dataflows::reference;
 use persona_dataflows::{Action, Event};
 
 use crate::bench::driver::{timestamp, Graph, Workload};
-use crate::runtime::pipeline::end_of_period;
+use crate::runtime::pipeline::{cf_period, end_of_period};
 
 /// The time of each recompute, one per batch.
 pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
     let config = &workload.config;
     let tick_ms = config.time.tick_ms;
-    let period = config.time.recommend_tick_ms.unwrap_or(tick_ms);
+    let period = cf_period(config);
     let mut updates: Vec<(Event, u64, isize)> = Vec::new();
     let mut cf_updates: Vec<(Event, u64, isize)> = Vec::new();
     let mut times = Vec::with_capacity(workload.batches.len());
@@ -31,15 +31,17 @@ pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
                 updates.push((event.clone(), time, diff));
                 cf_updates.push((event, cf_time, diff));
             };
-            // The cancellation marker of `pipeline::mark_cancellations`.
+            // A retracted purchase is a cancellation record, as
+            // `pipeline::mark_cancellations` makes it.
             if *diff < 0 && event.action == Action::Purchase {
-                let marker = Event {
+                let cancellation = Event {
                     action: Action::Cancellation,
                     ..event.clone()
                 };
-                push(marker, -diff);
+                push(cancellation, -diff);
+            } else {
+                push(event.clone(), *diff);
             }
-            push(event.clone(), *diff);
         }
         let started = Instant::now();
         let profiles =

@@ -90,7 +90,7 @@ fn online_retail() -> PipelineConfig {
         time: TimeConfig {
             // A monthly similarity model over a year of invoices: each refresh
             // recomputes most item pairs (see `recommend_tick_ms`).
-            recommend_tick_ms: Some(30 * 86_400_000),
+            recommend_tick_ms: Some(30 * DAY_MS),
             ..TimeConfig::default()
         },
         ..PipelineConfig::default()
@@ -229,10 +229,27 @@ fn otto() -> PipelineConfig {
     }
 }
 
-/// For logs not sorted by time: every record is applied, however late.
+/// Milliseconds in a day.
+const DAY_MS: u64 = 86_400_000;
+
+/// For logs not sorted by time: every record is applied, however late, at
+/// a timestamp of one day.
+///
+/// The input frontier then moves only at the end of the log, so every
+/// version of every output is computed then and held until the run ends.
+/// Collaborative filtering therefore runs once, at the end (see
+/// `runtime::pipeline::cf_period`): a refresh per tick would hold users ×
+/// seconds rankings, the square of the log. Day timestamps keep one
+/// version of a profile per user and day rather than per second with an
+/// event, which is the resolution the day windows need (an event counts in
+/// a W-day window from the start of its day to W days later). The daily
+/// `recommend_tick_ms` applies to a copy of the preset given a bounded
+/// lateness, e.g. for the log sorted by time: a daily model, as the batch
+/// jobs these logs come from would build.
 fn unbounded_lateness() -> TimeConfig {
     TimeConfig {
+        tick_ms: DAY_MS,
         allowed_lateness_s: u64::MAX / 1000,
-        ..TimeConfig::default()
+        recommend_tick_ms: Some(DAY_MS),
     }
 }

@@ -21,6 +21,7 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::ProbeHandle;
 
 use crate::config::{KafkaOutputsConfig, PipelineConfig};
+use crate::sink::fallback::{FallbackRecord, FallbackSink};
 use crate::sink::kafka::{current_keys, KafkaSink, KafkaSinkConfig, KafkaSinkError};
 use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
 
@@ -88,26 +89,30 @@ impl OutputRecord for Recommendations {
     }
 }
 
-/// Adds a `cancellation` event beside each cancelled purchase.
+/// Makes each cancellation a `cancellation` record.
 ///
-/// A cancellation is the retraction (diff −1) of the purchase it cancels;
-/// every retraction that reaches the pipeline from a source is one. The
-/// marker keeps a record that it happened, so a customer who cancelled
-/// everything still has a profile (with spend 0) and cancellations are
-/// counted. It must run on the records as read, one update each, before
-/// anything consolidates them.
+/// A source transports a cancellation as the retraction (diff −1) of a
+/// purchase record carrying the cancelled quantity (an Online Retail `C`
+/// invoice line); every retraction that reaches the pipeline from a source
+/// is one. It is not the retraction of the purchase it cancels: a `C` line
+/// of 1 against a purchase of 2 leaves the customer owning 1. So it becomes
+/// a `cancellation` event of that quantity, inserted (diff +1), which the
+/// dataflows net against the user's purchases of the item unit by unit
+/// (see `docs/profiles.md`). It must run on the records as read, one update
+/// each, before anything consolidates them.
 pub fn mark_cancellations(events: VecCollection<'_, u64, Event>) -> VecCollection<'_, u64, Event> {
     events
         .inner
-        .flat_map(|(event, time, diff)| {
-            let marker = (diff < 0 && event.action == Action::Purchase).then(|| {
-                let marker = Event {
+        .map(|(event, time, diff)| {
+            if diff < 0 && event.action == Action::Purchase {
+                let cancellation = Event {
                     action: Action::Cancellation,
-                    ..event.clone()
+                    ..event
                 };
-                (marker, time, -diff)
-            });
-            std::iter::once((event, time, diff)).chain(marker)
+                (cancellation, time, -diff)
+            } else {
+                (event, time, diff)
+            }
         })
         .as_collection()
 }
@@ -124,7 +129,11 @@ pub struct Gathered {
     recommend_period: u64,
     profiles: Pending<(Id, Profile)>,
     similar_items: Pending<SimilarItems>,
+    /// The personal lists.
     recommendations: Pending<Recommendations>,
+    /// The shared popularity fallback, resolved per user by the sink.
+    fallback: Pending<FallbackRecord>,
+    top_k: usize,
     users: Pending<Id>,
     items: Pending<Id>,
 }
@@ -144,15 +153,22 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
         user_attributes,
     } = inputs;
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
-    let period = config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms);
+    let period = cf_period(config);
     let cf = collaborative_filtering(cf_events(events.clone(), config), &config.recommend);
+    let fallback = cf
+        .fallback
+        .users
+        .map(|(user, seen)| FallbackRecord::User(user, seen))
+        .concat(cf.fallback.ranking.map(FallbackRecord::Ranking));
     let users = events.clone().map(|event| event.user).distinct();
     let items = events.map(|event| event.item).distinct();
     Gathered {
         recommend_period: period,
         profiles: gather(profiles, probe),
         similar_items: gather(cf.similar_items, probe),
-        recommendations: gather(cf.recommendations, probe),
+        recommendations: gather(cf.personal, probe),
+        fallback: gather(fallback, probe),
+        top_k: config.recommend.top_k,
         users: gather(users, probe),
         items: gather(items, probe),
     }
@@ -164,11 +180,33 @@ pub fn cf_events<'s>(
     events: VecCollection<'s, u64, Event>,
     config: &PipelineConfig,
 ) -> VecCollection<'s, u64, Event> {
-    let period = config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms);
+    let period = cf_period(config);
     if period > config.time.tick_ms {
         events.delay(move |time| end_of_period(*time, period))
     } else {
         events
+    }
+}
+
+/// Allowed lateness from which the input frontier cannot move before the end
+/// of a log: a century reaches back before the first event of any log.
+pub const UNBOUNDED_LATENESS_S: u64 = 100 * 365 * 86_400;
+
+/// Collaborative filtering's period: `recommend_tick_ms` (default the tick),
+/// or, when the allowed lateness is unbounded, one period for all time, so
+/// that it runs once, at the end of the input.
+///
+/// With unbounded lateness (the presets of logs not in time order) the input
+/// frontier only moves at the end, so every refresh of the similarity lists
+/// and rankings would be computed then, all at once, and held together in
+/// memory: refreshes × (items × K + users × N × K), the square of the log
+/// when refreshes grow with it. Nothing but the last one would reach the
+/// output files.
+pub fn cf_period(config: &PipelineConfig) -> u64 {
+    if config.time.allowed_lateness_s >= UNBOUNDED_LATENESS_S {
+        u64::MAX
+    } else {
+        config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms)
     }
 }
 
@@ -198,25 +236,37 @@ impl Gathered {
         let kafka_profiles = topic(kafka.and_then(|k| k.profiles.as_ref()));
         let kafka_similar = topic(kafka.and_then(|k| k.similar_items.as_ref()));
         let kafka_recommendations = topic(kafka.and_then(|k| k.recommendations.as_ref()));
+        let recommendations = output(
+            "recommendations",
+            self.recommendations,
+            period,
+            files,
+            kafka_recommendations,
+            "user",
+        )?;
         Ok(Sinks {
             outputs: vec![
-                output("profiles", self.profiles, 1, files, kafka_profiles, "user")?,
-                output(
+                Box::new(output(
+                    "profiles",
+                    self.profiles,
+                    1,
+                    files,
+                    kafka_profiles,
+                    "user",
+                )?),
+                Box::new(output(
                     "similar_items",
                     self.similar_items,
                     period,
                     files,
                     kafka_similar,
                     "item",
-                )?,
-                output(
-                    "recommendations",
-                    self.recommendations,
-                    period,
-                    files,
-                    kafka_recommendations,
-                    "user",
-                )?,
+                )?),
+                Box::new(FallbackSink::new(
+                    recommendations,
+                    self.fallback,
+                    self.top_k,
+                )),
             ],
             users: Box::new(JsonlSink::counter("users", self.users)),
             items: Box::new(JsonlSink::counter("items", self.items)),
@@ -241,7 +291,7 @@ fn output<D: OutputRecord>(
     files: Option<(&Path, bool)>,
     topic: Option<KafkaSinkConfig>,
     key_field: &'static str,
-) -> Result<Box<dyn Sink>, SinkError> {
+) -> Result<JsonlSink<D>, SinkError> {
     let sink = match files {
         Some((dir, changelog)) => JsonlSink::new(name, pending, dir, changelog)?,
         None => JsonlSink::counter(name, pending),
@@ -251,7 +301,7 @@ fn output<D: OutputRecord>(
         let kafka = KafkaSink::new(&topic)?;
         sink = sink.with_upsert(kafka, key_field, current_keys(&topic)?);
     }
-    Ok(Box::new(sink))
+    Ok(sink)
 }
 
 impl Sinks {

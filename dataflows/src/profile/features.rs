@@ -10,41 +10,50 @@ use crate::profile::SegmentConfig;
 use crate::{Action, Id, Names, Score};
 
 /// The features of one user. Every integer is a net sum over the user's
-/// events (retractions subtract), so cancellations are netted everywhere.
+/// events (retractions subtract). A purchase and a cancellation are each a
+/// record; a cancellation takes back units of the item, so the user owns an
+/// item while more of its units were bought than cancelled.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Profile {
-    /// Lifetime net count per action; zero counts are omitted. A count can be
-    /// negative when the log retracts more than it inserted.
+    /// Lifetime net count of records per action (`purchase` counts purchase
+    /// records, `cancellation` cancellation records); zero counts are
+    /// omitted. A count can be negative when the log retracts more than it
+    /// inserted.
     pub counts: BTreeMap<Action, i64>,
     /// Window length in days → net count per action of the updates whose
     /// timestamp `t` satisfies `t <= now < t + days`. Every configured
     /// window is present, possibly empty.
     pub windows: BTreeMap<u64, BTreeMap<Action, i64>>,
-    /// Σ quantity over purchases.
+    /// Units bought less units cancelled.
     pub quantity: i64,
-    /// Σ quantity · unit price over purchases, in minor units. The price is
-    /// the event's, else the item's latest catalog price; purchases with
-    /// neither add nothing.
+    /// Σ quantity · unit price over purchases less the same over
+    /// cancellations, in minor units. The price is the event's, else the
+    /// item's latest catalog price; records with neither add nothing.
     pub spend: i64,
-    /// Number of items with a positive net event count.
+    /// Number of items the user owns or has a net-present event of another
+    /// action (view, cart, rating, ...) on.
     pub distinct_items: i64,
-    /// Number of categories with a positive net event count (the event's
-    /// category, else the item's latest catalog category).
+    /// Number of categories (the event's, else the item's latest catalog
+    /// category) with more units bought than cancelled, or with a
+    /// net-present event of another action.
     pub distinct_categories: i64,
-    /// Earliest `time_ms` among the user's event times with a positive net
-    /// count; `None` if there is none.
+    /// Earliest `time_ms` among the user's event times (cancellations
+    /// included) with a positive net count; `None` if there is none.
     pub first_seen: Option<i64>,
     /// Latest such `time_ms`.
     pub last_seen: Option<i64>,
-    /// Latest `time_ms` among purchase times with a positive net count.
+    /// Latest purchase time of an item the user still owns; `None` when they
+    /// own nothing.
     pub last_purchase: Option<i64>,
     /// Σ rating / number of rated events / 100, in stars; `None` unless the
     /// net number of rated events is positive.
     pub avg_rating: Option<Score>,
     /// Net number of events that carry a rating.
     pub ratings: i64,
-    /// Best categories by decayed affinity, best first, ties by id; only
-    /// positive affinities.
+    /// Best categories by decayed affinity, best first, ties by category id
+    /// (the stable hash of the category's name) ascending; only positive
+    /// affinities. Purchases weigh nothing in a category where the user has
+    /// not bought more units than cancelled.
     pub top_categories: Vec<CategoryAffinity>,
     pub segment: Segment,
     /// Latest value per user attribute name.
@@ -60,9 +69,10 @@ pub struct CategoryAffinity {
     pub affinity: Score,
 }
 
-/// The RFM segment of a user, from three yes/no questions:
-/// recent (a net purchase within `recency_days`), frequent (lifetime net
-/// purchases >= `min_purchases`) and valuable (spend >= `min_spend`).
+/// The RFM segment of a user who owns something, from three yes/no
+/// questions: recent (more purchase than cancellation records within
+/// `recency_days`), frequent (lifetime purchase records less cancellation
+/// records >= `min_purchases`) and valuable (spend >= `min_spend`).
 ///
 /// | segment       | purchased | recent | frequent | valuable |
 /// |---------------|-----------|--------|----------|----------|
@@ -74,7 +84,8 @@ pub struct CategoryAffinity {
 /// | `at_risk`     | yes       | no     | either frequent or valuable |
 /// | `hibernating` | yes       | no     | no       | no       |
 ///
-/// "Purchased" means a positive lifetime net purchase count.
+/// "Purchased" means the user owns at least one item: more units bought
+/// than cancelled (see [`Profile::last_purchase`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Segment {
@@ -88,16 +99,18 @@ pub enum Segment {
 }
 
 impl Segment {
-    /// The segment of a user with `recent_purchases` net purchases in the
-    /// recency window, `purchases` lifetime net purchases and `spend` minor
-    /// units.
+    /// The segment of a user who owns an item (`purchased`), with
+    /// `recent_purchases` purchase less cancellation records in the recency
+    /// window, `purchases` lifetime purchase less cancellation records and
+    /// `spend` minor units.
     pub fn classify(
+        purchased: bool,
         recent_purchases: i64,
         purchases: i64,
         spend: i64,
         config: &SegmentConfig,
     ) -> Segment {
-        if purchases <= 0 {
+        if !purchased {
             return Segment::Prospect;
         }
         let recent = recent_purchases > 0;
@@ -180,10 +193,13 @@ mod tests {
             min_purchases: 3,
             min_spend: 100,
         };
-        let classify =
-            |recent, purchases, spend| Segment::classify(recent, purchases, spend, &config);
+        let classify = |recent, purchases, spend| {
+            Segment::classify(purchases > 0, recent, purchases, spend, &config)
+        };
         assert_eq!(classify(1, 0, 500), Segment::Prospect);
         assert_eq!(classify(0, -1, 0), Segment::Prospect);
+        // Owning an item after cancelling part of it: no net purchase record.
+        assert_eq!(Segment::classify(true, 0, 0, 100, &config), Segment::AtRisk);
         assert_eq!(classify(1, 3, 100), Segment::Champion);
         assert_eq!(classify(1, 3, 99), Segment::Loyal);
         assert_eq!(classify(1, 2, 100), Segment::Promising);

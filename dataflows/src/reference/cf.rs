@@ -32,11 +32,14 @@ pub struct CfSnapshot {
 }
 
 /// What one user did to one item: net counts per (day, action) and the latest
-/// time of each net-present (day, action).
+/// time of each net-present (day, action), and net units bought and cancelled.
 #[derive(Default)]
 struct PairState {
-    /// (day, action) → (net count, per time_ms net count).
+    /// (day, action) → per time_ms net count.
     buckets: BTreeMap<(i64, Action), BTreeMap<i64, isize>>,
+    /// Σ diff · quantity of purchases minus that of cancellations: the user
+    /// owns the item iff > 0.
+    owned_units: i64,
 }
 
 /// Per user: `(item, last_time_ms, day weights ascending)` of each candidate item.
@@ -51,14 +54,18 @@ pub fn collaborative_filtering(
     let mut pairs: BTreeMap<(Id, Id), PairState> = BTreeMap::new();
     for (event, time, diff) in updates {
         if *time <= at {
-            *pairs
-                .entry((event.user, event.item))
-                .or_default()
+            let state = pairs.entry((event.user, event.item)).or_default();
+            *state
                 .buckets
                 .entry((event.day(), event.action))
                 .or_default()
                 .entry(event.time_ms)
                 .or_default() += diff;
+            state.owned_units += match event.action {
+                Action::Purchase => *diff as i64 * event.quantity,
+                Action::Cancellation => -(*diff as i64) * event.quantity,
+                _ => 0,
+            };
         }
     }
 
@@ -112,7 +119,7 @@ fn flatten(history: &BTreeMap<Id, Vec<HistoryEntry>>) -> Vec<(Id, HistoryEntry)>
 }
 
 /// Per (user, item): latest positive-weight time and day weights, from the
-/// buckets of `action` only if given.
+/// buckets of `action` only if given; purchases only of items still owned.
 fn candidates(
     pairs: &BTreeMap<(Id, Id), PairState>,
     action: Option<Action>,
@@ -124,7 +131,8 @@ fn candidates(
         let mut day_weights: BTreeMap<i64, i64> = BTreeMap::new();
         for (&(day, bucket_action), times) in &state.buckets {
             let net: isize = times.values().sum();
-            if net <= 0 || action.is_some_and(|a| a != bucket_action) {
+            let unowned = bucket_action == Action::Purchase && state.owned_units <= 0;
+            if net <= 0 || unowned || action.is_some_and(|a| a != bucket_action) {
                 continue;
             }
             let weight = config.weights.weight(bucket_action);

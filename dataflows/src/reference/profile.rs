@@ -36,21 +36,43 @@ pub fn profiles(
     for (event, multiplicity) in net(events, at) {
         let totals = users.entry(event.user).or_default();
         *totals.counts.entry(event.action).or_default() += multiplicity;
-        *totals.items.entry(event.item).or_default() += multiplicity;
         *totals.times.entry(event.time_ms).or_default() += multiplicity;
+        // Units bought (+) or cancelled (−) by this record.
+        let units = match event.action {
+            Action::Purchase => event.quantity,
+            Action::Cancellation => -event.quantity,
+            _ => 0,
+        };
+        let transaction = matches!(event.action, Action::Purchase | Action::Cancellation);
+        if transaction {
+            let owned = totals.owned.entry(event.item).or_default();
+            owned.units += multiplicity * units;
+            if units > 0 {
+                *owned.purchase_times.entry(event.time_ms).or_default() += multiplicity;
+            }
+        } else {
+            *totals.other_items.entry(event.item).or_default() += multiplicity;
+        }
         let entry = current_catalog.get(&event.item);
         let category = event.category.or(entry.and_then(|e| e.category));
         if let Some(category) = category {
-            *totals.categories.entry(category).or_default() += multiplicity;
-            let weight = config.action_weights.weight(event.action);
-            *totals.weights.entry((category, event.day())).or_default() += multiplicity * weight;
-        }
-        if event.action == Action::Purchase {
-            totals.quantity += multiplicity * event.quantity;
-            if let Some(price) = event.price.or(entry.and_then(|e| e.price)) {
-                totals.spend += multiplicity * event.quantity * price;
+            if transaction {
+                *totals.category_units.entry(category).or_default() += multiplicity * units;
+            } else {
+                *totals.other_categories.entry(category).or_default() += multiplicity;
             }
-            *totals.purchase_times.entry(event.time_ms).or_default() += multiplicity;
+            let weight = config.action_weights.weight(event.action);
+            let purchase = event.action == Action::Purchase;
+            *totals
+                .weights
+                .entry((category, event.day(), purchase))
+                .or_default() += multiplicity * weight;
+        }
+        if transaction {
+            totals.quantity += multiplicity * units;
+            if let Some(price) = event.price.or(entry.and_then(|e| e.price)) {
+                totals.spend += multiplicity * units * price;
+            }
         }
         if let Some(rating) = event.rating {
             totals.rating_sum += multiplicity * rating;
@@ -89,13 +111,45 @@ pub fn profiles(
             .iter()
             .map(|days| (*days, BTreeMap::new()))
             .collect();
-        for ((days, action), count) in nonzero(totals.windows) {
+        for ((days, action), count) in nonzero(totals.windows.clone()) {
             if let Some(window) = windows.get_mut(&days) {
                 window.insert(action, count);
             }
         }
-        let purchases = counts.get(&Action::Purchase).copied().unwrap_or(0);
+        let recent_purchases = recent_purchases
+            - totals
+                .windows
+                .get(&(config.segment.recency_days, Action::Cancellation))
+                .copied()
+                .unwrap_or(0);
+        let count = |action| counts.get(&action).copied().unwrap_or(0);
+        let purchases = count(Action::Purchase) - count(Action::Cancellation);
         let seen = positive_keys(&totals.times);
+        let owned: Vec<&Owned> = totals.owned.values().filter(|o| o.units > 0).collect();
+        let last_purchase = owned
+            .iter()
+            .filter_map(|o| positive_keys(&o.purchase_times).last().copied())
+            .max();
+        let mut items: BTreeSet<Id> = positive_keys(&totals.other_items).into_iter().collect();
+        items.extend(
+            totals
+                .owned
+                .iter()
+                .filter(|(_, o)| o.units > 0 && !positive_keys(&o.purchase_times).is_empty())
+                .map(|(item, _)| *item),
+        );
+        let mut categories: BTreeSet<Id> = positive_keys(&totals.other_categories)
+            .into_iter()
+            .collect();
+        categories.extend(positive_keys(&totals.category_units));
+        // Purchases weigh nothing in a category without net units bought.
+        let mut weights: BTreeMap<(Id, i64), i64> = BTreeMap::new();
+        for (&(category, day, purchase), &weight) in &totals.weights {
+            let units = totals.category_units.get(&category).copied().unwrap_or(0);
+            if !(purchase && units <= 0) {
+                *weights.entry((category, day)).or_default() += weight;
+            }
+        }
         let attributes = current_attributes
             .range((user, String::new())..)
             .take_while(|((u, _), _)| *u == user)
@@ -105,16 +159,22 @@ pub fn profiles(
             windows,
             quantity: totals.quantity,
             spend: totals.spend,
-            distinct_items: positive_keys(&totals.items).len() as i64,
-            distinct_categories: positive_keys(&totals.categories).len() as i64,
+            distinct_items: items.len() as i64,
+            distinct_categories: categories.len() as i64,
             first_seen: seen.first().copied(),
             last_seen: seen.last().copied(),
-            last_purchase: positive_keys(&totals.purchase_times).last().copied(),
+            last_purchase,
             avg_rating: (totals.ratings > 0)
                 .then(|| Score(totals.rating_sum as f64 / totals.ratings as f64 / 100.0)),
             ratings: totals.ratings,
-            top_categories: top_categories(&totals.weights, config),
-            segment: Segment::classify(recent_purchases, purchases, totals.spend, &config.segment),
+            top_categories: top_categories(&weights, config),
+            segment: Segment::classify(
+                last_purchase.is_some(),
+                recent_purchases,
+                purchases,
+                totals.spend,
+                &config.segment,
+            ),
             attributes,
             counts,
         };
@@ -128,16 +188,30 @@ pub fn profiles(
 struct UserTotals {
     counts: BTreeMap<Action, i64>,
     windows: BTreeMap<(u64, Action), i64>,
-    items: BTreeMap<Id, i64>,
-    categories: BTreeMap<Id, i64>,
-    /// Affinity weight per (category, day).
-    weights: BTreeMap<(Id, i64), i64>,
+    /// Net count per item of events other than purchases and cancellations.
+    other_items: BTreeMap<Id, i64>,
+    /// Purchases and cancellations per item.
+    owned: BTreeMap<Id, Owned>,
+    /// Net count per category of events other than purchases and cancellations.
+    other_categories: BTreeMap<Id, i64>,
+    /// Units bought less cancelled per category.
+    category_units: BTreeMap<Id, i64>,
+    /// Affinity weight per (category, day, whether of purchases).
+    weights: BTreeMap<(Id, i64, bool), i64>,
     times: BTreeMap<i64, i64>,
-    purchase_times: BTreeMap<i64, i64>,
     quantity: i64,
     spend: i64,
     rating_sum: i64,
     ratings: i64,
+}
+
+/// What a user bought and cancelled of one item.
+#[derive(Default)]
+struct Owned {
+    /// Units bought less units cancelled: owned iff > 0.
+    units: i64,
+    /// Net count of purchase records per time.
+    purchase_times: BTreeMap<i64, i64>,
 }
 
 /// Each distinct record with its nonzero net multiplicity at `at`.
