@@ -504,16 +504,6 @@ pub struct TimeConfig {
 }
 
 impl TimeConfig {
-    /// The dataflow timestamp (tick) of an event time.
-    pub fn tick_of(&self, time_ms: u64) -> u64 {
-        time_ms - time_ms % self.tick_ms
-    }
-
-    /// Collaborative filtering's period (`recommend_tick_ms`, else the tick).
-    pub fn recommend_period_ms(&self) -> u64 {
-        self.recommend_tick_ms.unwrap_or(self.tick_ms)
-    }
-
     /// The latest plausible event time (ms): the wall clock at the start of
     /// the hour, plus `max_future_s`. Whole hours, so that the processes of
     /// one run, started moments apart, agree.

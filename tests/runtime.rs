@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-const HEADER: &str = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country";
+const HEADER: &str =
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country";
 
 /// An Online Retail row of `user` buying `item` at `time` (`YYYY-MM-DD HH:MM:SS`).
 fn row(invoice: u32, item: &str, time: &str, user: u32) -> String {
@@ -206,7 +207,10 @@ fn a_failed_replay_leaves_the_earlier_outputs_as_they_were() {
     assert!(stderr.contains("broken.csv.gz"), "{stderr}");
     let after: Vec<Vec<String>> = OUTPUTS.iter().map(|o| read_lines(&out, o)).collect();
     assert_eq!(before, after);
-    assert_eq!(summary_before, std::fs::read(out.join("summary.json")).unwrap());
+    assert_eq!(
+        summary_before,
+        std::fs::read(out.join("summary.json")).unwrap()
+    );
 
     // A missing input creates nothing.
     let nowhere = dir.path().join("never-created");
@@ -311,11 +315,7 @@ fn a_peer_that_never_starts_ends_the_run_naming_it() {
     let log = write_log(dir.path(), "log.csv", &rows(100));
     let hosts = dir.path().join("hosts.txt");
     let missing = format!("127.0.0.1:{}", free_port());
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n{missing}\n", free_port()),
-    )
-    .unwrap();
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n{missing}\n", free_port())).unwrap();
     let out = dir.path().join("out");
     let (ok, stderr, took) = persona_status(
         &[
@@ -427,7 +427,10 @@ fn a_panicking_worker_ends_the_run_promptly() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("worker 1 panicked: injected failure"), "{stderr}");
+    assert!(
+        stderr.contains("worker 1 panicked: injected failure"),
+        "{stderr}"
+    );
     assert!(started.elapsed() < Duration::from_secs(60));
     assert!(!out.exists());
 }
@@ -476,5 +479,8 @@ fn a_run_with_no_reachable_broker_warns_and_stops_when_asked() {
     assert!(!output.status.success());
     let warnings = stderr.matches("cannot reach the Kafka brokers").count();
     assert!((2..=3).contains(&warnings), "{stderr}");
-    assert!(stderr.contains("stopped before the Kafka brokers"), "{stderr}");
+    assert!(
+        stderr.contains("stopped before the Kafka brokers"),
+        "{stderr}"
+    );
 }

@@ -85,10 +85,12 @@ impl CsvFields {
         line: &[u8],
         position: &Position,
     ) -> Result<Vec<String>, HeaderError> {
-        let header = self.split(line).map_err(|rejection| HeaderError::Unreadable {
-            position: position.clone(),
-            detail: rejection.detail,
-        })?;
+        let header = self
+            .split(line)
+            .map_err(|rejection| HeaderError::Unreadable {
+                position: position.clone(),
+                detail: rejection.detail,
+            })?;
         let names: Vec<String> = (0..header.field_count())
             .map(|i| {
                 String::from_utf8_lossy(header.field(i).unwrap_or_default())

@@ -251,5 +251,6 @@ fn unbounded_lateness() -> TimeConfig {
         tick_ms: DAY_MS,
         allowed_lateness_s: u64::MAX / 1000,
         recommend_tick_ms: Some(DAY_MS),
+        ..TimeConfig::default()
     }
 }

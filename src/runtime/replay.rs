@@ -27,13 +27,13 @@ use timely::worker::Worker;
 
 use crate::config::PipelineConfig;
 use crate::format::Decoder;
+use crate::rejected::create_private_file;
 use crate::rejected::{Position, RejectedRecord};
-use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker, Watermark};
 use crate::runtime::failure::failpoint;
+use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker, Watermark};
 use crate::runtime::{execute, open_for_decoding, TimelyArgs};
 use crate::sink::part_path;
 use crate::sink::staging::Staging;
-use crate::rejected::create_private_file;
 use crate::source::file::{input_files, total_bytes, SourceError};
 use crate::summary::Summary;
 

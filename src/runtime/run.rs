@@ -40,15 +40,15 @@ use timely::worker::Worker;
 use crate::config::{FormatKind, PipelineConfig};
 use crate::format::Decoder;
 use crate::rejected::{create_private_file, Position, RejectedRecord};
-use crate::runtime::pipeline::{end_of_period, Sinks};
+use crate::runtime::pipeline::{cf_period, end_of_period, Sinks};
 use crate::runtime::replay::SharedWriter;
 use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker};
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::kafka::{ensure_topic, KafkaProducer};
 use crate::sink::part_path;
 use crate::source::kafka::{
-    brokers_answer, group_committed, AssignmentMode, KafkaSource, KafkaSourceConfig, Offsets, ResumeFrom,
-    TopicPartition,
+    brokers_answer, group_committed, AssignmentMode, KafkaSource, KafkaSourceConfig, Offsets,
+    ResumeFrom, TopicPartition,
 };
 use crate::summary::Summary;
 
@@ -187,7 +187,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
         Ok(gathered.into_sinks(files, config.sink.kafka.as_ref())?)
     })?;
-    let period = config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms);
+    let period = cf_period(config);
 
     // How far each worker has read, gathered on worker 0.
     let mut offsets_input: InputHandle<u64, (u64, Offsets)> = InputHandle::new();
@@ -430,7 +430,10 @@ fn commit_with_retries(source: &KafkaSource, offsets: &Offsets) -> anyhow::Resul
             Ok(_) => return Ok(()),
             Err(error) if attempt >= 10 => return Err(error.into()),
             Err(error) => {
-                eprintln!("persona: warning: {:#}; retrying", anyhow::Error::from(error));
+                eprintln!(
+                    "persona: warning: {:#}; retrying",
+                    anyhow::Error::from(error)
+                );
                 attempt += 1;
                 std::thread::sleep(Duration::from_secs(1));
             }

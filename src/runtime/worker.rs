@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::InputSession;
 use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
-use timely::dataflow::operators::vec::Input;
 use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::Input;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
@@ -82,7 +82,10 @@ pub enum Judge<'a> {
     Frontier,
     /// A shared clock fed with every record of the input; the worker
     /// applies only the records it owns.
-    Clock { watermark: &'a mut Watermark, own: bool },
+    Clock {
+        watermark: &'a mut Watermark,
+        own: bool,
+    },
 }
 
 /// Where a source's rejected and late records go.
@@ -256,7 +259,7 @@ impl PipelineWorker {
             ends_input,
             ends_probe,
             end,
-            recommend_period: config.time.recommend_period_ms(),
+            recommend_period: pipeline::cf_period(config),
         })
     }
 
@@ -430,14 +433,16 @@ impl PipelineWorker {
         drop(ends_input);
         worker.step_while(|| !ends_probe.done());
         if let Some(end) = end.get() {
-            // Advance in steps of about a day of ticks: what expires within
-            // CF's last period then flows through as while streaming, not as
-            // one batch.
+            // Advance in steps, from 65,536 ticks doubling: what expires
+            // within CF's last period then flows through about as while
+            // streaming, not as one batch, and a period that ends far away
+            // (one refresh at the end of an unsorted log) takes few steps.
             let target = end_of_period(end, recommend_period).saturating_add(1);
-            let step = tick_ms.saturating_mul(1 << 16);
+            let mut step = tick_ms.saturating_mul(1 << 16);
             let mut time = *inputs.events.time();
             while time < target {
                 time = time.saturating_add(step).min(target);
+                step = step.saturating_mul(2);
                 inputs.events.advance_to(time);
                 inputs.names.advance_to(time);
                 inputs.events.flush();

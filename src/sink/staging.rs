@@ -148,8 +148,16 @@ mod tests {
 
         let read = |file: &str| std::fs::read_to_string(out.join(file)).ok();
         assert_eq!(read("summary.json").as_deref(), Some("new"));
-        assert_eq!(read("profiles.changes.jsonl"), None, "a stale changelog stays");
-        assert_eq!(read("notes.txt").as_deref(), Some("old"), "not ours to remove");
+        assert_eq!(
+            read("profiles.changes.jsonl"),
+            None,
+            "a stale changelog stays"
+        );
+        assert_eq!(
+            read("notes.txt").as_deref(),
+            Some("old"),
+            "not ours to remove"
+        );
         assert_eq!(read("rejected/part-0.jsonl").as_deref(), Some("new"));
         assert_eq!(read("rejected/part-1.jsonl").as_deref(), Some("new"));
         assert_eq!(read("rejected/part-3.jsonl"), None);
