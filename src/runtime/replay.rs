@@ -247,7 +247,7 @@ fn run_worker(
                 own: share.owns(record_index),
             };
             pipeline.read(&decoder, bytes, &position, judge, &mut dead)?;
-            if record_index % CHUNK == 0 {
+            if record_index.is_multiple_of(CHUNK) {
                 failpoint("worker-panic", index);
                 pipeline.advance_to(watermark.get().unwrap_or(0));
                 pipeline.catch_up(worker, None);
