@@ -80,6 +80,26 @@ fn persona_status(args: &[&str], stdin: Option<&[u8]>) -> (bool, String, Duratio
     )
 }
 
+/// Runs `persona replay` of the Online Retail preset from `input` into `out`.
+fn replay_status(
+    input: &str,
+    out: &str,
+    extra: &[&str],
+    stdin: Option<&[u8]>,
+) -> (bool, String, Duration) {
+    let mut args = vec![
+        "replay",
+        "--input",
+        input,
+        "--format",
+        "online-retail",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    persona_status(&args, stdin)
+}
+
 const OUTPUTS: [&str; 5] = [
     "profiles",
     "similar_items",
@@ -94,18 +114,10 @@ fn stdin_with_two_workers_reads_every_record_once() {
     let log = write_log(dir.path(), "log.csv", &rows(12_000));
     let (from_file, summary_file) = replay(&log, "online-retail", &["-w", "1"]);
     let out = dir.path().join("from-stdin");
-    let (ok, stderr, _) = persona_status(
-        &[
-            "replay",
-            "--input",
-            "-",
-            "--format",
-            "online-retail",
-            "--out",
-            out.to_str().unwrap(),
-            "-w",
-            "2",
-        ],
+    let (ok, stderr, _) = replay_status(
+        "-",
+        out.to_str().unwrap(),
+        &["-w", "2"],
         Some(&std::fs::read(&log).unwrap()),
     );
     assert!(ok, "{stderr}");
@@ -191,18 +203,7 @@ fn a_failed_replay_leaves_the_earlier_outputs_as_they_were() {
     gz.truncate(gz.len() / 2);
     let broken = dir.path().join("broken.csv.gz");
     std::fs::write(&broken, gz).unwrap();
-    let (ok, stderr, _) = persona_status(
-        &[
-            "replay",
-            "--input",
-            broken.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, stderr, _) = replay_status(broken.to_str().unwrap(), out.to_str().unwrap(), &[], None);
     assert!(!ok, "a truncated gzip must fail the replay");
     assert!(stderr.contains("broken.csv.gz"), "{stderr}");
     let after: Vec<Vec<String>> = OUTPUTS.iter().map(|o| read_lines(&out, o)).collect();
@@ -214,18 +215,7 @@ fn a_failed_replay_leaves_the_earlier_outputs_as_they_were() {
 
     // A missing input creates nothing.
     let nowhere = dir.path().join("never-created");
-    let (ok, stderr, _) = persona_status(
-        &[
-            "replay",
-            "--input",
-            "no-such-file.csv",
-            "--format",
-            "online-retail",
-            "--out",
-            nowhere.to_str().unwrap(),
-        ],
-        None,
-    );
+    let (ok, stderr, _) = replay_status("no-such-file.csv", nowhere.to_str().unwrap(), &[], None);
     assert!(!ok);
     assert!(stderr.contains("no-such-file.csv"), "{stderr}");
     assert_eq!(
@@ -259,18 +249,8 @@ fn the_output_folder_is_never_read_as_input() {
     std::fs::create_dir_all(&logs).unwrap();
     write_log(&logs, "log.csv", &rows(100));
     for out in [logs.clone(), logs.join("out")] {
-        let (ok, stderr, _) = persona_status(
-            &[
-                "replay",
-                "--input",
-                logs.to_str().unwrap(),
-                "--format",
-                "online-retail",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-            None,
-        );
+        let (ok, stderr, _) =
+            replay_status(logs.to_str().unwrap(), out.to_str().unwrap(), &[], None);
         assert!(!ok, "--out {} was accepted", out.display());
         assert!(stderr.contains("inside the input folder"), "{stderr}");
     }
@@ -281,18 +261,10 @@ fn a_thousand_workers_are_refused_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let log = write_log(dir.path(), "log.csv", &rows(100));
     let out = dir.path().join("out");
-    let (ok, stderr, took) = persona_status(
-        &[
-            "replay",
-            "--input",
-            log.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--out",
-            out.to_str().unwrap(),
-            "-w",
-            "1000",
-        ],
+    let (ok, stderr, took) = replay_status(
+        log.to_str().unwrap(),
+        out.to_str().unwrap(),
+        &["-w", "1000"],
         None,
     );
     assert!(!ok);
@@ -317,15 +289,10 @@ fn a_peer_that_never_starts_ends_the_run_naming_it() {
     let missing = format!("127.0.0.1:{}", free_port());
     std::fs::write(&hosts, format!("127.0.0.1:{}\n{missing}\n", free_port())).unwrap();
     let out = dir.path().join("out");
-    let (ok, stderr, took) = persona_status(
+    let (ok, stderr, took) = replay_status(
+        log.to_str().unwrap(),
+        out.to_str().unwrap(),
         &[
-            "replay",
-            "--input",
-            log.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--out",
-            out.to_str().unwrap(),
             "-n",
             "2",
             "-p",
