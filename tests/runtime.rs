@@ -429,7 +429,7 @@ fn a_run_with_no_reachable_broker_warns_and_stops_when_asked() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_secs(7));
+    std::thread::sleep(Duration::from_millis(8_500));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
