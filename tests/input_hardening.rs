@@ -35,20 +35,6 @@ fn replay_with_config(input: &Path, config: &str, extra: &[&str]) -> (tempfile::
     (out, summary)
 }
 
-/// Runs `persona ARGS`, asserting failure; returns stderr.
-fn persona_fails(args: &[&str]) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_persona"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        !output.status.success(),
-        "persona {} succeeded",
-        args.join(" ")
-    );
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 fn rejected_records(out: &Path) -> Vec<Value> {
     read_lines(out, "rejected")
         .iter()

@@ -45,6 +45,20 @@ pub fn persona(args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 stdout")
 }
 
+/// Runs `persona ARGS`, asserting failure; returns stderr.
+pub fn persona_fails(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "persona {} succeeded",
+        args.join(" ")
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Runs `persona replay` on `input` with `extra` flags into a fresh folder.
 pub fn replay(input: &Path, format: &str, extra: &[&str]) -> (tempfile::TempDir, Value) {
     let out = tempfile::tempdir().expect("temp dir");
