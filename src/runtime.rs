@@ -7,6 +7,7 @@
 //! Workers and processes use timely's own flags (`-w`, `-n`, `-p`, `-h`).
 
 pub(crate) mod failure;
+mod liveness;
 pub mod load;
 pub mod pipeline;
 pub mod produce;
@@ -50,6 +51,10 @@ pub struct TimelyArgs {
     /// Seconds the processes of a run may take to connect to each other.
     #[arg(long, default_value_t = 60, env = "PERSONA_CONNECT_TIMEOUT_S")]
     pub connect_timeout: u64,
+    /// Seconds a connected process may stay silent (stopped, hung) before
+    /// the others end the run.
+    #[arg(long, default_value_t = 30, env = "PERSONA_PEER_TIMEOUT_S")]
+    pub peer_timeout: u64,
 }
 
 /// Worker threads per process beyond this many times the cores are refused:
@@ -100,24 +105,31 @@ impl TimelyArgs {
     /// The connection watchdog of a run of several processes.
     pub fn connecting(&self) -> anyhow::Result<Connecting> {
         let mut peers = Vec::new();
+        let mut own = None;
         if self.processes > 1 {
             if let Some(hostfile) = &self.hostfile {
                 let text = std::fs::read_to_string(hostfile)
                     .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?;
-                peers = text
+                for (process, address) in text
                     .lines()
                     .map(str::trim)
                     .filter(|line| !line.is_empty())
                     .take(self.processes)
                     .enumerate()
-                    .filter(|(process, _)| *process != self.process)
-                    .map(|(process, address)| (process, address.to_owned()))
-                    .collect();
+                {
+                    if process == self.process {
+                        own = Some(address.to_owned());
+                    } else {
+                        peers.push((process, address.to_owned()));
+                    }
+                }
             }
         }
         Ok(Connecting {
+            own,
             peers,
             timeout: Duration::from_secs(self.connect_timeout),
+            peer_timeout: Duration::from_secs(self.peer_timeout),
         })
     }
 
@@ -145,7 +157,7 @@ where
     F: Fn(&mut Worker) -> anyhow::Result<Option<Summary>> + Send + Sync + 'static,
 {
     failure::install_hook();
-    let connected = connect.watch();
+    let connected = connect.clone().watch();
     let guards = timely::execute(config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
@@ -162,6 +174,9 @@ where
     })
     .map_err(|error| anyhow::anyhow!("cannot start workers: {error}"))?;
     connected.store(true, std::sync::atomic::Ordering::SeqCst);
+    if let Some(own) = &connect.own {
+        liveness::watch(own, &connect.peers, connect.peer_timeout);
+    }
     let mut summary = None;
     for result in guards.join() {
         match result {
@@ -177,9 +192,13 @@ where
 /// How long the processes of a run may take to connect to each other.
 #[derive(Clone, Debug)]
 pub struct Connecting {
+    /// This process's address, from the hostfile.
+    own: Option<String>,
     /// The other processes' addresses, by process index (empty for one process).
     peers: Vec<(usize, String)>,
     timeout: Duration,
+    /// How long a connected peer may stay silent (see [`liveness`]).
+    peer_timeout: Duration,
 }
 
 impl Connecting {

@@ -451,3 +451,75 @@ fn a_run_with_no_reachable_broker_warns_and_stops_when_asked() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_stopped_peer_ends_the_other_process_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts.txt");
+    let peer = format!("127.0.0.1:{}", free_port());
+    std::fs::write(&hosts, format!("127.0.0.1:{}\n{peer}\n", free_port())).unwrap();
+    let out = dir.path().join("out");
+    let spawn = |process: &str| {
+        Command::new(env!("CARGO_BIN_EXE_persona"))
+            .args([
+                "replay",
+                "--input",
+                "-",
+                "--format",
+                "online-retail",
+                "--out",
+                out.to_str().unwrap(),
+                "-n",
+                "2",
+                "-p",
+                process,
+                "-h",
+                hosts.to_str().unwrap(),
+                "--peer-timeout",
+                "2",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run persona")
+    };
+    // Process 0 reads stdin, which stays open: the run waits for more.
+    let mut survivor = spawn("0");
+    let mut victim = spawn("1");
+    let mut stdin = survivor.stdin.take().unwrap();
+    writeln!(stdin, "{HEADER}").unwrap();
+    for line in rows(100) {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    // Longer than the peer timeout: live, connected peers are not ended.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        survivor.try_wait().unwrap().is_none(),
+        "ended while its peer was alive"
+    );
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "ended while its peer was alive"
+    );
+    let status = Command::new("kill")
+        .args(["-STOP", &victim.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped_at = Instant::now();
+    let output = survivor.wait_with_output().unwrap();
+    let took = stopped_at.elapsed();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    drop(stdin);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(
+        stderr.contains(&format!("process 1 at {peer} has not answered for 2 s")),
+        "{stderr}"
+    );
+    assert!(!out.join("summary.json").exists());
+}

@@ -339,8 +339,10 @@ fn run_worker(
         .inner
         .probe_with(&probe);
         if graph == Graph::Full {
-            let cf =
-                collaborative_filtering(pipeline::cf_events(events, config), &config.recommend);
+            let cf = collaborative_filtering(
+                pipeline::cf_events(events, config, None),
+                &config.recommend,
+            );
             cf.similar_items.inner.probe_with(&probe);
             cf.personal.inner.probe_with(&probe);
             cf.fallback.users.inner.probe_with(&probe);

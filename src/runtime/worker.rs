@@ -29,7 +29,7 @@ use crate::dimension::{read_catalog, read_user_attributes};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
 use crate::rejected::{Position, Reason, RejectedRecord, Rejection};
-use crate::runtime::pipeline::{self, end_of_period, Gathered, Sinks};
+use crate::runtime::pipeline::{self, Gathered, Sinks};
 use crate::sink::Upto;
 use crate::summary::{peak_rss_bytes, ReaderCounts, Summary};
 
@@ -150,9 +150,16 @@ pub struct PipelineWorker {
     ends_input: InputHandle<u64, Option<u64>>,
     ends_probe: ProbeHandle<u64>,
     end: Rc<Cell<Option<u64>>>,
-    /// Collaborative filtering's period: the end of the input waits for it.
-    recommend_period: u64,
+    /// How many updates this worker applied at each time its input
+    /// frontier has not passed.
+    pending: BTreeMap<u64, u64>,
+    /// The end of the input as collaborative filtering's gate learns it.
+    input_end: Rc<Cell<Option<u64>>>,
 }
+
+/// At most about this many steps take the dataflow from its input frontier
+/// to the end of the input.
+const FINAL_STEPS: u64 = 1024;
 
 /// The end of a run on worker 0: the drained sinks and the run's totals.
 pub struct Finished {
@@ -192,6 +199,7 @@ impl PipelineWorker {
         let mut ends_input: InputHandle<u64, Option<u64>> = InputHandle::new();
         let ends_probe = ProbeHandle::new();
         let end = Rc::new(Cell::new(None));
+        let input_end = Rc::new(Cell::new(None));
         let dataflow = worker.next_dataflow_index();
         let gathered = worker.dataflow::<u64, _, _>(|scope| {
             let latest = end.clone();
@@ -221,6 +229,7 @@ impl PipelineWorker {
                 events,
                 catalog: catalog.to_collection(scope),
                 user_attributes: user_attributes.to_collection(scope),
+                input_end: input_end.clone(),
             };
             pipeline::build(inputs, config, &probe)
         });
@@ -259,7 +268,8 @@ impl PipelineWorker {
             ends_input,
             ends_probe,
             end,
-            recommend_period: pipeline::cf_period(config),
+            pending: BTreeMap::new(),
+            input_end,
         })
     }
 
@@ -347,6 +357,7 @@ impl PipelineWorker {
                     self.counts.decoded += 1;
                     self.counts.max_time = self.counts.max_time.max(Some(time));
                     latest = latest.max(Some(time_ms));
+                    *self.pending.entry(time).or_insert(0) += 1;
                     self.inputs.apply(decoded, time);
                 }
             }
@@ -366,6 +377,7 @@ impl PipelineWorker {
         if time > *self.inputs.events.time() {
             self.inputs.events.advance_to(time);
             self.inputs.names.advance_to(time);
+            self.pending = self.pending.split_off(&time);
         }
         self.inputs.events.flush();
     }
@@ -412,7 +424,6 @@ impl PipelineWorker {
     ) -> anyhow::Result<Option<Finished>> {
         let PipelineWorker {
             index,
-            tick_ms,
             mut inputs,
             mut counts_input,
             probe,
@@ -420,33 +431,51 @@ impl PipelineWorker {
             duplicates,
             name_book,
             totals,
-            sinks,
+            mut sinks,
             mut counts,
             dataflow,
             mut ends_input,
             ends_probe,
             end,
-            recommend_period,
+            pending,
+            input_end,
             ..
         } = self;
         ends_input.send(counts.max_time);
         drop(ends_input);
         worker.step_while(|| !ends_probe.done());
+        input_end.set(end.get());
         if let Some(end) = end.get() {
-            // Advance in steps, from 65,536 ticks doubling: what expires
-            // within CF's last period then flows through about as while
-            // streaming, not as one batch, and a period that ends far away
-            // (one refresh at the end of an unsorted log) takes few steps.
-            let target = end_of_period(end, recommend_period).saturating_add(1);
-            let mut step = tick_ms.saturating_mul(1 << 16);
-            let mut time = *inputs.events.time();
-            while time < target {
-                time = time.saturating_add(step).min(target);
-                step = step.saturating_mul(2);
+            // Advance through the times still pending, a slice of them at a
+            // time: each step then computes few versions of each output, and
+            // passed versions are compacted, instead of every version of an
+            // unsorted log (whose frontier waits for the end) at once.
+            // Collaborative filtering applies what waits for its period at
+            // `end` (`pipeline::cf_events`), so nothing past it is computed.
+            let target = end.saturating_add(1);
+            let total: u64 = pending.values().sum();
+            let slice = (total / FINAL_STEPS).max(1);
+            let mut in_slice = 0;
+            let mut steps: Vec<u64> = Vec::new();
+            for (&time, &count) in pending.range(..target) {
+                in_slice += count;
+                if in_slice >= slice {
+                    steps.push(time + 1);
+                    in_slice = 0;
+                }
+            }
+            steps.push(target);
+            for time in steps {
+                if time <= *inputs.events.time() {
+                    continue;
+                }
                 inputs.events.advance_to(time);
                 inputs.names.advance_to(time);
                 inputs.events.flush();
                 worker.step_while(|| probe.less_than(&time));
+                if let Some(sinks) = &mut sinks {
+                    sinks.drain(Upto::Before(time), &*name_book.borrow())?;
+                }
             }
         }
         counts.duplicates = duplicates.get();
