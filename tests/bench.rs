@@ -196,7 +196,7 @@ fn dataflow_profiles(workload: Arc<Workload>, workers: usize) -> Vec<BTreeMap<Id
             let events = pipeline::mark_cancellations(input.to_collection(scope));
             profiles(
                 events,
-                catalog.to_collection(scope),
+                Some(catalog.to_collection(scope)),
                 attributes.to_collection(scope),
                 &config.profile,
             )

@@ -523,3 +523,51 @@ fn a_stopped_peer_ends_the_other_process_naming_it() {
     );
     assert!(!out.join("summary.json").exists());
 }
+
+/// The time of each line of a changelog.
+fn changelog_times(dir: &Path, output: &str) -> Vec<u64> {
+    std::fs::read_to_string(dir.join(format!("{output}.changes.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["time"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Collaborative filtering's last period (30 days in the preset) is cut
+/// short by the end of the input: its refresh carries the last event's
+/// tick, so no window expiration after the end had to be computed to reach
+/// it; the files are those of every worker count.
+#[test]
+fn the_last_refresh_happens_at_the_end_of_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write_log(dir.path(), "log.csv", &rows(3_000));
+    let (one, _) = replay(&log, "online-retail", &["--changelog"]);
+    let (two, _) = replay(&log, "online-retail", &["--changelog", "-w", "2"]);
+    let end = *changelog_times(one.path(), "profiles")
+        .iter()
+        .max()
+        .unwrap();
+    for output in ["similar_items", "recommendations"] {
+        let times = changelog_times(one.path(), output);
+        assert!(!times.is_empty(), "{output} has no changes");
+        assert_eq!(
+            times.iter().max(),
+            Some(&end),
+            "{output} refreshed after the end"
+        );
+        assert_eq!(
+            read_lines(one.path(), &format!("{output}.changes")),
+            read_lines(two.path(), &format!("{output}.changes")),
+        );
+    }
+    for output in OUTPUTS {
+        assert_eq!(
+            read_lines(one.path(), output),
+            read_lines(two.path(), output)
+        );
+    }
+}

@@ -99,7 +99,7 @@ pub struct AttributeVersion {
 /// When `config` does not pass [`ProfileConfig::validate`], at construction.
 pub fn profiles<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
-    catalog: VecCollection<'s, T, (Id, CatalogVersion)>,
+    catalog: Option<VecCollection<'s, T, (Id, CatalogVersion)>>,
     user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
     config: &ProfileConfig,
 ) -> VecCollection<'s, T, (Id, Profile)> {
@@ -224,11 +224,16 @@ struct CatalogEntry {
 }
 
 /// Every event as an [`ItemUse`], with category and price taken from the
-/// item's current catalog entry where the event has none.
+/// item's current catalog entry where the event has none. Without a catalog
+/// the uses are the events as they are: nothing waits, arranged, for a
+/// catalog entry that cannot come.
 fn resolve_with_catalog<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
-    catalog: VecCollection<'s, T, (Id, CatalogVersion)>,
+    catalog: Option<VecCollection<'s, T, (Id, CatalogVersion)>>,
 ) -> VecCollection<'s, T, ItemUse> {
+    let Some(catalog) = catalog else {
+        return events.map(|event| ItemUse::of(&event));
+    };
     let current_catalog = catalog.reduce_named("CurrentCatalog", |_item, versions, output| {
         // Versions arrive sorted, so the last one with a positive count wins.
         if let Some((version, _)) = versions.iter().rev().find(|(_, count)| *count > 0) {

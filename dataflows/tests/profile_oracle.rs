@@ -72,7 +72,7 @@ fn run_dataflow(
                 let (events_input, events) = scope.new_collection();
                 let (catalog_input, catalog) = scope.new_collection();
                 let (attributes_input, attributes) = scope.new_collection();
-                let (probe, output) = profiles(events, catalog, attributes, &config).probe();
+                let (probe, output) = profiles(events, Some(catalog), attributes, &config).probe();
                 output.inner.capture_into(send);
                 (events_input, catalog_input, attributes_input, probe)
             });

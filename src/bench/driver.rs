@@ -332,7 +332,10 @@ fn run_worker(
         let events = pipeline::mark_cancellations(input.to_collection(scope));
         profiles(
             events.clone(),
-            catalog.to_collection(scope),
+            config
+                .catalog
+                .as_ref()
+                .map(|_| catalog.to_collection(scope)),
             user_attributes.to_collection(scope),
             &config.profile,
         )

@@ -141,7 +141,8 @@ pub struct Gathered {
 /// The inputs of the pipeline: clean events and the dimension tables.
 pub struct Inputs<'s> {
     pub events: VecCollection<'s, u64, Event>,
-    pub catalog: VecCollection<'s, u64, (Id, CatalogVersion)>,
+    /// The item catalog, if the config has one.
+    pub catalog: Option<VecCollection<'s, u64, (Id, CatalogVersion)>>,
     pub user_attributes: VecCollection<'s, u64, (Id, AttributeVersion)>,
     /// The end of the input, once every worker has read its input.
     pub input_end: Rc<Cell<Option<u64>>>,

@@ -227,7 +227,10 @@ impl PipelineWorker {
                 .probe_with(&counts_probe);
             let inputs = pipeline::Inputs {
                 events,
-                catalog: catalog.to_collection(scope),
+                catalog: config
+                    .catalog
+                    .as_ref()
+                    .map(|_| catalog.to_collection(scope)),
                 user_attributes: user_attributes.to_collection(scope),
                 input_end: input_end.clone(),
             };
