@@ -10,10 +10,10 @@
 //! raw keyed producer under it, also used by `persona produce`, and
 //! [`ensure_topic`] creates topics.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -105,6 +105,12 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 pub struct KafkaProducer {
     producer: BaseProducer<DeliveryLog>,
     topic: String,
+    /// The number of the next message, to tell which of a key's is newer.
+    next: AtomicUsize,
+    /// Whether only a key's latest message matters (an upsert topic): a
+    /// failed message is then not sent again once a newer one of its key
+    /// was delivered.
+    latest_only: bool,
 }
 
 impl KafkaProducer {
@@ -135,13 +141,16 @@ impl KafkaProducer {
         Ok(KafkaProducer {
             producer,
             topic: topic.to_owned(),
+            next: AtomicUsize::new(0),
+            latest_only: false,
         })
     }
 
     /// Queues one message (`None` payload: a tombstone). Waits only while
     /// the local queue is full.
     pub fn send(&self, key: &[u8], payload: Option<&[u8]>) -> Result<(), KafkaSinkError> {
-        let mut record = BaseRecord::to(&self.topic).key(key);
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, number).key(key);
         if let Some(payload) = payload {
             record = record.payload(payload);
         }
@@ -165,14 +174,48 @@ impl KafkaProducer {
         Ok(())
     }
 
-    /// Waits until every queued message is delivered; fails if any was not.
+    /// Waits until every queued message is delivered. A message the broker
+    /// failed (one restarting answers in-flight requests with errors that
+    /// librdkafka does not retry) is sent again, for up to [`RESEND_FOR`];
+    /// fails if some still were not delivered.
     pub fn flush(&self) -> Result<(), KafkaSinkError> {
-        self.producer
-            .flush(TIMEOUT)
-            .map_err(|source| KafkaSinkError::Flush {
-                topic: self.topic.clone(),
-                source: Box::new(source),
-            })?;
+        let started = Instant::now();
+        loop {
+            self.producer
+                .flush(TIMEOUT)
+                .map_err(|source| KafkaSinkError::Flush {
+                    topic: self.topic.clone(),
+                    source: Box::new(source),
+                })?;
+            let log = self.producer.context();
+            let mut failed = std::mem::take(&mut *log.failed_messages.lock().expect("lock"));
+            if failed.is_empty() || started.elapsed() >= RESEND_FOR {
+                log.failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
+                break;
+            }
+            failed.sort_by_key(|message| message.number);
+            if self.latest_only {
+                let delivered = log.latest_delivered.lock().expect("lock");
+                let mut latest_failed: HashMap<&[u8], usize> = HashMap::new();
+                for message in &failed {
+                    latest_failed.insert(&message.key, message.number);
+                }
+                let newest = |message: &FailedMessage| {
+                    latest_failed.get(message.key.as_slice()) == Some(&message.number)
+                        && delivered
+                            .get(&message.key)
+                            .is_none_or(|&number| number < message.number)
+                };
+                let keep: Vec<bool> = failed.iter().map(newest).collect();
+                drop(delivered);
+                let mut keep = keep.into_iter();
+                failed.retain(|_| keep.next().unwrap_or(false));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            for message in failed {
+                self.send(&message.key, message.payload.as_deref())?;
+            }
+        }
         let log = self.producer.context();
         let failed = log.failed.load(Ordering::Relaxed);
         if failed > 0 {
@@ -200,22 +243,49 @@ impl KafkaProducer {
 #[derive(Default)]
 struct DeliveryLog {
     delivered: AtomicU64,
+    /// Messages given up on.
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Failed since the last flush, to send again.
+    failed_messages: Mutex<Vec<FailedMessage>>,
+    /// The number of each key's latest delivered message.
+    latest_delivered: Mutex<HashMap<Vec<u8>, usize>>,
 }
+
+/// A message the broker did not take, and its number in sending order.
+struct FailedMessage {
+    number: usize,
+    key: Vec<u8>,
+    payload: Option<Vec<u8>>,
+}
+
+/// How long a flush keeps sending failed messages again.
+const RESEND_FOR: Duration = Duration::from_secs(300);
 
 impl ClientContext for DeliveryLog {}
 
 impl ProducerContext for DeliveryLog {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
         match result {
-            Ok(_) => {
+            Ok(message) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
+                if let Some(key) = message.key() {
+                    let mut latest = self.latest_delivered.lock().expect("lock");
+                    let entry = latest.entry(key.to_vec()).or_insert(number);
+                    *entry = (*entry).max(number);
+                }
             }
             Err((error, message)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.failed_messages
+                    .lock()
+                    .expect("lock")
+                    .push(FailedMessage {
+                        number,
+                        key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                        payload: message.payload().map(<[u8]>::to_vec),
+                    });
                 let mut first = self.first_error.lock().expect("lock");
                 if first.is_none() {
                     *first = Some(format!(
@@ -246,9 +316,9 @@ impl KafkaSink {
             &[("cleanup.policy", "compact")],
             &config.properties,
         )?;
-        Ok(KafkaSink {
-            producer: KafkaProducer::new(&config.brokers, &config.topic, &config.properties)?,
-        })
+        let mut producer = KafkaProducer::new(&config.brokers, &config.topic, &config.properties)?;
+        producer.latest_only = true;
+        Ok(KafkaSink { producer })
     }
 
     /// Sends the current value of `key` (its JSON), or a tombstone for `None`.
