@@ -457,12 +457,15 @@ pub fn bench(
 
 /// The hash-map baseline over the whole workload, batch by batch.
 fn run_hashmap(workload: &Workload) -> Duration {
-    let tick_ms = workload.config.time.tick_ms;
     let started = Instant::now();
     let mut profiles = HashMapProfiles::new(&workload.config.profile);
     for batch in &workload.batches {
         for (event, diff) in &workload.updates[batch.updates.clone()] {
-            profiles.apply(event, driver::timestamp(event, tick_ms), *diff);
+            profiles.apply(
+                event,
+                driver::timestamp(event, &workload.config.time),
+                *diff,
+            );
         }
         profiles.advance_to(batch.last_time);
     }

@@ -153,7 +153,7 @@ pub struct KafkaOutputsConfig {
 impl Default for KafkaOutputsConfig {
     fn default() -> Self {
         KafkaOutputsConfig {
-            brokers: "127.0.0.1:9092".into(),
+            brokers: DEFAULT_BROKERS.into(),
             profiles: None,
             similar_items: None,
             recommendations: None,
@@ -503,7 +503,37 @@ pub struct TimeConfig {
     pub max_future_s: u64,
 }
 
+/// Allowed lateness from which the input frontier cannot move before the end
+/// of a log: a century reaches back before the first event of any log.
+pub const UNBOUNDED_LATENESS_S: u64 = 100 * 365 * 86_400;
+
+/// The Kafka brokers when a config names none.
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
 impl TimeConfig {
+    /// The dataflow timestamp of an event time (ms): its tick.
+    pub fn tick_of(&self, time_ms: u64) -> u64 {
+        time_ms - time_ms % self.tick_ms
+    }
+
+    /// Collaborative filtering's period: `recommend_tick_ms` (default the
+    /// tick), or, when the allowed lateness is unbounded, one period for all
+    /// time, so that it runs once, at the end of the input.
+    ///
+    /// With unbounded lateness (the presets of logs not in time order) the
+    /// input frontier only moves at the end, so every refresh of the
+    /// similarity lists and rankings would be computed then, all at once,
+    /// and held together in memory: refreshes × (items × K + users × N × K),
+    /// the square of the log when refreshes grow with it. Nothing but the
+    /// last one would reach the output files.
+    pub fn recommend_period(&self) -> u64 {
+        if self.allowed_lateness_s >= UNBOUNDED_LATENESS_S {
+            u64::MAX
+        } else {
+            self.recommend_tick_ms.unwrap_or(self.tick_ms)
+        }
+    }
+
     /// The latest plausible event time (ms): the wall clock at the start of
     /// the hour, plus `max_future_s`. Whole hours, so that the processes of
     /// one run, started moments apart, agree.

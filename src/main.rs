@@ -75,7 +75,7 @@ enum Command {
         #[arg(long)]
         topic: String,
         /// Kafka bootstrap servers.
-        #[arg(long, env = "PERSONA_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+        #[arg(long, env = "PERSONA_KAFKA_BROKERS", default_value = persona::config::DEFAULT_BROKERS)]
         brokers: String,
         /// Partitions of the topic when it is created.
         #[arg(long, default_value_t = 4)]

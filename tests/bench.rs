@@ -212,7 +212,7 @@ fn dataflow_profiles(workload: Arc<Workload>, workers: usize) -> Vec<BTreeMap<Id
         for batch in &workload.batches {
             for position in batch.updates.clone().filter(|p| p % peers == index) {
                 let (event, diff) = &workload.updates[position];
-                input.update_at(event.clone(), timestamp(event, config.time.tick_ms), *diff);
+                input.update_at(event.clone(), timestamp(event, &config.time), *diff);
             }
             input.advance_to(batch.last_time + 1);
             input.flush();
@@ -260,10 +260,9 @@ fn assert_identical_profiles(
     assert!(workload.batches.len() > 1, "too few batches to compare");
     let expected = dataflow_profiles(workload.clone(), workers);
     let mut baseline = HashMapProfiles::new(&workload.config.profile);
-    let tick_ms = workload.config.time.tick_ms;
     for (batch, expected) in workload.batches.iter().zip(&expected) {
         for (event, diff) in &workload.updates[batch.updates.clone()] {
-            baseline.apply(event, timestamp(event, tick_ms), *diff);
+            baseline.apply(event, timestamp(event, &workload.config.time), *diff);
         }
         baseline.advance_to(batch.last_time);
         let actual: BTreeMap<Id, Profile> = baseline

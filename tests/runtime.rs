@@ -526,15 +526,10 @@ fn a_stopped_peer_ends_the_other_process_naming_it() {
 
 /// The time of each line of a changelog.
 fn changelog_times(dir: &Path, output: &str) -> Vec<u64> {
-    std::fs::read_to_string(dir.join(format!("{output}.changes.jsonl")))
-        .unwrap()
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<serde_json::Value>(line).unwrap()["time"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect()
+    let lines = read_lines(dir, &format!("{output}.changes"));
+    let time =
+        |line: &String| serde_json::from_str::<serde_json::Value>(line).unwrap()["time"].as_u64();
+    lines.iter().map(|line| time(line).unwrap()).collect()
 }
 
 /// Collaborative filtering's last period (30 days in the preset) is cut

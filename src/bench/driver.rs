@@ -30,7 +30,7 @@ use timely::dataflow::ProbeHandle;
 use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
 use timely::worker::Worker;
 
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, TimeConfig};
 use crate::runtime::pipeline;
 
 /// Which outputs the dataflow maintains.
@@ -77,13 +77,12 @@ impl Workload {
         config: PipelineConfig,
     ) -> Workload {
         updates.sort_by_key(|(event, _)| event.time_ms);
-        let tick_ms = config.time.tick_ms;
         let mut batches = Vec::new();
         let mut begin = 0;
         while begin < updates.len() {
             let mut end = (begin + batch_size.max(1)).min(updates.len());
-            let last_time = timestamp(&updates[end - 1].0, tick_ms);
-            while end < updates.len() && timestamp(&updates[end].0, tick_ms) == last_time {
+            let last_time = timestamp(&updates[end - 1].0, &config.time);
+            while end < updates.len() && timestamp(&updates[end].0, &config.time) == last_time {
                 end += 1;
             }
             batches.push(Batch {
@@ -116,9 +115,8 @@ impl Workload {
 }
 
 /// The dataflow timestamp of an event: its time truncated to the tick.
-pub fn timestamp(event: &Event, tick_ms: u64) -> u64 {
-    let ms = event.time_ms.max(0) as u64;
-    ms - ms % tick_ms
+pub fn timestamp(event: &Event, time: &TimeConfig) -> u64 {
+    time.tick_of(event.time_ms.max(0) as u64)
 }
 
 /// Time spent in one operator, summed over workers.
@@ -319,7 +317,6 @@ fn run_worker(
     let index = worker.index();
     let peers = worker.peers();
     let config = &workload.config;
-    let tick_ms = config.time.tick_ms;
     let arranged = count_arranged(worker);
     let operator_log = log_operators.then(|| log_operator_times(worker));
 
@@ -390,7 +387,7 @@ fn run_worker(
             for position in batch.updates.clone() {
                 if position % peers == index {
                     let (event, diff) = &workload.updates[position];
-                    input.update_at(event.clone(), timestamp(event, tick_ms), *diff);
+                    input.update_at(event.clone(), timestamp(event, &config.time), *diff);
                 }
             }
             input.advance_to(batch.last_time + 1);

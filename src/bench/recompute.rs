@@ -9,19 +9,19 @@ use persona_dataflows::reference;
 use persona_dataflows::{Action, Event};
 
 use crate::bench::driver::{timestamp, Graph, Workload};
-use crate::runtime::pipeline::{cf_period, end_of_period};
+use crate::runtime::pipeline::end_of_period;
 
 /// The time of each recompute, one per batch.
 pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
     let config = &workload.config;
     let tick_ms = config.time.tick_ms;
-    let period = cf_period(config);
+    let period = config.time.recommend_period();
     let mut updates: Vec<(Event, u64, isize)> = Vec::new();
     let mut cf_updates: Vec<(Event, u64, isize)> = Vec::new();
     let mut times = Vec::with_capacity(workload.batches.len());
     for batch in &workload.batches {
         for (event, diff) in &workload.updates[batch.updates.clone()] {
-            let time = timestamp(event, tick_ms);
+            let time = timestamp(event, &config.time);
             let cf_time = if period > tick_ms {
                 end_of_period(time, period)
             } else {

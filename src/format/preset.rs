@@ -238,7 +238,7 @@ const DAY_MS: u64 = 86_400_000;
 /// The input frontier then moves only at the end of the log, so every
 /// version of every output is computed then and held until the run ends.
 /// Collaborative filtering therefore runs once, at the end (see
-/// `runtime::pipeline::cf_period`): a refresh per tick would hold users ×
+/// `TimeConfig::recommend_period`): a refresh per tick would hold users ×
 /// seconds rankings, the square of the log. Day timestamps keep one
 /// version of a profile per user and day rather than per second with an
 /// event, which is the resolution the day windows need (an event counts in

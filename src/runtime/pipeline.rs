@@ -157,7 +157,7 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
         input_end,
     } = inputs;
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
-    let period = cf_period(config);
+    let period = config.time.recommend_period();
     let cf = collaborative_filtering(
         cf_events(events.clone(), config, Some(input_end)),
         &config.recommend,
@@ -196,7 +196,7 @@ pub fn cf_events<'s>(
     config: &PipelineConfig,
     input_end: Option<Rc<Cell<Option<u64>>>>,
 ) -> VecCollection<'s, u64, Event> {
-    let period = cf_period(config);
+    let period = config.time.recommend_period();
     if period <= config.time.tick_ms {
         return events;
     }
@@ -255,28 +255,6 @@ pub fn cf_events<'s>(
             },
         )
         .as_collection()
-}
-
-/// Allowed lateness from which the input frontier cannot move before the end
-/// of a log: a century reaches back before the first event of any log.
-pub const UNBOUNDED_LATENESS_S: u64 = 100 * 365 * 86_400;
-
-/// Collaborative filtering's period: `recommend_tick_ms` (default the tick),
-/// or, when the allowed lateness is unbounded, one period for all time, so
-/// that it runs once, at the end of the input.
-///
-/// With unbounded lateness (the presets of logs not in time order) the input
-/// frontier only moves at the end, so every refresh of the similarity lists
-/// and rankings would be computed then, all at once, and held together in
-/// memory: refreshes × (items × K + users × N × K), the square of the log
-/// when refreshes grow with it. Nothing but the last one would reach the
-/// output files.
-pub fn cf_period(config: &PipelineConfig) -> u64 {
-    if config.time.allowed_lateness_s >= UNBOUNDED_LATENESS_S {
-        u64::MAX
-    } else {
-        config.time.recommend_tick_ms.unwrap_or(config.time.tick_ms)
-    }
 }
 
 /// The last millisecond of the period of `time`: where an update that

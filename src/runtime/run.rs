@@ -40,7 +40,7 @@ use timely::worker::Worker;
 use crate::config::{FormatKind, PipelineConfig};
 use crate::format::Decoder;
 use crate::rejected::{create_private_file, Position, RejectedRecord};
-use crate::runtime::pipeline::{cf_period, end_of_period, Sinks};
+use crate::runtime::pipeline::{end_of_period, Sinks};
 use crate::runtime::replay::SharedWriter;
 use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker};
 use crate::runtime::{execute, TimelyArgs};
@@ -187,7 +187,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
         Ok(gathered.into_sinks(files, config.sink.kafka.as_ref())?)
     })?;
-    let period = cf_period(config);
+    let period = config.time.recommend_period();
 
     // How far each worker has read, gathered on worker 0.
     let mut offsets_input: InputHandle<u64, (u64, Offsets)> = InputHandle::new();
@@ -227,7 +227,6 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let mut last_end_check: Option<Instant> = None;
     let mut last_sent: Option<Offsets> = None;
     let mut latest_tick: u64 = 0;
-    let tick_ms = config.time.tick_ms;
     if partitions.is_empty() {
         // More workers than partitions: this one holds nothing back.
         pipeline.advance_to(u64::MAX);
@@ -268,7 +267,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             )?;
             if let Some(time_ms) = applied {
                 watermarks.saw(&partition, time_ms);
-                latest_tick = latest_tick.max(time_ms - time_ms % tick_ms);
+                latest_tick = latest_tick.max(config.time.tick_of(time_ms));
             }
         }
         if polled == 0 && last_end_check.is_none_or(|at| at.elapsed() >= END_CHECK) {

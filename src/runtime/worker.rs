@@ -24,7 +24,7 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, TimeConfig};
 use crate::dimension::{read_catalog, read_user_attributes};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
@@ -130,7 +130,7 @@ impl Inputs {
 /// A worker's dataflow, its inputs, and (on worker 0) its sinks.
 pub struct PipelineWorker {
     index: usize,
-    tick_ms: u64,
+    time: TimeConfig,
     inputs: Inputs,
     counts_input: InputHandle<u64, ReaderCounts>,
     probe: ProbeHandle<u64>,
@@ -237,13 +237,7 @@ impl PipelineWorker {
             pipeline::build(inputs, config, &probe)
         });
         if index == 0 {
-            load_dimensions(
-                config,
-                &mut inputs,
-                &mut catalog,
-                &mut user_attributes,
-                config.time.tick_ms,
-            )?;
+            load_dimensions(config, &mut inputs, &mut catalog, &mut user_attributes)?;
         }
         catalog.close();
         user_attributes.close();
@@ -255,7 +249,7 @@ impl PipelineWorker {
         };
         Ok(PipelineWorker {
             index,
-            tick_ms: config.time.tick_ms,
+            time: config.time.clone(),
             inputs,
             counts_input,
             probe,
@@ -316,10 +310,10 @@ impl PipelineWorker {
             let late_before = match &mut judge {
                 Judge::Frontier => Some(*self.inputs.events.time()),
                 Judge::Clock { watermark, .. } => {
-                    let before = watermark.get().map(|w| w - w % self.tick_ms);
+                    let before = watermark.get().map(|w| self.time.tick_of(w));
                     if let Ok(decoded) = &outcome {
                         let time_ms = decoded.event.time_ms as u64;
-                        let time = time_ms - time_ms % self.tick_ms;
+                        let time = self.time.tick_of(time_ms);
                         if before.is_none_or(|before| time >= before) {
                             watermark.saw(time_ms);
                         }
@@ -343,7 +337,7 @@ impl PipelineWorker {
                 }
                 Ok(decoded) => {
                     let time_ms = decoded.event.time_ms as u64;
-                    let time = time_ms - time_ms % self.tick_ms;
+                    let time = self.time.tick_of(time_ms);
                     if let Some(frontier) = late_before.filter(|&before| time < before) {
                         self.counts.late += 1;
                         let record = RejectedRecord {
@@ -376,7 +370,7 @@ impl PipelineWorker {
 
     /// Advances the inputs to the tick of `watermark_ms` (never back).
     pub fn advance_to(&mut self, watermark_ms: u64) {
-        let time = watermark_ms - watermark_ms % self.tick_ms;
+        let time = self.time.tick_of(watermark_ms);
         if time > *self.inputs.events.time() {
             self.inputs.events.advance_to(time);
             self.inputs.names.advance_to(time);
@@ -574,10 +568,9 @@ fn load_dimensions(
     inputs: &mut Inputs,
     catalog: &mut InputSession<u64, (Id, CatalogVersion), isize>,
     user_attributes: &mut InputSession<u64, (Id, AttributeVersion), isize>,
-    tick_ms: u64,
 ) -> anyhow::Result<()> {
     let numeric_ids = config.cleaning.numeric_ids;
-    let tick = |ms: i64| ms as u64 - ms as u64 % tick_ms;
+    let tick = |ms: i64| config.time.tick_of(ms as u64);
     if let Some(table) = &config.catalog {
         for (row, applies_ms) in read_catalog(table, numeric_ids)? {
             inputs.name(NameKind::Item, row.item, row.item_name);

@@ -86,7 +86,7 @@ pub struct KafkaSinkConfig {
 impl Default for KafkaSinkConfig {
     fn default() -> Self {
         KafkaSinkConfig {
-            brokers: "127.0.0.1:9092".into(),
+            brokers: crate::config::DEFAULT_BROKERS.into(),
             topic: String::new(),
             partitions: DEFAULT_PARTITIONS,
             properties: BTreeMap::new(),

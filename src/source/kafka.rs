@@ -119,7 +119,7 @@ pub struct KafkaSourceConfig {
 impl Default for KafkaSourceConfig {
     fn default() -> Self {
         KafkaSourceConfig {
-            brokers: "127.0.0.1:9092".into(),
+            brokers: crate::config::DEFAULT_BROKERS.into(),
             topics: Vec::new(),
             group_id: "persona".into(),
             auto_offset_reset: OffsetReset::Earliest,
