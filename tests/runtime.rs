@@ -281,6 +281,27 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Process `process` of a two-process Online Retail replay of `input`
+/// (stdin piped), with `extra` flags.
+fn spawn_process(
+    input: &str,
+    out: &Path,
+    hosts: &Path,
+    process: &str,
+    extra: &[&str],
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(["replay", "--input", input, "--format", "online-retail"])
+        .args(["--out", out.to_str().unwrap(), "-n", "2", "-p", process])
+        .args(["-h", hosts.to_str().unwrap()])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run persona")
+}
+
 #[test]
 fn a_peer_that_never_starts_ends_the_run_naming_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -324,28 +345,7 @@ fn a_killed_peer_ends_the_other_process_naming_it() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let spawn = |process: &str| {
-        Command::new(env!("CARGO_BIN_EXE_persona"))
-            .args([
-                "replay",
-                "--input",
-                input.to_str().unwrap(),
-                "--format",
-                "online-retail",
-                "--out",
-                out.to_str().unwrap(),
-                "-n",
-                "2",
-                "-p",
-                process,
-                "-h",
-                hosts.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run persona")
-    };
+    let spawn = |process: &str| spawn_process(input.to_str().unwrap(), &out, &hosts, process, &[]);
     let survivor = spawn("0");
     let mut victim = spawn("1");
     std::thread::sleep(Duration::from_secs(4));
@@ -459,31 +459,7 @@ fn a_stopped_peer_ends_the_other_process_naming_it() {
     let peer = format!("127.0.0.1:{}", free_port());
     std::fs::write(&hosts, format!("127.0.0.1:{}\n{peer}\n", free_port())).unwrap();
     let out = dir.path().join("out");
-    let spawn = |process: &str| {
-        Command::new(env!("CARGO_BIN_EXE_persona"))
-            .args([
-                "replay",
-                "--input",
-                "-",
-                "--format",
-                "online-retail",
-                "--out",
-                out.to_str().unwrap(),
-                "-n",
-                "2",
-                "-p",
-                process,
-                "-h",
-                hosts.to_str().unwrap(),
-                "--peer-timeout",
-                "2",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run persona")
-    };
+    let spawn = |process: &str| spawn_process("-", &out, &hosts, process, &["--peer-timeout", "2"]);
     // Process 0 reads stdin, which stays open: the run waits for more.
     let mut survivor = spawn("0");
     let mut victim = spawn("1");
