@@ -1,6 +1,6 @@
 //! Presets: configs that read well-known public behaviour logs as they are,
-//! with no preprocessing step. Each is an ordinary [`PipelineConfig`]; `persona
-//! preset NAME` prints it as TOML, a starting point for a mapped log.
+//! with no preprocessing step. Each is an ordinary [`PipelineConfig`]: the
+//! functions below, read as TOML tables, are a starting point for a mapped log.
 
 use std::path::Path;
 
