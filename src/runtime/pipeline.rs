@@ -219,7 +219,7 @@ pub fn cf_events<'s>(
                     if let (None, Some(told), Some(floor)) = (end, input_end.get(), &floor) {
                         let last = told.max(*floor.time());
                         end = Some(last);
-                        for (_, (_, updates)) in waiting.split_off(&(last + 1)) {
+                        for (_, (_, updates)) in waiting.split_off(&last.saturating_add(1)) {
                             let (_, at_end) = waiting
                                 .entry(last)
                                 .or_insert_with(|| (floor.delayed(&last), Vec::new()));

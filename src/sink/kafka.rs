@@ -10,7 +10,7 @@
 //! raw keyed producer under it, also used by `persona produce`, and
 //! [`ensure_topic`] creates topics.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -107,10 +107,6 @@ pub struct KafkaProducer {
     topic: String,
     /// The number of the next message, to tell which of a key's is newer.
     next: AtomicUsize,
-    /// Whether only a key's latest message matters (an upsert topic): a
-    /// failed message is then not sent again once a newer one of its key
-    /// was delivered.
-    latest_only: bool,
 }
 
 impl KafkaProducer {
@@ -119,6 +115,30 @@ impl KafkaProducer {
         brokers: &str,
         topic: &str,
         properties: &BTreeMap<String, String>,
+    ) -> Result<KafkaProducer, KafkaSinkError> {
+        Self::with_log(brokers, topic, properties, DeliveryLog::default())
+    }
+
+    /// A producer for an upsert topic, where only a key's latest message
+    /// matters: a failed message is not sent again once a newer one of its
+    /// key was delivered.
+    fn upsert(
+        brokers: &str,
+        topic: &str,
+        properties: &BTreeMap<String, String>,
+    ) -> Result<KafkaProducer, KafkaSinkError> {
+        let log = DeliveryLog {
+            latest_only: true,
+            ..DeliveryLog::default()
+        };
+        Self::with_log(brokers, topic, properties, log)
+    }
+
+    fn with_log(
+        brokers: &str,
+        topic: &str,
+        properties: &BTreeMap<String, String>,
+        log: DeliveryLog,
     ) -> Result<KafkaProducer, KafkaSinkError> {
         let mut client = ClientConfig::new();
         client
@@ -132,17 +152,17 @@ impl KafkaProducer {
         for (key, value) in properties {
             client.set(key, value);
         }
-        let producer = client
-            .create_with_context(DeliveryLog::default())
-            .map_err(|source| KafkaSinkError::Create {
-                brokers: brokers.to_owned(),
-                source: Box::new(source),
-            })?;
+        let producer =
+            client
+                .create_with_context(log)
+                .map_err(|source| KafkaSinkError::Create {
+                    brokers: brokers.to_owned(),
+                    source: Box::new(source),
+                })?;
         Ok(KafkaProducer {
             producer,
             topic: topic.to_owned(),
             next: AtomicUsize::new(0),
-            latest_only: false,
         })
     }
 
@@ -193,24 +213,19 @@ impl KafkaProducer {
                 log.failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
                 break;
             }
-            failed.sort_by_key(|message| message.number);
-            if self.latest_only {
+            // Newest first, to keep only each key's newest failure.
+            failed.sort_by_key(|message| std::cmp::Reverse(message.number));
+            if log.latest_only {
                 let delivered = log.latest_delivered.lock().expect("lock");
-                let mut latest_failed: HashMap<&[u8], usize> = HashMap::new();
-                for message in &failed {
-                    latest_failed.insert(&message.key, message.number);
-                }
-                let newest = |message: &FailedMessage| {
-                    latest_failed.get(message.key.as_slice()) == Some(&message.number)
+                let mut keys = HashSet::new();
+                failed.retain(|message| {
+                    keys.insert(message.key.clone())
                         && delivered
                             .get(&message.key)
                             .is_none_or(|&number| number < message.number)
-                };
-                let keep: Vec<bool> = failed.iter().map(newest).collect();
-                drop(delivered);
-                let mut keep = keep.into_iter();
-                failed.retain(|_| keep.next().unwrap_or(false));
+                });
             }
+            failed.reverse();
             std::thread::sleep(Duration::from_millis(500));
             for message in failed {
                 self.send(&message.key, message.payload.as_deref())?;
@@ -248,7 +263,9 @@ struct DeliveryLog {
     first_error: Mutex<Option<String>>,
     /// Failed since the last flush, to send again.
     failed_messages: Mutex<Vec<FailedMessage>>,
-    /// The number of each key's latest delivered message.
+    /// Whether only a key's latest message matters (see [`KafkaProducer::upsert`]).
+    latest_only: bool,
+    /// The number of each key's latest delivered message, if `latest_only`.
     latest_delivered: Mutex<HashMap<Vec<u8>, usize>>,
 }
 
@@ -271,7 +288,7 @@ impl ProducerContext for DeliveryLog {
         match result {
             Ok(message) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
-                if let Some(key) = message.key() {
+                if let Some(key) = message.key().filter(|_| self.latest_only) {
                     let mut latest = self.latest_delivered.lock().expect("lock");
                     let entry = latest.entry(key.to_vec()).or_insert(number);
                     *entry = (*entry).max(number);
@@ -316,9 +333,9 @@ impl KafkaSink {
             &[("cleanup.policy", "compact")],
             &config.properties,
         )?;
-        let mut producer = KafkaProducer::new(&config.brokers, &config.topic, &config.properties)?;
-        producer.latest_only = true;
-        Ok(KafkaSink { producer })
+        Ok(KafkaSink {
+            producer: KafkaProducer::upsert(&config.brokers, &config.topic, &config.properties)?,
+        })
     }
 
     /// Sends the current value of `key` (its JSON), or a tombstone for `None`.
