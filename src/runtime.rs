@@ -62,6 +62,21 @@ pub struct TimelyArgs {
 /// ten thousand rows).
 const MAX_WORKERS_PER_CORE: usize = 4;
 
+/// Merge work an arrangement does each time it is scheduled while it is
+/// not yet compact, as if this many updates had arrived.
+const IDLE_MERGE_EFFORT: isize = 1_000;
+
+/// Lets arrangements keep merging when no new updates arrive. Differential
+/// merges an arrangement's batches, and drops superseded versions, only as
+/// updates come in; without idle merging, the versions of every past time
+/// of a profile stay until enough new updates push them out, and state
+/// grows with the events instead of the keys (tests/state.rs).
+pub fn configure_arrangements(config: &mut timely::Config) {
+    let options =
+        differential_dataflow::Config::default().idle_merge_effort(Some(IDLE_MERGE_EFFORT));
+    differential_dataflow::configure(&mut config.worker, &options);
+}
+
 impl TimelyArgs {
     /// The timely configuration, built by timely's own parser.
     pub fn config(&self) -> anyhow::Result<timely::Config> {
@@ -98,8 +113,10 @@ impl TimelyArgs {
             self.process,
             self.processes
         );
-        timely::Config::from_args(args.into_iter())
-            .map_err(|error| anyhow::anyhow!("timely flags: {error}"))
+        let mut config = timely::Config::from_args(args.into_iter())
+            .map_err(|error| anyhow::anyhow!("timely flags: {error}"))?;
+        configure_arrangements(&mut config);
+        Ok(config)
     }
 
     /// The connection watchdog of a run of several processes.

@@ -145,6 +145,33 @@ fn a_mixed_log_maps_quantity_and_empty_means_one() {
     assert_eq!(profiles["1"]["spend"], 1000);
 }
 
+/// The cancellation marker means a cancelled purchase whatever action the
+/// row names: it becomes a `cancellation` record, never the retraction of
+/// a record, so the dataflows only ever see inserted events.
+#[test]
+fn a_cancellation_marker_on_any_row_is_a_cancellation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = write(
+        dir.path(),
+        "marked.csv",
+        "user,item,action,ts,qty,order\n\
+         1,10,purchase,1659304800000,2,O1\n\
+         1,10,view,1659304800005,1,C1\n",
+    );
+    let config = "[input.mapping]\nuser = \"user\"\nitem = \"item\"\naction = \"action\"\n\
+                  time = \"ts\"\nquantity = \"qty\"\n\
+                  cancellation = { field = \"order\", prefix = \"C\" }\n";
+    let (out, summary) = replay_with_config(&log, config, &[]);
+    assert_eq!(summary["accepted"], 2, "{summary}");
+    let profiles = records_by(out.path(), "profiles", "user");
+    assert_eq!(
+        profiles["1"]["counts"],
+        json!({"purchase": 1, "cancellation": 1})
+    );
+    assert_eq!(profiles["1"]["quantity"], 1);
+    assert_eq!(profiles["1"]["last_seen"], 1659304800005_i64);
+}
+
 #[test]
 fn control_ids_repeated_keys_time_units_and_rating_scales_are_rejected() {
     let dir = tempfile::tempdir().unwrap();

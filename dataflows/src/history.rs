@@ -3,8 +3,9 @@
 //! ([`crate::similarity`]) and of scoring ([`crate::recommend`]).
 //!
 //! The state is integer: net event counts per (user, item, action, day)
-//! bucket, the latest event time of each bucket, and for purchases and
-//! cancellations the net units. The affinity, a float, is computed inside the
+//! bucket, the latest event time of each bucket (of its inserted events: a
+//! retraction takes back a count, not a time, see [`TimeSpan`]), and for
+//! purchases and cancellations the net units. The affinity, a float, is computed inside the
 //! per-user reduction from those integers in day-ascending order, so
 //! [`crate::reference::cf`] reproduces it bit for bit.
 //!
@@ -26,10 +27,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
+use timely::dataflow::operators::vec::Map;
 
 pub use crate::event::ActionWeights;
 use crate::recommend::CfConfig;
+use crate::time::TimeSpan;
 use crate::{Action, Event, EventTime, Id, Score};
 
 /// What one user has done to one item, as integers: the input of the history.
@@ -80,14 +84,24 @@ pub fn interactions<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
 ) -> Interactions<'s, T> {
-    // Exact latest times under retraction need the distinct times of a bucket;
-    // everything after this reduction is one record per bucket.
+    // One record per bucket: net events and units are sums, and the latest
+    // time a span that only widens (see `TimeSpan`).
     let buckets = events
-        .map(|e| ((e.user, e.item, e.action, e.day()), (e.time_ms, units(&e))))
-        .reduce_named("CfBuckets", |_bucket, values, out| {
-            if let Some(bucket) = bucket_state(values.iter().map(|(v, r)| (**v, *r))) {
-                out.push((bucket, 1));
-            }
+        .inner
+        .map(|(e, time, diff)| {
+            let sums = (diff as i64, units(&e) * diff as i64);
+            let span = TimeSpan::of_update(e.time_ms, diff);
+            ((e.user, e.item, e.action, e.day()), time, (sums, span))
+        })
+        .as_collection()
+        .count()
+        .flat_map(|(bucket, ((net, units), span))| {
+            let state = Bucket {
+                net,
+                latest: span.last(),
+                units,
+            };
+            (net != 0 || units != 0).then_some((bucket, state))
         });
 
     let users = buckets
@@ -154,42 +168,10 @@ fn counts_for(only: Action, action: Action) -> bool {
 pub struct Bucket {
     /// Net number of events; the bucket is present iff > 0.
     pub net: i64,
-    /// Latest `time_ms` with a positive net count of events, if any.
+    /// Latest `time_ms` of the bucket's inserted events, if any.
     pub latest: Option<i64>,
     /// Net units (Σ diff · quantity) of a purchase or cancellation bucket.
     pub units: i64,
-}
-
-/// The bucket of the `((time_ms, units), diff)` updates of one (user,
-/// item, action, day), sorted by time; `None` when it holds nothing: no net
-/// event and no net unit.
-pub fn bucket_state(values: impl IntoIterator<Item = ((i64, i64), isize)>) -> Option<Bucket> {
-    let mut net = 0i64;
-    let mut units = 0i64;
-    let mut latest = None;
-    let mut time_net: Option<(i64, i64)> = None;
-    for ((time, quantity), diff) in values {
-        let diff = diff as i64;
-        net += diff;
-        units += diff * quantity;
-        match &mut time_net {
-            Some((t, n)) if *t == time => *n += diff,
-            _ => {
-                if let Some((t, n)) = time_net {
-                    if n > 0 {
-                        latest = Some(t);
-                    }
-                }
-                time_net = Some((time, diff));
-            }
-        }
-    }
-    if let Some((t, n)) = time_net {
-        if n > 0 {
-            latest = Some(t);
-        }
-    }
-    (net != 0 || units != 0).then_some(Bucket { net, latest, units })
 }
 
 /// Folds the buckets `(day, action, bucket)` of one (user, item), in

@@ -10,8 +10,8 @@
 //! holds one entry per (user, measure). Distinctness features `threshold`
 //! `(user, item)` and `(user, category)` keys; affinity is a reduction over
 //! `(user, (category, day))` keys whose diff is the summed weight; first and
-//! last seen keep one key per distinct (user, event ms), reduced per day and
-//! then per user. Only events that lack a category (or a purchase that lacks
+//! last seen, and the last purchase of an owned item, are a [`TimeSpan`]
+//! diff of one record per user or (user, item). Only events that lack a category (or a purchase that lacks
 //! a price) are joined with the catalog, pre-aggregated to
 //! `(item, (user, day, action, category, price, quantity))` keys. Exact
 //! windows hold, in the delayed retractions, one update per distinct (user,
@@ -26,10 +26,12 @@ mod features;
 
 use std::collections::BTreeMap;
 
+use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::vec::Map;
 
-use crate::time::DAY_MS;
+use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, EventTime, Id, Score};
 
 pub use config::{ActionWeights, InvalidProfileConfig, ProfileConfig, SegmentConfig};
@@ -76,8 +78,8 @@ pub struct AttributeVersion {
 /// distinct_items       = |{i : q(i) > 0  or  Σ_{other e, e.item = i} 1 > 0}|
 /// distinct_categories  = |{c : Σ_{purchases and cancellations, c(e) = c} ±e.quantity > 0
 ///                              or  Σ_{other e, c(e) = c} 1 > 0}|
-/// first_seen/last_seen = min/max {ms : Σ_{e.time_ms = ms} 1 > 0}
-/// last_purchase        = max {ms : q(i) > 0, Σ_{purchases of i, e.time_ms = ms} 1 > 0}
+/// first_seen/last_seen = min/max {e.time_ms : e inserted}
+/// last_purchase        = max {e.time_ms : e an inserted purchase of i, q(i) > 0}
 /// avg_rating           = (Σ_{rated} e.rating) / (Σ_{rated} 1) / 100
 /// affinity[c]          = Σ_{days d asc} w(c, d) · 2^((d − D) / half_life),
 ///                        w(c, d) = Σ_{c(e) = c, e.day() = d} weight(e.action),
@@ -92,7 +94,11 @@ pub struct AttributeVersion {
 ///
 /// Counts can go negative for a key when the log retracts what it never
 /// inserted (a cancellation whose purchase predates the log); they are output
-/// as they are, and sets ("positive net count") ignore such keys.
+/// as they are, and sets ("positive net count") ignore such keys. Times
+/// are those of inserted events (updates with a positive diff): a negative
+/// update, which the pipeline never sends (a source's retraction becomes a
+/// cancellation record), takes back counts and sums but not a time, so the
+/// state keeps one span per user and per (user, item), not every time.
 ///
 /// # Panics
 ///
@@ -315,43 +321,30 @@ fn resolved_measures<'s, T: EventTime>(
 }
 
 /// `((user, item), last_purchase_ms)` for each item the user owns: net units
-/// bought less cancelled positive, with the latest time among the item's
-/// purchase times of positive net count.
+/// bought less cancelled positive, with the latest time of the item's
+/// purchases (see [`TimeSpan`]). One record per (user, item), whatever the
+/// number of its purchases.
 fn owned_items<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
 ) -> VecCollection<'s, T, ((Id, Id), i64)> {
     events
-        .filter(|event| is_transaction(event.action))
-        .map(|event| {
-            let units = signed_units(event.action, event.quantity);
-            ((event.user, event.item), (event.time_ms, units))
+        .inner
+        .flat_map(|(event, time, diff)| {
+            is_transaction(event.action).then(|| {
+                let units = signed_units(event.action, event.quantity) * diff as i64;
+                let purchased = match event.action {
+                    Action::Purchase => TimeSpan::of_update(event.time_ms, diff),
+                    _ => TimeSpan::EMPTY,
+                };
+                ((event.user, event.item), time, (units, purchased))
+            })
         })
-        .reduce_named("OwnedItems", |_, transactions, output| {
-            let transactions = transactions
-                .iter()
-                .map(|((ms, units), count)| (*ms, *units, *count));
-            if let Some(last_purchase) = owned_since(transactions) {
-                output.push((last_purchase, 1));
-            }
+        .as_collection()
+        .count()
+        .flat_map(|(pair, (units, purchased))| {
+            let last_purchase = purchased.last().filter(|_| units > 0);
+            last_purchase.map(|ms| (pair, ms))
         })
-}
-
-/// From the `(time_ms, signed units, net count)` of one user's purchases
-/// and cancellations of one item, sorted by time: the latest purchase time
-/// of positive net count if the user owns the item (net units > 0).
-pub(crate) fn owned_since(
-    transactions: impl IntoIterator<Item = (i64, i64, isize)>,
-) -> Option<i64> {
-    let mut owned_units = 0i64;
-    let mut purchases_at: BTreeMap<i64, isize> = BTreeMap::new();
-    for (ms, units, count) in transactions {
-        owned_units += units * count as i64;
-        if units > 0 {
-            *purchases_at.entry(ms).or_default() += count;
-        }
-    }
-    let latest = purchases_at.iter().rev().find(|(_, count)| **count > 0);
-    latest.filter(|_| owned_units > 0).map(|(ms, _)| *ms)
 }
 
 /// One `DistinctItems` per (user, item) the user owns or has a net-present
@@ -396,32 +389,20 @@ fn distinct_categories<'s, T: EventTime>(
         .map(|(user, _)| (user, Measure::DistinctCategories))
 }
 
-/// First and last seen: min and max of the event times with a positive net
-/// count. Reducing per day first keeps the cost of an update proportional to
-/// the events of one user-day plus the user's days.
+/// First and last seen: the earliest and latest event time of the user, one
+/// record per user (see [`TimeSpan`]).
 fn seen_times<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
 ) -> VecCollection<'s, T, (Id, Fact)> {
     events
-        .map(|event| ((event.user, event.day()), event.time_ms))
-        .reduce_named("SeenPerDay", |_, times, output| {
-            let mut present = times
-                .iter()
-                .filter(|(_, count)| *count > 0)
-                .map(|(ms, _)| **ms);
-            if let Some(first) = present.next() {
-                let last = present.next_back().unwrap_or(first);
-                output.push(((first, last), 1));
-            }
+        .inner
+        .map(|(event, time, diff)| (event.user, time, TimeSpan::of_update(event.time_ms, diff)))
+        .as_collection()
+        .count()
+        .flat_map(|(user, span)| {
+            let (first_ms, last_ms) = (span.first()?, span.last()?);
+            Some((user, Fact::Seen { first_ms, last_ms }))
         })
-        .map(|((user, day), span)| (user, (day, span)))
-        .reduce_named("SeenPerUser", |_, days, output| {
-            // Days arrive in ascending order, and each carries its own span.
-            let (_, (first_ms, _)) = days[0].0;
-            let (_, (_, last_ms)) = days[days.len() - 1].0;
-            output.push(((*first_ms, *last_ms), 1));
-        })
-        .map(|(user, (first_ms, last_ms))| (user, Fact::Seen { first_ms, last_ms }))
 }
 
 /// The latest purchase of an item the user still owns.

@@ -580,6 +580,31 @@ fn a_retraction_nets_out_the_purchase() {
     assert_eq!(after.windows[&7], BTreeMap::from([(Action::View, 1)]));
 }
 
+/// Times are those of inserted records: a retraction takes back counts and
+/// units, never a time, so the state keeps a span per key rather than
+/// every time (`TimeSpan`; the pipeline sends no retractions at all).
+#[test]
+fn a_retraction_takes_back_counts_but_not_times() {
+    let late_view = Event::new(1, 8, Action::View, day(2) as i64);
+    let second = purchase(1, 7, day(1), 1, 100);
+    let events = vec![
+        (purchase(1, 7, day(0), 1, 100), day(0), 1),
+        (second.clone(), day(1), 1),
+        (late_view.clone(), day(2), 1),
+        (late_view, day(3), -1),
+        (second, day(3), -1),
+    ];
+    let snapshots = profiles_at(events, vec![], &ProfileConfig::default(), &[day(3)]);
+    let profile = &snapshots[0][&1];
+    assert_eq!(profile.counts, BTreeMap::from([(Action::Purchase, 1)]));
+    assert_eq!((profile.quantity, profile.distinct_items), (1, 1));
+    assert_eq!(
+        (profile.first_seen, profile.last_seen),
+        (Some(day(0) as i64), Some(day(2) as i64))
+    );
+    assert_eq!(profile.last_purchase, Some(day(1) as i64));
+}
+
 #[test]
 fn window_count_drops_exactly_at_t_plus_7_days() {
     let t = day(3) + 5 * HOUR_MS;

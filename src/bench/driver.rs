@@ -233,7 +233,7 @@ fn leaf_operator_times(operators: Vec<(String, Vec<usize>, Duration)>) -> Vec<Op
 
 /// Counts the updates held in this worker's arrangements from
 /// differential's batch, merge and drop events.
-fn count_arranged(worker: &mut Worker) -> Rc<RefCell<i64>> {
+pub fn count_arranged(worker: &mut Worker) -> Rc<RefCell<i64>> {
     let arranged = Rc::new(RefCell::new(0i64));
     let count = arranged.clone();
     if let Some(mut registry) = worker.log_register() {

@@ -153,10 +153,10 @@ impl HashMapProfiles {
     }
 
     /// Applies one update at `timestamp`; like the pipeline's
-    /// `mark_cancellations`, a retracted purchase is a `cancellation` record.
+    /// `mark_cancellations`, a retraction is a `cancellation` record.
     /// Timestamps must not decrease from one call to the next.
     pub fn apply(&mut self, event: &Event, timestamp: u64, diff: isize) {
-        if diff < 0 && event.action == Action::Purchase {
+        if diff < 0 {
             self.apply_one(event, Action::Cancellation, timestamp, -diff as i64);
         } else {
             self.apply_one(event, event.action, timestamp, diff as i64);

@@ -31,9 +31,9 @@ pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
                 updates.push((event.clone(), time, diff));
                 cf_updates.push((event, cf_time, diff));
             };
-            // A retracted purchase is a cancellation record, as
+            // A retraction is a cancellation record, as
             // `pipeline::mark_cancellations` makes it.
-            if *diff < 0 && event.action == Action::Purchase {
+            if *diff < 0 {
                 let cancellation = Event {
                     action: Action::Cancellation,
                     ..event.clone()

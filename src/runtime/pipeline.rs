@@ -91,20 +91,24 @@ impl OutputRecord for Recommendations {
 
 /// Makes each cancellation a `cancellation` record.
 ///
-/// A source transports a cancellation as the retraction (diff −1) of a
-/// purchase record carrying the cancelled quantity (an Online Retail `C`
-/// invoice line); every retraction that reaches the pipeline from a source
-/// is one. It is not the retraction of the purchase it cancels: a `C` line
-/// of 1 against a purchase of 2 leaves the customer owning 1. So it becomes
-/// a `cancellation` event of that quantity, inserted (diff +1), which the
+/// A source transports a cancellation as the retraction (diff −1) of the
+/// record it reads (an Online Retail `C` invoice line, a row with the
+/// configured cancellation marker); every retraction that reaches the
+/// pipeline from a source is one, whatever action the row names, since the
+/// marker means a cancelled purchase (`[input.mapping.cancellation]`). It
+/// is not the retraction of the purchase it cancels: a `C` line of 1
+/// against a purchase of 2 leaves the customer owning 1. So it becomes a
+/// `cancellation` event of that quantity, inserted (diff +1), which the
 /// dataflows net against the user's purchases of the item unit by unit
-/// (see `docs/profiles.md`). It must run on the records as read, one update
+/// (see `docs/profiles.md`). The dataflows thus only ever see inserted
+/// events, which lets them keep a key's earliest and latest time in one
+/// record (`TimeSpan`). It must run on the records as read, one update
 /// each, before anything consolidates them.
 pub fn mark_cancellations(events: VecCollection<'_, u64, Event>) -> VecCollection<'_, u64, Event> {
     events
         .inner
         .map(|(event, time, diff)| {
-            if diff < 0 && event.action == Action::Purchase {
+            if diff < 0 {
                 let cancellation = Event {
                     action: Action::Cancellation,
                     ..event

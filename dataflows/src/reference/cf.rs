@@ -32,11 +32,12 @@ pub struct CfSnapshot {
 }
 
 /// What one user did to one item: net counts per (day, action) and the latest
-/// time of each net-present (day, action), and net units bought and cancelled.
+/// time of each (day, action)'s inserted records, and net units bought and
+/// cancelled.
 #[derive(Default)]
 struct PairState {
-    /// (day, action) → per time_ms net count.
-    buckets: BTreeMap<(i64, Action), BTreeMap<i64, isize>>,
+    /// (day, action) → (net count, latest time of an inserted record).
+    buckets: BTreeMap<(i64, Action), (isize, Option<i64>)>,
     /// Σ diff · quantity of purchases minus that of cancellations: the user
     /// owns the item iff > 0.
     owned_units: i64,
@@ -55,12 +56,15 @@ pub fn collaborative_filtering(
     for (event, time, diff) in updates {
         if *time <= at {
             let state = pairs.entry((event.user, event.item)).or_default();
-            *state
+            let (net, latest) = state
                 .buckets
                 .entry((event.day(), event.action))
-                .or_default()
-                .entry(event.time_ms)
-                .or_default() += diff;
+                .or_default();
+            *net += diff;
+            // A retraction takes back a count, never a time (see `TimeSpan`).
+            if *diff > 0 {
+                *latest = (*latest).max(Some(event.time_ms));
+            }
             state.owned_units += match event.action {
                 Action::Purchase => *diff as i64 * event.quantity,
                 Action::Cancellation => -(*diff as i64) * event.quantity,
@@ -71,12 +75,7 @@ pub fn collaborative_filtering(
 
     let users: BTreeSet<Id> = pairs
         .iter()
-        .filter(|(_, state)| {
-            state
-                .buckets
-                .values()
-                .any(|times| times.values().sum::<isize>() > 0)
-        })
+        .filter(|(_, state)| state.buckets.values().any(|(net, _)| *net > 0))
         .map(|(&(user, _), _)| user)
         .collect();
     let indicator_history = match config.indicator_action {
@@ -129,14 +128,12 @@ fn candidates(
     for (&(user, item), state) in pairs {
         let mut last_time: Option<i64> = None;
         let mut day_weights: BTreeMap<i64, i64> = BTreeMap::new();
-        for (&(day, bucket_action), times) in &state.buckets {
-            let net: isize = times.values().sum();
+        for (&(day, bucket_action), &(net, latest)) in &state.buckets {
             let unowned = bucket_action == Action::Purchase && state.owned_units <= 0;
             if net <= 0 || unowned || action.is_some_and(|a| a != bucket_action) {
                 continue;
             }
             let weight = config.weights.weight(bucket_action);
-            let latest = times.iter().filter(|(_, n)| **n > 0).map(|(t, _)| *t).max();
             if weight > 0 {
                 last_time = last_time.max(latest);
             }

@@ -36,7 +36,6 @@ pub fn profiles(
     for (event, multiplicity) in net(events, at) {
         let totals = users.entry(event.user).or_default();
         *totals.counts.entry(event.action).or_default() += multiplicity;
-        *totals.times.entry(event.time_ms).or_default() += multiplicity;
         // Units bought (+) or cancelled (−) by this record.
         let units = match event.action {
             Action::Purchase => event.quantity,
@@ -47,9 +46,6 @@ pub fn profiles(
         if transaction {
             let owned = totals.owned.entry(event.item).or_default();
             owned.units += multiplicity * units;
-            if units > 0 {
-                *owned.purchase_times.entry(event.time_ms).or_default() += multiplicity;
-            }
         } else {
             *totals.other_items.entry(event.item).or_default() += multiplicity;
         }
@@ -77,6 +73,22 @@ pub fn profiles(
         if let Some(rating) = event.rating {
             totals.rating_sum += multiplicity * rating;
             totals.ratings += multiplicity;
+        }
+    }
+
+    // Times are those of inserted records, never taken back (see `TimeSpan`).
+    for (event, time, diff) in events {
+        if *time <= at && *diff > 0 {
+            let totals = users.entry(event.user).or_default();
+            let ms = event.time_ms;
+            totals.seen = Some(match totals.seen {
+                Some((first, last)) => (first.min(ms), last.max(ms)),
+                None => (ms, ms),
+            });
+            if event.action == Action::Purchase {
+                let owned = totals.owned.entry(event.item).or_default();
+                owned.last_purchase = owned.last_purchase.max(Some(ms));
+            }
         }
     }
 
@@ -124,18 +136,14 @@ pub fn profiles(
                 .unwrap_or(0);
         let count = |action| counts.get(&action).copied().unwrap_or(0);
         let purchases = count(Action::Purchase) - count(Action::Cancellation);
-        let seen = positive_keys(&totals.times);
         let owned: Vec<&Owned> = totals.owned.values().filter(|o| o.units > 0).collect();
-        let last_purchase = owned
-            .iter()
-            .filter_map(|o| positive_keys(&o.purchase_times).last().copied())
-            .max();
+        let last_purchase = owned.iter().filter_map(|o| o.last_purchase).max();
         let mut items: BTreeSet<Id> = positive_keys(&totals.other_items).into_iter().collect();
         items.extend(
             totals
                 .owned
                 .iter()
-                .filter(|(_, o)| o.units > 0 && !positive_keys(&o.purchase_times).is_empty())
+                .filter(|(_, o)| o.units > 0 && o.last_purchase.is_some())
                 .map(|(item, _)| *item),
         );
         let mut categories: BTreeSet<Id> = positive_keys(&totals.other_categories)
@@ -161,8 +169,8 @@ pub fn profiles(
             spend: totals.spend,
             distinct_items: items.len() as i64,
             distinct_categories: categories.len() as i64,
-            first_seen: seen.first().copied(),
-            last_seen: seen.last().copied(),
+            first_seen: totals.seen.map(|(first, _)| first),
+            last_seen: totals.seen.map(|(_, last)| last),
             last_purchase,
             avg_rating: (totals.ratings > 0)
                 .then(|| Score(totals.rating_sum as f64 / totals.ratings as f64 / 100.0)),
@@ -198,7 +206,8 @@ struct UserTotals {
     category_units: BTreeMap<Id, i64>,
     /// Affinity weight per (category, day, whether of purchases).
     weights: BTreeMap<(Id, i64, bool), i64>,
-    times: BTreeMap<i64, i64>,
+    /// Earliest and latest time of the user's inserted records.
+    seen: Option<(i64, i64)>,
     quantity: i64,
     spend: i64,
     rating_sum: i64,
@@ -210,8 +219,8 @@ struct UserTotals {
 struct Owned {
     /// Units bought less units cancelled: owned iff > 0.
     units: i64,
-    /// Net count of purchase records per time.
-    purchase_times: BTreeMap<i64, i64>,
+    /// Latest time of an inserted purchase record.
+    last_purchase: Option<i64>,
 }
 
 /// Each distinct record with its nonzero net multiplicity at `at`.
