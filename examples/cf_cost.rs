@@ -19,9 +19,9 @@ use std::time::Instant;
 
 use differential_dataflow::input::InputSession;
 use persona::format::preset::preset;
-use persona_dataflows::history::{history, interactions};
-use persona_dataflows::recommend::recommend;
-use persona_dataflows::similarity::{cooccurrence, cross_similar_items, similar_items};
+use persona_dataflows::cf::history::{history, interactions};
+use persona_dataflows::cf::recommend::recommend;
+use persona_dataflows::cf::similarity::{cooccurrence, cross_similar_items, similar_items};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::Event;
 use timely::dataflow::operators::Inspect;

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use persona_dataflows::cf::CfConfig;
 use persona_dataflows::profile::ProfileConfig;
-use persona_dataflows::recommend::CfConfig;
 use serde::Deserialize;
 
 use crate::dimension::{CatalogConfig, UserAttributesConfig};

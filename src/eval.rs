@@ -17,7 +17,8 @@ use std::rc::Rc;
 
 use anyhow::Context;
 use differential_dataflow::input::InputSession;
-use persona_dataflows::recommend::{collaborative_filtering, Recommendations};
+use persona_dataflows::cf::collaborative_filtering;
+use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::{Event, Id};
 use serde::Serialize;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};

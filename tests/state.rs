@@ -8,8 +8,8 @@
 
 use differential_dataflow::input::InputSession;
 use persona::bench::driver::count_arranged;
+use persona_dataflows::cf::{collaborative_filtering, CfConfig};
 use persona_dataflows::profile::{profiles, AttributeVersion, ProfileConfig};
-use persona_dataflows::recommend::{collaborative_filtering, CfConfig};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, Event, Id};
 use timely::dataflow::ProbeHandle;

@@ -4,7 +4,7 @@
 //!
 //! Every dataflow here is generic over the timestamp (see [`EventTime`]) and
 //! does no I/O: no probes, files or sockets. The `persona` binary wires
-//! sources, workers and sinks around them. [`reference`] holds the plain-Rust,
+//! sources, workers and sinks around them. [`reference`](mod@reference) holds the plain-Rust,
 //! from-scratch implementation of the same semantics, the oracle of the tests.
 //!
 //! State is integers (counts, sums of minor units, per-day buckets); floating
@@ -23,9 +23,7 @@ pub mod time;
 pub mod profile;
 
 // Collaborative filtering (issue: co-occurrence CF and top-k recommendations).
-pub mod history;
-pub mod recommend;
-pub mod similarity;
+pub mod cf;
 
 pub mod reference;
 

@@ -15,12 +15,13 @@ use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::Extract;
 use timely::dataflow::operators::Capture;
 
-use persona_dataflows::history::{ActionWeights, HistoryEntry};
-use persona_dataflows::recommend::{collaborative_filtering, CfConfig, Recommendations};
+use persona_dataflows::cf::history::HistoryEntry;
+use persona_dataflows::cf::recommend::Recommendations;
+use persona_dataflows::cf::similarity::SimilarItems;
+use persona_dataflows::cf::{collaborative_filtering, CfConfig, Metric};
 use persona_dataflows::reference::cf as reference;
-use persona_dataflows::similarity::{Metric, SimilarItems};
 use persona_dataflows::time::DAY_MS;
-use persona_dataflows::{Action, Event, Id};
+use persona_dataflows::{Action, ActionWeights, Event, Id};
 
 const USERS: u64 = 15;
 const ITEMS: u64 = 25;
@@ -418,7 +419,7 @@ fn defaults_match_reference_on_many_seeds() {
 /// bounds the work per event. Prints the average.
 #[test]
 fn cooccurrence_work_per_event_is_bounded_by_history_length() {
-    use persona_dataflows::history::{history, interactions};
+    use persona_dataflows::cf::history::{history, interactions};
     let config = CfConfig::default();
     let updates: Vec<(Event, u64, isize)> = (0..20).flat_map(random_stream).collect();
     let pair_updates = Arc::new(Mutex::new(0usize));

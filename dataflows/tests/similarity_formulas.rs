@@ -10,8 +10,9 @@ use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::Extract;
 use timely::dataflow::operators::Capture;
 
-use persona_dataflows::recommend::{collaborative_filtering, CfConfig, Recommendations};
-use persona_dataflows::similarity::{log_likelihood_ratio, Metric, SimilarItems, Totals};
+use persona_dataflows::cf::recommend::Recommendations;
+use persona_dataflows::cf::similarity::{log_likelihood_ratio, SimilarItems, Totals};
+use persona_dataflows::cf::{collaborative_filtering, CfConfig, Metric};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, Event, Id};
 

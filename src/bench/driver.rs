@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
 use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+use persona_dataflows::cf::collaborative_filtering;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion};
-use persona_dataflows::recommend::collaborative_filtering;
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;

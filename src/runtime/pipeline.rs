@@ -9,9 +9,10 @@ use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
+use persona_dataflows::cf::collaborative_filtering;
+use persona_dataflows::cf::recommend::Recommendations;
+use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
-use persona_dataflows::recommend::{collaborative_filtering, Recommendations};
-use persona_dataflows::similarity::SimilarItems;
 use persona_dataflows::{Action, Event, Id, Names};
 use serde_json::{json, Value};
 use timely::container::CapacityContainerBuilder;

@@ -9,13 +9,13 @@
 //! as it happens (a changelog or an upsert topic), at each time, for the users
 //! whose list changed.
 //!
-//! [`Fallback`]: persona_dataflows::recommend::Fallback
+//! [`Fallback`]: persona_dataflows::cf::recommend::Fallback
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
-use persona_dataflows::recommend::{popular_list, Recommendations};
+use persona_dataflows::cf::recommend::{popular_list, Recommendations};
 use persona_dataflows::{Id, Names};
 use serde::{Deserialize, Serialize};
 

@@ -1,18 +1,19 @@
 //! Reference history, similar items and recommendations: the semantics of
-//! [`crate::recommend::collaborative_filtering`] recomputed from scratch over
+//! [`crate::cf::collaborative_filtering`] recomputed from scratch over
 //! every update with timestamp ≤ `at`, with plain maps and sorts.
 //!
 //! Written independently of the dataflow's helpers on purpose (only the
-//! similarity formulas, [`Metric::similarity`] and its log-likelihood ratio,
+//! similarity formulas, [`crate::cf::Metric::similarity`] and its log-likelihood ratio,
 //! are shared; they have their own hand-computed tests), but with the same
 //! float operations in the same order: day-ascending affinity sums, score
 //! sums over primary then indicator items, each item-ascending.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::history::HistoryEntry;
-use crate::recommend::{CfConfig, Recommendations, ScoredItem};
-use crate::similarity::{Neighbor, SimilarItems, Totals};
+use crate::cf::history::HistoryEntry;
+use crate::cf::recommend::{Recommendations, ScoredItem};
+use crate::cf::similarity::{Neighbor, SimilarItems, Totals};
+use crate::cf::CfConfig;
 use crate::time::DAY_MS;
 use crate::{Action, Event, Id, Score};
 
@@ -270,7 +271,7 @@ fn cross_similar_items(
     let mut lists: BTreeMap<Id, Vec<Neighbor>> = BTreeMap::new();
     for (&(j, i), &x_ij) in &cross {
         if x_ij >= config.min_support {
-            let llr = crate::similarity::log_likelihood_ratio(
+            let llr = crate::cf::similarity::log_likelihood_ratio(
                 x_ij as i64,
                 counts[&(j, j)] as i64 - x_ij as i64,
                 indicator_counts[&i] as i64 - x_ij as i64,

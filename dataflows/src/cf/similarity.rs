@@ -1,6 +1,6 @@
 //! Item co-occurrence and item-item similarity: the item-based half of
 //! collaborative filtering, computed from users' histories
-//! ([`crate::history`]).
+//! ([`super::history`]).
 //!
 //! Co-occurrence counts users: `c_ij` is the number of users with both i and j
 //! in their history, `c_ii` the number with i. The similarity metrics are
@@ -13,34 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use differential_dataflow::VecCollection;
 
-use crate::history::HistoryEntry;
-use crate::recommend::CfConfig;
+use super::history::HistoryEntry;
+use super::{CfConfig, Metric};
 use crate::{EventTime, Id, Names, Score};
-
-/// How co-occurrence counts become a similarity.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// `c_ij`.
-    Cooccurrence,
-    /// `c_ij / (c_ii + c_jj − c_ij)`.
-    #[default]
-    Jaccard,
-    /// `c_ij / (c_ii · c_jj)`.
-    Lift,
-    /// `c_ij / sqrt(c_ii · c_jj)`.
-    Cosine,
-    /// `c_ij / min(c_ii, c_jj)`.
-    InclusionIndex,
-    /// `log2(n_items · lift)`, with SAR's `n_items` (not users).
-    MutualInformation,
-    /// `c_ij · mutual_information`.
-    LexicographersMutualInformation,
-    /// Mahout's log-likelihood ratio (G²) of the 2×2 user contingency table.
-    LogLikelihood,
-}
 
 impl Metric {
     /// Every metric, in declaration order.

@@ -1,6 +1,6 @@
 //! Each user's history: their most recent N distinct items, each with the
 //! user's affinity for it. History is the input of co-occurrence
-//! ([`crate::similarity`]) and of scoring ([`crate::recommend`]).
+//! ([`super::similarity`]) and of scoring ([`super::recommend`]).
 //!
 //! The state is integer: net event counts per (user, item, action, day)
 //! bucket, the latest event time of each bucket (of its inserted events: a
@@ -31,10 +31,9 @@ use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::Map;
 
-pub use crate::event::ActionWeights;
-use crate::recommend::CfConfig;
+use super::CfConfig;
 use crate::time::TimeSpan;
-use crate::{Action, Event, EventTime, Id, Score};
+use crate::{Action, ActionWeights, Event, EventTime, Id, Score};
 
 /// What one user has done to one item, as integers: the input of the history.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
