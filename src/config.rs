@@ -15,9 +15,11 @@ use persona_dataflows::cf::CfConfig;
 use persona_dataflows::profile::ProfileConfig;
 use serde::Deserialize;
 
-use crate::dimension::{CatalogConfig, UserAttributesConfig};
-use crate::sink::kafka::KafkaSinkConfig;
-use crate::source::kafka::KafkaSourceConfig;
+pub mod dimension;
+pub mod kafka;
+
+use dimension::{CatalogConfig, UserAttributesConfig};
+use kafka::{KafkaSinkConfig, KafkaSourceConfig};
 
 /// Errors reading a config.
 #[derive(Debug, thiserror::Error)]
@@ -158,7 +160,7 @@ impl Default for KafkaOutputsConfig {
             similar_items: None,
             recommendations: None,
             rejected: None,
-            partitions: crate::sink::kafka::DEFAULT_PARTITIONS,
+            partitions: kafka::DEFAULT_PARTITIONS,
             properties: BTreeMap::new(),
         }
     }

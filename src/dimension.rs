@@ -8,73 +8,18 @@
 //! These tables are curated inputs, so a bad row is an error naming the file
 //! and line, not a rejected record.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
 use persona_dataflows::Id;
-use serde::Deserialize;
 
+use crate::config::dimension::{CatalogConfig, UserAttributesConfig, VersionColumn};
 use crate::config::{ConfigError, CsvOptions};
 use crate::format::csv::CsvFields;
 use crate::format::mapping::{parse_price, Fields, TimeParser};
 use crate::ids::{control_character, id_of, normalise_id};
 use crate::rejected::Position;
 use crate::source::file::{open, Lines, SourceError};
-
-/// `[catalog]`: an item catalog.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogConfig {
-    /// The CSV file (with a header line). Required.
-    pub path: PathBuf,
-    /// Column of the item id. Default: `item`.
-    #[serde(default = "default_item")]
-    pub item: String,
-    /// Column of the category. Default: none.
-    pub category: Option<String>,
-    /// Column of the unit price, a decimal in major units. Default: none.
-    pub price: Option<String>,
-    /// Decimal places of the minor unit. Default: 2.
-    pub price_decimals: Option<u32>,
-    #[serde(flatten)]
-    pub version: VersionColumn,
-}
-
-/// `[user_attributes]`: a table of user attributes.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UserAttributesConfig {
-    /// The CSV file (with a header line). Required.
-    pub path: PathBuf,
-    /// Column of the user id. Default: `user`.
-    #[serde(default = "default_user")]
-    pub user: String,
-    /// Columns to keep as attributes. Default: every column but the user and version.
-    #[serde(default)]
-    pub attributes: Vec<String>,
-    #[serde(flatten)]
-    pub version: VersionColumn,
-}
-
-/// When a row applies.
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct VersionColumn {
-    /// Column of the time the row applies from. Default: none (every row
-    /// applies from the start, later rows win).
-    pub version: Option<String>,
-    /// Format of that column, as the mapping's `time_format`. Default: `epoch_ms`.
-    pub version_format: Option<String>,
-    /// Zone of that column, as the mapping's `time_zone`. Default: `UTC`.
-    pub time_zone: Option<String>,
-}
-
-fn default_item() -> String {
-    "item".into()
-}
-
-fn default_user() -> String {
-    "user".into()
-}
 
 /// Errors reading a dimension table.
 #[derive(Debug, thiserror::Error)]

@@ -24,9 +24,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
-use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::config::kafka::{KafkaSinkConfig, DEFAULT_PARTITIONS};
 use crate::source::kafka::{KafkaSource, KafkaSourceConfig, KafkaSourceError, Offsets, ResumeFrom};
 
 /// Errors of the Kafka sink and producer.
@@ -67,35 +67,6 @@ pub enum KafkaSinkError {
     #[error("output key {key} has {count} records at once; an upsert output needs one per key")]
     SeveralValues { key: String, count: usize },
 }
-
-/// One output topic: where an output's upserts go (see `[sink.kafka]` in the config).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaSinkConfig {
-    /// Bootstrap brokers, `host:port[,host:port...]`. Default: `127.0.0.1:9092`.
-    pub brokers: String,
-    /// The output topic. Required.
-    pub topic: String,
-    /// Partitions of the topic if persona creates it. Default: 4.
-    pub partitions: i32,
-    /// Extra librdkafka producer properties, applied last so they override
-    /// persona's (`acks=all`, one request in flight). Default: none.
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for KafkaSinkConfig {
-    fn default() -> Self {
-        KafkaSinkConfig {
-            brokers: crate::config::DEFAULT_BROKERS.into(),
-            topic: String::new(),
-            partitions: DEFAULT_PARTITIONS,
-            properties: BTreeMap::new(),
-        }
-    }
-}
-
-/// Partitions of a topic persona creates, unless configured.
-pub const DEFAULT_PARTITIONS: i32 = 4;
 
 /// How long flushes and topic creation may take before they fail.
 const TIMEOUT: Duration = Duration::from_secs(60);
