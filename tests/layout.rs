@@ -24,7 +24,10 @@ fn modules(root: &Path) -> BTreeMap<String, String> {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let code: Vec<&str> = text.lines().map(|l| l.split("//").next().unwrap()).collect();
+            let code: Vec<&str> = text
+                .lines()
+                .map(|l| l.split("//").next().unwrap())
+                .collect();
             modules.insert(name, code.join("\n"));
         }
     }
@@ -128,7 +131,10 @@ fn the_module_graphs_have_no_cycle() {
             "{crate_root}: no module graph read"
         );
         if let Some(cycle) = find_cycle(&edges) {
-            panic!("{crate_root}: modules import each other: {}", cycle.join(" -> "));
+            panic!(
+                "{crate_root}: modules import each other: {}",
+                cycle.join(" -> ")
+            );
         }
     }
 }
