@@ -32,6 +32,14 @@ pub enum DimensionError {
     Header(#[from] crate::format::csv::HeaderError),
     #[error("{position}: {detail}")]
     Row { position: Position, detail: String },
+    /// A data problem, not a config one: the table's header lacks a column
+    /// the config names.
+    #[error("{path}: no column {column:?} (columns: {columns})")]
+    MissingColumn {
+        path: String,
+        column: String,
+        columns: String,
+    },
 }
 
 /// One catalog row, with the names to show in outputs.
@@ -113,11 +121,11 @@ fn table_id(fields: &dyn Fields, column: &str, numeric_ids: bool) -> Result<Stri
 fn require_columns(path: &Path, columns: &[String], wanted: &[&str]) -> Result<(), DimensionError> {
     for column in wanted {
         if !columns.iter().any(|c| c == column) {
-            return Err(DimensionError::Config(ConfigError::Invalid(format!(
-                "{}: no column {column:?} (columns: {})",
-                path.display(),
-                columns.join(", ")
-            ))));
+            return Err(DimensionError::MissingColumn {
+                path: path.display().to_string(),
+                column: column.to_string(),
+                columns: columns.join(", "),
+            });
         }
     }
     Ok(())

@@ -88,3 +88,38 @@ fn catalog_and_user_attributes_fill_profiles() {
     assert!(spends.contains(&(1_511_544_085_000, -1, 450)), "{spends:?}");
     assert!(spends.contains(&(1_511_544_085_000, 1, 500)), "{spends:?}");
 }
+
+/// A catalog whose header lacks a configured column is a data error naming
+/// the file and the columns it has, not an "invalid config".
+#[test]
+fn a_catalog_lacking_a_column_names_the_file_not_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = dir.path().join("catalog.csv");
+    std::fs::write(&catalog, "item,category\n100,toys\n").unwrap();
+    let config = dir.path().join("catalog.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[input.mapping]\nuser = \"user\"\nitem = \"item\"\naction_constant = \"view\"\ntime = \"ts\"\n\n\
+             [catalog]\npath = {catalog:?}\nprice = \"price\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("events.csv");
+    std::fs::write(&log, "user,item,ts\n1,100,1511544070000\n").unwrap();
+    let out = dir.path().join("out");
+    let stderr = persona_fails(&[
+        "replay",
+        "--input",
+        log.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("catalog.csv: no column \"price\" (columns: item, category)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid config"), "{stderr}");
+}
