@@ -1,9 +1,8 @@
 //! The state of the dataflows is proportional to distinct keys, not to
 //! events: for a fixed set of users, items and days, four times the events
-//! must hold about the same number of records in the arrangements (DESIGN.md,
-//! "Determinism and memory"). Records are counted from differential's
-//! arrangement events, as `persona bench` reports them, so the check is
-//! exact and does not depend on the machine. The workers are configured as
+//! must hold about the same number of records in the arrangements. Records
+//! are counted from differential's arrangement events, as `persona bench`
+//! reports them, so the check is exact and does not depend on the machine. The workers are configured as
 //! every persona run configures them (idle arrangements keep merging).
 
 use differential_dataflow::input::InputSession;

@@ -1,5 +1,5 @@
 //! `persona replay`: read a log from files or stdin through the whole
-//! pipeline and write the outputs of DESIGN.md into a folder.
+//! pipeline and write the outputs the README lists into a folder.
 //!
 //! Each worker reads every line of a file and applies its own share
 //! (record number modulo workers); stdin, which cannot be read twice, is
