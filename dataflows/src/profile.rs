@@ -11,8 +11,9 @@
 //! `(user, item)` and `(user, category)` keys; affinity is a reduction over
 //! `(user, (category, day))` keys whose diff is the summed weight; first and
 //! last seen, and the last purchase of an owned item, are a [`TimeSpan`]
-//! diff of one record per user or (user, item). Only events that lack a category (or a purchase that lacks
-//! a price) are joined with the catalog, pre-aggregated to
+//! diff of one record per user or (user, item). Only events that lack a
+//! category (or a purchase that lacks a price) are joined with the catalog,
+//! pre-aggregated to
 //! `(item, (user, day, action, category, price, quantity))` keys. Exact
 //! windows hold, in the delayed retractions, one update per distinct (user,
 //! action, timestamp) of the last window.

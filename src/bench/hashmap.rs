@@ -15,6 +15,8 @@ use persona_dataflows::profile::{CategoryAffinity, Profile, ProfileConfig, Segme
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, Event, Id, Score};
 
+use crate::runtime::pipeline::as_record;
+
 const ACTIONS: usize = Action::ALL.len();
 
 /// Profiles of a stream of updates, maintained with hash maps.
@@ -156,14 +158,12 @@ impl HashMapProfiles {
     /// `mark_cancellations`, a retraction is a `cancellation` record.
     /// Timestamps must not decrease from one call to the next.
     pub fn apply(&mut self, event: &Event, timestamp: u64, diff: isize) {
-        if diff < 0 {
-            self.apply_one(event, Action::Cancellation, timestamp, -diff as i64);
-        } else {
-            self.apply_one(event, event.action, timestamp, diff as i64);
-        }
+        let (record, diff) = as_record(event.clone(), diff);
+        self.apply_record(&record, timestamp, diff as i64);
     }
 
-    fn apply_one(&mut self, event: &Event, action: Action, timestamp: u64, diff: i64) {
+    fn apply_record(&mut self, event: &Event, timestamp: u64, diff: i64) {
+        let action = event.action;
         let windows = self.window_days.len();
         let state = self.users.entry(event.user).or_insert_with(|| UserState {
             windows: vec![[0; ACTIONS]; windows],

@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use persona_dataflows::reference;
-use persona_dataflows::{Action, Event};
+use persona_dataflows::Event;
 
 use crate::bench::driver::{timestamp, Graph, Workload};
-use crate::runtime::pipeline::end_of_period;
+use crate::runtime::pipeline::{as_record, end_of_period};
 
 /// The time of each recompute, one per batch.
 pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
@@ -27,21 +27,9 @@ pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
             } else {
                 time
             };
-            let mut push = |event: Event, diff: isize| {
-                updates.push((event.clone(), time, diff));
-                cf_updates.push((event, cf_time, diff));
-            };
-            // A retraction is a cancellation record, as
-            // `pipeline::mark_cancellations` makes it.
-            if *diff < 0 {
-                let cancellation = Event {
-                    action: Action::Cancellation,
-                    ..event.clone()
-                };
-                push(cancellation, -diff);
-            } else {
-                push(event.clone(), *diff);
-            }
+            let (record, diff) = as_record(event.clone(), *diff);
+            updates.push((record.clone(), time, diff));
+            cf_updates.push((record, cf_time, diff));
         }
         let started = Instant::now();
         let profiles =

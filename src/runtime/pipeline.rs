@@ -109,17 +109,26 @@ pub fn mark_cancellations(events: VecCollection<'_, u64, Event>) -> VecCollectio
     events
         .inner
         .map(|(event, time, diff)| {
-            if diff < 0 {
-                let cancellation = Event {
-                    action: Action::Cancellation,
-                    ..event
-                };
-                (cancellation, time, -diff)
-            } else {
-                (event, time, diff)
-            }
+            let (record, diff) = as_record(event, diff);
+            (record, time, diff)
         })
         .as_collection()
+}
+
+/// One source update as the record the dataflows receive: a retraction is
+/// an inserted `cancellation` record of the same item, quantity, price and
+/// time (see [`mark_cancellations`]); the hash-map and recompute baselines
+/// apply the same rule.
+pub fn as_record(event: Event, diff: isize) -> (Event, isize) {
+    if diff < 0 {
+        let cancellation = Event {
+            action: Action::Cancellation,
+            ..event
+        };
+        (cancellation, -diff)
+    } else {
+        (event, diff)
+    }
 }
 
 impl OutputRecord for Id {

@@ -5,9 +5,10 @@
 //! The state is integer: net event counts per (user, item, action, day)
 //! bucket, the latest event time of each bucket (of its inserted events: a
 //! retraction takes back a count, not a time, see [`TimeSpan`]), and for
-//! purchases and cancellations the net units. The affinity, a float, is computed inside the
-//! per-user reduction from those integers in day-ascending order, so
-//! [`crate::reference::cf`] reproduces it bit for bit.
+//! purchases and cancellations the net units. The affinity, a float, is
+//! computed inside the per-user reduction from those integers in
+//! day-ascending order, so [`crate::reference::cf`] reproduces it bit for
+//! bit.
 //!
 //! Purchases count only while the user owns the item: a cancellation takes
 //! back units, not the purchase record, so a user who cancels one of two
@@ -19,7 +20,7 @@
 //! q(u,i)       = Σ purchased units − Σ cancelled units;  u owns i iff q(u,i) > 0
 //! counted      = present buckets, without the purchase buckets of an item u does not own
 //! candidate    = (u,i) with a counted bucket of an action of positive weight
-//! last_time    = max time_ms of such a bucket's net-present events
+//! last_time    = max time_ms of such a bucket's inserted events
 //! history(u)   = the first N candidates by (last_time desc, item asc)
 //! affinity(u,i)= Σ_d w(u,i,d) · 2^((d − D)/H)   (day-ascending; decay off: Σ_d w)
 //!   w(u,i,d)   = Σ_a weight(a) · n(u,i,a,d) over counted buckets,  D = day of u's latest history item
@@ -38,7 +39,8 @@ use crate::{Action, ActionWeights, Event, EventTime, Id, Score};
 /// What one user has done to one item, as integers: the input of the history.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UserItem {
-    /// Latest `time_ms` of a net-present event of positive weight.
+    /// Latest `time_ms` of an inserted event in a counted bucket of
+    /// positive weight.
     pub last_time_ms: i64,
     /// `(day, w(u,i,day))` for the days with a nonzero weight, ascending.
     pub day_weights: Vec<(i64, i64)>,
