@@ -9,9 +9,9 @@
 use std::path::PathBuf;
 
 use persona::format::preset::preset;
+use persona::names::Names;
 use persona_dataflows::profile::ProfileConfig;
 use persona_dataflows::reference::profile::profiles;
-use persona_dataflows::Names;
 
 fn main() -> anyhow::Result<()> {
     let path = std::env::args()

@@ -17,9 +17,11 @@ use serde::Deserialize;
 
 pub mod dimension;
 pub mod kafka;
+pub mod output;
 
 use dimension::{CatalogConfig, UserAttributesConfig};
 use kafka::{KafkaSinkConfig, KafkaSourceConfig};
+pub use output::Output;
 
 /// Errors reading a config.
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +169,17 @@ impl Default for KafkaOutputsConfig {
 }
 
 impl KafkaOutputsConfig {
-    /// The sink config of one output topic.
+    /// The upsert topic of `output`, if it has one.
+    pub fn topic_of(&self, output: Output) -> Option<KafkaSinkConfig> {
+        let topic = match output {
+            Output::Profiles => &self.profiles,
+            Output::SimilarItems => &self.similar_items,
+            Output::Recommendations => &self.recommendations,
+        };
+        Some(self.topic(topic.as_ref()?))
+    }
+
+    /// The sink config of one topic.
     pub fn topic(&self, topic: &str) -> KafkaSinkConfig {
         KafkaSinkConfig {
             brokers: self.brokers.clone(),
@@ -533,6 +545,16 @@ impl TimeConfig {
             u64::MAX
         } else {
             self.recommend_tick_ms.unwrap_or(self.tick_ms)
+        }
+    }
+
+    /// How often `output` changes: every tick, or once per
+    /// [`recommend_period`](Self::recommend_period).
+    pub fn period_of(&self, output: Output) -> u64 {
+        if output.is_periodic() {
+            self.recommend_period()
+        } else {
+            1
         }
     }
 

@@ -14,12 +14,13 @@ use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
 use persona_dataflows::Id;
 
 use crate::config::dimension::{CatalogConfig, UserAttributesConfig, VersionColumn};
+use crate::config::DEFAULT_MAX_RECORD_BYTES;
 use crate::config::{ConfigError, CsvOptions};
 use crate::format::csv::CsvFields;
 use crate::format::mapping::{parse_price, Fields, TimeParser};
 use crate::ids::{control_character, id_of, normalise_id};
 use crate::rejected::Position;
-use crate::source::file::{open, Lines, SourceError};
+use crate::source::file::{Records, SourceError};
 
 /// Errors reading a dimension table.
 #[derive(Debug, thiserror::Error)]
@@ -65,38 +66,35 @@ fn read_table(
     path: &Path,
     mut row: impl FnMut(&dyn Fields, u64, &[String]) -> Result<(), String>,
 ) -> Result<(), DimensionError> {
-    let mut lines = Lines::new(path, open(path, Default::default())?);
+    let max_bytes = DEFAULT_MAX_RECORD_BYTES;
+    let mut records = Records::open(path, true, max_bytes, Default::default())?;
     let mut fields = CsvFields::new(&CsvOptions::default())?;
-    let position = |line| Position::File {
-        file: path.display().to_string(),
-        line,
-        index: None,
-    };
-    let Some((line, header)) = lines.next_line()? else {
+    let Some((position, header)) = records.header() else {
         return Ok(());
     };
-    let columns = fields.read_header_columns(header, &position(line))?;
-    let max_bytes = lines.max_record_bytes();
-    while let Some((line, bytes)) = lines.next_line()? {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
+    let columns = fields.read_header_columns(header, position)?;
+    while let Some((position, bytes)) = records.next_record()? {
         if bytes.len() > max_bytes {
             return Err(DimensionError::Row {
-                position: position(line),
+                position,
                 detail: format!("the line is longer than the {max_bytes} bytes a row may have"),
             });
         }
-        let record = fields
-            .split(bytes)
-            .map_err(|rejection| DimensionError::Row {
-                position: position(line),
-                detail: rejection.detail,
-            })?;
-        row(&record, line, &columns).map_err(|detail| DimensionError::Row {
-            position: position(line),
-            detail,
-        })?;
+        let record = match fields.split(bytes) {
+            Ok(record) => record,
+            Err(rejection) => {
+                return Err(DimensionError::Row {
+                    position,
+                    detail: rejection.detail,
+                })
+            }
+        };
+        let Position::File { line, .. } = position else {
+            unreachable!("a file's records have file positions");
+        };
+        if let Err(detail) = row(&record, line, &columns) {
+            return Err(DimensionError::Row { position, detail });
+        }
     }
     Ok(())
 }

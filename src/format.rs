@@ -11,10 +11,15 @@ pub mod jsonl;
 pub mod mapping;
 pub mod preset;
 
+use std::path::Path;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
 use persona_dataflows::Event;
 
 use crate::config::{ConfigError, FormatKind, PipelineConfig, RawRecords};
 use crate::rejected::{truncated_text, Position, Reason, Rejection, RAW_PREFIX_BYTES};
+use crate::source::file::Records;
 use csv::HeaderError;
 use mapping::CompiledMapping;
 
@@ -82,6 +87,21 @@ impl Decoder {
     }
 
     /// Takes the header line of a CSV file, so fields can be found by name.
+    /// Opens one input file for decoding: its records, after the header
+    /// line read into this decoder when the format has one.
+    pub fn records(&mut self, path: &Path, bytes_read: Arc<AtomicU64>) -> anyhow::Result<Records> {
+        let records = Records::open(
+            path,
+            self.expects_header(),
+            self.max_record_bytes,
+            bytes_read,
+        )?;
+        if let Some((position, header)) = records.header() {
+            self.read_header(header, position)?;
+        }
+        Ok(records)
+    }
+
     pub fn read_header(&mut self, line: &[u8], position: &Position) -> Result<(), HeaderError> {
         if line.len() > self.max_record_bytes {
             return Err(HeaderError::TooLong {

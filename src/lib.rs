@@ -19,11 +19,13 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod clean;
 pub mod config;
 pub mod dimension;
 pub mod eval;
 pub mod format;
 pub mod ids;
+pub mod kafka;
 pub mod names;
 pub mod rejected;
 pub mod runtime;

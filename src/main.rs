@@ -202,6 +202,16 @@ fn with_preset(preset: PipelineConfig, path: &Path) -> anyhow::Result<PipelineCo
 }
 
 fn main() -> ExitCode {
+    // Warnings (a broker away, more workers than cores) go to stderr;
+    // PERSONA_LOG takes a tracing filter (`info`, `persona=debug`).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PERSONA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a record came from: a file and line (and the index inside the line
 /// for logs with several records per line), or a topic, partition and offset.
@@ -67,8 +67,12 @@ impl fmt::Display for Position {
     }
 }
 
-/// Why a record was rejected. The codes are stable: users count and alert on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Why a record was not applied. The codes are stable: users count and
+/// alert on them. Every reason but [`Reason::Late`] is a rejection
+/// (`rejected.jsonl`, `summary.rejected`); a late record goes to
+/// `late.jsonl` and `summary.late`. Reasons order (and `summary.json` lists
+/// them) by code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
     ColumnCount,
     InvalidUtf8,
@@ -98,6 +102,9 @@ pub enum Reason {
     TimeUnitMismatch,
     /// A record longer than `[input] max_record_bytes`.
     RecordTooLarge,
+    /// A record whose event time is behind the watermark by more than the
+    /// allowed lateness.
+    Late,
 }
 
 impl Reason {
@@ -126,7 +133,72 @@ impl Reason {
             Reason::InvalidId => "invalid_id",
             Reason::TimeUnitMismatch => "time_unit_mismatch",
             Reason::RecordTooLarge => "record_too_large",
+            Reason::Late => "late",
         }
+    }
+
+    /// Every reason.
+    pub const ALL: [Reason; 23] = [
+        Reason::ColumnCount,
+        Reason::InvalidUtf8,
+        Reason::InvalidJson,
+        Reason::MissingUser,
+        Reason::MissingItem,
+        Reason::MissingAction,
+        Reason::UnknownAction,
+        Reason::MissingTime,
+        Reason::InvalidTime,
+        Reason::TimeOutOfRange,
+        Reason::TimeInFuture,
+        Reason::InvalidNumber,
+        Reason::InvalidPrice,
+        Reason::NegativePrice,
+        Reason::InvalidQuantity,
+        Reason::InvalidRating,
+        Reason::NonProduct,
+        Reason::AmountOutOfRange,
+        Reason::RatingOutOfRange,
+        Reason::InvalidId,
+        Reason::TimeUnitMismatch,
+        Reason::RecordTooLarge,
+        Reason::Late,
+    ];
+
+    /// The reason of a code.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|reason| reason.code() == code)
+    }
+}
+
+impl PartialOrd for Reason {
+    fn partial_cmp(&self, other: &Reason) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Reason {
+    fn cmp(&self, other: &Reason) -> std::cmp::Ordering {
+        self.code().cmp(other.code())
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Reason, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        Reason::from_code(&code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown reason `{code}`")))
     }
 }
 
@@ -171,7 +243,7 @@ pub fn truncated_text(bytes: &[u8], max: usize) -> String {
 #[derive(Clone, Debug, Serialize)]
 pub struct RejectedRecord {
     pub source: Position,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub detail: String,
     pub raw: String,
 }
@@ -182,7 +254,7 @@ impl RejectedRecord {
     pub fn new(source: Position, rejection: Rejection, raw: &[u8]) -> RejectedRecord {
         RejectedRecord {
             source,
-            reason: rejection.reason.code(),
+            reason: rejection.reason,
             detail: rejection.detail,
             raw: rejection
                 .raw
@@ -240,6 +312,21 @@ mod tests {
         create_private_file(&fresh, 0o640).unwrap();
         let mode = std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn reasons_are_their_codes_in_code_order() {
+        let mut codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
+        let mut sorted = Reason::ALL;
+        sorted.sort();
+        codes.sort();
+        assert_eq!(sorted.map(Reason::code).to_vec(), codes);
+        for reason in Reason::ALL {
+            let json = serde_json::to_string(&reason).unwrap();
+            assert_eq!(json, format!("\"{}\"", reason.code()));
+            assert_eq!(serde_json::from_str::<Reason>(&json).unwrap(), reason);
+        }
+        assert!(serde_json::from_str::<Reason>("\"nope\"").is_err());
     }
 
     #[test]

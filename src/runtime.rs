@@ -15,17 +15,14 @@ pub mod replay;
 pub mod run;
 pub mod worker;
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use timely::worker::Worker;
 
-use crate::format::Decoder;
-use crate::rejected::Position;
-use crate::source::file::{open, Lines};
 use crate::summary::Summary;
 
 /// Timely's worker flags, as timely itself names them.
@@ -102,8 +99,8 @@ impl TimelyArgs {
             self.workers
         );
         if self.workers > cores {
-            eprintln!(
-                "persona: warning: -w {} is more worker threads than the {cores} cores: they will contend",
+            tracing::warn!(
+                "-w {} is more worker threads than the {cores} cores: they will contend",
                 self.workers
             );
         }
@@ -268,30 +265,4 @@ fn reachable(address: &str) -> bool {
         .is_some_and(|address| {
             std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_ok()
         })
-}
-
-/// Opens one input file for decoding: when the format has a header line,
-/// reads it into the decoder. Returns the lines after it and the header, or
-/// `None` for a file with no lines at all.
-pub fn open_for_decoding(
-    path: &Path,
-    decoder: &mut Decoder,
-    bytes_read: Arc<AtomicU64>,
-) -> anyhow::Result<Option<(Lines, Option<Vec<u8>>)>> {
-    let mut lines =
-        Lines::new(path, open(path, bytes_read)?).with_max_record_bytes(decoder.max_record_bytes());
-    if !decoder.expects_header() {
-        return Ok(Some((lines, None)));
-    }
-    let Some((line, header)) = lines.next_line()? else {
-        return Ok(None);
-    };
-    let position = Position::File {
-        file: path.display().to_string(),
-        line,
-        index: None,
-    };
-    decoder.read_header(header, &position)?;
-    let header = header.to_vec();
-    Ok(Some((lines, Some(header))))
 }

@@ -7,8 +7,10 @@
 //! however many workers and processes run. `persona run` may also send each
 //! output to a Kafka topic as upserts ([`kafka`]).
 
+pub mod dead_letters;
 pub mod fallback;
 pub mod kafka;
+pub mod render;
 pub mod staging;
 
 use std::cell::RefCell;
@@ -20,17 +22,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use differential_dataflow::{ExchangeData, VecCollection};
-use persona_dataflows::Names;
 use serde_json::Value;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
-
-use kafka::KafkaSink;
 use timely::dataflow::ProbeHandle;
 
-/// A record of an output collection, rendered as one JSON line.
-pub trait OutputRecord: ExchangeData {
-    fn to_json(&self, names: &dyn Names) -> Value;
-}
+use crate::names::{NameKind, Names};
+use kafka::UpsertTopic;
+pub use render::OutputRecord;
 
 /// Updates gathered on worker 0, not yet applied.
 pub type Pending<D> = Rc<RefCell<Vec<(D, u64, isize)>>>;
@@ -103,10 +101,11 @@ pub struct JsonlSink<D> {
     upsert: Option<Upsert>,
 }
 
-/// A Kafka upsert topic fed by a sink, keyed by a field of its records.
+/// A Kafka upsert topic fed by a sink, keyed by the records' keys.
 struct Upsert {
-    topic: KafkaSink,
-    key_field: &'static str,
+    topic: kafka::KafkaSink,
+    /// What the keys are ids of, to show them as the source did.
+    key_kind: NameKind,
     /// Keys the topic held when the run started that it has not sent since:
     /// left by an earlier run, and gone unless the rebuilt state has them.
     stale: BTreeSet<String>,
@@ -182,19 +181,15 @@ impl<D: OutputRecord> JsonlSink<D> {
     }
 
     /// Also sends each change to `topic`: the new record of each changed
-    /// key (its `key_field`), or a tombstone when the key's record is gone.
-    /// `existing` are the keys the topic holds already (see [`Sink::reconcile`]).
-    pub fn with_upsert(
-        self,
-        topic: KafkaSink,
-        key_field: &'static str,
-        existing: BTreeSet<String>,
-    ) -> JsonlSink<D> {
+    /// key (an id of `key_kind`), or a tombstone when the key's record is
+    /// gone. The keys the topic held already are reconciled at the end
+    /// (see [`Sink::reconcile`]).
+    pub fn with_upsert(self, topic: UpsertTopic, key_kind: NameKind) -> JsonlSink<D> {
         JsonlSink {
             upsert: Some(Upsert {
-                topic,
-                key_field,
-                stale: existing,
+                topic: topic.sink,
+                key_kind,
+                stale: topic.existing,
             }),
             ..self
         }
@@ -321,12 +316,8 @@ fn send_upserts<D: OutputRecord>(
     let mut net: Vec<(&D, isize)> = changes.iter().map(|(d, _, r)| (d, *r)).collect();
     differential_dataflow::consolidation::consolidate(&mut net);
     let keyed = net.into_iter().map(|(record, diff)| {
-        let value = record.to_json(names);
-        let key = match &value[upsert.key_field] {
-            Value::String(key) => key.clone(),
-            other => other.to_string(),
-        };
-        (key, value, diff)
+        let key = names.name(upsert.key_kind, record.key());
+        (key, record.to_json(names), diff)
     });
     let upserts = kafka::upserts(keyed).map_err(io::Error::other)?;
     for (key, _) in &upserts {

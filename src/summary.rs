@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rejected::Reason;
+
 /// What one reader (a worker) counted.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReaderCounts {
     pub records_read: u64,
     /// Decoded, on time and not yet deduplicated.
     pub decoded: u64,
-    pub rejected: BTreeMap<String, u64>,
+    pub rejected: BTreeMap<Reason, u64>,
     pub late: u64,
     /// Counted by the deduplication operator of this worker.
     pub duplicates: u64,
@@ -24,12 +26,20 @@ pub struct ReaderCounts {
 }
 
 impl ReaderCounts {
+    /// Counts one record not applied, under its reason.
+    pub fn dropped(&mut self, reason: Reason) {
+        match reason {
+            Reason::Late => self.late += 1,
+            reason => *self.rejected.entry(reason).or_insert(0) += 1,
+        }
+    }
+
     /// Adds another reader's counts to these.
     pub fn merge(&mut self, other: &ReaderCounts) {
         self.records_read += other.records_read;
         self.decoded += other.decoded;
         for (reason, count) in &other.rejected {
-            *self.rejected.entry(reason.clone()).or_insert(0) += count;
+            *self.rejected.entry(*reason).or_insert(0) += count;
         }
         self.late += other.late;
         self.duplicates += other.duplicates;
@@ -43,7 +53,8 @@ impl ReaderCounts {
 pub struct Summary {
     pub records_read: u64,
     pub accepted: u64,
-    pub rejected: BTreeMap<String, u64>,
+    /// Rejected records by reason (every reason but `late`).
+    pub rejected: BTreeMap<Reason, u64>,
     pub duplicates: u64,
     pub late: u64,
     pub users: u64,

@@ -19,7 +19,6 @@ use persona::bench::synthetic_config;
 use persona::config::PipelineConfig;
 use persona::format::preset::preset;
 use persona::runtime::load::load;
-use persona::runtime::pipeline;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::{Event, Id};
 use serde_json::Value;
@@ -193,7 +192,7 @@ fn dataflow_profiles(workload: Arc<Workload>, workers: usize) -> Vec<BTreeMap<Id
         let output: Rc<RefCell<ProfileUpdates>> = Rc::default();
         let sink = output.clone();
         worker.dataflow::<u64, _, _>(|scope| {
-            let events = pipeline::mark_cancellations(input.to_collection(scope));
+            let events = persona::clean::mark_cancellations(input.to_collection(scope));
             profiles(
                 events,
                 Some(catalog.to_collection(scope)),

@@ -15,7 +15,6 @@
 #![forbid(unsafe_code)]
 
 pub mod event;
-pub mod names;
 pub mod score;
 pub mod time;
 
@@ -28,6 +27,5 @@ pub mod cf;
 pub mod reference;
 
 pub use event::{Action, ActionWeights, Event, Id};
-pub use names::{Names, NumericNames};
 pub use score::Score;
 pub use time::EventTime;

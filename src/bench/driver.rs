@@ -326,7 +326,7 @@ fn run_worker(
     let probe = ProbeHandle::new();
     let dataflow = worker.next_dataflow_index();
     worker.dataflow::<u64, _, _>(|scope| {
-        let events = pipeline::mark_cancellations(input.to_collection(scope));
+        let events = crate::clean::mark_cancellations(input.to_collection(scope));
         profiles(
             events.clone(),
             config

@@ -15,7 +15,7 @@ use persona_dataflows::profile::{CategoryAffinity, Profile, ProfileConfig, Segme
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, Event, Id, Score};
 
-use crate::runtime::pipeline::as_record;
+use crate::clean::as_record;
 
 const ACTIONS: usize = Action::ALL.len();
 

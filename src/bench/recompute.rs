@@ -9,7 +9,8 @@ use persona_dataflows::reference;
 use persona_dataflows::Event;
 
 use crate::bench::driver::{timestamp, Graph, Workload};
-use crate::runtime::pipeline::{as_record, end_of_period};
+use crate::clean::as_record;
+use crate::runtime::pipeline::end_of_period;
 
 /// The time of each recompute, one per batch.
 pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {

@@ -23,10 +23,11 @@ pub struct KafkaSourceConfig {
     /// Consumer session timeout in ms. Default: 6000 (the group notices a
     /// dead worker quickly; librdkafka's 45000 makes joins slow).
     pub session_timeout_ms: u32,
-    /// How partitions are spread across workers. Default: `workers`.
+    /// How partitions are spread across workers: `workers`, the only one
+    /// (partition k of the sorted list to worker k mod workers, fixed for
+    /// the run). Default: `workers`.
     pub assignment: AssignmentMode,
-    /// Where each partition is read from (in `workers` assignment; the
-    /// `group` assignment always resumes from committed offsets). State lives in memory, so by
+    /// Where each partition is read from. State lives in memory, so by
     /// default (`beginning`) a start reads every partition from its beginning
     /// and rebuilds it; the group's committed offsets then only mark how far
     /// the outputs got. `committed` starts at the committed offsets (for
@@ -72,15 +73,15 @@ pub enum ResumeFrom {
     Committed,
 }
 
-/// How partitions are spread across timely workers (see the module doc).
+/// How partitions are spread across timely workers. The group protocol's
+/// assignment is not offered: it may move a partition between workers
+/// mid-run, and the records read in between would be read twice.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AssignmentMode {
     /// Partition `k` of the sorted list goes to worker `k % peers`; fixed for the run.
     #[default]
     Workers,
-    /// The consumer group protocol assigns partitions, and may move them.
-    Group,
 }
 
 /// One output topic: where an output's upserts go (see `[sink.kafka]` in the config).

@@ -26,7 +26,7 @@ pub fn watch(own: &str, peers: &[(usize, String)], timeout: Duration) {
     let listener = match TcpListener::bind(own) {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("persona: warning: cannot listen on {own} for liveness checks ({error}): a stopped peer will not be detected");
+            tracing::warn!("cannot listen on {own} for liveness checks ({error}): a stopped peer will not be detected");
             return;
         }
     };

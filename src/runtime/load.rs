@@ -2,19 +2,18 @@
 //! commands that need every event before they start (evaluation splits a
 //! log by time; benchmarks offer it at a controlled rate).
 //!
-//! The same decoder and the same deduplication rule as `replay` apply; late
-//! records do not exist here, since nothing has advanced a frontier.
+//! The records and their cleaning are those of `replay` ([`crate::clean`]):
+//! the same decoder, time checks, watermark and deduplication rule, so a
+//! loaded log holds exactly the events a replay applies.
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use persona_dataflows::Event;
 
+use crate::clean::{Admission, Admitted, Judge, Seen, Watermark};
 use crate::config::PipelineConfig;
 use crate::format::{Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
-use crate::rejected::Position;
-use crate::runtime::open_for_decoding;
 use crate::source::file::input_files;
 use crate::summary::ReaderCounts;
 
@@ -26,7 +25,7 @@ pub struct LoadedLog {
     pub counts: ReaderCounts,
 }
 
-/// Reads, decodes and deduplicates every record of `input`.
+/// Reads, decodes and cleans every record of `input`.
 pub fn load(input: &Path, config: &PipelineConfig) -> anyhow::Result<LoadedLog> {
     let mut decoder = Decoder::new(config)?;
     let mut log = LoadedLog {
@@ -34,51 +33,49 @@ pub fn load(input: &Path, config: &PipelineConfig) -> anyhow::Result<LoadedLog> 
         names: NameBook::default(),
         counts: ReaderCounts::default(),
     };
-    let mut seen = HashSet::new();
+    let admission = Admission::new(config);
+    let mut watermark = Watermark::new(config.time.allowed_lateness_s.saturating_mul(1000));
+    let mut seen = config
+        .cleaning
+        .dedup
+        .then(|| Seen::new(config.cleaning.dedup_horizon_s.saturating_mul(1000)));
     let mut outcomes: Vec<Outcome> = Vec::new();
     for path in input_files(input)? {
-        let file = path.display().to_string();
-        let Some((mut lines, _)) = open_for_decoding(&path, &mut decoder, Default::default())?
-        else {
-            continue;
-        };
-        while let Some((line, bytes)) = lines.next_line()? {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let position = Position::File {
-                file: file.clone(),
-                line,
-                index: None,
-            };
+        let mut records = decoder.records(&path, Default::default())?;
+        while let Some((position, bytes)) = records.next_record()? {
             decoder.decode(bytes, &position, &mut outcomes);
             for outcome in outcomes.drain(..) {
                 log.counts.records_read += 1;
-                match outcome {
-                    Err((_, rejection)) => {
-                        *log.counts
-                            .rejected
-                            .entry(rejection.reason.code().to_owned())
-                            .or_insert(0) += 1;
+                let mut judge = Judge::Clock {
+                    watermark: &mut watermark,
+                    own: true,
+                };
+                let (decoded, tick) = match admission.admit(outcome.map_err(|(_, r)| r), &mut judge)
+                {
+                    Admitted::Dropped(rejection) => {
+                        log.counts.dropped(rejection.reason);
+                        continue;
                     }
-                    Ok(decoded) if config.cleaning.dedup && !seen.insert(decoded.dedup_key) => {
-                        log.counts.decoded += 1;
+                    Admitted::Applied(decoded, tick) => (decoded, tick),
+                };
+                log.counts.decoded += 1;
+                if let Some(seen) = &mut seen {
+                    if !seen.first(decoded.dedup_key, tick) {
                         log.counts.duplicates += 1;
+                        continue;
                     }
-                    Ok(decoded) => {
-                        log.counts.decoded += 1;
-                        log.names
-                            .insert(NameKind::User, decoded.event.user, decoded.user_name);
-                        log.names
-                            .insert(NameKind::Item, decoded.event.item, decoded.item_name);
-                        if let (Some(id), Some(name)) =
-                            (decoded.event.category, decoded.category_name)
-                        {
-                            log.names.insert(NameKind::Category, id, name);
-                        }
-                        log.updates.push((decoded.event, decoded.diff));
+                    if let Some(frontier) = watermark.get() {
+                        seen.forget_behind(config.time.tick_of(frontier));
                     }
                 }
+                log.names
+                    .insert(NameKind::User, decoded.event.user, decoded.user_name);
+                log.names
+                    .insert(NameKind::Item, decoded.event.item, decoded.item_name);
+                if let (Some(id), Some(name)) = (decoded.event.category, decoded.category_name) {
+                    log.names.insert(NameKind::Category, id, name);
+                }
+                log.updates.push((decoded.event, decoded.diff));
             }
         }
     }

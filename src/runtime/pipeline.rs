@@ -1,8 +1,10 @@
-//! The dataflow graph every command shares: deduplication, the profile and
-//! collaborative-filtering dataflows, and the sinks they feed.
+//! The dataflow graph every command shares: the profile and
+//! collaborative-filtering dataflows over the clean events, and the sinks
+//! they feed. Building it opens nothing: the sinks' files and topics are
+//! made from what the command opened before.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
@@ -13,134 +15,22 @@ use persona_dataflows::cf::collaborative_filtering;
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
-use persona_dataflows::{Action, Event, Id, Names};
-use serde_json::{json, Value};
+use persona_dataflows::{Event, Id};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::vec::Map;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::ProbeHandle;
 
-use crate::config::{KafkaOutputsConfig, PipelineConfig};
+use crate::config::{Output, PipelineConfig, TimeConfig};
+use crate::names::Names;
 use crate::sink::fallback::{FallbackRecord, FallbackSink};
-use crate::sink::kafka::{current_keys, KafkaSink, KafkaSinkConfig, KafkaSinkError};
+use crate::sink::kafka::UpsertTopic;
 use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
-
-/// Drops records seen again within the horizon: the first of equal
-/// `dedup_key`s is applied, later ones are counted in `duplicates`.
-///
-/// Records are routed by key, so equal records meet on one worker whatever
-/// worker read them. A key is forgotten once the input frontier has passed
-/// its timestamp by more than the horizon: no record that old can arrive any
-/// more (readers drop it as late), so what counts as a duplicate does not
-/// depend on how workers interleave.
-pub fn dedup<'s>(
-    records: VecCollection<'s, u64, (u64, Event)>,
-    horizon_ms: Option<u64>,
-    duplicates: Rc<Cell<u64>>,
-) -> VecCollection<'s, u64, Event> {
-    let Some(horizon_ms) = horizon_ms else {
-        return records.map(|(_, event)| event);
-    };
-    let route = Exchange::new(|((key, _), _, _): &((u64, Event), u64, isize)| *key);
-    records
-        .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<_>>, _, _, _>(route, "Dedup", |_, _| {
-            let mut seen: HashMap<u64, u64> = HashMap::new();
-            let mut next_sweep = 1 << 16;
-            move |(input, frontier), output| {
-                input.for_each_stamp(|capability, containers| {
-                    let mut session = output.session(&capability);
-                    for container in containers {
-                        for ((key, event), time, diff) in container.drain(..) {
-                            if seen.insert(key, time).is_some() {
-                                duplicates.set(duplicates.get() + 1);
-                            } else {
-                                session.give((event, time, diff));
-                            }
-                        }
-                    }
-                });
-                if seen.len() >= next_sweep {
-                    if let Some(&frontier) = frontier.frontier().first() {
-                        seen.retain(|_, time| time.saturating_add(horizon_ms) >= frontier);
-                    }
-                    next_sweep = (seen.len() * 2).max(1 << 16);
-                }
-            }
-        })
-        .as_collection()
-}
-
-impl OutputRecord for (Id, Profile) {
-    fn to_json(&self, names: &dyn Names) -> Value {
-        self.1.to_json(self.0, names)
-    }
-}
-
-impl OutputRecord for SimilarItems {
-    fn to_json(&self, names: &dyn Names) -> Value {
-        SimilarItems::to_json(self, names)
-    }
-}
-
-impl OutputRecord for Recommendations {
-    fn to_json(&self, names: &dyn Names) -> Value {
-        Recommendations::to_json(self, names)
-    }
-}
-
-/// Makes each cancellation a `cancellation` record.
-///
-/// A source transports a cancellation as the retraction (diff −1) of the
-/// record it reads (an Online Retail `C` invoice line, a row with the
-/// configured cancellation marker); every retraction that reaches the
-/// pipeline from a source is one, whatever action the row names, since the
-/// marker means a cancelled purchase (`[input.mapping.cancellation]`). It
-/// is not the retraction of the purchase it cancels: a `C` line of 1
-/// against a purchase of 2 leaves the customer owning 1. So it becomes a
-/// `cancellation` event of that quantity, inserted (diff +1), which the
-/// dataflows net against the user's purchases of the item unit by unit
-/// (see `docs/profiles.md`). The dataflows thus only ever see inserted
-/// events, which lets them keep a key's earliest and latest time in one
-/// record (`TimeSpan`). It must run on the records as read, one update
-/// each, before anything consolidates them.
-pub fn mark_cancellations(events: VecCollection<'_, u64, Event>) -> VecCollection<'_, u64, Event> {
-    events
-        .inner
-        .map(|(event, time, diff)| {
-            let (record, diff) = as_record(event, diff);
-            (record, time, diff)
-        })
-        .as_collection()
-}
-
-/// One source update as the record the dataflows receive: a retraction is
-/// an inserted `cancellation` record of the same item, quantity, price and
-/// time (see [`mark_cancellations`]); the hash-map and recompute baselines
-/// apply the same rule.
-pub fn as_record(event: Event, diff: isize) -> (Event, isize) {
-    if diff < 0 {
-        let cancellation = Event {
-            action: Action::Cancellation,
-            ..event
-        };
-        (cancellation, -diff)
-    } else {
-        (event, diff)
-    }
-}
-
-impl OutputRecord for Id {
-    fn to_json(&self, _names: &dyn Names) -> Value {
-        json!(self)
-    }
-}
 
 /// The output collections, gathered on worker 0.
 pub struct Gathered {
-    /// Collaborative filtering's period (see `recommend_tick_ms`).
-    recommend_period: u64,
+    /// The periods of the outputs.
+    time: TimeConfig,
     profiles: Pending<(Id, Profile)>,
     similar_items: Pending<SimilarItems>,
     /// The personal lists.
@@ -171,7 +61,6 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
         input_end,
     } = inputs;
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
-    let period = config.time.recommend_period();
     let cf = collaborative_filtering(
         cf_events(events.clone(), config, Some(input_end)),
         &config.recommend,
@@ -184,7 +73,7 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
     let users = events.clone().map(|event| event.user).distinct();
     let items = events.map(|event| event.item).distinct();
     Gathered {
-        recommend_period: period,
+        time: config.time.clone(),
         profiles: gather(profiles, probe),
         similar_items: gather(cf.similar_items, probe),
         recommendations: gather(cf.personal, probe),
@@ -284,45 +173,41 @@ pub struct Sinks {
     pub items: Box<dyn Sink>,
 }
 
+/// The upsert topic of each output that has one, opened by the command
+/// before the graph is built (only `persona run` has them).
+pub type UpsertTopics = BTreeMap<Output, UpsertTopic>;
+
 impl Gathered {
     /// The sinks of worker 0: files in `files` (a folder, and whether to
-    /// write changelogs) and/or upserts to the topics of `kafka`.
+    /// write changelogs) and/or upserts to `topics`.
     pub fn into_sinks(
         self,
         files: Option<(&Path, bool)>,
-        kafka: Option<&KafkaOutputsConfig>,
-    ) -> Result<Sinks, SinkError> {
-        let period = self.recommend_period;
-        let topic = |topic: Option<&String>| Some(kafka?.topic(topic?));
-        let kafka_profiles = topic(kafka.and_then(|k| k.profiles.as_ref()));
-        let kafka_similar = topic(kafka.and_then(|k| k.similar_items.as_ref()));
-        let kafka_recommendations = topic(kafka.and_then(|k| k.recommendations.as_ref()));
-        let recommendations = output(
-            "recommendations",
-            self.recommendations,
-            period,
+        mut topics: UpsertTopics,
+    ) -> io::Result<Sinks> {
+        let mut topic = |output| topics.remove(&output);
+        let profiles = self.output(
+            Output::Profiles,
+            self.profiles.clone(),
             files,
-            kafka_recommendations,
-            "user",
+            topic(Output::Profiles),
+        )?;
+        let similar_items = self.output(
+            Output::SimilarItems,
+            self.similar_items.clone(),
+            files,
+            topic(Output::SimilarItems),
+        )?;
+        let recommendations = self.output(
+            Output::Recommendations,
+            self.recommendations.clone(),
+            files,
+            topic(Output::Recommendations),
         )?;
         Ok(Sinks {
             outputs: vec![
-                Box::new(output(
-                    "profiles",
-                    self.profiles,
-                    1,
-                    files,
-                    kafka_profiles,
-                    "user",
-                )?),
-                Box::new(output(
-                    "similar_items",
-                    self.similar_items,
-                    period,
-                    files,
-                    kafka_similar,
-                    "item",
-                )?),
+                Box::new(profiles),
+                Box::new(similar_items),
                 Box::new(FallbackSink::new(
                     recommendations,
                     self.fallback,
@@ -333,36 +218,26 @@ impl Gathered {
             items: Box::new(JsonlSink::counter("items", self.items)),
         })
     }
-}
 
-/// Why the sinks could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("cannot create an output file")]
-    File(#[from] io::Error),
-    #[error(transparent)]
-    Kafka(#[from] KafkaSinkError),
-}
-
-/// The sink of one output: its files, and its upsert topic keyed by `key_field`.
-fn output<D: OutputRecord>(
-    name: &str,
-    pending: Pending<D>,
-    period: u64,
-    files: Option<(&Path, bool)>,
-    topic: Option<KafkaSinkConfig>,
-    key_field: &'static str,
-) -> Result<JsonlSink<D>, SinkError> {
-    let sink = match files {
-        Some((dir, changelog)) => JsonlSink::new(name, pending, dir, changelog)?,
-        None => JsonlSink::counter(name, pending),
-    };
-    let mut sink = sink.with_period(period);
-    if let Some(topic) = topic {
-        let kafka = KafkaSink::new(&topic)?;
-        sink = sink.with_upsert(kafka, key_field, current_keys(&topic)?);
+    /// The sink of one output: its files, and its upsert topic.
+    fn output<D: OutputRecord>(
+        &self,
+        output: Output,
+        pending: Pending<D>,
+        files: Option<(&Path, bool)>,
+        topic: Option<UpsertTopic>,
+    ) -> io::Result<JsonlSink<D>> {
+        let name = output.name();
+        let sink = match files {
+            Some((dir, changelog)) => JsonlSink::new(name, pending, dir, changelog)?,
+            None => JsonlSink::counter(name, pending),
+        };
+        let mut sink = sink.with_period(self.time.period_of(output));
+        if let Some(topic) = topic {
+            sink = sink.with_upsert(topic, output.key_kind());
+        }
+        Ok(sink)
     }
-    Ok(sink)
 }
 
 impl Sinks {

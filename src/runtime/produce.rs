@@ -20,9 +20,9 @@ use serde::Serialize;
 
 use crate::config::PipelineConfig;
 use crate::format::{Decoder, Outcome};
+use crate::kafka::ensure_topic;
 use crate::rejected::Position;
-use crate::runtime::open_for_decoding;
-use crate::sink::kafka::{ensure_topic, KafkaProducer, DEFAULT_PARTITIONS};
+use crate::sink::kafka::{KafkaProducer, DEFAULT_PARTITIONS};
 use crate::source::file::input_files;
 
 /// Where `produce` writes.
@@ -106,26 +106,13 @@ pub fn produce_to(
     };
     let mut outcomes: Vec<Outcome> = Vec::new();
     for path in &files {
-        let file = path.display().to_string();
-        let Some((mut lines, header)) = open_for_decoding(path, &mut decoder, Arc::default())?
-        else {
-            continue;
-        };
-        if let Some(header) = header {
+        let mut records = decoder.records(path, Arc::default())?;
+        if let Some((_, header)) = records.header() {
             summary
                 .header
-                .get_or_insert_with(|| String::from_utf8_lossy(&header).into_owned());
+                .get_or_insert_with(|| String::from_utf8_lossy(header).into_owned());
         }
-        while let Some((line, bytes)) = lines.next_line()? {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                summary.blank_lines += 1;
-                continue;
-            }
-            let position = Position::File {
-                file: file.clone(),
-                line,
-                index: None,
-            };
+        while let Some((position, bytes)) = records.next_record()? {
             decoder.decode(bytes, &position, &mut outcomes);
             // A JSON line may hold several records, all of one user (OTTO's
             // sessions); the first decoded one names it.
@@ -139,7 +126,10 @@ pub fn produce_to(
                 }
                 None => {
                     summary.keyed_by_line += 1;
-                    line.to_string()
+                    match &position {
+                        Position::File { line, .. } => line.to_string(),
+                        other => other.to_string(),
+                    }
                 }
             };
             producer
@@ -147,6 +137,7 @@ pub fn produce_to(
                 .with_context(|| format!("producing {position}"))?;
             summary.messages += 1;
         }
+        summary.blank_lines += records.blank_lines();
     }
     producer.flush()?;
     anyhow::ensure!(

@@ -14,25 +14,23 @@
 //! `rejected.jsonl`. Outputs are consolidated on worker 0 and written into a
 //! staging folder that replaces `--out` on success ([`Staging`]).
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use timely::worker::Worker;
 
+use crate::clean::{Judge, Watermark};
 use crate::config::PipelineConfig;
 use crate::format::Decoder;
-use crate::rejected::create_private_file;
-use crate::rejected::{Position, RejectedRecord};
 use crate::runtime::failure::failpoint;
-use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker, Watermark};
-use crate::runtime::{execute, open_for_decoding, TimelyArgs};
-use crate::sink::part_path;
+use crate::runtime::pipeline::UpsertTopics;
+use crate::runtime::worker::PipelineWorker;
+use crate::runtime::{execute, TimelyArgs};
+use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
 use crate::sink::staging::Staging;
 use crate::source::file::{input_files, total_bytes, SourceError};
 use crate::summary::Summary;
@@ -50,9 +48,6 @@ pub struct ReplayPlan {
 /// Records of the input between two advances of the frontier. Counted over
 /// the whole input, so every worker advances at the same records.
 const CHUNK: u64 = 4096;
-
-/// A shared line writer for one per-process output (rejected, late).
-pub(crate) type SharedWriter = Arc<Mutex<BufWriter<File>>>;
 
 /// Runs a replay; returns the summary (on the process that holds worker 0).
 /// The outputs are written into a staging folder and moved into `out`
@@ -77,30 +72,20 @@ pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
     let connecting = plan.timely.connecting()?;
     let staging = Staging::create(&plan.out, plan.timely.process, plan.timely.processes)
         .with_context(|| format!("cannot create a staging folder for {}", plan.out.display()))?;
-    let shared_writer = |name: &str| -> anyhow::Result<SharedWriter> {
-        let path = part_path(
-            staging.dir(),
-            name,
-            plan.timely.process,
-            plan.timely.processes,
-        )?;
-        let file = create_private_file(&path, plan.config.output.raw_file_mode)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Arc::new(Mutex::new(BufWriter::new(file))))
-    };
-    let rejected = shared_writer("rejected")?;
-    let late = shared_writer("late")?;
+    let dead_letters = DeadLetterFiles::create(
+        staging.dir(),
+        plan.timely.process,
+        plan.timely.processes,
+        plan.config.output.raw_file_mode,
+    )?;
     let dir = staging.dir().to_owned();
-    let plan = Arc::new((plan, files, dir));
+    let plan = Arc::new((plan, files, dir, dead_letters.clone()));
     let started = Instant::now();
-    let writers = (rejected.clone(), late.clone());
     let summary = execute(timely_config, connecting, move |worker| {
-        let (plan, files, dir) = &*plan;
-        run_worker(worker, plan, files, dir, &writers.0, &writers.1, started)
+        let (plan, files, dir, dead_letters) = &*plan;
+        run_worker(worker, plan, files, dir, dead_letters, started)
     })?;
-    for writer in [rejected, late] {
-        writer.lock().expect("writer lock").flush()?;
-    }
+    dead_letters.flush()?;
     staging.commit()?;
     Ok(summary)
 }
@@ -142,21 +127,6 @@ fn normalise(path: &Path) -> PathBuf {
     let mut resolved = existing.canonicalize().unwrap_or(existing);
     resolved.extend(rest.iter().rev());
     resolved
-}
-
-/// The replay's dead letters: per-process `rejected.jsonl` and `late.jsonl`.
-struct Files<'a> {
-    rejected: &'a SharedWriter,
-    late: &'a SharedWriter,
-}
-
-impl DeadLetters for Files<'_> {
-    fn write(&mut self, kind: Dropped, record: &RejectedRecord) -> anyhow::Result<()> {
-        match kind {
-            Dropped::Rejected => write_line(self.rejected, record),
-            Dropped::Late => write_line(self.late, record),
-        }
-    }
 }
 
 /// Which records of the input a worker applies: record `n` (counted from 1
@@ -203,8 +173,7 @@ fn run_worker(
     plan: &ReplayPlan,
     files: &[PathBuf],
     dir: &Path,
-    rejected: &SharedWriter,
-    late: &SharedWriter,
+    dead_letters: &DeadLetterFiles,
     started: Instant,
 ) -> anyhow::Result<Option<Summary>> {
     let index = worker.index();
@@ -213,9 +182,9 @@ fn run_worker(
     let share = Share::of(worker, &plan.input);
     let mut watermark = Watermark::new(config.time.allowed_lateness_s.saturating_mul(1000));
     let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
-        Ok(gathered.into_sinks(Some((dir, plan.changelog)), None)?)
+        Ok(gathered.into_sinks(Some((dir, plan.changelog)), UpsertTopics::new())?)
     })?;
-    let mut dead = Files { rejected, late };
+    let mut dead = DeadLetters::new(Some(dead_letters.clone()), None)?;
     let mut decoder = Decoder::new(config)?;
     let bytes_read = Arc::new(AtomicU64::new(0));
     let progress = (index == 0).then(|| progress_bar(total_bytes(files)));
@@ -226,27 +195,14 @@ fn run_worker(
     }
 
     for path in files.iter().filter(|_| share.reads()) {
-        let file_name = path.display().to_string();
-        let Some((mut lines, _)) = open_for_decoding(path, &mut decoder, bytes_read.clone())?
-        else {
-            continue;
-        };
-        while let Some((line, bytes)) = lines.next_line()? {
-            // Blank lines hold no record; they are not counted.
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
+        let mut records = decoder.records(path, bytes_read.clone())?;
+        while let Some((position, bytes)) = records.next_record()? {
             record_index += 1;
-            let position = Position::File {
-                file: file_name.clone(),
-                line,
-                index: None,
-            };
             let judge = Judge::Clock {
                 watermark: &mut watermark,
                 own: share.owns(record_index),
             };
-            pipeline.read(&decoder, bytes, &position, judge, &mut dead)?;
+            pipeline.read(&decoder, bytes, &position, Some(judge), &mut dead)?;
             if record_index.is_multiple_of(CHUNK) {
                 failpoint("worker-panic", index);
                 pipeline.advance_to(watermark.get().unwrap_or(0));
@@ -278,13 +234,6 @@ fn run_worker(
         started,
     )?;
     Ok(Some(summary))
-}
-
-fn write_line(writer: &SharedWriter, record: &impl serde::Serialize) -> anyhow::Result<()> {
-    let mut writer = writer.lock().expect("writer lock");
-    serde_json::to_writer(&mut *writer, record)?;
-    writer.write_all(b"\n")?;
-    Ok(())
 }
 
 fn progress_bar(total: u64) -> ProgressBar {

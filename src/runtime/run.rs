@@ -5,14 +5,14 @@
 //! as one line of the `[input]` format. Event time advances per partition,
 //! as in Flink's Kafka source: a worker's watermark is the least latest
 //! event time of its partitions (see [`PartitionWatermarks`]), less the
-//! allowed lateness. Outputs go to the files of `[sink.files]` (or `--out`) and as
+//! allowed lateness ([`watermarks`]). Outputs go to the files of `[sink.files]` (or `--out`) and as
 //! upserts to the topics of `[sink.kafka]`; rejected and late records go to
 //! the files and the dead-letter topic.
 //!
 //! Offsets: every worker tells worker 0 how far it has read; worker 0
 //! commits those offsets to the consumer group once the outputs of every
 //! record before them (as of the record's own time) are written and the
-//! Kafka sinks have acknowledged them. State lives in memory, so a start
+//! Kafka sinks have acknowledged them ([`offsets`]). State lives in memory, so a start
 //! reads every partition from its beginning and rebuilds it (`resume_from`);
 //! upsert outputs then converge to the same state.
 //!
@@ -22,13 +22,13 @@
 //! the end, which replays a topic like a file. In a run of several
 //! processes, signal every process.
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufWriter, Write};
+mod offsets;
+mod watermarks;
+
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -37,20 +37,21 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::config::{FormatKind, PipelineConfig};
+use crate::config::{FormatKind, Output, PipelineConfig};
 use crate::format::Decoder;
-use crate::rejected::{create_private_file, Position, RejectedRecord};
-use crate::runtime::pipeline::{end_of_period, Sinks};
-use crate::runtime::replay::SharedWriter;
-use crate::runtime::worker::{DeadLetters, Dropped, Judge, PipelineWorker};
+use crate::kafka::{ensure_topic, Offsets};
+use crate::rejected::Position;
+use crate::runtime::pipeline::{end_of_period, UpsertTopics};
+use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
-use crate::sink::kafka::{ensure_topic, KafkaProducer};
-use crate::sink::part_path;
+use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
+use crate::sink::kafka::{KafkaSink, UpsertTopic};
 use crate::source::kafka::{
-    brokers_answer, group_committed, AssignmentMode, KafkaSource, KafkaSourceConfig, Offsets,
-    ResumeFrom, TopicPartition,
+    brokers_answer, group_committed, upsert_keys, KafkaSource, KafkaSourceConfig, ResumeFrom,
 };
 use crate::summary::Summary;
+use offsets::{EarlierRun, Snapshots};
+use watermarks::PartitionWatermarks;
 
 /// Everything a run needs, shared by its workers.
 #[derive(Clone, Debug)]
@@ -80,10 +81,6 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
     let source = plan.config.source.kafka.clone().context(
         "persona run reads Kafka: the config needs a [source.kafka] table with `topics`",
     )?;
-    anyhow::ensure!(
-        source.assignment == AssignmentMode::Workers,
-        "persona run needs [source.kafka] assignment = \"workers\": the group assignment may read a record twice"
-    );
     let decoding = topic_decoding(&plan.config)?;
     Decoder::new(&decoding)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -96,24 +93,21 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
     let out = plan.out.clone().or_else(|| files.map(|f| f.dir.clone()));
     let changelog = plan.changelog || files.is_some_and(|f| f.changelog);
     let kafka = plan.config.sink.kafka.as_ref();
-    let has_topics = kafka.is_some_and(|k| {
-        k.profiles.is_some() || k.similar_items.is_some() || k.recommendations.is_some()
-    });
+    let has_topics = kafka.is_some_and(|k| Output::ALL.iter().any(|&o| k.topic_of(o).is_some()));
     anyhow::ensure!(
         out.is_some() || has_topics,
         "persona run has no outputs: give --out DIR, a [sink.files] dir, or [sink.kafka] topics"
     );
-    let writers = match &out {
+    let dead_letters = match &out {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let writer = |name: &str| -> anyhow::Result<SharedWriter> {
-                let path = part_path(dir, name, plan.timely.process, plan.timely.processes)?;
-                let file = create_private_file(&path, plan.config.output.raw_file_mode)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
-                Ok(Arc::new(Mutex::new(BufWriter::new(file))))
-            };
-            Some((writer("rejected")?, writer("late")?))
+            Some(DeadLetterFiles::create(
+                dir,
+                plan.timely.process,
+                plan.timely.processes,
+                plan.config.output.raw_file_mode,
+            )?)
         }
         None => None,
     };
@@ -133,7 +127,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         decoding,
         out,
         changelog,
-        writers: writers.clone(),
+        dead_letters: dead_letters.clone(),
         stop,
         started: Instant::now(),
     });
@@ -141,10 +135,8 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
     let summary = execute(shared.plan.timely.config()?, connecting, move |worker| {
         run_worker(worker, &shared)
     })?;
-    if let Some((rejected, late)) = writers {
-        for writer in [rejected, late] {
-            writer.lock().expect("writer lock").flush()?;
-        }
+    if let Some(dead_letters) = dead_letters {
+        dead_letters.flush()?;
     }
     Ok(summary)
 }
@@ -157,7 +149,7 @@ struct Shared {
     decoding: PipelineConfig,
     out: Option<PathBuf>,
     changelog: bool,
-    writers: Option<(SharedWriter, SharedWriter)>,
+    dead_letters: Option<DeadLetterFiles>,
     stop: Arc<AtomicBool>,
     started: Instant,
 }
@@ -184,21 +176,27 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let peers = worker.peers();
     let config = &shared.plan.config;
     let files = shared.out.as_deref().map(|dir| (dir, shared.changelog));
+    let topics = match index {
+        0 => upsert_topics(config)?,
+        _ => UpsertTopics::new(),
+    };
     let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
-        Ok(gathered.into_sinks(files, config.sink.kafka.as_ref())?)
+        Ok(gathered.into_sinks(files, topics)?)
     })?;
     let period = config.time.recommend_period();
 
     // How far each worker has read, gathered on worker 0.
     let mut offsets_input: InputHandle<u64, (u64, Offsets)> = InputHandle::new();
     let offsets_probe = ProbeHandle::new();
-    let read_so_far: Rc<RefCell<Vec<(u64, Offsets)>>> = Rc::default();
+    let read_so_far: Rc<Snapshots> = Rc::default();
     let gathered = read_so_far.clone();
     worker.dataflow::<u64, _, _>(|scope| {
         scope
             .input_from(&mut offsets_input)
             .exchange(|_| 0)
-            .inspect(move |snapshot: &(u64, Offsets)| gathered.borrow_mut().push(snapshot.clone()))
+            .inspect(move |(until, offsets): &(u64, Offsets)| {
+                gathered.push(*until, offsets.clone())
+            })
             .probe_with(&offsets_probe);
     });
 
@@ -212,13 +210,10 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     // past it, keys it left in the upsert topics that the rebuilt state
     // lacks are tombstoned.
     let mut earlier = match index {
-        0 => Some(EarlierRun {
-            committed: Some(group_committed(&shared.source)?),
-            durable: Offsets::new(),
-        }),
+        0 => Some(EarlierRun::new(group_committed(&shared.source)?)),
         _ => None,
     };
-    let mut dead = RunDeadLetters::new(shared)?;
+    let mut dead = DeadLetters::new(shared.dead_letters.clone(), config.sink.kafka.as_ref())?;
     let decoder = Decoder::new(&shared.decoding)?;
     let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
     let mut watermarks = PartitionWatermarks::new(&partitions);
@@ -241,7 +236,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             Ok(polled) => polled,
             // The client reconnects by itself (a broker restart, say).
             Err(error) => {
-                warnings.warn(&format!("{:#}", anyhow::Error::from(error)));
+                warnings.warn(&chain(&error));
                 0
             }
         };
@@ -258,13 +253,8 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             if record.payload.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let applied = pipeline.read(
-                &decoder,
-                &record.payload,
-                &record.position,
-                Judge::Frontier,
-                &mut dead,
-            )?;
+            let applied =
+                pipeline.read(&decoder, &record.payload, &record.position, None, &mut dead)?;
             if let Some(time_ms) = applied {
                 watermarks.saw(&partition, time_ms);
                 latest_tick = latest_tick.max(config.time.tick_of(time_ms));
@@ -285,7 +275,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
                         break;
                     }
                 }
-                Err(error) => warnings.warn(&format!("{:#}", anyhow::Error::from(error))),
+                Err(error) => warnings.warn(&chain(&error)),
             }
         }
         if let Some(watermark) = watermarks.watermark() {
@@ -304,16 +294,16 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             worker.step_or_park(Some(Duration::from_millis(10)));
         }
         if let Some(done) = pipeline.drain()? {
-            let ready = take_ready(&read_so_far, |time| time < done);
+            let ready = read_so_far.take_ready(|time| time < done);
             if !ready.is_empty() {
                 let sinks = pipeline.sinks().expect("worker 0 has the sinks");
                 sinks.flush().context("cannot write the outputs to Kafka")?;
                 if let Err(error) = source.commit(&ready) {
-                    warnings.warn(&format!("{:#}", anyhow::Error::from(error)));
+                    warnings.warn(&chain(&error));
                     // Committed with a later snapshot, or at the end.
-                    read_so_far.borrow_mut().push((0, ready));
-                } else if let Some(earlier) = &mut earlier {
-                    earlier.passed(&ready, sinks)?;
+                    read_so_far.push(0, ready);
+                } else if earlier.as_mut().is_some_and(|e| e.passed(&ready)) {
+                    reconcile(sinks)?;
                 }
             }
         }
@@ -332,10 +322,10 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         .sinks
         .flush()
         .context("cannot write the outputs to Kafka")?;
-    let all = take_ready(&read_so_far, |_| true);
+    let all = read_so_far.take_ready(|_| true);
     commit_with_retries(&source, &all)?;
-    if let Some(earlier) = &mut earlier {
-        earlier.passed(&all, &mut finished.sinks)?;
+    if earlier.as_mut().is_some_and(|e| e.passed(&all)) {
+        reconcile(&mut finished.sinks)?;
     }
     let per_process = [
         ("rejected", finished.totals.rejected.values().sum()),
@@ -351,54 +341,31 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     Ok(Some(summary))
 }
 
-/// What worker 0 knows of the run before this one.
-struct EarlierRun {
-    /// The offsets it committed, where its outputs got to; `None` once this
-    /// run is past them.
-    committed: Option<Offsets>,
-    /// The offsets whose outputs this run has written.
-    durable: Offsets,
-}
-
-impl EarlierRun {
-    /// Notes newly durable offsets; once they pass the earlier run's, the
-    /// keys it left that this run has not sent are tombstoned.
-    fn passed(&mut self, durable: &Offsets, sinks: &mut Sinks) -> anyhow::Result<()> {
-        let Some(committed) = &self.committed else {
-            return Ok(());
-        };
-        for (partition, offset) in durable {
-            let entry = self.durable.entry(partition.clone()).or_insert(*offset);
-            *entry = (*entry).max(*offset);
+/// Opens the upsert topic of each output that has one (creating it if
+/// missing) and reads the keys it holds: before the dataflow is built.
+fn upsert_topics(config: &PipelineConfig) -> anyhow::Result<UpsertTopics> {
+    let mut topics = UpsertTopics::new();
+    let Some(kafka) = &config.sink.kafka else {
+        return Ok(topics);
+    };
+    for output in Output::ALL {
+        if let Some(topic) = kafka.topic_of(output) {
+            let sink = KafkaSink::new(&topic)?;
+            let existing = upsert_keys(&topic)
+                .with_context(|| format!("cannot read the keys of upsert topic {}", topic.topic))?;
+            topics.insert(output, UpsertTopic { sink, existing });
         }
-        let past = committed
-            .iter()
-            .all(|(partition, offset)| self.durable.get(partition).is_some_and(|o| o >= offset));
-        if past {
-            if sinks.reconcile()? > 0 {
-                sinks.flush().context("cannot write the outputs to Kafka")?;
-            }
-            self.committed = None;
-        }
-        Ok(())
     }
+    Ok(topics)
 }
 
-/// Removes the offset snapshots whose time `durable` accepts and merges
-/// them: the furthest offset of each partition.
-fn take_ready(snapshots: &RefCell<Vec<(u64, Offsets)>>, durable: impl Fn(u64) -> bool) -> Offsets {
-    let mut merged = Offsets::new();
-    snapshots.borrow_mut().retain(|(time, offsets)| {
-        if !durable(*time) {
-            return true;
-        }
-        for (partition, offset) in offsets {
-            let entry = merged.entry(partition.clone()).or_insert(*offset);
-            *entry = (*entry).max(*offset);
-        }
-        false
-    });
-    merged
+/// Tombstones the keys an earlier run left in the upsert topics that the
+/// rebuilt state does not have, and waits for them.
+fn reconcile(sinks: &mut crate::runtime::pipeline::Sinks) -> anyhow::Result<()> {
+    if sinks.reconcile()? > 0 {
+        sinks.flush().context("cannot write the outputs to Kafka")?;
+    }
+    Ok(())
 }
 
 /// Waits until the brokers answer, warning every few seconds; a stop
@@ -429,122 +396,11 @@ fn commit_with_retries(source: &KafkaSource, offsets: &Offsets) -> anyhow::Resul
             Ok(_) => return Ok(()),
             Err(error) if attempt >= 10 => return Err(error.into()),
             Err(error) => {
-                eprintln!(
-                    "persona: warning: {:#}; retrying",
-                    anyhow::Error::from(error)
-                );
+                tracing::warn!("{}; retrying", chain(&error));
                 attempt += 1;
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-    }
-}
-
-/// Event time per partition, as Flink's Kafka source keeps it: the
-/// watermark of a worker is the least latest event time of its partitions,
-/// so a partition that lags holds the others back and its records are not
-/// late. A partition that has given no event yet holds everything back
-/// unless it is read to its end (empty); once every partition is read to
-/// its end, the watermark is the latest time of any, so a quiet input still
-/// completes its outputs up to the allowed lateness.
-struct PartitionWatermarks {
-    latest: BTreeMap<TopicPartition, Option<u64>>,
-    /// Partitions read to their end when last asked.
-    idle: BTreeSet<TopicPartition>,
-}
-
-impl PartitionWatermarks {
-    fn new(partitions: &[TopicPartition]) -> PartitionWatermarks {
-        PartitionWatermarks {
-            latest: partitions.iter().map(|p| (p.clone(), None)).collect(),
-            idle: BTreeSet::new(),
-        }
-    }
-
-    fn has_data(&mut self, partition: &TopicPartition) {
-        self.idle.remove(partition);
-    }
-
-    fn saw(&mut self, partition: &TopicPartition, time_ms: u64) {
-        let latest = self.latest.entry(partition.clone()).or_default();
-        *latest = (*latest).max(Some(time_ms));
-    }
-
-    fn idle(&mut self, partition: &TopicPartition) {
-        self.idle.insert(partition.clone());
-    }
-
-    fn all_idle(&self) -> bool {
-        self.latest.keys().all(|p| self.idle.contains(p))
-    }
-
-    /// The event time every partition has reached (see the type's doc);
-    /// `None` while a partition with data to read has given no event yet.
-    fn watermark(&self) -> Option<u64> {
-        if self.all_idle() {
-            return self.latest.values().flatten().max().copied();
-        }
-        self.latest
-            .iter()
-            .filter(|(p, latest)| latest.is_some() || !self.idle.contains(*p))
-            .try_fold(u64::MAX, |least, (_, latest)| Some(least.min((*latest)?)))
-    }
-}
-
-/// A run's dead letters: the per-process files and the dead-letter topic.
-struct RunDeadLetters {
-    files: Option<(SharedWriter, SharedWriter)>,
-    topic: Option<KafkaProducer>,
-    unflushed: bool,
-}
-
-impl RunDeadLetters {
-    fn new(shared: &Shared) -> anyhow::Result<RunDeadLetters> {
-        let topic = match &shared.plan.config.sink.kafka {
-            Some(kafka) => match &kafka.rejected {
-                Some(topic) => Some(KafkaProducer::new(
-                    &kafka.brokers,
-                    topic,
-                    &kafka.properties,
-                )?),
-                None => None,
-            },
-            None => None,
-        };
-        Ok(RunDeadLetters {
-            files: shared.writers.clone(),
-            topic,
-            unflushed: false,
-        })
-    }
-
-    /// Waits until every dead letter sent is acknowledged.
-    fn flush(&mut self) -> anyhow::Result<()> {
-        if let (Some(topic), true) = (&self.topic, self.unflushed) {
-            topic.flush()?;
-            self.unflushed = false;
-        }
-        Ok(())
-    }
-}
-
-impl DeadLetters for RunDeadLetters {
-    fn write(&mut self, kind: Dropped, record: &RejectedRecord) -> anyhow::Result<()> {
-        let line = serde_json::to_vec(record)?;
-        if let Some((rejected, late)) = &self.files {
-            let file = match kind {
-                Dropped::Rejected => rejected,
-                Dropped::Late => late,
-            };
-            let mut file = file.lock().expect("writer lock");
-            file.write_all(&line)?;
-            file.write_all(b"\n")?;
-        }
-        if let Some(topic) = &self.topic {
-            topic.send(record.source.to_string().as_bytes(), Some(&line))?;
-            self.unflushed = true;
-        }
-        Ok(())
     }
 }
 
@@ -560,8 +416,21 @@ impl Warnings {
             .last
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(5))
         {
-            eprintln!("persona: warning: {message}");
+            tracing::warn!("{message}");
             self.last = Some(Instant::now());
         }
     }
+}
+
+/// An error and its causes on one line, for a warning (an error that ends
+/// the run has its chain printed by the CLI).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        line.push_str(": ");
+        line.push_str(&error.to_string());
+        cause = error.source();
+    }
+    line
 }

@@ -4,8 +4,9 @@
 //! A source (files for `replay`, Kafka for `run`) hands each record's bytes
 //! and position to [`PipelineWorker::read`], and advances the input frontier
 //! as event time passes with [`PipelineWorker::advance_to`]. Decoded events
-//! become updates at their event-time tick; rejected and late records go to
-//! the source's [`DeadLetters`]. Worker 0 holds the sinks and the name book.
+//! are cleaned ([`crate::clean`]) and become updates at their event-time
+//! tick; rejected and late records go to the [`DeadLetters`]. Worker 0 holds
+//! the sinks and the name book.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
@@ -24,74 +25,16 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
+use crate::clean::{self, Admission, Admitted, Judge};
 use crate::config::{PipelineConfig, TimeConfig};
 use crate::dimension::{read_catalog, read_user_attributes};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
-use crate::rejected::{Position, Reason, RejectedRecord, Rejection};
+use crate::rejected::{Position, Reason, RejectedRecord};
 use crate::runtime::pipeline::{self, Gathered, Sinks};
+use crate::sink::dead_letters::DeadLetters;
 use crate::sink::Upto;
 use crate::summary::{peak_rss_bytes, ReaderCounts, Summary};
-
-/// Why a record read was not applied.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dropped {
-    /// It did not decode or failed cleaning (`rejected.jsonl`).
-    Rejected,
-    /// Its event time was behind the input frontier (`late.jsonl`).
-    Late,
-}
-
-/// The replay's event-time clock: a watermark that is a function of the
-/// input alone. Every worker feeds it every record of the input in file
-/// order (whichever worker owns the record), so every worker judges
-/// lateness identically whatever `-w`, `-n` or chunk size: a record is late
-/// when its tick is behind the tick of (latest event time applied before
-/// it − allowed lateness), as a Flink source emitting a bounded
-/// out-of-orderness watermark after every record would judge it.
-#[derive(Clone, Debug)]
-pub struct Watermark {
-    lateness_ms: u64,
-    latest_ms: Option<u64>,
-}
-
-impl Watermark {
-    pub fn new(lateness_ms: u64) -> Watermark {
-        Watermark {
-            lateness_ms,
-            latest_ms: None,
-        }
-    }
-
-    /// The event time (ms) before which records are late, if any record
-    /// has been applied yet.
-    pub fn get(&self) -> Option<u64> {
-        self.latest_ms
-            .map(|latest| latest.saturating_sub(self.lateness_ms))
-    }
-
-    fn saw(&mut self, time_ms: u64) {
-        self.latest_ms = self.latest_ms.max(Some(time_ms));
-    }
-}
-
-/// Who decides lateness for a source, and whether this worker applies a record.
-pub enum Judge<'a> {
-    /// The worker's input frontier (Kafka: per-partition watermarks
-    /// advance it); the worker owns every record it reads.
-    Frontier,
-    /// A shared clock fed with every record of the input; the worker
-    /// applies only the records it owns.
-    Clock {
-        watermark: &'a mut Watermark,
-        own: bool,
-    },
-}
-
-/// Where a source's rejected and late records go.
-pub trait DeadLetters {
-    fn write(&mut self, kind: Dropped, record: &RejectedRecord) -> anyhow::Result<()>;
-}
 
 /// What a worker reads into the dataflow.
 struct Inputs {
@@ -142,8 +85,8 @@ pub struct PipelineWorker {
     /// What this worker has read so far.
     pub counts: ReaderCounts,
     outcomes: Vec<Outcome>,
-    /// Latest plausible event time (ms): later records are `time_in_future`.
-    max_time_ms: u64,
+    /// Steps 1 and 2 of cleaning (time plausibility, lateness).
+    admission: Admission,
     /// The index of the dataflow, to drop it at the end of the input.
     dataflow: usize,
     /// Every worker's latest event time, to agree on the end of the input.
@@ -209,8 +152,8 @@ impl PipelineWorker {
                 .inspect(move |time: &Option<u64>| latest.set(latest.get().max(*time)))
                 .probe_with(&ends_probe);
             let records = inputs.events.to_collection(scope);
-            let events = pipeline::dedup(records, dedup_horizon, duplicates.clone());
-            let events = pipeline::mark_cancellations(events);
+            let events = clean::dedup(records, dedup_horizon, duplicates.clone());
+            let events = clean::mark_cancellations(events);
             let book = name_book.clone();
             scope
                 .input_from(&mut inputs.names)
@@ -260,7 +203,7 @@ impl PipelineWorker {
             sinks,
             counts: ReaderCounts::default(),
             outcomes: Vec::new(),
-            max_time_ms: config.time.max_event_time_ms(),
+            admission: Admission::new(config),
             dataflow,
             ends_input,
             ends_probe,
@@ -270,90 +213,47 @@ impl PipelineWorker {
         })
     }
 
-    /// Decodes one record and applies each event in it, or hands it to
-    /// `dead` as rejected or late; `judge` says who decides lateness and
-    /// whether this worker owns the record (a record it does not own only
-    /// moves the shared clock). Returns the latest event time (ms) applied.
+    /// Decodes one record, cleans each event in it ([`crate::clean`]) and
+    /// applies it, or hands it to `dead` as rejected or late. `judge` says
+    /// who decides lateness and whether this worker owns the record (a
+    /// record it does not own only moves the shared clock); `None` is the
+    /// worker's own input frontier. Returns the latest event time (ms) applied.
     pub fn read(
         &mut self,
         decoder: &Decoder,
         bytes: &[u8],
         position: &Position,
-        mut judge: Judge<'_>,
-        dead: &mut dyn DeadLetters,
+        judge: Option<Judge<'_>>,
+        dead: &mut DeadLetters,
     ) -> anyhow::Result<Option<u64>> {
+        let mut judge = judge.unwrap_or(Judge::Frontier(*self.inputs.events.time()));
         let mut latest = None;
         decoder.decode(bytes, position, &mut self.outcomes);
         let mut outcomes = std::mem::take(&mut self.outcomes);
-        let own = match &judge {
-            Judge::Frontier => true,
-            Judge::Clock { own, .. } => *own,
-        };
         for outcome in outcomes.drain(..) {
-            let outcome = outcome.and_then(|decoded| {
-                let time_ms = decoded.event.time_ms as u64;
-                if time_ms > self.max_time_ms {
-                    Err((
-                        position.clone(),
-                        Rejection::new(
-                            Reason::TimeInFuture,
-                            format!(
-                                "event time {time_ms} is after the latest plausible time {} ([time] max_future_s)",
-                                self.max_time_ms
-                            ),
-                        ),
-                    ))
-                } else {
-                    Ok(decoded)
-                }
-            });
-            let late_before = match &mut judge {
-                Judge::Frontier => Some(*self.inputs.events.time()),
-                Judge::Clock { watermark, .. } => {
-                    let before = watermark.get().map(|w| self.time.tick_of(w));
-                    if let Ok(decoded) = &outcome {
-                        let time_ms = decoded.event.time_ms as u64;
-                        let time = self.time.tick_of(time_ms);
-                        if before.is_none_or(|before| time >= before) {
-                            watermark.saw(time_ms);
-                        }
-                    }
-                    before
-                }
+            let (position, outcome) = match outcome {
+                Ok(decoded) => (position.clone(), Ok(decoded)),
+                Err((position, rejection)) => (position, Err(rejection)),
             };
-            if !own {
+            let admitted = self.admission.admit(outcome, &mut judge);
+            if !judge.owns() {
                 continue;
             }
             self.counts.records_read += 1;
-            match outcome {
-                Err((position, rejection)) => {
-                    *self
-                        .counts
-                        .rejected
-                        .entry(rejection.reason.code().to_owned())
-                        .or_insert(0) += 1;
-                    let record = RejectedRecord::new(position, rejection, bytes);
-                    dead.write(Dropped::Rejected, &record)?;
-                }
-                Ok(decoded) => {
-                    let time_ms = decoded.event.time_ms as u64;
-                    let time = self.time.tick_of(time_ms);
-                    if let Some(frontier) = late_before.filter(|&before| time < before) {
-                        self.counts.late += 1;
-                        let record = RejectedRecord {
-                            source: position.clone(),
-                            reason: "late",
-                            detail: format!(
-                                "event time {time_ms} is behind the watermark {frontier} by more than the allowed lateness"
-                            ),
-                            raw: decoder.raw_record(bytes, position),
-                        };
-                        dead.write(Dropped::Late, &record)?;
-                        continue;
+            match admitted {
+                Admitted::Dropped(mut rejection) => {
+                    self.counts.dropped(rejection.reason);
+                    if rejection.reason == Reason::Late {
+                        // Shown as the format's raw setting says (the
+                        // decoder did that for its own rejections).
+                        rejection.raw = Some(decoder.raw_record(bytes, &position));
                     }
+                    dead.write(&RejectedRecord::new(position, rejection, bytes))?;
+                }
+                Admitted::Applied(decoded, time) => {
                     self.counts.decoded += 1;
                     self.counts.max_time = self.counts.max_time.max(Some(time));
-                    latest = latest.max(Some(time_ms));
+                    latest = latest.max(Some(decoded.event.time_ms as u64));
                     *self.pending.entry(time).or_insert(0) += 1;
                     self.inputs.apply(decoded, time);
                 }

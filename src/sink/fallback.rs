@@ -16,9 +16,10 @@ use std::io;
 use std::path::Path;
 
 use persona_dataflows::cf::recommend::{popular_list, Recommendations};
-use persona_dataflows::{Id, Names};
+use persona_dataflows::Id;
 use serde::{Deserialize, Serialize};
 
+use crate::names::Names;
 use crate::sink::{is_ready, JsonlSink, Pending, Sink, Upto};
 
 /// One record of the shared fallback, as gathered on worker 0.

@@ -7,19 +7,14 @@
 //! and `max.in.flight.requests.per.connection=1` keeps retries from
 //! reordering them (the broker in the tests has no idempotent producer), so
 //! the last message of a key is its current state. [`KafkaProducer`] is the
-//! raw keyed producer under it, also used by `persona produce`, and
-//! [`ensure_topic`] creates topics.
+//! raw keyed producer under it, also used by `persona produce` and for
+//! dead letters.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::future::Future;
-use std::pin::pin;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -27,7 +22,7 @@ use rdkafka::ClientContext;
 use serde_json::Value;
 
 pub use crate::config::kafka::{KafkaSinkConfig, DEFAULT_PARTITIONS};
-use crate::source::kafka::{KafkaSource, KafkaSourceConfig, KafkaSourceError, Offsets, ResumeFrom};
+use crate::kafka::{apply, client, ensure_topic, TopicError};
 
 /// Errors of the Kafka sink and producer.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +32,8 @@ pub enum KafkaSinkError {
         brokers: String,
         source: Box<KafkaError>,
     },
-    #[error("cannot create topic {topic} on {brokers}")]
-    CreateTopic {
-        brokers: String,
-        topic: String,
-        source: Box<KafkaError>,
-    },
+    #[error(transparent)]
+    Topic(#[from] TopicError),
     #[error("cannot send to topic {topic}")]
     Send {
         topic: String,
@@ -59,16 +50,11 @@ pub enum KafkaSinkError {
         topic: String,
         source: Box<KafkaError>,
     },
-    #[error("cannot read the keys of upsert topic {topic}")]
-    Read {
-        topic: String,
-        source: Box<KafkaSourceError>,
-    },
     #[error("output key {key} has {count} records at once; an upsert output needs one per key")]
     SeveralValues { key: String, count: usize },
 }
 
-/// How long flushes and topic creation may take before they fail.
+/// How long a flush may take before it fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A keyed producer to one topic that counts deliveries and keeps the first
@@ -111,20 +97,17 @@ impl KafkaProducer {
         properties: &BTreeMap<String, String>,
         log: DeliveryLog,
     ) -> Result<KafkaProducer, KafkaSinkError> {
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", brokers)
+        let mut settings = client(brokers);
+        settings
             .set("acks", "all")
             // Retries must not reorder two messages of a key: the last one
             // of a key is its state. (Idempotence would allow more in flight,
             // but not every Kafka-protocol broker supports it.)
             .set("max.in.flight.requests.per.connection", "1")
             .set("linger.ms", "5");
-        for (key, value) in properties {
-            client.set(key, value);
-        }
+        apply(&mut settings, properties);
         let producer =
-            client
+            settings
                 .create_with_context(log)
                 .map_err(|source| KafkaSinkError::Create {
                     brokers: brokers.to_owned(),
@@ -288,6 +271,13 @@ impl ProducerContext for DeliveryLog {
     }
 }
 
+/// An output's upsert topic, opened before the dataflow is built, with the
+/// keys it held then (see [`crate::source::kafka::upsert_keys`]).
+pub struct UpsertTopic {
+    pub sink: KafkaSink,
+    pub existing: std::collections::BTreeSet<String>,
+}
+
 /// An upsert sink: the latest value of each key, or a tombstone.
 pub struct KafkaSink {
     producer: KafkaProducer,
@@ -366,53 +356,6 @@ where
         .collect()
 }
 
-/// The keys an upsert topic holds now (read from its beginning to its end,
-/// tombstoned keys left out): what an earlier run left there.
-pub fn current_keys(config: &KafkaSinkConfig) -> Result<BTreeSet<String>, KafkaSinkError> {
-    let reader = KafkaSourceConfig {
-        brokers: config.brokers.clone(),
-        topics: vec![config.topic.clone()],
-        group_id: format!("persona-upsert-reader-{}", std::process::id()),
-        resume_from: ResumeFrom::Beginning,
-        properties: config
-            .properties
-            .iter()
-            .filter(|(key, _)| is_connection_setting(key))
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect(),
-        ..KafkaSourceConfig::default()
-    };
-    let read_error = |error: KafkaSourceError| KafkaSinkError::Read {
-        topic: config.topic.clone(),
-        source: Box::new(error),
-    };
-    let mut source = KafkaSource::new(&reader, 0, 1).map_err(read_error)?;
-    let ends = source.end_offsets(TIMEOUT).map_err(read_error)?;
-    let mut keys = BTreeSet::new();
-    let mut batch = Vec::new();
-    let started = Instant::now();
-    while !source.caught_up(&ends, &Offsets::new()) {
-        if started.elapsed() > TIMEOUT {
-            return Err(read_error(KafkaSourceError::Invalid(format!(
-                "not read to its end {ends:?} in {TIMEOUT:?}"
-            ))));
-        }
-        batch.clear();
-        if source.poll_batch(10_000, &mut batch).map_err(read_error)? == 0 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        for record in batch.drain(..) {
-            let key = String::from_utf8_lossy(&record.key.unwrap_or_default()).into_owned();
-            if record.payload.is_empty() {
-                keys.remove(&key);
-            } else {
-                keys.insert(key);
-            }
-        }
-    }
-    Ok(keys)
-}
-
 /// The latest value of each key in a sequence of upserts (later wins), as a
 /// reader of the topic sees it; `None` is a tombstone. Sorted by key.
 pub fn latest_per_key<I>(upserts: I) -> BTreeMap<String, Option<Value>>
@@ -420,72 +363,6 @@ where
     I: IntoIterator<Item = (String, Option<Value>)>,
 {
     upserts.into_iter().collect()
-}
-
-/// Creates `topic` with `partitions` partitions (replication factor 1 and
-/// `topic_config`) unless it exists. Returns whether it was created.
-pub fn ensure_topic(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    topic_config: &[(&str, &str)],
-    properties: &BTreeMap<String, String>,
-) -> Result<bool, KafkaSinkError> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", brokers);
-    for (key, value) in properties {
-        // Producer-only settings would make the admin client refuse to start.
-        if !is_connection_setting(key) {
-            continue;
-        }
-        client.set(key, value);
-    }
-    let admin: AdminClient<_> = client.create().map_err(|source| KafkaSinkError::Create {
-        brokers: brokers.to_owned(),
-        source: Box::new(source),
-    })?;
-    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    for (key, value) in topic_config {
-        new_topic = new_topic.set(key, value);
-    }
-    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    let create_error = |source| KafkaSinkError::CreateTopic {
-        brokers: brokers.to_owned(),
-        topic: topic.to_owned(),
-        source: Box::new(source),
-    };
-    let results = block_on(admin.create_topics([&new_topic], &options)).map_err(create_error)?;
-    match results.into_iter().next() {
-        Some(Ok(_)) => Ok(true),
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => Ok(false),
-        Some(Err((_, code))) => Err(create_error(KafkaError::AdminOp(code))),
-    }
-}
-
-/// Whether a librdkafka property is about reaching the brokers (and so
-/// applies to every client, not only producers).
-fn is_connection_setting(key: &str) -> bool {
-    key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.")
-}
-
-/// Runs a future to completion on this thread. The admin client resolves
-/// its futures from its own thread, so no async runtime is needed.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut context = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        match future.as_mut().poll(&mut context) {
-            Poll::Ready(output) => return output,
-            Poll::Pending => std::thread::park(),
-        }
-    }
 }
 
 #[cfg(test)]

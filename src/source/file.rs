@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::DEFAULT_MAX_RECORD_BYTES;
+use crate::rejected::Position;
 
 /// Errors opening or reading an input.
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +149,8 @@ pub struct Lines {
     max_record_bytes: usize,
     /// The length of the last line if it was longer than the limit.
     cut_length: Option<u64>,
+    /// Where the last line returned ends in `buffer`.
+    end: usize,
 }
 
 impl Lines {
@@ -160,6 +163,7 @@ impl Lines {
             buffer: Vec::new(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             cut_length: None,
+            end: 0,
         }
     }
 
@@ -198,6 +202,7 @@ impl Lines {
         if length > end as u64 {
             self.cut_length = Some(length);
             end = end.min(self.max_record_bytes.saturating_add(1));
+            self.end = end;
             return Ok(Some((self.line, &self.buffer[..end])));
         }
         self.cut_length = None;
@@ -207,7 +212,13 @@ impl Lines {
         if self.buffer[..end].ends_with(b"\r") {
             end -= 1;
         }
+        self.end = end;
         Ok(Some((self.line, &self.buffer[..end])))
+    }
+
+    /// The last line returned by [`next_line`](Self::next_line).
+    fn current(&self) -> &[u8] {
+        &self.buffer[..self.end]
     }
 
     /// Reads one line into the buffer, keeping at most the limit plus the
@@ -246,6 +257,82 @@ impl Lines {
             }
         }
         Ok(Some(length))
+    }
+}
+
+/// The records of one input file (or stdin): its non-blank lines, each with
+/// its position, after its header line when it has one. What every reader
+/// of files shares: `replay`, the in-memory loader, `produce` and the
+/// dimension tables.
+pub struct Records {
+    lines: Lines,
+    file: String,
+    header: Option<(Position, Vec<u8>)>,
+    blank_lines: u64,
+}
+
+impl Records {
+    /// Opens `path`; with `has_header`, its first line is the header
+    /// ([`header`](Self::header)), not a record. Lines longer than
+    /// `max_record_bytes` come cut (see [`Lines::with_max_record_bytes`]);
+    /// `bytes_read` counts the bytes read, for a progress bar.
+    pub fn open(
+        path: &Path,
+        has_header: bool,
+        max_record_bytes: usize,
+        bytes_read: Arc<AtomicU64>,
+    ) -> Result<Records, SourceError> {
+        let lines =
+            Lines::new(path, open(path, bytes_read)?).with_max_record_bytes(max_record_bytes);
+        let mut records = Records {
+            lines,
+            file: path.display().to_string(),
+            header: None,
+            blank_lines: 0,
+        };
+        if has_header {
+            if let Some((line, header)) = records.lines.next_line()? {
+                let header = header.to_vec();
+                records.header = Some((records.position(line), header));
+            }
+        }
+        Ok(records)
+    }
+
+    fn position(&self, line: u64) -> Position {
+        Position::File {
+            file: self.file.clone(),
+            line,
+            index: None,
+        }
+    }
+
+    /// The header line and its position; `None` for an empty file or one
+    /// opened without a header.
+    pub fn header(&self) -> Option<(&Position, &[u8])> {
+        self.header
+            .as_ref()
+            .map(|(position, line)| (position, line.as_slice()))
+    }
+
+    /// The next record and its position, or `None` at the end. Blank lines
+    /// hold no record: they are skipped and counted.
+    pub fn next_record(&mut self) -> Result<Option<(Position, &[u8])>, SourceError> {
+        loop {
+            let Some((line, bytes)) = self.lines.next_line()? else {
+                return Ok(None);
+            };
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                self.blank_lines += 1;
+                continue;
+            }
+            return Ok(Some((self.position(line), self.lines.current())));
+        }
+    }
+
+    /// Blank lines skipped so far.
+    pub fn blank_lines(&self) -> u64 {
+        self.blank_lines
     }
 }
 

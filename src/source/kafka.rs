@@ -2,47 +2,35 @@
 //! read by timely workers without blocking, with offsets committed only when
 //! the caller says the outputs that include them are durable.
 //!
-//! Each timely worker creates its own [`KafkaSource`] in one consumer group.
-//! Which partitions a worker reads is set by [`AssignmentMode`]:
-//!
-//! - `workers` (the default): partition `k` of the sorted (topic, partition)
-//!   list goes to worker `k % peers`. Every worker knows its share from the
-//!   start and it never moves, so no record is read by two workers in one run
-//!   and a run on 4 workers reads what a run on 1 worker reads. The group is
-//!   used for its committed offsets only; partitions added to a topic while running are picked up on
-//!   restart. This is how Flink's and Materialize's Kafka sources work too.
-//!   Each partition starts from its beginning or from the committed offset,
-//!   as `resume_from` says. As the group has no members, any worker may
-//!   commit the offsets of any partition: `persona run` commits all of them
-//!   from worker 0, once its sinks have written the outputs.
-//! - `group`: each worker subscribes and the group protocol spreads the
-//!   partitions across the workers (and any other member of the group). When
-//!   workers join one after another, a partition a worker has already read
-//!   from can be revoked and handed to another, which starts again from the
-//!   last committed offset: the records read in between are read twice in
-//!   one run. The old owner drops revoked partitions from its offsets and
-//!   never commits them afterwards (only what it already committed, which
-//!   the caller said was durable, stands). Use it to share a topic with
-//!   consumers outside persona, not for exact outputs.
+//! Each timely worker creates its own [`KafkaSource`] in one consumer group
+//! and reads a fixed share of the partitions: partition `k` of the sorted
+//! (topic, partition) list goes to worker `k % peers`. Every worker knows its
+//! share from the start and it never moves, so no record is read by two
+//! workers in one run and a run on 4 workers reads what a run on 1 worker
+//! reads; partitions added to a topic while running are picked up on
+//! restart. This is how Flink's and Materialize's Kafka sources work too.
+//! Each partition starts from its beginning or from the committed offset, as
+//! `resume_from` says. The group is used for its committed offsets only; as
+//! it has no members, any worker may commit the offsets of any partition:
+//! `persona run` commits all of them from worker 0, once its sinks have
+//! written the outputs.
 //!
 //! Offsets are never committed automatically (`enable.auto.commit=false`):
 //! [`KafkaSource::offsets`] snapshots the next offset to read of each
 //! partition, and [`KafkaSource::commit`] commits a snapshot once the
-//! outputs of every record before it are written. [`PendingCommits`] keeps
-//! the snapshots until then.
+//! outputs of every record before it are written.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::ClientContext;
 
-pub use crate::config::kafka::{AssignmentMode, KafkaSourceConfig, OffsetReset, ResumeFrom};
+pub use crate::config::kafka::{KafkaSinkConfig, KafkaSourceConfig, OffsetReset, ResumeFrom};
+use crate::kafka::{apply, client, connection_settings};
+pub use crate::kafka::{Offsets, TopicPartition};
 use crate::rejected::Position;
 
 /// Errors of the Kafka source. Each names the brokers, topic or partition.
@@ -68,11 +56,6 @@ pub enum KafkaSourceError {
     },
     #[error("cannot assign partitions to the consumer")]
     Assign { source: Box<KafkaError> },
-    #[error("cannot subscribe to {topics:?}")]
-    Subscribe {
-        topics: Vec<String>,
-        source: Box<KafkaError>,
-    },
     #[error("cannot consume from Kafka")]
     Consume { source: Box<KafkaError> },
     #[error("cannot commit offsets {offsets:?} for group {group_id}")]
@@ -81,15 +64,15 @@ pub enum KafkaSourceError {
         offsets: Offsets,
         source: Box<KafkaError>,
     },
+    #[error("topic {topic} was not read to its end {ends:?} within {within:?}")]
+    NotToTheEnd {
+        topic: String,
+        ends: Offsets,
+        within: Duration,
+    },
     #[error("invalid [kafka] source config: {0}")]
     Invalid(String),
 }
-
-/// A (topic, partition) pair.
-pub type TopicPartition = (String, i32);
-
-/// The next offset to read (= to commit) of each partition.
-pub type Offsets = BTreeMap<TopicPartition, i64>;
 
 /// One message of a topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,8 +84,6 @@ pub struct KafkaRecord {
     /// The message value; empty for a null value (a tombstone), which a
     /// format treats like a blank line.
     pub payload: Vec<u8>,
-    /// The message timestamp in ms, if the broker gave one.
-    pub timestamp_ms: Option<i64>,
 }
 
 /// How long blocking set-up calls (metadata, committed offsets) may take.
@@ -111,16 +92,16 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// One worker's consumer. Poll it from the worker loop with
 /// [`poll_batch`](KafkaSource::poll_batch), which never blocks.
 pub struct KafkaSource {
-    consumer: BaseConsumer<RebalanceLog>,
+    consumer: BaseConsumer,
     config: KafkaSourceConfig,
     next_offsets: Offsets,
 }
 
 impl KafkaSource {
     /// A consumer for worker `worker` of `peers` (timely's `index()` and
-    /// `peers()`). In `workers` mode it reads the topics' partition lists and
-    /// the group's committed offsets now (blocking, up to 30 s each), so a
-    /// missing topic is an error here rather than silence later.
+    /// `peers()`). It reads the topics' partition lists and the group's
+    /// committed offsets now (blocking, up to 30 s each), so a missing topic
+    /// is an error here rather than silence later.
     pub fn new(
         config: &KafkaSourceConfig,
         worker: usize,
@@ -134,9 +115,8 @@ impl KafkaSource {
                 "worker {worker} is not below peers {peers}"
             )));
         }
-        let mut client = ClientConfig::new();
-        client
-            .set("bootstrap.servers", &config.brokers)
+        let mut settings = client(&config.brokers);
+        settings
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             // Offsets advance only through `commit`; librdkafka's own offset
@@ -154,32 +134,20 @@ impl KafkaSource {
             // for a fuller fetch halves a replay's speed on some brokers.
             .set("fetch.wait.max.ms", "50")
             .set("client.id", format!("persona-worker-{worker}"));
-        for (key, value) in &config.properties {
-            client.set(key, value);
-        }
-        let consumer: BaseConsumer<RebalanceLog> = client
-            .create_with_context(RebalanceLog::default())
-            .map_err(|source| KafkaSourceError::Create {
-                brokers: config.brokers.clone(),
-                source: Box::new(source),
-            })?;
+        apply(&mut settings, &config.properties);
+        let consumer: BaseConsumer =
+            settings
+                .create()
+                .map_err(|source| KafkaSourceError::Create {
+                    brokers: config.brokers.clone(),
+                    source: Box::new(source),
+                })?;
         let source = KafkaSource {
             consumer,
             config: config.clone(),
             next_offsets: Offsets::new(),
         };
-        match config.assignment {
-            AssignmentMode::Workers => source.assign_share(worker, peers)?,
-            AssignmentMode::Group => {
-                let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-                source.consumer.subscribe(&topics).map_err(|source| {
-                    KafkaSourceError::Subscribe {
-                        topics: config.topics.clone(),
-                        source: Box::new(source),
-                    }
-                })?;
-            }
-        }
+        source.assign_share(worker, peers)?;
         Ok(source)
     }
 
@@ -263,15 +231,14 @@ impl KafkaSource {
     }
 
     /// Appends up to `max` waiting messages to `out`; returns how many. Never
-    /// blocks: it returns 0 when nothing is waiting. Also serves rebalances
-    /// (in `group` mode), dropping revoked partitions from [`offsets`](Self::offsets).
+    /// blocks: it returns 0 when nothing is waiting.
     pub fn poll_batch(
         &mut self,
         max: usize,
         out: &mut Vec<KafkaRecord>,
     ) -> Result<usize, KafkaSourceError> {
         let mut taken = 0;
-        // A poll that serves a rebalance or commit event returns nothing
+        // A poll that serves a commit or other event returns nothing
         // although messages may wait; a few empty polls in a row mean empty.
         let mut empty_polls = 0;
         while taken < max && empty_polls < 3 {
@@ -279,10 +246,9 @@ impl KafkaSource {
                 None => empty_polls += 1,
                 Some(Err(KafkaError::PartitionEOF(_))) => empty_polls += 1,
                 Some(Err(source)) => {
-                    self.forget_revoked();
                     return Err(KafkaSourceError::Consume {
                         source: Box::new(source),
-                    });
+                    })
                 }
                 Some(Ok(message)) => {
                     empty_polls = 0;
@@ -299,23 +265,12 @@ impl KafkaSource {
                         },
                         key: message.key().map(<[u8]>::to_vec),
                         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                        timestamp_ms: message.timestamp().to_millis(),
                     });
                     taken += 1;
                 }
             }
         }
-        self.forget_revoked();
         Ok(taken)
-    }
-
-    /// Drops revoked partitions, so a snapshot taken from now on cannot
-    /// commit over the new owner's progress.
-    fn forget_revoked(&mut self) {
-        let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock().expect("lock"));
-        for partition in revoked {
-            self.next_offsets.remove(&partition);
-        }
     }
 
     /// The next offset to read of each partition this worker has read from:
@@ -325,9 +280,7 @@ impl KafkaSource {
         self.next_offsets.clone()
     }
 
-    /// The partitions this worker owns now (sorted). In `workers` mode fixed
-    /// from [`new`](Self::new); in `group` mode it changes on rebalances and
-    /// is empty until the group has assigned partitions.
+    /// The partitions this worker owns (sorted), fixed from [`new`](Self::new).
     pub fn assignment(&self) -> Result<Vec<TopicPartition>, KafkaSourceError> {
         let list = self
             .consumer
@@ -345,27 +298,16 @@ impl KafkaSource {
     }
 
     /// Commits `offsets` (next offsets to read, as [`offsets`](Self::offsets)
-    /// gives them) to the group and waits for the broker's answer. In
-    /// `group` assignment only partitions this worker still owns are
-    /// committed; in `workers` assignment all of them. Returns how many.
-    /// Call it only with offsets whose records' outputs are durable: a restart
-    /// resumes exactly there.
+    /// gives them) to the group and waits for the broker's answer; returns
+    /// how many. Call it only with offsets whose records' outputs are
+    /// durable: a restart resumes exactly there.
     pub fn commit(&self, offsets: &Offsets) -> Result<usize, KafkaSourceError> {
-        let owned = match self.config.assignment {
-            AssignmentMode::Group => Some(self.assignment()?),
-            AssignmentMode::Workers => None,
-        };
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in offsets {
-            let mine = owned
-                .as_ref()
-                .is_none_or(|owned| owned.binary_search(&(topic.clone(), *partition)).is_ok());
-            if mine {
-                list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                    .map_err(|source| KafkaSourceError::Consume {
-                        source: Box::new(source),
-                    })?;
-            }
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|source| KafkaSourceError::Consume {
+                    source: Box::new(source),
+                })?;
         }
         if list.count() == 0 {
             return Ok(0);
@@ -441,12 +383,9 @@ impl KafkaSource {
 /// Asks the brokers of `config` for their metadata, waiting at most
 /// `timeout`: whether they can be reached at all.
 pub fn brokers_answer(config: &KafkaSourceConfig, timeout: Duration) -> Result<(), KafkaError> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
-    for (key, value) in &config.properties {
-        client.set(key, value);
-    }
-    let consumer: BaseConsumer = client.create()?;
+    let mut settings = client(&config.brokers);
+    apply(&mut settings, &config.properties);
+    let consumer: BaseConsumer = settings.create()?;
     consumer.fetch_metadata(None, timeout).map(|_| ())
 }
 
@@ -455,119 +394,63 @@ pub fn brokers_answer(config: &KafkaSourceConfig, timeout: Duration) -> Result<(
 pub fn group_committed(config: &KafkaSourceConfig) -> Result<Offsets, KafkaSourceError> {
     let all = KafkaSourceConfig {
         resume_from: ResumeFrom::Committed,
-        assignment: AssignmentMode::Workers,
         ..config.clone()
     };
     KafkaSource::new(&all, 0, 1)?.committed(SETUP_TIMEOUT)
 }
 
-/// Offset snapshots waiting for their outputs to become durable.
-///
-/// After each batch a worker calls [`record`](Self::record) with the latest
-/// timestamp it gave a record so far and [`KafkaSource::offsets`]; when the
-/// output frontier has passed a timestamp and the sinks have written it,
-/// [`durable`](Self::durable) returns the newest snapshot that is safe to
-/// commit. Snapshots are cumulative, so only the newest ready one matters.
-#[derive(Debug)]
-pub struct PendingCommits<T> {
-    queue: VecDeque<(T, Offsets)>,
-}
-
-impl<T> Default for PendingCommits<T> {
-    fn default() -> Self {
-        PendingCommits {
-            queue: VecDeque::new(),
+/// The keys an upsert topic holds now (read from its beginning to its end,
+/// tombstoned keys left out): what an earlier run left there.
+pub fn upsert_keys(config: &KafkaSinkConfig) -> Result<BTreeSet<String>, KafkaSourceError> {
+    let reader = KafkaSourceConfig {
+        brokers: config.brokers.clone(),
+        topics: vec![config.topic.clone()],
+        group_id: format!("persona-upsert-reader-{}", std::process::id()),
+        resume_from: ResumeFrom::Beginning,
+        properties: connection_settings(&config.properties)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+        ..KafkaSourceConfig::default()
+    };
+    let within = Duration::from_secs(60);
+    let mut source = KafkaSource::new(&reader, 0, 1)?;
+    let ends = source.end_offsets(within)?;
+    let mut keys = BTreeSet::new();
+    let mut batch = Vec::new();
+    let started = Instant::now();
+    while !source.caught_up(&ends, &Offsets::new()) {
+        if started.elapsed() > within {
+            return Err(KafkaSourceError::NotToTheEnd {
+                topic: config.topic.clone(),
+                ends,
+                within,
+            });
         }
-    }
-}
-
-impl<T: Ord + Clone> PendingCommits<T> {
-    /// Records that the records behind `offsets` have timestamps up to `time`.
-    /// Times are kept non-decreasing (a snapshot covers every earlier record).
-    pub fn record(&mut self, time: T, offsets: Offsets) {
-        let time = match self.queue.back() {
-            Some((last, _)) if *last > time => last.clone(),
-            _ => time,
-        };
-        self.queue.push_back((time, offsets));
-    }
-
-    /// Removes and returns the newest snapshot whose time `is_durable` says
-    /// is written, if any.
-    pub fn durable(&mut self, mut is_durable: impl FnMut(&T) -> bool) -> Option<Offsets> {
-        let mut ready = None;
-        while let Some((time, _)) = self.queue.front() {
-            if !is_durable(time) {
-                break;
+        batch.clear();
+        if source.poll_batch(10_000, &mut batch)? == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for record in batch.drain(..) {
+            let key = String::from_utf8_lossy(&record.key.unwrap_or_default()).into_owned();
+            if record.payload.is_empty() {
+                keys.remove(&key);
+            } else {
+                keys.insert(key);
             }
-            ready = self.queue.pop_front().map(|(_, offsets)| offsets);
-        }
-        ready
-    }
-
-    /// Number of snapshots waiting.
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-}
-
-/// Consumer callbacks: remembers partitions revoked by the group, which
-/// [`KafkaSource`] then stops tracking.
-#[derive(Default)]
-struct RebalanceLog {
-    revoked: Mutex<Vec<TopicPartition>>,
-}
-
-impl ClientContext for RebalanceLog {}
-
-impl ConsumerContext for RebalanceLog {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(list) = rebalance {
-            self.revoked.lock().expect("lock").extend(
-                list.elements()
-                    .iter()
-                    .map(|e| (e.topic().to_owned(), e.partition())),
-            );
         }
     }
+    Ok(keys)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn offsets(pairs: &[(i32, i64)]) -> Offsets {
-        pairs
-            .iter()
-            .map(|(p, o)| (("t".to_owned(), *p), *o))
-            .collect()
-    }
-
-    #[test]
-    fn pending_commits_release_the_newest_durable_snapshot_in_order() {
-        let mut pending = PendingCommits::default();
-        pending.record(10u64, offsets(&[(0, 5)]));
-        pending.record(20, offsets(&[(0, 9), (1, 3)]));
-        // A snapshot never claims an earlier time than the one before it.
-        pending.record(15, offsets(&[(0, 12), (1, 3)]));
-        assert_eq!(pending.durable(|t| *t < 10), None);
-        assert_eq!(
-            pending.durable(|t| *t < 21),
-            Some(offsets(&[(0, 12), (1, 3)]))
-        );
-        assert!(pending.is_empty());
-    }
-
     #[test]
     fn config_defaults_and_unknown_fields() {
         let config: KafkaSourceConfig = toml::from_str("topics = [\"events\"]").unwrap();
         assert_eq!(config.group_id, "persona");
         assert_eq!(config.auto_offset_reset, OffsetReset::Earliest);
-        assert_eq!(config.assignment, AssignmentMode::Workers);
         assert_eq!(config.session_timeout_ms, 6000);
         assert!(toml::from_str::<KafkaSourceConfig>("topic = \"events\"").is_err());
     }

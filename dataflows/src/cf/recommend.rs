@@ -16,7 +16,7 @@ use differential_dataflow::VecCollection;
 use super::history::{self, HistoryEntry, UserItem};
 use super::similarity::{self, Cooccurrence, Neighbor, SimilarItems};
 use super::CfConfig;
-use crate::{Event, EventTime, Id, Names, Score};
+use crate::{Event, EventTime, Id, Score};
 
 /// One recommended item.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -34,23 +34,6 @@ pub struct Recommendations {
     /// True when the list is the popularity fallback (score = number of users
     /// with the item in their history).
     pub popular: bool,
-}
-
-impl Recommendations {
-    /// The `recommendations.jsonl` line: `{"user", "items": [{"item",
-    /// "score"}]}`, plus `"popular": true` on a popularity fallback list.
-    pub fn to_json(&self, names: &dyn Names) -> serde_json::Value {
-        let items: Vec<serde_json::Value> = self
-            .items
-            .iter()
-            .map(|s| serde_json::json!({"item": names.item(s.item), "score": s.score.0}))
-            .collect();
-        let mut line = serde_json::json!({"user": names.user(self.user), "items": items});
-        if self.popular {
-            line["popular"] = serde_json::Value::Bool(true);
-        }
-        line
-    }
 }
 
 /// Every output of collaborative filtering.

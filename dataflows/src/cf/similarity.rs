@@ -15,7 +15,7 @@ use differential_dataflow::VecCollection;
 
 use super::history::HistoryEntry;
 use super::{CfConfig, Metric};
-use crate::{EventTime, Id, Names, Score};
+use crate::{EventTime, Id, Score};
 
 impl Metric {
     /// Every metric, in declaration order.
@@ -215,18 +215,6 @@ pub struct Neighbor {
 pub struct SimilarItems {
     pub item: Id,
     pub neighbors: Vec<Neighbor>,
-}
-
-impl SimilarItems {
-    /// The `similar_items.jsonl` line: `{"item", "neighbors": [{"item", "similarity"}]}`.
-    pub fn to_json(&self, names: &dyn Names) -> serde_json::Value {
-        let neighbors: Vec<serde_json::Value> = self
-            .neighbors
-            .iter()
-            .map(|n| serde_json::json!({"item": names.item(n.item), "similarity": n.similarity.0}))
-            .collect();
-        serde_json::json!({"item": names.item(self.item), "neighbors": neighbors})
-    }
 }
 
 /// Every item count a neighbour selection reads, as one record. With a

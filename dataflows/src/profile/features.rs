@@ -1,13 +1,12 @@
 //! The profile record: what the profile dataflow (and its reference) output
-//! per user, the RFM segment table, and the JSON line of `profiles.jsonl`.
+//! per user, and the RFM segment table.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
 
 use crate::profile::SegmentConfig;
-use crate::{Action, Id, Names, Score};
+use crate::{Action, Id, Score};
 
 /// The features of one user. Every integer is a net sum over the user's
 /// events (retractions subtract). A purchase and a cancellation are each a
@@ -140,51 +139,9 @@ impl Segment {
     }
 }
 
-impl Profile {
-    /// The `profiles.jsonl` line of `user`, with ids shown as in the source.
-    pub fn to_json(&self, user: Id, names: &dyn Names) -> Value {
-        let windows: Map<String, Value> = self
-            .windows
-            .iter()
-            .map(|(days, counts)| (format!("{days}d"), action_counts(counts)))
-            .collect();
-        let top_categories: Vec<Value> = self
-            .top_categories
-            .iter()
-            .map(|c| json!({"category": names.category(c.category), "affinity": c.affinity.0}))
-            .collect();
-        json!({
-            "user": names.user(user),
-            "counts": action_counts(&self.counts),
-            "windows": windows,
-            "quantity": self.quantity,
-            "spend": self.spend,
-            "distinct_items": self.distinct_items,
-            "distinct_categories": self.distinct_categories,
-            "first_seen": self.first_seen,
-            "last_seen": self.last_seen,
-            "last_purchase": self.last_purchase,
-            "avg_rating": self.avg_rating.map(|r| r.0),
-            "ratings": self.ratings,
-            "top_categories": top_categories,
-            "segment": self.segment.name(),
-            "attributes": self.attributes,
-        })
-    }
-}
-
-fn action_counts(counts: &BTreeMap<Action, i64>) -> Value {
-    counts
-        .iter()
-        .map(|(action, count)| (action.name().to_string(), json!(count)))
-        .collect::<Map<String, Value>>()
-        .into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NumericNames;
 
     #[test]
     fn segment_table() {
@@ -207,52 +164,5 @@ mod tests {
         assert_eq!(classify(0, 5, 0), Segment::AtRisk);
         assert_eq!(classify(0, 1, 100), Segment::AtRisk);
         assert_eq!(classify(0, 1, 10), Segment::Hibernating);
-    }
-
-    #[test]
-    fn json_line_has_the_documented_fields() {
-        let profile = Profile {
-            counts: BTreeMap::from([(Action::Purchase, 2), (Action::View, 5)]),
-            windows: BTreeMap::from([
-                (7, BTreeMap::from([(Action::Purchase, 1)])),
-                (30, BTreeMap::new()),
-            ]),
-            quantity: 3,
-            spend: 1250,
-            distinct_items: 4,
-            distinct_categories: 2,
-            first_seen: Some(1000),
-            last_seen: Some(2000),
-            last_purchase: Some(1500),
-            avg_rating: Some(Score(3.5)),
-            ratings: 2,
-            top_categories: vec![CategoryAffinity {
-                category: 9,
-                affinity: Score(1.5),
-            }],
-            segment: Segment::New,
-            attributes: BTreeMap::from([("country".to_string(), "FR".to_string())]),
-        };
-        let line = profile.to_json(17, &NumericNames);
-        assert_eq!(
-            line,
-            json!({
-                "user": "17",
-                "counts": {"purchase": 2, "view": 5},
-                "windows": {"7d": {"purchase": 1}, "30d": {}},
-                "quantity": 3,
-                "spend": 1250,
-                "distinct_items": 4,
-                "distinct_categories": 2,
-                "first_seen": 1000,
-                "last_seen": 2000,
-                "last_purchase": 1500,
-                "avg_rating": 3.5,
-                "ratings": 2,
-                "top_categories": [{"category": "9", "affinity": 1.5}],
-                "segment": "new",
-                "attributes": {"country": "FR"},
-            })
-        );
     }
 }

@@ -1,0 +1,47 @@
+//! The outputs of the pipeline, by name: what files, topics and summaries
+//! call them.
+
+use crate::names::NameKind;
+
+/// One output of the pipeline: a set of records, one per key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Output {
+    /// One record per user seen.
+    Profiles,
+    /// One record per item with a neighbour.
+    SimilarItems,
+    /// One record per user: a personal list or the popular fallback.
+    Recommendations,
+}
+
+impl Output {
+    /// Every output, in the order the summary lists them.
+    pub const ALL: [Output; 3] = [
+        Output::Profiles,
+        Output::SimilarItems,
+        Output::Recommendations,
+    ];
+
+    /// The name of its files (`NAME.jsonl`) and of its `[sink.kafka]` topic setting.
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Profiles => "profiles",
+            Output::SimilarItems => "similar_items",
+            Output::Recommendations => "recommendations",
+        }
+    }
+
+    /// What its records are keyed by: the key of its upsert messages.
+    pub fn key_kind(self) -> NameKind {
+        match self {
+            Output::Profiles | Output::Recommendations => NameKind::User,
+            Output::SimilarItems => NameKind::Item,
+        }
+    }
+
+    /// Whether it changes only once per recommendation period
+    /// (`[time] recommend_tick_ms`), rather than at every tick.
+    pub fn is_periodic(self) -> bool {
+        !matches!(self, Output::Profiles)
+    }
+}

@@ -1,0 +1,119 @@
+//! Dead letters: the records a run did not apply, each with its position,
+//! reason and raw bytes. Rejected records go to `rejected.jsonl` and late
+//! ones to `late.jsonl` (one of each per process, written by all its
+//! workers), and, for `persona run`, also to the dead-letter topic of
+//! `[sink.kafka] rejected`, keyed by position.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+
+use crate::config::KafkaOutputsConfig;
+use crate::rejected::{create_private_file, Reason, RejectedRecord};
+use crate::sink::kafka::KafkaProducer;
+use crate::sink::part_path;
+
+/// A line writer shared by the workers of a process.
+type SharedWriter = Arc<Mutex<BufWriter<File>>>;
+
+/// A process's `rejected.jsonl` and `late.jsonl` (parts of a folder when
+/// several processes run), created private: raw records carry every column.
+#[derive(Clone)]
+pub struct DeadLetterFiles {
+    rejected: SharedWriter,
+    late: SharedWriter,
+}
+
+impl DeadLetterFiles {
+    /// Creates both files in `dir` with permissions `mode`.
+    pub fn create(
+        dir: &Path,
+        process: usize,
+        processes: usize,
+        mode: u32,
+    ) -> anyhow::Result<DeadLetterFiles> {
+        let writer = |name: &str| -> anyhow::Result<SharedWriter> {
+            let path = part_path(dir, name, process, processes)?;
+            let file = create_private_file(&path, mode)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            Ok(Arc::new(Mutex::new(BufWriter::new(file))))
+        };
+        Ok(DeadLetterFiles {
+            rejected: writer("rejected")?,
+            late: writer("late")?,
+        })
+    }
+
+    /// Writes what the workers buffered.
+    pub fn flush(&self) -> std::io::Result<()> {
+        for writer in [&self.rejected, &self.late] {
+            writer.lock().expect("writer lock").flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// One worker's dead letters: the process's files and/or the dead-letter topic.
+pub struct DeadLetters {
+    files: Option<DeadLetterFiles>,
+    topic: Option<KafkaProducer>,
+    /// Whether letters were sent to the topic since the last flush.
+    unflushed: bool,
+}
+
+impl DeadLetters {
+    /// Dead letters to `files` and to the `rejected` topic of `kafka`, if any.
+    pub fn new(
+        files: Option<DeadLetterFiles>,
+        kafka: Option<&KafkaOutputsConfig>,
+    ) -> anyhow::Result<DeadLetters> {
+        let topic = match kafka {
+            Some(kafka) => match &kafka.rejected {
+                Some(topic) => Some(KafkaProducer::new(
+                    &kafka.brokers,
+                    topic,
+                    &kafka.properties,
+                )?),
+                None => None,
+            },
+            None => None,
+        };
+        Ok(DeadLetters {
+            files,
+            topic,
+            unflushed: false,
+        })
+    }
+
+    /// Writes one record not applied, to the file of its reason and the topic.
+    pub fn write(&mut self, record: &RejectedRecord) -> anyhow::Result<()> {
+        let line = serde_json::to_vec(record)?;
+        if let Some(files) = &self.files {
+            let file = match record.reason {
+                Reason::Late => &files.late,
+                _ => &files.rejected,
+            };
+            let mut file = file.lock().expect("writer lock");
+            file.write_all(&line)?;
+            file.write_all(b"\n")?;
+        }
+        if let Some(topic) = &self.topic {
+            topic.send(record.source.to_string().as_bytes(), Some(&line))?;
+            self.unflushed = true;
+        }
+        Ok(())
+    }
+
+    /// Waits until every letter sent to the topic is acknowledged, so a
+    /// record's offset is committed only once its letter is durable.
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        if let (Some(topic), true) = (&self.topic, self.unflushed) {
+            topic.flush()?;
+            self.unflushed = false;
+        }
+        Ok(())
+    }
+}

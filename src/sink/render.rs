@@ -1,0 +1,172 @@
+//! How output records are shown: one JSON line each, with the ids of the
+//! source ([`Names`]), and the key of their upsert messages. The dataflows
+//! hold integer records only; formats are the sinks' business.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::ExchangeData;
+use persona_dataflows::cf::recommend::Recommendations;
+use persona_dataflows::cf::similarity::SimilarItems;
+use persona_dataflows::profile::Profile;
+use persona_dataflows::{Action, Id};
+use serde_json::{json, Map, Value};
+
+use crate::names::Names;
+
+/// A record of an output collection.
+pub trait OutputRecord: ExchangeData {
+    /// The record as one JSON line.
+    fn to_json(&self, names: &dyn Names) -> Value;
+    /// The id the output holds one record per: its upsert key.
+    fn key(&self) -> Id;
+}
+
+/// A `profiles.jsonl` line: the profile of a user, with ids shown as in the source.
+impl OutputRecord for (Id, Profile) {
+    fn to_json(&self, names: &dyn Names) -> Value {
+        let (user, profile) = (self.0, &self.1);
+        let windows: Map<String, Value> = profile
+            .windows
+            .iter()
+            .map(|(days, counts)| (format!("{days}d"), action_counts(counts)))
+            .collect();
+        let top_categories: Vec<Value> = profile
+            .top_categories
+            .iter()
+            .map(|c| json!({"category": names.category(c.category), "affinity": c.affinity.0}))
+            .collect();
+        json!({
+            "user": names.user(user),
+            "counts": action_counts(&profile.counts),
+            "windows": windows,
+            "quantity": profile.quantity,
+            "spend": profile.spend,
+            "distinct_items": profile.distinct_items,
+            "distinct_categories": profile.distinct_categories,
+            "first_seen": profile.first_seen,
+            "last_seen": profile.last_seen,
+            "last_purchase": profile.last_purchase,
+            "avg_rating": profile.avg_rating.map(|r| r.0),
+            "ratings": profile.ratings,
+            "top_categories": top_categories,
+            "segment": profile.segment.name(),
+            "attributes": profile.attributes,
+        })
+    }
+
+    fn key(&self) -> Id {
+        self.0
+    }
+}
+
+fn action_counts(counts: &BTreeMap<Action, i64>) -> Value {
+    counts
+        .iter()
+        .map(|(action, count)| (action.name().to_string(), json!(count)))
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+/// A `similar_items.jsonl` line: `{"item", "neighbors": [{"item", "similarity"}]}`.
+impl OutputRecord for SimilarItems {
+    fn to_json(&self, names: &dyn Names) -> Value {
+        let neighbors: Vec<Value> = self
+            .neighbors
+            .iter()
+            .map(|n| json!({"item": names.item(n.item), "similarity": n.similarity.0}))
+            .collect();
+        json!({"item": names.item(self.item), "neighbors": neighbors})
+    }
+
+    fn key(&self) -> Id {
+        self.item
+    }
+}
+
+/// A `recommendations.jsonl` line: `{"user", "items": [{"item", "score"}]}`,
+/// plus `"popular": true` on a popularity fallback list.
+impl OutputRecord for Recommendations {
+    fn to_json(&self, names: &dyn Names) -> Value {
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .map(|s| json!({"item": names.item(s.item), "score": s.score.0}))
+            .collect();
+        let mut line = json!({"user": names.user(self.user), "items": items});
+        if self.popular {
+            line["popular"] = Value::Bool(true);
+        }
+        line
+    }
+
+    fn key(&self) -> Id {
+        self.user
+    }
+}
+
+/// The distinct users and items, counted for the summary.
+impl OutputRecord for Id {
+    fn to_json(&self, _names: &dyn Names) -> Value {
+        json!(self)
+    }
+
+    fn key(&self) -> Id {
+        *self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use persona_dataflows::profile::{CategoryAffinity, Segment};
+    use persona_dataflows::Score;
+
+    use super::*;
+    use crate::names::NumericNames;
+
+    #[test]
+    fn json_line_has_the_documented_fields() {
+        let profile = Profile {
+            counts: BTreeMap::from([(Action::Purchase, 2), (Action::View, 5)]),
+            windows: BTreeMap::from([
+                (7, BTreeMap::from([(Action::Purchase, 1)])),
+                (30, BTreeMap::new()),
+            ]),
+            quantity: 3,
+            spend: 1250,
+            distinct_items: 4,
+            distinct_categories: 2,
+            first_seen: Some(1000),
+            last_seen: Some(2000),
+            last_purchase: Some(1500),
+            avg_rating: Some(Score(3.5)),
+            ratings: 2,
+            top_categories: vec![CategoryAffinity {
+                category: 9,
+                affinity: Score(1.5),
+            }],
+            segment: Segment::New,
+            attributes: BTreeMap::from([("country".to_string(), "FR".to_string())]),
+        };
+        let line = (17, profile).to_json(&NumericNames);
+        assert_eq!(
+            line,
+            json!({
+                "user": "17",
+                "counts": {"purchase": 2, "view": 5},
+                "windows": {"7d": {"purchase": 1}, "30d": {}},
+                "quantity": 3,
+                "spend": 1250,
+                "distinct_items": 4,
+                "distinct_categories": 2,
+                "first_seen": 1000,
+                "last_seen": 2000,
+                "last_purchase": 1500,
+                "avg_rating": 3.5,
+                "ratings": 2,
+                "top_categories": [{"category": "9", "affinity": 1.5}],
+                "segment": "new",
+                "attributes": {"country": "FR"},
+            })
+        );
+    }
+}
