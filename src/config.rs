@@ -519,7 +519,7 @@ pub struct TimeConfig {
 
 /// Allowed lateness from which the input frontier cannot move before the end
 /// of a log: a century reaches back before the first event of any log.
-pub const UNBOUNDED_LATENESS_S: u64 = 100 * 365 * 86_400;
+const UNBOUNDED_LATENESS_S: u64 = 100 * 365 * 86_400;
 
 /// The Kafka brokers when a config names none.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";

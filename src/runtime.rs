@@ -146,11 +146,6 @@ impl TimelyArgs {
             peer_timeout: Duration::from_secs(self.peer_timeout),
         })
     }
-
-    /// Total workers across processes.
-    pub fn total_workers(&self) -> usize {
-        self.workers * self.processes
-    }
 }
 
 /// Runs `work` on every worker of `config` and waits for them; returns the

@@ -49,7 +49,7 @@ impl ReaderCounts {
 }
 
 /// `summary.json`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Summary {
     pub records_read: u64,
     pub accepted: u64,

@@ -450,33 +450,47 @@ fn top_categories<'s, T: EventTime>(
             let Some((weights, latest_day)) = category_weights(inputs) else {
                 return;
             };
-            let mut affinities: Vec<CategoryAffinity> = Vec::new();
-            for ((category, day), weight) in weights {
-                let decayed = weight as f64 * ((day - latest_day) as f64 / half_life_days).exp2();
-                if affinities
-                    .last()
-                    .is_none_or(|last| last.category != category)
-                {
-                    affinities.push(CategoryAffinity {
-                        category,
-                        affinity: Score(0.0),
-                    });
-                }
-                if let Some(last) = affinities.last_mut() {
-                    last.affinity.0 += decayed;
-                }
-            }
-            affinities.retain(|c| c.affinity.0 > 0.0);
-            affinities.sort_by(|a, b| {
-                b.affinity
-                    .cmp(&a.affinity)
-                    .then(a.category.cmp(&b.category))
-            });
-            affinities.truncate(keep);
+            let affinities = rank_categories(weights, latest_day, half_life_days, keep);
             if !affinities.is_empty() {
                 output.push((Fact::TopCategories(affinities), 1));
             }
         })
+}
+
+/// The `keep` categories of highest affinity Σ w·2^((day − latest_day)/H),
+/// from nonzero weights per (category, day) in ascending order (summed in
+/// that order, so every implementation gets the same bits); ties by
+/// category. Categories of affinity 0 or less are left out.
+pub fn rank_categories(
+    weights: impl IntoIterator<Item = ((Id, i64), i64)>,
+    latest_day: i64,
+    half_life_days: f64,
+    keep: usize,
+) -> Vec<CategoryAffinity> {
+    let mut affinities: Vec<CategoryAffinity> = Vec::new();
+    for ((category, day), weight) in weights {
+        let decayed = weight as f64 * ((day - latest_day) as f64 / half_life_days).exp2();
+        if affinities
+            .last()
+            .is_none_or(|last| last.category != category)
+        {
+            affinities.push(CategoryAffinity {
+                category,
+                affinity: Score(0.0),
+            });
+        }
+        if let Some(last) = affinities.last_mut() {
+            last.affinity.0 += decayed;
+        }
+    }
+    affinities.retain(|c| c.affinity.0 > 0.0);
+    affinities.sort_by(|a, b| {
+        b.affinity
+            .cmp(&a.affinity)
+            .then(a.category.cmp(&b.category))
+    });
+    affinities.truncate(keep);
+    affinities
 }
 
 /// One input of the per-user category affinity: net units bought in a

@@ -11,7 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
-use persona_dataflows::profile::{CategoryAffinity, Profile, ProfileConfig, Segment};
+use persona_dataflows::profile::{
+    rank_categories, CategoryAffinity, Profile, ProfileConfig, Segment,
+};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, Event, Id, Score};
 
@@ -328,30 +330,11 @@ impl HashMapProfiles {
         let Some(latest_day) = weights.keys().map(|(_, day)| *day).max() else {
             return Vec::new();
         };
-        let mut affinities: Vec<CategoryAffinity> = Vec::new();
-        for (&(category, day), &weight) in &weights {
-            let decayed =
-                weight as f64 * ((day - latest_day) as f64 / self.config.half_life_days).exp2();
-            if affinities
-                .last()
-                .is_none_or(|last| last.category != category)
-            {
-                affinities.push(CategoryAffinity {
-                    category,
-                    affinity: Score(0.0),
-                });
-            }
-            if let Some(last) = affinities.last_mut() {
-                last.affinity.0 += decayed;
-            }
-        }
-        affinities.retain(|c| c.affinity.0 > 0.0);
-        affinities.sort_by(|a, b| {
-            b.affinity
-                .cmp(&a.affinity)
-                .then(a.category.cmp(&b.category))
-        });
-        affinities.truncate(self.config.top_categories);
-        affinities
+        rank_categories(
+            weights,
+            latest_day,
+            self.config.half_life_days,
+            self.config.top_categories,
+        )
     }
 }

@@ -25,7 +25,7 @@ fn hit_ranks<'a, T: Eq + Hash>(
 }
 
 /// hits in the top k / k (k, not the list length: a short list is penalised).
-pub fn precision_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
+fn precision_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
     if k == 0 {
         return 0.0;
     }
@@ -33,7 +33,7 @@ pub fn precision_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k:
 }
 
 /// hits in the top k / |relevant|.
-pub fn recall_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
+fn recall_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
     if relevant.is_empty() {
         return 0.0;
     }
@@ -42,7 +42,7 @@ pub fn recall_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: us
 
 /// DCG / IDCG with binary gains and a log2(rank + 1) discount; the ideal
 /// list puts min(k, |relevant|) hits first.
-pub fn ndcg_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
+fn ndcg_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
     let discount = |rank: usize| 1.0 / ((rank + 1) as f64).log2();
     let ideal: f64 = (1..=k.min(relevant.len())).map(discount).sum();
     if ideal == 0.0 {
@@ -57,11 +57,7 @@ pub fn ndcg_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usiz
 /// Average precision at k as Microsoft Recommenders' `map_at_k` defines it:
 /// Σ over hits at rank r ≤ k of (hits up to r) / r, divided by
 /// min(k, |relevant|).
-pub fn average_precision_at_k<T: Eq + Hash>(
-    recommended: &[T],
-    relevant: &HashSet<T>,
-    k: usize,
-) -> f64 {
+fn average_precision_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
     let denominator = k.min(relevant.len());
     if denominator == 0 {
         return 0.0;

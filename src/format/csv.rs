@@ -184,7 +184,7 @@ impl CsvRecord<'_> {
     }
 
     /// Number of fields.
-    pub fn field_count(&self) -> usize {
+    fn field_count(&self) -> usize {
         self.ends.len()
     }
 }

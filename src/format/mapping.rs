@@ -37,7 +37,7 @@ const MAX_TIME_MS: i64 = 253_402_300_799_999;
 /// An `epoch_ms` value below this (1973-03-03) is taken for seconds, and an
 /// `epoch_s` value at or above it (year 5138) for milliseconds: real logs of
 /// behaviour start well after 1973, and no log has times 3000 years ahead.
-pub const EPOCH_UNIT_BOUNDARY: i64 = 100_000_000_000;
+const EPOCH_UNIT_BOUNDARY: i64 = 100_000_000_000;
 
 /// Most units one row may hold. Online Retail's largest line is 80,995.
 pub const MAX_QUANTITY: i64 = 1_000_000;

@@ -157,7 +157,7 @@ struct Shared {
 /// The config a topic's messages decode with: each message is one line of
 /// the `[input]` format, and a topic has no header line, so a CSV topic's
 /// columns come from `[input.csv] columns` (presets set them).
-pub fn topic_decoding(config: &PipelineConfig) -> anyhow::Result<PipelineConfig> {
+fn topic_decoding(config: &PipelineConfig) -> anyhow::Result<PipelineConfig> {
     let mut config = config.clone();
     let csv = &mut config.input.csv;
     if config.input.format == FormatKind::Csv && csv.has_header {

@@ -205,13 +205,13 @@ impl Lines {
             self.end = end;
             return Ok(Some((self.line, &self.buffer[..end])));
         }
-        self.cut_length = None;
         if self.buffer[..end].ends_with(b"\n") {
             end -= 1;
         }
         if self.buffer[..end].ends_with(b"\r") {
             end -= 1;
         }
+        self.cut_length = None;
         self.end = end;
         Ok(Some((self.line, &self.buffer[..end])))
     }

@@ -179,7 +179,7 @@ pub struct Bucket {
 /// ascending (day, action) order, into its [`UserItem`]; `None` if no
 /// counted bucket has positive weight. With `only`, buckets of other actions
 /// weigh nothing (cancellations still count for ownership).
-pub fn fold_buckets(
+fn fold_buckets(
     buckets: impl IntoIterator<Item = (i64, Action, Bucket)>,
     weights: &ActionWeights,
     only: Option<Action>,
@@ -246,7 +246,7 @@ pub fn history<'s, T: EventTime>(
 /// The history of one user from their candidate items: top `length` (0 =
 /// all) by (last time desc, item asc), with affinities. Shared by the
 /// dataflow and the reference so both run the same float operations.
-pub fn select_history<'a>(
+fn select_history<'a>(
     items: impl IntoIterator<Item = (Id, &'a UserItem)>,
     length: usize,
     half_life_days: Option<f64>,

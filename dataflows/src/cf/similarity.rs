@@ -376,7 +376,7 @@ fn with_totals<'s, T: EventTime, V: differential_dataflow::ExchangeData>(
 
 /// One item's neighbour list from its row of `(j, c_ij)` and the counts:
 /// best first, ties by id, `limit` of them (0 = all).
-pub fn neighbor_list(
+fn neighbor_list(
     item: Id,
     row: &[(Id, u64)],
     table: &CountTable,
