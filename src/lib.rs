@@ -2,19 +2,23 @@
 //! every behaviour event, on timely and differential dataflow.
 //!
 //! ```text
-//! sources            formats           cleaning             dataflows (differential)          sinks
-//! file replay  ─┐    csv  mapping ─┐   validate, normalise  profile ──────────────┐   changelog (jsonl)
-//! kafka topic  ─┼──▶ json mapping ─┼─▶ dedup, fuse with  ─▶ history ─▶ cooccur ─▶ ├──▶ snapshot (jsonl)
-//! stdin        ─┘    presets      ─┘   catalogs; errors     recommend ◀──────────┘   summary.json
-//!                                      ─▶ rejected sink
+//! source              format              clean                     dataflows (differential)   sink
+//! files, stdin  ─┐    csv, jsonl    ─┐    time checks, lateness,    profiles ─────────┐        X.jsonl, X.changes.jsonl
+//! kafka topics  ─┴──▶ mapping,      ─┴──▶ dedup, cancellations ───▶ cf history ─▶      ├──────▶ Kafka upserts, summary.json
+//!                     presets             as records                similarity ─▶      │        rejected.jsonl, late.jsonl
+//!                                                                   recommend ─────────┘
 //! ```
 //!
-//! - [`source`]: where bytes come from (files, stdin), as lines with positions.
-//! - [`format`]: how a line becomes events (CSV, JSON Lines, column mapping,
-//!   presets), with every bad record turned into a [`rejected`] line.
-//! - [`runtime`]: timely workers wiring sources, the dataflows of
+//! - [`source`]: where records come from (files, stdin, Kafka), with positions.
+//! - [`format`]: how a record becomes events (CSV, JSON Lines, column
+//!   mapping, presets), or a [`rejected`] reason.
+//! - [`clean`]: what happens to an event before the dataflows, the same for
+//!   every command.
+//! - [`runtime`]: timely workers wiring sources, cleaning, the dataflows of
 //!   `persona_dataflows` and the [`sink`]s together, for each command.
-//! - [`summary`]: the run summary every command writes.
+//! - [`config`] is a leaf every layer reads; [`kafka`] is what the Kafka
+//!   source and sink share; [`summary`] is the run summary every command
+//!   writes. `docs/architecture.md` has the whole layout.
 
 #![forbid(unsafe_code)]
 

@@ -4,15 +4,15 @@
 //! fixed assignment, see [`crate::source::kafka`]) and decodes each message
 //! as one line of the `[input]` format. Event time advances per partition,
 //! as in Flink's Kafka source: a worker's watermark is the least latest
-//! event time of its partitions (see [`PartitionWatermarks`]), less the
-//! allowed lateness ([`watermarks`]). Outputs go to the files of `[sink.files]` (or `--out`) and as
+//! event time of its partitions, less the
+//! allowed lateness (`run/watermarks.rs`). Outputs go to the files of `[sink.files]` (or `--out`) and as
 //! upserts to the topics of `[sink.kafka]`; rejected and late records go to
 //! the files and the dead-letter topic.
 //!
 //! Offsets: every worker tells worker 0 how far it has read; worker 0
 //! commits those offsets to the consumer group once the outputs of every
 //! record before them (as of the record's own time) are written and the
-//! Kafka sinks have acknowledged them ([`offsets`]). State lives in memory, so a start
+//! Kafka sinks have acknowledged them (`run/offsets.rs`). State lives in memory, so a start
 //! reads every partition from its beginning and rebuilds it (`resume_from`);
 //! upsert outputs then converge to the same state.
 //!
