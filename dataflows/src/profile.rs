@@ -28,6 +28,7 @@ mod features;
 use std::collections::BTreeMap;
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::vec::Map;
@@ -121,7 +122,7 @@ pub fn profiles<'s, T: EventTime>(
         .concat(resolved_measures(resolved.clone()))
         .concat(distinct_items(events.clone(), owned.clone()))
         .concat(distinct_categories(resolved.clone()))
-        .count()
+        .count_total()
         .map(|((user, measure), total)| (user, Fact::Measure(measure, total as i64)));
 
     let facts = measures
@@ -341,7 +342,7 @@ fn owned_items<'s, T: EventTime>(
             })
         })
         .as_collection()
-        .count()
+        .count_total()
         .flat_map(|(pair, (units, purchased))| {
             let last_purchase = purchased.last().filter(|_| units > 0);
             last_purchase.map(|ms| (pair, ms))
@@ -357,9 +358,9 @@ fn distinct_items<'s, T: EventTime>(
     events
         .filter(|event| !is_transaction(event.action))
         .map(|event| (event.user, event.item))
-        .threshold_named("InteractedItems", |_, count| isize::from(*count > 0))
+        .threshold_total(|_, count| isize::from(*count > 0))
         .concat(owned.map(|(pair, _)| pair))
-        .threshold_named("DistinctItems", |_, count| isize::from(*count > 0))
+        .threshold_total(|_, count| isize::from(*count > 0))
         .map(|(user, _)| (user, Measure::DistinctItems))
 }
 
@@ -375,7 +376,7 @@ fn distinct_categories<'s, T: EventTime>(
             let category = item_use.category.filter(|_| other);
             category.map(|category| (item_use.user, category))
         })
-        .threshold_named("InteractedCategories", |_, count| isize::from(*count > 0));
+        .threshold_total(|_, count| isize::from(*count > 0));
     let owned = resolved
         .explode(|item_use| {
             let category = item_use
@@ -383,10 +384,10 @@ fn distinct_categories<'s, T: EventTime>(
                 .filter(|_| is_transaction(item_use.action));
             category.map(|category| ((item_use.user, category), item_use.signed_units() as isize))
         })
-        .threshold_named("OwnedCategories", |_, units| isize::from(*units > 0));
+        .threshold_total(|_, units| isize::from(*units > 0));
     interacted
         .concat(owned)
-        .threshold_named("DistinctCategories", |_, count| isize::from(*count > 0))
+        .threshold_total(|_, count| isize::from(*count > 0))
         .map(|(user, _)| (user, Measure::DistinctCategories))
 }
 
@@ -399,7 +400,7 @@ fn seen_times<'s, T: EventTime>(
         .inner
         .map(|(event, time, diff)| (event.user, time, TimeSpan::of_update(event.time_ms, diff)))
         .as_collection()
-        .count()
+        .count_total()
         .flat_map(|(user, span)| {
             let (first_ms, last_ms) = (span.first()?, span.last()?);
             Some((user, Fact::Seen { first_ms, last_ms }))

@@ -11,13 +11,14 @@
 use differential_dataflow::difference::{IsZero, Monoid, Semigroup};
 use differential_dataflow::lattice::Lattice;
 use serde::{Deserialize, Serialize};
+use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
 /// Milliseconds in a day.
 pub const DAY_MS: u64 = 86_400_000;
 
 /// A timestamp that can be shifted forward by a duration in milliseconds.
-pub trait EventTime: Timestamp + Lattice + Ord + Clone + 'static {
+pub trait EventTime: Timestamp + Lattice + TotalOrder + Ord + Clone + 'static {
     /// The timestamp `ms` milliseconds later (saturating).
     fn plus_ms(&self, ms: u64) -> Self;
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
 use persona_dataflows::cf::collaborative_filtering;
 use persona_dataflows::cf::recommend::Recommendations;
@@ -70,8 +71,8 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
         .users
         .map(|(user, seen)| FallbackRecord::User(user, seen))
         .concat(cf.fallback.ranking.map(FallbackRecord::Ranking));
-    let users = events.clone().map(|event| event.user).distinct();
-    let items = events.map(|event| event.item).distinct();
+    let users = events.clone().map(|event| event.user).distinct_total();
+    let items = events.map(|event| event.item).distinct_total();
     Gathered {
         time: config.time.clone(),
         profiles: gather(profiles, probe),

@@ -29,6 +29,7 @@
 use serde::{Deserialize, Serialize};
 
 use differential_dataflow::collection::AsCollection;
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use timely::dataflow::operators::vec::Map;
 
@@ -95,7 +96,7 @@ pub fn interactions<'s, T: EventTime>(
             ((e.user, e.item, e.action, e.day()), time, (sums, span))
         })
         .as_collection()
-        .count()
+        .count_total()
         .flat_map(|(bucket, ((net, units), span))| {
             let state = Bucket {
                 net,
@@ -109,7 +110,7 @@ pub fn interactions<'s, T: EventTime>(
         .clone()
         .filter(|(_, bucket)| bucket.net > 0)
         .map(|((user, _, _, _), _)| (user, ()))
-        .reduce_named("CfUsers", |_user, _, out| out.push(((), 1)))
+        .distinct_total()
         .map(|(user, ())| user);
 
     let weights = config.weights.clone();

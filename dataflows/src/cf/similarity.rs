@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 
 use super::history::HistoryEntry;
@@ -148,12 +149,12 @@ pub fn cooccurrence<'s, T: EventTime>(
     let pairs = user_item
         .clone()
         .join_core(user_item.clone(), |_user, &i, &j| (i < j).then_some((i, j)))
-        .count()
+        .count_total()
         .flat_map(|((i, j), count)| [((i, j), count as u64), ((j, i), count as u64)]);
     let item_users = user_item
         .clone()
         .as_collection(|_user, &item| item)
-        .count()
+        .count_total()
         .map(|(item, count)| (item, count as u64));
 
     let mut history_users = user_item.clone().as_collection(|&user, _| user);
@@ -166,11 +167,11 @@ pub fn cooccurrence<'s, T: EventTime>(
             .concat(user_indicator.clone().as_collection(|&user, _| user));
         let pairs = user_item
             .join_core(user_indicator.clone(), |_user, &j, &i| Some((j, i)))
-            .count()
+            .count_total()
             .map(|(pair, count)| (pair, count as u64));
         let indicator_item_users = user_indicator
             .as_collection(|_user, &item| item)
-            .count()
+            .count_total()
             .map(|(item, count)| (item, count as u64));
         CrossOccurrence {
             pairs,
@@ -180,10 +181,10 @@ pub fn cooccurrence<'s, T: EventTime>(
 
     let users = history_users
         .map(|user| (user, ()))
-        .reduce_named("CfHistoryUsers", |_user, _, out| out.push(((), 1)))
+        .distinct_total()
         .map(|_| ())
-        .count();
-    let items = item_users.clone().map(|_| ()).count();
+        .count_total();
+    let items = item_users.clone().map(|_| ()).count_total();
     let totals = users.join_map(items, |_, &users, &items| {
         (
             (),
