@@ -39,7 +39,7 @@ use persona_dataflows::Event;
 use crate::config::{PipelineConfig, TimeConfig};
 use crate::runtime::load::load;
 use crate::runtime::TimelyArgs;
-use crate::summary::peak_rss_bytes;
+use crate::summary::{peak_rss_bytes, reset_peak_rss, rss_bytes};
 use driver::{Graph, Pace, RunOutcome, Workload};
 use hashmap::HashMapProfiles;
 pub use report::{table, BenchReport};
@@ -187,9 +187,21 @@ pub fn bench(
         "bench: {events} events in {} batches, closed loop",
         workload.batches.len()
     );
+    // Memory of the dataflow: the peak during the closed-loop run above
+    // what the loaded log holds already, per distinct user.
+    let users = workload
+        .updates
+        .iter()
+        .map(|(event, _)| event.user)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let measured_peak = reset_peak_rss();
+    let rss_before = rss_bytes();
     let closed = run(&workload, args.pipeline, Pace::ClosedLoop, args.operators)?;
     let saturation = closed.events_per_s(events);
     let peak_rss = peak_rss_bytes();
+    let bytes_per_user =
+        measured_peak.then(|| peak_rss.saturating_sub(rss_before) as f64 / users.max(1) as f64);
 
     let mut open_loop: Vec<OpenLoopRun> = Vec::new();
     // A run keeps up when its last batch is done within the slowest
@@ -327,6 +339,9 @@ pub fn bench(
         batches: workload.batches.len(),
         events_per_s,
         closed_loop_events_per_s: saturation,
+        us_per_event: 1e6 / saturation.max(1e-9),
+        users,
+        bytes_per_user,
         latency_ms,
         latency_offered_events_per_s: latency_rate,
         open_loop,

@@ -76,12 +76,29 @@ impl Summary {
 
 /// Peak resident set size of this process (VmHWM), 0 where unknown.
 pub fn peak_rss_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// Resident set size of this process now (VmRSS), 0 where unknown.
+pub fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// Restarts the peak resident set size from the current one (Linux's
+/// `clear_refs` 5), so that [`peak_rss_bytes`] measures what follows;
+/// returns whether it could.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// A `kB` field of `/proc/self/status`, in bytes.
+fn status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|rest| {
                     rest.trim()
                         .trim_end_matches("kB")

@@ -25,13 +25,16 @@
 mod config;
 mod features;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Capability, Operator};
 
 use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, EventTime, Id, Score};
@@ -131,12 +134,95 @@ pub fn profiles<'s, T: EventTime>(
         .concat(top_categories(resolved, config))
         .concat(current_attributes(user_attributes));
 
-    let config = config.clone();
-    facts.reduce_named("Profile", move |_user, facts, output| {
-        if let Some(profile) = assemble(facts, &config) {
-            output.push((profile, 1));
-        }
-    })
+    assemble_profiles(facts, config.clone())
+}
+
+/// The per-user assembly of facts into a [`Profile`], as one operator that
+/// keeps each user's current facts and profile: at each completed time it
+/// re-assembles only the users whose facts changed at that time, and emits
+/// the change of their profile. A `reduce` would do the same work and more:
+/// read each changed user's facts back from an arrangement, and keep an
+/// arrangement of its own output to tell what changed. Time is totally
+/// ordered, so the times of a worker complete one after another, and users
+/// are routed to one worker each.
+fn assemble_profiles<'s, T: EventTime>(
+    facts: VecCollection<'s, T, (Id, Fact)>,
+    config: ProfileConfig,
+) -> VecCollection<'s, T, (Id, Profile)> {
+    type Changes = Vec<(Id, Fact, isize)>;
+    let route = Exchange::new(|((user, _), _, _): &((Id, Fact), T, isize)| *user);
+    facts
+        .inner
+        .unary_frontier::<CapacityContainerBuilder<Vec<((Id, Profile), T, isize)>>, _, _, _>(
+            route,
+            "Profile",
+            move |_, _| {
+                let mut waiting: BTreeMap<T, (Capability<T>, Changes)> = BTreeMap::new();
+                let mut facts: HashMap<Id, BTreeMap<Fact, isize>> = HashMap::new();
+                let mut profiles: HashMap<Id, Profile> = HashMap::new();
+                let mut touched: Vec<Id> = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each_stamp(|capability, containers| {
+                        for container in containers {
+                            for ((user, fact), time, diff) in container.drain(..) {
+                                let (_, changes) = waiting
+                                    .entry(time.clone())
+                                    .or_insert_with(|| (capability.delayed(&time, 0), Vec::new()));
+                                changes.push((user, fact, diff));
+                            }
+                        }
+                    });
+                    while let Some(entry) = waiting.first_entry() {
+                        if frontier.frontier().less_equal(entry.key()) {
+                            break;
+                        }
+                        let (capability, changes) = entry.remove();
+                        let time = capability.time().clone();
+                        touched.clear();
+                        for (user, fact, diff) in changes {
+                            let user_facts = facts.entry(user).or_default();
+                            let count = user_facts.entry(fact.clone()).or_insert(0);
+                            *count += diff;
+                            if *count == 0 {
+                                user_facts.remove(&fact);
+                            }
+                            touched.push(user);
+                        }
+                        touched.sort_unstable();
+                        touched.dedup();
+                        let mut session = output.session(&capability);
+                        for &user in &touched {
+                            let assembled = match facts.get(&user) {
+                                Some(user_facts) if !user_facts.is_empty() => {
+                                    let current: Vec<(&Fact, isize)> =
+                                        user_facts.iter().map(|(f, c)| (f, *c)).collect();
+                                    assemble(&current, &config)
+                                }
+                                _ => {
+                                    facts.remove(&user);
+                                    None
+                                }
+                            };
+                            let previous = profiles.remove(&user);
+                            if previous == assembled {
+                                if let Some(profile) = previous {
+                                    profiles.insert(user, profile);
+                                }
+                                continue;
+                            }
+                            if let Some(old) = previous {
+                                session.give(((user, old), time.clone(), -1));
+                            }
+                            if let Some(new) = assembled {
+                                session.give(((user, new.clone()), time.clone(), 1));
+                                profiles.insert(user, new);
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
 }
 
 /// An integer feature of a user, summed by `count`.
@@ -272,18 +358,27 @@ fn resolve_with_catalog<'s, T: EventTime>(
 fn event_measures<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
 ) -> VecCollection<'s, T, (Id, Measure)> {
+    // A fixed array, not a Vec: this runs once per event.
     events.explode(|event| {
         let user = event.user;
-        let mut measures = vec![((user, Measure::Count(event.action)), 1)];
-        if is_transaction(event.action) {
-            let units = signed_units(event.action, event.quantity);
-            measures.push(((user, Measure::Quantity), units as isize));
-        }
-        if let Some(rating) = event.rating {
-            measures.push(((user, Measure::RatingSum), rating as isize));
-            measures.push(((user, Measure::RatingCount), 1));
-        }
-        measures
+        let units = is_transaction(event.action).then(|| {
+            (
+                (user, Measure::Quantity),
+                signed_units(event.action, event.quantity) as isize,
+            )
+        });
+        let rating = event
+            .rating
+            .map(|rating| ((user, Measure::RatingSum), rating as isize));
+        let rated = event.rating.map(|_| ((user, Measure::RatingCount), 1));
+        [
+            Some(((user, Measure::Count(event.action)), 1)),
+            units,
+            rating,
+            rated,
+        ]
+        .into_iter()
+        .flatten()
     })
 }
 

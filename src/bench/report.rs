@@ -99,6 +99,14 @@ pub struct BenchReport {
     /// Sustained throughput (open loop), or the closed-loop throughput with --closed-loop.
     pub events_per_s: f64,
     pub closed_loop_events_per_s: f64,
+    /// Closed-loop cost: µs of wall time per event.
+    pub us_per_event: f64,
+    /// Distinct users in the log.
+    pub users: usize,
+    /// Peak resident memory of the closed-loop run above what the process
+    /// held before it (the loaded log), per distinct user; null where the
+    /// peak cannot be reset (not Linux).
+    pub bytes_per_user: Option<f64>,
     /// Per-batch latency at `latency_offered_events_per_s` (closed loop when null).
     pub latency_ms: Percentiles,
     pub latency_offered_events_per_s: Option<f64>,
@@ -200,8 +208,8 @@ pub fn table(report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "throughput      sustained {:.0} events/s, closed loop {:.0} events/s",
-        report.events_per_s, report.closed_loop_events_per_s
+        "throughput      sustained {:.0} events/s, closed loop {:.0} events/s ({:.2} µs/event)",
+        report.events_per_s, report.closed_loop_events_per_s, report.us_per_event
     );
     let at = report
         .latency_offered_events_per_s
@@ -231,9 +239,13 @@ pub fn table(report: &BenchReport) -> String {
     }
     let _ = writeln!(
         out,
-        "memory          peak RSS {:.0} MB, {} records in arrangements",
+        "memory          peak RSS {:.0} MB, {} records in arrangements, {} per user ({} users)",
         report.peak_rss_bytes as f64 / 1e6,
-        report.arranged_records
+        report.arranged_records,
+        report
+            .bytes_per_user
+            .map_or("?".to_owned(), |bytes| format!("{bytes:.0} B")),
+        report.users
     );
     if let Some(r) = &report.baselines.recompute {
         let _ = writeln!(
