@@ -6,8 +6,8 @@
 //! first reduced to small keys whose weight is carried in the diff:
 //! `explode` turns an event into `((user, measure), amount)` updates (a
 //! purchase adds `quantity` to `(user, quantity)`, a rating adds its value to
-//! `(user, rating_sum)`, ...), and one `count` sums them, so its arrangement
-//! holds one entry per (user, measure). Distinctness features `threshold`
+//! `(user, rating_sum)`, ...), and one `count_total` sums them, so its arrangement
+//! holds one entry per (user, measure). Distinctness features `threshold_total`
 //! `(user, item)` and `(user, category)` keys; affinity is a reduction over
 //! `(user, (category, day))` keys whose diff is the summed weight; first and
 //! last seen, and the last purchase of an owned item, are a [`TimeSpan`]

@@ -18,6 +18,9 @@ use timely::progress::Timestamp;
 pub const DAY_MS: u64 = 86_400_000;
 
 /// A timestamp that can be shifted forward by a duration in milliseconds.
+/// Event time is totally ordered, which lets the dataflows use
+/// differential's `*_total` operators (they read only a key's changes, and
+/// keep no arrangement of their output) and complete times one by one.
 pub trait EventTime: Timestamp + Lattice + TotalOrder + Ord + Clone + 'static {
     /// The timestamp `ms` milliseconds later (saturating).
     fn plus_ms(&self, ms: u64) -> Self;
