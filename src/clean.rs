@@ -17,7 +17,7 @@
 //! (`format::mapping`), which rejects with a reason before any of this.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
@@ -185,10 +185,14 @@ impl Seen {
 
     /// Whether a record of `key` at `time` is the first within the horizon.
     pub fn first(&mut self, key: u64, time: u64) -> bool {
-        match self.seen.get(&key) {
-            Some(&earlier) if earlier.abs_diff(time) <= self.horizon_ms => false,
-            _ => {
-                self.seen.insert(key, time);
+        match self.seen.entry(key) {
+            Entry::Occupied(earlier) if earlier.get().abs_diff(time) <= self.horizon_ms => false,
+            Entry::Occupied(mut earlier) => {
+                earlier.insert(time);
+                true
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(time);
                 true
             }
         }

@@ -194,9 +194,7 @@ fn assemble_profiles<'s, T: EventTime>(
                         for &user in &touched {
                             let assembled = match facts.get(&user) {
                                 Some(user_facts) if !user_facts.is_empty() => {
-                                    let current: Vec<(&Fact, isize)> =
-                                        user_facts.iter().map(|(f, c)| (f, *c)).collect();
-                                    assemble(&current, &config)
+                                    assemble(user_facts.iter().map(|(f, c)| (f, *c)), &config)
                                 }
                                 _ => {
                                     facts.remove(&user);
@@ -644,7 +642,10 @@ fn current_attributes<'s, T: EventTime>(
 
 /// Builds the profile from a user's facts; `None` if no action count is
 /// nonzero (the user has no events, net).
-fn assemble(facts: &[(&Fact, isize)], config: &ProfileConfig) -> Option<Profile> {
+fn assemble<'a>(
+    facts: impl IntoIterator<Item = (&'a Fact, isize)>,
+    config: &ProfileConfig,
+) -> Option<Profile> {
     let mut profile = Profile {
         counts: BTreeMap::new(),
         windows: config
@@ -667,8 +668,8 @@ fn assemble(facts: &[(&Fact, isize)], config: &ProfileConfig) -> Option<Profile>
     };
     let mut rating_sum = 0;
     let mut recent_purchases = 0;
-    for (fact, _) in facts.iter().filter(|(_, count)| *count > 0) {
-        match (*fact).clone() {
+    for (fact, _) in facts.into_iter().filter(|(_, count)| *count > 0) {
+        match fact.clone() {
             Fact::Measure(measure, total) => match measure {
                 Measure::Count(action) => {
                     profile.counts.insert(action, total);

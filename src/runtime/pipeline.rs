@@ -186,24 +186,23 @@ impl Gathered {
         files: Option<(&Path, bool)>,
         mut topics: UpsertTopics,
     ) -> io::Result<Sinks> {
-        let mut topic = |output| topics.remove(&output);
         let profiles = self.output(
             Output::Profiles,
             self.profiles.clone(),
             files,
-            topic(Output::Profiles),
+            topics.remove(&Output::Profiles),
         )?;
         let similar_items = self.output(
             Output::SimilarItems,
             self.similar_items.clone(),
             files,
-            topic(Output::SimilarItems),
+            topics.remove(&Output::SimilarItems),
         )?;
         let recommendations = self.output(
             Output::Recommendations,
             self.recommendations.clone(),
             files,
-            topic(Output::Recommendations),
+            topics.remove(&Output::Recommendations),
         )?;
         Ok(Sinks {
             outputs: vec![

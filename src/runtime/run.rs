@@ -236,7 +236,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             Ok(polled) => polled,
             // The client reconnects by itself (a broker restart, say).
             Err(error) => {
-                warnings.warn(&chain(&error));
+                warnings.warn(&format!("{:#}", anyhow::Error::new(error)));
                 0
             }
         };
@@ -275,7 +275,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
                         break;
                     }
                 }
-                Err(error) => warnings.warn(&chain(&error)),
+                Err(error) => warnings.warn(&format!("{:#}", anyhow::Error::new(error))),
             }
         }
         if let Some(watermark) = watermarks.watermark() {
@@ -299,7 +299,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
                 let sinks = pipeline.sinks().expect("worker 0 has the sinks");
                 sinks.flush().context("cannot write the outputs to Kafka")?;
                 if let Err(error) = source.commit(&ready) {
-                    warnings.warn(&chain(&error));
+                    warnings.warn(&format!("{:#}", anyhow::Error::new(error)));
                     // Committed with a later snapshot, or at the end.
                     read_so_far.push(0, ready);
                 } else if earlier.as_mut().is_some_and(|e| e.passed(&ready)) {
@@ -396,7 +396,7 @@ fn commit_with_retries(source: &KafkaSource, offsets: &Offsets) -> anyhow::Resul
             Ok(_) => return Ok(()),
             Err(error) if attempt >= 10 => return Err(error.into()),
             Err(error) => {
-                tracing::warn!("{}; retrying", chain(&error));
+                tracing::warn!("{:#}; retrying", anyhow::Error::new(error));
                 attempt += 1;
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -420,17 +420,4 @@ impl Warnings {
             self.last = Some(Instant::now());
         }
     }
-}
-
-/// An error and its causes on one line, for a warning (an error that ends
-/// the run has its chain printed by the CLI).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut cause = error.source();
-    while let Some(error) = cause {
-        line.push_str(": ");
-        line.push_str(&error.to_string());
-        cause = error.source();
-    }
-    line
 }

@@ -70,15 +70,12 @@ impl DeadLetters {
         files: Option<DeadLetterFiles>,
         kafka: Option<&KafkaOutputsConfig>,
     ) -> anyhow::Result<DeadLetters> {
-        let topic = match kafka {
-            Some(kafka) => match &kafka.rejected {
-                Some(topic) => Some(KafkaProducer::new(
-                    &kafka.brokers,
-                    topic,
-                    &kafka.properties,
-                )?),
-                None => None,
-            },
+        let topic = match kafka.and_then(|k| Some((k, k.rejected.as_ref()?))) {
+            Some((kafka, topic)) => Some(KafkaProducer::new(
+                &kafka.brokers,
+                topic,
+                &kafka.properties,
+            )?),
             None => None,
         };
         Ok(DeadLetters {
