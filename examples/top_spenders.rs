@@ -38,11 +38,7 @@ fn main() -> anyhow::Result<()> {
     spenders.sort_by(|a, b| b.cmp(a));
     println!("{:>10} {:>14} {:>10}", "customer", "spend", "purchases");
     for (spend, user) in spenders.into_iter().take(10) {
-        let purchases = profiles[&user]
-            .counts
-            .get(&persona_dataflows::Action::Purchase)
-            .copied()
-            .unwrap_or(0);
+        let purchases = profiles[&user].counts[&persona_dataflows::Action::Purchase];
         println!(
             "{:>10} {:>14.2} {:>10}",
             log.names.user(user),

@@ -7,13 +7,15 @@
 //! sources, workers and sinks around them. [`reference`](mod@reference) holds the plain-Rust,
 //! from-scratch implementation of the same semantics, the oracle of the tests.
 //!
-//! State is integers (counts, sums of minor units, per-day buckets); floating
+//! State is integers (counts, sums of minor units, decayed weights in fixed
+//! point, see [`decay`]); floating
 //! point values are computed inside reductions from integer state in a
 //! canonical order, so an incremental result and a from-scratch result are the
 //! same bits.
 
 #![forbid(unsafe_code)]
 
+pub mod decay;
 pub mod event;
 pub mod score;
 pub mod time;

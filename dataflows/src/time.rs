@@ -87,6 +87,12 @@ impl TimeSpan {
     }
 }
 
+impl Default for TimeSpan {
+    fn default() -> TimeSpan {
+        TimeSpan::EMPTY
+    }
+}
+
 impl IsZero for TimeSpan {
     fn is_zero(&self) -> bool {
         self.is_empty()

@@ -11,8 +11,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
+use persona_dataflows::decay::Decay;
 use persona_dataflows::profile::{
-    rank_categories, CategoryAffinity, Profile, ProfileConfig, Segment,
+    rank_categories, ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment,
 };
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, Event, Id, Score};
@@ -24,6 +25,7 @@ const ACTIONS: usize = Action::ALL.len();
 /// Profiles of a stream of updates, maintained with hash maps.
 pub struct HashMapProfiles {
     config: ProfileConfig,
+    decay: Decay,
     /// The maintained windows in days, ascending (configured and recency).
     window_days: Vec<u64>,
     /// Per maintained window, the updates inside it, oldest first:
@@ -56,8 +58,9 @@ struct UserState {
     category_units: HashMap<Id, i64>,
     distinct_categories: i64,
     times: BTreeMap<i64, i64>,
-    /// Affinity weight per (category, day, whether of purchases).
-    weights: BTreeMap<(Id, i64, bool), i64>,
+    /// Affinity weight per (category, era, whether of purchases), in the
+    /// fixed point of [`Decay::scaled`].
+    weights: BTreeMap<(Id, i64, bool), i128>,
 }
 
 /// What a user bought and cancelled of one item.
@@ -118,17 +121,21 @@ fn add<K: Eq + std::hash::Hash>(map: &mut HashMap<K, i64>, key: K, diff: i64) ->
     i64::from(after > 0) - i64::from(before > 0)
 }
 
-fn add_ordered<K: Ord>(map: &mut BTreeMap<K, i64>, key: K, diff: i64) {
+fn add_ordered<K: Ord, V: Copy + Default + PartialEq + std::ops::AddAssign>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    diff: V,
+) {
     use std::collections::btree_map::Entry;
     match map.entry(key) {
         Entry::Occupied(mut occupied) => {
             *occupied.get_mut() += diff;
-            if *occupied.get() == 0 {
+            if *occupied.get() == V::default() {
                 occupied.remove();
             }
         }
         Entry::Vacant(vacant) => {
-            if diff != 0 {
+            if diff != V::default() {
                 vacant.insert(diff);
             }
         }
@@ -148,6 +155,7 @@ impl HashMapProfiles {
             .collect();
         HashMapProfiles {
             config: config.clone(),
+            decay: Decay::new(config.half_life_days),
             window_entries: vec![VecDeque::new(); window_days.len()],
             window_days,
             users: HashMap::new(),
@@ -216,8 +224,13 @@ impl HashMapProfiles {
                 i64::from(state.holds_category(category)) - i64::from(held_before);
             let weight = self.config.action_weights.weight(action);
             if weight != 0 {
-                let key = (category, event.day(), action == Action::Purchase);
-                add_ordered(&mut state.weights, key, weight * diff);
+                let day = event.day();
+                let key = (category, self.decay.era(day), action == Action::Purchase);
+                add_ordered(
+                    &mut state.weights,
+                    key,
+                    self.decay.scaled(day, weight * diff),
+                );
             }
         }
     }
@@ -257,7 +270,7 @@ impl HashMapProfiles {
     }
 
     fn build(&self, state: &UserState) -> Option<Profile> {
-        let nonzero = |counts: &[i64; ACTIONS]| -> BTreeMap<Action, i64> {
+        let nonzero = |counts: &[i64; ACTIONS]| -> ActionCounts {
             Action::ALL
                 .iter()
                 .filter(|action| counts[**action as usize] != 0)
@@ -303,7 +316,9 @@ impl HashMapProfiles {
             avg_rating: (state.ratings > 0)
                 .then(|| Score(state.rating_sum as f64 / state.ratings as f64 / 100.0)),
             ratings: state.ratings,
-            top_categories: self.top_categories(state),
+            top_categories: last_seen
+                .map(|ms| self.top_categories(state, ms.div_euclid(DAY_MS as i64)))
+                .unwrap_or_default(),
             segment: Segment::classify(
                 last_purchase.is_some(),
                 recent_purchases,
@@ -315,26 +330,25 @@ impl HashMapProfiles {
         })
     }
 
-    /// Σ w·2^((day − D)/H) per category in (category, day) order, as the
-    /// dataflow's `TopCategories` reduction sums them; purchases weigh
-    /// nothing in a category without net units bought.
-    fn top_categories(&self, state: &UserState) -> Vec<CategoryAffinity> {
-        let mut weights: BTreeMap<(Id, i64), i64> = BTreeMap::new();
-        for (&(category, day, purchase), &weight) in &state.weights {
+    /// Per category, the era sums decayed to `latest_day`, eras ascending
+    /// (see [`Decay::value`]); purchases weigh nothing in a category without
+    /// net units bought.
+    fn top_categories(&self, state: &UserState, latest_day: i64) -> Vec<CategoryAffinity> {
+        let mut eras: BTreeMap<Id, Vec<(i64, i128)>> = BTreeMap::new();
+        for (&(category, era, purchase), &weight) in &state.weights {
             let units = state.category_units.get(&category).copied().unwrap_or(0);
-            if !(purchase && units <= 0) {
-                *weights.entry((category, day)).or_default() += weight;
+            if purchase && units <= 0 {
+                continue;
+            }
+            let eras = eras.entry(category).or_default();
+            match eras.last_mut() {
+                Some((last, sum)) if *last == era => *sum += weight,
+                _ => eras.push((era, weight)),
             }
         }
-        weights.retain(|_, weight| *weight != 0);
-        let Some(latest_day) = weights.keys().map(|(_, day)| *day).max() else {
-            return Vec::new();
-        };
-        rank_categories(
-            weights,
-            latest_day,
-            self.config.half_life_days,
-            self.config.top_categories,
-        )
+        let affinities = eras
+            .into_iter()
+            .map(|(category, eras)| (category, self.decay.value(eras, latest_day)));
+        rank_categories(affinities, self.config.top_categories)
     }
 }

@@ -2,13 +2,11 @@
 //! source ([`Names`]), and the key of their upsert messages. The dataflows
 //! hold integer records only; formats are the sinks' business.
 
-use std::collections::BTreeMap;
-
 use differential_dataflow::ExchangeData;
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
-use persona_dataflows::profile::Profile;
-use persona_dataflows::{Action, Id};
+use persona_dataflows::profile::{ActionCounts, Profile};
+use persona_dataflows::Id;
 use serde_json::{json, Map, Value};
 
 use crate::names::Names;
@@ -59,7 +57,7 @@ impl OutputRecord for (Id, Profile) {
     }
 }
 
-fn action_counts(counts: &BTreeMap<Action, i64>) -> Value {
+fn action_counts(counts: &ActionCounts) -> Value {
     counts
         .iter()
         .map(|(action, count)| (action.name().to_string(), json!(count)))
@@ -117,8 +115,10 @@ impl OutputRecord for Id {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use persona_dataflows::profile::{CategoryAffinity, Segment};
-    use persona_dataflows::Score;
+    use persona_dataflows::{Action, Score};
 
     use super::*;
     use crate::names::NumericNames;
@@ -126,10 +126,10 @@ mod tests {
     #[test]
     fn json_line_has_the_documented_fields() {
         let profile = Profile {
-            counts: BTreeMap::from([(Action::Purchase, 2), (Action::View, 5)]),
+            counts: ActionCounts::from([(Action::Purchase, 2), (Action::View, 5)]),
             windows: BTreeMap::from([
-                (7, BTreeMap::from([(Action::Purchase, 1)])),
-                (30, BTreeMap::new()),
+                (7, ActionCounts::from([(Action::Purchase, 1)])),
+                (30, ActionCounts::default()),
             ]),
             quantity: 3,
             spend: 1250,

@@ -18,11 +18,11 @@ pub struct Profile {
     /// records, `cancellation` cancellation records); zero counts are
     /// omitted. A count can be negative when the log retracts more than it
     /// inserted.
-    pub counts: BTreeMap<Action, i64>,
+    pub counts: ActionCounts,
     /// Window length in days → net count per action of the updates whose
     /// timestamp `t` satisfies `t <= now < t + days`. Every configured
     /// window is present, possibly empty.
-    pub windows: BTreeMap<u64, BTreeMap<Action, i64>>,
+    pub windows: BTreeMap<u64, ActionCounts>,
     /// Units bought less units cancelled.
     pub quantity: i64,
     /// Σ quantity · unit price over purchases less the same over
@@ -59,12 +59,87 @@ pub struct Profile {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// A count per action, kept in place (a profile is assembled at every
+/// change, so it should not allocate a map per count); it reads and
+/// serializes as the map of its nonzero counts, in action order.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActionCounts([i64; Action::ALL.len()]);
+
+impl ActionCounts {
+    /// The count of `action`, if nonzero.
+    pub fn get(&self, action: &Action) -> Option<&i64> {
+        Some(&self.0[*action as usize]).filter(|count| **count != 0)
+    }
+
+    /// Sets the count of `action`.
+    pub fn insert(&mut self, action: Action, count: i64) {
+        self.0[action as usize] = count;
+    }
+
+    /// The nonzero counts, in action order.
+    pub fn iter(&self) -> impl Iterator<Item = (Action, i64)> + '_ {
+        Action::ALL
+            .into_iter()
+            .map(|action| (action, self.0[action as usize]))
+            .filter(|(_, count)| *count != 0)
+    }
+
+    /// Whether every count is zero.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|count| *count == 0)
+    }
+}
+
+impl std::ops::Index<&Action> for ActionCounts {
+    type Output = i64;
+
+    fn index(&self, action: &Action) -> &i64 {
+        &self.0[*action as usize]
+    }
+}
+
+impl<const N: usize> From<[(Action, i64); N]> for ActionCounts {
+    fn from(counts: [(Action, i64); N]) -> ActionCounts {
+        counts.into_iter().collect()
+    }
+}
+
+impl FromIterator<(Action, i64)> for ActionCounts {
+    fn from_iter<I: IntoIterator<Item = (Action, i64)>>(counts: I) -> ActionCounts {
+        let mut all = ActionCounts::default();
+        for (action, count) in counts {
+            all.0[action as usize] += count;
+        }
+        all
+    }
+}
+
+impl std::fmt::Debug for ActionCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for ActionCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for ActionCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let counts = BTreeMap::<Action, i64>::deserialize(deserializer)?;
+        Ok(counts.into_iter().collect())
+    }
+}
+
 /// One entry of [`Profile::top_categories`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CategoryAffinity {
     pub category: Id,
-    /// Σ over days d of weight(d) · 2^((d − D) / half_life), D the user's
-    /// latest day with affinity weight: "as of the user's last active day".
+    /// Σ over the user's events in the category of weight · 2^((d − D) /
+    /// half_life), d the event's day and D the day of `last_seen`: "as of
+    /// the user's last active day" (in the fixed point of `crate::decay`).
     pub affinity: Score,
 }
 
@@ -137,6 +212,35 @@ impl Segment {
             Segment::Hibernating => "hibernating",
         }
     }
+}
+
+/// The `keep` categories of highest affinity, best first, ties by category;
+/// categories of affinity 0 or less are left out.
+pub fn rank_categories(
+    affinities: impl IntoIterator<Item = (Id, f64)>,
+    keep: usize,
+) -> Vec<CategoryAffinity> {
+    let mut ranked: Vec<CategoryAffinity> = affinities
+        .into_iter()
+        .filter(|(_, affinity)| *affinity > 0.0)
+        .map(|(category, affinity)| CategoryAffinity {
+            category,
+            affinity: Score(affinity),
+        })
+        .collect();
+    let order = |a: &CategoryAffinity, b: &CategoryAffinity| {
+        b.affinity
+            .cmp(&a.affinity)
+            .then(a.category.cmp(&b.category))
+    };
+    // The order is total, so selecting the best `keep` first picks the same
+    // ones a full sort would.
+    if keep < ranked.len() {
+        ranked.select_nth_unstable_by(keep, order);
+        ranked.truncate(keep);
+    }
+    ranked.sort_by(order);
+    ranked
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::decay::Decay;
 use crate::profile::{
-    AttributeVersion, CatalogVersion, CategoryAffinity, Profile, ProfileConfig, Segment,
+    rank_categories, AttributeVersion, CatalogVersion, CategoryAffinity, Profile, ProfileConfig,
+    Segment,
 };
 use crate::time::DAY_MS;
 use crate::{Action, Event, Id, Score};
@@ -59,10 +61,11 @@ pub fn profiles(
             }
             let weight = config.action_weights.weight(event.action);
             let purchase = event.action == Action::Purchase;
+            let (day, decay) = (event.day(), Decay::new(config.half_life_days));
             *totals
                 .weights
-                .entry((category, event.day(), purchase))
-                .or_default() += multiplicity * weight;
+                .entry((category, decay.era(day), purchase))
+                .or_default() += decay.scaled(day, multiplicity * weight);
         }
         if transaction {
             totals.quantity += multiplicity * units;
@@ -151,20 +154,24 @@ pub fn profiles(
             .collect();
         categories.extend(positive_keys(&totals.category_units));
         // Purchases weigh nothing in a category without net units bought.
-        let mut weights: BTreeMap<(Id, i64), i64> = BTreeMap::new();
-        for (&(category, day, purchase), &weight) in &totals.weights {
+        let mut weights: BTreeMap<(Id, i64), i128> = BTreeMap::new();
+        for (&(category, era, purchase), &weight) in &totals.weights {
             let units = totals.category_units.get(&category).copied().unwrap_or(0);
             if !(purchase && units <= 0) {
-                *weights.entry((category, day)).or_default() += weight;
+                *weights.entry((category, era)).or_default() += weight;
             }
         }
+        let latest_day = totals.seen.map(|(_, last)| last.div_euclid(DAY_MS as i64));
         let attributes = current_attributes
             .range((user, String::new())..)
             .take_while(|((u, _), _)| *u == user)
             .map(|((_, name), (_, value))| (name.clone(), value.clone()))
             .collect();
         let profile = Profile {
-            windows,
+            windows: windows
+                .into_iter()
+                .map(|(days, counts)| (days, counts.into_iter().collect()))
+                .collect(),
             quantity: totals.quantity,
             spend: totals.spend,
             distinct_items: items.len() as i64,
@@ -175,7 +182,9 @@ pub fn profiles(
             avg_rating: (totals.ratings > 0)
                 .then(|| Score(totals.rating_sum as f64 / totals.ratings as f64 / 100.0)),
             ratings: totals.ratings,
-            top_categories: top_categories(&weights, config),
+            top_categories: latest_day
+                .map(|day| top_categories(&weights, day, config))
+                .unwrap_or_default(),
             segment: Segment::classify(
                 last_purchase.is_some(),
                 recent_purchases,
@@ -184,7 +193,7 @@ pub fn profiles(
                 &config.segment,
             ),
             attributes,
-            counts,
+            counts: counts.into_iter().collect(),
         };
         profiles.insert(user, profile);
     }
@@ -204,8 +213,9 @@ struct UserTotals {
     other_categories: BTreeMap<Id, i64>,
     /// Units bought less cancelled per category.
     category_units: BTreeMap<Id, i64>,
-    /// Affinity weight per (category, day, whether of purchases).
-    weights: BTreeMap<(Id, i64, bool), i64>,
+    /// Affinity weight per (category, era, whether of purchases), in the
+    /// fixed point of [`Decay::scaled`].
+    weights: BTreeMap<(Id, i64, bool), i128>,
     /// Earliest and latest time of the user's inserted records.
     seen: Option<(i64, i64)>,
     quantity: i64,
@@ -272,34 +282,20 @@ fn latest_versions<D: Ord + Clone, K: Ord, V: Ord>(
         .collect()
 }
 
-/// Σ w·2^((day − D)/H) per category, days ascending, D the latest day with
-/// nonzero weight; positive affinities only, best first, ties by id.
+/// Σ over eras ascending of the era sums, decayed to `latest_day` (see
+/// [`Decay::value`]); positive affinities only, best first, ties by id.
 fn top_categories(
-    weights: &BTreeMap<(Id, i64), i64>,
+    weights: &BTreeMap<(Id, i64), i128>,
+    latest_day: i64,
     config: &ProfileConfig,
 ) -> Vec<CategoryAffinity> {
-    let weights: BTreeMap<(Id, i64), i64> = nonzero(weights.clone());
-    let Some(latest_day) = weights.keys().map(|(_, day)| *day).max() else {
-        return Vec::new();
-    };
-    let mut affinity: BTreeMap<Id, f64> = BTreeMap::new();
-    for ((category, day), weight) in weights {
-        let decay = ((day - latest_day) as f64 / config.half_life_days).exp2();
-        *affinity.entry(category).or_insert(0.0) += weight as f64 * decay;
+    let decay = Decay::new(config.half_life_days);
+    let mut eras: BTreeMap<Id, Vec<(i64, i128)>> = BTreeMap::new();
+    for (&(category, era), &weight) in weights {
+        eras.entry(category).or_default().push((era, weight));
     }
-    let mut ranked: Vec<CategoryAffinity> = affinity
+    let affinities = eras
         .into_iter()
-        .filter(|(_, affinity)| *affinity > 0.0)
-        .map(|(category, affinity)| CategoryAffinity {
-            category,
-            affinity: Score(affinity),
-        })
-        .collect();
-    ranked.sort_by(|a, b| {
-        b.affinity
-            .cmp(&a.affinity)
-            .then(a.category.cmp(&b.category))
-    });
-    ranked.truncate(config.top_categories);
-    ranked
+        .map(|(category, eras)| (category, decay.value(eras, latest_day)));
+    rank_categories(affinities, config.top_categories)
 }

@@ -1,0 +1,398 @@
+//! One user's running sums, from which their [`Profile`] is assembled.
+//!
+//! Every field is a sum that an update adds to or takes from (times only
+//! widen, see [`TimeSpan`]), so updates apply in any order within a time and
+//! the state is a function of the net updates alone. Keys with nothing left
+//! are removed, so the state holds what the user's net events touch, and
+//! decayed affinity holds one integer per (category, era), not per day.
+
+use std::collections::{BTreeMap, HashMap};
+
+use differential_dataflow::difference::Semigroup;
+
+use crate::decay::{Decay, EraFactors};
+use crate::profile::features::rank_categories;
+use crate::profile::{ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment};
+use crate::time::{TimeSpan, DAY_MS};
+use crate::{Action, Event, Id, Score};
+
+/// What the catalog can complete about an event: its category and price.
+/// Events other than purchases and cancellations drop price and quantity.
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub(crate) struct ItemUse {
+    pub user: Id,
+    pub day: i64,
+    pub action: Action,
+    pub category: Option<Id>,
+    pub price: Option<i64>,
+    pub quantity: i64,
+}
+
+impl ItemUse {
+    pub fn of(event: &Event) -> ItemUse {
+        let transaction = is_transaction(event.action);
+        ItemUse {
+            user: event.user,
+            day: event.day(),
+            action: event.action,
+            category: event.category,
+            price: if transaction { event.price } else { None },
+            quantity: if transaction { event.quantity } else { 0 },
+        }
+    }
+
+    /// Whether the catalog could add something this use lacks.
+    pub fn needs_catalog(&self) -> bool {
+        self.category.is_none() || (is_transaction(self.action) && self.price.is_none())
+    }
+
+    /// Fills what the use lacks from an item's catalog entry.
+    pub fn with_catalog(mut self, category: Option<Id>, price: Option<i64>) -> ItemUse {
+        self.category = self.category.or(category);
+        if is_transaction(self.action) {
+            self.price = self.price.or(price);
+        }
+        self
+    }
+
+    /// The units this use adds to what the user owns: + for a purchase, −
+    /// for a cancellation, 0 otherwise.
+    fn signed_units(&self) -> i64 {
+        signed_units(self.action, self.quantity)
+    }
+}
+
+/// Whether an action moves units: a purchase or a cancellation.
+pub(crate) fn is_transaction(action: Action) -> bool {
+    matches!(action, Action::Purchase | Action::Cancellation)
+}
+
+/// `quantity` units bought (+), cancelled (−), or 0 for other actions.
+fn signed_units(action: Action, quantity: i64) -> i64 {
+    match action {
+        Action::Purchase => quantity,
+        Action::Cancellation => -quantity,
+        _ => 0,
+    }
+}
+
+/// A user's running sums.
+#[derive(Default)]
+pub(crate) struct UserState {
+    counts: ActionCounts,
+    /// `(window index, action, net count)` for nonzero counts, sorted.
+    windows: Vec<(u32, Action, i64)>,
+    quantity: i64,
+    spend: i64,
+    rating_sum: i64,
+    ratings: i64,
+    seen: TimeSpan,
+    items: HashMap<Id, ItemState>,
+    distinct_items: i64,
+    categories: HashMap<Id, CategoryState>,
+    distinct_categories: i64,
+    /// Current `(name, value)` attributes, with their net count.
+    attributes: BTreeMap<(String, String), isize>,
+    /// What [`UserState::refresh`] derived from the items and categories
+    /// when they last changed, so that a change of counts or windows alone
+    /// assembles a profile without reading them.
+    last_purchase: Option<i64>,
+    top_categories: Vec<CategoryAffinity>,
+    /// Whether items or categories changed since the last refresh.
+    stale: bool,
+}
+
+/// A user's events on one item.
+#[derive(Default)]
+struct ItemState {
+    /// Net count of events other than purchases and cancellations.
+    other: i64,
+    /// Units bought less cancelled.
+    units: i64,
+    /// Latest inserted purchase.
+    purchased: TimeSpan,
+}
+
+impl ItemState {
+    /// Whether the item counts in `distinct_items`.
+    fn held(&self) -> bool {
+        self.other > 0 || self.last_purchase().is_some()
+    }
+
+    /// The latest purchase, while the user owns the item.
+    fn last_purchase(&self) -> Option<i64> {
+        self.purchased.last().filter(|_| self.units > 0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.other == 0 && self.units == 0 && self.purchased.last().is_none()
+    }
+}
+
+/// A user's events in one category.
+#[derive(Default)]
+struct CategoryState {
+    other: i64,
+    units: i64,
+    /// `(era, weight of other actions, weight of purchases)`, eras ascending,
+    /// in the fixed point of [`Decay::scaled`].
+    weights: Vec<(i64, i128, i128)>,
+}
+
+impl CategoryState {
+    fn held(&self) -> bool {
+        self.other > 0 || self.units > 0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.other == 0 && self.units == 0 && self.weights.is_empty()
+    }
+
+    fn add_weight(&mut self, era: i64, scaled: i128, purchase: bool) {
+        let index = match self.weights.binary_search_by_key(&era, |(e, _, _)| *e) {
+            Ok(index) => index,
+            Err(index) => {
+                self.weights.insert(index, (era, 0, 0));
+                index
+            }
+        };
+        let (_, other, purchases) = &mut self.weights[index];
+        if purchase {
+            *purchases += scaled;
+        } else {
+            *other += scaled;
+        }
+        if *other == 0 && *purchases == 0 {
+            self.weights.remove(index);
+        }
+    }
+
+    /// Σ of the era sums as of the factors' day; purchases weigh nothing
+    /// unless the user has bought more units than cancelled in the category.
+    fn affinity(&self, factors: &mut EraFactors) -> f64 {
+        let owned = self.units > 0;
+        let eras = self
+            .weights
+            .iter()
+            .map(|&(era, other, purchases)| (era, if owned { other + purchases } else { other }));
+        factors.value(eras)
+    }
+}
+
+/// What a profile is assembled with: the config, its maintained windows
+/// (numbered in ascending order: the configured ones and the segment's
+/// recency) and its decay.
+pub(crate) struct Rules {
+    pub config: ProfileConfig,
+    pub window_days: Vec<u64>,
+    decay: Decay,
+}
+
+impl Rules {
+    pub fn new(config: &ProfileConfig) -> Rules {
+        Rules {
+            config: config.clone(),
+            window_days: config.maintained_windows().into_iter().collect(),
+            decay: Decay::new(config.half_life_days),
+        }
+    }
+}
+
+impl UserState {
+    /// Applies an event with multiplicity `diff`, its category and price as
+    /// the event has them, but not its windows (see
+    /// [`UserState::add_window`]).
+    pub fn apply_event(&mut self, event: &Event, diff: i64, rules: &Rules) {
+        let action = event.action;
+        self.counts.insert(action, self.counts[&action] + diff);
+        let units = signed_units(action, event.quantity);
+        self.quantity += diff * units;
+        if let Some(rating) = event.rating {
+            self.rating_sum += diff * rating;
+            self.ratings += diff;
+        }
+        let time = TimeSpan::of_update(event.time_ms, diff as isize);
+        self.seen.plus_equals(&time);
+
+        self.stale = true;
+        let item = self.items.entry(event.item).or_default();
+        let held = item.held();
+        if is_transaction(action) {
+            item.units += diff * units;
+            if action == Action::Purchase {
+                item.purchased.plus_equals(&time);
+            }
+        } else {
+            item.other += diff;
+        }
+        self.distinct_items += i64::from(item.held()) - i64::from(held);
+        if item.is_empty() {
+            self.items.remove(&event.item);
+        }
+        self.apply_use(&ItemUse::of(event), diff, rules);
+    }
+
+    /// Applies the price and category of a use with multiplicity `diff`:
+    /// spend, distinct categories and affinity.
+    pub fn apply_use(&mut self, item_use: &ItemUse, diff: i64, rules: &Rules) {
+        let units = item_use.signed_units();
+        if let Some(price) = item_use.price {
+            self.spend += diff * units * price;
+        }
+        let Some(category) = item_use.category else {
+            return;
+        };
+        self.stale = true;
+        let state = self.categories.entry(category).or_default();
+        let held = state.held();
+        if is_transaction(item_use.action) {
+            state.units += diff * units;
+        } else {
+            state.other += diff;
+        }
+        self.distinct_categories += i64::from(state.held()) - i64::from(held);
+        let weight = rules.config.action_weights.weight(item_use.action) * diff;
+        if weight != 0 {
+            let (decay, day) = (&rules.decay, item_use.day);
+            let purchase = item_use.action == Action::Purchase;
+            state.add_weight(decay.era(day), decay.scaled(day, weight), purchase);
+        }
+        if state.is_empty() {
+            self.categories.remove(&category);
+        }
+    }
+
+    /// Adds `diff` to the count of `action` in the maintained window number
+    /// `window`.
+    pub fn add_window(&mut self, window: u32, action: Action, diff: i64) {
+        let key = (window, action);
+        match self
+            .windows
+            .binary_search_by_key(&key, |(w, a, _)| (*w, *a))
+        {
+            Ok(index) => {
+                self.windows[index].2 += diff;
+                if self.windows[index].2 == 0 {
+                    self.windows.remove(index);
+                }
+            }
+            Err(index) => self.windows.insert(index, (window, action, diff)),
+        }
+    }
+
+    /// Adds `diff` to the count of a current `(name, value)` attribute.
+    pub fn add_attribute(&mut self, name: String, value: String, diff: isize) {
+        use std::collections::btree_map::Entry;
+        match self.attributes.entry((name, value)) {
+            Entry::Occupied(mut entry) => {
+                *entry.get_mut() += diff;
+                if *entry.get() == 0 {
+                    entry.remove();
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(diff);
+            }
+        }
+    }
+
+    /// Whether nothing of the user is left: no sums, no keys. (A time once
+    /// seen stays, as in [`TimeSpan`], so a user whose events were all taken
+    /// back keeps their span.)
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+            && self.windows.is_empty()
+            && self.items.is_empty()
+            && self.categories.is_empty()
+            && self.attributes.is_empty()
+            && self.seen.last().is_none()
+            && (self.quantity, self.spend, self.rating_sum, self.ratings) == (0, 0, 0, 0)
+    }
+
+    /// The user's profile; `None` if no action count is nonzero.
+    pub fn profile(&self, rules: &Rules) -> Option<Profile> {
+        let config = &rules.config;
+        let counts = self.counts;
+        if counts.is_empty() {
+            return None;
+        }
+        let mut windows: BTreeMap<u64, ActionCounts> = config
+            .window_days
+            .iter()
+            .map(|days| (*days, ActionCounts::default()))
+            .collect();
+        let mut recent_purchases = 0;
+        for &(window, action, count) in &self.windows {
+            let days = rules.window_days[window as usize];
+            if days == config.segment.recency_days {
+                recent_purchases += match action {
+                    Action::Purchase => count,
+                    Action::Cancellation => -count,
+                    _ => 0,
+                };
+            }
+            if let Some(counts) = windows.get_mut(&days) {
+                counts.insert(action, count);
+            }
+        }
+        let last_purchase = self.last_purchase;
+        let purchases = counts[&Action::Purchase] - counts[&Action::Cancellation];
+        let attributes = self
+            .attributes
+            .iter()
+            .filter(|(_, count)| **count > 0)
+            .map(|((name, value), _)| (name.clone(), value.clone()))
+            .collect();
+        Some(Profile {
+            segment: Segment::classify(
+                last_purchase.is_some(),
+                recent_purchases,
+                purchases,
+                self.spend,
+                &config.segment,
+            ),
+            counts,
+            windows,
+            quantity: self.quantity,
+            spend: self.spend,
+            distinct_items: self.distinct_items,
+            distinct_categories: self.distinct_categories,
+            first_seen: self.seen.first(),
+            last_seen: self.seen.last(),
+            last_purchase,
+            avg_rating: (self.ratings > 0)
+                .then(|| Score(self.rating_sum as f64 / self.ratings as f64 / 100.0)),
+            ratings: self.ratings,
+            top_categories: self.top_categories.clone(),
+            attributes,
+        })
+    }
+
+    /// Derives the last purchase and the top categories again if items or
+    /// categories changed since the last call. Call it after applying a
+    /// time's changes, before [`UserState::profile`].
+    pub fn refresh(&mut self, rules: &Rules) {
+        if !std::mem::take(&mut self.stale) {
+            return;
+        }
+        self.last_purchase = self
+            .items
+            .values()
+            .filter_map(ItemState::last_purchase)
+            .max();
+        self.top_categories = match self.seen.last() {
+            Some(last_ms) => {
+                let latest_day = last_ms.div_euclid(DAY_MS as i64);
+                let mut factors = EraFactors::new(&rules.decay, latest_day);
+                let affinities = self
+                    .categories
+                    .iter()
+                    .map(|(category, state)| (*category, state.affinity(&mut factors)));
+                rank_categories(affinities, rules.config.top_categories)
+            }
+            None => Vec::new(),
+        };
+    }
+}
