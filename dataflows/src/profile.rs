@@ -35,7 +35,9 @@ use crate::{Action, Event, EventTime, Id};
 use state::{ItemUse, Rules, UserState};
 
 pub use config::{ActionWeights, InvalidProfileConfig, ProfileConfig, SegmentConfig};
-pub use features::{rank_categories, ActionCounts, CategoryAffinity, Profile, Segment};
+pub use features::{
+    rank_categories, ActionCounts, CategoryAffinity, Profile, Segment, WindowCounts,
+};
 
 /// One version of an item's catalog entry. Of the versions with a positive
 /// net count, the one with the largest `version_ms` is the item's current

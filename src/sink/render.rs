@@ -117,7 +117,7 @@ impl OutputRecord for Id {
 mod tests {
     use std::collections::BTreeMap;
 
-    use persona_dataflows::profile::{CategoryAffinity, Segment};
+    use persona_dataflows::profile::{CategoryAffinity, Segment, WindowCounts};
     use persona_dataflows::{Action, Score};
 
     use super::*;
@@ -127,7 +127,7 @@ mod tests {
     fn json_line_has_the_documented_fields() {
         let profile = Profile {
             counts: ActionCounts::from([(Action::Purchase, 2), (Action::View, 5)]),
-            windows: BTreeMap::from([
+            windows: WindowCounts::from([
                 (7, ActionCounts::from([(Action::Purchase, 1)])),
                 (30, ActionCounts::default()),
             ]),

@@ -22,7 +22,7 @@ pub struct Profile {
     /// Window length in days → net count per action of the updates whose
     /// timestamp `t` satisfies `t <= now < t + days`. Every configured
     /// window is present, possibly empty.
-    pub windows: BTreeMap<u64, ActionCounts>,
+    pub windows: WindowCounts,
     /// Units bought less units cancelled.
     pub quantity: i64,
     /// Σ quantity · unit price over purchases less the same over
@@ -130,6 +130,80 @@ impl<'de> Deserialize<'de> for ActionCounts {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let counts = BTreeMap::<Action, i64>::deserialize(deserializer)?;
         Ok(counts.into_iter().collect())
+    }
+}
+
+/// Action counts per window length in days, ascending, kept in one small
+/// vector; it reads and serializes as the map `{days: counts}`.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WindowCounts(Vec<(u64, ActionCounts)>);
+
+impl WindowCounts {
+    /// The counts of the window of `days`, if it is kept.
+    pub fn get(&self, days: &u64) -> Option<&ActionCounts> {
+        let index = self.0.binary_search_by_key(days, |(d, _)| *d).ok()?;
+        Some(&self.0[index].1)
+    }
+
+    /// The counts of the window of `days`, to change, if it is kept.
+    pub fn get_mut(&mut self, days: &u64) -> Option<&mut ActionCounts> {
+        let index = self.0.binary_search_by_key(days, |(d, _)| *d).ok()?;
+        Some(&mut self.0[index].1)
+    }
+
+    /// `(days, counts)`, days ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &ActionCounts)> + '_ {
+        self.0.iter().map(|(days, counts)| (*days, counts))
+    }
+}
+
+impl std::ops::Index<&u64> for WindowCounts {
+    type Output = ActionCounts;
+
+    fn index(&self, days: &u64) -> &ActionCounts {
+        self.get(days)
+            .unwrap_or_else(|| panic!("no window of {days} days"))
+    }
+}
+
+/// Windows in any order; a length given twice keeps the sum of its counts.
+impl FromIterator<(u64, ActionCounts)> for WindowCounts {
+    fn from_iter<I: IntoIterator<Item = (u64, ActionCounts)>>(windows: I) -> WindowCounts {
+        let mut all: Vec<(u64, ActionCounts)> = windows.into_iter().collect();
+        all.sort_by_key(|(days, _)| *days);
+        all.dedup_by(|(days, counts), (kept_days, kept)| {
+            let same = days == kept_days;
+            if same {
+                *kept = kept.iter().chain(counts.iter()).collect();
+            }
+            same
+        });
+        WindowCounts(all)
+    }
+}
+
+impl<const N: usize> From<[(u64, ActionCounts); N]> for WindowCounts {
+    fn from(windows: [(u64, ActionCounts); N]) -> WindowCounts {
+        windows.into_iter().collect()
+    }
+}
+
+impl std::fmt::Debug for WindowCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for WindowCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for WindowCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let windows = BTreeMap::<u64, ActionCounts>::deserialize(deserializer)?;
+        Ok(windows.into_iter().collect())
     }
 }
 

@@ -12,7 +12,9 @@ use differential_dataflow::difference::Semigroup;
 
 use crate::decay::{Decay, EraFactors};
 use crate::profile::features::rank_categories;
-use crate::profile::{ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment};
+use crate::profile::{
+    ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment, WindowCounts,
+};
 use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, Id, Score};
 
@@ -100,8 +102,12 @@ pub(crate) struct UserState {
     /// assembles a profile without reading them.
     last_purchase: Option<i64>,
     top_categories: Vec<CategoryAffinity>,
-    /// Whether items or categories changed since the last refresh.
-    stale: bool,
+    /// Whether items changed since the last refresh.
+    items_changed: bool,
+    /// Whether some category changed since the last refresh.
+    categories_changed: bool,
+    /// The day the categories' affinities are as of.
+    affinity_day: Option<i64>,
 }
 
 /// A user's events on one item.
@@ -139,6 +145,9 @@ struct CategoryState {
     /// `(era, weight of other actions, weight of purchases)`, eras ascending,
     /// in the fixed point of [`Decay::scaled`].
     weights: Vec<(i64, i128, i128)>,
+    /// The affinity as of the user's `affinity_day`, unless `changed`.
+    affinity: f64,
+    changed: bool,
 }
 
 impl CategoryState {
@@ -171,7 +180,7 @@ impl CategoryState {
 
     /// Σ of the era sums as of the factors' day; purchases weigh nothing
     /// unless the user has bought more units than cancelled in the category.
-    fn affinity(&self, factors: &mut EraFactors) -> f64 {
+    fn value(&self, factors: &mut EraFactors) -> f64 {
         let owned = self.units > 0;
         let eras = self
             .weights
@@ -216,7 +225,7 @@ impl UserState {
         let time = TimeSpan::of_update(event.time_ms, diff as isize);
         self.seen.plus_equals(&time);
 
-        self.stale = true;
+        self.items_changed = true;
         let item = self.items.entry(event.item).or_default();
         let held = item.held();
         if is_transaction(action) {
@@ -244,8 +253,9 @@ impl UserState {
         let Some(category) = item_use.category else {
             return;
         };
-        self.stale = true;
+        self.categories_changed = true;
         let state = self.categories.entry(category).or_default();
+        state.changed = true;
         let held = state.held();
         if is_transaction(item_use.action) {
             state.units += diff * units;
@@ -318,7 +328,7 @@ impl UserState {
         if counts.is_empty() {
             return None;
         }
-        let mut windows: BTreeMap<u64, ActionCounts> = config
+        let mut windows: WindowCounts = config
             .window_days
             .iter()
             .map(|days| (*days, ActionCounts::default()))
@@ -370,29 +380,33 @@ impl UserState {
         })
     }
 
-    /// Derives the last purchase and the top categories again if items or
-    /// categories changed since the last call. Call it after applying a
-    /// time's changes, before [`UserState::profile`].
+    /// Derives the last purchase again if items changed since the last
+    /// call, and the top categories if categories changed or the user's
+    /// latest day moved (then every affinity is valued again; otherwise only
+    /// the changed categories'). Call it after applying a time's changes,
+    /// before [`UserState::profile`].
     pub fn refresh(&mut self, rules: &Rules) {
-        if !std::mem::take(&mut self.stale) {
+        if std::mem::take(&mut self.items_changed) {
+            self.last_purchase = self.items.values().filter_map(ItemState::last_purchase).max();
+        }
+        let latest_day = self.seen.last().map(|ms| ms.div_euclid(DAY_MS as i64));
+        let moved = latest_day != self.affinity_day;
+        if !(std::mem::take(&mut self.categories_changed) || moved) {
             return;
         }
-        self.last_purchase = self
-            .items
-            .values()
-            .filter_map(ItemState::last_purchase)
-            .max();
-        self.top_categories = match self.seen.last() {
-            Some(last_ms) => {
-                let latest_day = last_ms.div_euclid(DAY_MS as i64);
-                let mut factors = EraFactors::new(&rules.decay, latest_day);
-                let affinities = self
-                    .categories
-                    .iter()
-                    .map(|(category, state)| (*category, state.affinity(&mut factors)));
-                rank_categories(affinities, rules.config.top_categories)
-            }
-            None => Vec::new(),
+        self.affinity_day = latest_day;
+        let Some(latest_day) = latest_day else {
+            self.top_categories.clear();
+            return;
         };
+        let mut factors = EraFactors::new(&rules.decay, latest_day);
+        for state in self.categories.values_mut() {
+            if moved || std::mem::take(&mut state.changed) {
+                state.changed = false;
+                state.affinity = state.value(&mut factors);
+            }
+        }
+        let affinities = self.categories.iter().map(|(c, state)| (*c, state.affinity));
+        self.top_categories = rank_categories(affinities, rules.config.top_categories);
     }
 }
