@@ -102,8 +102,9 @@ pub(crate) struct UserState {
     /// assembles a profile without reading them.
     last_purchase: Option<i64>,
     top_categories: Vec<CategoryAffinity>,
-    /// Whether items changed since the last refresh.
-    items_changed: bool,
+    /// Whether an item that held `last_purchase` stopped being owned since
+    /// the last refresh, so the latest purchase must be looked for again.
+    rescan_purchases: bool,
     /// Whether some category changed since the last refresh.
     categories_changed: bool,
     /// The day the categories' affinities are as of.
@@ -225,13 +226,22 @@ impl UserState {
         let time = TimeSpan::of_update(event.time_ms, diff as isize);
         self.seen.plus_equals(&time);
 
-        self.items_changed = true;
         let item = self.items.entry(event.item).or_default();
         let held = item.held();
         if is_transaction(action) {
+            let owned_before = item.last_purchase();
             item.units += diff * units;
             if action == Action::Purchase {
                 item.purchased.plus_equals(&time);
+            }
+            // Purchase times only grow, so an item still owned can only
+            // raise the latest purchase; one no longer owned may have held it.
+            match item.last_purchase() {
+                Some(last) => self.last_purchase = self.last_purchase.max(Some(last)),
+                None if owned_before.is_some() && owned_before == self.last_purchase => {
+                    self.rescan_purchases = true;
+                }
+                None => {}
             }
         } else {
             item.other += diff;
@@ -380,14 +390,18 @@ impl UserState {
         })
     }
 
-    /// Derives the last purchase again if items changed since the last
-    /// call, and the top categories if categories changed or the user's
+    /// Looks for the latest purchase again if its item stopped being owned
+    /// since the last call, and derives the top categories if categories changed or the user's
     /// latest day moved (then every affinity is valued again; otherwise only
     /// the changed categories'). Call it after applying a time's changes,
     /// before [`UserState::profile`].
     pub fn refresh(&mut self, rules: &Rules) {
-        if std::mem::take(&mut self.items_changed) {
-            self.last_purchase = self.items.values().filter_map(ItemState::last_purchase).max();
+        if std::mem::take(&mut self.rescan_purchases) {
+            self.last_purchase = self
+                .items
+                .values()
+                .filter_map(ItemState::last_purchase)
+                .max();
         }
         let latest_day = self.seen.last().map(|ms| ms.div_euclid(DAY_MS as i64));
         let moved = latest_day != self.affinity_day;
@@ -406,7 +420,10 @@ impl UserState {
                 state.affinity = state.value(&mut factors);
             }
         }
-        let affinities = self.categories.iter().map(|(c, state)| (*c, state.affinity));
+        let affinities = self
+            .categories
+            .iter()
+            .map(|(c, state)| (*c, state.affinity));
         self.top_categories = rank_categories(affinities, rules.config.top_categories);
     }
 }
