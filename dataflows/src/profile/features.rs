@@ -122,7 +122,13 @@ impl std::fmt::Debug for ActionCounts {
 
 impl Serialize for ActionCounts {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(self.iter())
+        use serde::ser::SerializeMap;
+        // With its length first: bincode, between processes, needs it.
+        let mut map = serializer.serialize_map(Some(self.iter().count()))?;
+        for (action, count) in self.iter() {
+            map.serialize_entry(&action, &count)?;
+        }
+        map.end()
     }
 }
 
@@ -320,6 +326,20 @@ pub fn rank_categories(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_and_serialize_as_maps_of_nonzero_counts() {
+        let counts =
+            ActionCounts::from([(Action::View, 5), (Action::Purchase, 2), (Action::Cart, 0)]);
+        assert_eq!(counts.get(&Action::Cart), None);
+        assert_eq!(counts[&Action::Cart], 0);
+        let windows = WindowCounts::from([(30, ActionCounts::default()), (7, counts)]);
+        let json = serde_json::to_string(&windows).unwrap();
+        assert_eq!(json, r#"{"7":{"view":5,"purchase":2},"30":{}}"#);
+        let back: WindowCounts = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, windows);
+        assert_eq!(format!("{counts:?}"), "{View: 5, Purchase: 2}");
+    }
 
     #[test]
     fn segment_table() {

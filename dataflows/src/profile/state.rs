@@ -427,3 +427,51 @@ impl UserState {
         self.top_categories = rank_categories(affinities, rules.config.top_categories);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_state_is_per_era_not_per_day() {
+        let rules = Rules::new(&ProfileConfig::default());
+        let mut state = UserState::default();
+        let days = 2_000;
+        for day in 0..days {
+            let mut event = Event::new(1, day as Id, Action::View, day * DAY_MS as i64);
+            event.category = Some(9);
+            state.apply_event(&event, 1, &rules);
+        }
+        state.refresh(&rules);
+        // 16 half-lives of 30 days: 480 days an era.
+        assert_eq!(state.categories[&9].weights.len(), 5);
+        let affinity = state.top_categories[0].affinity.0;
+        // Σ_{k=0}^{1999} 2^(-k/30) = (1 − 2^(-2000/30)) / (1 − 2^(-1/30)).
+        let exact = (1.0 - (-(days as f64) / 30.0).exp2()) / (1.0 - (-1.0f64 / 30.0).exp2());
+        assert!(
+            (affinity - exact).abs() < exact * 1e-9,
+            "{affinity} vs {exact}"
+        );
+    }
+
+    #[test]
+    fn the_latest_purchase_is_looked_for_again_when_its_item_is_cancelled() {
+        let rules = Rules::new(&ProfileConfig::default());
+        let mut state = UserState::default();
+        let mut purchase = |item, ms| {
+            let event = Event::new(1, item, Action::Purchase, ms);
+            state.apply_event(&event, 1, &rules);
+        };
+        purchase(7, 1_000);
+        purchase(8, 2_000);
+        state.refresh(&rules);
+        assert_eq!(state.last_purchase, Some(2_000));
+        let cancellation = Event::new(1, 8, Action::Cancellation, 3_000);
+        state.apply_event(&cancellation, 1, &rules);
+        state.refresh(&rules);
+        assert_eq!(state.last_purchase, Some(1_000));
+        state.apply_event(&Event::new(1, 7, Action::Cancellation, 4_000), 1, &rules);
+        state.refresh(&rules);
+        assert_eq!(state.last_purchase, None);
+    }
+}
