@@ -167,7 +167,9 @@ fn maintain_profiles<'s, T: EventTime>(
                 let mut arrived: BTreeMap<T, Vec<(Id, Update, isize)>> = BTreeMap::new();
                 let mut leaving: BTreeMap<T, Vec<Leaving>> = BTreeMap::new();
                 let mut held: Option<Capability<T>> = None;
-                let mut users: HashMap<Id, UserState> = HashMap::new();
+                // Boxed: the table then holds a pointer per user, not the
+                // whole state, and a resize moves 16 bytes per user.
+                let mut users: HashMap<Id, Box<UserState>> = HashMap::new();
                 let mut entering: Vec<Leaving> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|capability, containers| {
