@@ -3,7 +3,8 @@
 //! in {0, 3}, K in {0, 3}, decay on and off, with and without a purchase
 //! primary action and a view cross-occurrence indicator; after every batch
 //! the histories, similar items, cross-similar items and recommendations must
-//! equal `reference::cf` bit for bit.
+//! equal `reference::cf` bit for bit. So must the rankings evaluated on
+//! demand (`cf::on_demand::CfState`) from the state the dataflow maintains.
 //!
 //! Run: `cargo test -p persona-dataflows --release --test cf_oracle`.
 
@@ -16,6 +17,7 @@ use timely::dataflow::operators::capture::Extract;
 use timely::dataflow::operators::Capture;
 
 use persona_dataflows::cf::history::HistoryEntry;
+use persona_dataflows::cf::on_demand::{state_updates, CfState, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig, Metric};
@@ -105,6 +107,8 @@ struct Captured {
     indicator_history: Vec<((Id, HistoryEntry), u64, isize)>,
     cross_similar_items: Vec<(SimilarItems, u64, isize)>,
     recommendations: Vec<(Recommendations, u64, isize)>,
+    /// The state on-demand rankings read (without an indicator).
+    state: Vec<(StateUpdate, u64, isize)>,
 }
 
 fn run_dataflow(
@@ -118,21 +122,28 @@ fn run_dataflow(
     let (recs_send, recs_recv) = std::sync::mpsc::channel();
     let (indicator_send, indicator_recv) = std::sync::mpsc::channel();
     let (cross_send, cross_recv) = std::sync::mpsc::channel();
+    let (state_send, state_recv) = std::sync::mpsc::channel();
     let senders = Arc::new(Mutex::new((
         history_send,
         similar_send,
         recs_send,
         indicator_send,
         cross_send,
+        state_send,
     )));
     let updates = updates.to_vec();
     let config = config.clone();
 
     timely::execute(timely::Config::process(workers), move |worker| {
-        let (history_send, similar_send, recs_send, indicator_send, cross_send) =
+        let (history_send, similar_send, recs_send, indicator_send, cross_send, state_send) =
             senders.lock().unwrap().clone();
         let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
+            if config.indicator_action.is_none() {
+                state_updates(events.clone(), &config)
+                    .inner
+                    .capture_into(state_send);
+            }
             let outputs = collaborative_filtering(events, &config);
             let recommendations = outputs.recommendations();
             outputs.history.inner.capture_into(history_send);
@@ -189,7 +200,46 @@ fn run_dataflow(
             .into_iter()
             .flat_map(|(_, u)| u)
             .collect(),
+        state: state_recv
+            .extract()
+            .into_iter()
+            .flat_map(|(_, u)| u)
+            .collect(),
     }
+}
+
+/// The consolidated changes at times in `times`.
+fn changes_in<D: Ord + Clone>(
+    updates: &[(D, u64, isize)],
+    times: std::ops::RangeInclusive<u64>,
+) -> Vec<(D, isize)> {
+    let mut diffs: BTreeMap<D, isize> = BTreeMap::new();
+    for (record, time, diff) in updates {
+        if times.contains(time) {
+            *diffs.entry(record.clone()).or_default() += diff;
+        }
+    }
+    diffs.into_iter().filter(|(_, diff)| *diff != 0).collect()
+}
+
+/// The non-empty similar-item lists and recommendation lists `state` gives
+/// every item and every known user, keyed as the outputs are.
+fn on_demand(
+    state: &CfState,
+    config: &CfConfig,
+) -> (BTreeMap<Id, SimilarItems>, BTreeMap<Id, Recommendations>) {
+    let similar = (0..ITEMS)
+        .map(|item| state.similar_items(item, config.neighbors, config))
+        .filter(|list| !list.neighbors.is_empty())
+        .map(|list| (list.item, list))
+        .collect();
+    let recs = (0..USERS)
+        .filter(|&user| state.has_user(user))
+        .map(|user| state.recommendations(user, config.top_k, config))
+        .filter(|recs| !recs.items.is_empty())
+        .map(|recs| (recs.user, recs))
+        .collect();
+    (similar, recs)
 }
 
 /// The records with positive accumulated count at `at`, keyed; panics on a
@@ -250,12 +300,14 @@ struct Coverage {
     popular: usize,
     indicator_history: usize,
     cross_similar_items: usize,
+    on_demand: usize,
 }
 
 fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) {
     let updates = random_stream(seed);
     let step = seed.is_multiple_of(2);
     let captured = run_dataflow(&updates, config, workers, step);
+    let mut state = CfState::default();
     for at in 1..=BATCHES {
         let expected = reference::collaborative_filtering(&updates, at, config);
         let history = at_time(&captured.history, at, |(u, e)| (*u, e.item));
@@ -297,6 +349,15 @@ fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) 
         );
         differ |= report("cross_similar_items", &cross, &expected_cross);
         differ |= report("recommendations", &recs, &expected_recs);
+        if config.indicator_action.is_none() {
+            // The first batch is applied at time 0, before the first advance.
+            let from = if at == 1 { 0 } else { at };
+            state.apply(changes_in(&captured.state, from..=at));
+            let (similar, recs) = on_demand(&state, config);
+            differ |= report("similar_items on demand", &similar, &expected_similar);
+            differ |= report("recommendations on demand", &recs, &expected_recs);
+            coverage.on_demand += similar.len() + recs.len();
+        }
         assert!(
             !differ,
             "seed {seed}, {workers} workers, step {step}, time {at}, config {config:?}"
@@ -386,6 +447,7 @@ fn check_all(workers: usize, seeds_per_config: u64) {
             && coverage.popular > 0
             && coverage.indicator_history > 0
             && coverage.cross_similar_items > 0
+            && coverage.on_demand > 0
     );
 }
 

@@ -254,7 +254,7 @@ pub fn recommend<'s, T: EventTime>(
 
 /// The top `top_k` (0 = all) of one user's scores from [`ScoreInput`]s in
 /// ascending order; each score is `0.0 + term + term …` in that order.
-fn score_items<'a>(
+pub(super) fn score_items<'a>(
     inputs: impl IntoIterator<Item = &'a ScoreInput>,
     top_k: usize,
 ) -> Vec<ScoredItem> {
@@ -372,7 +372,10 @@ pub fn popular_list(
 }
 
 /// Items by (users desc, id asc), the first `length` (0 = all).
-fn rank_popular(items: impl IntoIterator<Item = (Id, u64)>, length: usize) -> Vec<(Id, u64)> {
+pub(super) fn rank_popular(
+    items: impl IntoIterator<Item = (Id, u64)>,
+    length: usize,
+) -> Vec<(Id, u64)> {
     let mut ranked: Vec<(Id, u64)> = items.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     if length > 0 {

@@ -352,7 +352,22 @@ fn top_lists<'s, T: EventTime>(
         .arrange_by_key();
 
     rows.join_core(tables, move |_shard, (item, row), table| {
-        let list = neighbor_list(*item, row, table, metric, neighbors);
+        // A count is missing only where the join pairs a row with a table
+        // of another time; those outputs cancel, so any value will do.
+        let count = |counts: &[(Id, u64)], item: Id| {
+            counts
+                .binary_search_by_key(&item, |&(i, _)| i)
+                .map_or(0, |index| counts[index].1)
+        };
+        let list = neighbor_list(
+            *item,
+            row.iter().copied(),
+            count(&table.rows, *item),
+            |j| count(&table.columns, j),
+            table.totals,
+            metric,
+            neighbors,
+        );
         (!list.neighbors.is_empty()).then_some(list)
     })
 }
@@ -375,33 +390,24 @@ fn with_totals<'s, T: EventTime, V: differential_dataflow::ExchangeData>(
     }
 }
 
-/// One item's neighbour list from its row of `(j, c_ij)` and the counts:
-/// best first, ties by id, `limit` of them (0 = all).
-fn neighbor_list(
+/// One item's neighbour list from its row of `(j, c_ij)`, its count
+/// `c_ii` and the column counts `c_jj`: best first, ties by id, `limit` of
+/// them (0 = all). The dataflow and the on-demand queries
+/// ([`super::on_demand`]) both rank with it, so they agree bit for bit.
+pub(super) fn neighbor_list(
     item: Id,
-    row: &[(Id, u64)],
-    table: &CountTable,
+    row: impl IntoIterator<Item = (Id, u64)>,
+    c_ii: u64,
+    c_jj: impl Fn(Id) -> u64,
+    totals: Totals,
     metric: Metric,
     limit: usize,
 ) -> SimilarItems {
-    // A count is missing only where the join pairs a row with a table of
-    // another time; those outputs cancel, so any value will do.
-    let count = |counts: &[(Id, u64)], item: Id| {
-        counts
-            .binary_search_by_key(&item, |&(i, _)| i)
-            .map_or(0, |index| counts[index].1)
-    };
-    let c_ii = count(&table.rows, item);
     let mut neighbors: Vec<Neighbor> = row
-        .iter()
-        .map(|&(j, c_ij)| Neighbor {
+        .into_iter()
+        .map(|(j, c_ij)| Neighbor {
             item: j,
-            similarity: Score(metric.similarity(
-                c_ij,
-                c_ii,
-                count(&table.columns, j),
-                table.totals,
-            )),
+            similarity: Score(metric.similarity(c_ij, c_ii, c_jj(j), totals)),
         })
         .collect();
     neighbors.sort_by(|a, b| b.similarity.cmp(&a.similarity).then(a.item.cmp(&b.item)));

@@ -1,0 +1,252 @@
+//! Similar items and recommendations on demand, for one item or one user.
+//!
+//! What is cheap to keep exact per delta stays in the dataflow: each user's
+//! history with affinities, the items each user has seen, the number of
+//! users per item and the co-occurrence counts ([`state_updates`]). The
+//! rankings are what is costly to maintain (with a normalised metric one
+//! item count changes every pair of the item), so [`CfState`] keeps that
+//! integer state as plain maps and ranks one item's neighbours or one
+//! user's recommendations when asked, with the functions the dataflow ranks
+//! with ([`similarity::neighbor_list`], [`recommend::score_items`]): an
+//! answer equals the materialised outputs, and `reference::cf`, at the
+//! state's time.
+//!
+//! The cross-occurrence indicator (`indicator_action`) is not evaluated on
+//! demand.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::OnceLock;
+
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+
+use super::history::{self, HistoryEntry};
+use super::recommend::{self, popular_list, Recommendations, ScoreInput};
+use super::similarity::{self, Neighbor, SimilarItems, Totals};
+use super::CfConfig;
+use crate::{Event, EventTime, Id, Score};
+
+/// One record of the state the on-demand rankings read.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum StateUpdate {
+    /// An entry of a user's history.
+    History(Id, HistoryEntry),
+    /// `(i, j, c_ij)` with `i < j` and `c_ij ≥ min_support`: the pairs a
+    /// neighbour list can hold, once per unordered pair.
+    Pair(Id, Id, u64),
+    /// `(i, c_ii)`: the number of users with i in their history.
+    ItemUsers(Id, u64),
+    /// The global counts, when the metric reads them.
+    Totals(Totals),
+    /// `(user, item)`: an item the user has seen, never recommended to them.
+    Seen(Id, Id),
+    /// A user with a net-present event: served the popular list when they
+    /// have no personal one.
+    User(Id),
+}
+
+/// The state of collaborative filtering that [`CfState`] ranks from, as one
+/// collection: histories, co-occurrence and counts, without the rankings.
+pub fn state_updates<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+    config: &CfConfig,
+) -> VecCollection<'s, T, StateUpdate> {
+    let interactions = history::interactions(events, config);
+    let history = history::history(interactions.user_items.clone(), config);
+    let cooccurrence = similarity::cooccurrence(history.clone(), None);
+    let min_support = config.min_support;
+    let mut updates = history
+        .map(|(user, entry)| StateUpdate::History(user, entry))
+        .concat(
+            cooccurrence
+                .pairs
+                .filter(move |((i, j), c_ij)| i < j && *c_ij >= min_support)
+                .map(|((i, j), c_ij)| StateUpdate::Pair(i, j, c_ij)),
+        )
+        .concat(
+            cooccurrence
+                .item_users
+                .map(|(item, users)| StateUpdate::ItemUsers(item, users)),
+        )
+        .concat(
+            interactions
+                .user_items
+                .map(|((user, item), _)| StateUpdate::Seen(user, item)),
+        )
+        .concat(interactions.users.map(StateUpdate::User));
+    if config.metric.needs_totals() {
+        updates = updates.concat(
+            cooccurrence
+                .totals
+                .map(|((), totals)| StateUpdate::Totals(totals)),
+        );
+    }
+    updates
+}
+
+/// The integer state of collaborative filtering at one time, and the
+/// rankings evaluated from it.
+#[derive(Debug, Default)]
+pub struct CfState {
+    /// Each user's history, by item ascending: the order scores are summed in.
+    history: HashMap<Id, BTreeMap<Id, HistoryEntry>>,
+    /// `c_ij ≥ min_support`, in both orders.
+    rows: HashMap<Id, HashMap<Id, u64>>,
+    item_users: HashMap<Id, u64>,
+    totals: Totals,
+    seen: HashMap<Id, BTreeSet<Id>>,
+    users: HashSet<Id>,
+    /// Items by (users desc, id asc), built on first use after a change.
+    ranking: OnceLock<Vec<(Id, u64)>>,
+}
+
+impl CfState {
+    /// Applies the consolidated changes of one or more complete times:
+    /// retractions first, so a record replaced at a time (−old, +new) ends
+    /// as the new one whatever the order of the batch.
+    pub fn apply(&mut self, mut updates: Vec<(StateUpdate, isize)>) {
+        updates.sort_by_key(|(_, diff)| *diff);
+        for (update, diff) in updates {
+            self.apply_one(update, diff > 0);
+        }
+    }
+
+    fn apply_one(&mut self, update: StateUpdate, insert: bool) {
+        match update {
+            StateUpdate::History(user, entry) => {
+                let entries = self.history.entry(user).or_default();
+                if insert {
+                    entries.insert(entry.item, entry);
+                } else {
+                    entries.remove(&entry.item);
+                    if entries.is_empty() {
+                        self.history.remove(&user);
+                    }
+                }
+            }
+            StateUpdate::Pair(i, j, c_ij) => {
+                for (a, b) in [(i, j), (j, i)] {
+                    let row = self.rows.entry(a).or_default();
+                    if insert {
+                        row.insert(b, c_ij);
+                    } else if row.get(&b) == Some(&c_ij) {
+                        row.remove(&b);
+                        if row.is_empty() {
+                            self.rows.remove(&a);
+                        }
+                    }
+                }
+            }
+            StateUpdate::ItemUsers(item, users) => {
+                self.ranking = OnceLock::new();
+                if insert {
+                    self.item_users.insert(item, users);
+                } else if self.item_users.get(&item) == Some(&users) {
+                    self.item_users.remove(&item);
+                }
+            }
+            StateUpdate::Totals(totals) => {
+                if insert {
+                    self.totals = totals;
+                } else if self.totals == totals {
+                    self.totals = Totals::default();
+                }
+            }
+            StateUpdate::Seen(user, item) => {
+                let items = self.seen.entry(user).or_default();
+                if insert {
+                    items.insert(item);
+                } else {
+                    items.remove(&item);
+                    if items.is_empty() {
+                        self.seen.remove(&user);
+                    }
+                }
+            }
+            StateUpdate::User(user) => {
+                if insert {
+                    self.users.insert(user);
+                } else {
+                    self.users.remove(&user);
+                }
+            }
+        }
+    }
+
+    /// Whether `item` is in anyone's history.
+    pub fn has_item(&self, item: Id) -> bool {
+        self.item_users.contains_key(&item)
+    }
+
+    /// Whether `user` has a net-present event.
+    pub fn has_user(&self, user: Id) -> bool {
+        self.users.contains(&user)
+    }
+
+    /// Items in at least one history.
+    pub fn item_count(&self) -> usize {
+        self.item_users.len()
+    }
+
+    /// `item`'s `limit` (0 = all) most similar other items under
+    /// `config.metric`: `similar_items.jsonl`'s record with K = `limit`.
+    pub fn similar_items(&self, item: Id, limit: usize, config: &CfConfig) -> SimilarItems {
+        let row = self.rows.get(&item);
+        similarity::neighbor_list(
+            item,
+            row.into_iter().flatten().map(|(&j, &c_ij)| (j, c_ij)),
+            self.count(item),
+            |j| self.count(j),
+            self.totals,
+            config.metric,
+            limit,
+        )
+    }
+
+    /// `user`'s top `top_k` (0 = all) recommendations, scored with
+    /// `config.neighbors` neighbours per history item; a user with no scored
+    /// unseen item, or unknown, gets the popular list (`popular: true`).
+    pub fn recommendations(&self, user: Id, top_k: usize, config: &CfConfig) -> Recommendations {
+        let seen: Vec<Id> = match (config.remove_seen, self.seen.get(&user)) {
+            (true, Some(items)) => items.iter().copied().collect(),
+            _ => Vec::new(),
+        };
+        let mut inputs: Vec<ScoreInput> = seen.iter().map(|&item| ScoreInput::Seen(item)).collect();
+        for (&i, entry) in self.history.get(&user).into_iter().flatten() {
+            let list = self.similar_items(i, config.neighbors, config);
+            if !list.neighbors.is_empty() {
+                inputs.push(ScoreInput::Primary(i, entry.affinity, list.neighbors));
+            }
+            let c_ii = self.count(i);
+            if !config.remove_seen && c_ii >= config.min_support && c_ii > 0 {
+                let similarity = config.metric.similarity(c_ii, c_ii, c_ii, self.totals);
+                let own = Neighbor {
+                    item: i,
+                    similarity: Score(similarity),
+                };
+                inputs.push(ScoreInput::Primary(i, entry.affinity, vec![own]));
+            }
+        }
+        let items = recommend::score_items(&inputs, top_k);
+        if !items.is_empty() {
+            return Recommendations {
+                user,
+                items,
+                popular: false,
+            };
+        }
+        let ranking = self.ranking.get_or_init(|| {
+            recommend::rank_popular(self.item_users.iter().map(|(&i, &c)| (i, c)), 0)
+        });
+        popular_list(user, &seen, ranking, top_k).unwrap_or(Recommendations {
+            user,
+            items: Vec::new(),
+            popular: true,
+        })
+    }
+
+    /// `c_ii`, 0 for an item in no history.
+    fn count(&self, item: Id) -> u64 {
+        self.item_users.get(&item).copied().unwrap_or(0)
+    }
+}
