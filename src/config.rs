@@ -64,6 +64,36 @@ pub struct PipelineConfig {
     pub sink: SinkConfig,
     /// What the files of rejected and late records hold, and who may read them.
     pub output: OutputConfig,
+    /// `persona serve`: the HTTP address and the events it takes.
+    pub serve: ServeConfig,
+}
+
+/// `[serve]`: where `persona serve` listens, and how it takes events.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// The address of the HTTP server; `--listen` overrides it, and port 0
+    /// picks a free port. Default: `127.0.0.1:8080`.
+    pub listen: String,
+    /// The largest `POST /v1/events` body, in bytes; larger ones get 413.
+    /// Default: 1 MiB.
+    pub max_body_bytes: usize,
+    /// After the log, event time advances with the wall clock: the tick of
+    /// an event POSTed at wall time w becomes visible once the clock passes
+    /// its end plus this many milliseconds, and an event whose tick the clock
+    /// has passed by more is `late`. Default: 1000, so that events stamped
+    /// in whole seconds (or by a client whose clock lags) are applied.
+    pub lateness_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 1 << 20,
+            lateness_ms: 1000,
+        }
+    }
 }
 
 /// `[output]`: the dead letters (`rejected.jsonl`, `late.jsonl` and the
@@ -563,11 +593,16 @@ impl TimeConfig {
     /// one run, started moments apart, agree.
     pub fn max_event_time_ms(&self) -> u64 {
         const HOUR_MS: u64 = 3_600_000;
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_millis() as u64);
+        let now_ms = wall_clock_ms();
         (now_ms - now_ms % HOUR_MS).saturating_add(self.max_future_s.saturating_mul(1000))
     }
+}
+
+/// The wall clock, in ms since the Unix epoch (0 before it).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
 }
 
 impl Default for TimeConfig {

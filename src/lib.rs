@@ -16,6 +16,8 @@
 //!   every command.
 //! - [`runtime`]: timely workers wiring sources, cleaning, the dataflows of
 //!   `persona_dataflows` and the [`sink`]s together, for each command.
+//! - [`serve`]: `persona serve`, the serving graph's state answered over
+//!   HTTP, similar items and recommendations ranked on demand.
 //! - [`config`] is a leaf every layer reads; [`kafka`] is what the Kafka
 //!   source and sink share; [`summary`] is the run summary every command
 //!   writes. `docs/architecture.md` has the whole layout.
@@ -33,6 +35,7 @@ pub mod kafka;
 pub mod names;
 pub mod rejected;
 pub mod runtime;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod summary;

@@ -67,6 +67,24 @@ enum Command {
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
         help: Option<bool>,
     },
+    /// Replay a log, then keep it up to date from POST /v1/events and answer
+    /// profiles, recommendations and similar items over HTTP, exact as of
+    /// the time each answer states. Runs until SIGINT/SIGTERM.
+    #[command(disable_help_flag = true)]
+    Serve {
+        #[command(flatten)]
+        input: InputArgs,
+        /// The address to listen on (overrides [serve] listen); port 0 picks one.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Folder for rejected.jsonl and late.jsonl (created if missing).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        timely: TimelyArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
     /// Load a log into a Kafka topic: one message per line, keyed by user.
     Produce {
         #[command(flatten)]
@@ -269,6 +287,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             }
             Ok(())
+        }
+        Command::Serve {
+            input,
+            listen,
+            out,
+            timely,
+            help: _,
+        } => {
+            let config = input.config()?;
+            let log = input.input.clone().or_else(|| config.input.path.clone());
+            persona::serve::serve(persona::serve::ServePlan {
+                config,
+                input: log,
+                out,
+                listen,
+                timely,
+            })
         }
         Command::Produce {
             input,

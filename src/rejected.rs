@@ -29,6 +29,9 @@ pub enum Position {
         partition: i32,
         offset: i64,
     },
+    /// The `index`-th event of the `request`-th `POST /v1/events` of a
+    /// `persona serve` (counted from 1 and 0).
+    Http { request: u64, index: usize },
 }
 
 impl Position {
@@ -63,6 +66,7 @@ impl fmt::Display for Position {
                 partition,
                 offset,
             } => write!(f, "{topic}/{partition}/{offset}"),
+            Position::Http { request, index } => write!(f, "POST /v1/events #{request}[{index}]"),
         }
     }
 }

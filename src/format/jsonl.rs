@@ -72,7 +72,7 @@ pub fn mapped_raw(line: &[u8], position: &Position, mapping: &CompiledMapping) -
     };
     let index = match position {
         Position::File { index, .. } => *index,
-        Position::Kafka { .. } => None,
+        Position::Kafka { .. } | Position::Http { .. } => None,
     };
     let element = mapping
         .records()

@@ -13,6 +13,7 @@ use differential_dataflow::collection::AsCollection;
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
 use persona_dataflows::cf::collaborative_filtering;
+use persona_dataflows::cf::on_demand::{state_updates, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
@@ -38,9 +39,22 @@ pub struct Gathered {
     recommendations: Pending<Recommendations>,
     /// The shared popularity fallback, resolved per user by the sink.
     fallback: Pending<FallbackRecord>,
+    /// The state on-demand rankings read ([`Graph::Serving`]).
+    state: Pending<StateUpdate>,
     top_k: usize,
     users: Pending<Id>,
     items: Pending<Id>,
+}
+
+/// Which outputs a graph computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Graph {
+    /// Profiles, and similar items and recommendations once per
+    /// `recommend_tick_ms`: the outputs `replay`, `run` and `bench` write.
+    Outputs,
+    /// Profiles, and at every tick the state similar items and
+    /// recommendations are ranked from on demand (`persona serve`).
+    Serving,
 }
 
 /// The inputs of the pipeline: clean events and the dimension tables.
@@ -53,8 +67,13 @@ pub struct Inputs<'s> {
     pub input_end: Rc<Cell<Option<u64>>>,
 }
 
-/// Builds every output from the clean event collection.
-pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u64>) -> Gathered {
+/// Builds the outputs of `graph` from the clean event collection.
+pub fn build(
+    inputs: Inputs<'_>,
+    config: &PipelineConfig,
+    graph: Graph,
+    probe: &ProbeHandle<u64>,
+) -> Gathered {
     let Inputs {
         events,
         catalog,
@@ -62,27 +81,39 @@ pub fn build(inputs: Inputs<'_>, config: &PipelineConfig, probe: &ProbeHandle<u6
         input_end,
     } = inputs;
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
-    let cf = collaborative_filtering(
-        cf_events(events.clone(), config, Some(input_end)),
-        &config.recommend,
-    );
-    let fallback = cf
-        .fallback
-        .users
-        .map(|(user, seen)| FallbackRecord::User(user, seen))
-        .concat(cf.fallback.ranking.map(FallbackRecord::Ranking));
     let users = events.clone().map(|event| event.user).distinct_total();
-    let items = events.map(|event| event.item).distinct_total();
-    Gathered {
+    let items = events.clone().map(|event| event.item).distinct_total();
+    let mut gathered = Gathered {
         time: config.time.clone(),
         profiles: gather(profiles, probe),
-        similar_items: gather(cf.similar_items, probe),
-        recommendations: gather(cf.personal, probe),
-        fallback: gather(fallback, probe),
+        similar_items: Pending::default(),
+        recommendations: Pending::default(),
+        fallback: Pending::default(),
+        state: Pending::default(),
         top_k: config.recommend.top_k,
         users: gather(users, probe),
         items: gather(items, probe),
+    };
+    match graph {
+        Graph::Outputs => {
+            let cf = collaborative_filtering(
+                cf_events(events, config, Some(input_end)),
+                &config.recommend,
+            );
+            let fallback = cf
+                .fallback
+                .users
+                .map(|(user, seen)| FallbackRecord::User(user, seen))
+                .concat(cf.fallback.ranking.map(FallbackRecord::Ranking));
+            gathered.similar_items = gather(cf.similar_items, probe);
+            gathered.recommendations = gather(cf.personal, probe);
+            gathered.fallback = gather(fallback, probe);
+        }
+        Graph::Serving => {
+            gathered.state = gather(state_updates(events, &config.recommend), probe);
+        }
     }
+    gathered
 }
 
 /// The events as collaborative filtering sees them: each at the end of its
@@ -217,6 +248,19 @@ impl Gathered {
             users: Box::new(JsonlSink::counter("users", self.users)),
             items: Box::new(JsonlSink::counter("items", self.items)),
         })
+    }
+
+    /// The sinks of a [`Graph::Serving`] graph: `serving`, made from the
+    /// gathered profiles and state, and the counters.
+    pub fn into_serving(
+        self,
+        serving: impl FnOnce(Pending<(Id, Profile)>, Pending<StateUpdate>) -> Box<dyn Sink>,
+    ) -> Sinks {
+        Sinks {
+            outputs: vec![serving(self.profiles, self.state)],
+            users: Box::new(JsonlSink::counter("users", self.users)),
+            items: Box::new(JsonlSink::counter("items", self.items)),
+        }
     }
 
     /// The sink of one output: its files, and its upsert topic.

@@ -27,7 +27,7 @@ use crate::clean::{Judge, Watermark};
 use crate::config::PipelineConfig;
 use crate::format::Decoder;
 use crate::runtime::failure::failpoint;
-use crate::runtime::pipeline::UpsertTopics;
+use crate::runtime::pipeline::{Graph, UpsertTopics};
 use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
@@ -179,41 +179,25 @@ fn run_worker(
     let index = worker.index();
     let peers = worker.peers();
     let config = &plan.config;
-    let share = Share::of(worker, &plan.input);
-    let mut watermark = Watermark::new(config.time.allowed_lateness_s.saturating_mul(1000));
-    let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
+    let mut pipeline = PipelineWorker::new(worker, config, Graph::Outputs, |gathered| {
         Ok(gathered.into_sinks(Some((dir, plan.changelog)), UpsertTopics::new())?)
     })?;
     let mut dead = DeadLetters::new(Some(dead_letters.clone()), None)?;
-    let mut decoder = Decoder::new(config)?;
     let bytes_read = Arc::new(AtomicU64::new(0));
     let progress = (index == 0).then(|| progress_bar(total_bytes(files)));
-    let mut record_index: u64 = 0;
-    if !share.reads() {
-        // Holds nothing back: the reader's frontier is the dataflow's.
-        pipeline.advance_to(u64::MAX);
-    }
-
-    for path in files.iter().filter(|_| share.reads()) {
-        let mut records = decoder.records(path, bytes_read.clone())?;
-        while let Some((position, bytes)) = records.next_record()? {
-            record_index += 1;
-            let judge = Judge::Clock {
-                watermark: &mut watermark,
-                own: share.owns(record_index),
-            };
-            pipeline.read(&decoder, bytes, &position, Some(judge), &mut dead)?;
-            if record_index.is_multiple_of(CHUNK) {
-                failpoint("worker-panic", index);
-                pipeline.advance_to(watermark.get().unwrap_or(0));
-                pipeline.catch_up(worker, None);
-                pipeline.drain()?;
-                if let Some(progress) = &progress {
-                    progress.set_position(bytes_read.load(Ordering::Relaxed));
-                }
+    read_log(
+        worker,
+        &mut pipeline,
+        config,
+        (&plan.input, files),
+        &mut dead,
+        bytes_read.clone(),
+        |_| {
+            if let Some(progress) = &progress {
+                progress.set_position(bytes_read.load(Ordering::Relaxed));
             }
-        }
-    }
+        },
+    )?;
 
     let finished = pipeline.finish(worker, plan.timely.workers)?;
     if let Some(progress) = &progress {
@@ -234,6 +218,50 @@ fn run_worker(
         started,
     )?;
     Ok(Some(summary))
+}
+
+/// Reads the log `input` (its `files`) into `pipeline`: each worker its
+/// share, every worker the same watermark. Every [`CHUNK`] records the
+/// frontier advances to the watermark, the dataflow catches up, worker 0
+/// drains its sinks and `on_chunk` runs. The input stays open: end it with
+/// [`PipelineWorker::end_input`] or [`PipelineWorker::finish`].
+pub fn read_log(
+    worker: &mut Worker,
+    pipeline: &mut PipelineWorker,
+    config: &PipelineConfig,
+    (input, files): (&Path, &[PathBuf]),
+    dead: &mut DeadLetters,
+    bytes_read: Arc<AtomicU64>,
+    mut on_chunk: impl FnMut(&PipelineWorker),
+) -> anyhow::Result<()> {
+    let index = worker.index();
+    let share = Share::of(worker, input);
+    let mut watermark = Watermark::new(config.time.allowed_lateness_s.saturating_mul(1000));
+    let mut decoder = Decoder::new(config)?;
+    let mut record_index: u64 = 0;
+    if !share.reads() {
+        // Holds nothing back: the reader's frontier is the dataflow's.
+        pipeline.advance_to(u64::MAX);
+    }
+    for path in files.iter().filter(|_| share.reads()) {
+        let mut records = decoder.records(path, bytes_read.clone())?;
+        while let Some((position, bytes)) = records.next_record()? {
+            record_index += 1;
+            let judge = Judge::Clock {
+                watermark: &mut watermark,
+                own: share.owns(record_index),
+            };
+            pipeline.read(&decoder, bytes, &position, Some(judge), dead)?;
+            if record_index.is_multiple_of(CHUNK) {
+                failpoint("worker-panic", index);
+                pipeline.advance_to(watermark.get().unwrap_or(0));
+                pipeline.catch_up(worker, None);
+                pipeline.drain()?;
+                on_chunk(pipeline);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar(total: u64) -> ProgressBar {

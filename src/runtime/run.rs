@@ -41,7 +41,7 @@ use crate::config::{FormatKind, Output, PipelineConfig};
 use crate::format::Decoder;
 use crate::kafka::{ensure_topic, Offsets};
 use crate::rejected::Position;
-use crate::runtime::pipeline::{end_of_period, UpsertTopics};
+use crate::runtime::pipeline::{end_of_period, Graph, UpsertTopics};
 use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
@@ -180,7 +180,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         0 => upsert_topics(config)?,
         _ => UpsertTopics::new(),
     };
-    let mut pipeline = PipelineWorker::new(worker, config, |gathered| {
+    let mut pipeline = PipelineWorker::new(worker, config, Graph::Outputs, |gathered| {
         Ok(gathered.into_sinks(files, topics)?)
     })?;
     let period = config.time.recommend_period();

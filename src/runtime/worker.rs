@@ -31,7 +31,7 @@ use crate::dimension::{read_catalog, read_user_attributes};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
 use crate::rejected::{Position, Reason, RejectedRecord};
-use crate::runtime::pipeline::{self, Gathered, Sinks};
+use crate::runtime::pipeline::{self, Gathered, Graph, Sinks};
 use crate::sink::dead_letters::DeadLetters;
 use crate::sink::Upto;
 use crate::summary::{peak_rss_bytes, ReaderCounts, Summary};
@@ -89,8 +89,9 @@ pub struct PipelineWorker {
     admission: Admission,
     /// The index of the dataflow, to drop it at the end of the input.
     dataflow: usize,
-    /// Every worker's latest event time, to agree on the end of the input.
-    ends_input: InputHandle<u64, Option<u64>>,
+    /// Every worker's latest event time, to agree on the end of the input;
+    /// taken when it is sent.
+    ends_input: Option<InputHandle<u64, Option<u64>>>,
     ends_probe: ProbeHandle<u64>,
     end: Rc<Cell<Option<u64>>>,
     /// How many updates this worker applied at each time its input
@@ -117,6 +118,7 @@ impl PipelineWorker {
     pub fn new(
         worker: &mut Worker,
         config: &PipelineConfig,
+        graph: Graph,
         make_sinks: impl FnOnce(Gathered) -> anyhow::Result<Sinks>,
     ) -> anyhow::Result<PipelineWorker> {
         let index = worker.index();
@@ -177,7 +179,7 @@ impl PipelineWorker {
                 user_attributes: user_attributes.to_collection(scope),
                 input_end: input_end.clone(),
             };
-            pipeline::build(inputs, config, &probe)
+            pipeline::build(inputs, config, graph, &probe)
         });
         if index == 0 {
             load_dimensions(config, &mut inputs, &mut catalog, &mut user_attributes)?;
@@ -205,7 +207,7 @@ impl PipelineWorker {
             outcomes: Vec::new(),
             admission: Admission::new(config),
             dataflow,
-            ends_input,
+            ends_input: Some(ends_input),
             ends_probe,
             end,
             pending: BTreeMap::new(),
@@ -263,6 +265,11 @@ impl PipelineWorker {
         Ok(latest)
     }
 
+    /// The tick (ms) of an event time (ms).
+    pub fn tick_of(&self, time_ms: u64) -> u64 {
+        self.time.tick_of(time_ms)
+    }
+
     /// The time before which this worker gives no more updates.
     pub fn frontier(&self) -> u64 {
         *self.inputs.events.time()
@@ -308,73 +315,85 @@ impl PipelineWorker {
         self.sinks.as_mut()
     }
 
-    /// Ends the input: completes every output up to the latest event time
-    /// any worker applied (collaborative filtering up to the end of its
-    /// period), gathers every worker's counts, and on worker 0 applies the
-    /// outputs up to the end of the input. Nothing after the end is computed:
-    /// window expirations past it would be thrown away, so the dataflow is
-    /// dropped instead of run to completion.
+    /// Completes the input read so far: agrees with every worker on the
+    /// latest event time any of them applied, then completes every output
+    /// up to it (collaborative filtering up to the end of its period),
+    /// draining the sinks of worker 0 on the way. Returns that end, `None`
+    /// for an empty input. Every worker calls it once; `persona serve` goes
+    /// on applying events after it, at later times.
+    pub fn end_input(&mut self, worker: &mut Worker) -> anyhow::Result<Option<u64>> {
+        let Some(mut ends_input) = self.ends_input.take() else {
+            return Ok(self.end.get());
+        };
+        ends_input.send(self.counts.max_time);
+        drop(ends_input);
+        let ends_probe = &self.ends_probe;
+        worker.step_while(|| !ends_probe.done());
+        let end = self.end.get();
+        self.input_end.set(end);
+        let Some(end) = end else {
+            return Ok(None);
+        };
+        // Advance through the times still pending, a slice of them at a
+        // time: each step then computes few versions of each output, and
+        // passed versions are compacted, instead of every version of an
+        // unsorted log (whose frontier waits for the end) at once.
+        // Collaborative filtering applies what waits for its period at
+        // `end` (`pipeline::cf_events`), so nothing past it is computed.
+        let target = end.saturating_add(1);
+        let total: u64 = self.pending.values().sum();
+        let slice = (total / FINAL_STEPS).max(1);
+        let mut in_slice = 0;
+        let mut steps: Vec<u64> = Vec::new();
+        for (&time, &count) in self.pending.range(..target) {
+            in_slice += count;
+            if in_slice >= slice {
+                steps.push(time + 1);
+                in_slice = 0;
+            }
+        }
+        steps.push(target);
+        for time in steps {
+            if time <= *self.inputs.events.time() {
+                continue;
+            }
+            self.inputs.events.advance_to(time);
+            self.inputs.names.advance_to(time);
+            self.inputs.events.flush();
+            let probe = &self.probe;
+            worker.step_while(|| probe.less_than(&time));
+            if let Some(sinks) = &mut self.sinks {
+                sinks.drain(Upto::Before(time), &*self.name_book.borrow())?;
+            }
+        }
+        self.pending = self.pending.split_off(&target);
+        Ok(Some(end))
+    }
+
+    /// Ends the run: completes the input ([`PipelineWorker::end_input`]),
+    /// gathers every worker's counts, and on worker 0 applies the outputs up
+    /// to the end of the input. Nothing after the end is computed: window
+    /// expirations past it would be thrown away, so the dataflow is dropped
+    /// instead of run to completion.
     pub fn finish(
-        self,
+        mut self,
         worker: &mut Worker,
         workers_per_process: usize,
     ) -> anyhow::Result<Option<Finished>> {
+        self.end_input(worker)?;
         let PipelineWorker {
             index,
-            mut inputs,
+            inputs,
             mut counts_input,
-            probe,
             counts_probe,
             duplicates,
             name_book,
             totals,
-            mut sinks,
+            sinks,
             mut counts,
             dataflow,
-            mut ends_input,
-            ends_probe,
-            end,
-            pending,
-            input_end,
             ..
         } = self;
-        ends_input.send(counts.max_time);
-        drop(ends_input);
-        worker.step_while(|| !ends_probe.done());
-        input_end.set(end.get());
-        if let Some(end) = end.get() {
-            // Advance through the times still pending, a slice of them at a
-            // time: each step then computes few versions of each output, and
-            // passed versions are compacted, instead of every version of an
-            // unsorted log (whose frontier waits for the end) at once.
-            // Collaborative filtering applies what waits for its period at
-            // `end` (`pipeline::cf_events`), so nothing past it is computed.
-            let target = end.saturating_add(1);
-            let total: u64 = pending.values().sum();
-            let slice = (total / FINAL_STEPS).max(1);
-            let mut in_slice = 0;
-            let mut steps: Vec<u64> = Vec::new();
-            for (&time, &count) in pending.range(..target) {
-                in_slice += count;
-                if in_slice >= slice {
-                    steps.push(time + 1);
-                    in_slice = 0;
-                }
-            }
-            steps.push(target);
-            for time in steps {
-                if time <= *inputs.events.time() {
-                    continue;
-                }
-                inputs.events.advance_to(time);
-                inputs.names.advance_to(time);
-                inputs.events.flush();
-                worker.step_while(|| probe.less_than(&time));
-                if let Some(sinks) = &mut sinks {
-                    sinks.drain(Upto::Before(time), &*name_book.borrow())?;
-                }
-            }
-        }
         counts.duplicates = duplicates.get();
         if index.is_multiple_of(workers_per_process) {
             counts.peak_rss_bytes = peak_rss_bytes();
@@ -395,6 +414,11 @@ impl PipelineWorker {
             totals,
             names,
         }))
+    }
+
+    /// The duplicates this worker's deduplication dropped so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.get()
     }
 }
 

@@ -1,0 +1,333 @@
+//! `persona serve`: the pipeline kept up to date and answering over HTTP.
+//!
+//! The workers read the log as `replay` does (each its share, one
+//! watermark), complete it, and then take events POSTed to `/v1/events`,
+//! which worker 0 applies. After the log, event time follows the wall
+//! clock: the tick of wall time `w − [serve] lateness_ms` is the open one,
+//! every earlier tick is complete, and an event of an earlier tick is
+//! late.
+//!
+//! The dataflow is the serving graph ([`Graph::Serving`]): profiles, and
+//! at every tick the exact state collaborative filtering ranks from. Worker
+//! 0 gathers their changes into the serving index ([`index`]) as ticks
+//! complete; similar items and recommendations are ranked from it for the
+//! item or user asked about (`persona_dataflows::cf::on_demand`), so an
+//! answer is exact at the time it states, and costs nothing while nobody
+//! asks. Answers come from one process; the decision and its figures are in
+//! `docs/serve.md`.
+
+mod http;
+mod index;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use timely::worker::Worker;
+
+use crate::config::{wall_clock_ms, FormatKind, PipelineConfig};
+use crate::format::Decoder;
+use crate::rejected::Position;
+use crate::runtime::pipeline::Graph;
+use crate::runtime::replay::read_log;
+use crate::runtime::worker::PipelineWorker;
+use crate::runtime::{execute, TimelyArgs};
+use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
+use crate::source::file::{input_files, SourceError};
+use crate::summary::ReaderCounts;
+use http::{App, Ingest, Ingested};
+use index::{IndexSink, SharedIndex};
+use metrics::Metrics;
+
+pub use http::MAX_K;
+
+/// Everything `persona serve` needs.
+#[derive(Clone, Debug)]
+pub struct ServePlan {
+    pub config: PipelineConfig,
+    /// The log read before serving, if any.
+    pub input: Option<PathBuf>,
+    /// Where rejected and late records are written, if anywhere (they are
+    /// counted in `/metrics` either way).
+    pub out: Option<PathBuf>,
+    /// Overrides `[serve] listen`.
+    pub listen: Option<String>,
+    pub timely: TimelyArgs,
+}
+
+/// How long a live step may compute before worker 0 takes new events.
+const STEP_BUDGET: Duration = Duration::from_millis(20);
+/// How long an idle worker parks.
+const IDLE: Duration = Duration::from_millis(1);
+
+/// What the workers share with each other and the HTTP server.
+struct Shared {
+    config: PipelineConfig,
+    input: Option<(PathBuf, Vec<PathBuf>)>,
+    dead_letters: Option<DeadLetterFiles>,
+    index: Arc<SharedIndex>,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// Taken by worker 0.
+    ingest: Mutex<Option<mpsc::Receiver<Ingest>>>,
+}
+
+/// Serves until SIGINT or SIGTERM; prints `listening on http://ADDR` on
+/// stdout once the port is bound.
+pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        plan.timely.processes <= 1,
+        "persona serve runs in one process for now: use -w N for more workers, not -n"
+    );
+    anyhow::ensure!(
+        plan.config.recommend.indicator_action.is_none(),
+        "persona serve does not rank the cross-occurrence indicator on demand: \
+         drop [recommend] indicator_action"
+    );
+    let config = plan.config.clone();
+    Decoder::new(&config)?;
+    let input = match &plan.input {
+        None => None,
+        Some(input) => {
+            let files = input_files(input)?;
+            for file in files.iter().filter(|f| f.as_os_str() != "-") {
+                std::fs::metadata(file).map_err(|source| SourceError::Open {
+                    path: file.clone(),
+                    source,
+                })?;
+            }
+            Some((input.clone(), files))
+        }
+    };
+    let dead_letters = match &plan.out {
+        None => None,
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            Some(DeadLetterFiles::create(
+                dir,
+                0,
+                1,
+                config.output.raw_file_mode,
+            )?)
+        }
+    };
+    let listen = plan.listen.as_ref().unwrap_or(&config.serve.listen);
+    let listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} ([serve] listen, --listen)"))?;
+    listener.set_nonblocking(true)?;
+    let address = listener.local_addr()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot handle SIGTERM/SIGINT")?;
+    }
+    let (ingest, ingested) = mpsc::channel();
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        input,
+        dead_letters: dead_letters.clone(),
+        index: SharedIndex::new(),
+        metrics: Arc::new(Metrics::new(plan.timely.workers.max(1))),
+        ready: Arc::new(AtomicBool::new(false)),
+        stop: stop.clone(),
+        ingest: Mutex::new(Some(ingested)),
+    });
+    let app = Arc::new(App {
+        index: shared.index.clone(),
+        decoder: Mutex::new(Decoder::new(&events_config(&config))?),
+        config,
+        metrics: shared.metrics.clone(),
+        ready: shared.ready.clone(),
+        ingest,
+        requests: AtomicU64::new(0),
+    });
+    let server = start_server(listener, app, stop.clone())?;
+    println!("persona serve: listening on http://{address}");
+
+    let timely_config = plan.timely.config()?;
+    let connecting = plan.timely.connecting()?;
+    let workers = shared.clone();
+    let outcome = execute(timely_config, connecting, move |worker| {
+        serve_worker(worker, &workers).map(|()| None)
+    });
+    stop.store(true, Ordering::Release);
+    let served = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the HTTP server panicked"))?;
+    outcome?;
+    served?;
+    if let Some(dead_letters) = dead_letters {
+        dead_letters.flush()?;
+    }
+    Ok(())
+}
+
+/// The config POSTed events are checked with: the `[input]` mapping, read
+/// from JSON objects.
+fn events_config(config: &PipelineConfig) -> PipelineConfig {
+    let mut config = config.clone();
+    config.input.format = FormatKind::Jsonl;
+    config
+}
+
+/// Runs the HTTP server on its own threads until `stop`.
+fn start_server(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("persona-http")
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP server's runtime")?;
+    Ok(std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let stopped = async move {
+                while !stop.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            axum::serve(listener, http::router(app))
+                .with_graceful_shutdown(stopped)
+                .await
+                .context("the HTTP server failed")
+        })
+    }))
+}
+
+fn serve_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<()> {
+    let index = worker.index();
+    let config = &shared.config;
+    let mut pipeline = PipelineWorker::new(worker, config, Graph::Serving, |gathered| {
+        let index = shared.index.clone();
+        let tick_ms = config.time.tick_ms;
+        Ok(gathered.into_serving(|profiles, state| {
+            Box::new(IndexSink::new(profiles, state, index, tick_ms))
+        }))
+    })?;
+    let mut dead = DeadLetters::new(shared.dead_letters.clone(), None)?;
+    let publish = |pipeline: &PipelineWorker| {
+        shared
+            .metrics
+            .publish(index, &pipeline.counts, pipeline.duplicates())
+    };
+    if let Some((input, files)) = &shared.input {
+        read_log(
+            worker,
+            &mut pipeline,
+            config,
+            (input, files),
+            &mut dead,
+            Arc::default(),
+            publish,
+        )?;
+    }
+    let end = pipeline.end_input(worker)?;
+    publish(&pipeline);
+    dead.flush()?;
+    if index != 0 {
+        // Worker 0 alone takes live events: the others hold nothing back.
+        pipeline.advance_to(u64::MAX);
+        while !shared.stop.load(Ordering::Acquire) {
+            worker.step_or_park(Some(IDLE));
+            publish(&pipeline);
+        }
+        return Ok(());
+    }
+    // Nothing before the end of the log can change any more.
+    if let Some(end) = end {
+        pipeline.advance_to(end.saturating_add(config.time.tick_ms));
+    }
+    shared.ready.store(true, Ordering::Release);
+    let events = Decoder::new(&events_config(config))?;
+    let ingest = shared
+        .ingest
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .context("worker 0 takes the POSTed events once")?;
+    let lateness_ms = config.serve.lateness_ms;
+    while !shared.stop.load(Ordering::Acquire) {
+        let mut busy = false;
+        while let Ok(batch) = ingest.try_recv() {
+            busy = true;
+            let ingested = apply(&mut pipeline, &events, &batch, &mut dead)?;
+            // The client may have gone; its events are in either way.
+            let _ = batch.reply.send(ingested);
+        }
+        let before = pipeline.frontier();
+        pipeline.advance_to(wall_clock_ms().saturating_sub(lateness_ms));
+        let closed = pipeline.frontier() > before;
+        let started = Instant::now();
+        pipeline.catch_up(worker, Some(STEP_BUDGET));
+        if let Some(done) = pipeline.drain()? {
+            if closed && done >= pipeline.frontier() {
+                shared.metrics.record_tick(started.elapsed());
+            }
+        }
+        publish(&pipeline);
+        if !busy && !closed {
+            dead.flush()?;
+            worker.step_or_park(Some(IDLE));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the events of one POST at their ticks; says which were not
+/// applied (late, in the future) and when the others become visible.
+fn apply(
+    pipeline: &mut PipelineWorker,
+    decoder: &Decoder,
+    batch: &Ingest,
+    dead: &mut DeadLetters,
+) -> anyhow::Result<Ingested> {
+    let mut ingested = Ingested::default();
+    for (index, line) in batch.lines.iter().enumerate() {
+        let position = Position::Http {
+            request: batch.request,
+            index,
+        };
+        let before: ReaderCounts = pipeline.counts.clone();
+        match pipeline.read(decoder, line, &position, None, dead)? {
+            Some(time_ms) => {
+                ingested.accepted += 1;
+                let tick = pipeline.tick_of(time_ms);
+                ingested.visible_at = ingested.visible_at.max(Some(tick));
+            }
+            None => {
+                let reason = if pipeline.counts.late > before.late {
+                    "late"
+                } else {
+                    pipeline
+                        .counts
+                        .rejected
+                        .iter()
+                        .find(|(reason, n)| before.rejected.get(reason) != Some(n))
+                        .map_or("rejected", |(reason, _)| reason.code())
+                };
+                ingested.dropped.push((index, reason));
+            }
+        }
+    }
+    pipeline.advance_to(pipeline.frontier());
+    Ok(ingested)
+}
+
+/// The address `persona serve` printed, parsed from its line.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix("persona serve: listening on http://")?
+        .trim()
+        .parse()
+        .ok()
+}

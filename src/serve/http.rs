@@ -1,0 +1,419 @@
+//! The HTTP API of `persona serve` (axum): reads answered from the serving
+//! index under one read lock, so each answer is as of one time, which it
+//! states (`as_of`); events POSTed to worker 0, which applies them.
+//!
+//! Errors are JSON, `{"error": {"code", "message"}}`, with a stable code:
+//! `unknown_user` and `unknown_item` (404), `not_found` (404, no such
+//! route), `bad_k` (400), `invalid_json` and `invalid_events` (400, nothing
+//! ingested), `body_too_large` (413), `stopping` (503), `wait_timeout` (504).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use persona_dataflows::Id;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::index::SharedIndex;
+use super::metrics::Metrics;
+use crate::config::PipelineConfig;
+use crate::format::{Decoder, Outcome};
+use crate::ids::{id_of, normalise_id};
+use crate::rejected::Position;
+
+/// The largest `k` a request may ask for.
+pub const MAX_K: usize = 10_000;
+/// How long `POST /v1/events?wait=true` waits for its events to show.
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Events of one POST, checked, for worker 0 to apply.
+pub struct Ingest {
+    /// The request's number, counted from 1: the events' [`Position::Http`].
+    pub request: u64,
+    /// Each event as one JSON line.
+    pub lines: Vec<Vec<u8>>,
+    pub reply: oneshot::Sender<Ingested>,
+}
+
+/// What worker 0 made of the events of one POST.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    pub accepted: usize,
+    /// `(index, reason code)` of each event not applied (late, in the future).
+    pub dropped: Vec<(usize, &'static str)>,
+    /// The latest tick (ms) of an accepted event: they are all visible once
+    /// the index is as of it.
+    pub visible_at: Option<u64>,
+}
+
+/// What the handlers share.
+pub struct App {
+    pub index: Arc<SharedIndex>,
+    pub config: PipelineConfig,
+    pub metrics: Arc<Metrics>,
+    pub ready: Arc<AtomicBool>,
+    pub ingest: mpsc::Sender<Ingest>,
+    /// Checks POSTed events with the `[input]` mapping, as JSON.
+    pub decoder: Mutex<Decoder>,
+    pub requests: AtomicU64,
+}
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    let max_body = app.config.serve.max_body_bytes;
+    Router::new()
+        .route("/v1/users/{id}/profile", get(profile))
+        .route("/v1/users/{id}/recommendations", get(recommendations))
+        .route("/v1/items/{id}/similar", get(similar))
+        .route("/v1/events", post(events))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(app)
+}
+
+/// A JSON error with a stable code.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: String) -> Response {
+    ApiError {
+        status,
+        code,
+        message,
+    }
+    .into_response()
+}
+
+type Params = Query<HashMap<String, String>>;
+
+/// `k` from the query: 1 to [`MAX_K`], or `default` when absent.
+fn k_of(params: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
+    let Some(text) = params.get("k") else {
+        return Ok(default);
+    };
+    match text.parse::<usize>() {
+        Ok(k) if (1..=MAX_K).contains(&k) => Ok(k),
+        _ => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_k",
+            message: format!("k must be an integer from 1 to {MAX_K}, not {text:?}"),
+        }),
+    }
+}
+
+impl App {
+    /// The integer id of an id as the source writes it.
+    fn id(&self, text: &str) -> Id {
+        id_of(normalise_id(text, self.config.cleaning.numeric_ids))
+    }
+
+    /// Runs `answer`, timing it under `endpoint`.
+    fn timed(&self, endpoint: &'static str, started: Instant, response: Response) -> Response {
+        self.metrics.record_request(endpoint, started.elapsed());
+        response
+    }
+}
+
+/// Adds `as_of` to an answer object.
+fn with_as_of(mut answer: Value, as_of: Option<u64>) -> Value {
+    answer["as_of"] = json!(as_of);
+    answer
+}
+
+async fn profile(State(app): State<Arc<App>>, Path(user): Path<String>) -> Response {
+    let started = Instant::now();
+    let id = app.id(&user);
+    let response = {
+        let index = app.index.read();
+        match index.profile(id) {
+            Some(profile) => Json(with_as_of(profile, index.as_of())).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "unknown_user",
+                format!("user {user:?} has no profile as of {:?}", index.as_of()),
+            ),
+        }
+    };
+    app.timed("profile", started, response)
+}
+
+async fn recommendations(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let started = Instant::now();
+    let cf = &app.config.recommend;
+    let response = match k_of(&params, cf.top_k) {
+        Err(error) => error.into_response(),
+        Ok(k) => {
+            let id = app.id(&user);
+            let index = app.index.read();
+            let answer = index.recommendations(id, &user, k, cf);
+            Json(with_as_of(answer, index.as_of())).into_response()
+        }
+    };
+    app.timed("recommendations", started, response)
+}
+
+async fn similar(
+    State(app): State<Arc<App>>,
+    Path(item): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let started = Instant::now();
+    let cf = &app.config.recommend;
+    let response = match k_of(&params, cf.neighbors) {
+        Err(error) => error.into_response(),
+        Ok(k) => {
+            let id = app.id(&item);
+            let index = app.index.read();
+            match index.similar_items(id, k, cf) {
+                Some(answer) => Json(with_as_of(answer, index.as_of())).into_response(),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "unknown_item",
+                    format!("item {item:?} is in no history as of {:?}", index.as_of()),
+                ),
+            }
+        }
+    };
+    app.timed("similar", started, response)
+}
+
+async fn events(
+    State(app): State<Arc<App>>,
+    Query(params): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = ingest(&app, &params, body).await;
+    app.timed("events", started, response)
+}
+
+/// Checks every event of the body with the `[input]` mapping; ingests them
+/// all, or none if one is malformed.
+async fn ingest(
+    app: &App,
+    params: &HashMap<String, String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the body is larger than [serve] max_body_bytes = {}",
+                    app.config.serve.max_body_bytes
+                ),
+            )
+        }
+        Err(rejection) => return error(rejection.status(), "bad_body", rejection.body_text()),
+    };
+    let events: Vec<Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Array(events)) => events,
+        Ok(event @ Value::Object(_)) => vec![event],
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object (one event) or an array of them".into(),
+            )
+        }
+        Err(error_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not JSON: {error_}"),
+            )
+        }
+    };
+    let request = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let lines = match check_events(app, request, &events) {
+        Ok(lines) => lines,
+        Err(rejected) => {
+            let body = json!({"error": {
+                "code": "invalid_events",
+                "message": format!("{} of {} events cannot be mapped; none was ingested", rejected.len(), events.len()),
+                "rejected": rejected,
+            }});
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+    };
+    let (reply, answer) = oneshot::channel();
+    let stopping = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the server is stopping".into(),
+        )
+    };
+    if app
+        .ingest
+        .send(Ingest {
+            request,
+            lines,
+            reply,
+        })
+        .is_err()
+    {
+        return stopping();
+    }
+    let Ok(ingested) = answer.await else {
+        return stopping();
+    };
+    let wait = params.get("wait").is_some_and(|w| w == "true" || w == "1");
+    let mut as_of = *app.index.as_of.borrow();
+    if let (true, Some(visible_at)) = (wait, ingested.visible_at) {
+        let mut watch = app.index.as_of.subscribe();
+        let shown = tokio::time::timeout(
+            WAIT_LIMIT,
+            watch.wait_for(|as_of| as_of.is_some_and(|t| t >= visible_at)),
+        )
+        .await
+        .map(|shown| shown.map(|as_of| *as_of));
+        match shown {
+            Ok(Ok(shown)) => as_of = shown,
+            Ok(Err(_)) => return stopping(),
+            Err(_) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "wait_timeout",
+                    format!(
+                        "the events were ingested but are not visible after {WAIT_LIMIT:?}: \
+                         they become visible at {visible_at}, when the wall clock passes that tick"
+                    ),
+                )
+            }
+        }
+    }
+    let dropped: Vec<Value> = ingested
+        .dropped
+        .iter()
+        .map(|(index, reason)| json!({"index": index, "reason": reason}))
+        .collect();
+    let status = if wait {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = json!({
+        "accepted": ingested.accepted,
+        "dropped": dropped,
+        "visible_at": ingested.visible_at,
+        "as_of": as_of,
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Each event as one JSON line, or the rejection of each event the
+/// `[input]` mapping cannot map.
+fn check_events(app: &App, request: u64, events: &[Value]) -> Result<Vec<Vec<u8>>, Vec<Value>> {
+    let decoder = app.decoder.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lines = Vec::with_capacity(events.len());
+    let mut rejected = Vec::new();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        let line = serde_json::to_vec(event).expect("a JSON value serializes");
+        outcomes.clear();
+        decoder.decode(&line, &Position::Http { request, index }, &mut outcomes);
+        for outcome in &outcomes {
+            if let Err((_, rejection)) = outcome {
+                rejected.push(json!({
+                    "index": index,
+                    "reason": rejection.reason.code(),
+                    "detail": rejection.detail,
+                }));
+            }
+        }
+        lines.push(line);
+    }
+    if rejected.is_empty() {
+        Ok(lines)
+    } else {
+        Err(rejected)
+    }
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let started = Instant::now();
+    let totals = app.metrics.totals();
+    let (users, items, as_of) = {
+        let index = app.index.read();
+        (index.users(), index.items(), index.as_of())
+    };
+    // Lag: how far event time answers are as of is behind the wall clock.
+    let lag_ms = as_of.map(|t| crate::config::wall_clock_ms().saturating_sub(t));
+    let body = json!({
+        "as_of": as_of,
+        "ready": app.ready.load(Ordering::Acquire),
+        "records_read": totals.records_read,
+        "accepted": totals.decoded.saturating_sub(totals.duplicates),
+        "duplicates": totals.duplicates,
+        "late": totals.late,
+        "rejected": totals.rejected.iter().map(|(r, n)| (r.code(), *n)).collect::<HashMap<_, _>>(),
+        "users": users,
+        "items": items,
+        "lag_ms": lag_ms,
+    });
+    app.timed("status", started, Json(body).into_response())
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    let started = Instant::now();
+    app.timed(
+        "healthz",
+        started,
+        Json(json!({"status": "ok"})).into_response(),
+    )
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let started = Instant::now();
+    let response = if app.ready.load(Ordering::Acquire) {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false})),
+        )
+            .into_response()
+    };
+    app.timed("readyz", started, response)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let started = Instant::now();
+    let index = {
+        let index = app.index.read();
+        (index.users(), index.items(), index.as_of())
+    };
+    let text = app.metrics.render(index, app.ready.load(Ordering::Acquire));
+    let response = ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
+    app.timed("metrics", started, response)
+}

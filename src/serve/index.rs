@@ -1,0 +1,191 @@
+//! The serving index: the exact state `persona serve` answers from, as of
+//! one time. [`IndexSink`], a sink of worker 0, applies the dataflow's
+//! completed changes to it under a write lock, all the times a drain
+//! completes at once, so a reader never sees a mix of two times.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
+use persona_dataflows::cf::CfConfig;
+use persona_dataflows::profile::Profile;
+use persona_dataflows::Id;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::names::{NameBook, NameKind, Names};
+use crate::sink::{OutputRecord, Pending, Sink, Upto};
+
+/// Profiles, the state of collaborative filtering, and the names to show
+/// ids with, as of [`Index::as_of`].
+#[derive(Default)]
+pub struct Index {
+    /// The last complete tick (ms): every event of it or before is in, no
+    /// later one is. `None` before the first tick completes.
+    as_of: Option<u64>,
+    profiles: HashMap<Id, Profile>,
+    cf: CfState,
+    names: NameBook,
+}
+
+impl Index {
+    pub fn as_of(&self) -> Option<u64> {
+        self.as_of
+    }
+
+    /// Users with a profile.
+    pub fn users(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// Items in at least one history.
+    pub fn items(&self) -> usize {
+        self.cf.item_count()
+    }
+
+    /// The `profiles.jsonl` record of `user`, if they have a profile.
+    pub fn profile(&self, user: Id) -> Option<Value> {
+        let profile = self.profiles.get(&user)?;
+        Some((user, profile.clone()).to_json(&self.names))
+    }
+
+    /// `user`'s top `k` recommendations (the popular list for a user with no
+    /// personal one, unknown users included), as `recommendations.jsonl`
+    /// shows them; `user_name` shows an unknown user.
+    pub fn recommendations(&self, user: Id, user_name: &str, k: usize, cf: &CfConfig) -> Value {
+        let mut json = self.cf.recommendations(user, k, cf).to_json(&self.names);
+        json["user"] = Value::from(user_name);
+        json["popular"] = Value::Bool(json.get("popular").is_some());
+        json
+    }
+
+    /// `item`'s `k` most similar items as `similar_items.jsonl` shows them
+    /// (with K = k), `None` for an item in no history.
+    pub fn similar_items(&self, item: Id, k: usize, cf: &CfConfig) -> Option<Value> {
+        self.cf
+            .has_item(item)
+            .then(|| self.cf.similar_items(item, k, cf).to_json(&self.names))
+    }
+}
+
+/// The index, shared by worker 0 and the HTTP server, and the time it is
+/// as of, which a waiting request watches.
+pub struct SharedIndex {
+    pub index: RwLock<Index>,
+    pub as_of: watch::Sender<Option<u64>>,
+}
+
+impl SharedIndex {
+    pub fn new() -> Arc<SharedIndex> {
+        Arc::new(SharedIndex {
+            index: RwLock::default(),
+            as_of: watch::Sender::new(None),
+        })
+    }
+
+    /// A read lock: a panic that poisoned it left no half-applied state
+    /// (the writer applies into the locked index only after consolidating).
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The sink of a serving graph on worker 0: applies the completed changes
+/// of profiles and of collaborative filtering's state to the index.
+pub struct IndexSink {
+    profiles: Pending<(Id, Profile)>,
+    state: Pending<StateUpdate>,
+    shared: Arc<SharedIndex>,
+    tick_ms: u64,
+}
+
+impl IndexSink {
+    pub fn new(
+        profiles: Pending<(Id, Profile)>,
+        state: Pending<StateUpdate>,
+        shared: Arc<SharedIndex>,
+        tick_ms: u64,
+    ) -> IndexSink {
+        IndexSink {
+            profiles,
+            state,
+            shared,
+            tick_ms,
+        }
+    }
+}
+
+/// The updates of `pending` before `frontier`, consolidated (the others stay).
+fn take_before<D: Ord>(pending: &Pending<D>, frontier: u64) -> Vec<(D, isize)> {
+    let mut pending = pending.borrow_mut();
+    let mut diffs: BTreeMap<D, isize> = BTreeMap::new();
+    let mut later = Vec::new();
+    for (record, time, diff) in pending.drain(..) {
+        if time < frontier {
+            *diffs.entry(record).or_default() += diff;
+        } else {
+            later.push((record, time, diff));
+        }
+    }
+    *pending = later;
+    diffs.into_iter().filter(|(_, diff)| *diff != 0).collect()
+}
+
+impl Sink for IndexSink {
+    fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()> {
+        let frontier = match upto {
+            Upto::Before(frontier) => frontier,
+            Upto::End(end) => end.saturating_add(1),
+        };
+        // The last complete tick: `frontier` is a tick or past every tick.
+        let as_of = frontier.checked_sub(1).map(|t| t - t % self.tick_ms);
+        let profiles = take_before(&self.profiles, frontier);
+        let state = take_before(&self.state, frontier);
+        if profiles.is_empty() && state.is_empty() && self.shared.read().as_of == as_of {
+            return Ok(());
+        }
+        let mut index = self
+            .shared
+            .index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = &mut *index;
+        // Retractions first: a profile replaced at a time is (−old, +new).
+        let (removed, added): (Vec<_>, Vec<_>) =
+            profiles.into_iter().partition(|(_, diff)| *diff < 0);
+        for ((user, _), _) in removed {
+            index.profiles.remove(&user);
+        }
+        for ((user, profile), _) in added {
+            index.names.insert(NameKind::User, user, names.user(user));
+            for category in &profile.top_categories {
+                let id = category.category;
+                index
+                    .names
+                    .insert(NameKind::Category, id, names.category(id));
+            }
+            index.profiles.insert(user, profile);
+        }
+        for (update, diff) in &state {
+            if let (StateUpdate::ItemUsers(item, _), 1..) = (update, diff) {
+                index.names.insert(NameKind::Item, *item, names.item(*item));
+            }
+        }
+        index.cf.apply(state);
+        index.as_of = as_of;
+        self.shared.as_of.send_replace(as_of);
+        Ok(())
+    }
+
+    fn finish(&mut self, _dir: &Path, _names: &dyn Names) -> io::Result<Option<(String, usize)>> {
+        Ok(None)
+    }
+
+    fn record_count(&self) -> usize {
+        self.shared.read().users()
+    }
+}

@@ -1,0 +1,221 @@
+//! `GET /metrics`: what `persona serve` has read and how fast it answers,
+//! in Prometheus' text format (version 0.0.4). Latencies are summaries
+//! with quantiles from an HdrHistogram, in seconds.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::summary::{rss_bytes, ReaderCounts};
+
+/// The endpoints whose request latency is measured, as labelled.
+pub const ENDPOINTS: [&str; 8] = [
+    "profile",
+    "recommendations",
+    "similar",
+    "events",
+    "status",
+    "healthz",
+    "readyz",
+    "metrics",
+];
+
+/// Counters and latencies of one serving process.
+pub struct Metrics {
+    /// Each worker's counts of what it read, as it last published them.
+    readers: Mutex<Vec<(ReaderCounts, u64)>>,
+    /// How long a live tick took, from the frontier's advance to the index
+    /// showing it.
+    ticks: Mutex<Histogram<u64>>,
+    requests: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
+}
+
+/// A latency histogram in microseconds, up to an hour, 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Metrics {
+    pub fn new(workers: usize) -> Metrics {
+        Metrics {
+            readers: Mutex::new(vec![(ReaderCounts::default(), 0); workers]),
+            ticks: Mutex::new(histogram()),
+            requests: Mutex::new(ENDPOINTS.iter().map(|&e| (e, histogram())).collect()),
+        }
+    }
+
+    /// Worker `index`'s counts so far, and the duplicates it dropped.
+    pub fn publish(&self, index: usize, counts: &ReaderCounts, duplicates: u64) {
+        let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        readers[index] = (counts.clone(), duplicates);
+    }
+
+    /// Every worker's counts, summed.
+    pub fn totals(&self) -> ReaderCounts {
+        let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut totals = ReaderCounts::default();
+        for (counts, duplicates) in readers.iter() {
+            totals.merge(counts);
+            totals.duplicates += duplicates;
+        }
+        totals
+    }
+
+    pub fn record_tick(&self, took: Duration) {
+        record(
+            &mut self.ticks.lock().unwrap_or_else(|p| p.into_inner()),
+            took,
+        );
+    }
+
+    pub fn record_request(&self, endpoint: &'static str, took: Duration) {
+        let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(histogram) = requests.get_mut(endpoint) {
+            record(histogram, took);
+        }
+    }
+
+    /// The metrics in Prometheus' text format; `index` is (users, items,
+    /// as of) of the serving index, `ready` whether the log is caught up.
+    pub fn render(&self, index: (usize, usize, Option<u64>), ready: bool) -> String {
+        let totals = self.totals();
+        let mut out = String::new();
+        let accepted = totals.decoded.saturating_sub(totals.duplicates);
+        counter(
+            &mut out,
+            "persona_records_read_total",
+            "Records read from the log and from POST /v1/events.",
+            totals.records_read,
+        );
+        counter(
+            &mut out,
+            "persona_events_accepted_total",
+            "Events applied: read, on time, not duplicates.",
+            accepted,
+        );
+        counter(
+            &mut out,
+            "persona_duplicates_total",
+            "Events dropped as duplicates.",
+            totals.duplicates,
+        );
+        counter(
+            &mut out,
+            "persona_late_total",
+            "Records behind the watermark, not applied.",
+            totals.late,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP persona_rejected_total Records rejected, by reason."
+        );
+        let _ = writeln!(out, "# TYPE persona_rejected_total counter");
+        for (reason, count) in &totals.rejected {
+            let _ = writeln!(
+                out,
+                "persona_rejected_total{{reason=\"{}\"}} {count}",
+                reason.code()
+            );
+        }
+        let (users, items, as_of) = index;
+        gauge(
+            &mut out,
+            "persona_index_users",
+            "Users with a profile in the serving index.",
+            users as f64,
+        );
+        gauge(
+            &mut out,
+            "persona_index_items",
+            "Items in at least one history in the serving index.",
+            items as f64,
+        );
+        if let Some(as_of) = as_of {
+            gauge(
+                &mut out,
+                "persona_as_of_ms",
+                "The last complete tick answers are as of (event time, ms).",
+                as_of as f64,
+            );
+        }
+        gauge(
+            &mut out,
+            "persona_ready",
+            "1 once the initial log is caught up.",
+            f64::from(u8::from(ready)),
+        );
+        gauge(
+            &mut out,
+            "persona_resident_memory_bytes",
+            "Resident memory of this process.",
+            rss_bytes() as f64,
+        );
+        let ticks = self.ticks.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP persona_tick_latency_seconds From a live tick's close to the index showing it."
+        );
+        let _ = writeln!(out, "# TYPE persona_tick_latency_seconds summary");
+        summary(&mut out, "persona_tick_latency_seconds", "", &ticks);
+        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP persona_request_duration_seconds HTTP request latency, by endpoint."
+        );
+        let _ = writeln!(out, "# TYPE persona_request_duration_seconds summary");
+        for (endpoint, histogram) in requests.iter() {
+            summary(
+                &mut out,
+                "persona_request_duration_seconds",
+                &format!("endpoint=\"{endpoint}\","),
+                histogram,
+            );
+        }
+        out
+    }
+}
+
+fn record(histogram: &mut Histogram<u64>, took: Duration) {
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    histogram.saturating_record(micros.max(1));
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
+}
+
+/// The quantiles, sum and count of a histogram of microseconds, in seconds.
+fn summary(out: &mut String, name: &str, labels: &str, histogram: &Histogram<u64>) {
+    for quantile in [0.5, 0.9, 0.99, 0.999] {
+        let seconds = histogram.value_at_quantile(quantile) as f64 / 1e6;
+        let _ = writeln!(out, "{name}{{{labels}quantile=\"{quantile}\"}} {seconds}");
+    }
+    let sum: f64 = histogram
+        .iter_recorded()
+        .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+        .sum::<f64>()
+        / 1e6;
+    let labels = labels.trim_end_matches(',');
+    let braces = |l: &str| {
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!("{{{l}}}")
+        }
+    };
+    let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
+    let _ = writeln!(out, "{name}_count{} {}", braces(labels), histogram.len());
+}

@@ -1,0 +1,410 @@
+//! `persona serve` through the real binary and a real HTTP client: answers
+//! equal the replay of the same log on 1 and 2 workers, a POSTed purchase
+//! shows in the profile and leaves the recommendations, and every error
+//! code. No timing is asserted: waits are bounded, only to fail rather
+//! than hang.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::{json, Value};
+
+const CONFIG: &str = r#"
+[input]
+format = "jsonl"
+[input.mapping]
+user = "user"
+item = "item"
+action = "action"
+time = "ts"
+quantity = "qty"
+[time]
+tick_ms = 100
+[recommend]
+neighbors = 5
+top_k = 5
+[serve]
+lateness_ms = 0
+"#;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A log of the last minutes: 24 users over 30 items, skewed so histories
+/// overlap. Recent, so that no profile window passes between the end of
+/// the log and the wall clock the server runs on.
+fn write_log(path: &Path) {
+    let start = now_ms() - 10 * 60 * 1000;
+    let mut lines = String::new();
+    let mut state = 7u64;
+    for n in 0..600i64 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let user = (state >> 33) % 24;
+        let item = ((state >> 20) % 30).min((state >> 45) % 30);
+        let action = ["view", "view", "cart", "purchase"][((state >> 10) % 4) as usize];
+        let event = json!({"user": format!("u{user}"), "item": format!("i{item}"),
+                           "action": action, "ts": start + n * 500, "qty": 1});
+        lines.push_str(&event.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+/// A running `persona serve`, killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Server {
+    fn start(config: &Path, log: &Path, out: &Path, workers: &str) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_persona"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .args(["--input", log.to_str().unwrap()])
+            .args(["--out", out.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0", "-w", workers])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start persona serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = persona::serve::parse_listening(&line)
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let server = Server {
+            child,
+            base: format!("http://{address}"),
+            agent,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if self.get("/readyz").0 == 200 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready after 120 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    /// Stops it with SIGTERM; asserts a clean exit.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "persona serve exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "persona serve did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An answer without its `as_of`, which the files do not carry.
+fn without_as_of(mut answer: Value) -> Value {
+    let as_of = answer.as_object_mut().unwrap().remove("as_of");
+    assert!(as_of.is_some_and(|t| t.is_u64()), "no as_of in {answer}");
+    answer
+}
+
+fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let log = dir.path().join("events.jsonl");
+    write_log(&log);
+    (dir, config, log)
+}
+
+#[test]
+fn answers_equal_the_replay_of_the_same_log_on_one_and_two_workers() {
+    let (dir, config, log) = setup();
+    let replayed = dir.path().join("replayed");
+    persona(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        log.to_str().unwrap(),
+        "--out",
+        replayed.to_str().unwrap(),
+    ]);
+    let profiles = records_by(&replayed, "profiles", "user");
+    let similar = records_by(&replayed, "similar_items", "item");
+    let recommendations = records_by(&replayed, "recommendations", "user");
+    assert!(profiles.len() > 20 && similar.len() > 20, "too small a log");
+    assert!(recommendations.values().any(|r| r.get("popular").is_none()));
+
+    for workers in ["1", "2"] {
+        let server = Server::start(&config, &log, &dir.path().join("out"), workers);
+        for (user, expected) in &profiles {
+            let (status, answer) = server.get(&format!("/v1/users/{user}/profile"));
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(
+                &without_as_of(answer),
+                expected,
+                "profile of {user}, -w {workers}"
+            );
+        }
+        for (item, expected) in &similar {
+            let (status, answer) = server.get(&format!("/v1/items/{item}/similar"));
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(
+                &without_as_of(answer),
+                expected,
+                "similar to {item}, -w {workers}"
+            );
+        }
+        for (user, expected) in &recommendations {
+            let (status, answer) = server.get(&format!("/v1/users/{user}/recommendations"));
+            assert_eq!(status, 200, "{answer}");
+            let mut expected = expected.clone();
+            if expected.get("popular").is_none() {
+                expected["popular"] = json!(false);
+            }
+            assert_eq!(
+                &without_as_of(answer),
+                &expected,
+                "recommendations of {user}, -w {workers}"
+            );
+        }
+        // k cuts the same ranking.
+        let (item, expected) = similar.iter().next().unwrap();
+        let (_, two) = server.get(&format!("/v1/items/{item}/similar?k=2"));
+        let neighbors = expected["neighbors"].as_array().unwrap();
+        assert_eq!(
+            two["neighbors"].as_array().unwrap()[..],
+            neighbors[..neighbors.len().min(2)]
+        );
+        server.stop();
+    }
+}
+
+#[test]
+fn a_posted_purchase_shows_in_the_profile_and_leaves_the_recommendations() {
+    let (dir, config, log) = setup();
+    let server = Server::start(&config, &log, &dir.path().join("out"), "2");
+    // A user with a personal list, and the item at its top.
+    let (user, item) = (0..24)
+        .find_map(|u| {
+            let (_, recs) = server.get(&format!("/v1/users/u{u}/recommendations"));
+            let top = recs["items"].as_array()?.first()?["item"]
+                .as_str()?
+                .to_owned();
+            (recs["popular"] == json!(false)).then(|| (format!("u{u}"), top))
+        })
+        .expect("a user with a personal list");
+    let (_, before) = server.get(&format!("/v1/users/{user}/profile"));
+    let purchases = before["counts"]["purchase"].as_u64().unwrap_or(0);
+
+    let event = json!({"user": user, "item": item, "action": "purchase", "ts": now_ms(), "qty": 1});
+    let (status, answer) = server.post("/v1/events?wait=true", &event.to_string());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 1, "{answer}");
+    assert!(
+        answer["as_of"].as_u64() >= answer["visible_at"].as_u64(),
+        "{answer}"
+    );
+
+    let (_, after) = server.get(&format!("/v1/users/{user}/profile"));
+    assert_eq!(after["counts"]["purchase"], purchases + 1, "{after}");
+    assert!(after["as_of"].as_u64() >= answer["visible_at"].as_u64());
+    let (_, recs) = server.get(&format!("/v1/users/{user}/recommendations"));
+    let items: Vec<&str> = recs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["item"].as_str().unwrap())
+        .collect();
+    assert!(
+        !items.contains(&item.as_str()),
+        "{item} still recommended: {recs}"
+    );
+
+    // A new user is served the popular list, then has a profile.
+    let (_, cold) = server.get("/v1/users/newcomer/recommendations?k=3");
+    assert_eq!(cold["popular"], true, "{cold}");
+    assert_eq!(cold["items"].as_array().unwrap().len(), 3, "{cold}");
+    let event = json!({"user": "newcomer", "item": "i1", "action": "view", "ts": now_ms()});
+    let (status, _) = server.post("/v1/events?wait=true", &event.to_string());
+    assert_eq!(status, 200);
+    let (status, profile) = server.get("/v1/users/newcomer/profile");
+    assert_eq!(
+        (status, &profile["counts"]),
+        (200, &json!({"view": 1})),
+        "{profile}"
+    );
+    server.stop();
+}
+
+#[test]
+fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
+    let (dir, config, log) = setup();
+    let out = dir.path().join("out");
+    let server = Server::start(&config, &log, &out, "1");
+    let code = |(status, body): (u16, Value)| {
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let error = |status: u16, code: &str| (status, code.to_owned());
+
+    assert_eq!(
+        code(server.get("/v1/users/nobody/profile")),
+        error(404, "unknown_user")
+    );
+    assert_eq!(
+        code(server.get("/v1/items/nothing/similar")),
+        error(404, "unknown_item")
+    );
+    assert_eq!(code(server.get("/v1/nowhere")), error(404, "not_found"));
+    for k in ["0", "-1", "ten", "10001"] {
+        assert_eq!(
+            code(server.get(&format!("/v1/users/u1/recommendations?k={k}"))),
+            error(400, "bad_k")
+        );
+        assert_eq!(
+            code(server.get(&format!("/v1/items/i1/similar?k={k}"))),
+            error(400, "bad_k")
+        );
+    }
+
+    let (_, status) = server.get("/v1/status");
+    let read = status["records_read"].clone();
+    assert_eq!(read, 600, "{status}");
+    assert_eq!(
+        code(server.post("/v1/events", "{not json")),
+        error(400, "invalid_json")
+    );
+    assert_eq!(
+        code(server.post("/v1/events", "42")),
+        error(400, "invalid_json")
+    );
+    // One good event and one without a user: 400, and neither is ingested.
+    let batch = json!([
+        {"user": "u1", "item": "i2", "action": "view", "ts": now_ms()},
+        {"item": "i2", "action": "view", "ts": now_ms()},
+        {"user": "u1", "item": "i2", "action": "teleport", "ts": now_ms()},
+    ]);
+    let (status_code, answer) = server.post("/v1/events?wait=true", &batch.to_string());
+    assert_eq!(status_code, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_events");
+    let reasons: Vec<(u64, &str)> = answer["error"]["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["index"].as_u64().unwrap(), r["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [(1, "missing_user"), (2, "unknown_action")],
+        "{answer}"
+    );
+    let big = format!("[{}]", vec![batch[0].to_string(); 20_000].join(","));
+    assert_eq!(
+        code(server.post("/v1/events", &big)),
+        error(413, "body_too_large")
+    );
+    let (_, status) = server.get("/v1/status");
+    assert_eq!(
+        status["records_read"], read,
+        "a refused POST ingested something: {status}"
+    );
+
+    // An event of a tick the clock has passed is read, and dropped as late.
+    let late = json!({"user": "u1", "item": "i2", "action": "view", "ts": now_ms() - 3_600_000});
+    let (status_code, answer) = server.post("/v1/events", &late.to_string());
+    assert_eq!(status_code, 202, "{answer}");
+    assert_eq!(answer["accepted"], 0);
+    assert_eq!(answer["dropped"], json!([{"index": 0, "reason": "late"}]));
+
+    let (status_code, metrics) = server.get("/metrics");
+    assert_eq!(status_code, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        "persona_records_read_total 601",
+        "persona_late_total 1",
+        "persona_ready 1",
+        "persona_request_duration_seconds_count{endpoint=\"profile\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
+    assert_eq!(server.get("/healthz").0, 200);
+    server.stop();
+    // The late event is a dead letter, with where it came from.
+    let late_lines = read_lines(&out, "late");
+    assert_eq!(late_lines.len(), 1, "{late_lines:?}");
+    assert!(late_lines[0].contains("\"request\":"), "{}", late_lines[0]);
+}
