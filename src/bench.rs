@@ -18,7 +18,10 @@
 //! ```text
 //! persona bench --input ../shared/data/online_retail_all.csv.xz --format online-retail
 //! persona bench --synthetic 1000000 --pipeline profiles --closed-loop --json
+//! persona bench --serve http://127.0.0.1:8080 --input LOG --format online-retail --event-template '{...}'
 //! ```
+//!
+//! `--serve URL` load-tests a running `persona serve` instead ([`serve`]).
 
 pub mod driver;
 pub mod hashmap;
@@ -26,6 +29,7 @@ pub mod plot;
 pub mod rate;
 pub mod recompute;
 pub mod report;
+pub mod serve;
 pub mod synthetic;
 
 use std::path::PathBuf;
@@ -100,6 +104,23 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Load-test a running `persona serve` at this URL (http://host:port),
+    /// with the users and items of --input, instead of benchmarking the
+    /// dataflow.
+    #[arg(long, value_name = "URL", conflicts_with = "synthetic")]
+    pub serve: Option<String>,
+    /// With --serve: reads per second offered (80 % profiles, 20 %
+    /// recommendations) while events are ingested.
+    #[arg(long, default_value_t = 2000.0)]
+    pub request_rate: f64,
+    /// With --serve: seconds of the mixed phase.
+    #[arg(long, default_value_t = 20.0)]
+    pub duration_s: f64,
+    /// With --serve: one event as POSTed, with `{user}`, `{item}`,
+    /// `{now_ms}` and `{now:FORMAT}` (strftime, UTC) filled in; without it
+    /// nothing is ingested.
+    #[arg(long)]
+    pub event_template: Option<String>,
 }
 
 /// The config of synthetic logs: default features, one recommendation

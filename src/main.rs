@@ -348,6 +348,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             help: _,
         } => {
             use persona::bench::BenchInput;
+            if let Some(url) = &bench.serve {
+                let (config, path) = input.resolve()?;
+                let report = persona::bench::serve::load_test(
+                    &persona::bench::serve::ServeLoad::from_log(url, &path, &config, &bench)?,
+                )?;
+                if bench.json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", persona::bench::serve::table(&report));
+                }
+                return Ok(());
+            }
             let source = match bench.synthetic {
                 Some(events) => BenchInput::Synthetic(bench.synthetic_spec(events)),
                 None => {

@@ -23,7 +23,7 @@ mod metrics;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -61,6 +61,12 @@ pub struct ServePlan {
 
 /// How long a live step may compute before worker 0 takes new events.
 const STEP_BUDGET: Duration = Duration::from_millis(20);
+/// POSTs waiting for worker 0: more wait in their handlers, so a server
+/// that falls behind slows its clients down rather than queueing without
+/// bound.
+const INGEST_QUEUE: usize = 16;
+/// POSTs worker 0 applies between two steps of the dataflow.
+const POSTS_PER_STEP: usize = 4;
 /// How long an idle worker parks.
 const IDLE: Duration = Duration::from_millis(1);
 
@@ -74,7 +80,7 @@ struct Shared {
     ready: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     /// Taken by worker 0.
-    ingest: Mutex<Option<mpsc::Receiver<Ingest>>>,
+    ingest: Mutex<Option<tokio::sync::mpsc::Receiver<Ingest>>>,
 }
 
 /// Serves until SIGINT or SIGTERM; prints `listening on http://ADDR` on
@@ -128,7 +134,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot handle SIGTERM/SIGINT")?;
     }
-    let (ingest, ingested) = mpsc::channel();
+    let (ingest, ingested) = tokio::sync::mpsc::channel(INGEST_QUEUE);
     let shared = Arc::new(Shared {
         config: config.clone(),
         input,
@@ -209,10 +215,10 @@ fn serve_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<()> {
     let index = worker.index();
     let config = &shared.config;
     let mut pipeline = PipelineWorker::new(worker, config, Graph::Serving, |gathered| {
-        let index = shared.index.clone();
+        let (index, metrics) = (shared.index.clone(), shared.metrics.clone());
         let tick_ms = config.time.tick_ms;
         Ok(gathered.into_serving(|profiles, state| {
-            Box::new(IndexSink::new(profiles, state, index, tick_ms))
+            Box::new(IndexSink::new(profiles, state, index, metrics, tick_ms))
         }))
     })?;
     let mut dead = DeadLetters::new(shared.dead_letters.clone(), None)?;
@@ -256,10 +262,21 @@ fn serve_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<()> {
         .unwrap_or_else(|p| p.into_inner())
         .take()
         .context("worker 0 takes the POSTed events once")?;
+    let mut ingest = ingest;
     let lateness_ms = config.serve.lateness_ms;
     while !shared.stop.load(Ordering::Acquire) {
         let mut busy = false;
-        while let Ok(batch) = ingest.try_recv() {
+        // New events only once the dataflow has done the last ones: a
+        // server that falls behind holds POSTs back (see INGEST_QUEUE).
+        let takes = if pipeline.caught_up() {
+            POSTS_PER_STEP
+        } else {
+            0
+        };
+        for _ in 0..takes {
+            let Ok(batch) = ingest.try_recv() else {
+                break;
+            };
             busy = true;
             let ingested = apply(&mut pipeline, &events, &batch, &mut dead)?;
             // The client may have gone; its events are in either way.

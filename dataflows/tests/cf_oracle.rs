@@ -352,7 +352,7 @@ fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) 
         if config.indicator_action.is_none() {
             // The first batch is applied at time 0, before the first advance.
             let from = if at == 1 { 0 } else { at };
-            state.apply(changes_in(&captured.state, from..=at));
+            state.apply(&changes_in(&captured.state, from..=at));
             let (similar, recs) = on_demand(&state, config);
             differ |= report("similar_items on demand", &similar, &expected_similar);
             differ |= report("recommendations on demand", &recs, &expected_recs);

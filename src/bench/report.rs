@@ -27,14 +27,19 @@ impl Percentiles {
         for latency in latencies {
             histogram.saturating_record((latency.as_micros() as u64).max(1));
         }
+        Ok(Percentiles::from_micros(&histogram))
+    }
+
+    /// The percentiles of a histogram of microseconds.
+    pub fn from_micros(histogram: &Histogram<u64>) -> Percentiles {
         let ms = |micros: u64| micros as f64 / 1e3;
-        Ok(Percentiles {
+        Percentiles {
             p50: ms(histogram.value_at_quantile(0.5)),
             p90: ms(histogram.value_at_quantile(0.9)),
             p99: ms(histogram.value_at_quantile(0.99)),
             p999: ms(histogram.value_at_quantile(0.999)),
             max: ms(histogram.max()),
-        })
+        }
     }
 }
 

@@ -297,6 +297,12 @@ impl PipelineWorker {
         });
     }
 
+    /// Whether the dataflow has completed every time before this worker's
+    /// input frontier.
+    pub fn caught_up(&self) -> bool {
+        !self.probe.less_than(self.inputs.events.time())
+    }
+
     /// On worker 0, applies every output update the dataflow has completed
     /// to the sinks; returns the time before which outputs are complete.
     pub fn drain(&mut self) -> anyhow::Result<Option<u64>> {

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -61,7 +61,8 @@ pub struct App {
     pub config: PipelineConfig,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
-    pub ingest: mpsc::Sender<Ingest>,
+    /// To worker 0, bounded: a POST waits here while it is behind.
+    pub ingest: tokio::sync::mpsc::Sender<Ingest>,
     /// Checks POSTed events with the `[input]` mapping, as JSON.
     pub decoder: Mutex<Decoder>,
     pub requests: AtomicU64,
@@ -280,6 +281,7 @@ async fn ingest(
             lines,
             reply,
         })
+        .await
         .is_err()
     {
         return stopping();

@@ -1,20 +1,30 @@
 //! The serving index: the exact state `persona serve` answers from, as of
 //! one time. [`IndexSink`], a sink of worker 0, applies the dataflow's
-//! completed changes to it under a write lock, all the times a drain
-//! completes at once, so a reader never sees a mix of two times.
+//! completed changes to it, all the times a drain completes at once, so a
+//! reader never sees a mix of two times.
+//!
+//! The index is kept twice ([`SharedIndex`]): the changes go into the copy
+//! readers are not using, which then becomes the one they read, and then
+//! into the other. A reader never waits for a tick being applied (under
+//! heavy ingest that is hundreds of ms of co-occurrence changes), at the
+//! cost of a second copy of the index and of applying each change twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, TryLockError};
+use std::time::Instant;
 
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::CfConfig;
 use persona_dataflows::profile::Profile;
 use persona_dataflows::Id;
+use rustc_hash::FxHashMap as HashMap;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::metrics::Metrics;
 use crate::names::{NameBook, NameKind, Names};
 use crate::sink::{OutputRecord, Pending, Sink, Upto};
 
@@ -70,27 +80,54 @@ impl Index {
     }
 }
 
-/// The index, shared by worker 0 and the HTTP server, and the time it is
-/// as of, which a waiting request watches.
+/// The index, shared by worker 0 and the HTTP server, in two copies, and
+/// the time it is as of, which a waiting request watches.
 pub struct SharedIndex {
-    pub index: RwLock<Index>,
+    copies: [RwLock<Index>; 2],
+    /// The copy readers read.
+    current: AtomicUsize,
     pub as_of: watch::Sender<Option<u64>>,
 }
 
 impl SharedIndex {
     pub fn new() -> Arc<SharedIndex> {
         Arc::new(SharedIndex {
-            index: RwLock::default(),
+            copies: Default::default(),
+            current: AtomicUsize::new(0),
             as_of: watch::Sender::new(None),
         })
     }
 
-    /// A read lock: a panic that poisoned it left no half-applied state
-    /// (the writer applies into the locked index only after consolidating).
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
-        self.index
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The current copy, read-locked. A reader that finds its copy being
+    /// written took it just before the writer switched copies: the other
+    /// one is then current, and complete.
+    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+        loop {
+            let current = self.current.load(Ordering::Acquire);
+            match self.copies[current].try_read() {
+                Ok(index) => return index,
+                // A panic of the writer left the copy as it was: changes are
+                // applied only after they are consolidated.
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => std::thread::yield_now(),
+            }
+        }
+    }
+
+    /// Applies `change` to the copy readers are not using, makes it the
+    /// current one, then applies `change` to the other.
+    fn update(&self, mut change: impl FnMut(&mut Index)) {
+        let current = self.current.load(Ordering::Acquire);
+        let next = 1 - current;
+        for copy in [next, current] {
+            let mut index = self.copies[copy]
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            change(&mut index);
+            if copy == next {
+                self.current.store(next, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -100,6 +137,7 @@ pub struct IndexSink {
     profiles: Pending<(Id, Profile)>,
     state: Pending<StateUpdate>,
     shared: Arc<SharedIndex>,
+    metrics: Arc<Metrics>,
     tick_ms: u64,
 }
 
@@ -108,12 +146,14 @@ impl IndexSink {
         profiles: Pending<(Id, Profile)>,
         state: Pending<StateUpdate>,
         shared: Arc<SharedIndex>,
+        metrics: Arc<Metrics>,
         tick_ms: u64,
     ) -> IndexSink {
         IndexSink {
             profiles,
             state,
             shared,
+            metrics,
             tick_ms,
         }
     }
@@ -148,35 +188,42 @@ impl Sink for IndexSink {
         if profiles.is_empty() && state.is_empty() && self.shared.read().as_of == as_of {
             return Ok(());
         }
-        let mut index = self
-            .shared
-            .index
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let index = &mut *index;
-        // Retractions first: a profile replaced at a time is (−old, +new).
-        let (removed, added): (Vec<_>, Vec<_>) =
-            profiles.into_iter().partition(|(_, diff)| *diff < 0);
-        for ((user, _), _) in removed {
-            index.profiles.remove(&user);
-        }
-        for ((user, profile), _) in added {
-            index.names.insert(NameKind::User, user, names.user(user));
-            for category in &profile.top_categories {
-                let id = category.category;
-                index
-                    .names
-                    .insert(NameKind::Category, id, names.category(id));
+        let started = Instant::now();
+        // Names of what the changes show, for answers to show them again.
+        let mut named: Vec<(NameKind, Id, String)> = Vec::new();
+        for ((user, profile), diff) in &profiles {
+            if *diff > 0 {
+                named.push((NameKind::User, *user, names.user(*user)));
+                for category in &profile.top_categories {
+                    let id = category.category;
+                    named.push((NameKind::Category, id, names.category(id)));
+                }
             }
-            index.profiles.insert(user, profile);
         }
         for (update, diff) in &state {
             if let (StateUpdate::ItemUsers(item, _), 1..) = (update, diff) {
-                index.names.insert(NameKind::Item, *item, names.item(*item));
+                named.push((NameKind::Item, *item, names.item(*item)));
             }
         }
-        index.cf.apply(state);
-        index.as_of = as_of;
+        self.shared.update(|index| {
+            // Retractions first: a profile replaced at a time is (−old, +new).
+            for ((user, _), diff) in &profiles {
+                if *diff < 0 {
+                    index.profiles.remove(user);
+                }
+            }
+            for ((user, profile), diff) in &profiles {
+                if *diff > 0 {
+                    index.profiles.insert(*user, profile.clone());
+                }
+            }
+            for (kind, id, name) in &named {
+                index.names.insert(*kind, *id, name.clone());
+            }
+            index.cf.apply(&state);
+            index.as_of = as_of;
+        });
+        self.metrics.record_apply(started.elapsed());
         self.shared.as_of.send_replace(as_of);
         Ok(())
     }

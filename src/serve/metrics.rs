@@ -30,6 +30,8 @@ pub struct Metrics {
     /// How long a live tick took, from the frontier's advance to the index
     /// showing it.
     ticks: Mutex<Histogram<u64>>,
+    /// How long applying completed changes held the index's write lock.
+    applies: Mutex<Histogram<u64>>,
     requests: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
 }
 
@@ -43,6 +45,7 @@ impl Metrics {
         Metrics {
             readers: Mutex::new(vec![(ReaderCounts::default(), 0); workers]),
             ticks: Mutex::new(histogram()),
+            applies: Mutex::new(histogram()),
             requests: Mutex::new(ENDPOINTS.iter().map(|&e| (e, histogram())).collect()),
         }
     }
@@ -67,6 +70,13 @@ impl Metrics {
     pub fn record_tick(&self, took: Duration) {
         record(
             &mut self.ticks.lock().unwrap_or_else(|p| p.into_inner()),
+            took,
+        );
+    }
+
+    pub fn record_apply(&self, took: Duration) {
+        record(
+            &mut self.applies.lock().unwrap_or_else(|p| p.into_inner()),
             took,
         );
     }
@@ -160,6 +170,10 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE persona_tick_latency_seconds summary");
         summary(&mut out, "persona_tick_latency_seconds", "", &ticks);
+        let applies = self.applies.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "# HELP persona_index_apply_seconds How long applying completed changes held the serving index (answers wait meanwhile).");
+        let _ = writeln!(out, "# TYPE persona_index_apply_seconds summary");
+        summary(&mut out, "persona_index_apply_seconds", "", &applies);
         let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
             out,

@@ -14,10 +14,11 @@
 //! The cross-occurrence indicator (`indicator_action`) is not evaluated on
 //! demand.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use differential_dataflow::VecCollection;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::history::{self, HistoryEntry};
@@ -104,10 +105,13 @@ impl CfState {
     /// Applies the consolidated changes of one or more complete times:
     /// retractions first, so a record replaced at a time (−old, +new) ends
     /// as the new one whatever the order of the batch.
-    pub fn apply(&mut self, mut updates: Vec<(StateUpdate, isize)>) {
-        updates.sort_by_key(|(_, diff)| *diff);
-        for (update, diff) in updates {
-            self.apply_one(update, diff > 0);
+    pub fn apply(&mut self, updates: &[(StateUpdate, isize)]) {
+        for insert in [false, true] {
+            for (update, diff) in updates {
+                if (*diff > 0) == insert {
+                    self.apply_one(update.clone(), insert);
+                }
+            }
         }
     }
 

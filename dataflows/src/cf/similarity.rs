@@ -410,10 +410,15 @@ pub(super) fn neighbor_list(
             similarity: Score(metric.similarity(c_ij, c_ii, c_jj(j), totals)),
         })
         .collect();
-    neighbors.sort_by(|a, b| b.similarity.cmp(&a.similarity).then(a.item.cmp(&b.item)));
-    if limit > 0 {
+    let best_first =
+        |a: &Neighbor, b: &Neighbor| b.similarity.cmp(&a.similarity).then(a.item.cmp(&b.item));
+    // A total order: selecting the first `limit` and sorting them gives the
+    // prefix of the sorted row, without sorting the rest of it.
+    if limit > 0 && limit < neighbors.len() {
+        neighbors.select_nth_unstable_by(limit - 1, best_first);
         neighbors.truncate(limit);
     }
+    neighbors.sort_unstable_by(best_first);
     SimilarItems { item, neighbors }
 }
 
