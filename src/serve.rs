@@ -1,20 +1,20 @@
 //! `persona serve`: the pipeline kept up to date and answering over HTTP.
 //!
 //! The workers read the log as `replay` does (each its share, one
-//! watermark), complete it, and then take events POSTed to `/v1/events`,
-//! which worker 0 applies. After the log, event time follows the wall
+//! watermark), complete it, and then take events POSTed to `/v1/events`. After the log, event time follows the wall
 //! clock: the tick of wall time `w − [serve] lateness_ms` is the open one,
 //! every earlier tick is complete, and an event of an earlier tick is
 //! late.
 //!
 //! The dataflow is the serving graph ([`Graph::Serving`]): profiles, and
-//! at every tick the exact state collaborative filtering ranks from. Worker
-//! 0 gathers their changes into the serving index ([`index`]) as ticks
-//! complete; similar items and recommendations are ranked from it for the
-//! item or user asked about (`persona_dataflows::cf::on_demand`), so an
-//! answer is exact at the time it states, and costs nothing while nobody
-//! asks. Answers come from one process; the decision and its figures are in
-//! `docs/serve.md`.
+//! at every tick the exact state collaborative filtering ranks from. The
+//! first worker of every process gathers their changes into its serving
+//! index ([`index`]) as ticks complete, and takes the events POSTed to its
+//! process; similar items and recommendations are ranked from the index
+//! for the item or user asked about (`persona_dataflows::cf::on_demand`),
+//! so an answer is exact at the time it states, any process answers for
+//! any key, and ranking costs nothing while nobody asks. The decision and
+//! its figures are in `docs/serve.md`.
 
 mod http;
 mod index;
@@ -59,13 +59,13 @@ pub struct ServePlan {
     pub timely: TimelyArgs,
 }
 
-/// How long a live step may compute before worker 0 takes new events.
+/// How long a live step may compute before new events are taken.
 const STEP_BUDGET: Duration = Duration::from_millis(20);
-/// POSTs waiting for worker 0: more wait in their handlers, so a server
+/// POSTs waiting for the process's first worker: more wait in their handlers, so a server
 /// that falls behind slows its clients down rather than queueing without
 /// bound.
 const INGEST_QUEUE: usize = 16;
-/// POSTs worker 0 applies between two steps of the dataflow.
+/// POSTs applied between two steps of the dataflow.
 const POSTS_PER_STEP: usize = 4;
 /// How long an idle worker parks.
 const IDLE: Duration = Duration::from_millis(1);
@@ -79,17 +79,13 @@ struct Shared {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
-    /// Taken by worker 0.
+    /// Taken by the process's first worker.
     ingest: Mutex<Option<tokio::sync::mpsc::Receiver<Ingest>>>,
 }
 
 /// Serves until SIGINT or SIGTERM; prints `listening on http://ADDR` on
 /// stdout once the port is bound.
 pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        plan.timely.processes <= 1,
-        "persona serve runs in one process for now: use -w N for more workers, not -n"
-    );
     anyhow::ensure!(
         plan.config.recommend.indicator_action.is_none(),
         "persona serve does not rank the cross-occurrence indicator on demand: \
@@ -117,13 +113,16 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             Some(DeadLetterFiles::create(
                 dir,
-                0,
-                1,
+                plan.timely.process,
+                plan.timely.processes,
                 config.output.raw_file_mode,
             )?)
         }
     };
-    let listen = plan.listen.as_ref().unwrap_or(&config.serve.listen);
+    let listen = listen_address(
+        plan.listen.as_ref().unwrap_or(&config.serve.listen),
+        plan.timely.process,
+    )?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} ([serve] listen, --listen)"))?;
     listener.set_nonblocking(true)?;
@@ -160,8 +159,9 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
     let timely_config = plan.timely.config()?;
     let connecting = plan.timely.connecting()?;
     let workers = shared.clone();
+    let workers_per_process = plan.timely.workers.max(1);
     let outcome = execute(timely_config, connecting, move |worker| {
-        serve_worker(worker, &workers).map(|()| None)
+        serve_worker(worker, &workers, workers_per_process).map(|()| None)
     });
     stop.store(true, Ordering::Release);
     let served = server
@@ -173,6 +173,25 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         dead_letters.flush()?;
     }
     Ok(())
+}
+
+/// Where process `process` listens: `listen`, with the port moved up by
+/// the process index so the processes of one host do not collide (port 0
+/// stays 0: each picks a free port).
+fn listen_address(listen: &str, process: usize) -> anyhow::Result<SocketAddr> {
+    let mut address: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("[serve] listen {listen:?} is not an IP address and port"))?;
+    if address.port() != 0 {
+        let port = u16::try_from(usize::from(address.port()) + process).with_context(|| {
+            format!(
+                "no port {} + {process} for process {process}",
+                address.port()
+            )
+        })?;
+        address.set_port(port);
+    }
+    Ok(address)
 }
 
 /// The config POSTed events are checked with: the `[input]` mapping, read
@@ -211,10 +230,20 @@ fn start_server(
     }))
 }
 
-fn serve_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<()> {
+/// One worker: reads its share of the log; the first worker of each
+/// process then applies that process's POSTed events.
+fn serve_worker(
+    worker: &mut Worker,
+    shared: &Shared,
+    workers_per_process: usize,
+) -> anyhow::Result<()> {
     let index = worker.index();
+    let local = index % workers_per_process;
     let config = &shared.config;
-    let mut pipeline = PipelineWorker::new(worker, config, Graph::Serving, |gathered| {
+    let graph = Graph::Serving {
+        workers_per_process,
+    };
+    let mut pipeline = PipelineWorker::new(worker, config, graph, |gathered| {
         let (index, metrics) = (shared.index.clone(), shared.metrics.clone());
         let tick_ms = config.time.tick_ms;
         Ok(gathered.into_serving(|profiles, state| {
@@ -225,7 +254,7 @@ fn serve_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<()> {
     let publish = |pipeline: &PipelineWorker| {
         shared
             .metrics
-            .publish(index, &pipeline.counts, pipeline.duplicates())
+            .publish(local, &pipeline.counts, pipeline.duplicates())
     };
     if let Some((input, files)) = &shared.input {
         read_log(
@@ -241,8 +270,9 @@ fn serve_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<()> {
     let end = pipeline.end_input(worker)?;
     publish(&pipeline);
     dead.flush()?;
-    if index != 0 {
-        // Worker 0 alone takes live events: the others hold nothing back.
+    if local != 0 {
+        // The first worker of a process takes its live events: the others
+        // hold nothing back.
         pipeline.advance_to(u64::MAX);
         while !shared.stop.load(Ordering::Acquire) {
             worker.step_or_park(Some(IDLE));
@@ -261,7 +291,7 @@ fn serve_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<()> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .take()
-        .context("worker 0 takes the POSTed events once")?;
+        .context("the first worker takes the POSTed events once")?;
     let mut ingest = ingest;
     let lateness_ms = config.serve.lateness_ms;
     while !shared.stop.load(Ordering::Acquire) {

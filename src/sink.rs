@@ -23,6 +23,7 @@ use std::rc::Rc;
 
 use differential_dataflow::{ExchangeData, VecCollection};
 use serde_json::Value;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
@@ -44,6 +45,31 @@ pub fn gather<D: ExchangeData>(
         .inner
         .exchange(|_| 0)
         .inspect(move |update: &(D, u64, isize)| sink.borrow_mut().push(update.clone()))
+        .probe_with(probe);
+    pending
+}
+
+/// Routes a copy of each of a collection's updates to each of `workers`
+/// and gathers them there (`persona serve`: the first worker of every
+/// process keeps its own index).
+pub fn gather_on<D: ExchangeData>(
+    collection: VecCollection<'_, u64, D>,
+    probe: &ProbeHandle<u64>,
+    workers: Rc<[usize]>,
+) -> Pending<D> {
+    let pending: Pending<D> = Rc::default();
+    let sink = pending.clone();
+    collection
+        .inner
+        .flat_map(move |(record, time, diff)| {
+            let copies: Vec<_> = workers
+                .iter()
+                .map(|&worker| (worker as u64, (record.clone(), time, diff)))
+                .collect();
+            copies
+        })
+        .exchange(|(worker, _)| *worker)
+        .inspect(move |(_, update): &(u64, (D, u64, isize))| sink.borrow_mut().push(update.clone()))
         .probe_with(probe);
     pending
 }

@@ -1,5 +1,6 @@
 //! `persona serve` through the real binary and a real HTTP client: answers
-//! equal the replay of the same log on 1 and 2 workers, a POSTed purchase
+//! equal the replay of the same log on 1, 2 and 4 workers and on each of 2
+//! processes × 2 workers, a POSTed purchase
 //! shows in the profile and leaves the recommendations, and every error
 //! code. No timing is asserted: waits are bounded, only to fail rather
 //! than hang.
@@ -70,32 +71,41 @@ struct Server {
 
 impl Server {
     fn start(config: &Path, log: &Path, out: &Path, workers: &str) -> Server {
+        let server = Server::spawn(config, log, out, &["-w", workers]);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts `persona serve` with `timely` flags, without waiting for it.
+    fn spawn(config: &Path, log: &Path, out: &Path, timely: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_persona"))
             .args(["serve", "--config", config.to_str().unwrap()])
             .args(["--input", log.to_str().unwrap()])
             .args(["--out", out.to_str().unwrap()])
-            .args(["--listen", "127.0.0.1:0", "-w", workers])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(timely)
             .stdout(Stdio::piped())
             .spawn()
             .expect("start persona serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let address = persona::serve::parse_listening(&line)
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        // The first line naming the address; the rest of stdout (timely
+        // prints there too) is drained, so that no write to it fails.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| persona::serve::parse_listening(&line))
+            .expect("persona serve prints the address it listens on");
+        std::thread::spawn(move || lines.for_each(drop));
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
             .build()
             .into();
-        let server = Server {
+        Server {
             child,
             base: format!("http://{address}"),
             agent,
-        };
-        server.wait_ready();
-        server
+        }
     }
 
     fn wait_ready(&self) {
@@ -139,13 +149,24 @@ impl Server {
     }
 
     /// Stops it with SIGTERM; asserts a clean exit.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.signal();
+        self.wait_stopped();
+    }
+
+    /// Sends SIGTERM. Every process of a run is signalled before any is
+    /// waited for: a process ends once its peers do.
+    fn signal(&self) {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success());
+    }
+
+    /// Waits for the exit after [`Server::signal`]; asserts it is clean.
+    fn wait_stopped(mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -184,10 +205,9 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     (dir, config, log)
 }
 
-#[test]
-fn answers_equal_the_replay_of_the_same_log_on_one_and_two_workers() {
-    let (dir, config, log) = setup();
-    let replayed = dir.path().join("replayed");
+/// `persona replay` of the log with the config, into `dir/replayed`.
+fn replay_log(dir: &Path, config: &Path, log: &Path) -> std::path::PathBuf {
+    let replayed = dir.join("replayed");
     persona(&[
         "replay",
         "--config",
@@ -197,55 +217,124 @@ fn answers_equal_the_replay_of_the_same_log_on_one_and_two_workers() {
         "--out",
         replayed.to_str().unwrap(),
     ]);
+    replayed
+}
+
+#[test]
+fn answers_equal_the_replay_of_the_same_log_on_one_two_and_four_workers() {
+    let (dir, config, log) = setup();
+    let replayed = replay_log(dir.path(), &config, &log);
     let profiles = records_by(&replayed, "profiles", "user");
     let similar = records_by(&replayed, "similar_items", "item");
     let recommendations = records_by(&replayed, "recommendations", "user");
     assert!(profiles.len() > 20 && similar.len() > 20, "too small a log");
     assert!(recommendations.values().any(|r| r.get("popular").is_none()));
 
-    for workers in ["1", "2"] {
+    for workers in ["1", "2", "4"] {
         let server = Server::start(&config, &log, &dir.path().join("out"), workers);
-        for (user, expected) in &profiles {
-            let (status, answer) = server.get(&format!("/v1/users/{user}/profile"));
-            assert_eq!(status, 200, "{answer}");
-            assert_eq!(
-                &without_as_of(answer),
-                expected,
-                "profile of {user}, -w {workers}"
-            );
-        }
-        for (item, expected) in &similar {
-            let (status, answer) = server.get(&format!("/v1/items/{item}/similar"));
-            assert_eq!(status, 200, "{answer}");
-            assert_eq!(
-                &without_as_of(answer),
-                expected,
-                "similar to {item}, -w {workers}"
-            );
-        }
-        for (user, expected) in &recommendations {
-            let (status, answer) = server.get(&format!("/v1/users/{user}/recommendations"));
-            assert_eq!(status, 200, "{answer}");
-            let mut expected = expected.clone();
-            if expected.get("popular").is_none() {
-                expected["popular"] = json!(false);
-            }
-            assert_eq!(
-                &without_as_of(answer),
-                &expected,
-                "recommendations of {user}, -w {workers}"
-            );
-        }
-        // k cuts the same ranking.
-        let (item, expected) = similar.iter().next().unwrap();
-        let (_, two) = server.get(&format!("/v1/items/{item}/similar?k=2"));
-        let neighbors = expected["neighbors"].as_array().unwrap();
-        assert_eq!(
-            two["neighbors"].as_array().unwrap()[..],
-            neighbors[..neighbors.len().min(2)]
-        );
+        assert_answers_equal(&server, &replayed, &format!("-w {workers}"));
         server.stop();
     }
+}
+
+/// Every profile, similar-items list and recommendation list `server`
+/// answers equals the replay's in `replayed`; `k` cuts the same ranking.
+fn assert_answers_equal(server: &Server, replayed: &Path, run: &str) {
+    let profiles = records_by(replayed, "profiles", "user");
+    let similar = records_by(replayed, "similar_items", "item");
+    let recommendations = records_by(replayed, "recommendations", "user");
+    for (user, expected) in &profiles {
+        let (status, answer) = server.get(&format!("/v1/users/{user}/profile"));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(&without_as_of(answer), expected, "profile of {user}, {run}");
+    }
+    for (item, expected) in &similar {
+        let (status, answer) = server.get(&format!("/v1/items/{item}/similar"));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(&without_as_of(answer), expected, "similar to {item}, {run}");
+    }
+    for (user, expected) in &recommendations {
+        let (status, answer) = server.get(&format!("/v1/users/{user}/recommendations"));
+        assert_eq!(status, 200, "{answer}");
+        let mut expected = expected.clone();
+        if expected.get("popular").is_none() {
+            expected["popular"] = json!(false);
+        }
+        assert_eq!(
+            &without_as_of(answer),
+            &expected,
+            "recommendations of {user}, {run}"
+        );
+    }
+    let (item, expected) = similar.iter().next().unwrap();
+    let (_, two) = server.get(&format!("/v1/items/{item}/similar?k=2"));
+    let neighbors = expected["neighbors"].as_array().unwrap();
+    assert_eq!(
+        two["neighbors"].as_array().unwrap()[..],
+        neighbors[..neighbors.len().min(2)]
+    );
+}
+
+/// 2 processes × 2 workers: each process answers for every key, equal to
+/// the replay, and an event POSTed to one shows in the other's answers.
+#[test]
+fn every_process_of_two_answers_for_every_key() {
+    let (dir, config, log) = setup();
+    let replayed = replay_log(dir.path(), &config, &log);
+    let ports: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let hostfile = dir.path().join("hostfile");
+    let hosts: Vec<String> = ports
+        .iter()
+        .map(|l| format!("127.0.0.1:{}", l.local_addr().unwrap().port()))
+        .collect();
+    std::fs::write(&hostfile, hosts.join("\n") + "\n").unwrap();
+    drop(ports);
+    let out = dir.path().join("out");
+    let servers: Vec<Server> = (0..2)
+        .map(|p| {
+            let process = p.to_string();
+            let timely = [
+                "-w",
+                "2",
+                "-n",
+                "2",
+                "-p",
+                &process,
+                "-h",
+                hostfile.to_str().unwrap(),
+            ];
+            Server::spawn(&config, &log, &out, &timely)
+        })
+        .collect();
+    for (p, server) in servers.iter().enumerate() {
+        server.wait_ready();
+        assert_answers_equal(server, &replayed, &format!("process {p} of 2 × 2 workers"));
+    }
+    let event =
+        json!({"user": "u3", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 1});
+    let (status, answer) = servers[1].post("/v1/events?wait=true", &event.to_string());
+    assert_eq!(status, 200, "{answer}");
+    let visible_at = answer["visible_at"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let profile = loop {
+        let (_, profile) = servers[0].get("/v1/users/u3/profile");
+        if profile["as_of"].as_u64() >= Some(visible_at) {
+            break profile;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process 0 never reached {visible_at}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let expected = records_by(&replayed, "profiles", "user")["u3"]["counts"]["purchase"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(profile["counts"]["purchase"], expected + 1, "{profile}");
+    servers.iter().for_each(Server::signal);
+    servers.into_iter().for_each(Server::wait_stopped);
 }
 
 #[test]

@@ -27,7 +27,7 @@ use crate::config::{Output, PipelineConfig, TimeConfig};
 use crate::names::Names;
 use crate::sink::fallback::{FallbackRecord, FallbackSink};
 use crate::sink::kafka::UpsertTopic;
-use crate::sink::{gather, JsonlSink, OutputRecord, Pending, Sink};
+use crate::sink::{gather, gather_on, JsonlSink, OutputRecord, Pending, Sink};
 
 /// The output collections, gathered on worker 0.
 pub struct Gathered {
@@ -53,8 +53,22 @@ pub enum Graph {
     /// `recommend_tick_ms`: the outputs `replay`, `run` and `bench` write.
     Outputs,
     /// Profiles, and at every tick the state similar items and
-    /// recommendations are ranked from on demand (`persona serve`).
-    Serving,
+    /// recommendations are ranked from on demand (`persona serve`),
+    /// gathered on the first worker of every process.
+    Serving { workers_per_process: usize },
+}
+
+impl Graph {
+    /// The workers that gather the outputs, of `peers` in all: worker 0,
+    /// or for serving the first worker of every process.
+    pub fn gatherers(self, peers: usize) -> Rc<[usize]> {
+        match self {
+            Graph::Outputs => Rc::from([0]),
+            Graph::Serving {
+                workers_per_process,
+            } => (0..peers).step_by(workers_per_process.max(1)).collect(),
+        }
+    }
 }
 
 /// The inputs of the pipeline: clean events and the dimension tables.
@@ -80,19 +94,20 @@ pub fn build(
         user_attributes,
         input_end,
     } = inputs;
+    let gatherers = graph.gatherers(events.scope().peers());
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
     let users = events.clone().map(|event| event.user).distinct_total();
     let items = events.clone().map(|event| event.item).distinct_total();
     let mut gathered = Gathered {
         time: config.time.clone(),
-        profiles: gather(profiles, probe),
+        profiles: gather_on(profiles, probe, gatherers.clone()),
         similar_items: Pending::default(),
         recommendations: Pending::default(),
         fallback: Pending::default(),
         state: Pending::default(),
         top_k: config.recommend.top_k,
-        users: gather(users, probe),
-        items: gather(items, probe),
+        users: gather_on(users, probe, gatherers.clone()),
+        items: gather_on(items, probe, gatherers.clone()),
     };
     match graph {
         Graph::Outputs => {
@@ -109,8 +124,9 @@ pub fn build(
             gathered.recommendations = gather(cf.personal, probe);
             gathered.fallback = gather(fallback, probe);
         }
-        Graph::Serving => {
-            gathered.state = gather(state_updates(events, &config.recommend), probe);
+        Graph::Serving { .. } => {
+            let state = state_updates(events, &config.recommend);
+            gathered.state = gather_on(state, probe, gatherers);
         }
     }
     gathered

@@ -21,6 +21,7 @@ use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::vec::Input;
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
@@ -157,12 +158,22 @@ impl PipelineWorker {
             let events = clean::dedup(records, dedup_horizon, duplicates.clone());
             let events = clean::mark_cancellations(events);
             let book = name_book.clone();
+            let gatherers = graph.gatherers(scope.peers());
             scope
                 .input_from(&mut inputs.names)
-                .exchange(|_| 0)
-                .inspect(move |(kind, id, name): &(NameKind, Id, String)| {
-                    book.borrow_mut().insert(*kind, *id, name.clone())
+                .flat_map(move |name| {
+                    let copies: Vec<_> = gatherers
+                        .iter()
+                        .map(|&w| (w as u64, name.clone()))
+                        .collect();
+                    copies
                 })
+                .exchange(|(worker, _)| *worker)
+                .inspect(
+                    move |(_, (kind, id, name)): &(u64, (NameKind, Id, String))| {
+                        book.borrow_mut().insert(*kind, *id, name.clone())
+                    },
+                )
                 .probe_with(&probe);
             let sum = totals.clone();
             scope
@@ -186,7 +197,7 @@ impl PipelineWorker {
         }
         catalog.close();
         user_attributes.close();
-        let sinks = if index == 0 {
+        let sinks = if graph.gatherers(worker.peers()).contains(&index) {
             Some(make_sinks(gathered)?)
         } else {
             drop(gathered);

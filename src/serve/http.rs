@@ -1,6 +1,7 @@
 //! The HTTP API of `persona serve` (axum): reads answered from the serving
 //! index under one read lock, so each answer is as of one time, which it
-//! states (`as_of`); events POSTed to worker 0, which applies them.
+//! states (`as_of`); events POSTed to the process's first worker, which
+//! applies them.
 //!
 //! Errors are JSON, `{"error": {"code", "message"}}`, with a stable code:
 //! `unknown_user` and `unknown_item` (404), `not_found` (404, no such
@@ -35,7 +36,7 @@ pub const MAX_K: usize = 10_000;
 /// How long `POST /v1/events?wait=true` waits for its events to show.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
 
-/// Events of one POST, checked, for worker 0 to apply.
+/// Events of one POST, checked, for the process's first worker to apply.
 pub struct Ingest {
     /// The request's number, counted from 1: the events' [`Position::Http`].
     pub request: u64,
@@ -44,7 +45,7 @@ pub struct Ingest {
     pub reply: oneshot::Sender<Ingested>,
 }
 
-/// What worker 0 made of the events of one POST.
+/// What the first worker made of the events of one POST.
 #[derive(Debug, Default)]
 pub struct Ingested {
     pub accepted: usize,
@@ -61,7 +62,7 @@ pub struct App {
     pub config: PipelineConfig,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
-    /// To worker 0, bounded: a POST waits here while it is behind.
+    /// To the first worker, bounded: a POST waits here while it is behind.
     pub ingest: tokio::sync::mpsc::Sender<Ingest>,
     /// Checks POSTed events with the `[input]` mapping, as JSON.
     pub decoder: Mutex<Decoder>,

@@ -1,5 +1,6 @@
 //! The serving index: the exact state `persona serve` answers from, as of
-//! one time. [`IndexSink`], a sink of worker 0, applies the dataflow's
+//! one time. [`IndexSink`], a sink of the first worker of each process,
+//! applies the dataflow's
 //! completed changes to it, all the times a drain completes at once, so a
 //! reader never sees a mix of two times.
 //!
@@ -80,7 +81,7 @@ impl Index {
     }
 }
 
-/// The index, shared by worker 0 and the HTTP server, in two copies, and
+/// The index, shared by the first worker and the HTTP server, in two copies, and
 /// the time it is as of, which a waiting request watches.
 pub struct SharedIndex {
     copies: [RwLock<Index>; 2],
@@ -131,7 +132,7 @@ impl SharedIndex {
     }
 }
 
-/// The sink of a serving graph on worker 0: applies the completed changes
+/// The sink of a serving graph on a process's first worker: applies the completed changes
 /// of profiles and of collaborative filtering's state to the index.
 pub struct IndexSink {
     profiles: Pending<(Id, Profile)>,
