@@ -32,6 +32,7 @@ pub mod eval;
 pub mod format;
 pub mod ids;
 pub mod kafka;
+pub mod metrics;
 pub mod names;
 pub mod rejected;
 pub mod runtime;

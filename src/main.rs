@@ -62,6 +62,9 @@ enum Command {
         /// Stop by itself once every partition is read to its end.
         #[arg(long)]
         until_end: bool,
+        /// Serve Prometheus /metrics and /healthz on this address.
+        #[arg(long)]
+        listen: Option<String>,
         #[command(flatten)]
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -268,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             changelog,
             until_end,
+            listen,
             timely,
             help: _,
         } => {
@@ -281,6 +285,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
                 changelog,
                 until_end,
+                listen,
                 timely,
             };
             if let Some(summary) = run_on_kafka(plan)? {

@@ -18,7 +18,6 @@
 
 mod http;
 mod index;
-mod metrics;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +30,7 @@ use timely::worker::Worker;
 
 use crate::config::{wall_clock_ms, FormatKind, PipelineConfig};
 use crate::format::Decoder;
+use crate::metrics::{start_http, Metrics};
 use crate::rejected::Position;
 use crate::runtime::pipeline::Graph;
 use crate::runtime::replay::read_log;
@@ -41,7 +41,6 @@ use crate::source::file::{input_files, SourceError};
 use crate::summary::ReaderCounts;
 use http::{App, Ingest, Ingested};
 use index::{IndexSink, SharedIndex};
-use metrics::Metrics;
 
 pub use http::MAX_K;
 
@@ -77,7 +76,6 @@ struct Shared {
     dead_letters: Option<DeadLetterFiles>,
     index: Arc<SharedIndex>,
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     /// Taken by the process's first worker.
     ingest: Mutex<Option<tokio::sync::mpsc::Receiver<Ingest>>>,
@@ -125,7 +123,6 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
     )?;
     let listener = std::net::TcpListener::bind(listen)
         .with_context(|| format!("cannot listen on {listen} ([serve] listen, --listen)"))?;
-    listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -140,7 +137,6 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         dead_letters: dead_letters.clone(),
         index: SharedIndex::new(),
         metrics: Arc::new(Metrics::new(plan.timely.workers.max(1))),
-        ready: Arc::new(AtomicBool::new(false)),
         stop: stop.clone(),
         ingest: Mutex::new(Some(ingested)),
     });
@@ -149,11 +145,10 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         decoder: Mutex::new(Decoder::new(&events_config(&config))?),
         config,
         metrics: shared.metrics.clone(),
-        ready: shared.ready.clone(),
         ingest,
         requests: AtomicU64::new(0),
     });
-    let server = start_server(listener, app, stop.clone())?;
+    let server = start_http(listener, http::router(app), stop.clone())?;
     println!("persona serve: listening on http://{address}");
 
     let timely_config = plan.timely.config()?;
@@ -200,34 +195,6 @@ fn events_config(config: &PipelineConfig) -> PipelineConfig {
     let mut config = config.clone();
     config.input.format = FormatKind::Jsonl;
     config
-}
-
-/// Runs the HTTP server on its own threads until `stop`.
-fn start_server(
-    listener: std::net::TcpListener,
-    app: Arc<App>,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("persona-http")
-        .enable_all()
-        .build()
-        .context("cannot start the HTTP server's runtime")?;
-    Ok(std::thread::spawn(move || {
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let stopped = async move {
-                while !stop.load(Ordering::Acquire) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            };
-            axum::serve(listener, http::router(app))
-                .with_graceful_shutdown(stopped)
-                .await
-                .context("the HTTP server failed")
-        })
-    }))
 }
 
 /// One worker: reads its share of the log; the first worker of each
@@ -284,7 +251,7 @@ fn serve_worker(
     if let Some(end) = end {
         pipeline.advance_to(end.saturating_add(config.time.tick_ms));
     }
-    shared.ready.store(true, Ordering::Release);
+    shared.metrics.ready.store(true, Ordering::Release);
     let events = Decoder::new(&events_config(config))?;
     let ingest = shared
         .ingest

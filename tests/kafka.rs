@@ -466,8 +466,8 @@ fn run_command(config: &Path, out: &Path, extra: &[&str]) -> Command {
 }
 
 /// Starts `persona run` in the background, its stderr kept for the test.
-fn spawn_run(config: &Path, out: &Path) -> std::process::Child {
-    run_command(config, out, &[])
+fn spawn_run(config: &Path, out: &Path, extra: &[&str]) -> std::process::Child {
+    run_command(config, out, extra)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap()
@@ -622,12 +622,35 @@ fn a_run_stopped_by_sigterm_and_restarted_converges_to_the_same_state() {
     case.produce_up_to(&brokers, 80_000);
     let config = case.topics.config(&brokers, case.dir.path(), "");
     let first_out = case.dir.path().join("first");
-    let mut first = spawn_run(&config, &first_out);
+    // A free port for the run's /metrics.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut first = spawn_run(&config, &first_out, &["--listen", &listen]);
     wait_for_commits(&brokers, &case.topics, &mut first);
+    let metrics = ureq::get(format!("http://{listen}/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let scraped: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("persona_records_read_total "))
+        .unwrap_or_else(|| panic!("no records read in /metrics:\n{metrics}"))
+        .parse()
+        .unwrap();
     stop_cleanly(first, "a stopped run exits cleanly");
     let summary = read_json(&first_out.join("summary.json"));
     assert_balances(&summary);
     let read = summary["records_read"].as_u64().unwrap();
+    assert!(
+        0 < scraped && scraped <= read,
+        "/metrics showed {scraped} records read of the run's {read}"
+    );
     assert!(
         0 < read && read <= case.produced as u64,
         "read {read} of the {} lines produced",
@@ -708,7 +731,7 @@ fn a_broker_restarted_midway_loses_nothing() {
     case.produce_up_to(&brokers, 80_000);
     let config = case.topics.config(&brokers, case.dir.path(), "");
     let out = case.dir.path().join("run");
-    let mut run = spawn_run(&config, &out);
+    let mut run = spawn_run(&config, &out, &[]);
     wait_for_commits(&brokers, &case.topics, &mut run);
     broker.script("stop");
     assert!(!reachable(&brokers), "the broker is down");

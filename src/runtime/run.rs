@@ -40,6 +40,7 @@ use timely::worker::Worker;
 use crate::config::{FormatKind, Output, PipelineConfig};
 use crate::format::Decoder;
 use crate::kafka::{ensure_topic, Offsets};
+use crate::metrics::{self, start_http, Metrics};
 use crate::rejected::Position;
 use crate::runtime::pipeline::{end_of_period, Graph, UpsertTopics};
 use crate::runtime::worker::PipelineWorker;
@@ -63,6 +64,8 @@ pub struct RunPlan {
     pub changelog: bool,
     /// Stop once every partition is read to its end.
     pub until_end: bool,
+    /// Serve `/metrics` and `/healthz` on this address.
+    pub listen: Option<String>,
     pub timely: TimelyArgs,
 }
 
@@ -121,8 +124,25 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         )?;
     }
 
+    let metrics = Arc::new(Metrics::new(plan.timely.workers.max(1)));
+    // Nothing to catch up before answering: run has no initial log.
+    metrics.ready.store(true, Ordering::Release);
+    let server = match &plan.listen {
+        None => None,
+        Some(listen) => {
+            let listener = std::net::TcpListener::bind(listen)
+                .with_context(|| format!("cannot listen on {listen} (--listen)"))?;
+            eprintln!("persona run: /metrics on http://{}", listener.local_addr()?);
+            Some(start_http(
+                listener,
+                metrics::router(metrics.clone()),
+                stop.clone(),
+            )?)
+        }
+    };
     let shared = Arc::new(Shared {
         plan,
+        metrics,
         source,
         decoding,
         out,
@@ -132,9 +152,17 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         started: Instant::now(),
     });
     let connecting = shared.plan.timely.connecting()?;
+    let stopped = shared.stop.clone();
     let summary = execute(shared.plan.timely.config()?, connecting, move |worker| {
         run_worker(worker, &shared)
-    })?;
+    });
+    stopped.store(true, Ordering::Release);
+    if let Some(server) = server {
+        server
+            .join()
+            .map_err(|_| anyhow::anyhow!("the metrics server panicked"))??;
+    }
+    let summary = summary?;
     if let Some(dead_letters) = dead_letters {
         dead_letters.flush()?;
     }
@@ -144,6 +172,8 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
 /// What the workers of a process share.
 struct Shared {
     plan: RunPlan,
+    /// What `/metrics` shows, when `--listen` serves it.
+    metrics: Arc<Metrics>,
     source: KafkaSourceConfig,
     /// The config messages decode with.
     decoding: PipelineConfig,
@@ -290,6 +320,10 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             last_sent = Some(read);
         }
         pipeline.catch_up(worker, Some(Duration::from_millis(50)));
+        let local = index % shared.plan.timely.workers.max(1);
+        shared
+            .metrics
+            .publish(local, &pipeline.counts, pipeline.duplicates());
         if polled == 0 {
             worker.step_or_park(Some(Duration::from_millis(10)));
         }

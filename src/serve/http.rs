@@ -9,14 +9,14 @@
 //! ingested), `body_too_large` (413), `stopping` (503), `wait_timeout` (504).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -25,10 +25,10 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::index::SharedIndex;
-use super::metrics::Metrics;
 use crate::config::PipelineConfig;
 use crate::format::{Decoder, Outcome};
 use crate::ids::{id_of, normalise_id};
+use crate::metrics::{self, Metrics};
 use crate::rejected::Position;
 
 /// The largest `k` a request may ask for.
@@ -61,7 +61,6 @@ pub struct App {
     pub index: Arc<SharedIndex>,
     pub config: PipelineConfig,
     pub metrics: Arc<Metrics>,
-    pub ready: Arc<AtomicBool>,
     /// To the first worker, bounded: a POST waits here while it is behind.
     pub ingest: tokio::sync::mpsc::Sender<Ingest>,
     /// Checks POSTed events with the `[input]` mapping, as JSON.
@@ -78,12 +77,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/items/{id}/similar", get(similar))
         .route("/v1/events", post(events))
         .route("/v1/status", get(status))
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(metrics::router(app.metrics.clone()))
 }
 
 /// A JSON error with a stable code.
@@ -374,7 +372,7 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     let lag_ms = as_of.map(|t| crate::config::wall_clock_ms().saturating_sub(t));
     let body = json!({
         "as_of": as_of,
-        "ready": app.ready.load(Ordering::Acquire),
+        "ready": app.metrics.is_ready(),
         "records_read": totals.records_read,
         "accepted": totals.decoded.saturating_sub(totals.duplicates),
         "duplicates": totals.duplicates,
@@ -387,18 +385,9 @@ async fn status(State(app): State<Arc<App>>) -> Response {
     app.timed("status", started, Json(body).into_response())
 }
 
-async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let started = Instant::now();
-    app.timed(
-        "healthz",
-        started,
-        Json(json!({"status": "ok"})).into_response(),
-    )
-}
-
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let started = Instant::now();
-    let response = if app.ready.load(Ordering::Acquire) {
+    let response = if app.metrics.is_ready() {
         Json(json!({"ready": true})).into_response()
     } else {
         (
@@ -408,15 +397,4 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
             .into_response()
     };
     app.timed("readyz", started, response)
-}
-
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let started = Instant::now();
-    let index = {
-        let index = app.index.read();
-        (index.users(), index.items(), index.as_of())
-    };
-    let text = app.metrics.render(index, app.ready.load(Ordering::Acquire));
-    let response = ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response();
-    app.timed("metrics", started, response)
 }

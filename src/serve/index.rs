@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap as HashMap;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::names::{NameBook, NameKind, Names};
 use crate::sink::{OutputRecord, Pending, Sink, Upto};
 
@@ -225,6 +225,10 @@ impl Sink for IndexSink {
             index.as_of = as_of;
         });
         self.metrics.record_apply(started.elapsed());
+        let index = self.shared.read();
+        self.metrics
+            .set_index(index.users(), index.items(), index.as_of());
+        drop(index);
         self.shared.as_of.send_replace(as_of);
         Ok(())
     }

@@ -1,12 +1,20 @@
-//! `GET /metrics`: what `persona serve` has read and how fast it answers,
-//! in Prometheus' text format (version 0.0.4). Latencies are summaries
-//! with quantiles from an HdrHistogram, in seconds.
+//! `GET /metrics`: what a process has read and, for `persona serve`, how
+//! fast it answers, in Prometheus' text format (version 0.0.4). Latencies
+//! are summaries with quantiles from an HdrHistogram, in seconds.
+//! `persona run --listen` serves the same page ([`router`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use hdrhistogram::Histogram;
 
 use crate::summary::{rss_bytes, ReaderCounts};
@@ -33,6 +41,10 @@ pub struct Metrics {
     /// How long applying completed changes held the index's write lock.
     applies: Mutex<Histogram<u64>>,
     requests: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
+    /// Users, items and `as_of` of a serving index, when there is one.
+    index: Mutex<Option<(usize, usize, Option<u64>)>>,
+    /// Whether the initial log is caught up (always, for `persona run`).
+    pub ready: AtomicBool,
 }
 
 /// A latency histogram in microseconds, up to an hour, 3 significant digits.
@@ -47,6 +59,8 @@ impl Metrics {
             ticks: Mutex::new(histogram()),
             applies: Mutex::new(histogram()),
             requests: Mutex::new(ENDPOINTS.iter().map(|&e| (e, histogram())).collect()),
+            index: Mutex::new(None),
+            ready: AtomicBool::new(false),
         }
     }
 
@@ -88,9 +102,18 @@ impl Metrics {
         }
     }
 
-    /// The metrics in Prometheus' text format; `index` is (users, items,
-    /// as of) of the serving index, `ready` whether the log is caught up.
-    pub fn render(&self, index: (usize, usize, Option<u64>), ready: bool) -> String {
+    /// Users, items and `as_of` of the serving index, after a change.
+    pub fn set_index(&self, users: usize, items: usize, as_of: Option<u64>) {
+        *self.index.lock().unwrap_or_else(|p| p.into_inner()) = Some((users, items, as_of));
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let ready = self.is_ready();
         let totals = self.totals();
         let mut out = String::new();
         let accepted = totals.decoded.saturating_sub(totals.duplicates);
@@ -130,26 +153,28 @@ impl Metrics {
                 reason.code()
             );
         }
-        let (users, items, as_of) = index;
-        gauge(
-            &mut out,
-            "persona_index_users",
-            "Users with a profile in the serving index.",
-            users as f64,
-        );
-        gauge(
-            &mut out,
-            "persona_index_items",
-            "Items in at least one history in the serving index.",
-            items as f64,
-        );
-        if let Some(as_of) = as_of {
+        let index = *self.index.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((users, items, as_of)) = index {
             gauge(
                 &mut out,
-                "persona_as_of_ms",
-                "The last complete tick answers are as of (event time, ms).",
-                as_of as f64,
+                "persona_index_users",
+                "Users with a profile in the serving index.",
+                users as f64,
             );
+            gauge(
+                &mut out,
+                "persona_index_items",
+                "Items in at least one history in the serving index.",
+                items as f64,
+            );
+            if let Some(as_of) = as_of {
+                gauge(
+                    &mut out,
+                    "persona_as_of_ms",
+                    "The last complete tick answers are as of (event time, ms).",
+                    as_of as f64,
+                );
+            }
         }
         gauge(
             &mut out,
@@ -232,4 +257,61 @@ fn summary(out: &mut String, name: &str, labels: &str, histogram: &Histogram<u64
     };
     let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
     let _ = writeln!(out, "{name}_count{} {}", braces(labels), histogram.len());
+}
+
+/// `GET /metrics` and `GET /healthz`.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .with_state(metrics)
+}
+
+/// The metrics page, timed as the `metrics` endpoint.
+pub async fn metrics_page(State(metrics): State<Arc<Metrics>>) -> Response {
+    let started = std::time::Instant::now();
+    let response = (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+        .into_response();
+    metrics.record_request("metrics", started.elapsed());
+    response
+}
+
+/// 200 while the process runs.
+pub async fn healthz(State(metrics): State<Arc<Metrics>>) -> Response {
+    let started = std::time::Instant::now();
+    let response = Json(serde_json::json!({"status": "ok"})).into_response();
+    metrics.record_request("healthz", started.elapsed());
+    response
+}
+
+/// Runs `router` on `listener` on threads of its own until `stop`.
+pub fn start_http(
+    listener: std::net::TcpListener,
+    router: Router,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("persona-http")
+        .enable_all()
+        .build()
+        .context("cannot start the HTTP server's runtime")?;
+    Ok(std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let stopped = async move {
+                while !stop.load(Ordering::Acquire) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stopped)
+                .await
+                .context("the HTTP server failed")
+        })
+    }))
 }
