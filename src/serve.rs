@@ -104,19 +104,14 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
             Some((input.clone(), files))
         }
     };
-    let dead_letters = match &plan.out {
-        None => None,
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            Some(DeadLetterFiles::create(
-                dir,
-                plan.timely.process,
-                plan.timely.processes,
-                config.output.raw_file_mode,
-            )?)
-        }
-    };
+    let dead_letters = plan
+        .out
+        .as_deref()
+        .map(|dir| {
+            let (process, processes) = (plan.timely.process, plan.timely.processes);
+            DeadLetterFiles::create(dir, process, processes, config.output.raw_file_mode)
+        })
+        .transpose()?;
     let listen = listen_address(
         plan.listen.as_ref().unwrap_or(&config.serve.listen),
         plan.timely.process,

@@ -101,19 +101,13 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         out.is_some() || has_topics,
         "persona run has no outputs: give --out DIR, a [sink.files] dir, or [sink.kafka] topics"
     );
-    let dead_letters = match &out {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            Some(DeadLetterFiles::create(
-                dir,
-                plan.timely.process,
-                plan.timely.processes,
-                plan.config.output.raw_file_mode,
-            )?)
-        }
-        None => None,
-    };
+    let dead_letters = out
+        .as_deref()
+        .map(|dir| {
+            let (process, processes) = (plan.timely.process, plan.timely.processes);
+            DeadLetterFiles::create(dir, process, processes, plan.config.output.raw_file_mode)
+        })
+        .transpose()?;
     if let Some((kafka, topic)) = kafka.and_then(|k| Some((k, k.rejected.as_ref()?))) {
         ensure_topic(
             &kafka.brokers,

@@ -28,13 +28,15 @@ pub struct DeadLetterFiles {
 }
 
 impl DeadLetterFiles {
-    /// Creates both files in `dir` with permissions `mode`.
+    /// Creates both files in `dir` (and `dir`, if missing) with
+    /// permissions `mode`.
     pub fn create(
         dir: &Path,
         process: usize,
         processes: usize,
         mode: u32,
     ) -> anyhow::Result<DeadLetterFiles> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let writer = |name: &str| -> anyhow::Result<SharedWriter> {
             let path = part_path(dir, name, process, processes)?;
             let file = create_private_file(&path, mode)
