@@ -10,6 +10,7 @@
 pub mod dead_letters;
 pub mod fallback;
 pub mod kafka;
+pub mod ranked;
 pub mod render;
 pub mod staging;
 

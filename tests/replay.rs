@@ -369,3 +369,27 @@ fn replay_memory_grows_linearly_with_the_log() {
     );
     assert!(peaks[1] < 1e9, "40k rows took {:.0} MB", peaks[1] / 1e6);
 }
+
+/// Without `--changelog`, similar items and recommendations are ranked at
+/// the end from the exact state, by the code that answers `persona serve`;
+/// with it, by the dataflow once per period. The files must not differ.
+#[test]
+fn rankings_at_the_end_equal_the_materialised_ones() {
+    let input = shared_data("online_retail_all.csv.xz");
+    let (ranked, summary_ranked) = replay(&input, "online-retail", &[]);
+    let (materialised, summary_materialised) =
+        replay(&input, "online-retail", &["--changelog", "-w", "2"]);
+    for output in ["similar_items", "recommendations"] {
+        let lines = read_lines(ranked.path(), output);
+        assert!(lines.len() > 3000, "{output}: {} lines", lines.len());
+        assert_eq!(
+            lines,
+            read_lines(materialised.path(), output),
+            "{output} ranked at the end vs materialised"
+        );
+    }
+    assert_eq!(
+        deterministic_part(&summary_ranked)["outputs"],
+        deterministic_part(&summary_materialised)["outputs"]
+    );
+}

@@ -3,7 +3,7 @@
 //! they feed. Building it opens nothing: the sinks' files and topics are
 //! made from what the command opened before.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
@@ -12,10 +12,10 @@ use std::rc::Rc;
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
-use persona_dataflows::cf::collaborative_filtering;
 use persona_dataflows::cf::on_demand::{state_updates, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
+use persona_dataflows::cf::{collaborative_filtering, CfConfig};
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::{Event, Id};
 use timely::container::CapacityContainerBuilder;
@@ -27,6 +27,7 @@ use crate::config::{Output, PipelineConfig, TimeConfig};
 use crate::names::Names;
 use crate::sink::fallback::{FallbackRecord, FallbackSink};
 use crate::sink::kafka::UpsertTopic;
+use crate::sink::ranked::{RankedSink, RankedState};
 use crate::sink::{gather, gather_on, JsonlSink, OutputRecord, Pending, Sink};
 
 /// The output collections, gathered on worker 0.
@@ -41,6 +42,8 @@ pub struct Gathered {
     fallback: Pending<FallbackRecord>,
     /// The state on-demand rankings read ([`Graph::Serving`]).
     state: Pending<StateUpdate>,
+    /// With [`Graph::Ranked`], what the sinks rank with.
+    ranked: Option<CfConfig>,
     top_k: usize,
     users: Pending<Id>,
     items: Pending<Id>,
@@ -56,6 +59,11 @@ pub enum Graph {
     /// recommendations are ranked from on demand (`persona serve`),
     /// gathered on the first worker of every process.
     Serving { workers_per_process: usize },
+    /// Profiles, and the state of [`Graph::Serving`] gathered on worker 0,
+    /// whose sinks rank every item and user from it at the end: the files
+    /// of a replay without a changelog, from the code that answers
+    /// `persona serve`.
+    Ranked,
 }
 
 impl Graph {
@@ -63,7 +71,7 @@ impl Graph {
     /// or for serving the first worker of every process.
     pub fn gatherers(self, peers: usize) -> Rc<[usize]> {
         match self {
-            Graph::Outputs => Rc::from([0]),
+            Graph::Outputs | Graph::Ranked => Rc::from([0]),
             Graph::Serving {
                 workers_per_process,
             } => (0..peers).step_by(workers_per_process.max(1)).collect(),
@@ -105,6 +113,7 @@ pub fn build(
         recommendations: Pending::default(),
         fallback: Pending::default(),
         state: Pending::default(),
+        ranked: (graph == Graph::Ranked).then(|| config.recommend.clone()),
         top_k: config.recommend.top_k,
         users: gather_on(users, probe, gatherers.clone()),
         items: gather_on(items, probe, gatherers.clone()),
@@ -124,7 +133,7 @@ pub fn build(
             gathered.recommendations = gather(cf.personal, probe);
             gathered.fallback = gather(fallback, probe);
         }
-        Graph::Serving { .. } => {
+        Graph::Serving { .. } | Graph::Ranked => {
             let state = state_updates(events, &config.recommend);
             gathered.state = gather_on(state, probe, gatherers);
         }
@@ -251,9 +260,16 @@ impl Gathered {
             files,
             topics.remove(&Output::Recommendations),
         )?;
-        Ok(Sinks {
-            outputs: vec![
-                Box::new(profiles),
+        let rankings: [Box<dyn Sink>; 2] = match &self.ranked {
+            // Ranked at the end from the gathered state.
+            Some(cf) => {
+                let state = Rc::new(RefCell::new(RankedState::new(self.state, cf.clone())));
+                [
+                    Box::new(RankedSink::similar_items(state.clone(), similar_items)),
+                    Box::new(RankedSink::recommendations(state, recommendations)),
+                ]
+            }
+            None => [
                 Box::new(similar_items),
                 Box::new(FallbackSink::new(
                     recommendations,
@@ -261,6 +277,10 @@ impl Gathered {
                     self.top_k,
                 )),
             ],
+        };
+        let [similar_items, recommendations] = rankings;
+        Ok(Sinks {
+            outputs: vec![Box::new(profiles), similar_items, recommendations],
             users: Box::new(JsonlSink::counter("users", self.users)),
             items: Box::new(JsonlSink::counter("items", self.items)),
         })

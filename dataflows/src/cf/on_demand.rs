@@ -192,6 +192,16 @@ impl CfState {
         self.item_users.len()
     }
 
+    /// The items in at least one history, in no order.
+    pub fn items(&self) -> impl Iterator<Item = Id> + '_ {
+        self.item_users.keys().copied()
+    }
+
+    /// The users with a net-present event, in no order.
+    pub fn users(&self) -> impl Iterator<Item = Id> + '_ {
+        self.users.iter().copied()
+    }
+
     /// `item`'s `limit` (0 = all) most similar other items under
     /// `config.metric`: `similar_items.jsonl`'s record with K = `limit`.
     pub fn similar_items(&self, item: Id, limit: usize, config: &CfConfig) -> SimilarItems {
