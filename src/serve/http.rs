@@ -6,7 +6,8 @@
 //! Errors are JSON, `{"error": {"code", "message"}}`, with a stable code:
 //! `unknown_user` and `unknown_item` (404), `not_found` (404, no such
 //! route), `bad_k` (400), `invalid_json` and `invalid_events` (400, nothing
-//! ingested), `body_too_large` (413), `stopping` (503), `wait_timeout` (504).
+//! ingested), `body_too_large` (413), `bad_body` (the body could not be
+//! read), `stopping` (503), `wait_timeout` (504).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
