@@ -303,8 +303,8 @@ impl PipelineWorker {
     pub fn catch_up(&mut self, worker: &mut Worker, budget: Option<Duration>) {
         let frontier = *self.inputs.events.time();
         let started = Instant::now();
-        worker.step_while(|| {
-            self.probe.less_than(&frontier) && budget.is_none_or(|b| started.elapsed() < b)
+        step_until(worker, || {
+            !self.probe.less_than(&frontier) || budget.is_some_and(|b| started.elapsed() >= b)
         });
     }
 
@@ -378,7 +378,7 @@ impl PipelineWorker {
             self.inputs.names.advance_to(time);
             self.inputs.events.flush();
             let probe = &self.probe;
-            worker.step_while(|| probe.less_than(&time));
+            step_until(worker, || !probe.less_than(&time));
             if let Some(sinks) = &mut self.sinks {
                 sinks.drain(Upto::Before(time), &*self.name_book.borrow())?;
             }
@@ -490,6 +490,17 @@ impl Finished {
             writer.flush()?;
         }
         Ok(summary)
+    }
+}
+
+/// Steps `worker` until `done`, parking it briefly when it has nothing to
+/// do rather than spinning: while it waits for other processes, their
+/// messages then get the CPU (timely wakes a parked worker when they
+/// arrive). Spinning workers on a machine with fewer cores than threads
+/// made each cross-process round trip wait for a time slice.
+fn step_until(worker: &mut Worker, mut done: impl FnMut() -> bool) {
+    while !done() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
     }
 }
 
