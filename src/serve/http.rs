@@ -138,6 +138,11 @@ impl App {
     }
 }
 
+/// `as_of` in a message: the tick, or that none is complete yet.
+fn shown(as_of: Option<u64>) -> String {
+    as_of.map_or("no complete tick yet".to_owned(), |t| t.to_string())
+}
+
 /// Adds `as_of` to an answer object.
 fn with_as_of(mut answer: Value, as_of: Option<u64>) -> Value {
     answer["as_of"] = json!(as_of);
@@ -154,7 +159,10 @@ async fn profile(State(app): State<Arc<App>>, Path(user): Path<String>) -> Respo
             None => error(
                 StatusCode::NOT_FOUND,
                 "unknown_user",
-                format!("user {user:?} has no profile as of {:?}", index.as_of()),
+                format!(
+                    "user {user:?} has no profile as of {}",
+                    shown(index.as_of())
+                ),
             ),
         }
     };
@@ -197,7 +205,10 @@ async fn similar(
                 None => error(
                     StatusCode::NOT_FOUND,
                     "unknown_item",
-                    format!("item {item:?} is in no history as of {:?}", index.as_of()),
+                    format!(
+                        "item {item:?} is in no history as of {}",
+                        shown(index.as_of())
+                    ),
                 ),
             }
         }

@@ -10,7 +10,6 @@
 //! heavy ingest that is hundreds of ms of co-occurrence changes), at the
 //! cost of a second copy of the index and of applying each change twice.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,7 +26,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::names::{NameBook, NameKind, Names};
-use crate::sink::{OutputRecord, Pending, Sink, Upto};
+use crate::sink::{take_ready, OutputRecord, Pending, Sink, Upto};
 
 /// Profiles, the state of collaborative filtering, and the names to show
 /// ids with, as of [`Index::as_of`].
@@ -160,22 +159,6 @@ impl IndexSink {
     }
 }
 
-/// The updates of `pending` before `frontier`, consolidated (the others stay).
-fn take_before<D: Ord>(pending: &Pending<D>, frontier: u64) -> Vec<(D, isize)> {
-    let mut pending = pending.borrow_mut();
-    let mut diffs: BTreeMap<D, isize> = BTreeMap::new();
-    let mut later = Vec::new();
-    for (record, time, diff) in pending.drain(..) {
-        if time < frontier {
-            *diffs.entry(record).or_default() += diff;
-        } else {
-            later.push((record, time, diff));
-        }
-    }
-    *pending = later;
-    diffs.into_iter().filter(|(_, diff)| *diff != 0).collect()
-}
-
 impl Sink for IndexSink {
     fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()> {
         let frontier = match upto {
@@ -184,8 +167,8 @@ impl Sink for IndexSink {
         };
         // The last complete tick: `frontier` is a tick or past every tick.
         let as_of = frontier.checked_sub(1).map(|t| t - t % self.tick_ms);
-        let profiles = take_before(&self.profiles, frontier);
-        let state = take_before(&self.state, frontier);
+        let profiles = take_ready(&self.profiles, upto);
+        let state = take_ready(&self.state, upto);
         if profiles.is_empty() && state.is_empty() && self.shared.read().as_of == as_of {
             return Ok(());
         }

@@ -10,13 +10,12 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use differential_dataflow::consolidation::consolidate;
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::CfConfig;
 
-use super::{is_ready, JsonlSink, Pending, Sink, Upto};
+use super::{take_ready, JsonlSink, Pending, Sink, Upto};
 use crate::names::Names;
 
 /// The gathered state, applied as times complete, shared by the two sinks.
@@ -37,16 +36,7 @@ impl RankedState {
 
     /// Applies the complete updates (the state changes at every tick).
     fn drain(&mut self, upto: Upto) {
-        let mut ready: Vec<(StateUpdate, isize)> = {
-            let mut pending = self.pending.borrow_mut();
-            let (ready, rest): (Vec<_>, Vec<_>) = pending
-                .drain(..)
-                .partition(|(_, time, _)| is_ready(upto, 1, *time));
-            *pending = rest;
-            ready.into_iter().map(|(u, _, d)| (u, d)).collect()
-        };
-        consolidate(&mut ready);
-        self.cf.apply(&ready);
+        self.cf.apply(&take_ready(&self.pending, upto));
     }
 }
 
