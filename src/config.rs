@@ -84,6 +84,11 @@ pub struct ServeConfig {
     /// has passed by more is `late`. Default: 1000, so that events stamped
     /// in whole seconds (or by a client whose clock lags) are applied.
     pub lateness_ms: u64,
+    /// Once the log is read, run the dataflow's workers under Linux's
+    /// `SCHED_IDLE` policy, so that the threads answering reads always run
+    /// first: under a read load that takes every core, events then become
+    /// visible later rather than answers arriving later. Default: true.
+    pub reads_first: bool,
 }
 
 impl Default for ServeConfig {
@@ -92,6 +97,7 @@ impl Default for ServeConfig {
             listen: "127.0.0.1:8080".to_owned(),
             max_body_bytes: 1 << 20,
             lateness_ms: 1000,
+            reads_first: true,
         }
     }
 }
@@ -550,6 +556,12 @@ pub struct TimeConfig {
 /// Allowed lateness from which the input frontier cannot move before the end
 /// of a log: a century reaches back before the first event of any log.
 const UNBOUNDED_LATENESS_S: u64 = 100 * 365 * 86_400;
+
+/// The last millisecond of the period of `time`: where an update that
+/// arrives during a period takes effect.
+pub fn end_of_period(time: u64, period: u64) -> u64 {
+    (time - time % period).saturating_add(period - 1)
+}
 
 /// The Kafka brokers when a config names none.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";

@@ -34,7 +34,7 @@ pub const ENDPOINTS: [&str; 8] = [
 /// Counters and latencies of one serving process.
 pub struct Metrics {
     /// Each worker's counts of what it read, as it last published them.
-    readers: Mutex<Vec<(ReaderCounts, u64)>>,
+    readers: Mutex<Vec<Published>>,
     /// How long a live tick took, from the frontier's advance to the index
     /// showing it.
     ticks: Mutex<Histogram<u64>>,
@@ -48,6 +48,14 @@ pub struct Metrics {
 }
 
 /// A latency histogram in microseconds, up to an hour, 3 significant digits.
+/// What a worker last published.
+#[derive(Clone, Debug, Default)]
+struct Published {
+    counts: ReaderCounts,
+    duplicates: u64,
+    arranged: i64,
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
@@ -55,7 +63,7 @@ fn histogram() -> Histogram<u64> {
 impl Metrics {
     pub fn new(workers: usize) -> Metrics {
         Metrics {
-            readers: Mutex::new(vec![(ReaderCounts::default(), 0); workers]),
+            readers: Mutex::new(vec![Published::default(); workers]),
             ticks: Mutex::new(histogram()),
             applies: Mutex::new(histogram()),
             requests: Mutex::new(ENDPOINTS.iter().map(|&e| (e, histogram())).collect()),
@@ -64,19 +72,24 @@ impl Metrics {
         }
     }
 
-    /// Worker `index`'s counts so far, and the duplicates it dropped.
-    pub fn publish(&self, index: usize, counts: &ReaderCounts, duplicates: u64) {
+    /// Worker `index`'s counts so far, the duplicates it dropped, and the
+    /// updates its arrangements hold.
+    pub fn publish(&self, index: usize, counts: &ReaderCounts, duplicates: u64, arranged: i64) {
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        readers[index] = (counts.clone(), duplicates);
+        readers[index] = Published {
+            counts: counts.clone(),
+            duplicates,
+            arranged,
+        };
     }
 
     /// Every worker's counts, summed.
     pub fn totals(&self) -> ReaderCounts {
         let readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         let mut totals = ReaderCounts::default();
-        for (counts, duplicates) in readers.iter() {
-            totals.merge(counts);
-            totals.duplicates += duplicates;
+        for published in readers.iter() {
+            totals.merge(&published.counts);
+            totals.duplicates += published.duplicates;
         }
         totals
     }
@@ -181,6 +194,19 @@ impl Metrics {
             "persona_ready",
             "1 once the initial log is caught up.",
             f64::from(u8::from(ready)),
+        );
+        let arranged: i64 = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|published| published.arranged)
+            .sum();
+        gauge(
+            &mut out,
+            "persona_arranged_records",
+            "Updates held in the dataflow's arrangements, all workers of this process.",
+            arranged as f64,
         );
         gauge(
             &mut out,

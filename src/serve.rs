@@ -18,6 +18,7 @@
 
 mod http;
 mod index;
+mod kafka;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use timely::worker::Worker;
 
+use crate::clean::Judge;
 use crate::config::{wall_clock_ms, FormatKind, PipelineConfig};
 use crate::format::Decoder;
 use crate::metrics::{start_http, Metrics};
@@ -39,8 +41,9 @@ use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
 use crate::source::file::{input_files, SourceError};
 use crate::summary::ReaderCounts;
-use http::{App, Ingest, Ingested};
+use http::{App, Arrivals, Ingest, Ingested};
 use index::{IndexSink, SharedIndex};
+use kafka::KafkaFeed;
 
 pub use http::MAX_K;
 
@@ -79,6 +82,11 @@ struct Shared {
     stop: Arc<AtomicBool>,
     /// Taken by the process's first worker.
     ingest: Mutex<Option<tokio::sync::mpsc::Receiver<Ingest>>>,
+    /// POSTs arrived and not yet applied: the first worker holds their ticks open.
+    arrivals: Arc<Arrivals>,
+    /// This process and the number of processes: the share of the Kafka
+    /// partitions it reads.
+    process: (usize, usize),
 }
 
 /// Serves until SIGINT or SIGTERM; prints `listening on http://ADDR` on
@@ -86,8 +94,8 @@ struct Shared {
 pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
     anyhow::ensure!(
         plan.config.recommend.indicator_action.is_none(),
-        "persona serve does not rank the cross-occurrence indicator on demand: \
-         drop [recommend] indicator_action"
+        "persona serve ranks on demand, which does not rank the cross-occurrence \
+         indicator: drop [recommend] indicator_action"
     );
     let config = plan.config.clone();
     Decoder::new(&config)?;
@@ -134,6 +142,8 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         metrics: Arc::new(Metrics::new(plan.timely.workers.max(1))),
         stop: stop.clone(),
         ingest: Mutex::new(Some(ingested)),
+        arrivals: Arc::default(),
+        process: (plan.timely.process, plan.timely.processes),
     });
     let app = Arc::new(App {
         index: shared.index.clone(),
@@ -142,6 +152,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         metrics: shared.metrics.clone(),
         ingest,
         requests: AtomicU64::new(0),
+        arrivals: shared.arrivals.clone(),
     });
     let server = start_http(listener, http::router(app), stop.clone())?;
     println!("persona serve: listening on http://{address}");
@@ -214,9 +225,12 @@ fn serve_worker(
     })?;
     let mut dead = DeadLetters::new(shared.dead_letters.clone(), None)?;
     let publish = |pipeline: &PipelineWorker| {
-        shared
-            .metrics
-            .publish(local, &pipeline.counts, pipeline.duplicates())
+        shared.metrics.publish(
+            local,
+            &pipeline.counts,
+            pipeline.duplicates(),
+            pipeline.arranged_records(),
+        )
     };
     if let Some((input, files)) = &shared.input {
         read_log(
@@ -229,9 +243,33 @@ fn serve_worker(
             publish,
         )?;
     }
+    // The first worker of each process reads its share of the topics: the
+    // backlog first, in event time, as `persona run` reads it.
+    let mut feed = match local {
+        0 => KafkaFeed::open(config, shared.process.0, shared.process.1)?,
+        _ => None,
+    };
+    if let Some(feed) = &mut feed {
+        let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
+        while !feed.backlog_read() && !shared.stop.load(Ordering::Acquire) {
+            let polled = feed.read(&mut pipeline, None, &mut dead)?;
+            if let Some(watermark) = feed.watermark() {
+                pipeline.advance_to(watermark.saturating_sub(lateness_ms));
+            }
+            pipeline.catch_up(worker, Some(STEP_BUDGET));
+            pipeline.drain()?;
+            publish(&pipeline);
+            if polled == 0 {
+                worker.step_or_park(Some(IDLE));
+            }
+        }
+    }
     let end = pipeline.end_input(worker)?;
     publish(&pipeline);
     dead.flush()?;
+    if config.serve.reads_first {
+        yield_to_reads();
+    }
     if local != 0 {
         // The first worker of a process takes its live events: the others
         // hold nothing back.
@@ -270,12 +308,20 @@ fn serve_worker(
                 break;
             };
             busy = true;
-            let ingested = apply(&mut pipeline, &events, &batch, &mut dead)?;
+            let ingested = apply(&mut pipeline, &events, &batch, lateness_ms, &mut dead)?;
             // The client may have gone; its events are in either way.
             let _ = batch.reply.send(ingested);
         }
+        if let (Some(feed), true) = (&mut feed, pipeline.caught_up()) {
+            // Judged as a POST arriving now is; only once the dataflow has
+            // done the last ones, as POSTs are taken.
+            let closed = pipeline.tick_of(wall_clock_ms().saturating_sub(lateness_ms));
+            busy |= feed.read(&mut pipeline, Some(closed), &mut dead)? > 0;
+        }
         let before = pipeline.frontier();
-        pipeline.advance_to(wall_clock_ms().saturating_sub(lateness_ms));
+        // Up to what the clock has closed, short of a POST still waiting.
+        let now = wall_clock_ms().min(shared.arrivals.earliest().unwrap_or(u64::MAX));
+        pipeline.advance_to(now.saturating_sub(lateness_ms));
         let closed = pipeline.frontier() > before;
         let started = Instant::now();
         pipeline.catch_up(worker, Some(STEP_BUDGET));
@@ -293,14 +339,39 @@ fn serve_worker(
     Ok(())
 }
 
+/// Puts the calling worker thread under `SCHED_IDLE` (`[serve]
+/// reads_first`): it then runs only when no thread answering a read wants
+/// the core, and a read never waits for the end of a worker's time slice
+/// (a few ms under Linux's EEVDF scheduler, which a lower nice value does
+/// not shorten). Measured in BENCHMARKS.md, "Issue 13".
+fn yield_to_reads() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(error) =
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    {
+        tracing::warn!("cannot put a dataflow worker under SCHED_IDLE: {error:?}");
+    }
+}
+
 /// Applies the events of one POST at their ticks; says which were not
-/// applied (late, in the future) and when the others become visible.
+/// applied (late, in the future) and when the others become visible. An
+/// event is late if its tick had closed when the POST arrived: the clock
+/// at the arrival, less `lateness_ms`, was past its tick.
 fn apply(
     pipeline: &mut PipelineWorker,
     decoder: &Decoder,
     batch: &Ingest,
+    lateness_ms: u64,
     dead: &mut DeadLetters,
 ) -> anyhow::Result<Ingested> {
+    // (Never before the input's frontier, should the wall clock step back.)
+    let closed = pipeline
+        .tick_of(batch.arrival.at_ms.saturating_sub(lateness_ms))
+        .max(pipeline.frontier());
     let mut ingested = Ingested::default();
     for (index, line) in batch.lines.iter().enumerate() {
         let position = Position::Http {
@@ -308,7 +379,8 @@ fn apply(
             index,
         };
         let before: ReaderCounts = pipeline.counts.clone();
-        match pipeline.read(decoder, line, &position, None, dead)? {
+        let judge = Judge::Frontier(closed);
+        match pipeline.read(decoder, line, &position, Some(judge), dead)? {
             Some(time_ms) => {
                 ingested.accepted += 1;
                 let tick = pipeline.tick_of(time_ms);

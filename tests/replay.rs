@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn online_retail_summary_accounts_for_every_row() {
@@ -370,26 +370,67 @@ fn replay_memory_grows_linearly_with_the_log() {
     assert!(peaks[1] < 1e9, "40k rows took {:.0} MB", peaks[1] / 1e6);
 }
 
-/// Without `--changelog`, similar items and recommendations are ranked at
-/// the end from the exact state, by the code that answers `persona serve`;
-/// with it, by the dataflow once per period. The files must not differ.
+/// Similar items and recommendations ranked on demand from the exact state
+/// (the default, by the code that answers `persona serve`) equal those the
+/// dataflow maintains (`[recommend] rankings = "dataflow"`): the final
+/// files, ranked once at the end without `--changelog`, and every change of
+/// the changelogs, ranked at the end of each period with it.
 #[test]
-fn rankings_at_the_end_equal_the_materialised_ones() {
+fn rankings_on_demand_equal_the_dataflow_ones() {
     let input = shared_data("online_retail_all.csv.xz");
-    let (ranked, summary_ranked) = replay(&input, "online-retail", &[]);
-    let (materialised, summary_materialised) =
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[recommend]\nrankings = \"dataflow\"\n").unwrap();
+    let dataflow_config = ["--config", config.path().to_str().unwrap()];
+    let (at_end, summary_at_end) = replay(&input, "online-retail", &[]);
+    let (per_period, summary_per_period) =
         replay(&input, "online-retail", &["--changelog", "-w", "2"]);
+    let (dataflow, summary_dataflow) = replay(
+        &input,
+        "online-retail",
+        &[&["--changelog", "-w", "2"][..], &dataflow_config[..]].concat(),
+    );
     for output in ["similar_items", "recommendations"] {
-        let lines = read_lines(ranked.path(), output);
+        let lines = read_lines(dataflow.path(), output);
         assert!(lines.len() > 3000, "{output}: {} lines", lines.len());
         assert_eq!(
             lines,
-            read_lines(materialised.path(), output),
-            "{output} ranked at the end vs materialised"
+            read_lines(at_end.path(), output),
+            "{output} ranked at the end vs by the dataflow"
+        );
+        assert_eq!(
+            lines,
+            read_lines(per_period.path(), output),
+            "{output} ranked per period vs by the dataflow"
+        );
+        let changes = format!("{output}.changes");
+        let dataflow_changes = read_lines(dataflow.path(), &changes);
+        let times: std::collections::BTreeSet<u64> = dataflow_changes
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap()["time"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            times.len() > 10,
+            "{output}: changes at {} times",
+            times.len()
+        );
+        assert_eq!(
+            read_lines(per_period.path(), &changes),
+            dataflow_changes,
+            "{output}: the changes per period"
         );
     }
-    assert_eq!(
-        deterministic_part(&summary_ranked)["outputs"],
-        deterministic_part(&summary_materialised)["outputs"]
-    );
+    for summary in [&summary_at_end, &summary_per_period] {
+        assert_eq!(
+            deterministic_part(summary)["outputs"]["similar_items.jsonl"],
+            deterministic_part(&summary_dataflow)["outputs"]["similar_items.jsonl"]
+        );
+        assert_eq!(
+            deterministic_part(summary)["outputs"]["recommendations.jsonl"],
+            deterministic_part(&summary_dataflow)["outputs"]["recommendations.jsonl"]
+        );
+    }
 }

@@ -490,10 +490,95 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
             "no {line:?} in\n{metrics}"
         );
     }
+    let arranged: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("persona_arranged_records "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no persona_arranged_records in\n{metrics}"));
+    assert!(arranged > 0.0, "the dataflow arranges the log: {arranged}");
     assert_eq!(server.get("/healthz").0, 200);
     server.stop();
     // The late event is a dead letter, with where it came from.
     let late_lines = read_lines(&out, "late");
     assert_eq!(late_lines.len(), 1, "{late_lines:?}");
     assert!(late_lines[0].contains("\"request\":"), "{}", late_lines[0]);
+}
+
+/// `[source.kafka]`: the log's second half produced to a topic is read
+/// after the first half from the file, to the same answers as the replay
+/// of the whole log, on 1 and 2 workers; a message produced while serving
+/// then shows in the profile.
+#[test]
+fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
+    let (dir, config, log) = setup();
+    let replayed = replay_log(dir.path(), &config, &log);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let head = dir.path().join("head.jsonl");
+    let tail = dir.path().join("tail.jsonl");
+    std::fs::write(&head, first.join("\n") + "\n").unwrap();
+    std::fs::write(&tail, second.join("\n") + "\n").unwrap();
+    let brokers = common::kafka::brokers();
+    let topic = common::kafka::unique("serve-events");
+    persona(&[
+        "produce",
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        tail.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--brokers",
+        &brokers,
+        "--partitions",
+        "3",
+    ]);
+    let with_kafka = dir.path().join("kafka.toml");
+    let group = common::kafka::unique("serve-group");
+    std::fs::write(
+        &with_kafka,
+        format!(
+            "{CONFIG}\n[source.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n"
+        ),
+    )
+    .unwrap();
+    for workers in ["1", "2"] {
+        let server = Server::start(&with_kafka, &head, &dir.path().join("out"), workers);
+        assert_answers_equal(&server, &replayed, &format!("log + topic, -w {workers}"));
+        server.stop();
+    }
+
+    // Live: a purchase produced now shows in its user's profile.
+    let server = Server::start(&with_kafka, &head, &dir.path().join("out"), "1");
+    let (_, before) = server.get("/v1/users/u1/profile");
+    let purchases = |profile: &Value| profile["counts"]["purchase"].as_u64().unwrap_or(0);
+    let live = dir.path().join("live.jsonl");
+    let event =
+        json!({"user": "u1", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 1});
+    std::fs::write(&live, format!("{event}\n")).unwrap();
+    persona(&[
+        "produce",
+        "--config",
+        with_kafka.to_str().unwrap(),
+        "--input",
+        live.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--brokers",
+        &brokers,
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, after) = server.get("/v1/users/u1/profile");
+        if purchases(&after) == purchases(&before) + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the produced purchase is not in the profile after 60 s: {after}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
 }

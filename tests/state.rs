@@ -6,7 +6,7 @@
 //! every persona run configures them (idle arrangements keep merging).
 
 use differential_dataflow::input::InputSession;
-use persona::bench::driver::count_arranged;
+use persona::runtime::worker::count_arranged;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig};
 use persona_dataflows::profile::{profiles, AttributeVersion, ProfileConfig};
 use persona_dataflows::time::DAY_MS;

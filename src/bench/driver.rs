@@ -21,7 +21,6 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
-use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
 use persona_dataflows::cf::collaborative_filtering;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
@@ -32,6 +31,7 @@ use timely::worker::Worker;
 
 use crate::config::{PipelineConfig, TimeConfig};
 use crate::runtime::pipeline;
+use crate::runtime::worker::count_arranged;
 
 /// Which outputs the dataflow maintains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -229,36 +229,6 @@ fn leaf_operator_times(operators: Vec<(String, Vec<usize>, Duration)>) -> Vec<Op
         .collect();
     times.sort_by(|a, b| b.ms.total_cmp(&a.ms).then(a.name.cmp(&b.name)));
     times
-}
-
-/// Counts the updates held in this worker's arrangements from
-/// differential's batch, merge and drop events.
-pub fn count_arranged(worker: &mut Worker) -> Rc<RefCell<i64>> {
-    let arranged = Rc::new(RefCell::new(0i64));
-    let count = arranged.clone();
-    if let Some(mut registry) = worker.log_register() {
-        registry.insert::<DifferentialEventBuilder, _>(
-            "differential/arrange",
-            move |_time, events| {
-                let Some(events) = events else { return };
-                let mut count = count.borrow_mut();
-                for (_, event) in events.iter() {
-                    match event {
-                        DifferentialEvent::Batch(batch) => *count += batch.length as i64,
-                        DifferentialEvent::Merge(merge) => {
-                            if let Some(merged) = merge.complete {
-                                *count += merged as i64;
-                                *count -= (merge.length1 + merge.length2) as i64;
-                            }
-                        }
-                        DifferentialEvent::Drop(drop) => *count -= drop.length as i64,
-                        _ => {}
-                    }
-                }
-            },
-        );
-    }
-    arranged
 }
 
 /// Operator names, addresses and busy times of this worker.

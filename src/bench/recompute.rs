@@ -10,7 +10,7 @@ use persona_dataflows::Event;
 
 use crate::bench::driver::{timestamp, Graph, Workload};
 use crate::clean::as_record;
-use crate::runtime::pipeline::end_of_period;
+use crate::config::end_of_period;
 
 /// The time of each recompute, one per batch.
 pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {

@@ -54,7 +54,9 @@ fn online_retail() -> PipelineConfig {
                 item: "StockCode".into(),
                 action_constant: Some("purchase".into()),
                 time: "InvoiceDate".into(),
-                time_format: Some("%Y-%m-%d %H:%M:%S".into()),
+                // `%.f`: optional fractional seconds, so live events can be stamped
+                // to the millisecond (the log has whole seconds).
+                time_format: Some("%Y-%m-%d %H:%M:%S%.f".into()),
                 time_zone: Some("Europe/London".into()),
                 price: Some("UnitPrice".into()),
                 quantity: Some("Quantity".into()),

@@ -15,7 +15,7 @@ use differential_dataflow::VecCollection;
 use persona_dataflows::cf::on_demand::{state_updates, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
-use persona_dataflows::cf::{collaborative_filtering, CfConfig};
+use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::{Event, Id};
 use timely::container::CapacityContainerBuilder;
@@ -23,11 +23,11 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::{Capability, Operator};
 use timely::dataflow::ProbeHandle;
 
-use crate::config::{Output, PipelineConfig, TimeConfig};
+use crate::config::{end_of_period, Output, PipelineConfig, TimeConfig};
 use crate::names::Names;
 use crate::sink::fallback::{FallbackRecord, FallbackSink};
 use crate::sink::kafka::UpsertTopic;
-use crate::sink::ranked::{RankedSink, RankedState};
+use crate::sink::ranked::{Periods, RankedSink, RankedState};
 use crate::sink::{gather, gather_on, JsonlSink, OutputRecord, Pending, Sink};
 
 /// The output collections, gathered on worker 0.
@@ -60,13 +60,21 @@ pub enum Graph {
     /// gathered on the first worker of every process.
     Serving { workers_per_process: usize },
     /// Profiles, and the state of [`Graph::Serving`] gathered on worker 0,
-    /// whose sinks rank every item and user from it at the end: the files
-    /// of a replay without a changelog, from the code that answers
-    /// `persona serve`.
+    /// whose sinks rank every item and user from it (per period, or at the
+    /// end: `sink::ranked`) with the code that answers `persona serve`.
     Ranked,
 }
 
 impl Graph {
+    /// The graph of `replay` and `run`: rankings from the dataflow, or
+    /// from its state on demand, as `[recommend] rankings` says.
+    pub fn of_outputs(config: &PipelineConfig) -> Graph {
+        match config.recommend.rankings() {
+            Rankings::OnDemand => Graph::Ranked,
+            Rankings::Dataflow => Graph::Outputs,
+        }
+    }
+
     /// The workers that gather the outputs, of `peers` in all: worker 0,
     /// or for serving the first worker of every process.
     pub fn gatherers(self, peers: usize) -> Rc<[usize]> {
@@ -217,12 +225,6 @@ pub fn cf_events<'s>(
         .as_collection()
 }
 
-/// The last millisecond of the period of `time`: where an update that
-/// arrives during a period takes effect.
-pub fn end_of_period(time: u64, period: u64) -> u64 {
-    (time - time % period).saturating_add(period - 1)
-}
-
 /// The sinks of worker 0: the output files, and counters for the summary.
 pub struct Sinks {
     pub outputs: Vec<Box<dyn Sink>>,
@@ -261,9 +263,21 @@ impl Gathered {
             topics.remove(&Output::Recommendations),
         )?;
         let rankings: [Box<dyn Sink>; 2] = match &self.ranked {
-            // Ranked at the end from the gathered state.
+            // Ranked from the gathered state.
             Some(cf) => {
-                let state = Rc::new(RefCell::new(RankedState::new(self.state, cf.clone())));
+                let periods = Periods {
+                    period: similar_items.period(),
+                    tick_ms: self.time.tick_ms,
+                };
+                let per_period = similar_items.writes_changes() || recommendations.writes_changes();
+                let state = Rc::new(RefCell::new(RankedState::new(
+                    self.state,
+                    cf.clone(),
+                    periods,
+                    per_period,
+                    self.similar_items.clone(),
+                    self.recommendations.clone(),
+                )));
                 [
                     Box::new(RankedSink::similar_items(state.clone(), similar_items)),
                     Box::new(RankedSink::recommendations(state, recommendations)),

@@ -179,17 +179,10 @@ fn run_worker(
     let index = worker.index();
     let peers = worker.peers();
     let config = &plan.config;
-    // Without a changelog only the final rankings are written: they are
-    // ranked at the end from the exact state, as `persona serve` ranks
-    // (the cross-occurrence indicator is ranked by the dataflow only).
-    let graph = if plan.changelog || config.recommend.indicator_action.is_some() {
-        Graph::Outputs
-    } else {
-        Graph::Ranked
-    };
-    let mut pipeline = PipelineWorker::new(worker, config, graph, |gathered| {
-        Ok(gathered.into_sinks(Some((dir, plan.changelog)), UpsertTopics::new())?)
-    })?;
+    let mut pipeline =
+        PipelineWorker::new(worker, config, Graph::of_outputs(config), |gathered| {
+            Ok(gathered.into_sinks(Some((dir, plan.changelog)), UpsertTopics::new())?)
+        })?;
     let mut dead = DeadLetters::new(Some(dead_letters.clone()), None)?;
     let bytes_read = Arc::new(AtomicU64::new(0));
     let progress = (index == 0).then(|| progress_bar(total_bytes(files)));

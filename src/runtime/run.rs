@@ -23,7 +23,7 @@
 //! processes, signal every process.
 
 mod offsets;
-mod watermarks;
+pub(crate) mod watermarks;
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -37,12 +37,13 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
+use crate::config::end_of_period;
 use crate::config::{FormatKind, Output, PipelineConfig};
 use crate::format::Decoder;
 use crate::kafka::{ensure_topic, Offsets};
 use crate::metrics::{self, start_http, Metrics};
 use crate::rejected::Position;
-use crate::runtime::pipeline::{end_of_period, Graph, UpsertTopics};
+use crate::runtime::pipeline::{Graph, UpsertTopics};
 use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
@@ -52,7 +53,7 @@ use crate::source::kafka::{
 };
 use crate::summary::Summary;
 use offsets::{EarlierRun, Snapshots};
-use watermarks::PartitionWatermarks;
+pub(crate) use watermarks::PartitionWatermarks;
 
 /// Everything a run needs, shared by its workers.
 #[derive(Clone, Debug)]
@@ -181,7 +182,7 @@ struct Shared {
 /// The config a topic's messages decode with: each message is one line of
 /// the `[input]` format, and a topic has no header line, so a CSV topic's
 /// columns come from `[input.csv] columns` (presets set them).
-fn topic_decoding(config: &PipelineConfig) -> anyhow::Result<PipelineConfig> {
+pub(crate) fn topic_decoding(config: &PipelineConfig) -> anyhow::Result<PipelineConfig> {
     let mut config = config.clone();
     let csv = &mut config.input.csv;
     if config.input.format == FormatKind::Csv && csv.has_header {
@@ -204,9 +205,10 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         0 => upsert_topics(config)?,
         _ => UpsertTopics::new(),
     };
-    let mut pipeline = PipelineWorker::new(worker, config, Graph::Outputs, |gathered| {
-        Ok(gathered.into_sinks(files, topics)?)
-    })?;
+    let mut pipeline =
+        PipelineWorker::new(worker, config, Graph::of_outputs(config), |gathered| {
+            Ok(gathered.into_sinks(files, topics)?)
+        })?;
     let period = config.time.recommend_period();
 
     // How far each worker has read, gathered on worker 0.
@@ -315,9 +317,12 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         }
         pipeline.catch_up(worker, Some(Duration::from_millis(50)));
         let local = index % shared.plan.timely.workers.max(1);
-        shared
-            .metrics
-            .publish(local, &pipeline.counts, pipeline.duplicates());
+        shared.metrics.publish(
+            local,
+            &pipeline.counts,
+            pipeline.duplicates(),
+            pipeline.arranged_records(),
+        );
         if polled == 0 {
             worker.step_or_park(Some(Duration::from_millis(10)));
         }

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
+use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
 use persona_dataflows::profile::{AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::vec::Broadcast;
@@ -100,6 +101,38 @@ pub struct PipelineWorker {
     pending: BTreeMap<u64, u64>,
     /// The end of the input as collaborative filtering's gate learns it.
     input_end: Rc<Cell<Option<u64>>>,
+    /// Updates held in this worker's arrangements.
+    arranged: Rc<RefCell<i64>>,
+}
+
+/// Counts the updates held in this worker's arrangements from
+/// differential's batch, merge and drop events.
+pub fn count_arranged(worker: &mut Worker) -> Rc<RefCell<i64>> {
+    let arranged = Rc::new(RefCell::new(0i64));
+    let count = arranged.clone();
+    if let Some(mut registry) = worker.log_register() {
+        registry.insert::<DifferentialEventBuilder, _>(
+            "differential/arrange",
+            move |_time, events| {
+                let Some(events) = events else { return };
+                let mut count = count.borrow_mut();
+                for (_, event) in events.iter() {
+                    match event {
+                        DifferentialEvent::Batch(batch) => *count += batch.length as i64,
+                        DifferentialEvent::Merge(merge) => {
+                            if let Some(merged) = merge.complete {
+                                *count += merged as i64;
+                                *count -= (merge.length1 + merge.length2) as i64;
+                            }
+                        }
+                        DifferentialEvent::Drop(drop) => *count -= drop.length as i64,
+                        _ => {}
+                    }
+                }
+            },
+        );
+    }
+    arranged
 }
 
 /// At most about this many steps take the dataflow from its input frontier
@@ -123,6 +156,7 @@ impl PipelineWorker {
         make_sinks: impl FnOnce(Gathered) -> anyhow::Result<Sinks>,
     ) -> anyhow::Result<PipelineWorker> {
         let index = worker.index();
+        let arranged = count_arranged(worker);
         let dedup_horizon = config
             .cleaning
             .dedup
@@ -223,6 +257,7 @@ impl PipelineWorker {
             end,
             pending: BTreeMap::new(),
             input_end,
+            arranged,
         })
     }
 
@@ -431,6 +466,11 @@ impl PipelineWorker {
             totals,
             names,
         }))
+    }
+
+    /// The updates held in this worker's arrangements now.
+    pub fn arranged_records(&self) -> i64 {
+        *self.arranged.borrow()
     }
 
     /// The duplicates this worker's deduplication dropped so far.

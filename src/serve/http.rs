@@ -9,7 +9,8 @@
 //! ingested), `body_too_large` (413), `bad_body` (the body could not be
 //! read), `stopping` (503), `wait_timeout` (504).
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::index::SharedIndex;
-use crate::config::PipelineConfig;
+use crate::config::{wall_clock_ms, PipelineConfig};
 use crate::format::{Decoder, Outcome};
 use crate::ids::{id_of, normalise_id};
 use crate::metrics::{self, Metrics};
@@ -41,6 +42,8 @@ const WAIT_LIMIT: Duration = Duration::from_secs(30);
 pub struct Ingest {
     /// The request's number, counted from 1: the events' [`Position::Http`].
     pub request: u64,
+    /// When the request arrived: its events are judged late against it.
+    pub arrival: Arrival,
     /// Each event as one JSON line.
     pub lines: Vec<Vec<u8>>,
     pub reply: oneshot::Sender<Ingested>,
@@ -57,6 +60,61 @@ pub struct Ingested {
     pub visible_at: Option<u64>,
 }
 
+/// The wall-clock times (ms) at which the POSTs not yet applied arrived.
+/// The first worker closes no tick that such a POST may still hold
+/// (`arrival − lateness_ms`), so whether an event is late depends on when
+/// it reached the server, not on how long it then waited for the dataflow.
+#[derive(Default)]
+pub struct Arrivals(Mutex<BTreeMap<u64, usize>>);
+
+impl Arrivals {
+    /// The earliest arrival of a POST not yet applied.
+    pub fn earliest(&self) -> Option<u64> {
+        self.lock().keys().next().copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// One POST's arrival, registered in [`Arrivals`] until it is dropped:
+/// once its events are applied, or its request is given up.
+pub struct Arrival {
+    arrivals: Arc<Arrivals>,
+    pub at_ms: u64,
+}
+
+impl Arrival {
+    /// Registers a POST arriving now.
+    pub fn now(arrivals: &Arc<Arrivals>) -> Arrival {
+        // The clock is read under the lock: a worker that saw no POST
+        // waiting had read the clock before this one does.
+        let mut waiting = arrivals.lock();
+        let at_ms = wall_clock_ms();
+        *waiting.entry(at_ms).or_default() += 1;
+        drop(waiting);
+        Arrival {
+            arrivals: arrivals.clone(),
+            at_ms,
+        }
+    }
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        let mut arrivals = self.arrivals.lock();
+        if let Entry::Occupied(mut entry) = arrivals.entry(self.at_ms) {
+            *entry.get_mut() -= 1;
+            if *entry.get() == 0 {
+                entry.remove();
+            }
+        }
+    }
+}
+
 /// What the handlers share.
 pub struct App {
     pub index: Arc<SharedIndex>,
@@ -67,6 +125,8 @@ pub struct App {
     /// Checks POSTed events with the `[input]` mapping, as JSON.
     pub decoder: Mutex<Decoder>,
     pub requests: AtomicU64,
+    /// POSTs arrived and not yet applied.
+    pub arrivals: Arc<Arrivals>,
 }
 
 /// The routes.
@@ -175,14 +235,18 @@ async fn recommendations(
     Query(params): Params,
 ) -> Response {
     let started = Instant::now();
-    let cf = &app.config.recommend;
-    let response = match k_of(&params, cf.top_k) {
+    let top_k = app.config.recommend.top_k;
+    let response = match k_of(&params, top_k) {
         Err(error) => error.into_response(),
         Ok(k) => {
-            let id = app.id(&user);
-            let index = app.index.read();
-            let answer = index.recommendations(id, &user, k, cf);
-            Json(with_as_of(answer, index.as_of())).into_response()
+            let app = app.clone();
+            off_runtime(move || {
+                let id = app.id(&user);
+                let index = app.index.read();
+                let answer = index.recommendations(id, &user, k, &app.config.recommend);
+                Json(with_as_of(answer, index.as_of())).into_response()
+            })
+            .await
         }
     };
     app.timed("recommendations", started, response)
@@ -194,23 +258,27 @@ async fn similar(
     Query(params): Params,
 ) -> Response {
     let started = Instant::now();
-    let cf = &app.config.recommend;
-    let response = match k_of(&params, cf.neighbors) {
+    let neighbors = app.config.recommend.neighbors;
+    let response = match k_of(&params, neighbors) {
         Err(error) => error.into_response(),
         Ok(k) => {
-            let id = app.id(&item);
-            let index = app.index.read();
-            match index.similar_items(id, k, cf) {
-                Some(answer) => Json(with_as_of(answer, index.as_of())).into_response(),
-                None => error(
-                    StatusCode::NOT_FOUND,
-                    "unknown_item",
-                    format!(
-                        "item {item:?} is in no history as of {}",
-                        shown(index.as_of())
+            let app = app.clone();
+            off_runtime(move || {
+                let id = app.id(&item);
+                let index = app.index.read();
+                match index.similar_items(id, k, &app.config.recommend) {
+                    Some(answer) => Json(with_as_of(answer, index.as_of())).into_response(),
+                    None => error(
+                        StatusCode::NOT_FOUND,
+                        "unknown_item",
+                        format!(
+                            "item {item:?} is in no history as of {}",
+                            shown(index.as_of())
+                        ),
                     ),
-                ),
-            }
+                }
+            })
+            .await
         }
     };
     app.timed("similar", started, response)
@@ -229,53 +297,18 @@ async fn events(
 /// Checks every event of the body with the `[input]` mapping; ingests them
 /// all, or none if one is malformed.
 async fn ingest(
-    app: &App,
+    app: &Arc<App>,
     params: &HashMap<String, String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!(
-                    "the body is larger than [serve] max_body_bytes = {}",
-                    app.config.serve.max_body_bytes
-                ),
-            )
-        }
-        Err(rejection) => return error(rejection.status(), "bad_body", rejection.body_text()),
-    };
-    let events: Vec<Value> = match serde_json::from_slice(&body) {
-        Ok(Value::Array(events)) => events,
-        Ok(event @ Value::Object(_)) => vec![event],
-        Ok(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                "the body must be a JSON object (one event) or an array of them".into(),
-            )
-        }
-        Err(error_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body is not JSON: {error_}"),
-            )
-        }
-    };
-    let request = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let lines = match check_events(app, request, &events) {
-        Ok(lines) => lines,
-        Err(rejected) => {
-            let body = json!({"error": {
-                "code": "invalid_events",
-                "message": format!("{} of {} events cannot be mapped; none was ingested", rejected.len(), events.len()),
-                "rejected": rejected,
-            }});
-            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
-        }
+    // Registered before the body is checked: no tick it may hold closes.
+    let arrival = Arrival::now(&app.arrivals);
+    let checking = app.clone();
+    let checked = tokio::task::spawn_blocking(move || checked_events(&checking, body)).await;
+    let (request, lines) = match checked {
+        Ok(Ok(checked)) => checked,
+        Ok(Err(response)) => return *response,
+        Err(_) => return internal_error(),
     };
     let (reply, answer) = oneshot::channel();
     let stopping = || {
@@ -289,6 +322,7 @@ async fn ingest(
         .ingest
         .send(Ingest {
             request,
+            arrival,
             lines,
             reply,
         })
@@ -342,6 +376,90 @@ async fn ingest(
         "as_of": as_of,
     });
     (status, Json(body)).into_response()
+}
+
+/// The request's number and each event of the body as one JSON line, or
+/// the error answer: a body that is not JSON events, or events the
+/// `[input]` mapping cannot map (then none is ingested).
+fn checked_events(
+    app: &App,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(u64, Vec<Vec<u8>>), Box<Response>> {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the body is larger than [serve] max_body_bytes = {}",
+                    app.config.serve.max_body_bytes
+                ),
+            ))
+        }
+        Err(rejection) => {
+            return Err(refuse(
+                rejection.status(),
+                "bad_body",
+                rejection.body_text(),
+            ))
+        }
+    };
+    let events: Vec<Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Array(events)) => events,
+        Ok(event @ Value::Object(_)) => vec![event],
+        Ok(_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "the body must be a JSON object (one event) or an array of them".into(),
+            ))
+        }
+        Err(error_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("the body is not JSON: {error_}"),
+            ))
+        }
+    };
+    let request = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    match check_events(app, request, &events) {
+        Ok(lines) => Ok((request, lines)),
+        Err(rejected) => {
+            let body = json!({"error": {
+                "code": "invalid_events",
+                "message": format!("{} of {} events cannot be mapped; none was ingested", rejected.len(), events.len()),
+                "rejected": rejected,
+            }});
+            Err(Box::new(
+                (StatusCode::BAD_REQUEST, Json(body)).into_response(),
+            ))
+        }
+    }
+}
+
+/// Runs CPU-bound work (ranking a user's or an item's list) on tokio's
+/// blocking threads: the runtime's two threads then never hold a profile
+/// lookup behind a long ranking, and the OS shares the cores between them.
+async fn off_runtime(work: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| internal_error())
+}
+
+/// An error answer, boxed to pass through a `Result`.
+fn refuse(status: StatusCode, code: &'static str, message: String) -> Box<Response> {
+    Box::new(error(status, code, message))
+}
+
+/// The answer when a handler's work panicked.
+fn internal_error() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request failed inside the server".into(),
+    )
 }
 
 /// Each event as one JSON line, or the rejection of each event the

@@ -1,7 +1,14 @@
-//! Similar items and recommendations ranked at the end of a replay from
-//! the state collaborative filtering keeps exact ([`Graph::Ranked`]), by
-//! the code that answers `persona serve` (`cf::on_demand::CfState`), so a
-//! replay's files and a server's answers cannot disagree.
+//! Similar items and recommendations ranked from the state collaborative
+//! filtering keeps exact ([`Graph::Ranked`]), by the code that answers
+//! `persona serve` (`cf::on_demand::CfState`), so a replay's files and a
+//! server's answers cannot disagree.
+//!
+//! Without a changelog or upsert topic only the final lists are written,
+//! so they are ranked once, at the end. With one, every item and user is
+//! ranked again at the end of each period (`recommend_tick_ms`), where the
+//! dataflow's own rankings change (`Rankings::Dataflow`), and what changed
+//! goes to the output as a retraction of the old list and an insertion of
+//! the new, at the time the dataflow would give it.
 //!
 //! [`Graph::Ranked`]: crate::runtime::pipeline::Graph::Ranked
 
@@ -14,97 +21,262 @@ use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::CfConfig;
+use persona_dataflows::Id;
+use rustc_hash::FxHashMap as HashMap;
 
-use super::{take_ready, JsonlSink, Pending, Sink, Upto};
+use super::{is_ready, JsonlSink, OutputRecord, Pending, Sink, Upto};
+use crate::config::end_of_period;
 use crate::names::Names;
+
+/// When the rankings change: at the end of each period of `period` ms, or
+/// at every tick when the period is no longer than one.
+#[derive(Clone, Copy, Debug)]
+pub struct Periods {
+    pub period: u64,
+    pub tick_ms: u64,
+}
+
+impl Periods {
+    /// The time the rankings of the state at `time` are given at.
+    fn change_time(self, time: u64) -> u64 {
+        if self.period <= self.tick_ms {
+            time
+        } else {
+            end_of_period(time, self.period)
+        }
+    }
+}
 
 /// The gathered state, applied as times complete, shared by the two sinks.
 pub struct RankedState {
     pending: Pending<StateUpdate>,
     cf: CfState,
     config: CfConfig,
+    periods: Periods,
+    /// Whether the lists are ranked at the end of each period (a changelog
+    /// or upsert topic reads them), or only at the end.
+    per_period: bool,
+    similar_items: Ranking<SimilarItems>,
+    recommendations: Ranking<Recommendations>,
+    /// Without a ranking per period: whether the final lists are ranked.
+    ranked_at_end: bool,
+    /// The change time of the period whose updates are applied but not
+    /// yet ranked.
+    open_period: Option<u64>,
+}
+
+/// One output's lists as last ranked, and where their changes go.
+struct Ranking<D> {
+    lists: HashMap<Id, D>,
+    changes: Pending<D>,
+}
+
+impl<D: OutputRecord + PartialEq> Ranking<D> {
+    fn new(changes: Pending<D>) -> Self {
+        Ranking {
+            lists: HashMap::default(),
+            changes,
+        }
+    }
+
+    /// Replaces the lists with `lists`, giving what changed at `time`.
+    fn replace(&mut self, lists: HashMap<Id, D>, time: u64) {
+        let mut changes = self.changes.borrow_mut();
+        for (key, old) in &self.lists {
+            if lists.get(key) != Some(old) {
+                changes.push((old.clone(), time, -1));
+            }
+        }
+        for (key, new) in &lists {
+            if self.lists.get(key) != Some(new) {
+                changes.push((new.clone(), time, 1));
+            }
+        }
+        self.lists = lists;
+    }
 }
 
 impl RankedState {
-    pub fn new(pending: Pending<StateUpdate>, config: CfConfig) -> RankedState {
+    /// The state of `pending`, ranked into `similar_items` and
+    /// `recommendations` (the pendings their [`JsonlSink`]s drain).
+    pub fn new(
+        pending: Pending<StateUpdate>,
+        config: CfConfig,
+        periods: Periods,
+        per_period: bool,
+        similar_items: Pending<SimilarItems>,
+        recommendations: Pending<Recommendations>,
+    ) -> RankedState {
         RankedState {
             pending,
             cf: CfState::default(),
             config,
+            periods,
+            per_period,
+            similar_items: Ranking::new(similar_items),
+            recommendations: Ranking::new(recommendations),
+            ranked_at_end: false,
+            open_period: None,
         }
     }
 
-    /// Applies the complete updates (the state changes at every tick).
+    /// Applies the complete updates; per period, ranks the state at the
+    /// end of each period they complete. The updates are applied as their
+    /// ticks complete, a period's before the next one's, so they never
+    /// wait in `pending` for the end of their period.
     fn drain(&mut self, upto: Upto) {
-        self.cf.apply(&take_ready(&self.pending, upto));
-    }
-}
-
-/// Which ranking a [`RankedSink`] writes.
-enum Ranking {
-    SimilarItems(JsonlSink<SimilarItems>),
-    Recommendations(JsonlSink<Recommendations>),
-}
-
-/// `similar_items.jsonl` or `recommendations.jsonl`, ranked at the end.
-pub struct RankedSink {
-    state: Rc<RefCell<RankedState>>,
-    ranking: Ranking,
-}
-
-impl RankedSink {
-    /// Every item's top-K neighbours, into `file` (a sink of no updates).
-    pub fn similar_items(state: Rc<RefCell<RankedState>>, file: JsonlSink<SimilarItems>) -> Self {
-        RankedSink {
-            state,
-            ranking: Ranking::SimilarItems(file),
+        let mut ready: Vec<(StateUpdate, u64, isize)> = {
+            let mut pending = self.pending.borrow_mut();
+            let (ready, rest) = pending
+                .drain(..)
+                .partition(|(_, time, _)| is_ready(upto, 1, *time));
+            *pending = rest;
+            ready
+        };
+        if !self.per_period {
+            let mut ready: Vec<_> = ready.into_iter().map(|(u, _, d)| (u, d)).collect();
+            differential_dataflow::consolidation::consolidate(&mut ready);
+            self.cf.apply(&ready);
+            return;
+        }
+        let periods = self.periods;
+        ready.sort_by_key(|(_, time, _)| *time);
+        let mut rest = &ready[..];
+        while let Some((_, first, _)) = rest.first() {
+            let change = periods.change_time(*first);
+            // A later period begins: the state is complete up to this one's end.
+            if let Some(open) = self.open_period.filter(|&open| open < change) {
+                self.rank(open);
+            }
+            self.open_period = Some(change);
+            let split = rest
+                .iter()
+                .position(|(_, time, _)| periods.change_time(*time) != change)
+                .unwrap_or(rest.len());
+            let (period, later) = rest.split_at(split);
+            let mut updates: Vec<_> = period.iter().map(|(u, _, d)| (u.clone(), *d)).collect();
+            differential_dataflow::consolidation::consolidate(&mut updates);
+            self.cf.apply(&updates);
+            rest = later;
+        }
+        match (upto, self.open_period) {
+            (Upto::Before(frontier), Some(open)) if open < frontier => {
+                self.rank(open);
+                self.open_period = None;
+            }
+            // The end of the input ends its period (as the dataflow's
+            // `cf_events` releases it).
+            (Upto::End(end), Some(open)) => {
+                self.rank(open.min(end));
+                self.open_period = None;
+            }
+            _ => {}
         }
     }
 
-    /// Every user's recommendations, into `file` (a sink of no updates).
+    /// Ranks every item and user again, giving the changes at `time`.
+    fn rank(&mut self, time: u64) {
+        let (similar_items, recommendations) = self.ranked();
+        self.similar_items.replace(similar_items, time);
+        self.recommendations.replace(recommendations, time);
+    }
+
+    /// Every item's and user's list as the files hold them (those not
+    /// empty), from the state as it is.
+    fn ranked(&self) -> (HashMap<Id, SimilarItems>, HashMap<Id, Recommendations>) {
+        let (cf, config) = (&self.cf, &self.config);
+        let similar_items: HashMap<Id, SimilarItems> = cf
+            .items()
+            .map(|item| (item, cf.similar_items(item, config.neighbors, config)))
+            .filter(|(_, list)| !list.neighbors.is_empty())
+            .collect();
+        // Each item's neighbours ranked once, for every user.
+        let neighbors = |item| {
+            similar_items
+                .get(&item)
+                .map(|list| list.neighbors.clone())
+                .unwrap_or_default()
+        };
+        let recommendations: HashMap<Id, Recommendations> = cf
+            .users()
+            .map(|user| {
+                let list = cf.recommendations_with(user, config.top_k, config, neighbors);
+                (user, list)
+            })
+            .filter(|(_, list)| !list.items.is_empty())
+            .collect();
+        (similar_items, recommendations)
+    }
+
+    /// Without a ranking per period: ranks the final lists, once.
+    fn rank_at_end(&mut self) {
+        if !self.per_period && !self.ranked_at_end {
+            let (similar_items, recommendations) = self.ranked();
+            self.similar_items.lists = similar_items;
+            self.recommendations.lists = recommendations;
+            self.ranked_at_end = true;
+        }
+    }
+}
+
+/// `similar_items.jsonl` or `recommendations.jsonl`, ranked from the
+/// shared [`RankedState`].
+pub struct RankedSink<D> {
+    state: Rc<RefCell<RankedState>>,
+    file: JsonlSink<D>,
+    /// This output's lists in the state.
+    lists: fn(&RankedState) -> &HashMap<Id, D>,
+}
+
+impl RankedSink<SimilarItems> {
+    /// `similar_items.jsonl`; `file`'s pending updates are the state's
+    /// changes of similar items.
+    pub fn similar_items(state: Rc<RefCell<RankedState>>, file: JsonlSink<SimilarItems>) -> Self {
+        let lists: fn(&RankedState) -> &HashMap<Id, SimilarItems> =
+            |state| &state.similar_items.lists;
+        RankedSink { state, file, lists }
+    }
+}
+
+impl RankedSink<Recommendations> {
+    /// `recommendations.jsonl`; `file`'s pending updates are the state's
+    /// changes of recommendations.
     pub fn recommendations(
         state: Rc<RefCell<RankedState>>,
         file: JsonlSink<Recommendations>,
     ) -> Self {
-        RankedSink {
-            state,
-            ranking: Ranking::Recommendations(file),
-        }
+        let lists: fn(&RankedState) -> &HashMap<Id, Recommendations> =
+            |state| &state.recommendations.lists;
+        RankedSink { state, file, lists }
     }
 }
 
-impl Sink for RankedSink {
-    fn drain(&mut self, upto: Upto, _names: &dyn Names) -> io::Result<()> {
+impl<D: OutputRecord> Sink for RankedSink<D> {
+    fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()> {
         self.state.borrow_mut().drain(upto);
-        Ok(())
+        self.file.drain(upto, names)
     }
 
-    /// Ranks every item (or user) as `similar_items.jsonl` (or
-    /// `recommendations.jsonl`) holds them: those with a non-empty list.
     fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>> {
-        let state = self.state.borrow();
-        let (cf, config) = (&state.cf, &state.config);
-        match &mut self.ranking {
-            Ranking::SimilarItems(file) => {
-                file.insert(
-                    cf.items()
-                        .map(|item| cf.similar_items(item, config.neighbors, config))
-                        .filter(|list| !list.neighbors.is_empty()),
-                );
-                file.finish(dir, names)
-            }
-            Ranking::Recommendations(file) => {
-                file.insert(
-                    cf.users()
-                        .map(|user| cf.recommendations(user, config.top_k, config))
-                        .filter(|list| !list.items.is_empty()),
-                );
-                file.finish(dir, names)
-            }
+        let mut state = self.state.borrow_mut();
+        if !state.per_period {
+            // Nothing reads the changes: the final lists go in directly.
+            state.rank_at_end();
+            self.file.insert((self.lists)(&state).values().cloned());
         }
+        drop(state);
+        self.file.finish(dir, names)
     }
 
     fn record_count(&self) -> usize {
-        0
+        self.file.record_count()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+
+    fn reconcile(&mut self) -> io::Result<usize> {
+        self.file.reconcile()
     }
 }

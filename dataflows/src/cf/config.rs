@@ -45,6 +45,24 @@ pub struct CfConfig {
     /// add `affinity · llr` to the scores. Needs `primary_action`. Default
     /// absent.
     pub indicator_action: Option<Action>,
+    /// How `replay` and `run` rank similar items and recommendations (see
+    /// [`Rankings`]). Default: `on_demand`, or `dataflow` with an
+    /// `indicator_action`, which only the dataflow ranks.
+    pub rankings: Option<Rankings>,
+}
+
+/// Where the rankings of `replay` and `run` come from. Both give the same
+/// lists; `persona serve` always ranks on demand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rankings {
+    /// Ranked at the end of each period (with a changelog or upsert
+    /// topic) or of the input, from the exact state the dataflow keeps,
+    /// by the code that answers `persona serve`.
+    OnDemand,
+    /// Maintained by the dataflow itself: incremental joins and top-K
+    /// reductions per period.
+    Dataflow,
 }
 
 impl Default for CfConfig {
@@ -60,6 +78,7 @@ impl Default for CfConfig {
             remove_seen: true,
             primary_action: None,
             indicator_action: None,
+            rankings: None,
         }
     }
 }
@@ -67,6 +86,13 @@ impl Default for CfConfig {
 impl CfConfig {
     /// Checks what serde cannot: an indicator needs a different primary action.
     pub fn validate(&self) -> Result<(), String> {
+        if let (Some(Rankings::OnDemand), Some(_)) = (self.rankings, self.indicator_action) {
+            return Err(
+                "rankings = \"on_demand\" cannot rank the cross-occurrence indicator: \
+                 use rankings = \"dataflow\", or drop indicator_action"
+                    .into(),
+            );
+        }
         match (self.primary_action, self.indicator_action) {
             (None, Some(indicator)) => Err(format!(
                 "indicator_action = \"{indicator}\" needs a primary_action (e.g. \"purchase\")"
@@ -75,6 +101,17 @@ impl CfConfig {
                 "indicator_action must differ from primary_action (both \"{primary}\")"
             )),
             _ => Ok(()),
+        }
+    }
+}
+
+impl CfConfig {
+    /// Where the rankings come from (see [`CfConfig::rankings`]).
+    pub fn rankings(&self) -> Rankings {
+        match (self.rankings, self.indicator_action) {
+            (Some(rankings), _) => rankings,
+            (None, Some(_)) => Rankings::Dataflow,
+            (None, None) => Rankings::OnDemand,
         }
     }
 }

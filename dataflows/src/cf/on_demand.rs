@@ -12,7 +12,7 @@
 //! state's time.
 //!
 //! The cross-occurrence indicator (`indicator_action`) is not evaluated on
-//! demand.
+//! demand: only the dataflow ranks it (`[recommend] rankings = "dataflow"`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
@@ -221,15 +221,30 @@ impl CfState {
     /// `config.neighbors` neighbours per history item; a user with no scored
     /// unseen item, or unknown, gets the popular list (`popular: true`).
     pub fn recommendations(&self, user: Id, top_k: usize, config: &CfConfig) -> Recommendations {
+        self.recommendations_with(user, top_k, config, |item| {
+            self.similar_items(item, config.neighbors, config).neighbors
+        })
+    }
+
+    /// [`CfState::recommendations`], with each history item's
+    /// `config.neighbors` neighbours from `neighbors` (e.g. ranked once for
+    /// every user of a pass).
+    pub fn recommendations_with(
+        &self,
+        user: Id,
+        top_k: usize,
+        config: &CfConfig,
+        neighbors: impl Fn(Id) -> Vec<Neighbor>,
+    ) -> Recommendations {
         let seen: Vec<Id> = match (config.remove_seen, self.seen.get(&user)) {
             (true, Some(items)) => items.iter().copied().collect(),
             _ => Vec::new(),
         };
         let mut inputs: Vec<ScoreInput> = seen.iter().map(|&item| ScoreInput::Seen(item)).collect();
         for (&i, entry) in self.history.get(&user).into_iter().flatten() {
-            let list = self.similar_items(i, config.neighbors, config);
-            if !list.neighbors.is_empty() {
-                inputs.push(ScoreInput::Primary(i, entry.affinity, list.neighbors));
+            let list = neighbors(i);
+            if !list.is_empty() {
+                inputs.push(ScoreInput::Primary(i, entry.affinity, list));
             }
             let c_ii = self.count(i);
             if !config.remove_seen && c_ii >= config.min_support && c_ii > 0 {
