@@ -539,7 +539,10 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
     std::fs::write(
         &with_kafka,
         format!(
-            "{CONFIG}\n[source.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n"
+            "{}\n[source.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n",
+            // A live message is judged when it is read: the lateness covers
+            // its way through the broker.
+            CONFIG.replace("lateness_ms = 0", "lateness_ms = 2000")
         ),
     )
     .unwrap();

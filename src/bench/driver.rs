@@ -21,7 +21,8 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
-use persona_dataflows::cf::collaborative_filtering;
+use persona_dataflows::cf::on_demand::state_updates;
+use persona_dataflows::cf::{collaborative_filtering, Rankings};
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
@@ -32,6 +33,8 @@ use timely::worker::Worker;
 use crate::config::{PipelineConfig, TimeConfig};
 use crate::runtime::pipeline;
 use crate::runtime::worker::count_arranged;
+use crate::sink::ranked::{Periods, RankedState};
+use crate::sink::{gather, Pending};
 
 /// Which outputs the dataflow maintains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -295,6 +298,7 @@ fn run_worker(
     let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> = InputSession::new();
     let probe = ProbeHandle::new();
     let dataflow = worker.next_dataflow_index();
+    let mut ranked: Option<RankedState> = None;
     worker.dataflow::<u64, _, _>(|scope| {
         let events = crate::clean::mark_cancellations(input.to_collection(scope));
         profiles(
@@ -309,14 +313,35 @@ fn run_worker(
         .inner
         .probe_with(&probe);
         if graph == Graph::Full {
-            let cf = collaborative_filtering(
-                pipeline::cf_events(events, config, None),
-                &config.recommend,
-            );
-            cf.similar_items.inner.probe_with(&probe);
-            cf.personal.inner.probe_with(&probe);
-            cf.fallback.users.inner.probe_with(&probe);
-            cf.fallback.ranking.inner.probe_with(&probe);
+            match config.recommend.rankings() {
+                Rankings::Dataflow => {
+                    let cf = collaborative_filtering(
+                        pipeline::cf_events(events, config, None),
+                        &config.recommend,
+                    );
+                    cf.similar_items.inner.probe_with(&probe);
+                    cf.personal.inner.probe_with(&probe);
+                    cf.fallback.users.inner.probe_with(&probe);
+                    cf.fallback.ranking.inner.probe_with(&probe);
+                }
+                // As `replay` ranks: the state at every tick, gathered on
+                // worker 0, which ranks it at the end of every period.
+                Rankings::OnDemand => {
+                    let state = gather(state_updates(events, &config.recommend), &probe);
+                    let periods = Periods {
+                        period: config.time.recommend_period(),
+                        tick_ms: config.time.tick_ms,
+                    };
+                    ranked = Some(RankedState::new(
+                        state,
+                        config.recommend.clone(),
+                        periods,
+                        true,
+                        Pending::default(),
+                        Pending::default(),
+                    ));
+                }
+            }
         }
     });
     catalog.close();
@@ -375,6 +400,11 @@ fn run_worker(
         while latencies.len() < next
             && !probe.less_than(&(workload.batches[latencies.len()].last_time + 1))
         {
+            if let (Some(ranked), 0) = (&mut ranked, index) {
+                // The rankings of the periods the batch completed are part
+                // of its latency.
+                ranked.rank_until(workload.batches[latencies.len()].last_time + 1);
+            }
             latencies.push(offered_at[latencies.len()].elapsed());
         }
     }

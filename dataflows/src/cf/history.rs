@@ -3,7 +3,9 @@
 //! ([`super::similarity`]) and of scoring ([`super::recommend`]).
 //!
 //! The state is integer: net event counts per (user, item, action, day)
-//! bucket, the latest event time of each bucket (of its inserted events: a
+//! bucket (the day only when the affinity decays: without decay every
+//! event of a (user, item, action) is in day 0's bucket, so the state does
+//! not grow with the days of the log), the latest event time of each bucket (of its inserted events: a
 //! retraction takes back a count, not a time, see [`TimeSpan`]), and for
 //! purchases and cancellations the net units. The affinity, a float, is
 //! computed inside the per-user reduction from those integers in
@@ -88,12 +90,17 @@ pub fn interactions<'s, T: EventTime>(
 ) -> Interactions<'s, T> {
     // One record per bucket: net events and units are sums, and the latest
     // time a span that only widens (see `TimeSpan`).
+    let decays = config.decay_half_life_days.is_some();
     let buckets = events
         .inner
-        .map(|(e, time, diff)| {
+        .map(move |(e, time, diff)| {
             let sums = (diff as i64, units(&e) * diff as i64);
             let span = TimeSpan::of_update(e.time_ms, diff);
-            ((e.user, e.item, e.action, e.day()), time, (sums, span))
+            (
+                (e.user, e.item, e.action, bucket_day(&e, decays)),
+                time,
+                (sums, span),
+            )
         })
         .as_collection()
         .count_total()
@@ -147,6 +154,17 @@ pub fn interactions<'s, T: EventTime>(
         user_items,
         indicator_items,
         users,
+    }
+}
+
+/// The day of an event's bucket: its day when the affinity decays by day,
+/// else 0, so that without decay a (user, item, action) keeps one bucket
+/// however many days the log spans.
+pub fn bucket_day(event: &Event, decays: bool) -> i64 {
+    if decays {
+        event.day()
+    } else {
+        0
     }
 }
 

@@ -59,7 +59,8 @@ pub fn collaborative_filtering(
             let state = pairs.entry((event.user, event.item)).or_default();
             let (net, latest) = state
                 .buckets
-                .entry((event.day(), event.action))
+                // Days matter only to decay (see `cf::history`).
+                .entry((day_of_bucket(event, config), event.action))
                 .or_default();
             *net += diff;
             // A retraction takes back a count, never a time (see `TimeSpan`).
@@ -106,6 +107,16 @@ pub fn collaborative_filtering(
         indicator_history: flatten(&indicator_history),
         cross_similar_items,
         recommendations,
+    }
+}
+
+/// The event's day when the affinity decays, else 0: one bucket per (user,
+/// item, action) for all time.
+fn day_of_bucket(event: &Event, config: &CfConfig) -> i64 {
+    if config.decay_half_life_days.is_some() {
+        event.day()
+    } else {
+        0
     }
 }
 
