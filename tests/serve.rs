@@ -521,19 +521,23 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
     std::fs::write(&tail, second.join("\n") + "\n").unwrap();
     let brokers = common::kafka::brokers();
     let topic = common::kafka::unique("serve-events");
-    persona(&[
-        "produce",
-        "--config",
-        config.to_str().unwrap(),
-        "--input",
-        tail.to_str().unwrap(),
-        "--topic",
-        &topic,
-        "--brokers",
-        &brokers,
-        "--partitions",
-        "3",
-    ]);
+    // Each line of `file` one message of the topic (3 partitions).
+    let produce = |file: &Path| {
+        persona(&[
+            "produce",
+            "--config",
+            config.to_str().unwrap(),
+            "--input",
+            file.to_str().unwrap(),
+            "--topic",
+            &topic,
+            "--brokers",
+            &brokers,
+            "--partitions",
+            "3",
+        ])
+    };
+    produce(&tail);
     let with_kafka = dir.path().join("kafka.toml");
     let group = common::kafka::unique("serve-group");
     std::fs::write(
@@ -560,17 +564,7 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
     let event =
         json!({"user": "u1", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 1});
     std::fs::write(&live, format!("{event}\n")).unwrap();
-    persona(&[
-        "produce",
-        "--config",
-        with_kafka.to_str().unwrap(),
-        "--input",
-        live.to_str().unwrap(),
-        "--topic",
-        &topic,
-        "--brokers",
-        &brokers,
-    ]);
+    produce(&live);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, after) = server.get("/v1/users/u1/profile");

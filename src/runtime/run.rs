@@ -42,7 +42,6 @@ use crate::config::{FormatKind, Output, PipelineConfig};
 use crate::format::Decoder;
 use crate::kafka::{ensure_topic, Offsets};
 use crate::metrics::{self, start_http, Metrics};
-use crate::rejected::Position;
 use crate::runtime::pipeline::{Graph, UpsertTopics};
 use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
@@ -267,16 +266,9 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             }
         };
         for record in &batch {
-            let Position::Kafka {
-                topic, partition, ..
-            } = &record.position
-            else {
-                unreachable!("Kafka records have Kafka positions");
-            };
-            let partition = (topic.clone(), *partition);
+            let partition = record.partition();
             watermarks.has_data(&partition);
-            // A null value (tombstone) or a blank message holds no record.
-            if record.payload.iter().all(u8::is_ascii_whitespace) {
+            if record.is_blank() {
                 continue;
             }
             let applied =

@@ -18,7 +18,6 @@ use crate::clean::Judge;
 use crate::config::PipelineConfig;
 use crate::format::Decoder;
 use crate::kafka::Offsets;
-use crate::rejected::Position;
 use crate::runtime::run::{topic_decoding, PartitionWatermarks};
 use crate::runtime::worker::PipelineWorker;
 use crate::sink::dead_letters::DeadLetters;
@@ -77,16 +76,9 @@ impl KafkaFeed {
         self.batch.clear();
         let polled = self.source.poll_batch(POLL_MAX, &mut self.batch)?;
         for record in &self.batch {
-            let Position::Kafka {
-                topic, partition, ..
-            } = &record.position
-            else {
-                unreachable!("Kafka records have Kafka positions");
-            };
-            let partition = (topic.clone(), *partition);
+            let partition = record.partition();
             self.watermarks.has_data(&partition);
-            // A null value (tombstone) or a blank message holds no record.
-            if record.payload.iter().all(u8::is_ascii_whitespace) {
+            if record.is_blank() {
                 continue;
             }
             let judge = closed.map(|tick| Judge::Frontier(tick.max(pipeline.frontier())));

@@ -86,6 +86,24 @@ pub struct KafkaRecord {
     pub payload: Vec<u8>,
 }
 
+impl KafkaRecord {
+    /// The message's topic and partition.
+    pub fn partition(&self) -> TopicPartition {
+        match &self.position {
+            Position::Kafka {
+                topic, partition, ..
+            } => (topic.clone(), *partition),
+            _ => unreachable!("Kafka records have Kafka positions"),
+        }
+    }
+
+    /// Whether the message holds no record: a null value (a tombstone) or
+    /// blank bytes.
+    pub fn is_blank(&self) -> bool {
+        self.payload.iter().all(u8::is_ascii_whitespace)
+    }
+}
+
 /// How long blocking set-up calls (metadata, committed offsets) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 
