@@ -40,7 +40,6 @@ use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
 use crate::source::file::{input_files, SourceError};
-use crate::summary::ReaderCounts;
 use http::{App, Arrivals, Ingest, Ingested};
 use index::{IndexSink, SharedIndex};
 use kafka::KafkaFeed;
@@ -378,7 +377,6 @@ fn apply(
             request: batch.request,
             index,
         };
-        let before: ReaderCounts = pipeline.counts.clone();
         let judge = Judge::Frontier(closed);
         match pipeline.read(decoder, line, &position, Some(judge), dead)? {
             Some(time_ms) => {
@@ -387,16 +385,7 @@ fn apply(
                 ingested.visible_at = ingested.visible_at.max(Some(tick));
             }
             None => {
-                let reason = if pipeline.counts.late > before.late {
-                    "late"
-                } else {
-                    pipeline
-                        .counts
-                        .rejected
-                        .iter()
-                        .find(|(reason, n)| before.rejected.get(reason) != Some(n))
-                        .map_or("rejected", |(reason, _)| reason.code())
-                };
+                let reason = pipeline.last_dropped().map_or("rejected", |r| r.code());
                 ingested.dropped.push((index, reason));
             }
         }

@@ -31,6 +31,9 @@ neighbors = 5
 top_k = 5
 [serve]
 lateness_ms = 0
+# Tests share the cores with other tests: a dataflow under SCHED_IDLE
+# would wait for them (the default is checked on its own below).
+reads_first = false
 "#;
 
 fn now_ms() -> i64 {
@@ -577,5 +580,43 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    server.stop();
+}
+
+/// By default (`[serve] reads_first`) the dataflow's worker runs under
+/// `SCHED_IDLE` once the log is read, so that reads always run first.
+#[test]
+fn the_dataflow_yields_to_reads_once_ready() {
+    let (dir, config, log) = setup();
+    let default = dir.path().join("default.toml");
+    std::fs::write(&default, CONFIG.replace("reads_first = false", "")).unwrap();
+    let server = Server::start(&default, &log, &dir.path().join("out"), "1");
+    let tasks = format!("/proc/{}/task", server.child.id());
+    // `stat` fields after the `(comm)`: the state is field 3, the policy 41.
+    let policies: Vec<(String, u32)> = std::fs::read_dir(&tasks)
+        .unwrap()
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((comm.trim().to_owned(), fields.get(41 - 3)?.parse().ok()?))
+        })
+        .collect();
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_IDLE: u32 = 5;
+    let worker: Vec<u32> = policies
+        .iter()
+        .filter(|(comm, _)| comm.starts_with("timely:work"))
+        .map(|(_, policy)| *policy)
+        .collect();
+    assert_eq!(worker, [SCHED_IDLE], "{policies:?}");
+    assert!(
+        policies
+            .iter()
+            .filter(|(comm, _)| comm.starts_with("persona-http"))
+            .all(|(_, policy)| *policy == SCHED_OTHER),
+        "{policies:?}"
+    );
     server.stop();
 }

@@ -87,6 +87,8 @@ pub struct PipelineWorker {
     /// What this worker has read so far.
     pub counts: ReaderCounts,
     outcomes: Vec<Outcome>,
+    /// Why the last record [`PipelineWorker::read`] dropped was dropped.
+    last_dropped: Option<Reason>,
     /// Steps 1 and 2 of cleaning (time plausibility, lateness).
     admission: Admission,
     /// The index of the dataflow, to drop it at the end of the input.
@@ -250,6 +252,7 @@ impl PipelineWorker {
             sinks,
             counts: ReaderCounts::default(),
             outcomes: Vec::new(),
+            last_dropped: None,
             admission: Admission::new(config),
             dataflow,
             ends_input: Some(ends_input),
@@ -276,6 +279,7 @@ impl PipelineWorker {
     ) -> anyhow::Result<Option<u64>> {
         let mut judge = judge.unwrap_or(Judge::Frontier(*self.inputs.events.time()));
         let mut latest = None;
+        self.last_dropped = None;
         decoder.decode(bytes, position, &mut self.outcomes);
         let mut outcomes = std::mem::take(&mut self.outcomes);
         for outcome in outcomes.drain(..) {
@@ -291,6 +295,7 @@ impl PipelineWorker {
             match admitted {
                 Admitted::Dropped(mut rejection) => {
                     self.counts.dropped(rejection.reason);
+                    self.last_dropped = Some(rejection.reason);
                     if rejection.reason == Reason::Late {
                         // Shown as the format's raw setting says (the
                         // decoder did that for its own rejections).
@@ -309,6 +314,12 @@ impl PipelineWorker {
         }
         self.outcomes = outcomes;
         Ok(latest)
+    }
+
+    /// Why the last call of [`PipelineWorker::read`] dropped a record
+    /// (late, or a rejection), if it dropped one.
+    pub fn last_dropped(&self) -> Option<Reason> {
+        self.last_dropped
     }
 
     /// The tick (ms) of an event time (ms).
