@@ -587,7 +587,7 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
 /// `SCHED_IDLE` once the log is read, so that reads always run first.
 #[test]
 fn the_dataflow_yields_to_reads_once_ready() {
-    let (dir, config, log) = setup();
+    let (dir, _, log) = setup();
     let default = dir.path().join("default.toml");
     std::fs::write(&default, CONFIG.replace("reads_first = false", "")).unwrap();
     let server = Server::start(&default, &log, &dir.path().join("out"), "1");
