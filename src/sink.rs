@@ -96,20 +96,22 @@ pub fn is_ready(upto: Upto, period: u64, time: u64) -> bool {
 }
 
 /// Takes the updates of `pending` that a drain up to `upto` applies (of
-/// an output changing every tick), consolidated over their times; the
-/// others stay.
+/// an output changing every tick), with their times; the others stay.
+pub fn take_ready_at<D>(pending: &Pending<D>, upto: Upto) -> Vec<(D, u64, isize)> {
+    let mut pending = pending.borrow_mut();
+    let (ready, rest): (Vec<_>, Vec<_>) = pending
+        .drain(..)
+        .partition(|(_, time, _)| is_ready(upto, 1, *time));
+    *pending = rest;
+    ready
+}
+
+/// [`take_ready_at`], consolidated over the times.
 pub fn take_ready<D: Ord>(pending: &Pending<D>, upto: Upto) -> Vec<(D, isize)> {
-    let mut ready: Vec<(D, isize)> = {
-        let mut pending = pending.borrow_mut();
-        let (ready, rest): (Vec<_>, Vec<_>) = pending
-            .drain(..)
-            .partition(|(_, time, _)| is_ready(upto, 1, *time));
-        *pending = rest;
-        ready
-            .into_iter()
-            .map(|(record, _, diff)| (record, diff))
-            .collect()
-    };
+    let mut ready: Vec<(D, isize)> = take_ready_at(pending, upto)
+        .into_iter()
+        .map(|(record, _, diff)| (record, diff))
+        .collect();
     differential_dataflow::consolidation::consolidate(&mut ready);
     ready
 }

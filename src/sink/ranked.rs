@@ -24,7 +24,7 @@ use persona_dataflows::cf::CfConfig;
 use persona_dataflows::Id;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{is_ready, JsonlSink, OutputRecord, Pending, Sink, Upto};
+use super::{take_ready, take_ready_at, JsonlSink, OutputRecord, Pending, Sink, Upto};
 use crate::config::end_of_period;
 use crate::names::Names;
 
@@ -125,40 +125,24 @@ impl RankedState {
     /// ticks complete, a period's before the next one's, so they never
     /// wait in `pending` for the end of their period.
     fn drain(&mut self, upto: Upto) {
-        let mut ready: Vec<(StateUpdate, u64, isize)> = {
-            let mut pending = self.pending.borrow_mut();
-            let (ready, rest) = pending
-                .drain(..)
-                .partition(|(_, time, _)| is_ready(upto, 1, *time));
-            *pending = rest;
-            ready
-        };
         if !self.per_period {
-            let mut ready: Vec<_> = ready.into_iter().map(|(u, _, d)| (u, d)).collect();
-            differential_dataflow::consolidation::consolidate(&mut ready);
-            self.cf.apply(&ready);
+            self.cf.apply(&take_ready(&self.pending, upto));
             return;
         }
-        let periods = self.periods;
+        let mut ready = take_ready_at(&self.pending, upto);
         ready.sort_by_key(|(_, time, _)| *time);
-        let mut rest = &ready[..];
-        while let Some((_, first, _)) = rest.first() {
-            let change = periods.change_time(*first);
-            // A later period begins: the state is complete up to this one's end.
+        let mut period: Vec<(StateUpdate, isize)> = Vec::new();
+        for (update, time, diff) in ready {
+            let change = self.periods.change_time(time);
             if let Some(open) = self.open_period.filter(|&open| open < change) {
+                // A later period begins: this one's state is complete.
+                self.apply(&mut period);
                 self.rank(open);
             }
             self.open_period = Some(change);
-            let split = rest
-                .iter()
-                .position(|(_, time, _)| periods.change_time(*time) != change)
-                .unwrap_or(rest.len());
-            let (period, later) = rest.split_at(split);
-            let mut updates: Vec<_> = period.iter().map(|(u, _, d)| (u.clone(), *d)).collect();
-            differential_dataflow::consolidation::consolidate(&mut updates);
-            self.cf.apply(&updates);
-            rest = later;
+            period.push((update, diff));
         }
+        self.apply(&mut period);
         match (upto, self.open_period) {
             (Upto::Before(frontier), Some(open)) if open < frontier => {
                 self.rank(open);
@@ -172,6 +156,13 @@ impl RankedState {
             }
             _ => {}
         }
+    }
+
+    /// Applies the updates of one period, consolidated, and empties them.
+    fn apply(&mut self, updates: &mut Vec<(StateUpdate, isize)>) {
+        differential_dataflow::consolidation::consolidate(updates);
+        self.cf.apply(updates);
+        updates.clear();
     }
 
     /// Ranks the periods complete before `frontier`, and drops the
