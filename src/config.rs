@@ -337,9 +337,16 @@ impl PipelineConfig {
             if !(days.is_finite() && days > 0.0) {
                 return Err(invalid_field(
                     "[recommend] decay_half_life_days",
-                    "a finite number of days > 0 (leave it out for no decay)",
+                    "a finite number of days > 0 (decay = false for no decay)",
                 ));
             }
+        }
+        let repeat_weight = self.recommend.repeat_weight;
+        if !(repeat_weight.is_finite() && repeat_weight >= 0.0) {
+            return Err(invalid_field(
+                "[recommend] repeat_weight",
+                "a finite weight ≥ 0",
+            ));
         }
         if self.output.raw_file_mode > 0o777 {
             return Err(invalid_field(

@@ -2,13 +2,17 @@
 //! Microsoft Recommenders does it.
 //!
 //! The log is split chronologically — at a global cut time, or each user's
-//! last fraction of events — the collaborative-filtering dataflow is built
-//! on the earlier part, and each test user's top-k list is scored against
-//! the items they went on to interact with in the later part. The
-//! popularity baseline (the k most popular training items a user has not
-//! seen) is scored the same way, side by side.
+//! last fraction of events — the collaborative-filtering state is built by
+//! the dataflow on the earlier part, and each test user's top-k list, ranked
+//! from it by the code `persona serve` answers with, is scored against the
+//! items they went on to interact with in the later part. SAR's settings
+//! ([`sar`]) and the popularity baseline (the k most popular training items,
+//! without the user's seen ones in discovery mode) are scored the same way,
+//! side by side. [`tune`] searches the `[recommend]` settings on a
+//! validation split of the training part.
 
 pub mod metrics;
+pub mod tune;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,9 +20,11 @@ use std::path::Path;
 use std::rc::Rc;
 
 use anyhow::Context;
+use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
-use persona_dataflows::cf::collaborative_filtering;
-use persona_dataflows::cf::recommend::Recommendations;
+use persona_dataflows::cf::on_demand::{state_updates, CfState, StateUpdate};
+use persona_dataflows::cf::similarity::Neighbor;
+use persona_dataflows::cf::{CfConfig, Metric, Mode};
 use persona_dataflows::{Event, Id};
 use serde::Serialize;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
@@ -38,12 +44,16 @@ pub enum Split {
 }
 
 /// The scores of one recommender.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Scores {
     pub precision: f64,
     pub recall: f64,
     pub ndcg: f64,
     pub map: f64,
+    /// Test users with a relevant item in their top k.
+    pub hit_rate: f64,
+    /// Mean reciprocal rank of the first relevant item in the top k.
+    pub mrr: f64,
     pub coverage: f64,
 }
 
@@ -51,7 +61,10 @@ pub struct Scores {
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
     pub k: usize,
+    pub mode: Mode,
     pub persona: Scores,
+    /// SAR's settings ([`sar`]) on the same state code.
+    pub sar: Scores,
     pub popularity: Scores,
     pub train_events: usize,
     pub test_users: usize,
@@ -72,7 +85,7 @@ pub fn parse_split_time(text: &str) -> anyhow::Result<i64> {
 }
 
 /// Updates of events: +1, or −1 for a cancellation.
-type Updates = Vec<(Event, isize)>;
+pub type Updates = Vec<(Event, isize)>;
 
 /// Splits updates (in log order) into training and test updates.
 fn split(updates: Updates, split: Split) -> (Updates, Updates) {
@@ -120,30 +133,35 @@ fn interacted(updates: &[(Event, isize)], config: &PipelineConfig) -> HashMap<Id
     items
 }
 
-/// Runs the collaborative-filtering dataflow over the training updates and
-/// returns each user's recommended items, best first.
-fn train(
+/// Runs the dataflow's collaborative-filtering state (histories,
+/// co-occurrence and item counts, [`state_updates`]) over the training
+/// updates and returns it as the [`CfState`] that `persona serve` ranks
+/// from. Totals are kept whatever the metric, so one state serves every
+/// metric (`persona tune` ranks one state many ways).
+pub fn train_state(
     updates: &[(Event, isize)],
-    config: &PipelineConfig,
+    config: &CfConfig,
     timely: &TimelyArgs,
-) -> anyhow::Result<HashMap<Id, Vec<Id>>> {
+) -> anyhow::Result<CfState> {
     let updates = std::sync::Arc::new(updates.to_vec());
-    let cf_config = config.recommend.clone();
+    let state_config = CfConfig {
+        metric: Metric::LogLikelihood,
+        ..config.clone()
+    };
     let guards = timely::execute(timely.config()?, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let mut input: InputSession<u64, Event, isize> = InputSession::new();
         let probe = ProbeHandle::new();
-        let lists: Rc<RefCell<Vec<(Recommendations, isize)>>> = Rc::default();
-        let sink = lists.clone();
+        let gathered: Rc<RefCell<Vec<(StateUpdate, isize)>>> = Rc::default();
+        let sink = gathered.clone();
         worker.dataflow::<u64, _, _>(|scope| {
             let events = input.to_collection(scope);
-            collaborative_filtering(events, &cf_config)
-                .recommendations()
+            state_updates(events, &state_config)
                 .inner
                 .exchange(|_| 0)
-                .inspect(move |(list, _, diff): &(Recommendations, u64, isize)| {
-                    sink.borrow_mut().push((list.clone(), *diff))
+                .inspect(move |(update, _, diff): &(StateUpdate, u64, isize)| {
+                    sink.borrow_mut().push((update.clone(), *diff))
                 })
                 .probe_with(&probe);
         });
@@ -152,30 +170,57 @@ fn train(
         }
         input.close();
         worker.step_while(|| !probe.done());
-        let mut net: BTreeMap<Recommendations, isize> = BTreeMap::new();
-        for (list, diff) in lists.borrow_mut().drain(..) {
-            *net.entry(list).or_insert(0) += diff;
-        }
-        net.into_iter()
-            .filter(|(_, count)| *count > 0)
-            .map(|(list, _)| {
-                (
-                    list.user,
-                    list.items
-                        .iter()
-                        .map(|scored| scored.item)
-                        .collect::<Vec<_>>(),
-                )
-            })
-            .collect::<Vec<_>>()
+        let mut updates = std::mem::take(&mut *gathered.borrow_mut());
+        consolidate(&mut updates);
+        updates
     })
     .map_err(|error| anyhow::anyhow!("cannot start workers: {error}"))?;
-    let mut lists = HashMap::new();
+    let mut state = CfState::default();
     for result in guards.join() {
-        let worker_lists = result.map_err(|panic| anyhow::anyhow!("a worker panicked: {panic}"))?;
-        lists.extend(worker_lists);
+        let updates = result.map_err(|panic| anyhow::anyhow!("a worker panicked: {panic}"))?;
+        state.apply(&updates);
     }
-    Ok(lists)
+    Ok(state)
+}
+
+/// Each user's top-k items from the state under `config`, ranked by the
+/// code `persona serve` answers with; each item's neighbour list is ranked
+/// once per call. Users are shared out over the machine's cores.
+pub fn rank(state: &CfState, users: &[Id], k: usize, config: &CfConfig) -> HashMap<Id, Vec<Id>> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = users.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = users
+            .chunks(chunk)
+            .map(|users| {
+                scope.spawn(move || {
+                    let neighbors: RefCell<HashMap<Id, Vec<Neighbor>>> = RefCell::default();
+                    let ranked = |item: Id| {
+                        neighbors
+                            .borrow_mut()
+                            .entry(item)
+                            .or_insert_with(|| {
+                                state
+                                    .similar_items(item, config.neighbors, config)
+                                    .neighbors
+                            })
+                            .clone()
+                    };
+                    users
+                        .iter()
+                        .map(|&user| {
+                            let list = state.recommendations_with(user, k, config, &ranked);
+                            (user, list.items.iter().map(|scored| scored.item).collect())
+                        })
+                        .collect::<Vec<(Id, Vec<Id>)>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a ranking thread panicked"))
+            .collect()
+    })
 }
 
 /// The k most popular training items (by users) each user has not seen.
@@ -213,7 +258,102 @@ fn popularity(
         .collect()
 }
 
-/// Splits, trains, and scores persona and the popularity baseline.
+/// The settings of SAR as Microsoft Recommenders runs it, on the same
+/// events with the same seen rule: all history, all neighbours, Jaccard,
+/// a 30-day half-life, support 1.
+pub fn sar(config: &CfConfig) -> CfConfig {
+    CfConfig {
+        history_length: 0,
+        neighbors: 0,
+        decay_half_life_days: Some(30.0),
+        metric: Metric::Jaccard,
+        min_support: 1,
+        repeat_weight: 1.0,
+        ..config.clone()
+    }
+}
+
+/// Training events, and what each test user went on to interact with.
+pub struct Task {
+    /// The training updates, in log order.
+    pub train: Updates,
+    /// Per test user (known from training, with something new to find),
+    /// the items of their test events.
+    relevant: HashMap<Id, HashSet<Id>>,
+    /// The test users, ascending.
+    pub users: Vec<Id>,
+    /// Per training user, the items of their training events.
+    train_items: HashMap<Id, HashSet<Id>>,
+    /// Distinct training items.
+    catalog_size: usize,
+}
+
+impl Task {
+    /// Splits `updates` (in log order) into training and test events.
+    pub fn new(updates: Updates, split_by: Split, config: &PipelineConfig) -> anyhow::Result<Task> {
+        let (train, test) = split(updates, split_by);
+        let train_items = interacted(&train, config);
+        let relevant: HashMap<Id, HashSet<Id>> = interacted(&test, config)
+            .into_iter()
+            .filter(|(user, _)| train_items.contains_key(user))
+            .collect();
+        anyhow::ensure!(
+            !relevant.is_empty(),
+            "the split leaves no test user with training history"
+        );
+        let mut users: Vec<Id> = relevant.keys().copied().collect();
+        users.sort_unstable();
+        let catalog_size = train_items.values().flatten().collect::<HashSet<_>>().len();
+        Ok(Task {
+            train,
+            relevant,
+            users,
+            train_items,
+            catalog_size,
+        })
+    }
+
+    /// The scores of one list per test user.
+    pub fn score(&self, lists: &HashMap<Id, Vec<Id>>, k: usize) -> Scores {
+        let ranking = metrics::evaluate(lists, &self.relevant, k);
+        Scores {
+            precision: ranking.precision,
+            recall: ranking.recall,
+            ndcg: ranking.ndcg,
+            map: ranking.map,
+            hit_rate: ranking.hit_rate,
+            mrr: ranking.mrr,
+            coverage: metrics::catalog_coverage(
+                self.users
+                    .iter()
+                    .filter_map(|user| lists.get(user).map(Vec::as_slice)),
+                k,
+                self.catalog_size,
+            ),
+        }
+    }
+
+    /// Trains `config` and scores its lists.
+    pub fn score_model(
+        &self,
+        config: &CfConfig,
+        k: usize,
+        timely: &TimelyArgs,
+    ) -> anyhow::Result<Scores> {
+        let state = train_state(&self.train, config, timely)?;
+        Ok(self.score(&rank(&state, &self.users, k, config), k))
+    }
+
+    /// Scores the popularity baseline.
+    pub fn score_popularity(&self, k: usize, remove_seen: bool) -> Scores {
+        self.score(
+            &popularity(&self.train_items, &self.users, k, remove_seen),
+            k,
+        )
+    }
+}
+
+/// Splits, trains, and scores persona, SAR and the popularity baseline.
 pub fn evaluate(
     input: &Path,
     config: &PipelineConfig,
@@ -221,6 +361,23 @@ pub fn evaluate(
     k: usize,
     timely: &TimelyArgs,
 ) -> anyhow::Result<EvalReport> {
+    check_args(split_by, k)?;
+    let log = load(input, config)?;
+    let task = Task::new(log.updates, split_by, config)?;
+    let model = &config.recommend;
+    Ok(EvalReport {
+        k,
+        mode: model.mode,
+        persona: task.score_model(model, k, timely)?,
+        sar: task.score_model(&sar(model), k, timely)?,
+        popularity: task.score_popularity(k, model.remove_seen),
+        train_events: task.train.len(),
+        test_users: task.users.len(),
+    })
+}
+
+/// Checks the flags `eval` and `tune` share.
+pub fn check_args(split_by: Split, k: usize) -> anyhow::Result<()> {
     anyhow::ensure!(k > 0, "--k must be at least 1");
     if let Split::Fraction(fraction) = split_by {
         anyhow::ensure!(
@@ -228,76 +385,47 @@ pub fn evaluate(
             "--split-fraction must be between 0 and 1"
         );
     }
-    let mut config = config.clone();
-    config.recommend.top_k = k;
-    let log = load(input, &config)?;
-    let (train_updates, test_updates) = split(log.updates, split_by);
-    let train_items = interacted(&train_updates, &config);
-    // Test users: known from training, with something new to find.
-    let relevant: HashMap<Id, HashSet<Id>> = interacted(&test_updates, &config)
-        .into_iter()
-        .filter(|(user, _)| train_items.contains_key(user))
-        .collect();
-    anyhow::ensure!(
-        !relevant.is_empty(),
-        "the split leaves no test user with training history"
-    );
-    let test_users: Vec<Id> = relevant.keys().copied().collect();
-    let catalog: HashSet<Id> = train_items.values().flatten().copied().collect();
-
-    let persona_lists = train(&train_updates, &config, timely)?;
-    let popular_lists = popularity(&train_items, &test_users, k, config.recommend.remove_seen);
-    let score = |lists: &HashMap<Id, Vec<Id>>| {
-        let lists: HashMap<Id, Vec<Id>> = test_users
-            .iter()
-            .filter_map(|u| lists.get(u).map(|l| (*u, l.clone())))
-            .collect();
-        let ranking = metrics::evaluate(&lists, &relevant, k);
-        Scores {
-            precision: ranking.precision,
-            recall: ranking.recall,
-            ndcg: ranking.ndcg,
-            map: ranking.map,
-            coverage: metrics::catalog_coverage(
-                lists.values().map(Vec::as_slice),
-                k,
-                catalog.len(),
-            ),
-        }
-    };
-    Ok(EvalReport {
-        k,
-        persona: score(&persona_lists),
-        popularity: score(&popular_lists),
-        train_events: train_updates.len(),
-        test_users: test_users.len(),
-    })
+    Ok(())
 }
 
 /// The report as a table for people.
 pub fn table(report: &EvalReport) -> String {
     let k = report.k;
-    let mut table = format!(
-        "{:<12} {:>12} {:>10} {:>8} {:>8} {:>10}\n",
-        "model",
+    let mut table = scores_header(k, "model");
+    for (name, s) in [
+        ("persona", &report.persona),
+        ("sar", &report.sar),
+        ("popularity", &report.popularity),
+    ] {
+        table.push_str(&scores_row(name, s));
+    }
+    table.push_str(&format!(
+        "{} mode, {} training events, {} test users\n",
+        report.mode.name(),
+        report.train_events,
+        report.test_users
+    ));
+    table
+}
+
+/// The header of a table of scores at k.
+pub fn scores_header(k: usize, first: &str) -> String {
+    format!(
+        "{first:<12} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
         format!("precision@{k}"),
         format!("recall@{k}"),
         format!("ndcg@{k}"),
         format!("map@{k}"),
+        "hit_rate",
+        "mrr",
         "coverage"
-    );
-    for (name, s) in [
-        ("persona", report.persona),
-        ("popularity", report.popularity),
-    ] {
-        table.push_str(&format!(
-            "{:<12} {:>12.4} {:>10.4} {:>8.4} {:>8.4} {:>10.4}\n",
-            name, s.precision, s.recall, s.ndcg, s.map, s.coverage
-        ));
-    }
-    table.push_str(&format!(
-        "{} training events, {} test users\n",
-        report.train_events, report.test_users
-    ));
-    table
+    )
+}
+
+/// One row of a table of scores.
+pub fn scores_row(name: &str, s: &Scores) -> String {
+    format!(
+        "{name:<12} {:>12.4} {:>10.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4}\n",
+        s.precision, s.recall, s.ndcg, s.map, s.hit_rate, s.mrr, s.coverage
+    )
 }

@@ -6,12 +6,17 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use persona::config::PipelineConfig;
-use persona::eval::{evaluate, parse_split_time, table, Split};
+use persona::eval::tune::{recommend_toml, tune};
+use persona::eval::{
+    check_args, evaluate, parse_split_time, scores_header, scores_row, table, Split, Task,
+};
 use persona::format::preset;
 use persona::runtime::produce::{produce_to, ProduceTarget};
 use persona::runtime::replay::{replay, ReplayPlan};
 use persona::runtime::run::{run as run_on_kafka, RunPlan};
 use persona::runtime::TimelyArgs;
+use persona_dataflows::cf::{CfConfig, Mode};
+use serde::Deserialize;
 
 #[derive(Parser)]
 #[command(
@@ -121,6 +126,46 @@ enum Command {
         /// Test on each user's last fraction of events.
         #[arg(long)]
         split_fraction: Option<f64>,
+        /// discovery (seen items left out) or repeat (seen items may come
+        /// back); default: the config's [recommend] mode.
+        #[arg(long)]
+        mode: Option<Mode>,
+        #[command(flatten)]
+        timely: TimelyArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
+    /// Choose the [recommend] settings on a validation split of the training
+    /// part, print every config tried, write the best as TOML, and score it
+    /// on the test part once.
+    #[command(disable_help_flag = true)]
+    Tune {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Length of the recommendation lists scored.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Train on events before this date (YYYY-MM-DD, UTC) or RFC 3339 time.
+        #[arg(
+            long,
+            conflicts_with = "split_fraction",
+            required_unless_present = "split_fraction"
+        )]
+        split_time: Option<String>,
+        /// Test on each user's last fraction of events.
+        #[arg(long)]
+        split_fraction: Option<f64>,
+        /// discovery (seen items left out) or repeat (seen items may come
+        /// back); default: the config's [recommend] mode.
+        #[arg(long)]
+        mode: Option<Mode>,
+        /// With --split-time: the last fraction of training events (by
+        /// time) that validates.
+        #[arg(long, default_value_t = 0.15)]
+        validation_fraction: f64,
+        /// Where to write the best [recommend] table (TOML).
+        #[arg(long)]
+        out: PathBuf,
         #[command(flatten)]
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -167,6 +212,34 @@ impl InputArgs {
         Ok((config, input))
     }
 
+    /// [`InputArgs::resolve`], with the config's `[recommend]` table read in
+    /// `mode` when given: the settings it leaves out take that mode's
+    /// defaults, and its `remove_seen` gives way to the mode.
+    fn resolve_in_mode(&self, mode: Option<Mode>) -> anyhow::Result<(PipelineConfig, PathBuf)> {
+        let (mut config, path) = self.resolve()?;
+        if let Some(mode) = mode {
+            let mut table = match &self.config {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read config {}", file.display()))?;
+                    let mut document: toml::Table = toml::from_str(&text)
+                        .with_context(|| format!("invalid config {}", file.display()))?;
+                    match document.remove("recommend") {
+                        Some(toml::Value::Table(table)) => table,
+                        _ => toml::Table::new(),
+                    }
+                }
+                None => toml::Table::new(),
+            };
+            table.remove("remove_seen");
+            table.insert("mode".into(), toml::Value::String(mode.name().into()));
+            config.recommend = CfConfig::deserialize(toml::Value::Table(table))
+                .context("invalid [recommend] table")?;
+            config.validate()?;
+        }
+        Ok((config, path))
+    }
+
     /// The pipeline config these flags describe.
     fn config(&self) -> anyhow::Result<PipelineConfig> {
         let preset = match &self.format {
@@ -187,6 +260,15 @@ impl InputArgs {
             (None, None) => anyhow::bail!("give --format PRESET or --config FILE"),
         };
         Ok(config)
+    }
+}
+
+/// The split `--split-time` or `--split-fraction` asks for.
+fn split_of(split_time: Option<String>, split_fraction: Option<f64>) -> anyhow::Result<Split> {
+    match (split_time, split_fraction) {
+        (Some(time), _) => Ok(Split::Time(parse_split_time(&time)?)),
+        (None, Some(fraction)) => Ok(Split::Fraction(fraction)),
+        (None, None) => anyhow::bail!("give --split-time or --split-fraction"),
     }
 }
 
@@ -332,17 +414,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             k,
             split_time,
             split_fraction,
+            mode,
             timely,
             help: _,
         } => {
-            let (config, input) = input.resolve()?;
-            let split = match (split_time, split_fraction) {
-                (Some(time), _) => Split::Time(parse_split_time(&time)?),
-                (None, Some(fraction)) => Split::Fraction(fraction),
-                (None, None) => anyhow::bail!("give --split-time or --split-fraction"),
-            };
-            let report = evaluate(&input, &config, split, k, &timely)?;
+            let (config, path) = input.resolve_in_mode(mode)?;
+            let split = split_of(split_time, split_fraction)?;
+            let report = evaluate(&path, &config, split, k, &timely)?;
             eprint!("{}", table(&report));
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        Command::Tune {
+            input,
+            k,
+            split_time,
+            split_fraction,
+            mode,
+            validation_fraction,
+            out,
+            timely,
+            help: _,
+        } => {
+            let (config, path) = input.resolve_in_mode(mode)?;
+            let split = split_of(split_time, split_fraction)?;
+            check_args(split, k)?;
+            let log = persona::runtime::load::load(&path, &config)?;
+            let task = Task::new(log.updates, split, &config)?;
+            let (report, best) = tune(
+                &task,
+                &config,
+                k,
+                validation_fraction,
+                split,
+                &timely,
+                |row| eprint!("{row}"),
+            )?;
+            std::fs::write(&out, recommend_toml(&best)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            eprint!(
+                "best on validation: #{}; on the test part ({} users):\n{}{}wrote {}\n",
+                report.best_trial,
+                report.test_users,
+                scores_header(k, "model"),
+                scores_row("tuned", &report.test),
+                out.display()
+            );
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }

@@ -12,5 +12,5 @@ pub mod on_demand;
 pub mod recommend;
 pub mod similarity;
 
-pub use config::{CfConfig, Metric, Rankings};
+pub use config::{CfConfig, Metric, Mode, Rankings};
 pub use recommend::collaborative_filtering;

@@ -1,6 +1,6 @@
 //! Offline evaluation of top-k recommendation lists against held-out
-//! relevant items: precision@k, recall@k, NDCG@k, MAP@k and catalogue
-//! coverage, as pure functions, plus their mean over test users.
+//! relevant items: precision@k, recall@k, NDCG@k, MAP@k, hit rate@k,
+//! MRR@k and catalogue coverage, as pure functions, plus their mean over test users.
 //!
 //! Definitions follow Microsoft Recommenders' `python_evaluation.py`
 //! (binary relevance); formulas and choices are in
@@ -69,6 +69,20 @@ fn average_precision_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>
     sum / denominator as f64
 }
 
+/// 1 if the top k hits a relevant item, else 0.
+fn hit_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
+    f64::from(u8::from(
+        hit_ranks(recommended, relevant, k).next().is_some(),
+    ))
+}
+
+/// 1 / the rank of the first relevant item in the top k, 0 if none.
+fn reciprocal_rank_at_k<T: Eq + Hash>(recommended: &[T], relevant: &HashSet<T>, k: usize) -> f64 {
+    hit_ranks(recommended, relevant, k)
+        .next()
+        .map_or(0.0, |rank| 1.0 / rank as f64)
+}
+
 /// Distinct items in the top k of any list / distinct items in the training
 /// catalogue.
 pub fn catalog_coverage<'a, T: Eq + Hash + 'a>(
@@ -96,6 +110,8 @@ pub struct RankingMetrics {
     pub recall: f64,
     pub ndcg: f64,
     pub map: f64,
+    pub hit_rate: f64,
+    pub mrr: f64,
 }
 
 /// Means over every test user with a relevant item; a test user without a
@@ -120,6 +136,8 @@ pub fn evaluate<U: Eq + Hash, T: Eq + Hash>(
         metrics.recall += recall_at_k(list, relevant, k);
         metrics.ndcg += ndcg_at_k(list, relevant, k);
         metrics.map += average_precision_at_k(list, relevant, k);
+        metrics.hit_rate += hit_at_k(list, relevant, k);
+        metrics.mrr += reciprocal_rank_at_k(list, relevant, k);
     }
     if metrics.users > 0 {
         let n = metrics.users as f64;
@@ -127,6 +145,8 @@ pub fn evaluate<U: Eq + Hash, T: Eq + Hash>(
         metrics.recall /= n;
         metrics.ndcg /= n;
         metrics.map /= n;
+        metrics.hit_rate /= n;
+        metrics.mrr /= n;
     }
     metrics
 }
@@ -205,6 +225,26 @@ mod tests {
     }
 
     #[test]
+    fn hit_rate_and_reciprocal_rank_look_at_the_first_hit() {
+        // First hit at rank 2.
+        close(hit_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5), 1.0);
+        close(
+            reciprocal_rank_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 5),
+            0.5,
+        );
+        // k = 1 cuts it off.
+        close(hit_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 1), 0.0);
+        close(
+            reciprocal_rank_at_k(&[1, 2, 3, 4, 5], &set(&[2, 4, 9]), 1),
+            0.0,
+        );
+        close(
+            reciprocal_rank_at_k(&[7, 8, 4], &set(&[2, 4, 9]), 3),
+            1.0 / 3.0,
+        );
+    }
+
+    #[test]
     fn coverage_counts_distinct_items_in_top_k() {
         let lists: [&[u64]; 3] = [&[1, 2, 3], &[2, 3, 4], &[5]];
         // Top 2 of each: {1, 2, 3, 5} out of a catalogue of 10.
@@ -236,5 +276,8 @@ mod tests {
         let ann_ndcg = (0.630_929_753_571_457_5 + 0.430_676_558_073_393_06)
             / (1.0 + 0.630_929_753_571_457_5 + 0.5);
         close(m.ndcg, (ann_ndcg + 1.0) / 3.0);
+        // ann's first hit at 2, bob's at 1, cy none.
+        close(m.hit_rate, 2.0 / 3.0);
+        close(m.mrr, (0.5 + 1.0) / 3.0);
     }
 }

@@ -7,12 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Action, ActionWeights};
 
-/// The `[recommend]` table of the pipeline config.
+/// The `[recommend]` table of the pipeline config. Fields left out take the
+/// defaults of the [`Mode`] (see [`CfConfig::for_mode`]).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "RecommendTable")]
 pub struct CfConfig {
+    /// Discovery (seen items left out) or repeat (seen items may come back).
+    /// Default discovery.
+    pub mode: Mode,
     /// History length N: the most recent distinct items kept per user; 0 =
-    /// all (SAR). Default 20.
+    /// all (SAR).
     pub history_length: usize,
     /// Integer weight per action in the affinity; items enter the history
     /// through actions of positive weight only. Default view 1, click 1,
@@ -20,20 +24,21 @@ pub struct CfConfig {
     pub weights: ActionWeights,
     /// Half-life H in days of the affinity decay `2^((day − D)/H)`, D the day
     /// of the user's latest history item; absent = no decay (integer sums).
-    /// Default absent.
     pub decay_half_life_days: Option<f64>,
-    /// Similarity metric. Default `jaccard`.
+    /// Similarity metric.
     pub metric: Metric,
-    /// Pairs co-occurring for fewer users than this are dropped. Default 1.
+    /// Pairs co-occurring for fewer users than this are dropped.
     pub min_support: u64,
     /// K: neighbours kept per item (similar items, and scoring); 0 = all.
-    /// Default 50.
     pub neighbors: usize,
     /// k: items recommended per user; 0 = all scored items. Default 10.
     pub top_k: usize,
     /// Leave out items the user has seen (any candidate item, not only the
-    /// last N). Default true.
+    /// last N): true in discovery mode, false in repeat mode.
     pub remove_seen: bool,
+    /// When seen items are kept: the weight of an item's own term in its
+    /// score, `affinity · repeat_weight · sim(j, j)` (SAR's diagonal is 1).
+    pub repeat_weight: f64,
     /// The Universal Recommender's primary event: when set, only events of
     /// this action make histories, co-occurrence, similar items and seen
     /// items, so only items with such events are recommended. Default absent
@@ -65,21 +70,142 @@ pub enum Rankings {
     Dataflow,
 }
 
+/// What recommendations are for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// New items only: what the user has seen is left out.
+    #[default]
+    Discovery,
+    /// Seen items may come back ("buy again"), scored with their own term.
+    Repeat,
+}
+
+impl Mode {
+    /// The mode's name in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Discovery => "discovery",
+            Mode::Repeat => "repeat",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "discovery" => Ok(Mode::Discovery),
+            "repeat" => Ok(Mode::Repeat),
+            _ => Err(format!(
+                "unknown mode {text:?}: expected \"discovery\" or \"repeat\""
+            )),
+        }
+    }
+}
+
 impl Default for CfConfig {
     fn default() -> Self {
-        CfConfig {
-            history_length: 20,
+        CfConfig::for_mode(Mode::Discovery)
+    }
+}
+
+impl CfConfig {
+    /// The defaults of a mode, chosen by `persona tune` on validation splits
+    /// of the logs at hand (`docs/recommendations.md`, "Defaults").
+    pub fn for_mode(mode: Mode) -> Self {
+        let common = CfConfig {
+            mode,
+            history_length: 50,
             weights: ActionWeights::default(),
-            decay_half_life_days: None,
+            decay_half_life_days: Some(30.0),
             metric: Metric::Jaccard,
             min_support: 1,
-            neighbors: 50,
+            neighbors: 100,
             top_k: 10,
             remove_seen: true,
+            repeat_weight: 1.0,
             primary_action: None,
             indicator_action: None,
             rankings: None,
+        };
+        match mode {
+            Mode::Discovery => common,
+            Mode::Repeat => CfConfig {
+                remove_seen: false,
+                ..common
+            },
         }
+    }
+}
+
+/// The `[recommend]` table as written: every field optional, filled from
+/// the mode's defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecommendTable {
+    mode: Option<Mode>,
+    history_length: Option<usize>,
+    weights: Option<ActionWeights>,
+    decay_half_life_days: Option<f64>,
+    /// `false` turns the mode's decay off (TOML has no null).
+    decay: Option<bool>,
+    metric: Option<Metric>,
+    min_support: Option<u64>,
+    neighbors: Option<usize>,
+    top_k: Option<usize>,
+    remove_seen: Option<bool>,
+    repeat_weight: Option<f64>,
+    primary_action: Option<Action>,
+    indicator_action: Option<Action>,
+    rankings: Option<Rankings>,
+}
+
+impl TryFrom<RecommendTable> for CfConfig {
+    type Error = String;
+
+    fn try_from(table: RecommendTable) -> Result<Self, String> {
+        // remove_seen alone names the mode it implies.
+        let mode = match (table.mode, table.remove_seen) {
+            (Some(mode), _) => mode,
+            (None, Some(false)) => Mode::Repeat,
+            (None, _) => Mode::Discovery,
+        };
+        let defaults = CfConfig::for_mode(mode);
+        if table
+            .remove_seen
+            .is_some_and(|remove| remove != defaults.remove_seen)
+        {
+            return Err(format!(
+                "remove_seen = {} contradicts mode = \"{}\": give one of them",
+                !defaults.remove_seen,
+                mode.name()
+            ));
+        }
+        let decay_half_life_days = match (table.decay, table.decay_half_life_days) {
+            (Some(false), Some(_)) => {
+                return Err("decay = false contradicts decay_half_life_days".into())
+            }
+            (Some(false), None) => None,
+            (_, Some(days)) => Some(days),
+            (_, None) => defaults.decay_half_life_days,
+        };
+        Ok(CfConfig {
+            mode,
+            history_length: table.history_length.unwrap_or(defaults.history_length),
+            weights: table.weights.unwrap_or(defaults.weights),
+            decay_half_life_days,
+            metric: table.metric.unwrap_or(defaults.metric),
+            min_support: table.min_support.unwrap_or(defaults.min_support),
+            neighbors: table.neighbors.unwrap_or(defaults.neighbors),
+            top_k: table.top_k.unwrap_or(defaults.top_k),
+            remove_seen: defaults.remove_seen,
+            repeat_weight: table.repeat_weight.unwrap_or(defaults.repeat_weight),
+            primary_action: table.primary_action.or(defaults.primary_action),
+            indicator_action: table.indicator_action.or(defaults.indicator_action),
+            rankings: table.rankings.or(defaults.rankings),
+        })
     }
 }
 

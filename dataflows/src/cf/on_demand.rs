@@ -248,7 +248,7 @@ impl CfState {
             }
             let c_ii = self.count(i);
             if !config.remove_seen && c_ii >= config.min_support && c_ii > 0 {
-                let similarity = config.metric.similarity(c_ii, c_ii, c_ii, self.totals);
+                let similarity = similarity::own_similarity(config, c_ii, self.totals);
                 let own = Neighbor {
                     item: i,
                     similarity: Score(similarity),

@@ -422,20 +422,27 @@ pub(super) fn neighbor_list(
     SimilarItems { item, neighbors }
 }
 
-/// `(i, metric(c_ii, c_ii, c_ii))` for items with `c_ii ≥ min_support`: the
-/// diagonal of SAR's similarity matrix, used in scores only when seen items
-/// are kept (otherwise it only ever scores seen items).
+/// The similarity of an item with itself, weighted by `repeat_weight`: the
+/// diagonal of SAR's similarity matrix, which scores a seen item when seen
+/// items are kept.
+pub fn own_similarity(config: &CfConfig, c_ii: u64, totals: Totals) -> f64 {
+    config.repeat_weight * config.metric.similarity(c_ii, c_ii, c_ii, totals)
+}
+
+/// `(i, own_similarity(c_ii))` for items with `c_ii ≥ min_support`, used in
+/// scores only when seen items are kept (otherwise it only ever scores seen
+/// items).
 pub fn self_similarity<'s, T: EventTime>(
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
 ) -> VecCollection<'s, T, (Id, Score)> {
-    let metric = config.metric;
+    let own = config.clone();
     let min_support = config.min_support;
     let items = cooccurrence
         .item_users
         .clone()
         .filter(move |(_, c_ii)| *c_ii >= min_support)
         .map(|(i, c_ii)| (i, (c_ii, ())));
-    with_totals(items, cooccurrence, metric)
-        .map(move |(i, (c_ii, totals, ()))| (i, Score(metric.similarity(c_ii, c_ii, c_ii, totals))))
+    with_totals(items, cooccurrence, config.metric)
+        .map(move |(i, (c_ii, totals, ()))| (i, Score(own_similarity(&own, c_ii, totals))))
 }

@@ -322,7 +322,7 @@ fn recommendations(
     if !config.remove_seen {
         for (&(i, j), &c_ii) in counts {
             if i == j && c_ii >= config.min_support {
-                let s = config.metric.similarity(c_ii, c_ii, c_ii, totals);
+                let s = config.repeat_weight * config.metric.similarity(c_ii, c_ii, c_ii, totals);
                 rows.entry(i).or_default().push((i, s));
             }
         }
