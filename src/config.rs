@@ -341,12 +341,13 @@ impl PipelineConfig {
                 ));
             }
         }
-        let repeat_weight = self.recommend.repeat_weight;
-        if !(repeat_weight.is_finite() && repeat_weight >= 0.0) {
-            return Err(invalid_field(
-                "[recommend] repeat_weight",
-                "a finite weight ≥ 0",
-            ));
+        for (field, weight) in [
+            ("[recommend] repeat_weight", self.recommend.repeat_weight),
+            ("[recommend] trend_weight", self.recommend.trend_weight),
+        ] {
+            if !(weight.is_finite() && weight >= 0.0) {
+                return Err(invalid_field(field, "a finite weight ≥ 0"));
+            }
         }
         if self.output.raw_file_mode > 0o777 {
             return Err(invalid_field(

@@ -146,6 +146,7 @@ pub fn train_state(
     let updates = std::sync::Arc::new(updates.to_vec());
     let state_config = CfConfig {
         metric: Metric::LogLikelihood,
+        trend_weight: 1.0,
         ..config.clone()
     };
     let guards = timely::execute(timely.config()?, move |worker| {
@@ -269,6 +270,7 @@ pub fn sar(config: &CfConfig) -> CfConfig {
         metric: Metric::Jaccard,
         min_support: 1,
         repeat_weight: 1.0,
+        trend_weight: 0.0,
         ..config.clone()
     }
 }
@@ -428,4 +430,113 @@ pub fn scores_row(name: &str, s: &Scores) -> String {
         "{name:<12} {:>12.4} {:>10.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4}\n",
         s.precision, s.recall, s.ndcg, s.map, s.hit_rate, s.mrr, s.coverage
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use persona_dataflows::Action;
+
+    const DAY: i64 = 86_400_000;
+
+    fn one_worker() -> TimelyArgs {
+        TimelyArgs {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+            connect_timeout: 60,
+            peer_timeout: 30,
+        }
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+
+    /// SAR by hand: users 1–4 buy items 10 (x), 11 (y), 12 (z), 13 (w).
+    /// User 1 bought x 30 days before y; everyone else bought on day 30.
+    ///   histories (all items): 1 {x, y}, 2 {x, z}, 3 {y, z}, 4 {x, w}
+    ///   c_xx = 3, c_yy = c_zz = 2, c_ww = 1; c_xy = c_xz = c_yz = c_xw = 1
+    ///   Jaccard: s_xy = s_xz = 1/(3+2−1) = 1/4, s_yz = 1/3, s_xw = 1/3
+    ///   user 1's affinities, purchase weight 5, half-life 30 days:
+    ///     a_x = 5 · 2^(−30/30) = 2.5, a_y = 5
+    ///   scores: z = 2.5 · 1/4 + 5 · 1/3, w = 2.5 · 1/3;
+    ///   with seen items: x = 2.5 · 1 + 5 · 1/4, y = 2.5 · 1/4 + 5 · 1.
+    #[test]
+    fn the_sar_row_scores_a_hand_computed_example() {
+        let purchase = |user, item, day| (Event::new(user, item, Action::Purchase, day * DAY), 1);
+        let updates = vec![
+            purchase(1, 10, 0),
+            purchase(1, 11, 30),
+            purchase(2, 10, 30),
+            purchase(2, 12, 30),
+            purchase(3, 11, 30),
+            purchase(3, 12, 30),
+            purchase(4, 10, 30),
+            purchase(4, 13, 30),
+        ];
+        let scores = |config: &CfConfig| {
+            let state = train_state(&updates, config, &one_worker()).unwrap();
+            let list = state.recommendations(1, 0, config);
+            assert!(!list.popular);
+            list.items
+                .iter()
+                .map(|scored| (scored.item, scored.score.0))
+                .collect::<Vec<_>>()
+        };
+        let discovery = scores(&sar(&CfConfig::for_mode(Mode::Discovery)));
+        assert_eq!(discovery.iter().map(|s| s.0).collect::<Vec<_>>(), [12, 13]);
+        close(discovery[0].1, 2.5 / 4.0 + 5.0 / 3.0);
+        close(discovery[1].1, 2.5 / 3.0);
+        let repeat = scores(&sar(&CfConfig::for_mode(Mode::Repeat)));
+        assert_eq!(
+            repeat.iter().map(|s| s.0).collect::<Vec<_>>(),
+            [11, 10, 12, 13]
+        );
+        close(repeat[0].1, 2.5 / 4.0 + 5.0);
+        close(repeat[1].1, 2.5 + 5.0 / 4.0);
+        close(repeat[2].1, 2.5 / 4.0 + 5.0 / 3.0);
+        close(repeat[3].1, 2.5 / 3.0);
+    }
+
+    /// The trend lifts recently popular items: user 1's CF scores are
+    /// divided by their largest and the item's share of the busiest item's
+    /// recent users, times β, is added.
+    #[test]
+    fn the_trend_lifts_recent_items() {
+        let purchase = |user, item, day| (Event::new(user, item, Action::Purchase, day * DAY), 1);
+        // User 1 bought x; z co-occurs with x twice, w once; w is bought by
+        // three users in the last week, z by none after day 0.
+        let mut updates = vec![
+            purchase(1, 10, 0),
+            purchase(2, 10, 0),
+            purchase(2, 12, 0),
+            purchase(3, 10, 0),
+            purchase(3, 12, 0),
+            purchase(4, 10, 0),
+            purchase(4, 13, 0),
+        ];
+        for user in 5..8 {
+            updates.push(purchase(user, 13, 40));
+        }
+        let config = CfConfig {
+            decay_half_life_days: None,
+            ..CfConfig::for_mode(Mode::Discovery)
+        };
+        let state = train_state(&updates, &config, &one_worker()).unwrap();
+        // Jaccard: s_xz = 2/(4+2−2) = 1/2, s_xw = 1/(4+4−1) = 1/7; a_x = 5.
+        let plain = state.recommendations(1, 0, &config);
+        assert_eq!(plain.items.iter().map(|s| s.item).collect::<Vec<_>>(), [12, 13]);
+        let trend = CfConfig {
+            trend_weight: 1.0,
+            trend_days: 7,
+            ..config
+        };
+        // w's trend is 3 users (the busiest), z's 0: w = 5/7 / 2.5 + 1.
+        let lifted = state.recommendations(1, 0, &trend);
+        assert_eq!(lifted.items.iter().map(|s| s.item).collect::<Vec<_>>(), [13, 12]);
+        close(lifted.items[0].score.0, (5.0 / 7.0) / 2.5 + 1.0);
+        close(lifted.items[1].score.0, 1.0);
+    }
 }

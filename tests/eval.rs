@@ -70,3 +70,130 @@ fn split_by_fraction_on_otto_sessions() {
     assert!(report["test_users"].as_u64().unwrap() <= 20);
     assert!(report["persona"]["coverage"].as_f64().is_some());
 }
+
+#[test]
+fn eval_shows_sar_and_repeat_mode_keeps_seen_items() {
+    let input = shared_data("online_retail_all.csv.xz");
+    let args = |mode: &'static str| {
+        [
+            "--input",
+            input.to_str().unwrap(),
+            "--format",
+            "online-retail",
+            "--split-time",
+            "2011-11-01",
+            "--mode",
+            mode,
+        ]
+        .map(str::to_owned)
+    };
+    let discovery = eval(&args("discovery").each_ref().map(String::as_str));
+    let repeat = eval(&args("repeat").each_ref().map(String::as_str));
+    assert_eq!(discovery["mode"], "discovery");
+    assert_eq!(repeat["mode"], "repeat");
+    for report in [&discovery, &repeat] {
+        for model in ["persona", "sar", "popularity"] {
+            for metric in ["hit_rate", "mrr", "ndcg"] {
+                let value = report[model][metric].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&value), "{model}.{metric} = {value}");
+            }
+            // A hit in the top k is at least as likely as a hit at rank 1.
+            assert!(report[model]["hit_rate"].as_f64() >= report[model]["mrr"].as_f64());
+        }
+    }
+    // Wholesale customers re-order: keeping seen items finds far more.
+    for model in ["persona", "sar"] {
+        let (d, r) = (
+            discovery[model]["ndcg"].as_f64().unwrap(),
+            repeat[model]["ndcg"].as_f64().unwrap(),
+        );
+        assert!(r > 2.0 * d, "{model}: repeat {r} vs discovery {d}");
+    }
+}
+
+/// Writes Online Retail's rows from August 2011 on, with the rows of the
+/// test part (from November) poisoned when asked: each test row's customer
+/// and stock code are those of another test row.
+fn online_retail_slice(path: &std::path::Path, poison: bool) {
+    use std::io::Read;
+    let mut text = String::new();
+    liblzma::read::XzDecoder::new(
+        std::fs::File::open(shared_data("online_retail_all.csv.xz")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader
+        .records()
+        .map(Result::unwrap)
+        .filter(|row| &row[4] >= "2011-08-01")
+        .collect();
+    let test: Vec<usize> = (0..rows.len()).filter(|&i| &rows[i][4] >= "2011-11-01").collect();
+    let mut writer = csv::Writer::from_path(path).unwrap();
+    writer.write_record(&header).unwrap();
+    for (index, row) in rows.iter().enumerate() {
+        let mut row: Vec<String> = row.iter().map(str::to_owned).collect();
+        if poison && &row[4][..] >= "2011-11-01" {
+            let position = test.iter().position(|&i| i == index).unwrap();
+            let other = &rows[test[(position * 7919 + 13) % test.len()]];
+            row[1] = other[1].to_owned();
+            row[6] = other[6].to_owned();
+        }
+        writer.write_record(&row).unwrap();
+    }
+    writer.flush().unwrap();
+}
+
+#[test]
+fn tune_never_reads_the_test_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let tune = |poison: bool| {
+        let input = dir.path().join(format!("retail-{poison}.csv"));
+        online_retail_slice(&input, poison);
+        let out = dir.path().join(format!("best-{poison}.toml"));
+        let report: Value = serde_json::from_str(&persona(&[
+            "tune",
+            "--input",
+            input.to_str().unwrap(),
+            "--format",
+            "online-retail",
+            "--split-time",
+            "2011-11-01",
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+        .unwrap();
+        (report, std::fs::read_to_string(out).unwrap())
+    };
+    let (clean, clean_toml) = tune(false);
+    let (poisoned, poisoned_toml) = tune(true);
+    let trials = clean["trials"].as_array().unwrap();
+    assert!(trials.len() > 10, "{clean}");
+    // Every config tried, its validation scores and the choice are the
+    // same whatever the test part holds...
+    assert_eq!(clean["trials"], poisoned["trials"]);
+    assert_eq!(clean["best"], poisoned["best"]);
+    assert_eq!(clean_toml, poisoned_toml);
+    // ...which the final score does read.
+    assert_ne!(clean["test"], poisoned["test"]);
+    // The best is the best of the trials, and its TOML reads back as a
+    // config that eval takes.
+    let best = clean["best"]["validation"]["ndcg"].as_f64().unwrap();
+    assert!(trials
+        .iter()
+        .all(|trial| trial["validation"]["ndcg"].as_f64().unwrap() <= best));
+    let config = dir.path().join("best-false.toml");
+    let input = dir.path().join("retail-false.csv");
+    let report = eval(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "online-retail",
+        "--config",
+        config.to_str().unwrap(),
+        "--split-time",
+        "2011-11-01",
+    ]);
+    assert_eq!(report["persona"], clean["test"], "{report}");
+}

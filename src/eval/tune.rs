@@ -8,8 +8,8 @@
 //! far, and the rounds repeat until none improves. Settings that change the
 //! state the dataflow keeps (history length, decay, support) are searched
 //! first, each state is built once and ranked under every metric,
-//! neighbour count and repeat weight asked of it, and a config already
-//! tried is not tried again.
+//! neighbour count, repeat weight and trend asked of it, and a config
+//! already tried is not tried again.
 
 use std::collections::HashMap;
 
@@ -34,6 +34,8 @@ const HALF_LIVES: [Option<f64>; 6] = [
 const MIN_SUPPORTS: [u64; 3] = [1, 2, 3];
 const NEIGHBORS: [usize; 6] = [10, 20, 50, 100, 200, 0];
 const REPEAT_WEIGHTS: [f64; 6] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
+const TREND_WEIGHTS: [f64; 6] = [0.0, 0.1, 0.25, 0.5, 1.0, 2.0];
+const TREND_DAYS: [u32; 5] = [3, 7, 14, 30, 60];
 /// Rounds of coordinate ascent at most.
 const ROUNDS: usize = 3;
 
@@ -46,6 +48,8 @@ pub struct Trial {
     pub metric: Metric,
     pub neighbors: usize,
     pub repeat_weight: f64,
+    pub trend_weight: f64,
+    pub trend_days: u32,
     pub validation: Scores,
 }
 
@@ -91,13 +95,16 @@ pub fn validation_split(
 /// The settings one trial varies, as a key of the configs already tried.
 fn key(config: &CfConfig) -> String {
     format!(
-        "{} {:?} {} {:?} {} {}",
+        "{} {:?} {} {:?} {} {} {} {}",
         config.history_length,
         config.decay_half_life_days,
         config.min_support,
         config.metric,
         config.neighbors,
-        config.repeat_weight
+        config.repeat_weight,
+        config.trend_weight,
+        // The window matters only with a trend.
+        if config.trend_weight > 0.0 { config.trend_days } else { 0 }
     )
 }
 
@@ -133,7 +140,7 @@ pub fn tune(
     let mut tried: HashMap<String, usize> = HashMap::new();
     let mut state: Option<(String, CfState)> = None;
     progress(&format!(
-        "{}  history  half-life  support  metric  neighbors  repeat\n",
+        "{}  history  half-life  support  metric  neighbors  repeat  trend  trend_days\n",
         scores_header(k, "trial").trim_end_matches('\n')
     ));
     let mut try_config = |candidate: &CfConfig,
@@ -162,10 +169,12 @@ pub fn tune(
             metric: candidate.metric,
             neighbors: candidate.neighbors,
             repeat_weight: candidate.repeat_weight,
+            trend_weight: candidate.trend_weight,
+            trend_days: candidate.trend_days,
             validation: scores,
         };
         progress(&format!(
-            "{}  {:>7}  {:>9}  {:>7}  {:?}  {:>9}  {:>6}\n",
+            "{}  {:>7}  {:>9}  {:>7}  {:?}  {:>9}  {:>6}  {:>5}  {:>10}\n",
             scores_row(&format!("#{}", trials.len() + 1), &scores).trim_end_matches('\n'),
             trial.history_length,
             trial
@@ -174,7 +183,9 @@ pub fn tune(
             trial.min_support,
             trial.metric,
             trial.neighbors,
-            trial.repeat_weight
+            trial.repeat_weight,
+            trial.trend_weight,
+            trial.trend_days
         ));
         trials.push(trial);
         tried.insert(key(candidate), trials.len() - 1);
@@ -184,8 +195,14 @@ pub fn tune(
     for _ in 0..ROUNDS {
         let before = best_index;
         for setting in Setting::ALL {
-            if setting == Setting::RepeatWeight && best.remove_seen {
-                continue; // the own term scores seen items only
+            let idle = match setting {
+                // The own term scores seen items only.
+                Setting::RepeatWeight => best.remove_seen,
+                Setting::TrendDays => best.trend_weight == 0.0,
+                _ => false,
+            };
+            if idle {
+                continue;
             }
             for candidate in setting.candidates(&best) {
                 let index = try_config(&candidate, &mut trials, &mut progress)?;
@@ -224,16 +241,20 @@ enum Setting {
     Metric,
     Neighbors,
     RepeatWeight,
+    TrendWeight,
+    TrendDays,
 }
 
 impl Setting {
-    const ALL: [Setting; 6] = [
+    const ALL: [Setting; 8] = [
         Setting::HistoryLength,
         Setting::HalfLife,
         Setting::MinSupport,
         Setting::Metric,
         Setting::Neighbors,
         Setting::RepeatWeight,
+        Setting::TrendWeight,
+        Setting::TrendDays,
     ];
 
     /// `config` with this setting at each value of its grid.
@@ -267,6 +288,14 @@ impl Setting {
             Setting::RepeatWeight => REPEAT_WEIGHTS
                 .iter()
                 .map(|&w| with(&|c| c.repeat_weight = w))
+                .collect(),
+            Setting::TrendWeight => TREND_WEIGHTS
+                .iter()
+                .map(|&w| with(&|c| c.trend_weight = w))
+                .collect(),
+            Setting::TrendDays => TREND_DAYS
+                .iter()
+                .map(|&d| with(&|c| c.trend_days = d))
                 .collect(),
         }
     }

@@ -39,6 +39,13 @@ pub struct CfConfig {
     /// When seen items are kept: the weight of an item's own term in its
     /// score, `affinity · repeat_weight · sim(j, j)` (SAR's diagonal is 1).
     pub repeat_weight: f64,
+    /// β of the popularity trend: a user's scores, divided by their largest
+    /// magnitude, gain `β · trend(j) / max trend`, where `trend(j)` sums,
+    /// over the last `trend_days` days up to the latest day of any event,
+    /// the users with an event on j that day. 0 = off (SAR's scores).
+    pub trend_weight: f64,
+    /// W: the days of the trend window.
+    pub trend_days: u32,
     /// The Universal Recommender's primary event: when set, only events of
     /// this action make histories, co-occurrence, similar items and seen
     /// items, so only items with such events are recommended. Default absent
@@ -126,6 +133,8 @@ impl CfConfig {
             top_k: 10,
             remove_seen: true,
             repeat_weight: 1.0,
+            trend_weight: 0.0,
+            trend_days: 30,
             primary_action: None,
             indicator_action: None,
             rankings: None,
@@ -157,6 +166,8 @@ struct RecommendTable {
     top_k: Option<usize>,
     remove_seen: Option<bool>,
     repeat_weight: Option<f64>,
+    trend_weight: Option<f64>,
+    trend_days: Option<u32>,
     primary_action: Option<Action>,
     indicator_action: Option<Action>,
     rankings: Option<Rankings>,
@@ -202,6 +213,8 @@ impl TryFrom<RecommendTable> for CfConfig {
             top_k: table.top_k.unwrap_or(defaults.top_k),
             remove_seen: defaults.remove_seen,
             repeat_weight: table.repeat_weight.unwrap_or(defaults.repeat_weight),
+            trend_weight: table.trend_weight.unwrap_or(defaults.trend_weight),
+            trend_days: table.trend_days.unwrap_or(defaults.trend_days),
             primary_action: table.primary_action.or(defaults.primary_action),
             indicator_action: table.indicator_action.or(defaults.indicator_action),
             rankings: table.rankings.or(defaults.rankings),
@@ -212,6 +225,16 @@ impl TryFrom<RecommendTable> for CfConfig {
 impl CfConfig {
     /// Checks what serde cannot: an indicator needs a different primary action.
     pub fn validate(&self) -> Result<(), String> {
+        if self.trend_weight > 0.0 && self.rankings() == Rankings::Dataflow {
+            return Err(
+                "trend_weight is ranked on demand only: use rankings = \"on_demand\" \
+                 (and no indicator_action), or trend_weight = 0"
+                    .into(),
+            );
+        }
+        if self.trend_days == 0 {
+            return Err("trend_days must be at least 1".into());
+        }
         if let (Some(Rankings::OnDemand), Some(_)) = (self.rankings, self.indicator_action) {
             return Err(
                 "rankings = \"on_demand\" cannot rank the cross-occurrence indicator: \

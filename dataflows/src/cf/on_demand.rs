@@ -15,8 +15,9 @@
 //! demand: only the dataflow ranks it (`[recommend] rankings = "dataflow"`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,10 @@ pub enum StateUpdate {
     /// A user with a net-present event: served the popular list when they
     /// have no personal one.
     User(Id),
+    /// `(item, day, users)`: users with a net-present event on the item
+    /// that day, of positive weight (and of the primary action, when set):
+    /// the popularity trend's input, kept when `trend_weight > 0`.
+    ItemDay(Id, i64, u64),
 }
 
 /// The state of collaborative filtering that [`CfState`] ranks from, as one
@@ -52,7 +57,7 @@ pub fn state_updates<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
 ) -> VecCollection<'s, T, StateUpdate> {
-    let interactions = history::interactions(events, config);
+    let interactions = history::interactions(events.clone(), config);
     let history = history::history(interactions.user_items.clone(), config);
     let cooccurrence = similarity::cooccurrence(history.clone(), None);
     let min_support = config.min_support;
@@ -75,6 +80,23 @@ pub fn state_updates<'s, T: EventTime>(
                 .map(|((user, item), _)| StateUpdate::Seen(user, item)),
         )
         .concat(interactions.users.map(StateUpdate::User));
+    if config.trend_weight > 0.0 {
+        let weights = config.weights.clone();
+        let primary = config.primary_action;
+        updates = updates.concat(
+            events
+                .filter(move |e| {
+                    weights.weight(e.action) > 0 && primary.is_none_or(|a| a == e.action)
+                })
+                .map(|e| ((e.item, e.day(), e.user), ()))
+                // Present iff the net count is positive (`distinct_total`
+                // would keep a net-negative key too).
+                .threshold_total(|_, count: &isize| isize::from(*count > 0))
+                .map(|((item, day, _user), ())| (item, day))
+                .count_total()
+                .map(|((item, day), users)| StateUpdate::ItemDay(item, day, users as u64)),
+        );
+    }
     if config.metric.needs_totals() {
         updates = updates.concat(
             cooccurrence
@@ -99,6 +121,21 @@ pub struct CfState {
     users: HashSet<Id>,
     /// Items by (users desc, id asc), built on first use after a change.
     ranking: OnceLock<Vec<(Id, u64)>>,
+    /// Per item, users per day ([`StateUpdate::ItemDay`]).
+    item_days: HashMap<Id, BTreeMap<i64, u64>>,
+    /// Per day, the items with users that day: the latest is the trend's end.
+    days: BTreeMap<i64, usize>,
+    /// The trend of the last window asked for, built on first use after a
+    /// change.
+    trend: Mutex<Option<Arc<Trend>>>,
+}
+
+/// Each item's trend over one window, and the largest.
+#[derive(Debug)]
+struct Trend {
+    days: u32,
+    of_item: HashMap<Id, u64>,
+    max: u64,
 }
 
 impl CfState {
@@ -174,7 +211,46 @@ impl CfState {
                     self.users.remove(&user);
                 }
             }
+            StateUpdate::ItemDay(item, day, users) => {
+                *self.trend.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+                let days = self.item_days.entry(item).or_default();
+                if insert {
+                    days.insert(day, users);
+                    *self.days.entry(day).or_default() += 1;
+                } else if days.get(&day) == Some(&users) {
+                    days.remove(&day);
+                    if days.is_empty() {
+                        self.item_days.remove(&item);
+                    }
+                    let items = self.days.entry(day).or_default();
+                    *items -= 1;
+                    if *items == 0 {
+                        self.days.remove(&day);
+                    }
+                }
+            }
         }
+    }
+
+    /// The trend over the last `days` days up to the latest day with an
+    /// event: per item, the sum of its users per day.
+    fn trend(&self, days: u32) -> Arc<Trend> {
+        let mut cached = self.trend.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(trend) = cached.as_ref().filter(|trend| trend.days == days) {
+            return trend.clone();
+        }
+        let last = self.days.keys().next_back().copied().unwrap_or(0);
+        let first = last - i64::from(days) + 1;
+        let of_item: HashMap<Id, u64> = self
+            .item_days
+            .iter()
+            .map(|(&item, per_day)| (item, per_day.range(first..=last).map(|(_, n)| n).sum()))
+            .filter(|(_, users)| *users > 0)
+            .collect();
+        let max = of_item.values().copied().max().unwrap_or(0);
+        let trend = Arc::new(Trend { days, of_item, max });
+        *cached = Some(trend.clone());
+        trend
     }
 
     /// Whether `item` is in anyone's history.
@@ -256,7 +332,18 @@ impl CfState {
                 inputs.push(ScoreInput::Primary(i, entry.affinity, vec![own]));
             }
         }
-        let items = recommend::score_items(&inputs, top_k);
+        let items = if config.trend_weight > 0.0 {
+            let trend = self.trend(config.trend_days);
+            let of = |item: Id| trend.of_item.get(&item).copied().unwrap_or(0);
+            recommend::with_trend(
+                recommend::score_items(&inputs, 0),
+                (of, trend.max),
+                config.trend_weight,
+                top_k,
+            )
+        } else {
+            recommend::score_items(&inputs, top_k)
+        };
         if !items.is_empty() {
             return Recommendations {
                 user,

@@ -384,6 +384,35 @@ pub(super) fn rank_popular(
     ranked
 }
 
+/// Scored items (every one a user has) re-ranked with the popularity
+/// trend: `score / max |score| + β · trend(j) / max trend`, best first,
+/// ties by item ascending; the first `top_k` (0 = all).
+pub(super) fn with_trend(
+    mut items: Vec<ScoredItem>,
+    (trend, max_trend): (impl Fn(Id) -> u64, u64),
+    beta: f64,
+    top_k: usize,
+) -> Vec<ScoredItem> {
+    let largest = items
+        .iter()
+        .map(|scored| scored.score.0.abs())
+        .fold(0.0, f64::max);
+    let scale = if largest > 0.0 { largest } else { 1.0 };
+    for scored in &mut items {
+        let lift = if max_trend > 0 {
+            beta * (trend(scored.item) as f64 / max_trend as f64)
+        } else {
+            0.0
+        };
+        scored.score = Score(scored.score.0 / scale + lift);
+    }
+    items.sort_by(|a, b| b.score.cmp(&a.score).then(a.item.cmp(&b.item)));
+    if top_k > 0 {
+        items.truncate(top_k);
+    }
+    items
+}
+
 /// The first `top_k` (0 = all) ranked items not in `seen` (sorted).
 fn pick_popular(ranking: &[(Id, u64)], seen: &[Id], top_k: usize) -> Vec<ScoredItem> {
     let limit = if top_k == 0 { usize::MAX } else { top_k };

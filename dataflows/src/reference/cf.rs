@@ -93,8 +93,10 @@ pub fn collaborative_filtering(
     } else {
         Vec::new()
     };
+    let trend = trend(updates, at, config);
     let recommendations = recommendations(
         &users,
+        &trend,
         &candidates,
         (&history, &similar_items),
         (&indicator_history, &cross_similar_items),
@@ -108,6 +110,39 @@ pub fn collaborative_filtering(
         cross_similar_items,
         recommendations,
     }
+}
+
+/// Per item, the sum over the last `trend_days` days up to the latest day
+/// with a net-present counted event of the users with such an event on the
+/// item that day (events of positive weight, of the primary action if set).
+fn trend(updates: &[(Event, u64, isize)], at: u64, config: &CfConfig) -> BTreeMap<Id, u64> {
+    if config.trend_weight <= 0.0 {
+        return BTreeMap::new();
+    }
+    let mut net: BTreeMap<(Id, i64, Id), isize> = BTreeMap::new();
+    for (event, time, diff) in updates {
+        let counted = config.weights.weight(event.action) > 0
+            && config.primary_action.is_none_or(|a| a == event.action);
+        if *time <= at && counted {
+            *net.entry((event.item, event.day(), event.user)).or_default() += diff;
+        }
+    }
+    let present: Vec<(Id, i64)> = net
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|((item, day, _), _)| (item, day))
+        .collect();
+    let Some(last) = present.iter().map(|(_, day)| *day).max() else {
+        return BTreeMap::new();
+    };
+    let first = last - i64::from(config.trend_days) + 1;
+    let mut trend = BTreeMap::new();
+    for (item, day) in present {
+        if day >= first {
+            *trend.entry(item).or_default() += 1;
+        }
+    }
+    trend
 }
 
 /// The event's day when the affinity decays, else 0: one bucket per (user,
@@ -306,6 +341,7 @@ type Indicator<'a> = (&'a BTreeMap<Id, Vec<HistoryEntry>>, &'a [SimilarItems]);
 
 fn recommendations(
     users: &BTreeSet<Id>,
+    trend: &BTreeMap<Id, u64>,
     candidates: &Candidates,
     (history, similar_items): Indicator<'_>,
     (indicator_history, cross_similar_items): Indicator<'_>,
@@ -390,6 +426,20 @@ fn recommendations(
                 }
             })
             .collect();
+        if config.trend_weight > 0.0 {
+            let largest = items.iter().map(|s| s.score.0.abs()).fold(0.0, f64::max);
+            let scale = if largest > 0.0 { largest } else { 1.0 };
+            let max_trend = trend.values().copied().max().unwrap_or(0);
+            for scored in &mut items {
+                let users = trend.get(&scored.item).copied().unwrap_or(0);
+                let lift = if max_trend > 0 {
+                    config.trend_weight * (users as f64 / max_trend as f64)
+                } else {
+                    0.0
+                };
+                scored.score = Score(scored.score.0 / scale + lift);
+            }
+        }
         items.sort_by(|a, b| b.score.0.total_cmp(&a.score.0).then(a.item.cmp(&b.item)));
         if config.top_k > 0 {
             items.truncate(config.top_k);
