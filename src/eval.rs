@@ -527,7 +527,10 @@ mod tests {
         let state = train_state(&updates, &config, &one_worker()).unwrap();
         // Jaccard: s_xz = 2/(4+2−2) = 1/2, s_xw = 1/(4+4−1) = 1/7; a_x = 5.
         let plain = state.recommendations(1, 0, &config);
-        assert_eq!(plain.items.iter().map(|s| s.item).collect::<Vec<_>>(), [12, 13]);
+        assert_eq!(
+            plain.items.iter().map(|s| s.item).collect::<Vec<_>>(),
+            [12, 13]
+        );
         let trend = CfConfig {
             trend_weight: 1.0,
             trend_days: 7,
@@ -535,7 +538,10 @@ mod tests {
         };
         // w's trend is 3 users (the busiest), z's 0: w = 5/7 / 2.5 + 1.
         let lifted = state.recommendations(1, 0, &trend);
-        assert_eq!(lifted.items.iter().map(|s| s.item).collect::<Vec<_>>(), [13, 12]);
+        assert_eq!(
+            lifted.items.iter().map(|s| s.item).collect::<Vec<_>>(),
+            [13, 12]
+        );
         close(lifted.items[0].score.0, (5.0 / 7.0) / 2.5 + 1.0);
         close(lifted.items[1].score.0, 1.0);
     }

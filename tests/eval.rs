@@ -129,7 +129,9 @@ fn online_retail_slice(path: &std::path::Path, poison: bool) {
         .map(Result::unwrap)
         .filter(|row| &row[4] >= "2011-08-01")
         .collect();
-    let test: Vec<usize> = (0..rows.len()).filter(|&i| &rows[i][4] >= "2011-11-01").collect();
+    let test: Vec<usize> = (0..rows.len())
+        .filter(|&i| &rows[i][4] >= "2011-11-01")
+        .collect();
     let mut writer = csv::Writer::from_path(path).unwrap();
     writer.write_record(&header).unwrap();
     for (index, row) in rows.iter().enumerate() {

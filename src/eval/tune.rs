@@ -104,7 +104,11 @@ fn key(config: &CfConfig) -> String {
         config.repeat_weight,
         config.trend_weight,
         // The window matters only with a trend.
-        if config.trend_weight > 0.0 { config.trend_days } else { 0 }
+        if config.trend_weight > 0.0 {
+            config.trend_days
+        } else {
+            0
+        }
     )
 }
 

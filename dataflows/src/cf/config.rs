@@ -122,28 +122,32 @@ impl CfConfig {
     /// The defaults of a mode, chosen by `persona tune` on validation splits
     /// of the logs at hand (`docs/recommendations.md`, "Defaults").
     pub fn for_mode(mode: Mode) -> Self {
-        let common = CfConfig {
+        let discovery = CfConfig {
             mode,
             history_length: 50,
             weights: ActionWeights::default(),
-            decay_half_life_days: Some(30.0),
-            metric: Metric::Jaccard,
+            decay_half_life_days: None,
+            metric: Metric::LogLikelihood,
             min_support: 1,
-            neighbors: 100,
+            neighbors: 50,
             top_k: 10,
             remove_seen: true,
             repeat_weight: 1.0,
-            trend_weight: 0.0,
-            trend_days: 30,
+            trend_weight: 0.5,
+            trend_days: 14,
             primary_action: None,
             indicator_action: None,
             rankings: None,
         };
         match mode {
-            Mode::Discovery => common,
+            Mode::Discovery => discovery,
             Mode::Repeat => CfConfig {
+                history_length: 100,
+                metric: Metric::Cosine,
                 remove_seen: false,
-                ..common
+                repeat_weight: 8.0,
+                trend_weight: 0.25,
+                ..discovery
             },
         }
     }
@@ -213,7 +217,14 @@ impl TryFrom<RecommendTable> for CfConfig {
             top_k: table.top_k.unwrap_or(defaults.top_k),
             remove_seen: defaults.remove_seen,
             repeat_weight: table.repeat_weight.unwrap_or(defaults.repeat_weight),
-            trend_weight: table.trend_weight.unwrap_or(defaults.trend_weight),
+            // Only the on-demand rankings have the trend: the dataflow's
+            // default to none.
+            trend_weight: table.trend_weight.unwrap_or(
+                match (table.rankings, table.indicator_action) {
+                    (Some(Rankings::Dataflow), _) | (None, Some(_)) => 0.0,
+                    _ => defaults.trend_weight,
+                },
+            ),
             trend_days: table.trend_days.unwrap_or(defaults.trend_days),
             primary_action: table.primary_action.or(defaults.primary_action),
             indicator_action: table.indicator_action.or(defaults.indicator_action),

@@ -124,7 +124,8 @@ fn trend(updates: &[(Event, u64, isize)], at: u64, config: &CfConfig) -> BTreeMa
         let counted = config.weights.weight(event.action) > 0
             && config.primary_action.is_none_or(|a| a == event.action);
         if *time <= at && counted {
-            *net.entry((event.item, event.day(), event.user)).or_default() += diff;
+            *net.entry((event.item, event.day(), event.user))
+                .or_default() += diff;
         }
     }
     let present: Vec<(Id, i64)> = net
