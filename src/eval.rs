@@ -522,6 +522,8 @@ mod tests {
         }
         let config = CfConfig {
             decay_half_life_days: None,
+            metric: Metric::Jaccard,
+            trend_weight: 0.0,
             ..CfConfig::for_mode(Mode::Discovery)
         };
         let state = train_state(&updates, &config, &one_worker()).unwrap();

@@ -111,7 +111,7 @@ fn eval_shows_sar_and_repeat_mode_keeps_seen_items() {
     }
 }
 
-/// Writes Online Retail's rows from August 2011 on, with the rows of the
+/// Writes Online Retail's rows from September 2011 on, with the rows of the
 /// test part (from November) poisoned when asked: each test row's customer
 /// and stock code are those of another test row.
 fn online_retail_slice(path: &std::path::Path, poison: bool) {
@@ -127,7 +127,7 @@ fn online_retail_slice(path: &std::path::Path, poison: bool) {
     let rows: Vec<csv::StringRecord> = reader
         .records()
         .map(Result::unwrap)
-        .filter(|row| &row[4] >= "2011-08-01")
+        .filter(|row| &row[4] >= "2011-09-01")
         .collect();
     let test: Vec<usize> = (0..rows.len())
         .filter(|&i| &rows[i][4] >= "2011-11-01")

@@ -253,6 +253,22 @@ fn nonsense_config_values_fail_naming_the_field() {
             "[catalog]\npath = \"catalog.csv\"\nprice_decimals = 64\n",
             "price_decimals",
         ),
+        ("[recommend]\ntrend_weight = -1.0\n", "trend_weight"),
+        ("[recommend]\nrepeat_weight = inf\n", "repeat_weight"),
+        ("[recommend]\ntrend_days = 0\n", "trend_days"),
+        (
+            "[recommend]\nmode = \"repeat\"\nremove_seen = true\n",
+            "contradicts mode",
+        ),
+        ("[recommend]\nmode = \"buy_again\"\n", "mode"),
+        (
+            "[recommend]\ndecay = false\ndecay_half_life_days = 30.0\n",
+            "decay",
+        ),
+        (
+            "[recommend]\nrankings = \"dataflow\"\ntrend_weight = 0.5\n",
+            "trend_weight",
+        ),
     ] {
         let config_path = write(dir.path(), "config.toml", config);
         let stderr = persona_fails(&[

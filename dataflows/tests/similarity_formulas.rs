@@ -487,6 +487,7 @@ fn cross_occurrence_counts_and_llr_by_hand() {
 fn indicator_needs_a_distinct_primary_action() {
     let indicator_alone = CfConfig {
         indicator_action: Some(Action::View),
+        trend_weight: 0.0,
         ..CfConfig::default()
     };
     assert!(indicator_alone.validate().is_err());
@@ -501,6 +502,12 @@ fn indicator_needs_a_distinct_primary_action() {
     };
     assert!(both.validate().is_ok());
     assert!(CfConfig::default().validate().is_ok());
+    // The trend is ranked on demand only, which an indicator is not.
+    let with_trend = CfConfig {
+        trend_weight: 0.5,
+        ..both
+    };
+    assert!(with_trend.validate().is_err());
 }
 
 /// Like [`run`], returning the cross-similar items instead of similar items.

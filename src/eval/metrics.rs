@@ -116,8 +116,9 @@ pub struct RankingMetrics {
 
 /// Means over every test user with a relevant item; a test user without a
 /// list counts as an empty list (all metrics 0), so a recommender cannot
-/// score well by staying silent.
-pub fn evaluate<U: Eq + Hash, T: Eq + Hash>(
+/// score well by staying silent. Users are summed in ascending order, so
+/// the means are the same bits in every run.
+pub fn evaluate<U: Ord + Hash, T: Eq + Hash>(
     recommendations: &HashMap<U, Vec<T>>,
     relevant: &HashMap<U, HashSet<T>>,
     k: usize,
@@ -126,7 +127,9 @@ pub fn evaluate<U: Eq + Hash, T: Eq + Hash>(
         k,
         ..RankingMetrics::default()
     };
-    for (user, relevant) in relevant {
+    let mut users: Vec<(&U, &HashSet<T>)> = relevant.iter().collect();
+    users.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    for (user, relevant) in users {
         if relevant.is_empty() {
             continue;
         }
