@@ -72,7 +72,7 @@ fn split_by_fraction_on_otto_sessions() {
 }
 
 #[test]
-fn eval_shows_sar_and_repeat_mode_keeps_seen_items() {
+fn eval_shows_sar_hit_rate_and_mrr_in_both_modes() {
     let input = shared_data("online_retail_all.csv.xz");
     let args = |mode: &'static str| {
         [
@@ -100,14 +100,6 @@ fn eval_shows_sar_and_repeat_mode_keeps_seen_items() {
             // A hit in the top k is at least as likely as a hit at rank 1.
             assert!(report[model]["hit_rate"].as_f64() >= report[model]["mrr"].as_f64());
         }
-    }
-    // Wholesale customers re-order: keeping seen items finds far more.
-    for model in ["persona", "sar"] {
-        let (d, r) = (
-            discovery[model]["ndcg"].as_f64().unwrap(),
-            repeat[model]["ndcg"].as_f64().unwrap(),
-        );
-        assert!(r > 2.0 * d, "{model}: repeat {r} vs discovery {d}");
     }
 }
 
