@@ -124,7 +124,7 @@ impl CfConfig {
     pub fn for_mode(mode: Mode) -> Self {
         let discovery = CfConfig {
             mode,
-            history_length: 50,
+            history_length: 20,
             weights: ActionWeights::default(),
             decay_half_life_days: None,
             metric: Metric::LogLikelihood,
@@ -142,7 +142,7 @@ impl CfConfig {
         match mode {
             Mode::Discovery => discovery,
             Mode::Repeat => CfConfig {
-                history_length: 100,
+                history_length: 50,
                 metric: Metric::Cosine,
                 remove_seen: false,
                 repeat_weight: 8.0,
