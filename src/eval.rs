@@ -210,7 +210,7 @@ pub fn rank(state: &CfState, users: &[Id], k: usize, config: &CfConfig) -> HashM
                     users
                         .iter()
                         .map(|&user| {
-                            let list = state.recommendations_with(user, k, config, &ranked);
+                            let list = state.recommendations_with(user, k, config, ranked);
                             (user, list.items.iter().map(|scored| scored.item).collect())
                         })
                         .collect::<Vec<(Id, Vec<Id>)>>()
