@@ -454,6 +454,10 @@ mod tests {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
     }
 
+    fn purchase(user: Id, item: Id, day: i64) -> (Event, isize) {
+        (Event::new(user, item, Action::Purchase, day * DAY), 1)
+    }
+
     /// SAR by hand: users 1–4 buy items 10 (x), 11 (y), 12 (z), 13 (w).
     /// User 1 bought x 30 days before y; everyone else bought on day 30.
     ///   histories (all items): 1 {x, y}, 2 {x, z}, 3 {y, z}, 4 {x, w}
@@ -465,7 +469,6 @@ mod tests {
     ///   with seen items: x = 2.5 · 1 + 5 · 1/4, y = 2.5 · 1/4 + 5 · 1.
     #[test]
     fn the_sar_row_scores_a_hand_computed_example() {
-        let purchase = |user, item, day| (Event::new(user, item, Action::Purchase, day * DAY), 1);
         let updates = vec![
             purchase(1, 10, 0),
             purchase(1, 11, 30),
@@ -505,7 +508,6 @@ mod tests {
     /// recent users, times β, is added.
     #[test]
     fn the_trend_lifts_recent_items() {
-        let purchase = |user, item, day| (Event::new(user, item, Action::Purchase, day * DAY), 1);
         // User 1 bought x; z co-occurs with x twice, w once; w is bought by
         // three users in the last week, z by none after day 0.
         let mut updates = vec![

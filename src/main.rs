@@ -108,28 +108,14 @@ enum Command {
         partitions: i32,
     },
     /// Split a log chronologically, train on the earlier part and score the
-    /// top-k against the later part, beside a popularity baseline.
+    /// top-k against the later part, beside SAR's settings and a popularity
+    /// baseline.
     #[command(disable_help_flag = true)]
     Eval {
         #[command(flatten)]
         input: InputArgs,
-        /// Length of the recommendation lists scored.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
-        /// Train on events before this date (YYYY-MM-DD, UTC) or RFC 3339 time.
-        #[arg(
-            long,
-            conflicts_with = "split_fraction",
-            required_unless_present = "split_fraction"
-        )]
-        split_time: Option<String>,
-        /// Test on each user's last fraction of events.
-        #[arg(long)]
-        split_fraction: Option<f64>,
-        /// discovery (seen items left out) or repeat (seen items may come
-        /// back); default: the config's [recommend] mode.
-        #[arg(long)]
-        mode: Option<Mode>,
+        #[command(flatten)]
+        split: SplitArgs,
         #[command(flatten)]
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -142,23 +128,8 @@ enum Command {
     Tune {
         #[command(flatten)]
         input: InputArgs,
-        /// Length of the recommendation lists scored.
-        #[arg(long, default_value_t = 10)]
-        k: usize,
-        /// Train on events before this date (YYYY-MM-DD, UTC) or RFC 3339 time.
-        #[arg(
-            long,
-            conflicts_with = "split_fraction",
-            required_unless_present = "split_fraction"
-        )]
-        split_time: Option<String>,
-        /// Test on each user's last fraction of events.
-        #[arg(long)]
-        split_fraction: Option<f64>,
-        /// discovery (seen items left out) or repeat (seen items may come
-        /// back); default: the config's [recommend] mode.
-        #[arg(long)]
-        mode: Option<Mode>,
+        #[command(flatten)]
+        split: SplitArgs,
         /// With --split-time: the last fraction of training events (by
         /// time) that validates.
         #[arg(long, default_value_t = 0.15)]
@@ -263,12 +234,39 @@ impl InputArgs {
     }
 }
 
-/// The split `--split-time` or `--split-fraction` asks for.
-fn split_of(split_time: Option<String>, split_fraction: Option<f64>) -> anyhow::Result<Split> {
-    match (split_time, split_fraction) {
-        (Some(time), _) => Ok(Split::Time(parse_split_time(&time)?)),
-        (None, Some(fraction)) => Ok(Split::Fraction(fraction)),
-        (None, None) => anyhow::bail!("give --split-time or --split-fraction"),
+/// How `eval` and `tune` split the log and score it.
+#[derive(clap::Args)]
+struct SplitArgs {
+    /// Length of the recommendation lists scored.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Train on events before this date (YYYY-MM-DD, UTC) or RFC 3339 time.
+    #[arg(
+        long,
+        conflicts_with = "split_fraction",
+        required_unless_present = "split_fraction"
+    )]
+    split_time: Option<String>,
+    /// Test on each user's last fraction of events.
+    #[arg(long)]
+    split_fraction: Option<f64>,
+    /// discovery (seen items left out) or repeat (seen items may come
+    /// back); default: the config's [recommend] mode.
+    #[arg(long)]
+    mode: Option<Mode>,
+}
+
+impl SplitArgs {
+    /// The split `--split-time` or `--split-fraction` asks for, checked
+    /// with `--k`.
+    fn split(&self) -> anyhow::Result<Split> {
+        let split = match (&self.split_time, self.split_fraction) {
+            (Some(time), _) => Split::Time(parse_split_time(time)?),
+            (None, Some(fraction)) => Split::Fraction(fraction),
+            (None, None) => anyhow::bail!("give --split-time or --split-fraction"),
+        };
+        check_args(split, self.k)?;
+        Ok(split)
     }
 }
 
@@ -411,34 +409,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Eval {
             input,
-            k,
-            split_time,
-            split_fraction,
-            mode,
+            split,
             timely,
             help: _,
         } => {
-            let (config, path) = input.resolve_in_mode(mode)?;
-            let split = split_of(split_time, split_fraction)?;
-            let report = evaluate(&path, &config, split, k, &timely)?;
+            let (config, path) = input.resolve_in_mode(split.mode)?;
+            let report = evaluate(&path, &config, split.split()?, split.k, &timely)?;
             eprint!("{}", table(&report));
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         Command::Tune {
             input,
-            k,
-            split_time,
-            split_fraction,
-            mode,
+            split: split_args,
             validation_fraction,
             out,
             timely,
             help: _,
         } => {
-            let (config, path) = input.resolve_in_mode(mode)?;
-            let split = split_of(split_time, split_fraction)?;
-            check_args(split, k)?;
+            let (config, path) = input.resolve_in_mode(split_args.mode)?;
+            let (split, k) = (split_args.split()?, split_args.k);
             let log = persona::runtime::load::load(&path, &config)?;
             let task = Task::new(log.updates, split, &config)?;
             let (report, best) = tune(
