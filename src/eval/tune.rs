@@ -144,8 +144,9 @@ pub fn tune(
     let mut tried: HashMap<String, usize> = HashMap::new();
     let mut state: Option<(String, CfState)> = None;
     progress(&format!(
-        "{}  history  half-life  support  metric  neighbors  repeat  trend  trend_days\n",
-        scores_header(k, "trial").trim_end_matches('\n')
+        "{}  history  half-life  support  {:<33}  neighbors  repeat  trend  trend_days\n",
+        scores_header(k, "trial").trim_end_matches('\n'),
+        "metric"
     ));
     let mut try_config = |candidate: &CfConfig,
                           trials: &mut Vec<Trial>,
@@ -178,14 +179,17 @@ pub fn tune(
             validation: scores,
         };
         progress(&format!(
-            "{}  {:>7}  {:>9}  {:>7}  {:?}  {:>9}  {:>6}  {:>5}  {:>10}\n",
+            "{}  {:>7}  {:>9}  {:>7}  {:<33}  {:>9}  {:>6}  {:>5}  {:>10}\n",
             scores_row(&format!("#{}", trials.len() + 1), &scores).trim_end_matches('\n'),
             trial.history_length,
             trial
                 .decay_half_life_days
                 .map_or("none".to_owned(), |days| days.to_string()),
             trial.min_support,
-            trial.metric,
+            // As the config spells it.
+            serde_json::to_value(trial.metric)?
+                .as_str()
+                .unwrap_or_default(),
             trial.neighbors,
             trial.repeat_weight,
             trial.trend_weight,
