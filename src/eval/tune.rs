@@ -13,6 +13,8 @@
 
 use std::collections::HashMap;
 
+use anyhow::Context;
+
 use persona_dataflows::cf::on_demand::CfState;
 use persona_dataflows::cf::{CfConfig, Metric, Mode};
 use serde::Serialize;
@@ -137,7 +139,8 @@ pub fn tune(
         "--validation-fraction must be between 0 and 1"
     );
     let inner = validation_split(&task.train, test_split, validation_fraction);
-    let validation = Task::new(task.train.clone(), inner, config)?;
+    let validation = Task::new(task.train.clone(), inner, config)
+        .context("the validation split of the training part")?;
     let mut best = config.recommend.clone();
     let mut trials: Vec<Trial> = Vec::new();
     // Config key → index in `trials`.
