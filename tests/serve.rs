@@ -479,15 +479,28 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     assert_eq!(answer["accepted"], 0);
     assert_eq!(answer["dropped"], json!([{"index": 0, "reason": "late"}]));
 
-    let (status_code, metrics) = server.get("/metrics");
-    assert_eq!(status_code, 200);
-    let metrics = metrics.as_str().unwrap().to_owned();
-    for line in [
+    // The counters are published by the dataflow once it has read the
+    // record, which may be after the POST's answer: poll, within bounds.
+    let expected = [
         "persona_records_read_total 601",
         "persona_late_total 1",
         "persona_ready 1",
         "persona_request_duration_seconds_count{endpoint=\"profile\"} 1",
-    ] {
+    ];
+    let mut metrics = String::new();
+    for _ in 0..200 {
+        let (status_code, text) = server.get("/metrics");
+        assert_eq!(status_code, 200);
+        metrics = text.as_str().unwrap().to_owned();
+        if expected
+            .iter()
+            .all(|line| metrics.lines().any(|l| l == *line))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for line in expected {
         assert!(
             metrics.lines().any(|l| l == line),
             "no {line:?} in\n{metrics}"
