@@ -21,10 +21,11 @@ mod config;
 mod features;
 mod state;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -36,7 +37,7 @@ use state::{ItemUse, Rules, UserState};
 
 pub use config::{ActionWeights, InvalidProfileConfig, ProfileConfig, SegmentConfig};
 pub use features::{
-    rank_categories, ActionCounts, CategoryAffinity, Profile, Segment, WindowCounts,
+    rank_categories, ActionCounts, CategoryAffinity, Profile, Segment, TopCategories, WindowCounts,
 };
 
 /// One version of an item's catalog entry. Of the versions with a positive
@@ -169,8 +170,11 @@ fn maintain_profiles<'s, T: EventTime>(
                 let mut held: Option<Capability<T>> = None;
                 // Boxed: the table then holds a pointer per user, not the
                 // whole state, and a resize moves 16 bytes per user.
-                let mut users: HashMap<Id, Box<UserState>> = HashMap::new();
+                let mut users: HashMap<Id, Box<UserState>> = HashMap::default();
                 let mut entering: Vec<Leaving> = Vec::new();
+                // Emptied vectors of past times, for the next times to fill:
+                // with an event per tick, a vector per tick is most of the cost.
+                let mut spare = Spare::default();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|capability, containers| {
                         let earlier =
@@ -180,7 +184,8 @@ fn maintain_profiles<'s, T: EventTime>(
                         }
                         for container in containers {
                             for ((user, update), time, diff) in container.drain(..) {
-                                arrived.entry(time).or_default().push((user, update, diff));
+                                let at = arrived.entry(time).or_insert_with(|| spare.updates());
+                                at.push((user, update, diff));
                             }
                         }
                     });
@@ -198,12 +203,12 @@ fn maintain_profiles<'s, T: EventTime>(
                         if frontier.frontier().less_equal(&next) {
                             break;
                         }
-                        let mut updates = arrived.remove(&next).unwrap_or_default();
-                        let mut left = leaving.remove(&next).unwrap_or_default();
-                        updates.sort_unstable_by_key(|(user, _, _)| *user);
-                        left.sort_unstable_by_key(|(user, _, _, _)| *user);
-                        let mut updates = updates.into_iter().peekable();
-                        let mut left = left.into_iter().peekable();
+                        let mut arrived_now = arrived.remove(&next).unwrap_or_default();
+                        let mut left_now = leaving.remove(&next).unwrap_or_default();
+                        arrived_now.sort_unstable_by_key(|(user, _, _)| *user);
+                        left_now.sort_unstable_by_key(|(user, _, _, _)| *user);
+                        let mut updates = arrived_now.drain(..).peekable();
+                        let mut left = left_now.drain(..).peekable();
                         loop {
                             let user = match (updates.peek(), left.peek()) {
                                 (Some((a, _, _)), Some((b, _, _, _))) => *a.min(b),
@@ -252,15 +257,17 @@ fn maintain_profiles<'s, T: EventTime>(
                                 }
                             }
                         }
+                        drop((updates, left));
+                        spare.keep(arrived_now, left_now);
                         // Each window's exits of this time, at `next + W`.
                         for (number, days) in rules.window_days.iter().enumerate() {
-                            let exit = next.plus_ms(days.saturating_mul(DAY_MS));
-                            let exits =
-                                entering.iter().filter(|(_, w, _, _)| *w as usize == number);
-                            let exits: Vec<Leaving> = exits.copied().collect();
-                            if !exits.is_empty() {
-                                leaving.entry(exit).or_default().extend(exits);
+                            let of_window = |(_, w, _, _): &&Leaving| *w as usize == number;
+                            if !entering.iter().any(|exit| of_window(&exit)) {
+                                continue;
                             }
+                            let exit = next.plus_ms(days.saturating_mul(DAY_MS));
+                            let at = leaving.entry(exit).or_insert_with(|| spare.leaving());
+                            at.extend(entering.iter().filter(of_window));
                         }
                         entering.clear();
                     }
@@ -284,6 +291,40 @@ fn maintain_profiles<'s, T: EventTime>(
             },
         )
         .as_collection()
+}
+
+/// Emptied vectors of the profile operator, to reuse.
+#[derive(Default)]
+struct Spare {
+    updates: Vec<Vec<(Id, Update, isize)>>,
+    leaving: Vec<Vec<Leaving>>,
+}
+
+impl Spare {
+    /// At most this many of each kind are kept, and none larger than
+    /// `MAX_CAPACITY`, so a burst does not stay allocated.
+    const MAX_KEPT: usize = 64;
+    const MAX_CAPACITY: usize = 1024;
+
+    fn updates(&mut self) -> Vec<(Id, Update, isize)> {
+        self.updates.pop().unwrap_or_default()
+    }
+
+    fn leaving(&mut self) -> Vec<Leaving> {
+        self.leaving.pop().unwrap_or_default()
+    }
+
+    fn keep(&mut self, updates: Vec<(Id, Update, isize)>, leaving: Vec<Leaving>) {
+        fn keep<T>(spare: &mut Vec<Vec<T>>, vector: Vec<T>) {
+            let useful = vector.capacity() > 0 && vector.capacity() <= Spare::MAX_CAPACITY;
+            if useful && spare.len() < Spare::MAX_KEPT {
+                debug_assert!(vector.is_empty());
+                spare.push(vector);
+            }
+        }
+        keep(&mut self.updates, updates);
+        keep(&mut self.leaving, leaving);
+    }
 }
 
 /// The current catalog entry of an item.

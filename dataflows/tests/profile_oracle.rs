@@ -525,7 +525,7 @@ fn a_full_cancellation_on_a_later_day_leaves_nothing_owned() {
     assert_eq!((after.quantity, after.spend), (1, 100));
     assert_eq!(after.distinct_items, 1);
     assert_eq!(after.distinct_categories, 0);
-    assert_eq!(after.top_categories, Vec::new());
+    assert!(after.top_categories.is_empty());
     assert_eq!(after.last_purchase, Some(day(0) as i64));
 }
 

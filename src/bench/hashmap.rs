@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use persona_dataflows::decay::Decay;
 use persona_dataflows::profile::{
-    rank_categories, ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment,
+    rank_categories, ActionCounts, Profile, ProfileConfig, Segment, TopCategories,
 };
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, Event, Id, Score};
@@ -333,7 +333,7 @@ impl HashMapProfiles {
     /// Per category, the era sums decayed to `latest_day`, eras ascending
     /// (see [`Decay::value`]); purchases weigh nothing in a category without
     /// net units bought.
-    fn top_categories(&self, state: &UserState, latest_day: i64) -> Vec<CategoryAffinity> {
+    fn top_categories(&self, state: &UserState, latest_day: i64) -> TopCategories {
         let mut eras: BTreeMap<Id, Vec<(i64, i128)>> = BTreeMap::new();
         for (&(category, era, purchase), &weight) in &state.weights {
             let units = state.category_units.get(&category).copied().unwrap_or(0);

@@ -140,10 +140,12 @@ mod tests {
             last_purchase: Some(1500),
             avg_rating: Some(Score(3.5)),
             ratings: 2,
-            top_categories: vec![CategoryAffinity {
+            top_categories: [CategoryAffinity {
                 category: 9,
                 affinity: Score(1.5),
-            }],
+            }]
+            .into_iter()
+            .collect(),
             segment: Segment::New,
             attributes: BTreeMap::from([("country".to_string(), "FR".to_string())]),
         };

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::profile::SegmentConfig;
 use crate::{Action, Id, Score};
@@ -53,7 +54,7 @@ pub struct Profile {
     /// (the stable hash of the category's name) ascending; only positive
     /// affinities. Purchases weigh nothing in a category where the user has
     /// not bought more units than cancelled.
-    pub top_categories: Vec<CategoryAffinity>,
+    pub top_categories: TopCategories,
     pub segment: Segment,
     /// Latest value per user attribute name.
     pub attributes: BTreeMap<String, String>,
@@ -139,10 +140,11 @@ impl<'de> Deserialize<'de> for ActionCounts {
     }
 }
 
-/// Action counts per window length in days, ascending, kept in one small
-/// vector; it reads and serializes as the map `{days: counts}`.
+/// Action counts per window length in days, ascending, kept inline for up
+/// to three windows (as many as the default); it reads
+/// and serializes as the map `{days: counts}`.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WindowCounts(Vec<(u64, ActionCounts)>);
+pub struct WindowCounts(SmallVec<[(u64, ActionCounts); 3]>);
 
 impl WindowCounts {
     /// The counts of the window of `days`, if it is kept.
@@ -175,7 +177,7 @@ impl std::ops::Index<&u64> for WindowCounts {
 /// Windows in any order; a length given twice keeps the sum of its counts.
 impl FromIterator<(u64, ActionCounts)> for WindowCounts {
     fn from_iter<I: IntoIterator<Item = (u64, ActionCounts)>>(windows: I) -> WindowCounts {
-        let mut all: Vec<(u64, ActionCounts)> = windows.into_iter().collect();
+        let mut all: SmallVec<[(u64, ActionCounts); 3]> = windows.into_iter().collect();
         all.sort_by_key(|(days, _)| *days);
         all.dedup_by(|(days, counts), (kept_days, kept)| {
             let same = days == kept_days;
@@ -212,6 +214,9 @@ impl<'de> Deserialize<'de> for WindowCounts {
         Ok(windows.into_iter().collect())
     }
 }
+
+/// [`Profile::top_categories`], inline up to the default five.
+pub type TopCategories = SmallVec<[CategoryAffinity; 5]>;
 
 /// One entry of [`Profile::top_categories`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -299,8 +304,8 @@ impl Segment {
 pub fn rank_categories(
     affinities: impl IntoIterator<Item = (Id, f64)>,
     keep: usize,
-) -> Vec<CategoryAffinity> {
-    let mut ranked: Vec<CategoryAffinity> = affinities
+) -> TopCategories {
+    let mut ranked: SmallVec<[CategoryAffinity; 16]> = affinities
         .into_iter()
         .filter(|(_, affinity)| *affinity > 0.0)
         .map(|(category, affinity)| CategoryAffinity {
@@ -320,7 +325,7 @@ pub fn rank_categories(
         ranked.truncate(keep);
     }
     ranked.sort_by(order);
-    ranked
+    ranked.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -6,15 +6,16 @@
 //! are removed, so the state holds what the user's net events touch, and
 //! decayed affinity holds one integer per (category, era), not per day.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
+use smallvec::SmallVec;
 
 use differential_dataflow::difference::Semigroup;
 
 use crate::decay::{Decay, EraFactors};
 use crate::profile::features::rank_categories;
-use crate::profile::{
-    ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment, WindowCounts,
-};
+use crate::profile::{ActionCounts, Profile, ProfileConfig, Segment, TopCategories, WindowCounts};
 use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, Id, Score};
 
@@ -101,12 +102,12 @@ pub(crate) struct UserState {
     /// when they last changed, so that a change of counts or windows alone
     /// assembles a profile without reading them.
     last_purchase: Option<i64>,
-    top_categories: Vec<CategoryAffinity>,
+    top_categories: TopCategories,
     /// Whether an item that held `last_purchase` stopped being owned since
     /// the last refresh, so the latest purchase must be looked for again.
     rescan_purchases: bool,
-    /// Whether some category changed since the last refresh.
-    categories_changed: bool,
+    /// The categories changed since the last refresh, each once.
+    changed_categories: SmallVec<[Id; 2]>,
     /// The day the categories' affinities are as of.
     affinity_day: Option<i64>,
 }
@@ -146,9 +147,9 @@ struct CategoryState {
     /// `(era, weight of other actions, weight of purchases)`, eras ascending,
     /// in the fixed point of [`Decay::scaled`].
     weights: Vec<(i64, i128, i128)>,
-    /// The affinity as of the user's `affinity_day`, unless `changed`.
+    /// The affinity as of the user's `affinity_day`, unless the category is
+    /// in `changed_categories`.
     affinity: f64,
-    changed: bool,
 }
 
 impl CategoryState {
@@ -197,6 +198,9 @@ impl CategoryState {
 pub(crate) struct Rules {
     pub config: ProfileConfig,
     pub window_days: Vec<u64>,
+    /// The configured windows, every count zero: a profile's windows start
+    /// as a copy of it.
+    no_window_counts: WindowCounts,
     decay: Decay,
 }
 
@@ -205,6 +209,11 @@ impl Rules {
         Rules {
             config: config.clone(),
             window_days: config.maintained_windows().into_iter().collect(),
+            no_window_counts: config
+                .window_days
+                .iter()
+                .map(|days| (*days, ActionCounts::default()))
+                .collect(),
             decay: Decay::new(config.half_life_days),
         }
     }
@@ -263,9 +272,10 @@ impl UserState {
         let Some(category) = item_use.category else {
             return;
         };
-        self.categories_changed = true;
+        if !self.changed_categories.contains(&category) {
+            self.changed_categories.push(category);
+        }
         let state = self.categories.entry(category).or_default();
-        state.changed = true;
         let held = state.held();
         if is_transaction(item_use.action) {
             state.units += diff * units;
@@ -338,11 +348,7 @@ impl UserState {
         if counts.is_empty() {
             return None;
         }
-        let mut windows: WindowCounts = config
-            .window_days
-            .iter()
-            .map(|days| (*days, ActionCounts::default()))
-            .collect();
+        let mut windows = rules.no_window_counts.clone();
         let mut recent_purchases = 0;
         for &(window, action, count) in &self.windows {
             let days = rules.window_days[window as usize];
@@ -391,10 +397,16 @@ impl UserState {
     }
 
     /// Looks for the latest purchase again if its item stopped being owned
-    /// since the last call, and derives the top categories if categories changed or the user's
-    /// latest day moved (then every affinity is valued again; otherwise only
-    /// the changed categories'). Call it after applying a time's changes,
-    /// before [`UserState::profile`].
+    /// since the last call, and derives the top categories if categories
+    /// changed or the user's latest day moved. Call it after applying a
+    /// time's changes, before [`UserState::profile`].
+    ///
+    /// When the day moved every affinity is valued again and all are ranked.
+    /// Otherwise only the changed categories are valued, and when none fell
+    /// (or left), only they and the previous top are ranked: every other
+    /// category ranked below each of the previous top and still does, so
+    /// the result is the full ranking's, at a cost independent of how many
+    /// categories the user has.
     pub fn refresh(&mut self, rules: &Rules) {
         if std::mem::take(&mut self.rescan_purchases) {
             self.last_purchase = self
@@ -403,9 +415,10 @@ impl UserState {
                 .filter_map(ItemState::last_purchase)
                 .max();
         }
+        let changed = std::mem::take(&mut self.changed_categories);
         let latest_day = self.seen.last().map(|ms| ms.div_euclid(DAY_MS as i64));
         let moved = latest_day != self.affinity_day;
-        if !(std::mem::take(&mut self.categories_changed) || moved) {
+        if changed.is_empty() && !moved {
             return;
         }
         self.affinity_day = latest_day;
@@ -414,17 +427,38 @@ impl UserState {
             return;
         };
         let mut factors = EraFactors::new(&rules.decay, latest_day);
-        for state in self.categories.values_mut() {
-            if moved || std::mem::take(&mut state.changed) {
-                state.changed = false;
+        let keep = rules.config.top_categories;
+        let mut none_fell = !moved;
+        if moved {
+            for state in self.categories.values_mut() {
                 state.affinity = state.value(&mut factors);
             }
+        } else {
+            for category in &changed {
+                match self.categories.get_mut(category) {
+                    Some(state) => {
+                        let affinity = state.value(&mut factors);
+                        none_fell &= affinity >= state.affinity;
+                        state.affinity = affinity;
+                    }
+                    None => none_fell = false,
+                }
+            }
         }
-        let affinities = self
-            .categories
-            .iter()
-            .map(|(c, state)| (*c, state.affinity));
-        self.top_categories = rank_categories(affinities, rules.config.top_categories);
+        let categories = &self.categories;
+        let affinity = |category: &Id| (*category, categories[category].affinity);
+        self.top_categories = if none_fell {
+            let mut candidates: SmallVec<[Id; 8]> =
+                self.top_categories.iter().map(|c| c.category).collect();
+            for category in &changed {
+                if !candidates.contains(category) {
+                    candidates.push(*category);
+                }
+            }
+            rank_categories(candidates.iter().map(affinity), keep)
+        } else {
+            rank_categories(categories.keys().map(affinity), keep)
+        };
     }
 }
 
@@ -473,5 +507,50 @@ mod tests {
         state.apply_event(&Event::new(1, 7, Action::Cancellation, 4_000), 1, &rules);
         state.refresh(&rules);
         assert_eq!(state.last_purchase, None);
+    }
+
+    #[test]
+    fn top_categories_ranked_from_the_changes_equal_a_full_ranking() {
+        let mut config = ProfileConfig {
+            top_categories: 3,
+            ..ProfileConfig::default()
+        };
+        config.action_weights.not_interested = -3;
+        let rules = Rules::new(&config);
+        let mut state = UserState::default();
+        // A small linear congruential generator: the test is deterministic.
+        let mut seed = 7u64;
+        let mut next = |below: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % below
+        };
+        let actions = [
+            Action::View,
+            Action::Purchase,
+            Action::Cancellation,
+            Action::NotInterested,
+        ];
+        for step in 0..3_000 {
+            // Mostly within one day (ranked from the changes), sometimes the
+            // next day (everything valued again).
+            let day = step / 500;
+            let time = day * DAY_MS as i64 + step;
+            let action = actions[next(actions.len() as u64) as usize];
+            let mut event = Event::new(1, next(40), action, time);
+            event.category = Some(next(20));
+            event.quantity = 1 + next(2) as i64;
+            let diff = if next(10) == 0 { -1 } else { 1 };
+            state.apply_event(&event, diff, &rules);
+            state.refresh(&rules);
+            let mut factors = EraFactors::new(&rules.decay, day);
+            let all = state
+                .categories
+                .iter()
+                .map(|(category, s)| (*category, s.value(&mut factors)));
+            let expected = rank_categories(all, 3);
+            assert_eq!(state.top_categories, expected, "step {step}");
+        }
     }
 }

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::decay::Decay;
 use crate::profile::{
-    rank_categories, AttributeVersion, CatalogVersion, CategoryAffinity, Profile, ProfileConfig,
-    Segment,
+    rank_categories, AttributeVersion, CatalogVersion, Profile, ProfileConfig, Segment,
+    TopCategories,
 };
 use crate::time::DAY_MS;
 use crate::{Action, Event, Id, Score};
@@ -288,7 +288,7 @@ fn top_categories(
     weights: &BTreeMap<(Id, i64), i128>,
     latest_day: i64,
     config: &ProfileConfig,
-) -> Vec<CategoryAffinity> {
+) -> TopCategories {
     let decay = Decay::new(config.half_life_days);
     let mut eras: BTreeMap<Id, Vec<(i64, i128)>> = BTreeMap::new();
     for (&(category, era), &weight) in weights {
