@@ -21,12 +21,13 @@ mod config;
 mod features;
 mod state;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
@@ -143,6 +144,38 @@ enum Update {
 /// An event's count leaving a window: `(user, window number, action, diff)`.
 type Leaving = (Id, u32, Action, i64);
 
+/// Per window, the counts that leave it and when, in time order: times
+/// complete in order, and an event completed at `t` leaves the window of `W`
+/// days at `t + W`, so each window's exits are appended in time order and
+/// leave from the front.
+struct Exits<T>(Vec<VecDeque<(T, Id, Action, i64)>>);
+
+impl<T: EventTime> Exits<T> {
+    fn new(windows: usize) -> Exits<T> {
+        Exits((0..windows).map(|_| VecDeque::new()).collect())
+    }
+
+    /// The earliest time a count leaves a window.
+    fn earliest(&self) -> Option<&T> {
+        self.0
+            .iter()
+            .filter_map(|queue| queue.front())
+            .map(|(t, ..)| t)
+            .min()
+    }
+
+    /// Moves the counts leaving at `time` into `left`.
+    fn take(&mut self, time: &T, left: &mut Vec<Leaving>) {
+        for (window, queue) in self.0.iter_mut().enumerate() {
+            while queue.front().is_some_and(|(t, ..)| t == time) {
+                if let Some((_, user, action, diff)) = queue.pop_front() {
+                    left.push((user, window as u32, action, diff));
+                }
+            }
+        }
+    }
+}
+
 /// The keyed-state operator: routes updates by user, and at each completed
 /// time applies them to the users' sums and emits the change of each touched
 /// user's profile (the one before less the one after, assembled from the
@@ -166,15 +199,15 @@ fn maintain_profiles<'s, T: EventTime>(
             "Profiles",
             move |_, _| {
                 let mut arrived: BTreeMap<T, Vec<(Id, Update, isize)>> = BTreeMap::new();
-                let mut leaving: BTreeMap<T, Vec<Leaving>> = BTreeMap::new();
+                let mut exits: Exits<T> = Exits::new(rules.window_days.len());
                 let mut held: Option<Capability<T>> = None;
                 // Boxed: the table then holds a pointer per user, not the
                 // whole state, and a resize moves 16 bytes per user.
                 let mut users: HashMap<Id, Box<UserState>> = HashMap::default();
-                let mut entering: Vec<Leaving> = Vec::new();
+                let mut left_now: Vec<Leaving> = Vec::new();
                 // Emptied vectors of past times, for the next times to fill:
                 // with an event per tick, a vector per tick is most of the cost.
-                let mut spare = Spare::default();
+                let mut spare: Vec<Vec<(Id, Update, isize)>> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|capability, containers| {
                         let earlier =
@@ -184,7 +217,9 @@ fn maintain_profiles<'s, T: EventTime>(
                         }
                         for container in containers {
                             for ((user, update), time, diff) in container.drain(..) {
-                                let at = arrived.entry(time).or_insert_with(|| spare.updates());
+                                let at = arrived
+                                    .entry(time)
+                                    .or_insert_with(|| spare.pop().unwrap_or_default());
                                 at.push((user, update, diff));
                             }
                         }
@@ -194,7 +229,7 @@ fn maintain_profiles<'s, T: EventTime>(
                     };
                     let mut session = output.session(capability);
                     loop {
-                        let next = match (arrived.keys().next(), leaving.keys().next()) {
+                        let next = match (arrived.keys().next(), exits.earliest()) {
                             (Some(a), Some(l)) => a.min(l).clone(),
                             (Some(a), None) => a.clone(),
                             (None, Some(l)) => l.clone(),
@@ -204,7 +239,10 @@ fn maintain_profiles<'s, T: EventTime>(
                             break;
                         }
                         let mut arrived_now = arrived.remove(&next).unwrap_or_default();
-                        let mut left_now = leaving.remove(&next).unwrap_or_default();
+                        exits.take(&next, &mut left_now);
+                        let leave_at: SmallVec<[T; 4]> = (rules.window_days.iter())
+                            .map(|days| next.plus_ms(days.saturating_mul(DAY_MS)))
+                            .collect();
                         arrived_now.sort_unstable_by_key(|(user, _, _)| *user);
                         left_now.sort_unstable_by_key(|(user, _, _, _)| *user);
                         let mut updates = arrived_now.drain(..).peekable();
@@ -225,9 +263,10 @@ fn maintain_profiles<'s, T: EventTime>(
                                 match update {
                                     Update::Event(event) => {
                                         state.apply_event(&event, diff, &rules);
-                                        for window in 0..rules.window_days.len() as u32 {
-                                            state.add_window(window, event.action, diff);
-                                            entering.push((user, window, event.action, -diff));
+                                        for (window, queue) in exits.0.iter_mut().enumerate() {
+                                            state.add_window(window as u32, event.action, diff);
+                                            let at = leave_at[window].clone();
+                                            queue.push_back((at, user, event.action, -diff));
                                         }
                                     }
                                     Update::Use(item_use) => {
@@ -258,18 +297,10 @@ fn maintain_profiles<'s, T: EventTime>(
                             }
                         }
                         drop((updates, left));
-                        spare.keep(arrived_now, left_now);
-                        // Each window's exits of this time, at `next + W`.
-                        for (number, days) in rules.window_days.iter().enumerate() {
-                            let of_window = |(_, w, _, _): &&Leaving| *w as usize == number;
-                            if !entering.iter().any(|exit| of_window(&exit)) {
-                                continue;
-                            }
-                            let exit = next.plus_ms(days.saturating_mul(DAY_MS));
-                            let at = leaving.entry(exit).or_insert_with(|| spare.leaving());
-                            at.extend(entering.iter().filter(of_window));
+                        // Kept for a later time, unless a burst made it large.
+                        if arrived_now.capacity() <= 1024 && spare.len() < 64 {
+                            spare.push(arrived_now);
                         }
-                        entering.clear();
                     }
                     drop(session);
                     // Keep a capability for the earliest time still to come.
@@ -277,7 +308,7 @@ fn maintain_profiles<'s, T: EventTime>(
                         .keys()
                         .next()
                         .into_iter()
-                        .chain(leaving.keys().next())
+                        .chain(exits.earliest())
                         .min();
                     match earliest {
                         Some(time) => {
@@ -291,40 +322,6 @@ fn maintain_profiles<'s, T: EventTime>(
             },
         )
         .as_collection()
-}
-
-/// Emptied vectors of the profile operator, to reuse.
-#[derive(Default)]
-struct Spare {
-    updates: Vec<Vec<(Id, Update, isize)>>,
-    leaving: Vec<Vec<Leaving>>,
-}
-
-impl Spare {
-    /// At most this many of each kind are kept, and none larger than
-    /// `MAX_CAPACITY`, so a burst does not stay allocated.
-    const MAX_KEPT: usize = 64;
-    const MAX_CAPACITY: usize = 1024;
-
-    fn updates(&mut self) -> Vec<(Id, Update, isize)> {
-        self.updates.pop().unwrap_or_default()
-    }
-
-    fn leaving(&mut self) -> Vec<Leaving> {
-        self.leaving.pop().unwrap_or_default()
-    }
-
-    fn keep(&mut self, updates: Vec<(Id, Update, isize)>, leaving: Vec<Leaving>) {
-        fn keep<T>(spare: &mut Vec<Vec<T>>, vector: Vec<T>) {
-            let useful = vector.capacity() > 0 && vector.capacity() <= Spare::MAX_CAPACITY;
-            if useful && spare.len() < Spare::MAX_KEPT {
-                debug_assert!(vector.is_empty());
-                spare.push(vector);
-            }
-        }
-        keep(&mut self.updates, updates);
-        keep(&mut self.leaving, leaving);
-    }
 }
 
 /// The current catalog entry of an item.
