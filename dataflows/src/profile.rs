@@ -27,7 +27,6 @@ use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::{Capability, Operator};
@@ -144,34 +143,66 @@ enum Update {
 /// An event's count leaving a window: `(user, window number, action, diff)`.
 type Leaving = (Id, u32, Action, i64);
 
-/// Per window, the counts that leave it and when, in time order: times
-/// complete in order, and an event completed at `t` leaves the window of `W`
-/// days at `t + W`, so each window's exits are appended in time order and
-/// leave from the front.
-struct Exits<T>(Vec<VecDeque<(T, Id, Action, i64)>>);
+/// The counts that will leave a window: one entry per event, in the order
+/// of the times they entered at, and per window the next entry to leave it.
+/// Times complete in order, and what entered at `t` leaves the window of `W`
+/// days at `t + W`, so each window's exits come in the queue's order; an
+/// entry is dropped once it has left the longest window.
+struct Exits<T> {
+    /// `(entered at, user, action, diff)`.
+    queue: VecDeque<(T, Id, Action, i64)>,
+    /// Entries dropped from the front so far: positions below are absolute.
+    dropped: usize,
+    /// Per window, `(length in ms, position of the next entry to leave)`.
+    windows: Vec<(u64, usize)>,
+}
 
 impl<T: EventTime> Exits<T> {
-    fn new(windows: usize) -> Exits<T> {
-        Exits((0..windows).map(|_| VecDeque::new()).collect())
+    fn new(window_days: &[u64]) -> Exits<T> {
+        Exits {
+            queue: VecDeque::new(),
+            dropped: 0,
+            windows: window_days
+                .iter()
+                .map(|days| (days.saturating_mul(DAY_MS), 0))
+                .collect(),
+        }
+    }
+
+    /// Schedules the exits of what entered at `time`.
+    fn enter(&mut self, time: T, user: Id, action: Action, diff: i64) {
+        self.queue.push_back((time, user, action, diff));
+    }
+
+    /// When the entry at `position` leaves the window of `length` ms.
+    fn leaves_at(&self, (length, position): (u64, usize)) -> Option<T> {
+        let (entered, ..) = self.queue.get(position - self.dropped)?;
+        Some(entered.plus_ms(length))
     }
 
     /// The earliest time a count leaves a window.
-    fn earliest(&self) -> Option<&T> {
-        self.0
+    fn earliest(&self) -> Option<T> {
+        self.windows
             .iter()
-            .filter_map(|queue| queue.front())
-            .map(|(t, ..)| t)
+            .filter_map(|window| self.leaves_at(*window))
             .min()
     }
 
-    /// Moves the counts leaving at `time` into `left`.
+    /// Moves the counts leaving their windows at `time` into `left`, as
+    /// `(user, window number, action, -diff)`.
     fn take(&mut self, time: &T, left: &mut Vec<Leaving>) {
-        for (window, queue) in self.0.iter_mut().enumerate() {
-            while queue.front().is_some_and(|(t, ..)| t == time) {
-                if let Some((_, user, action, diff)) = queue.pop_front() {
-                    left.push((user, window as u32, action, diff));
-                }
+        for number in 0..self.windows.len() {
+            while self.leaves_at(self.windows[number]).as_ref() == Some(time) {
+                let position = &mut self.windows[number].1;
+                let (_, user, action, diff) = self.queue[*position - self.dropped];
+                left.push((user, number as u32, action, -diff));
+                *position += 1;
             }
+        }
+        let done = self.windows.iter().map(|(_, position)| *position).min();
+        while self.dropped < done.unwrap_or(0) {
+            self.queue.pop_front();
+            self.dropped += 1;
         }
     }
 }
@@ -199,7 +230,7 @@ fn maintain_profiles<'s, T: EventTime>(
             "Profiles",
             move |_, _| {
                 let mut arrived: BTreeMap<T, Vec<(Id, Update, isize)>> = BTreeMap::new();
-                let mut exits: Exits<T> = Exits::new(rules.window_days.len());
+                let mut exits: Exits<T> = Exits::new(&rules.window_days);
                 let mut held: Option<Capability<T>> = None;
                 // Boxed: the table then holds a pointer per user, not the
                 // whole state, and a resize moves 16 bytes per user.
@@ -230,9 +261,9 @@ fn maintain_profiles<'s, T: EventTime>(
                     let mut session = output.session(capability);
                     loop {
                         let next = match (arrived.keys().next(), exits.earliest()) {
-                            (Some(a), Some(l)) => a.min(l).clone(),
+                            (Some(a), Some(l)) => a.clone().min(l),
                             (Some(a), None) => a.clone(),
-                            (None, Some(l)) => l.clone(),
+                            (None, Some(l)) => l,
                             (None, None) => break,
                         };
                         if frontier.frontier().less_equal(&next) {
@@ -240,9 +271,6 @@ fn maintain_profiles<'s, T: EventTime>(
                         }
                         let mut arrived_now = arrived.remove(&next).unwrap_or_default();
                         exits.take(&next, &mut left_now);
-                        let leave_at: SmallVec<[T; 4]> = (rules.window_days.iter())
-                            .map(|days| next.plus_ms(days.saturating_mul(DAY_MS)))
-                            .collect();
                         arrived_now.sort_unstable_by_key(|(user, _, _)| *user);
                         left_now.sort_unstable_by_key(|(user, _, _, _)| *user);
                         let mut updates = arrived_now.drain(..).peekable();
@@ -263,11 +291,10 @@ fn maintain_profiles<'s, T: EventTime>(
                                 match update {
                                     Update::Event(event) => {
                                         state.apply_event(&event, diff, &rules);
-                                        for (window, queue) in exits.0.iter_mut().enumerate() {
-                                            state.add_window(window as u32, event.action, diff);
-                                            let at = leave_at[window].clone();
-                                            queue.push_back((at, user, event.action, -diff));
+                                        for window in 0..rules.window_days.len() as u32 {
+                                            state.add_window(window, event.action, diff);
                                         }
+                                        exits.enter(next.clone(), user, event.action, diff);
                                     }
                                     Update::Use(item_use) => {
                                         state.apply_use(&item_use, diff, &rules)
@@ -308,12 +335,13 @@ fn maintain_profiles<'s, T: EventTime>(
                         .keys()
                         .next()
                         .into_iter()
+                        .cloned()
                         .chain(exits.earliest())
                         .min();
                     match earliest {
                         Some(time) => {
                             if let Some(held) = held.as_mut() {
-                                held.downgrade(time);
+                                held.downgrade(&time);
                             }
                         }
                         None => held = None,

@@ -15,7 +15,9 @@ use differential_dataflow::difference::Semigroup;
 
 use crate::decay::{Decay, EraFactors};
 use crate::profile::features::rank_categories;
-use crate::profile::{ActionCounts, Profile, ProfileConfig, Segment, TopCategories, WindowCounts};
+use crate::profile::{
+    ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment, WindowCounts,
+};
 use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, Id, Score};
 
@@ -102,14 +104,36 @@ pub(crate) struct UserState {
     /// when they last changed, so that a change of counts or windows alone
     /// assembles a profile without reading them.
     last_purchase: Option<i64>,
-    top_categories: TopCategories,
+    /// A vector, not inline: most users have no category, and a user's
+    /// state is most of the memory per user.
+    top_categories: Vec<CategoryAffinity>,
     /// Whether an item that held `last_purchase` stopped being owned since
     /// the last refresh, so the latest purchase must be looked for again.
     rescan_purchases: bool,
-    /// The categories changed since the last refresh, each once.
-    changed_categories: SmallVec<[Id; 2]>,
+    /// The categories changed since the last refresh.
+    changed_categories: Changed,
     /// The day the categories' affinities are as of.
     affinity_day: Option<i64>,
+}
+
+/// Which categories changed since the last refresh: one event changes one,
+/// and several are not told apart (every category is then valued again).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Changed {
+    #[default]
+    Nothing,
+    One(Id),
+    Several,
+}
+
+impl Changed {
+    fn add(&mut self, category: Id) {
+        *self = match *self {
+            Changed::Nothing => Changed::One(category),
+            Changed::One(one) if one == category => Changed::One(one),
+            _ => Changed::Several,
+        };
+    }
 }
 
 /// A user's events on one item.
@@ -272,9 +296,7 @@ impl UserState {
         let Some(category) = item_use.category else {
             return;
         };
-        if !self.changed_categories.contains(&category) {
-            self.changed_categories.push(category);
-        }
+        self.changed_categories.add(category);
         let state = self.categories.entry(category).or_default();
         let held = state.held();
         if is_transaction(item_use.action) {
@@ -391,7 +413,7 @@ impl UserState {
             avg_rating: (self.ratings > 0)
                 .then(|| Score(self.rating_sum as f64 / self.ratings as f64 / 100.0)),
             ratings: self.ratings,
-            top_categories: self.top_categories.clone(),
+            top_categories: self.top_categories.iter().cloned().collect(),
             attributes,
         })
     }
@@ -401,12 +423,12 @@ impl UserState {
     /// changed or the user's latest day moved. Call it after applying a
     /// time's changes, before [`UserState::profile`].
     ///
-    /// When the day moved every affinity is valued again and all are ranked.
-    /// Otherwise only the changed categories are valued, and when none fell
-    /// (or left), only they and the previous top are ranked: every other
-    /// category ranked below each of the previous top and still does, so
-    /// the result is the full ranking's, at a cost independent of how many
-    /// categories the user has.
+    /// When one category alone changed, on the same day, only it is valued
+    /// again, and if its affinity rose, only it and the previous top are
+    /// ranked: every other category ranked below each of the previous top
+    /// and still does, so the result is the full ranking's, at a cost
+    /// independent of how many categories the user has. Otherwise every
+    /// affinity is valued again and all are ranked.
     pub fn refresh(&mut self, rules: &Rules) {
         if std::mem::take(&mut self.rescan_purchases) {
             self.last_purchase = self
@@ -418,7 +440,7 @@ impl UserState {
         let changed = std::mem::take(&mut self.changed_categories);
         let latest_day = self.seen.last().map(|ms| ms.div_euclid(DAY_MS as i64));
         let moved = latest_day != self.affinity_day;
-        if changed.is_empty() && !moved {
+        if changed == Changed::Nothing && !moved {
             return;
         }
         self.affinity_day = latest_day;
@@ -428,37 +450,40 @@ impl UserState {
         };
         let mut factors = EraFactors::new(&rules.decay, latest_day);
         let keep = rules.config.top_categories;
-        let mut none_fell = !moved;
-        if moved {
-            for state in self.categories.values_mut() {
-                state.affinity = state.value(&mut factors);
-            }
-        } else {
-            for category in &changed {
-                match self.categories.get_mut(category) {
-                    Some(state) => {
-                        let affinity = state.value(&mut factors);
-                        none_fell &= affinity >= state.affinity;
-                        state.affinity = affinity;
+        // The one changed category, when it alone changed and rose.
+        let mut rose = None;
+        match (moved, changed) {
+            (false, Changed::One(category)) => {
+                if let Some(state) = self.categories.get_mut(&category) {
+                    let affinity = state.value(&mut factors);
+                    if affinity >= state.affinity {
+                        rose = Some(category);
                     }
-                    None => none_fell = false,
+                    state.affinity = affinity;
+                }
+            }
+            // Values of unchanged categories come out the same again.
+            _ => {
+                for state in self.categories.values_mut() {
+                    state.affinity = state.value(&mut factors);
                 }
             }
         }
         let categories = &self.categories;
         let affinity = |category: &Id| (*category, categories[category].affinity);
-        self.top_categories = if none_fell {
-            let mut candidates: SmallVec<[Id; 8]> =
-                self.top_categories.iter().map(|c| c.category).collect();
-            for category in &changed {
-                if !candidates.contains(category) {
-                    candidates.push(*category);
+        let ranked = match rose {
+            Some(category) => {
+                let mut candidates: SmallVec<[Id; 8]> =
+                    self.top_categories.iter().map(|c| c.category).collect();
+                if !candidates.contains(&category) {
+                    candidates.push(category);
                 }
+                rank_categories(candidates.iter().map(affinity), keep)
             }
-            rank_categories(candidates.iter().map(affinity), keep)
-        } else {
-            rank_categories(categories.keys().map(affinity), keep)
+            None => rank_categories(categories.keys().map(affinity), keep),
         };
+        self.top_categories.clear();
+        self.top_categories.extend(ranked);
     }
 }
 
@@ -550,7 +575,7 @@ mod tests {
                 .iter()
                 .map(|(category, s)| (*category, s.value(&mut factors)));
             let expected = rank_categories(all, 3);
-            assert_eq!(state.top_categories, expected, "step {step}");
+            assert_eq!(state.top_categories[..], expected[..], "step {step}");
         }
     }
 }
