@@ -10,8 +10,8 @@
 //! A user's many events in one tick cost one assembly. Differential
 //! arrangements remain where data crosses users: the catalog join, which
 //! completes events that lack a category or price, and the latest user
-//! attribute. Windows hold, as scheduled exits, one update per (user, action,
-//! timestamp) of the last window.
+//! attribute. Windows hold their scheduled exits in one queue, an entry per
+//! event of the longest window (see `Exits`).
 //!
 //! Floats (affinity, average rating) are computed from integer state in a
 //! canonical order, so [`crate::reference::profile`] reproduces them bit for
