@@ -8,10 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use differential_dataflow::difference::Semigroup;
 use rustc_hash::FxHashMap as HashMap;
 use smallvec::SmallVec;
-
-use differential_dataflow::difference::Semigroup;
 
 use crate::decay::{Decay, EraFactors};
 use crate::profile::features::rank_categories;
