@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Prints the wall time, the number of periods, and per input update: the
-//! unordered pair updates the history self-join emits (each history change
-//! of user u touches |history(u)| pairs) and the updates of the co-occurrence
+//! unordered pair changes the histories send (each history change of user
+//! u touches |history(u)| pairs) and the updates of the co-occurrence
 //! collection `((i, j), c_ij)` after consolidation within a period.
 
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use differential_dataflow::input::InputSession;
 use persona::format::preset::preset;
-use persona_dataflows::cf::history::{history, interactions};
+use persona_dataflows::cf::history::histories;
 use persona_dataflows::cf::recommend::recommend;
 use persona_dataflows::cf::similarity::{cooccurrence, cross_similar_items, similar_items};
 use persona_dataflows::time::DAY_MS;
@@ -64,29 +64,23 @@ fn main() -> anyhow::Result<()> {
             let probe = ProbeHandle::new();
             worker.dataflow::<u64, _, _>(|scope| {
                 let events = input.to_collection(scope);
-                let interactions = interactions(events, &cf);
-                let history = history(interactions.user_items.clone(), &cf);
-                let user_item = history.clone().map(|(u, e)| (u, e.item)).arrange_by_key();
-                user_item
-                    .clone()
-                    .join_core(user_item, |_, &i, &j| (i < j).then_some((i, j)))
-                    .inner
-                    .inspect(move |(_, _, diff)| {
-                        pair_updates.fetch_add(diff.unsigned_abs() as u64, Ordering::Relaxed);
-                    });
-                let cooccurrence = cooccurrence(history.clone(), None);
+                let histories = histories(events, &cf);
+                histories.pairs.clone().inner.inspect(move |(_, _, diff)| {
+                    pair_updates.fetch_add(diff.unsigned_abs() as u64, Ordering::Relaxed);
+                });
+                let cooccurrence = cooccurrence(&histories);
                 cooccurrence.pairs.clone().inner.inspect(move |_| {
                     cooccurrence_updates.fetch_add(1, Ordering::Relaxed);
                 });
                 let similar = similar_items(&cooccurrence, &cf);
                 assert!(cross_similar_items(&cooccurrence, &cf).is_none());
                 let (personal, fallback) = recommend(
-                    history,
+                    histories.history,
                     similar,
                     None,
                     None,
-                    interactions.user_items,
-                    interactions.users,
+                    histories.user_items,
+                    histories.users,
                     &cooccurrence,
                     &cf,
                 );
@@ -117,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         elapsed.as_secs_f64()
     );
     println!(
-        "history self-join pair updates per input update: {:.1}",
+        "history pair changes per input update: {:.1}",
         pair_updates.load(Ordering::Relaxed) as f64 / events as f64
     );
     println!(

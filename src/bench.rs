@@ -92,6 +92,11 @@ pub struct BenchArgs {
     /// Skip both baselines.
     #[arg(long)]
     pub no_baselines: bool,
+    /// With the full pipeline, rank every item and user at the end of each
+    /// recommendation period, as `replay --changelog` writes them; without
+    /// it, once at the end of the run, as `replay` does.
+    #[arg(long)]
+    pub changelog: bool,
     /// Closed-loop runs at these log sizes (comma-separated events), for cost per event against size.
     #[arg(long, value_delimiter = ',')]
     pub scaling: Vec<usize>,
@@ -197,7 +202,12 @@ pub fn bench(
         updates.truncate(args.events);
     }
     anyhow::ensure!(!updates.is_empty(), "input {name} holds no events");
-    let workload = Arc::new(Workload::new(updates, args.batch_size, config));
+    let workload = Arc::new(Workload::new(
+        updates,
+        args.batch_size,
+        config,
+        args.changelog,
+    ));
     let events = workload.events();
     let workers = timely.workers;
     let run = |workload: &Arc<Workload>, graph: Graph, pace: Pace, operators: bool| {
@@ -328,6 +338,7 @@ pub fn bench(
                 synthetic::generate(&args.synthetic_spec(size)),
                 args.batch_size,
                 synthetic_config(),
+                args.changelog,
             ),
             BenchInput::Log { .. } => {
                 anyhow::ensure!(
@@ -336,7 +347,12 @@ pub fn bench(
                 );
                 let mut prefix: Vec<(Event, isize)> = workload.updates[..size].to_vec();
                 prefix.shrink_to_fit();
-                Workload::new(prefix, args.batch_size, workload.config.clone())
+                Workload::new(
+                    prefix,
+                    args.batch_size,
+                    workload.config.clone(),
+                    args.changelog,
+                )
             }
         };
         let sized = Arc::new(sized);

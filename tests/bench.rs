@@ -261,7 +261,7 @@ fn assert_identical_profiles(
     batch: usize,
     workers: usize,
 ) {
-    let workload = Arc::new(Workload::new(updates, batch, config));
+    let workload = Arc::new(Workload::new(updates, batch, config, false));
     assert!(workload.batches.len() > 1, "too few batches to compare");
     let expected = dataflow_profiles(workload.clone(), workers);
     let mut baseline = HashMapProfiles::new(&workload.config.profile);

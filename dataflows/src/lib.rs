@@ -17,6 +17,7 @@
 
 pub mod decay;
 pub mod event;
+pub mod keyed;
 pub mod score;
 pub mod time;
 

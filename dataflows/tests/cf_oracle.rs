@@ -490,7 +490,7 @@ fn defaults_match_reference_on_many_seeds() {
 /// bounds the work per event. Prints the average.
 #[test]
 fn cooccurrence_work_per_event_is_bounded_by_history_length() {
-    use persona_dataflows::cf::history::{history, interactions};
+    use persona_dataflows::cf::history::histories;
     let config = CfConfig::default();
     let updates: Vec<(Event, u64, isize)> = (0..20).flat_map(random_stream).collect();
     let pair_updates = Arc::new(Mutex::new(0usize));
@@ -500,11 +500,8 @@ fn cooccurrence_work_per_event_is_bounded_by_history_length() {
         let counter = counter.clone();
         let mut input = worker.dataflow::<u64, _, _>(|scope| {
             let (input, events) = scope.new_collection::<Event, isize>();
-            let history = history(interactions(events, &config).user_items, &config);
-            let user_item = history.map(|(u, e)| (u, e.item)).arrange_by_key();
-            user_item
-                .clone()
-                .join_core(user_item, |_, &i, &j| (i < j).then_some((i, j)))
+            histories(events, &config)
+                .pairs
                 .inspect(move |_| *counter.lock().unwrap() += 1);
             input
         });

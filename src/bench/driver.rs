@@ -69,6 +69,9 @@ pub struct Workload {
     pub updates: Vec<(Event, isize)>,
     pub batches: Vec<Batch>,
     pub config: PipelineConfig,
+    /// Rank per recommendation period (`replay --changelog`), not once at
+    /// the end.
+    pub changelog: bool,
 }
 
 impl Workload {
@@ -78,6 +81,7 @@ impl Workload {
         mut updates: Vec<(Event, isize)>,
         batch_size: usize,
         config: PipelineConfig,
+        changelog: bool,
     ) -> Workload {
         updates.sort_by_key(|(event, _)| event.time_ms);
         let mut batches = Vec::new();
@@ -98,6 +102,7 @@ impl Workload {
             updates,
             batches,
             config,
+            changelog,
         }
     }
 
@@ -109,6 +114,7 @@ impl Workload {
             updates: self.updates[..end].to_vec(),
             batches,
             config: self.config.clone(),
+            changelog: self.changelog,
         }
     }
 
@@ -336,7 +342,7 @@ fn run_worker(
                         state,
                         config.recommend.clone(),
                         periods,
-                        true,
+                        workload.changelog,
                         Pending::default(),
                         Pending::default(),
                     ));
@@ -407,6 +413,11 @@ fn run_worker(
             }
             latencies.push(offered_at[latencies.len()].elapsed());
         }
+    }
+    if let (Some(ranked), 0) = (&mut ranked, index) {
+        // Without a changelog, `replay` ranks the lists once, at the end of
+        // the log: part of the run.
+        ranked.rank_at_end();
     }
     let elapsed = start.elapsed();
     let arranged_records = *arranged.borrow();

@@ -10,12 +10,12 @@ use std::path::Path;
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
-use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
 use persona_dataflows::cf::on_demand::{state_updates, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
+use persona_dataflows::keyed::KeyedSums;
 use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::{Event, Id};
 use timely::container::CapacityContainerBuilder;
@@ -112,8 +112,14 @@ pub fn build(
     } = inputs;
     let gatherers = graph.gatherers(events.scope().peers());
     let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
-    let users = events.clone().map(|event| event.user).distinct_total();
-    let items = events.clone().map(|event| event.item).distinct_total();
+    let users = events
+        .clone()
+        .map(|event| event.user)
+        .distinct_keyed("Users");
+    let items = events
+        .clone()
+        .map(|event| event.item)
+        .distinct_keyed("Items");
     let mut gathered = Gathered {
         time: config.time.clone(),
         profiles: gather_on(profiles, probe, gatherers.clone()),

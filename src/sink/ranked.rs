@@ -208,7 +208,7 @@ impl RankedState {
     }
 
     /// Without a ranking per period: ranks the final lists, once.
-    fn rank_at_end(&mut self) {
+    pub fn rank_at_end(&mut self) {
         if !self.per_period && !self.ranked_at_end {
             let (similar_items, recommendations) = self.ranked();
             self.similar_items.lists = similar_items;

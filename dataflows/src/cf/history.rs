@@ -28,14 +28,20 @@
 //!   w(u,i,d)   = Σ_a weight(a) · n(u,i,a,d) over counted buckets,  D = day of u's latest history item
 //! ```
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use differential_dataflow::collection::AsCollection;
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use differential_dataflow::difference::Semigroup;
 use differential_dataflow::VecCollection;
-use timely::dataflow::operators::vec::Map;
+use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Partition;
+use timely::dataflow::operators::Operator;
 
 use super::CfConfig;
+use crate::keyed::ByTime;
 use crate::time::TimeSpan;
 use crate::{Action, ActionWeights, Event, EventTime, Id, Score};
 
@@ -60,8 +66,9 @@ pub struct HistoryEntry {
 /// `((user, item), state)` of candidate pairs.
 pub type UserItems<'s, T> = VecCollection<'s, T, ((Id, Id), UserItem)>;
 
-/// The users and user-item pairs present in the events.
-pub struct Interactions<'s, T: EventTime> {
+/// Each user's interactions and history, and the changes of co-occurrence
+/// they make.
+pub struct Histories<'s, T: EventTime> {
     /// `((user, item), state)` for every candidate pair: every item the user
     /// has "seen", whether or not it is among their N most recent; a
     /// purchased item only while the user owns it. Only events of
@@ -72,88 +79,380 @@ pub struct Interactions<'s, T: EventTime> {
     pub indicator_items: Option<UserItems<'s, T>>,
     /// Every user with a net-present event of any action, weight 0 included.
     pub users: VecCollection<'s, T, Id>,
+    /// Each user's most recent `config.history_length` items with
+    /// affinities, from `user_items`.
+    pub history: VecCollection<'s, T, (Id, HistoryEntry)>,
+    /// The same from `indicator_items`, when set.
+    pub indicator_history: Option<VecCollection<'s, T, (Id, HistoryEntry)>>,
+    /// `(i, j)` with `i < j`, once per user with both in their history:
+    /// counted, the co-occurrence `c_ij`.
+    pub pairs: VecCollection<'s, T, (Id, Id)>,
+    /// `i` once per user with i in their history: counted, `c_ii`.
+    pub items: VecCollection<'s, T, Id>,
+    /// `()` once per user with a history or an indicator history.
+    pub history_users: VecCollection<'s, T, ()>,
 }
 
-/// Integer state of the events: counted buckets folded per (user, item),
-/// from the events of `config.primary_action` (all if unset) and, apart,
-/// of `config.indicator_action`.
+/// Each user's interactions and history, from the events of
+/// `config.primary_action` (all if unset) and, apart, of
+/// `config.indicator_action`.
 ///
 /// ```sql
+/// -- user_items: counted buckets folded per (user, item)
 /// SELECT user, item, max(time_ms) FILTER (weight > 0), array_agg((day, Σ weight·n))
 /// FROM (SELECT user, item, action, day, sum(diff) AS n, max(time_ms), sum(diff · units) ...)
 /// WHERE n > 0 AND (action <> 'purchase' OR q(user, item) > 0)
 /// GROUP BY user, item HAVING bool_or(weight > 0)
+/// -- history
+/// SELECT user, item, last_time, affinity FROM user_items
+/// QUALIFY row_number() OVER (PARTITION BY user ORDER BY last_time DESC, item) <= N
+/// -- pairs
+/// SELECT a.item, b.item FROM history a JOIN history b USING (user) WHERE a.item < b.item
 /// ```
-pub fn interactions<'s, T: EventTime>(
+///
+/// All of it is one user's business, so one operator keeps each user's
+/// buckets, folds and history, keyed by user, and on each completed time
+/// works on the touched users only: it refolds their touched items,
+/// reselects their history when a fold changed, and sends the changes of
+/// both and of the pairs and items the history gained or lost. This is
+/// what differential's operators computed (a `count_total` of the buckets,
+/// a reduction per (user, item) and per user, an arrangement of the
+/// histories and its self-join), without arranging any of it: the state is
+/// each user's own, touched once per time.
+pub fn histories<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
-) -> Interactions<'s, T> {
-    // One record per bucket: net events and units are sums, and the latest
-    // time a span that only widens (see `TimeSpan`).
+) -> Histories<'s, T> {
     let decays = config.decay_half_life_days.is_some();
-    let buckets = events
+    let rules = Rules {
+        weights: config.weights.clone(),
+        primary: config.primary_action,
+        indicator: config.indicator_action,
+        length: config.history_length,
+        half_life_days: config.decay_half_life_days,
+    };
+    let route = Exchange::new(|(event, _, _): &(Event, T, isize)| event.user);
+    let changes = events
         .inner
-        .map(move |(e, time, diff)| {
-            let sums = (diff as i64, units(&e) * diff as i64);
-            let span = TimeSpan::of_update(e.time_ms, diff);
-            (
-                (e.user, e.item, e.action, bucket_day(&e, decays)),
-                time,
-                (sums, span),
-            )
-        })
-        .as_collection()
-        .count_total()
-        .flat_map(|(bucket, ((net, units), span))| {
-            let state = Bucket {
-                net,
-                latest: span.last(),
-                units,
-            };
-            (net != 0 || units != 0).then_some((bucket, state))
-        });
-
-    let users = buckets
-        .clone()
-        .filter(|(_, bucket)| bucket.net > 0)
-        .map(|((user, _, _, _), _)| (user, ()))
-        .distinct_total()
-        .map(|(user, ())| user);
-
-    let weights = config.weights.clone();
-    let fold = move |buckets: VecCollection<'s, T, _>, only: Option<Action>| {
-        let weights = weights.clone();
-        buckets
-            .map(|((user, item, action, day), bucket): (_, Bucket)| {
-                ((user, item), (day, action, bucket))
-            })
-            .reduce_named("CfUserItems", move |_pair, buckets, out| {
-                let buckets = buckets.iter().map(|(b, _)| **b);
-                if let Some(state) = fold_buckets(buckets, &weights, only) {
-                    out.push((state, 1));
+        .unary_frontier::<CapacityContainerBuilder<Vec<((Id, Change), T, isize)>>, _, _, _>(
+            route,
+            "CfHistories",
+            move |_, _| {
+                let mut pending: ByTime<T, (Event, isize)> = ByTime::default();
+                // Boxed: the table holds a pointer per user, not the state.
+                let mut users: HashMap<Id, Box<UserCf>> = HashMap::default();
+                move |(input, frontier), out| {
+                    input.for_each_stamp(|capability, containers| {
+                        pending.hold(&capability);
+                        for container in containers {
+                            for (event, time, diff) in container.drain(..) {
+                                pending.push(time, (event, diff));
+                            }
+                        }
+                    });
+                    let Some(capability) = pending.capability().cloned() else {
+                        return;
+                    };
+                    let mut session = out.session(&capability);
+                    let mut changes = Vec::new();
+                    while let Some((time, mut events)) = pending.pop_complete(frontier.frontier()) {
+                        events.sort_unstable_by_key(|(event, _)| (event.user, event.item));
+                        let mut events = events.into_iter().peekable();
+                        while let Some((first, _)) = events.peek() {
+                            let user = first.user;
+                            let state = users.entry(user).or_default();
+                            let was_present = state.positive > 0;
+                            let mut touched = Vec::new();
+                            while let Some((event, diff)) = events.next_if(|(e, _)| e.user == user)
+                            {
+                                state.add(&event, diff, decays);
+                                if touched.last() != Some(&event.item) {
+                                    touched.push(event.item);
+                                }
+                            }
+                            state.refresh(&touched, was_present, &rules, &mut changes);
+                            if state.is_empty() {
+                                users.remove(&user);
+                            }
+                            for (change, diff) in changes.drain(..) {
+                                session.give(((user, change), time.clone(), diff));
+                            }
+                        }
+                    }
+                    drop(session);
+                    pending.settle();
                 }
-            })
-    };
-    let user_items = match config.primary_action {
-        Some(primary) => fold(
-            buckets
-                .clone()
-                .filter(move |((_, _, action, _), _)| counts_for(primary, *action)),
-            Some(primary),
-        ),
-        None => fold(buckets.clone(), None),
-    };
-    let indicator_items = config.indicator_action.map(|indicator| {
-        fold(
-            buckets.filter(move |((_, _, action, _), _)| counts_for(indicator, *action)),
-            Some(indicator),
-        )
-    });
+            },
+        );
 
-    Interactions {
-        user_items,
-        indicator_items,
-        users,
+    // One stream per kind of change: each record is moved once, where each
+    // consumer of one stream would get a copy of all of them.
+    let parts: [_; Change::KINDS] = changes
+        .partition(Change::KINDS as u64, |((user, change), time, diff)| {
+            (change.kind() as u64, ((user, change), time, diff))
+        })
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one stream per kind"));
+    let [items, indicator_items, entries, indicator_entries, users, pairs, counted, has_history] =
+        parts.map(|part| part.as_collection());
+    let user_items = |part: VecCollection<'s, T, (Id, Change)>| {
+        part.flat_map(|(user, change)| match change {
+            Change::Item(item, state, _) => Some(((user, item), state)),
+            _ => None,
+        })
+    };
+    let history = |part: VecCollection<'s, T, (Id, Change)>| {
+        part.flat_map(|(user, change)| match change {
+            Change::Entry(entry, _) => Some((user, entry)),
+            _ => None,
+        })
+    };
+    let has_indicator = config.indicator_action.is_some();
+    Histories {
+        user_items: user_items(items),
+        indicator_items: has_indicator.then(|| user_items(indicator_items)),
+        users: users.map(|(user, _)| user),
+        history: history(entries),
+        indicator_history: has_indicator.then(|| history(indicator_entries)),
+        pairs: pairs.flat_map(|(_, change)| match change {
+            Change::Pair(i, j) => Some((i, j)),
+            _ => None,
+        }),
+        items: counted.flat_map(|(_, change)| match change {
+            Change::Counted(item) => Some(item),
+            _ => None,
+        }),
+        history_users: has_history.map(|_| ()),
+    }
+}
+
+/// One change of a user's interactions or history; the `bool`s say
+/// whether it is of the indicator's.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Change {
+    Item(Id, UserItem, bool),
+    Entry(HistoryEntry, bool),
+    /// The user has a net-present event.
+    Present,
+    /// Both items are in the user's history, the first the smaller.
+    Pair(Id, Id),
+    /// The item is in the user's history.
+    Counted(Id),
+    /// The user has a history or an indicator history.
+    HasHistory,
+}
+
+impl Change {
+    /// The number of kinds.
+    const KINDS: usize = 8;
+
+    /// The kind's number: its stream in [`histories`].
+    fn kind(&self) -> usize {
+        match self {
+            Change::Item(_, _, false) => 0,
+            Change::Item(_, _, true) => 1,
+            Change::Entry(_, false) => 2,
+            Change::Entry(_, true) => 3,
+            Change::Present => 4,
+            Change::Pair(..) => 5,
+            Change::Counted(_) => 6,
+            Change::HasHistory => 7,
+        }
+    }
+}
+
+/// What the per-user operator needs of the config.
+struct Rules {
+    weights: ActionWeights,
+    primary: Option<Action>,
+    indicator: Option<Action>,
+    length: usize,
+    half_life_days: Option<f64>,
+}
+
+/// One (user, item, action, day) bucket's running sums: the state of the
+/// `count_total` that bucketed events before. Kept at net zero too, since
+/// its latest time still counts if the bucket comes back.
+#[derive(Clone, Copy, Debug)]
+struct BucketSums {
+    net: i64,
+    units: i64,
+    span: TimeSpan,
+}
+
+/// One user's state: buckets per item, folds, histories.
+#[derive(Debug, Default)]
+struct UserCf {
+    /// Per item, its buckets by (day, action) ascending.
+    buckets: HashMap<Id, Vec<(i64, Action, BucketSums)>>,
+    /// Buckets with a positive net count: the user is present while > 0.
+    positive: usize,
+    /// The folds of the primary and of the indicator events.
+    items: [BTreeMap<Id, UserItem>; 2],
+    /// The histories of both, by (last time desc, item asc).
+    history: [Vec<HistoryEntry>; 2],
+}
+
+impl UserCf {
+    fn add(&mut self, event: &Event, diff: isize, decays: bool) {
+        let key = (bucket_day(event, decays), event.action);
+        let buckets = self.buckets.entry(event.item).or_default();
+        let at = match buckets.binary_search_by_key(&key, |&(day, action, _)| (day, action)) {
+            Ok(at) => at,
+            Err(at) => {
+                let empty = BucketSums {
+                    net: 0,
+                    units: 0,
+                    span: TimeSpan::EMPTY,
+                };
+                buckets.insert(at, (key.0, key.1, empty));
+                at
+            }
+        };
+        let sums = &mut buckets[at].2;
+        let was_positive = sums.net > 0;
+        sums.net += diff as i64;
+        sums.units += units(event) * diff as i64;
+        sums.span
+            .plus_equals(&TimeSpan::of_update(event.time_ms, diff));
+        match (was_positive, sums.net > 0) {
+            (false, true) => self.positive += 1,
+            (true, false) => self.positive -= 1,
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Refolds the `touched` items, reselects the histories whose folds
+    /// changed, and pushes the changes as `(change, diff)`.
+    fn refresh(
+        &mut self,
+        touched: &[Id],
+        was_present: bool,
+        rules: &Rules,
+        changes: &mut Vec<(Change, isize)>,
+    ) {
+        let present = self.positive > 0;
+        if was_present != present {
+            changes.push((Change::Present, if present { 1 } else { -1 }));
+        }
+        let had_history = self.history.iter().any(|h| !h.is_empty());
+        let folds = [Some(rules.primary), rules.indicator.map(Some)];
+        for (index, only) in folds.into_iter().enumerate() {
+            let Some(only) = only else { continue };
+            let indicator = index == 1;
+            let mut changed = false;
+            for &item in touched {
+                let buckets = self
+                    .buckets
+                    .get(&item)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let counted = buckets
+                    .iter()
+                    .filter(|(_, action, _)| only.is_none_or(|only| counts_for(only, *action)))
+                    .filter(|(_, _, sums)| sums.net != 0 || sums.units != 0)
+                    .map(|&(day, action, sums)| {
+                        let bucket = Bucket {
+                            net: sums.net,
+                            latest: sums.span.last(),
+                            units: sums.units,
+                        };
+                        (day, action, bucket)
+                    });
+                let after = fold_buckets(counted, &rules.weights, only);
+                let before = self.items[index].get(&item);
+                if before == after.as_ref() {
+                    continue;
+                }
+                changed = true;
+                if let Some(before) = self.items[index].remove(&item) {
+                    changes.push((Change::Item(item, before, indicator), -1));
+                }
+                if let Some(after) = after {
+                    changes.push((Change::Item(item, after.clone(), indicator), 1));
+                    self.items[index].insert(item, after);
+                }
+            }
+            if changed {
+                let items = self.items[index].iter().map(|(item, state)| (*item, state));
+                let after = select_history(items, rules.length, rules.half_life_days);
+                let before = std::mem::replace(&mut self.history[index], after);
+                history_changes(&before, &self.history[index], indicator, changes);
+            }
+        }
+        // A bucket with no count, units or time is as if absent.
+        for item in touched {
+            if let Some(buckets) = self.buckets.get_mut(item) {
+                buckets.retain(|(_, _, s)| s.net != 0 || s.units != 0 || s.span.last().is_some());
+                if buckets.is_empty() {
+                    self.buckets.remove(item);
+                }
+            }
+        }
+        let has_history = self.history.iter().any(|h| !h.is_empty());
+        if had_history != has_history {
+            changes.push((Change::HasHistory, if has_history { 1 } else { -1 }));
+        }
+    }
+}
+/// The changes from one history to the next, both by (last time desc,
+/// item asc): entries, and for the primary history the items and pairs it
+/// gained or lost (a pair of two items both gained or both lost once).
+fn history_changes(
+    before: &[HistoryEntry],
+    after: &[HistoryEntry],
+    indicator: bool,
+    changes: &mut Vec<(Change, isize)>,
+) {
+    fn by_item(history: &[HistoryEntry]) -> Vec<&HistoryEntry> {
+        let mut entries: Vec<&HistoryEntry> = history.iter().collect();
+        entries.sort_unstable_by_key(|entry| entry.item);
+        entries
+    }
+    let (before, after) = (by_item(before), by_item(after));
+    let (mut lost, mut gained) = (Vec::new(), Vec::new());
+    let (mut old, mut new) = (before.iter().peekable(), after.iter().peekable());
+    loop {
+        let (entry, diff) = match (old.peek(), new.peek()) {
+            (Some(a), Some(b)) if a.item == b.item => {
+                let (a, b) = (old.next().unwrap(), new.next().unwrap());
+                if a != b {
+                    changes.push((Change::Entry((*a).clone(), indicator), -1));
+                    changes.push((Change::Entry((*b).clone(), indicator), 1));
+                }
+                continue;
+            }
+            (Some(a), Some(b)) if a.item < b.item => (old.next().unwrap(), -1),
+            (Some(_), Some(_)) | (None, Some(_)) => (new.next().unwrap(), 1),
+            (Some(_), None) => (old.next().unwrap(), -1),
+            (None, None) => break,
+        };
+        changes.push((Change::Entry((*entry).clone(), indicator), diff));
+        if diff < 0 {
+            lost.push(entry.item)
+        } else {
+            gained.push(entry.item)
+        }
+    }
+    if indicator {
+        return;
+    }
+    for (moved, history, diff) in [(&lost, &before, -1), (&gained, &after, 1)] {
+        for &i in moved.iter() {
+            changes.push((Change::Counted(i), diff));
+            for other in history.iter() {
+                let j = other.item;
+                // A pair of two moved items is sent from its larger item.
+                if j == i || (j > i && moved.binary_search(&j).is_ok()) {
+                    continue;
+                }
+                changes.push((Change::Pair(i.min(j), i.max(j)), diff));
+            }
+        }
     }
 }
 
@@ -235,31 +534,6 @@ fn fold_buckets(
         last_time_ms,
         day_weights,
     })
-}
-
-/// Each user's most recent `config.history_length` items with affinities.
-///
-/// ```sql
-/// SELECT user, item, last_time, affinity FROM user_items
-/// QUALIFY row_number() OVER (PARTITION BY user ORDER BY last_time DESC, item) <= N
-/// ```
-pub fn history<'s, T: EventTime>(
-    user_items: VecCollection<'s, T, ((Id, Id), UserItem)>,
-    config: &CfConfig,
-) -> VecCollection<'s, T, (Id, HistoryEntry)> {
-    let length = config.history_length;
-    let half_life_days = config.decay_half_life_days;
-    user_items
-        .map(|((user, item), state)| (user, (item, state)))
-        .reduce_named("CfHistory", move |_user, items, out| {
-            let items = items
-                .iter()
-                .filter(|(_, r)| *r > 0)
-                .map(|(v, _)| (v.0, &v.1));
-            for entry in select_history(items, length, half_life_days) {
-                out.push((entry, 1));
-            }
-        })
 }
 
 /// The history of one user from their candidate items: top `length` (0 =

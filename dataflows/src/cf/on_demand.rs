@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -26,6 +25,7 @@ use super::history::{self, HistoryEntry};
 use super::recommend::{self, popular_list, Recommendations, ScoreInput};
 use super::similarity::{self, Neighbor, SimilarItems, Totals};
 use super::CfConfig;
+use crate::keyed::KeyedSums;
 use crate::{Event, EventTime, Id, Score};
 
 /// One record of the state the on-demand rankings read.
@@ -57,16 +57,16 @@ pub fn state_updates<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
 ) -> VecCollection<'s, T, StateUpdate> {
-    let interactions = history::interactions(events.clone(), config);
-    let history = history::history(interactions.user_items.clone(), config);
-    let cooccurrence = similarity::cooccurrence(history.clone(), None);
+    let histories = history::histories(events.clone(), config);
+    let cooccurrence = similarity::cooccurrence(&histories);
+    let history = histories.history;
     let min_support = config.min_support;
     let mut updates = history
         .map(|(user, entry)| StateUpdate::History(user, entry))
         .concat(
             cooccurrence
                 .pairs
-                .filter(move |((i, j), c_ij)| i < j && *c_ij >= min_support)
+                .filter(move |(_, c_ij)| *c_ij >= min_support)
                 .map(|((i, j), c_ij)| StateUpdate::Pair(i, j, c_ij)),
         )
         .concat(
@@ -75,11 +75,11 @@ pub fn state_updates<'s, T: EventTime>(
                 .map(|(item, users)| StateUpdate::ItemUsers(item, users)),
         )
         .concat(
-            interactions
+            histories
                 .user_items
                 .map(|((user, item), _)| StateUpdate::Seen(user, item)),
         )
-        .concat(interactions.users.map(StateUpdate::User));
+        .concat(histories.users.map(StateUpdate::User));
     if config.trend_weight > 0.0 {
         let weights = config.weights.clone();
         let primary = config.primary_action;
@@ -88,12 +88,13 @@ pub fn state_updates<'s, T: EventTime>(
                 .filter(move |e| {
                     weights.weight(e.action) > 0 && primary.is_none_or(|a| a == e.action)
                 })
-                .map(|e| ((e.item, e.day(), e.user), ()))
+                .map(|e| (e.item, e.day(), e.user))
                 // Present iff the net count is positive (`distinct_total`
                 // would keep a net-negative key too).
-                .threshold_total(|_, count: &isize| isize::from(*count > 0))
-                .map(|((item, day, _user), ())| (item, day))
-                .count_total()
+                .sums_keyed("CfTrendUsers", |&(item, day, _user), count: &isize| {
+                    (*count > 0).then_some((item, day))
+                })
+                .count_keyed("CfTrend")
                 .map(|((item, day), users)| StateUpdate::ItemDay(item, day, users as u64)),
         );
     }

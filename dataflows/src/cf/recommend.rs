@@ -98,12 +98,10 @@ pub fn collaborative_filtering<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
 ) -> CfOutputs<'s, T> {
-    let interactions = history::interactions(events, config);
-    let history = history::history(interactions.user_items.clone(), config);
-    let indicator_history = interactions
-        .indicator_items
-        .map(|items| history::history(items, config));
-    let cooccurrence = similarity::cooccurrence(history.clone(), indicator_history.clone());
+    let histories = history::histories(events, config);
+    let cooccurrence = similarity::cooccurrence(&histories);
+    let history = histories.history;
+    let indicator_history = histories.indicator_history;
     let similar_items = similarity::similar_items(&cooccurrence, config);
     let cross_similar_items = similarity::cross_similar_items(&cooccurrence, config);
     let self_similarity =
@@ -114,8 +112,8 @@ pub fn collaborative_filtering<'s, T: EventTime>(
         similar_items.clone(),
         self_similarity,
         indicator,
-        interactions.user_items,
-        interactions.users,
+        histories.user_items,
+        histories.users,
         &cooccurrence,
         config,
     );

@@ -11,11 +11,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 
-use super::history::HistoryEntry;
+use super::history::Histories;
 use super::{CfConfig, Metric};
+use crate::keyed::KeyedSums;
 use crate::{EventTime, Id, Score};
 
 impl Metric {
@@ -103,7 +103,7 @@ pub struct Totals {
 
 /// The co-occurrence counts of the current histories.
 pub struct Cooccurrence<'s, T: EventTime> {
-    /// `((i, j), c_ij)` for i ≠ j with c_ij ≥ 1, both orders.
+    /// `((i, j), c_ij)` for i < j with c_ij ≥ 1: once per unordered pair.
     pub pairs: VecCollection<'s, T, ((Id, Id), u64)>,
     /// `(i, c_ii)`: the number of users with i in their history (its popularity).
     pub item_users: VecCollection<'s, T, (Id, u64)>,
@@ -124,7 +124,7 @@ pub struct CrossOccurrence<'s, T: EventTime> {
 }
 
 /// Co-occurrence counts from histories, and the cross-occurrence with the
-/// indicator histories if given.
+/// indicator histories if there are.
 ///
 /// ```sql
 /// SELECT a.item, b.item, count(*) FROM history a JOIN history b USING (user)
@@ -133,58 +133,49 @@ pub struct CrossOccurrence<'s, T: EventTime> {
 /// ```
 ///
 /// A history change of user u touches |history(u)| unordered pairs, so N
-/// bounds the work per event. `n_users` counts users with a primary or an indicator
-/// history (Mahout's shared row count of A and B).
-pub fn cooccurrence<'s, T: EventTime>(
-    history: VecCollection<'s, T, (Id, HistoryEntry)>,
-    indicator_history: Option<VecCollection<'s, T, (Id, HistoryEntry)>>,
-) -> Cooccurrence<'s, T> {
-    // Affinity changes re-emit the same (user, item); the arrangement
-    // consolidates them away before the join.
-    let user_item = history
-        .map(|(user, entry)| (user, entry.item))
-        .arrange_by_key();
-    // Counted once per unordered pair, then given in both orders: half the
-    // join output and half the counting state.
-    let pairs = user_item
+/// bounds the work per event; [`history::histories`] sends those pair
+/// changes, and here they are counted. `n_users` counts users with a
+/// primary or an indicator history (Mahout's shared row count of A and B).
+pub fn cooccurrence<'s, T: EventTime>(histories: &Histories<'s, T>) -> Cooccurrence<'s, T> {
+    let pairs = histories
+        .pairs
         .clone()
-        .join_core(user_item.clone(), |_user, &i, &j| (i < j).then_some((i, j)))
-        .count_total()
-        .flat_map(|((i, j), count)| [((i, j), count as u64), ((j, i), count as u64)]);
-    let item_users = user_item
+        .count_keyed("CfPairs")
+        .map(|(pair, count)| (pair, count as u64));
+    let item_users = histories
+        .items
         .clone()
-        .as_collection(|_user, &item| item)
-        .count_total()
+        .count_keyed("CfItemUsers")
         .map(|(item, count)| (item, count as u64));
 
-    let mut history_users = user_item.clone().as_collection(|&user, _| user);
-    let cross = indicator_history.map(|indicator_history| {
-        let user_indicator = indicator_history
-            .map(|(user, entry)| (user, entry.item))
-            .arrange_by_key();
-        history_users = history_users
-            .clone()
-            .concat(user_indicator.clone().as_collection(|&user, _| user));
-        let pairs = user_item
-            .join_core(user_indicator.clone(), |_user, &j, &i| Some((j, i)))
-            .count_total()
-            .map(|(pair, count)| (pair, count as u64));
-        let indicator_item_users = user_indicator
-            .as_collection(|_user, &item| item)
-            .count_total()
-            .map(|(item, count)| (item, count as u64));
-        CrossOccurrence {
-            pairs,
-            indicator_item_users,
-        }
-    });
+    let cross = histories
+        .indicator_history
+        .clone()
+        .map(|indicator_history| {
+            let user_item = histories
+                .history
+                .clone()
+                .map(|(user, entry)| (user, entry.item))
+                .arrange_by_key();
+            let user_indicator = indicator_history
+                .map(|(user, entry)| (user, entry.item))
+                .arrange_by_key();
+            let pairs = user_item
+                .join_core(user_indicator.clone(), |_user, &j, &i| Some((j, i)))
+                .count_keyed("CfCrossPairs")
+                .map(|(pair, count)| (pair, count as u64));
+            let indicator_item_users = user_indicator
+                .as_collection(|_user, &item| item)
+                .count_keyed("CfIndicatorItemUsers")
+                .map(|(item, count)| (item, count as u64));
+            CrossOccurrence {
+                pairs,
+                indicator_item_users,
+            }
+        });
 
-    let users = history_users
-        .map(|user| (user, ()))
-        .distinct_total()
-        .map(|_| ())
-        .count_total();
-    let items = item_users.clone().map(|_| ()).count_total();
+    let users = histories.history_users.clone().count_keyed("CfUserTotal");
+    let items = item_users.clone().map(|_| ()).count_keyed("CfItemTotal");
     let totals = users.join_map(items, |_, &users, &items| {
         (
             (),
@@ -256,9 +247,14 @@ pub fn similar_items<'s, T: EventTime>(
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
 ) -> VecCollection<'s, T, SimilarItems> {
+    // Counted once per unordered pair, ranked in both orders.
+    let pairs = cooccurrence
+        .pairs
+        .clone()
+        .flat_map(|((i, j), c_ij)| [((i, j), c_ij), ((j, i), c_ij)]);
     top_lists(
         "CfTopNeighbors",
-        cooccurrence.pairs.clone(),
+        pairs,
         cooccurrence.item_users.clone(),
         cooccurrence.item_users.clone(),
         cooccurrence,
