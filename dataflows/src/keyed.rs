@@ -62,7 +62,7 @@ where
         name: &str,
         output: impl Fn(&K, &R) -> Option<O> + 'static,
     ) -> VecCollection<'s, T, O> {
-        let route = Exchange::new(|(key, _, _): &(K, T, R)| key.hashed().into());
+        let route = Exchange::new(|(key, _, _): &(K, T, R)| key.hashed());
         self.inner
             .unary_frontier::<CapacityContainerBuilder<Vec<(O, T, isize)>>, _, _, _>(
                 route,
