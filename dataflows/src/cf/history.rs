@@ -28,8 +28,6 @@
 //!   w(u,i,d)   = Σ_a weight(a) · n(u,i,a,d) over counted buckets,  D = day of u's latest history item
 //! ```
 
-use std::collections::BTreeMap;
-
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::VecCollection;
@@ -280,36 +278,37 @@ struct BucketSums {
     span: TimeSpan,
 }
 
-/// One user's state: buckets per item, folds, histories.
+/// One user's state: buckets, folds, histories. Sorted vectors, not maps:
+/// most users have a few items, and a map's smallest allocation (a B-tree
+/// node holds 11 entries) would be most of their memory.
 #[derive(Debug, Default)]
 struct UserCf {
-    /// Per item, its buckets by (day, action) ascending.
-    buckets: HashMap<Id, Vec<(i64, Action, BucketSums)>>,
+    /// `(item, day, action, sums)`, ascending by (item, day, action).
+    buckets: Vec<(Id, i64, Action, BucketSums)>,
     /// Buckets with a positive net count: the user is present while > 0.
     positive: usize,
-    /// The folds of the primary and of the indicator events.
-    items: [BTreeMap<Id, UserItem>; 2],
+    /// The folds of the primary and of the indicator events, by item.
+    items: [Vec<(Id, UserItem)>; 2],
     /// The histories of both, by (last time desc, item asc).
     history: [Vec<HistoryEntry>; 2],
 }
 
 impl UserCf {
     fn add(&mut self, event: &Event, diff: isize, decays: bool) {
-        let key = (bucket_day(event, decays), event.action);
-        let buckets = self.buckets.entry(event.item).or_default();
-        let at = match buckets.binary_search_by_key(&key, |&(day, action, _)| (day, action)) {
-            Ok(at) => at,
-            Err(at) => {
-                let empty = BucketSums {
-                    net: 0,
-                    units: 0,
-                    span: TimeSpan::EMPTY,
-                };
-                buckets.insert(at, (key.0, key.1, empty));
-                at
-            }
-        };
-        let sums = &mut buckets[at].2;
+        let key = (event.item, bucket_day(event, decays), event.action);
+        let found = self
+            .buckets
+            .binary_search_by_key(&key, |&(item, day, action, _)| (item, day, action));
+        let at = found.unwrap_or_else(|at| {
+            let empty = BucketSums {
+                net: 0,
+                units: 0,
+                span: TimeSpan::EMPTY,
+            };
+            self.buckets.insert(at, (key.0, key.1, key.2, empty));
+            at
+        });
+        let sums = &mut self.buckets[at].3;
         let was_positive = sums.net > 0;
         sums.net += diff as i64;
         sums.units += units(event) * diff as i64;
@@ -320,10 +319,21 @@ impl UserCf {
             (true, false) => self.positive -= 1,
             _ => {}
         }
+        // A bucket with no count, units or time is as if absent.
+        if sums.net == 0 && sums.units == 0 && sums.span.last().is_none() {
+            self.buckets.remove(at);
+        }
     }
 
     fn is_empty(&self) -> bool {
         self.buckets.is_empty()
+    }
+
+    /// The buckets of one item, by (day, action).
+    fn buckets_of(&self, item: Id) -> &[(Id, i64, Action, BucketSums)] {
+        let start = self.buckets.partition_point(|b| b.0 < item);
+        let end = start + self.buckets[start..].partition_point(|b| b.0 == item);
+        &self.buckets[start..end]
     }
 
     /// Refolds the `touched` items, reselects the histories whose folds
@@ -346,16 +356,12 @@ impl UserCf {
             let indicator = index == 1;
             let mut changed = false;
             for &item in touched {
-                let buckets = self
-                    .buckets
-                    .get(&item)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                let counted = buckets
+                let counted = self
+                    .buckets_of(item)
                     .iter()
-                    .filter(|(_, action, _)| only.is_none_or(|only| counts_for(only, *action)))
-                    .filter(|(_, _, sums)| sums.net != 0 || sums.units != 0)
-                    .map(|&(day, action, sums)| {
+                    .filter(|(_, _, action, _)| only.is_none_or(|only| counts_for(only, *action)))
+                    .filter(|(_, _, _, sums)| sums.net != 0 || sums.units != 0)
+                    .map(|&(_, day, action, sums)| {
                         let bucket = Bucket {
                             net: sums.net,
                             latest: sums.span.last(),
@@ -364,17 +370,28 @@ impl UserCf {
                         (day, action, bucket)
                     });
                 let after = fold_buckets(counted, &rules.weights, only);
-                let before = self.items[index].get(&item);
+                let items = &mut self.items[index];
+                let found = items.binary_search_by_key(&item, |(item, _)| *item);
+                let before = found.ok().map(|at| &items[at].1);
                 if before == after.as_ref() {
                     continue;
                 }
                 changed = true;
-                if let Some(before) = self.items[index].remove(&item) {
-                    changes.push((Change::Item(item, before, indicator), -1));
-                }
-                if let Some(after) = after {
-                    changes.push((Change::Item(item, after.clone(), indicator), 1));
-                    self.items[index].insert(item, after);
+                match (found, after) {
+                    (Ok(at), Some(after)) => {
+                        changes.push((Change::Item(item, items[at].1.clone(), indicator), -1));
+                        changes.push((Change::Item(item, after.clone(), indicator), 1));
+                        items[at].1 = after;
+                    }
+                    (Ok(at), None) => {
+                        let (_, before) = items.remove(at);
+                        changes.push((Change::Item(item, before, indicator), -1));
+                    }
+                    (Err(at), Some(after)) => {
+                        changes.push((Change::Item(item, after.clone(), indicator), 1));
+                        items.insert(at, (item, after));
+                    }
+                    (Err(_), None) => {}
                 }
             }
             if changed {
@@ -382,15 +399,6 @@ impl UserCf {
                 let after = select_history(items, rules.length, rules.half_life_days);
                 let before = std::mem::replace(&mut self.history[index], after);
                 history_changes(&before, &self.history[index], indicator, changes);
-            }
-        }
-        // A bucket with no count, units or time is as if absent.
-        for item in touched {
-            if let Some(buckets) = self.buckets.get_mut(item) {
-                buckets.retain(|(_, _, s)| s.net != 0 || s.units != 0 || s.span.last().is_some());
-                if buckets.is_empty() {
-                    self.buckets.remove(item);
-                }
             }
         }
         let has_history = self.history.iter().any(|h| !h.is_empty());

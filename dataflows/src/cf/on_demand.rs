@@ -14,7 +14,7 @@
 //! The cross-occurrence indicator (`indicator_action`) is not evaluated on
 //! demand: only the dataflow ranks it (`[recommend] rankings = "dataflow"`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use differential_dataflow::VecCollection;
@@ -112,13 +112,16 @@ pub fn state_updates<'s, T: EventTime>(
 /// rankings evaluated from it.
 #[derive(Debug, Default)]
 pub struct CfState {
-    /// Each user's history, by item ascending: the order scores are summed in.
-    history: HashMap<Id, BTreeMap<Id, HistoryEntry>>,
+    /// Each user's history, by item ascending: the order scores are summed
+    /// in. Sorted vectors, not B-trees, whose smallest node holds 11
+    /// entries: most users have a few.
+    history: HashMap<Id, Vec<HistoryEntry>>,
     /// `c_ij ≥ min_support`, in both orders.
     rows: HashMap<Id, HashMap<Id, u64>>,
     item_users: HashMap<Id, u64>,
     totals: Totals,
-    seen: HashMap<Id, BTreeSet<Id>>,
+    /// Each user's seen items, ascending.
+    seen: HashMap<Id, Vec<Id>>,
     users: HashSet<Id>,
     /// Items by (users desc, id asc), built on first use after a change.
     ranking: OnceLock<Vec<(Id, u64)>>,
@@ -157,13 +160,15 @@ impl CfState {
         match update {
             StateUpdate::History(user, entry) => {
                 let entries = self.history.entry(user).or_default();
-                if insert {
-                    entries.insert(entry.item, entry);
-                } else {
-                    entries.remove(&entry.item);
-                    if entries.is_empty() {
-                        self.history.remove(&user);
-                    }
+                let found = entries.binary_search_by_key(&entry.item, |e| e.item);
+                match (found, insert) {
+                    (Ok(at), true) => entries[at] = entry,
+                    (Err(at), true) => entries.insert(at, entry),
+                    (Ok(at), false) => _ = entries.remove(at),
+                    (Err(_), false) => {}
+                }
+                if entries.is_empty() {
+                    self.history.remove(&user);
                 }
             }
             StateUpdate::Pair(i, j, c_ij) => {
@@ -196,13 +201,13 @@ impl CfState {
             }
             StateUpdate::Seen(user, item) => {
                 let items = self.seen.entry(user).or_default();
-                if insert {
-                    items.insert(item);
-                } else {
-                    items.remove(&item);
-                    if items.is_empty() {
-                        self.seen.remove(&user);
-                    }
+                match (items.binary_search(&item), insert) {
+                    (Err(at), true) => items.insert(at, item),
+                    (Ok(at), false) => _ = items.remove(at),
+                    _ => {}
+                }
+                if items.is_empty() {
+                    self.seen.remove(&user);
                 }
             }
             StateUpdate::User(user) => {
@@ -314,11 +319,12 @@ impl CfState {
         neighbors: impl Fn(Id) -> Vec<Neighbor>,
     ) -> Recommendations {
         let seen: Vec<Id> = match (config.remove_seen, self.seen.get(&user)) {
-            (true, Some(items)) => items.iter().copied().collect(),
+            (true, Some(items)) => items.to_vec(),
             _ => Vec::new(),
         };
         let mut inputs: Vec<ScoreInput> = seen.iter().map(|&item| ScoreInput::Seen(item)).collect();
-        for (&i, entry) in self.history.get(&user).into_iter().flatten() {
+        for entry in self.history.get(&user).into_iter().flatten() {
+            let i = entry.item;
             let list = neighbors(i);
             if !list.is_empty() {
                 inputs.push(ScoreInput::Primary(i, entry.affinity, list));
