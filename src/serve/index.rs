@@ -185,7 +185,7 @@ impl Sink for IndexSink {
             }
         }
         for (update, diff) in &state {
-            if let (StateUpdate::ItemUsers(item, _), 1..) = (update, diff) {
+            if let (StateUpdate::Item(item), 1..) = (update, diff) {
                 named.push((NameKind::Item, *item, names.item(*item)));
             }
         }

@@ -28,27 +28,29 @@ use super::CfConfig;
 use crate::keyed::KeyedSums;
 use crate::{Event, EventTime, Id, Score};
 
-/// One record of the state the on-demand rankings read.
+/// One record of the state the on-demand rankings read. The counts are the
+/// multiplicities of their records, as in differential's own collections:
+/// the dataflow sends the changes of each user's pairs and items without
+/// counting them, and [`CfState`] adds them up.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum StateUpdate {
     /// An entry of a user's history.
     History(Id, HistoryEntry),
-    /// `(i, j, c_ij)` with `i < j` and `c_ij ≥ min_support`: the pairs a
-    /// neighbour list can hold, once per unordered pair.
-    Pair(Id, Id, u64),
-    /// `(i, c_ii)`: the number of users with i in their history.
-    ItemUsers(Id, u64),
-    /// The global counts, when the metric reads them.
-    Totals(Totals),
+    /// `(i, j)` with `i < j`, once per user with both in their history: its
+    /// multiplicity is `c_ij`.
+    Pair(Id, Id),
+    /// An item, once per user with it in their history: its multiplicity is
+    /// `c_ii`.
+    Item(Id),
     /// `(user, item)`: an item the user has seen, never recommended to them.
     Seen(Id, Id),
     /// A user with a net-present event: served the popular list when they
     /// have no personal one.
     User(Id),
-    /// `(item, day, users)`: users with a net-present event on the item
+    /// `(item, day)`, once per user with a net-present event on the item
     /// that day, of positive weight (and of the primary action, when set):
     /// the popularity trend's input, kept when `trend_weight > 0`.
-    ItemDay(Id, i64, u64),
+    ItemDay(Id, i64),
 }
 
 /// The state of collaborative filtering that [`CfState`] ranks from, as one
@@ -58,22 +60,11 @@ pub fn state_updates<'s, T: EventTime>(
     config: &CfConfig,
 ) -> VecCollection<'s, T, StateUpdate> {
     let histories = history::histories(events.clone(), config);
-    let cooccurrence = similarity::cooccurrence(&histories);
-    let history = histories.history;
-    let min_support = config.min_support;
-    let mut updates = history
+    let mut updates = histories
+        .history
         .map(|(user, entry)| StateUpdate::History(user, entry))
-        .concat(
-            cooccurrence
-                .pairs
-                .filter(move |(_, c_ij)| *c_ij >= min_support)
-                .map(|((i, j), c_ij)| StateUpdate::Pair(i, j, c_ij)),
-        )
-        .concat(
-            cooccurrence
-                .item_users
-                .map(|(item, users)| StateUpdate::ItemUsers(item, users)),
-        )
+        .concat(histories.pairs.map(|(i, j)| StateUpdate::Pair(i, j)))
+        .concat(histories.items.map(StateUpdate::Item))
         .concat(
             histories
                 .user_items
@@ -92,17 +83,8 @@ pub fn state_updates<'s, T: EventTime>(
                 // Present iff the net count is positive (`distinct_total`
                 // would keep a net-negative key too).
                 .sums_keyed("CfTrendUsers", |&(item, day, _user), count: &isize| {
-                    (*count > 0).then_some((item, day))
-                })
-                .count_keyed("CfTrend")
-                .map(|((item, day), users)| StateUpdate::ItemDay(item, day, users as u64)),
-        );
-    }
-    if config.metric.needs_totals() {
-        updates = updates.concat(
-            cooccurrence
-                .totals
-                .map(|((), totals)| StateUpdate::Totals(totals)),
+                    (*count > 0).then_some(StateUpdate::ItemDay(item, day))
+                }),
         );
     }
     updates
@@ -116,17 +98,18 @@ pub struct CfState {
     /// in. Sorted vectors, not B-trees, whose smallest node holds 11
     /// entries: most users have a few.
     history: HashMap<Id, Vec<HistoryEntry>>,
-    /// `c_ij ≥ min_support`, in both orders.
-    rows: HashMap<Id, HashMap<Id, u64>>,
-    item_users: HashMap<Id, u64>,
-    totals: Totals,
+    /// `c_ij > 0`, in both orders (pairs under `min_support` are skipped
+    /// when ranking).
+    rows: HashMap<Id, HashMap<Id, i64>>,
+    /// `c_ii > 0`.
+    item_users: HashMap<Id, i64>,
     /// Each user's seen items, ascending.
     seen: HashMap<Id, Vec<Id>>,
     users: HashSet<Id>,
     /// Items by (users desc, id asc), built on first use after a change.
     ranking: OnceLock<Vec<(Id, u64)>>,
     /// Per item, users per day ([`StateUpdate::ItemDay`]).
-    item_days: HashMap<Id, BTreeMap<i64, u64>>,
+    item_days: HashMap<Id, BTreeMap<i64, i64>>,
     /// Per day, the items with users that day: the latest is the trend's end.
     days: BTreeMap<i64, usize>,
     /// The trend of the last window asked for, built on first use after a
@@ -142,28 +125,39 @@ struct Trend {
     max: u64,
 }
 
+/// Adds `diff` to `count`; `true` when it leaves zero, which the caller
+/// then removes. A count below zero is a retraction of what was never
+/// added: consolidated updates of complete times never make one.
+fn add(count: &mut i64, diff: isize) -> bool {
+    *count += diff as i64;
+    debug_assert!(*count >= 0, "a count below zero");
+    *count == 0
+}
+
 impl CfState {
-    /// Applies the consolidated changes of one or more complete times:
-    /// retractions first, so a record replaced at a time (−old, +new) ends
-    /// as the new one whatever the order of the batch.
+    /// Applies the consolidated changes of one or more complete times. A
+    /// record replaced at a time is (−old, +new): retractions go first, so
+    /// it ends as the new one whatever the order of the batch. Counts are
+    /// added in any order.
     pub fn apply(&mut self, updates: &[(StateUpdate, isize)]) {
-        for insert in [false, true] {
+        for retractions in [true, false] {
             for (update, diff) in updates {
-                if (*diff > 0) == insert {
-                    self.apply_one(update.clone(), insert);
+                if (*diff < 0) == retractions {
+                    self.apply_one(update, *diff);
                 }
             }
         }
     }
 
-    fn apply_one(&mut self, update: StateUpdate, insert: bool) {
-        match update {
-            StateUpdate::History(user, entry) => {
+    fn apply_one(&mut self, update: &StateUpdate, diff: isize) {
+        let insert = diff > 0;
+        match *update {
+            StateUpdate::History(user, ref entry) => {
                 let entries = self.history.entry(user).or_default();
                 let found = entries.binary_search_by_key(&entry.item, |e| e.item);
                 match (found, insert) {
-                    (Ok(at), true) => entries[at] = entry,
-                    (Err(at), true) => entries.insert(at, entry),
+                    (Ok(at), true) => entries[at] = entry.clone(),
+                    (Err(at), true) => entries.insert(at, entry.clone()),
                     (Ok(at), false) => _ = entries.remove(at),
                     (Err(_), false) => {}
                 }
@@ -171,12 +165,10 @@ impl CfState {
                     self.history.remove(&user);
                 }
             }
-            StateUpdate::Pair(i, j, c_ij) => {
+            StateUpdate::Pair(i, j) => {
                 for (a, b) in [(i, j), (j, i)] {
                     let row = self.rows.entry(a).or_default();
-                    if insert {
-                        row.insert(b, c_ij);
-                    } else if row.get(&b) == Some(&c_ij) {
+                    if add(row.entry(b).or_default(), diff) {
                         row.remove(&b);
                         if row.is_empty() {
                             self.rows.remove(&a);
@@ -184,19 +176,10 @@ impl CfState {
                     }
                 }
             }
-            StateUpdate::ItemUsers(item, users) => {
+            StateUpdate::Item(item) => {
                 self.ranking = OnceLock::new();
-                if insert {
-                    self.item_users.insert(item, users);
-                } else if self.item_users.get(&item) == Some(&users) {
+                if add(self.item_users.entry(item).or_default(), diff) {
                     self.item_users.remove(&item);
-                }
-            }
-            StateUpdate::Totals(totals) => {
-                if insert {
-                    self.totals = totals;
-                } else if self.totals == totals {
-                    self.totals = Totals::default();
                 }
             }
             StateUpdate::Seen(user, item) => {
@@ -217,24 +200,34 @@ impl CfState {
                     self.users.remove(&user);
                 }
             }
-            StateUpdate::ItemDay(item, day, users) => {
+            StateUpdate::ItemDay(item, day) => {
                 *self.trend.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
-                let days = self.item_days.entry(item).or_default();
-                if insert {
-                    days.insert(day, users);
-                    *self.days.entry(day).or_default() += 1;
-                } else if days.get(&day) == Some(&users) {
-                    days.remove(&day);
-                    if days.is_empty() {
+                let per_day = self.item_days.entry(item).or_default();
+                let users = per_day.entry(day).or_default();
+                let was_new = *users == 0;
+                let items = self.days.entry(day).or_default();
+                if was_new {
+                    *items += 1;
+                }
+                if add(users, diff) {
+                    per_day.remove(&day);
+                    if per_day.is_empty() {
                         self.item_days.remove(&item);
                     }
-                    let items = self.days.entry(day).or_default();
                     *items -= 1;
                     if *items == 0 {
                         self.days.remove(&day);
                     }
                 }
             }
+        }
+    }
+
+    /// The global counts: users with a history, items in one.
+    fn totals(&self) -> Totals {
+        Totals {
+            users: self.history.len() as u64,
+            items: self.item_users.len() as u64,
         }
     }
 
@@ -250,7 +243,10 @@ impl CfState {
         let of_item: HashMap<Id, u64> = self
             .item_days
             .iter()
-            .map(|(&item, per_day)| (item, per_day.range(first..=last).map(|(_, n)| n).sum()))
+            .map(|(&item, per_day)| {
+                let users: i64 = per_day.range(first..=last).map(|(_, n)| n).sum();
+                (item, users as u64)
+            })
             .filter(|(_, users)| *users > 0)
             .collect();
         let max = of_item.values().copied().max().unwrap_or(0);
@@ -287,13 +283,14 @@ impl CfState {
     /// `item`'s `limit` (0 = all) most similar other items under
     /// `config.metric`: `similar_items.jsonl`'s record with K = `limit`.
     pub fn similar_items(&self, item: Id, limit: usize, config: &CfConfig) -> SimilarItems {
-        let row = self.rows.get(&item);
+        let row = self.rows.get(&item).into_iter().flatten();
         similarity::neighbor_list(
             item,
-            row.into_iter().flatten().map(|(&j, &c_ij)| (j, c_ij)),
+            row.map(|(&j, &c_ij)| (j, c_ij as u64))
+                .filter(|&(_, c_ij)| c_ij >= config.min_support),
             self.count(item),
             |j| self.count(j),
-            self.totals,
+            self.totals(),
             config.metric,
             limit,
         )
@@ -331,7 +328,7 @@ impl CfState {
             }
             let c_ii = self.count(i);
             if !config.remove_seen && c_ii >= config.min_support && c_ii > 0 {
-                let similarity = similarity::own_similarity(config, c_ii, self.totals);
+                let similarity = similarity::own_similarity(config, c_ii, self.totals());
                 let own = Neighbor {
                     item: i,
                     similarity: Score(similarity),
@@ -359,7 +356,7 @@ impl CfState {
             };
         }
         let ranking = self.ranking.get_or_init(|| {
-            recommend::rank_popular(self.item_users.iter().map(|(&i, &c)| (i, c)), 0)
+            recommend::rank_popular(self.item_users.iter().map(|(&i, &c)| (i, c as u64)), 0)
         });
         popular_list(user, &seen, ranking, top_k).unwrap_or(Recommendations {
             user,
@@ -370,6 +367,6 @@ impl CfState {
 
     /// `c_ii`, 0 for an item in no history.
     fn count(&self, item: Id) -> u64 {
-        self.item_users.get(&item).copied().unwrap_or(0)
+        self.item_users.get(&item).map_or(0, |&c| c as u64)
     }
 }
