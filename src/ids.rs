@@ -5,6 +5,8 @@
 //! User, item and category ids live in separate name books, so the same
 //! string as a user and as an item never conflict.
 
+use std::hash::{Hash, Hasher};
+
 use persona_dataflows::Id;
 
 /// Seed of the id hash. Changing it changes every id: never do.
@@ -18,6 +20,14 @@ pub fn id_of(text: &str) -> Id {
 /// A content hash of arbitrary bytes, for deduplication keys.
 pub fn content_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(bytes, ID_SEED ^ 1)
+}
+
+/// A content hash of a value's fields (its `Hash`), for deduplication keys:
+/// the same in every process of a run, without formatting the value.
+pub fn value_hash(value: &impl Hash) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(ID_SEED ^ 1);
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Normalises an id string: trims it, and writes an integer written as a
