@@ -30,6 +30,7 @@
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::difference::Semigroup;
+use differential_dataflow::Data;
 use differential_dataflow::VecCollection;
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
@@ -121,6 +122,59 @@ pub fn histories<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
 ) -> Histories<'s, T> {
+    let changes = user_changes(events, config, |user, change| Some((user, change)));
+
+    // One stream per kind of change: each record is moved once, where each
+    // consumer of one stream would get a copy of all of them.
+    let parts: [_; Change::KINDS] = changes
+        .inner
+        .partition(Change::KINDS as u64, |((user, change), time, diff)| {
+            (change.kind() as u64, ((user, change), time, diff))
+        })
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("one stream per kind"));
+    let [items, indicator_items, entries, indicator_entries, users, pairs, counted, has_history] =
+        parts.map(|part| part.as_collection());
+    let user_items = |part: VecCollection<'s, T, (Id, Change)>| {
+        part.flat_map(|(user, change)| match change {
+            Change::Item(item, state, _) => Some(((user, item), state)),
+            _ => None,
+        })
+    };
+    let history = |part: VecCollection<'s, T, (Id, Change)>| {
+        part.flat_map(|(user, change)| match change {
+            Change::Entry(entry, _) => Some((user, entry)),
+            _ => None,
+        })
+    };
+    let has_indicator = config.indicator_action.is_some();
+    Histories {
+        user_items: user_items(items),
+        indicator_items: has_indicator.then(|| user_items(indicator_items)),
+        users: users.map(|(user, _)| user),
+        history: history(entries),
+        indicator_history: has_indicator.then(|| history(indicator_entries)),
+        pairs: pairs.flat_map(|(_, change)| match change {
+            Change::Pair(i, j) => Some((i, j)),
+            _ => None,
+        }),
+        items: counted.flat_map(|(_, change)| match change {
+            Change::Counted(item) => Some(item),
+            _ => None,
+        }),
+        history_users: has_history.map(|_| ()),
+    }
+}
+
+/// The changes of [`histories`], as `convert` makes them into records
+/// (`None` drops one): one operator, keyed by user, whatever its consumer
+/// needs of them, so a consumer of a few kinds of change does not split all
+/// of them into collections.
+pub(super) fn user_changes<'s, T: EventTime, D: Data>(
+    events: VecCollection<'s, T, Event>,
+    config: &CfConfig,
+    convert: impl Fn(Id, Change) -> Option<D> + 'static,
+) -> VecCollection<'s, T, D> {
     let decays = config.decay_half_life_days.is_some();
     let rules = Rules {
         weights: config.weights.clone(),
@@ -130,9 +184,9 @@ pub fn histories<'s, T: EventTime>(
         half_life_days: config.decay_half_life_days,
     };
     let route = Exchange::new(|(event, _, _): &(Event, T, isize)| event.user);
-    let changes = events
+    events
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<((Id, Change), T, isize)>>, _, _, _>(
+        .unary_frontier::<CapacityContainerBuilder<Vec<(D, T, isize)>>, _, _, _>(
             route,
             "CfHistories",
             move |_, _| {
@@ -173,7 +227,9 @@ pub fn histories<'s, T: EventTime>(
                                 users.remove(&user);
                             }
                             for (change, diff) in changes.drain(..) {
-                                session.give(((user, change), time.clone(), diff));
+                                if let Some(record) = convert(user, change) {
+                                    session.give((record, time.clone(), diff));
+                                }
                             }
                         }
                     }
@@ -181,53 +237,14 @@ pub fn histories<'s, T: EventTime>(
                     pending.settle();
                 }
             },
-        );
-
-    // One stream per kind of change: each record is moved once, where each
-    // consumer of one stream would get a copy of all of them.
-    let parts: [_; Change::KINDS] = changes
-        .partition(Change::KINDS as u64, |((user, change), time, diff)| {
-            (change.kind() as u64, ((user, change), time, diff))
-        })
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("one stream per kind"));
-    let [items, indicator_items, entries, indicator_entries, users, pairs, counted, has_history] =
-        parts.map(|part| part.as_collection());
-    let user_items = |part: VecCollection<'s, T, (Id, Change)>| {
-        part.flat_map(|(user, change)| match change {
-            Change::Item(item, state, _) => Some(((user, item), state)),
-            _ => None,
-        })
-    };
-    let history = |part: VecCollection<'s, T, (Id, Change)>| {
-        part.flat_map(|(user, change)| match change {
-            Change::Entry(entry, _) => Some((user, entry)),
-            _ => None,
-        })
-    };
-    let has_indicator = config.indicator_action.is_some();
-    Histories {
-        user_items: user_items(items),
-        indicator_items: has_indicator.then(|| user_items(indicator_items)),
-        users: users.map(|(user, _)| user),
-        history: history(entries),
-        indicator_history: has_indicator.then(|| history(indicator_entries)),
-        pairs: pairs.flat_map(|(_, change)| match change {
-            Change::Pair(i, j) => Some((i, j)),
-            _ => None,
-        }),
-        items: counted.flat_map(|(_, change)| match change {
-            Change::Counted(item) => Some(item),
-            _ => None,
-        }),
-        history_users: has_history.map(|_| ()),
-    }
+        )
+        .as_collection()
 }
 
 /// One change of a user's interactions or history; the `bool`s say
 /// whether it is of the indicator's.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Change {
+pub(super) enum Change {
     Item(Id, UserItem, bool),
     Entry(HistoryEntry, bool),
     /// The user has a net-present event.

@@ -21,7 +21,7 @@ use differential_dataflow::VecCollection;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
-use super::history::{self, HistoryEntry};
+use super::history::{self, Change, HistoryEntry};
 use super::recommend::{self, popular_list, Recommendations, ScoreInput};
 use super::similarity::{self, Neighbor, SimilarItems, Totals};
 use super::CfConfig;
@@ -59,18 +59,16 @@ pub fn state_updates<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
 ) -> VecCollection<'s, T, StateUpdate> {
-    let histories = history::histories(events.clone(), config);
-    let mut updates = histories
-        .history
-        .map(|(user, entry)| StateUpdate::History(user, entry))
-        .concat(histories.pairs.map(|(i, j)| StateUpdate::Pair(i, j)))
-        .concat(histories.items.map(StateUpdate::Item))
-        .concat(
-            histories
-                .user_items
-                .map(|((user, item), _)| StateUpdate::Seen(user, item)),
-        )
-        .concat(histories.users.map(StateUpdate::User));
+    // Straight from the users' operator: the kinds of change kept here, as
+    // records of the state.
+    let mut updates = history::user_changes(events.clone(), config, |user, change| match change {
+        Change::Entry(entry, false) => Some(StateUpdate::History(user, entry)),
+        Change::Pair(i, j) => Some(StateUpdate::Pair(i, j)),
+        Change::Counted(item) => Some(StateUpdate::Item(item)),
+        Change::Item(item, _, false) => Some(StateUpdate::Seen(user, item)),
+        Change::Present => Some(StateUpdate::User(user)),
+        Change::Entry(_, true) | Change::Item(_, _, true) | Change::HasHistory => None,
+    });
     if config.trend_weight > 0.0 {
         let weights = config.weights.clone();
         let primary = config.primary_action;
