@@ -48,8 +48,8 @@ fn check_report(report: &Value, events: u64) {
         "percentiles out of order: {latency}"
     );
     assert!(report["peak_rss_bytes"].as_u64().expect("peak_rss_bytes") > 0);
-    // Profiles arrange nothing; collaborative filtering does once its
-    // first period has passed.
+    // Measured; only the catalog and user attributes are arranged, and
+    // these logs have neither.
     assert!(
         report["arranged_records"]
             .as_i64()
@@ -123,10 +123,6 @@ fn bench_json_on_a_synthetic_log_has_every_field_and_plots() {
     ]);
     let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     check_report(&report, 3000);
-    assert!(
-        report["arranged_records"].as_i64().unwrap() > 0,
-        "{report:#}"
-    );
     assert_eq!(report["workers"], 2);
     assert_eq!(report["scaling"].as_array().expect("scaling").len(), 2);
     assert!(!report["operators"]
