@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
-use common::{assert_balances, deterministic_part, read_json, read_lines, records_by, replay};
+use common::{
+    assert_balances, deterministic_part, free_port, read_json, read_lines, records_by, replay,
+};
 
 use persona::config::PipelineConfig;
 use persona::format::preset::preset;
@@ -596,15 +598,9 @@ fn wait_for_commits(brokers: &str, topics: &RunTopics, child: &mut std::process:
     }
 }
 
-/// Sends SIGTERM to a run and asserts it exits with success.
 /// A free address for a run's /metrics.
 fn free_listen() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// The records a run has read, from its /metrics.
@@ -623,6 +619,7 @@ fn records_read(listen: &str) -> u64 {
         .unwrap()
 }
 
+/// Sends SIGTERM to a run and asserts it exits with success.
 fn stop_cleanly(run: std::process::Child, what: &str) {
     let kill = Command::new("kill")
         .args(["-TERM", &run.id().to_string()])
@@ -694,11 +691,7 @@ struct OwnBroker {
 
 impl OwnBroker {
     fn start() -> OwnBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let broker = OwnBroker {
             dir: tempfile::tempdir().unwrap(),
             port,

@@ -272,15 +272,6 @@ fn a_thousand_workers_are_refused_at_once() {
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
 
-/// A free port on the loopback interface.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Process `process` of a two-process Online Retail replay of `input`
 /// (stdin piped), with `extra` flags.
 fn spawn_process(

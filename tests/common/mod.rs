@@ -10,6 +10,15 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// A free port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The shipped data folder (`../shared/data` from the project root).
 pub fn shared_data(file: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
