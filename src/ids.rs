@@ -17,11 +17,6 @@ pub fn id_of(text: &str) -> Id {
     xxhash_rust::xxh3::xxh3_64_with_seed(text.as_bytes(), ID_SEED)
 }
 
-/// A content hash of arbitrary bytes, for deduplication keys.
-pub fn content_hash(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, ID_SEED ^ 1)
-}
-
 /// A content hash of a value's fields (its `Hash`), for deduplication keys:
 /// the same in every process of a run, without formatting the value.
 pub fn value_hash(value: &impl Hash) -> u64 {

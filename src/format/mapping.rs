@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 
 use crate::config::{Cancellation, CleaningConfig, ConfigError, Mapping};
 use crate::format::Decoded;
-use crate::ids::{content_hash, control_character, id_of, normalise_id, value_hash};
+use crate::ids::{control_character, id_of, normalise_id, value_hash};
 use crate::rejected::{Reason, Rejection};
 
 /// Access to the named fields of one record, whatever its format. An empty
@@ -367,8 +367,8 @@ impl CompiledMapping {
         };
         let diff = if cancelled { -1 } else { 1 };
         let dedup_key = match &event_id {
-            Some(id) => content_hash(format!("id\u{0}{id}\u{0}{diff}").as_bytes()),
-            None => value_hash(&(&event, diff)),
+            Some(id) => value_hash(&("id", id, diff)),
+            None => value_hash(&("event", &event, diff)),
         };
         Ok(Decoded {
             event,
