@@ -66,6 +66,36 @@ pub struct PipelineConfig {
     pub output: OutputConfig,
     /// `persona serve`: the HTTP address and the events it takes.
     pub serve: ServeConfig,
+    /// `[checkpoint]`: where and how often `persona run` checkpoints.
+    /// Default: none (a start reads the topics as `resume_from` says).
+    pub checkpoint: Option<CheckpointConfig>,
+}
+
+/// `[checkpoint]`: `persona run` writes a checkpoint every `interval_s` and
+/// when it stops, and a start restores the newest complete one
+/// (`crate::checkpoint`, docs/run.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// The folder of checkpoints (created if missing), shared by every
+    /// process of a run.
+    pub dir: PathBuf,
+    /// Seconds between checkpoints. Default: 60.
+    #[serde(default = "CheckpointConfig::default_interval_s")]
+    pub interval_s: f64,
+    /// Complete checkpoints kept; older ones are removed. Default: 3.
+    #[serde(default = "CheckpointConfig::default_keep")]
+    pub keep: usize,
+}
+
+impl CheckpointConfig {
+    fn default_interval_s() -> f64 {
+        60.0
+    }
+
+    fn default_keep() -> usize {
+        3
+    }
 }
 
 /// `[serve]`: where `persona serve` listens, and how it takes events.
@@ -244,6 +274,19 @@ impl PipelineConfig {
 
     /// Checks what serde cannot: required mapping fields and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(checkpoint) = &self.checkpoint {
+            if !(checkpoint.interval_s.is_finite() && checkpoint.interval_s > 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "[checkpoint] interval_s must be a positive number of seconds, not {}",
+                    checkpoint.interval_s
+                )));
+            }
+            if checkpoint.keep == 0 {
+                return Err(ConfigError::Invalid(
+                    "[checkpoint] keep must be at least 1".into(),
+                ));
+            }
+        }
         let mapping = &self.input.mapping;
         if mapping.user.is_empty() || mapping.item.is_empty() {
             return Err(ConfigError::Invalid(

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod checkpoint;
 pub mod clean;
 pub mod config;
 pub mod dimension;

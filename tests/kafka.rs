@@ -770,3 +770,81 @@ fn a_broker_restarted_midway_loses_nothing() {
         case.lines as i64
     );
 }
+
+/// Starts a run that checkpoints every 0.2 s and kills it (SIGKILL) after
+/// a random wait, ten times, each start restoring the newest checkpoint;
+/// then runs to the end. Kills land while the log is read, while
+/// checkpoints are written, between a checkpoint and its commit, and while
+/// a start restores one.
+#[test]
+fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
+    use rand::{Rng, SeedableRng};
+    let brokers = brokers();
+    let mut case = RunCase::new("kill", 150_000);
+    case.produce_up_to(&brokers, case.lines);
+    let checkpoints = case.dir.path().join("checkpoints");
+    let extra = format!(
+        "\n[checkpoint]\ndir = {:?}\ninterval_s = 0.2\nkeep = 2\n",
+        checkpoints.display().to_string()
+    );
+    let config = case.topics.config(&brokers, case.dir.path(), &extra);
+    let out = case.dir.path().join("run");
+    let mut random = rand::rngs::StdRng::seed_from_u64(15);
+    let mut restored = 0;
+    for kill in 0..10 {
+        // Odd starts run 2 workers: a checkpoint restores into any count.
+        let workers = if kill % 2 == 1 { "2" } else { "1" };
+        let mut run = spawn_run(&config, &out, &["-w", workers]);
+        let wait = Duration::from_millis(random.random_range(1_000..8_000));
+        std::thread::sleep(wait);
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "run {kill} ended by itself"
+        );
+        run.kill().unwrap();
+        let output = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        restored += stderr.contains("restoring checkpoint") as usize;
+        let restoring = stderr
+            .lines()
+            .find(|line| line.contains("restoring checkpoint"));
+        eprintln!("killed run {kill} (-w {workers}) after {wait:?}; {restoring:?}");
+    }
+    eprintln!("{restored} of 10 starts restored a checkpoint");
+    assert!(restored > 0, "no start restored a checkpoint");
+    let summary = run_until_end(&config, &out, &[]);
+
+    let replayed = read_json(&case.expected.path().join("summary.json"));
+    assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
+    for output in ["profiles", "similar_items", "recommendations"] {
+        assert_eq!(
+            read_lines(&out, output),
+            read_lines(case.expected.path(), output),
+            "{output}.jsonl of the killed run vs the replay"
+        );
+    }
+    assert_topics_hold(&brokers, &case.topics, case.expected.path());
+    let expected = reasons_and_raws(
+        read_lines(case.expected.path(), "rejected")
+            .into_iter()
+            .map(String::into_bytes),
+    );
+    let rejected = read_lines(&out, "rejected");
+    assert_eq!(
+        reasons_and_raws(rejected.into_iter().map(String::into_bytes)),
+        expected,
+        "rejected.jsonl holds each rejected record once"
+    );
+    // The dead-letter topic is written at least once: a record rejected
+    // after the last checkpoint of a killed run is sent again, under the
+    // same key (its position).
+    let letters: BTreeMap<String, Vec<u8>> = read_topic(&brokers, &case.topics.rejected)
+        .into_iter()
+        .map(|(key, value)| (key, value.unwrap()))
+        .collect();
+    assert_eq!(reasons_and_raws(letters.into_values()), expected);
+    assert_eq!(
+        committed_total(&brokers, &case.topics.input, &case.topics.group),
+        case.lines as i64
+    );
+}

@@ -12,9 +12,14 @@
 //! Offsets: every worker tells worker 0 how far it has read; worker 0
 //! commits those offsets to the consumer group once the outputs of every
 //! record before them (as of the record's own time) are written and the
-//! Kafka sinks have acknowledged them (`run/offsets.rs`). State lives in memory, so a start
-//! reads every partition from its beginning and rebuilds it (`resume_from`);
-//! upsert outputs then converge to the same state.
+//! Kafka sinks have acknowledged them (`run/offsets.rs`); with
+//! `[checkpoint]`, once a checkpoint holding them is durable as well.
+//!
+//! Without `[checkpoint]` state lives in memory, so a start reads every
+//! partition from its beginning and rebuilds it (`resume_from`); upsert
+//! outputs then converge to the same state. With it, a start applies the
+//! newest complete checkpoint's records and reads on from its offsets
+//! (`run/checkpoints.rs`, [`crate::checkpoint`]).
 //!
 //! SIGINT or SIGTERM stops consuming; the run then finishes what it read,
 //! flushes the sinks, commits the offsets and writes `summary.json`. With
@@ -22,6 +27,7 @@
 //! the end, which replays a topic like a file. In a run of several
 //! processes, signal every process.
 
+mod checkpoints;
 mod offsets;
 pub(crate) mod watermarks;
 
@@ -37,6 +43,7 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
+use crate::checkpoint::{Manifest, Store};
 use crate::config::end_of_period;
 use crate::config::{FormatKind, Output, PipelineConfig};
 use crate::format::Decoder;
@@ -51,6 +58,7 @@ use crate::source::kafka::{
     brokers_answer, group_committed, upsert_keys, KafkaSource, KafkaSourceConfig, ResumeFrom,
 };
 use crate::summary::Summary;
+use checkpoints::Checkpoints;
 use offsets::{EarlierRun, Snapshots};
 pub(crate) use watermarks::PartitionWatermarks;
 
@@ -92,6 +100,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
             .context("cannot handle SIGTERM/SIGINT")?;
     }
     wait_for_brokers(&source, &stop)?;
+    tracing::debug!("the brokers answer");
     let files = plan.config.sink.files.as_ref();
     let out = plan.out.clone().or_else(|| files.map(|f| f.dir.clone()));
     let changelog = plan.changelog || files.is_some_and(|f| f.changelog);
@@ -101,6 +110,19 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         out.is_some() || has_topics,
         "persona run has no outputs: give --out DIR, a [sink.files] dir, or [sink.kafka] topics"
     );
+    let store = plan
+        .config
+        .checkpoint
+        .as_ref()
+        .map(Store::open)
+        .transpose()?;
+    let restored = store.as_ref().map(Store::latest).transpose()?.flatten();
+    if let Some(manifest) = &restored {
+        eprintln!(
+            "persona run: restoring checkpoint {} ({} records before its offsets)",
+            manifest.seq, manifest.counts.records_read
+        );
+    }
     let dead_letters = out
         .as_deref()
         .map(|dir| {
@@ -108,6 +130,16 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
             DeadLetterFiles::create(dir, process, processes, plan.config.output.raw_file_mode)
         })
         .transpose()?;
+    if let (Some(files), Some(store), Some(manifest)) = (&dead_letters, &store, &restored) {
+        let processes = plan.timely.processes.max(1);
+        for file in &manifest.letters {
+            if file.process % processes == plan.timely.process {
+                for letter in store.read_letters(file)? {
+                    files.restore(&letter)?;
+                }
+            }
+        }
+    }
     if let Some((kafka, topic)) = kafka.and_then(|k| Some((k, k.rejected.as_ref()?))) {
         ensure_topic(
             &kafka.brokers,
@@ -142,6 +174,8 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         out,
         changelog,
         dead_letters: dead_letters.clone(),
+        store,
+        restored,
         stop,
         started: Instant::now(),
     });
@@ -174,6 +208,9 @@ struct Shared {
     out: Option<PathBuf>,
     changelog: bool,
     dead_letters: Option<DeadLetterFiles>,
+    /// `[checkpoint]`, and the checkpoint this start restores.
+    store: Option<Store>,
+    restored: Option<Manifest>,
     stop: Arc<AtomicBool>,
     started: Instant,
 }
@@ -225,11 +262,14 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             .probe_with(&offsets_probe);
     });
 
-    let mut source = KafkaSource::new(&shared.source, index, peers)?;
+    tracing::debug!(index, "dataflow built, upsert topics read");
+    let checkpoint = shared.restored.as_ref().map(Manifest::offsets);
+    let mut source = KafkaSource::new_at(&shared.source, index, peers, checkpoint.as_ref())?;
     let partitions = source.assignment()?;
-    let start = match shared.source.resume_from {
-        ResumeFrom::Beginning => Offsets::new(),
-        ResumeFrom::Committed => source.committed(BROKER_TIMEOUT)?,
+    let start = match (checkpoint, shared.source.resume_from) {
+        (Some(offsets), _) => offsets,
+        (None, ResumeFrom::Beginning) => Offsets::new(),
+        (None, ResumeFrom::Committed) => source.committed(BROKER_TIMEOUT)?,
     };
     // Where an earlier run's outputs got to: once this run's outputs are
     // past it, keys it left in the upsert topics that the rebuilt state
@@ -238,15 +278,46 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         0 => Some(EarlierRun::new(group_committed(&shared.source)?)),
         _ => None,
     };
+    tracing::debug!(index, "source assigned, committed offsets read");
     let mut dead = DeadLetters::new(shared.dead_letters.clone(), config.sink.kafka.as_ref())?;
     let decoder = Decoder::new(&shared.decoding)?;
     let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
     let mut watermarks = PartitionWatermarks::new(&partitions);
     let mut warnings = Warnings::default();
     let mut batch = Vec::new();
-    let mut last_end_check: Option<Instant> = None;
+    // The first check waits: until the consumer has fetched, asking blocks.
+    let mut last_end_check = Some(Instant::now());
     let mut last_sent: Option<Offsets> = None;
     let mut latest_tick: u64 = 0;
+    let mut checkpoints = None;
+    if let Some(store) = &shared.store {
+        if let Some(manifest) = &shared.restored {
+            restore(&mut pipeline, store, manifest, index, peers)?;
+            for state in &manifest.partitions {
+                let partition = (state.topic.clone(), state.partition);
+                if let (true, Some(time_ms)) = (partitions.contains(&partition), state.latest_ms) {
+                    watermarks.saw(&partition, time_ms);
+                }
+            }
+            latest_tick = manifest.latest_tick;
+            // The frontier the checkpoint was taken at, before reading on.
+            if let Some(watermark) = watermarks.watermark() {
+                pipeline.advance_to(watermark.saturating_sub(lateness_ms));
+            }
+        }
+        pipeline.record();
+        dead.capture();
+        let interval =
+            Duration::from_secs_f64(config.checkpoint.as_ref().map_or(60.0, |c| c.interval_s));
+        let process = index / shared.plan.timely.workers.max(1);
+        checkpoints = Some(Checkpoints::new(
+            worker,
+            store.clone(),
+            interval,
+            process,
+            shared.restored.clone(),
+        ));
+    }
     if partitions.is_empty() {
         // More workers than partitions: this one holds nothing back.
         pipeline.advance_to(u64::MAX);
@@ -300,7 +371,15 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             pipeline.advance_to(watermark.saturating_sub(lateness_ms));
         }
         let read = source.offsets();
-        if last_sent.as_ref() != Some(&read) {
+        if let Some(checkpoints) = &mut checkpoints {
+            // Offsets are committed once a checkpoint holds them.
+            checkpoints.ask_if_due();
+            checkpoints.write_asked(&mut pipeline, &mut dead, &read, &watermarks, latest_tick)?;
+            for manifest in checkpoints.complete()? {
+                let until = end_of_period(manifest.latest_tick, period);
+                read_so_far.push(until, manifest.offsets());
+            }
+        } else if last_sent.as_ref() != Some(&read) {
             // Rejected records are durable before their offsets are told.
             dead.flush()?;
             offsets_input.send((end_of_period(latest_tick, period), read.clone()));
@@ -336,7 +415,23 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
 
     // Stopped: finish what was read, write every output, commit, summarize.
     dead.flush()?;
-    offsets_input.send((u64::MAX, source.offsets()));
+    match &mut checkpoints {
+        Some(checkpoints) => {
+            let read = source.offsets();
+            let last = checkpoints.finish(
+                worker,
+                &mut pipeline,
+                &mut dead,
+                &read,
+                &watermarks,
+                latest_tick,
+            )?;
+            for manifest in last {
+                read_so_far.push(u64::MAX, manifest.offsets());
+            }
+        }
+        None => offsets_input.send((u64::MAX, source.offsets())),
+    }
     drop(offsets_input);
     let finished = pipeline.finish(worker, shared.plan.timely.workers)?;
     worker.step_while(|| !offsets_probe.done());
@@ -364,6 +459,27 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         shared.started,
     )?;
     Ok(Some(summary))
+}
+
+/// Applies worker `index`'s share of a checkpoint's records (its files
+/// dealt round the workers); worker 0 takes the checkpoint's counts.
+fn restore(
+    pipeline: &mut PipelineWorker,
+    store: &Store,
+    manifest: &Manifest,
+    index: usize,
+    peers: usize,
+) -> anyhow::Result<()> {
+    for file in manifest.events.iter().skip(index).step_by(peers) {
+        pipeline.restore(store.read_events(file)?);
+    }
+    if index == 0 {
+        pipeline.counts = manifest.counts.clone();
+        // Measured afresh by this run; counted by the dataflow as it rebuilds.
+        pipeline.counts.peak_rss_bytes = 0;
+        pipeline.counts.duplicates = 0;
+    }
+    Ok(())
 }
 
 /// Opens the upsert topic of each output that has one (creating it if

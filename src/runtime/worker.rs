@@ -27,6 +27,7 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
+use crate::checkpoint::Recorded;
 use crate::clean::{self, Admission, Admitted, Judge};
 use crate::config::{PipelineConfig, TimeConfig};
 use crate::dimension::{read_catalog, read_user_attributes};
@@ -105,6 +106,8 @@ pub struct PipelineWorker {
     input_end: Rc<Cell<Option<u64>>>,
     /// Updates held in this worker's arrangements.
     arranged: Rc<RefCell<i64>>,
+    /// The records applied since the last checkpoint, when checkpointing.
+    recorded: Option<Vec<Recorded>>,
 }
 
 /// Counts the updates held in this worker's arrangements from
@@ -261,6 +264,7 @@ impl PipelineWorker {
             pending: BTreeMap::new(),
             input_end,
             arranged,
+            recorded: None,
         })
     }
 
@@ -308,12 +312,39 @@ impl PipelineWorker {
                     self.counts.max_time = self.counts.max_time.max(Some(time));
                     latest = latest.max(Some(decoded.event.time_ms as u64));
                     *self.pending.entry(time).or_insert(0) += 1;
+                    if let Some(recorded) = &mut self.recorded {
+                        let decoded = decoded.clone();
+                        recorded.push(Recorded { time, decoded });
+                    }
                     self.inputs.apply(decoded, time);
                 }
             }
         }
         self.outcomes = outcomes;
         Ok(latest)
+    }
+
+    /// Keeps every record applied from now on, for checkpoints
+    /// ([`PipelineWorker::take_recorded`]).
+    pub fn record(&mut self) {
+        self.recorded.get_or_insert_with(Vec::new);
+    }
+
+    /// The records applied since the last call (or since [`PipelineWorker::record`]).
+    pub fn take_recorded(&mut self) -> Vec<Recorded> {
+        self.recorded
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Applies records a checkpoint holds, at their own times: the
+    /// dataflow then rebuilds the state they made. Not recorded again.
+    pub fn restore(&mut self, records: Vec<Recorded>) {
+        for Recorded { time, decoded } in records {
+            *self.pending.entry(time).or_insert(0) += 1;
+            self.inputs.apply(decoded, time);
+        }
     }
 
     /// Why the last call of [`PipelineWorker::read`] dropped a record

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+use crate::checkpoint::Letter;
 use crate::config::KafkaOutputsConfig;
 use crate::rejected::{create_private_file, Reason, RejectedRecord};
 use crate::sink::kafka::KafkaProducer;
@@ -49,6 +50,18 @@ impl DeadLetterFiles {
         })
     }
 
+    /// Writes a letter a checkpoint holds, as it was written before.
+    pub fn restore(&self, letter: &Letter) -> std::io::Result<()> {
+        let file = if letter.late {
+            &self.late
+        } else {
+            &self.rejected
+        };
+        let mut file = file.lock().expect("writer lock");
+        file.write_all(letter.line.as_bytes())?;
+        file.write_all(b"\n")
+    }
+
     /// Writes what the workers buffered.
     pub fn flush(&self) -> std::io::Result<()> {
         for writer in [&self.rejected, &self.late] {
@@ -64,6 +77,8 @@ pub struct DeadLetters {
     topic: Option<KafkaProducer>,
     /// Whether letters were sent to the topic since the last flush.
     unflushed: bool,
+    /// The letters written since last taken, when checkpointing.
+    captured: Option<Vec<Letter>>,
 }
 
 impl DeadLetters {
@@ -84,6 +99,7 @@ impl DeadLetters {
             files,
             topic,
             unflushed: false,
+            captured: None,
         })
     }
 
@@ -103,7 +119,26 @@ impl DeadLetters {
             topic.send(record.source.to_string().as_bytes(), Some(&line))?;
             self.unflushed = true;
         }
+        if let Some(captured) = &mut self.captured {
+            captured.push(Letter {
+                late: record.reason == Reason::Late,
+                line: String::from_utf8(line)?,
+            });
+        }
         Ok(())
+    }
+
+    /// Keeps every letter written from now on, for checkpoints.
+    pub fn capture(&mut self) {
+        self.captured.get_or_insert_with(Vec::new);
+    }
+
+    /// The letters written since the last call (or since [`DeadLetters::capture`]).
+    pub fn take_captured(&mut self) -> Vec<Letter> {
+        self.captured
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Waits until every letter sent to the topic is acknowledged, so a

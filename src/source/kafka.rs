@@ -125,6 +125,18 @@ impl KafkaSource {
         worker: usize,
         peers: usize,
     ) -> Result<KafkaSource, KafkaSourceError> {
+        KafkaSource::new_at(config, worker, peers, None)
+    }
+
+    /// [`KafkaSource::new`], reading on from a checkpoint's offsets when
+    /// given one (a partition it lacks from its beginning), whatever
+    /// `resume_from` says.
+    pub fn new_at(
+        config: &KafkaSourceConfig,
+        worker: usize,
+        peers: usize,
+        checkpoint: Option<&Offsets>,
+    ) -> Result<KafkaSource, KafkaSourceError> {
         if config.topics.is_empty() {
             return Err(KafkaSourceError::Invalid("`topics` is empty".into()));
         }
@@ -160,19 +172,25 @@ impl KafkaSource {
                     brokers: config.brokers.clone(),
                     source: Box::new(source),
                 })?;
-        let source = KafkaSource {
+        let mut source = KafkaSource {
             consumer,
             config: config.clone(),
             next_offsets: Offsets::new(),
         };
-        source.assign_share(worker, peers)?;
+        source.assign_share(worker, peers, checkpoint)?;
         Ok(source)
     }
 
-    /// Assigns this worker's share of all partitions, each from its beginning
-    /// or from the group's committed offset (or `auto_offset_reset` where
-    /// there is none), as `resume_from` says.
-    fn assign_share(&self, worker: usize, peers: usize) -> Result<(), KafkaSourceError> {
+    /// Assigns this worker's share of all partitions, each from its offset
+    /// in `checkpoint`, or else from its beginning or from the group's
+    /// committed offset (or `auto_offset_reset` where there is none), as
+    /// `resume_from` says.
+    fn assign_share(
+        &mut self,
+        worker: usize,
+        peers: usize,
+        checkpoint: Option<&Offsets>,
+    ) -> Result<(), KafkaSourceError> {
         let mut all: Vec<TopicPartition> = Vec::new();
         for topic in &self.config.topics {
             let metadata_error = |source| KafkaSourceError::Metadata {
@@ -205,6 +223,30 @@ impl KafkaSource {
         }
         if mine.count() == 0 {
             return Ok(());
+        }
+        if let Some(checkpoint) = checkpoint {
+            let mut start = TopicPartitionList::new();
+            for (topic, partition) in all.iter().skip(worker).step_by(peers) {
+                let key = (topic.clone(), *partition);
+                let offset = match checkpoint.get(&key) {
+                    Some(&next) => {
+                        self.next_offsets.insert(key, next);
+                        Offset::Offset(next)
+                    }
+                    None => Offset::Beginning,
+                };
+                start
+                    .add_partition_offset(topic, *partition, offset)
+                    .map_err(|source| KafkaSourceError::Assign {
+                        source: Box::new(source),
+                    })?;
+            }
+            return self
+                .consumer
+                .assign(&start)
+                .map_err(|source| KafkaSourceError::Assign {
+                    source: Box::new(source),
+                });
         }
         if self.config.resume_from == ResumeFrom::Beginning {
             mine.set_all_offsets(Offset::Beginning)

@@ -25,6 +25,11 @@ impl PartitionWatermarks {
         }
     }
 
+    /// The latest event time of each partition.
+    pub fn latest(&self) -> impl Iterator<Item = (&TopicPartition, Option<u64>)> {
+        self.latest.iter().map(|(p, latest)| (p, *latest))
+    }
+
     pub fn has_data(&mut self, partition: &TopicPartition) {
         self.idle.remove(partition);
     }

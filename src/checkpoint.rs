@@ -1,0 +1,457 @@
+//! Checkpoints of `persona run`: a restart rebuilds the state from the
+//! newest complete checkpoint and reads the topics on from its offsets.
+//!
+//! A checkpoint is the input of the dataflow, not its operators' state:
+//! every record the workers gave their inputs (at its dataflow time, with
+//! its multiplicity and deduplication key), the dead letters written, and
+//! per partition the next offset and the latest event time (the
+//! watermark). Fed back in, those records rebuild every output exactly,
+//! whatever the operators keep and however many workers restart; and the
+//! records after the offsets are judged late or on time as they would have
+//! been. Dimension tables are files read at every start, so they are not
+//! copied.
+//!
+//! Checkpoints are incremental: each worker writes the records and letters
+//! since the previous checkpoint as Parquet files ([`segment`]) under
+//! `data/`, and worker 0 writes `manifest-N.json` naming every file that
+//! makes up checkpoint N (those of earlier checkpoints too) with its size
+//! and hash, once every worker's files are durable. Files and manifests are
+//! written to a temporary name, synced and renamed, so a checkpoint is
+//! complete exactly when its manifest exists and every file it names has
+//! its size and hash; a restart takes the newest such one and warns about
+//! every newer one it skips.
+
+pub mod segment;
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::config::CheckpointConfig;
+use crate::kafka::Offsets;
+use crate::summary::ReaderCounts;
+pub use segment::{Letter, Recorded};
+
+/// A data file of a checkpoint: its name under `data/`, and what a reader
+/// checks before trusting it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    pub name: String,
+    pub bytes: u64,
+    /// XXH3-64 of the file's bytes.
+    pub xxh3: u64,
+    pub rows: u64,
+    /// The process whose worker wrote it (the one whose dead-letter files
+    /// its letters belong to).
+    pub process: usize,
+}
+
+/// A partition's place in a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset to read; `None` when nothing was read from it.
+    pub next_offset: Option<i64>,
+    /// The latest event time (ms) the partition gave.
+    pub latest_ms: Option<u64>,
+}
+
+/// What one worker wrote for checkpoint `seq`, sent to worker 0.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub seq: u64,
+    pub worker: usize,
+    pub events: Option<DataFile>,
+    pub letters: Option<DataFile>,
+    /// The worker's partitions.
+    pub partitions: Vec<PartitionState>,
+    /// The worker's counts since it started (worker 0's include those of
+    /// the checkpoint it restarted from).
+    pub counts: ReaderCounts,
+    pub latest_tick: u64,
+}
+
+/// `manifest-N.json`: everything checkpoint N is made of.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub seq: u64,
+    /// Wall-clock time it was written, ms since the Unix epoch.
+    pub written_unix_ms: u64,
+    /// Event files, in the order they were written.
+    pub events: Vec<DataFile>,
+    /// Dead-letter files, in the order they were written.
+    pub letters: Vec<DataFile>,
+    pub partitions: Vec<PartitionState>,
+    /// The reader counts of every record before the offsets.
+    pub counts: ReaderCounts,
+    /// The latest event-time tick applied.
+    pub latest_tick: u64,
+}
+
+impl Manifest {
+    /// The next offset of every partition read from.
+    pub fn offsets(&self) -> Offsets {
+        self.partitions
+            .iter()
+            .filter_map(|p| Some(((p.topic.clone(), p.partition), p.next_offset?)))
+            .collect()
+    }
+
+    /// Checkpoint `seq`: this one with every worker's part of it added.
+    pub fn with_parts(&self, seq: u64, parts: &[Part]) -> Manifest {
+        let mut next = self.clone();
+        next.seq = seq;
+        next.written_unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        next.counts = ReaderCounts::default();
+        for part in parts {
+            next.events.extend(part.events.clone());
+            next.letters.extend(part.letters.clone());
+            for state in &part.partitions {
+                let same = |p: &&mut PartitionState| {
+                    p.topic == state.topic && p.partition == state.partition
+                };
+                match next.partitions.iter_mut().find(same) {
+                    Some(p) => *p = state.clone(),
+                    None => next.partitions.push(state.clone()),
+                }
+            }
+            next.counts.merge(&part.counts);
+            next.latest_tick = next.latest_tick.max(part.latest_tick);
+        }
+        next.partitions
+            .sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        next
+    }
+}
+
+/// A checkpoint folder.
+#[derive(Clone, Debug)]
+pub struct Store {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl Store {
+    /// Opens (creating) the folder of `[checkpoint]`.
+    pub fn open(config: &CheckpointConfig) -> anyhow::Result<Store> {
+        let store = Store {
+            dir: config.dir.clone(),
+            keep: config.keep.max(1),
+        };
+        fs::create_dir_all(store.data_dir())
+            .with_context(|| format!("cannot create checkpoint folder {}", config.dir.display()))?;
+        Ok(store)
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn manifest_path(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("manifest-{seq:010}.json"))
+    }
+
+    /// Writes worker `worker`'s files of checkpoint `seq` (none for nothing
+    /// to write) and makes them durable.
+    pub fn write_part_files(
+        &self,
+        seq: u64,
+        worker: usize,
+        process: usize,
+        records: &[Recorded],
+        letters: &[Letter],
+    ) -> anyhow::Result<(Option<DataFile>, Option<DataFile>)> {
+        let write = |kind: &str, rows: usize, bytes: Vec<u8>| -> anyhow::Result<_> {
+            let name = format!("{kind}-s{seq:010}-w{worker:04}.parquet");
+            let file = DataFile {
+                name: name.clone(),
+                bytes: bytes.len() as u64,
+                xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
+                rows: rows as u64,
+                process,
+            };
+            write_durably(&self.data_dir(), &name, &bytes)?;
+            Ok(Some(file))
+        };
+        let events = match records.is_empty() {
+            true => None,
+            false => write("events", records.len(), segment::encode_events(records)?)?,
+        };
+        let letters = match letters.is_empty() {
+            true => None,
+            false => write("letters", letters.len(), segment::encode_letters(letters)?)?,
+        };
+        Ok((events, letters))
+    }
+
+    /// Makes `manifest` the newest checkpoint, then removes all but the
+    /// newest `keep` manifests and every data file none of them names.
+    pub fn commit(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(manifest)?;
+        let path = self.manifest_path(manifest.seq);
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        write_durably(&self.dir, &name, &bytes)?;
+        self.prune()
+    }
+
+    /// Files of checkpoints after the newest manifest may be in the making
+    /// (another worker's), so only those up to it are removed.
+    fn prune(&self) -> anyhow::Result<()> {
+        let seqs = self.manifest_seqs()?;
+        let newest = seqs.last().copied().unwrap_or(0);
+        let (old, kept) = seqs.split_at(seqs.len().saturating_sub(self.keep));
+        for seq in old {
+            remove_if_present(&self.manifest_path(*seq))?;
+        }
+        let mut named = BTreeSet::new();
+        for seq in kept {
+            // A kept manifest that cannot be read names nothing worth keeping.
+            if let Ok(manifest) = self.read_manifest(*seq) {
+                named.extend(manifest.events.into_iter().map(|f| f.name));
+                named.extend(manifest.letters.into_iter().map(|f| f.name));
+            }
+        }
+        for entry in fs::read_dir(self.data_dir())? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let old = file_seq(&name).is_none_or(|seq| seq <= newest);
+            if old && !named.contains(&name) {
+                remove_if_present(&self.data_dir().join(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The sequence numbers of the manifests in the folder, oldest first.
+    fn manifest_seqs(&self) -> anyhow::Result<Vec<u64>> {
+        let mut seqs = Vec::new();
+        for entry in fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read checkpoint folder {}", self.dir.display()))?
+        {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(seq) = name
+                .strip_prefix("manifest-")
+                .and_then(|rest| rest.strip_suffix(".json"))
+                .and_then(|seq| seq.parse().ok())
+            {
+                seqs.push(seq);
+            }
+        }
+        seqs.sort_unstable();
+        Ok(seqs)
+    }
+
+    fn read_manifest(&self, seq: u64) -> anyhow::Result<Manifest> {
+        let path = self.manifest_path(seq);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a manifest", path.display()))?;
+        anyhow::ensure!(
+            manifest.seq == seq,
+            "{} names checkpoint {}",
+            path.display(),
+            manifest.seq
+        );
+        Ok(manifest)
+    }
+
+    /// The newest complete checkpoint: its manifest reads and every file it
+    /// names has the size and hash written there. Each newer one is skipped
+    /// with a warning naming it and what is wrong.
+    pub fn latest(&self) -> anyhow::Result<Option<Manifest>> {
+        for seq in self.manifest_seqs()?.into_iter().rev() {
+            match self
+                .read_manifest(seq)
+                .and_then(|m| self.verify(&m).map(|()| m))
+            {
+                Ok(manifest) => return Ok(Some(manifest)),
+                Err(error) => tracing::warn!(
+                    "skipping checkpoint {seq} in {}: {error:#}; trying the previous one",
+                    self.dir.display()
+                ),
+            }
+        }
+        Ok(None)
+    }
+
+    fn verify(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        for file in manifest.events.iter().chain(&manifest.letters) {
+            self.read_checked(file)?;
+        }
+        Ok(())
+    }
+
+    /// The bytes of `file`, once they match its size and hash.
+    fn read_checked(&self, file: &DataFile) -> anyhow::Result<Vec<u8>> {
+        let path = self.data_dir().join(&file.name);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        anyhow::ensure!(
+            bytes.len() as u64 == file.bytes,
+            "{} has {} bytes, not {}",
+            path.display(),
+            bytes.len(),
+            file.bytes
+        );
+        anyhow::ensure!(
+            xxhash_rust::xxh3::xxh3_64(&bytes) == file.xxh3,
+            "{} does not have the hash its manifest names",
+            path.display()
+        );
+        Ok(bytes)
+    }
+
+    /// The records of an events file.
+    pub fn read_events(&self, file: &DataFile) -> anyhow::Result<Vec<Recorded>> {
+        segment::decode_events(self.read_checked(file)?)
+            .with_context(|| format!("cannot decode checkpoint file {}", file.name))
+    }
+
+    /// The dead letters of a letters file.
+    pub fn read_letters(&self, file: &DataFile) -> anyhow::Result<Vec<Letter>> {
+        segment::decode_letters(self.read_checked(file)?)
+            .with_context(|| format!("cannot decode checkpoint file {}", file.name))
+    }
+}
+
+/// Writes `bytes` to `dir/name` so that the file is either absent or
+/// whole: a temporary file, synced, renamed, and the folder synced.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    let temporary = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let mut file = File::create(&temporary)
+        .with_context(|| format!("cannot create {}", temporary.display()))?;
+    file.write_all(bytes)?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", temporary.display()))?;
+    fs::rename(&temporary, &path)
+        .with_context(|| format!("cannot rename {} to {name}", temporary.display()))?;
+    File::open(dir)?
+        .sync_all()
+        .with_context(|| format!("cannot sync folder {}", dir.display()))?;
+    Ok(())
+}
+
+/// The checkpoint a data file (or its temporary) belongs to: the number
+/// after `-s` in `events-s0000000007-w0000.parquet`.
+fn file_seq(name: &str) -> Option<u64> {
+    let (_, rest) = name.split_once("-s")?;
+    rest.get(..10)?.parse().ok()
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use persona_dataflows::{Action, Event};
+
+    use crate::format::Decoded;
+
+    fn store(dir: &Path, keep: usize) -> Store {
+        Store::open(&CheckpointConfig {
+            dir: dir.to_owned(),
+            interval_s: 1.0,
+            keep,
+        })
+        .unwrap()
+    }
+
+    fn record(time: u64) -> Recorded {
+        Recorded {
+            time,
+            decoded: Decoded {
+                event: Event::new(time, 1, Action::View, time as i64),
+                diff: 1,
+                dedup_key: time,
+                user_name: format!("u{time}"),
+                item_name: "i1".into(),
+                category_name: None,
+            },
+        }
+    }
+
+    /// Writes checkpoint `seq` on top of `base` with one record at time `seq`.
+    fn checkpoint(store: &Store, base: &Manifest, seq: u64) -> Manifest {
+        let (events, letters) = store
+            .write_part_files(seq, 0, 0, &[record(seq)], &[])
+            .unwrap();
+        let part = Part {
+            seq,
+            worker: 0,
+            events,
+            letters,
+            partitions: vec![PartitionState {
+                topic: "t".into(),
+                partition: 0,
+                next_offset: Some(seq as i64),
+                latest_ms: Some(seq),
+            }],
+            counts: ReaderCounts::default(),
+            latest_tick: seq,
+        };
+        let manifest = base.with_parts(seq, &[part]);
+        store.commit(&manifest).unwrap();
+        manifest
+    }
+
+    #[test]
+    fn the_newest_complete_checkpoint_is_read_and_old_ones_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), 2);
+        let mut manifest = Manifest::default();
+        for seq in 1..=4 {
+            manifest = checkpoint(&store, &manifest, seq);
+        }
+        let latest = store.latest().unwrap().unwrap();
+        assert_eq!(latest, manifest);
+        assert_eq!(latest.offsets().get(&("t".into(), 0)), Some(&4));
+        let records: Vec<u64> = latest
+            .events
+            .iter()
+            .flat_map(|f| store.read_events(f).unwrap())
+            .map(|r| r.time)
+            .collect();
+        assert_eq!(records, [1, 2, 3, 4], "every checkpoint's records");
+        assert_eq!(store.manifest_seqs().unwrap(), [3, 4], "keep = 2");
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_checkpoint_is_skipped_for_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), 3);
+        let first = checkpoint(&store, &Manifest::default(), 1);
+        let second = checkpoint(&store, &first, 2);
+        let newest = &second.events[1];
+        let path = dir.path().join("data").join(&newest.name);
+        // Truncated: the previous checkpoint is read.
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert_eq!(store.latest().unwrap(), Some(first.clone()));
+        // Same size, one byte changed: the hash tells.
+        let mut corrupt = bytes.clone();
+        corrupt[bytes.len() / 2] ^= 0xff;
+        fs::write(&path, &corrupt).unwrap();
+        assert_eq!(store.latest().unwrap(), Some(first.clone()));
+        // A manifest cut short is no manifest.
+        fs::write(&path, &bytes).unwrap();
+        let manifest = store.manifest_path(2);
+        let text = fs::read(&manifest).unwrap();
+        fs::write(&manifest, &text[..text.len() - 10]).unwrap();
+        assert_eq!(store.latest().unwrap(), Some(first));
+    }
+}

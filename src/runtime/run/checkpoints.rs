@@ -1,0 +1,214 @@
+//! The checkpoints of a run ([`crate::checkpoint`]): worker 0 asks for one
+//! every `interval_s`, each worker writes its part where it stands in its
+//! loop (just after advancing its input), and worker 0 writes the manifest
+//! once every part is durable. No barrier is needed: each worker's part is
+//! the records it read from its own partitions up to their offsets, so any
+//! set of parts is a consistent cut.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::vec::{Broadcast, Input};
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
+use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
+use timely::worker::Worker;
+
+use super::PartitionWatermarks;
+use crate::checkpoint::{Manifest, Part, PartitionState, Store};
+use crate::kafka::Offsets;
+use crate::runtime::worker::PipelineWorker;
+use crate::sink::dead_letters::DeadLetters;
+
+/// One worker's side of the run's checkpoints.
+pub struct Checkpoints {
+    store: Store,
+    interval: Duration,
+    index: usize,
+    peers: usize,
+    process: usize,
+    /// Worker 0: the newest complete checkpoint, which the next builds on.
+    manifest: Manifest,
+    /// Worker 0: when the last checkpoint was asked for.
+    asked_at: Instant,
+    /// Worker 0: the checkpoint asked for and not yet complete.
+    awaiting: Option<u64>,
+    requests_input: Option<InputHandle<u64, u64>>,
+    requests: Rc<RefCell<Vec<u64>>>,
+    requests_probe: ProbeHandle<u64>,
+    parts_input: Option<InputHandle<u64, Part>>,
+    parts: Rc<RefCell<Vec<Part>>>,
+    parts_probe: ProbeHandle<u64>,
+}
+
+impl Checkpoints {
+    /// Builds the requests' and parts' dataflows on `worker`; `base` is the
+    /// checkpoint the run restarted from.
+    pub fn new(
+        worker: &mut Worker,
+        store: Store,
+        interval: Duration,
+        process: usize,
+        base: Option<Manifest>,
+    ) -> Checkpoints {
+        let mut requests_input: InputHandle<u64, u64> = InputHandle::new();
+        let requests: Rc<RefCell<Vec<u64>>> = Rc::default();
+        let requests_probe = ProbeHandle::new();
+        let mut parts_input: InputHandle<u64, Part> = InputHandle::new();
+        let parts: Rc<RefCell<Vec<Part>>> = Rc::default();
+        let parts_probe = ProbeHandle::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let asked = requests.clone();
+            scope
+                .input_from(&mut requests_input)
+                .broadcast()
+                .inspect(move |seq: &u64| asked.borrow_mut().push(*seq))
+                .probe_with(&requests_probe);
+            let gathered = parts.clone();
+            scope
+                .input_from(&mut parts_input)
+                .exchange(|_| 0)
+                .inspect(move |part: &Part| gathered.borrow_mut().push(part.clone()))
+                .probe_with(&parts_probe);
+        });
+        Checkpoints {
+            store,
+            interval,
+            index: worker.index(),
+            peers: worker.peers(),
+            process,
+            manifest: base.unwrap_or_default(),
+            asked_at: Instant::now(),
+            awaiting: None,
+            requests_input: Some(requests_input),
+            requests,
+            requests_probe,
+            parts_input: Some(parts_input),
+            parts,
+            parts_probe,
+        }
+    }
+
+    /// Worker 0: asks every worker for the next checkpoint when one is due
+    /// and the last is complete.
+    pub fn ask_if_due(&mut self) {
+        if self.index != 0 || self.awaiting.is_some() || self.asked_at.elapsed() < self.interval {
+            return;
+        }
+        self.ask();
+    }
+
+    fn ask(&mut self) {
+        let seq = self.awaiting.unwrap_or(self.manifest.seq) + 1;
+        if let Some(input) = &mut self.requests_input {
+            input.send(seq);
+            input.flush();
+        }
+        self.awaiting = Some(seq);
+        self.asked_at = Instant::now();
+    }
+
+    /// Writes this worker's part of every checkpoint asked for since the
+    /// last call: what it applied and wrote off since its last part, and
+    /// where its partitions stand.
+    pub fn write_asked(
+        &mut self,
+        pipeline: &mut PipelineWorker,
+        dead: &mut DeadLetters,
+        offsets: &Offsets,
+        watermarks: &PartitionWatermarks,
+        latest_tick: u64,
+    ) -> anyhow::Result<()> {
+        let asked = std::mem::take(&mut *self.requests.borrow_mut());
+        for seq in asked {
+            // Letters sent to the dead-letter topic are acknowledged before
+            // a checkpoint holds their offsets.
+            dead.flush()?;
+            let records = pipeline.take_recorded();
+            let letters = dead.take_captured();
+            let (events, letters) =
+                self.store
+                    .write_part_files(seq, self.index, self.process, &records, &letters)?;
+            let partitions = watermarks
+                .latest()
+                .map(|((topic, partition), latest_ms)| PartitionState {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset: offsets.get(&(topic.clone(), *partition)).copied(),
+                    latest_ms,
+                })
+                .collect();
+            let part = Part {
+                seq,
+                worker: self.index,
+                events,
+                letters,
+                partitions,
+                counts: pipeline.counts.clone(),
+                latest_tick,
+            };
+            let input = self
+                .parts_input
+                .as_mut()
+                .expect("parts are sent until the end");
+            input.send(part);
+            input.flush();
+        }
+        Ok(())
+    }
+
+    /// Worker 0: makes durable every checkpoint all workers have written
+    /// their part of; returns their manifests, oldest first.
+    pub fn complete(&mut self) -> anyhow::Result<Vec<Manifest>> {
+        let mut done = Vec::new();
+        loop {
+            let seq = self.manifest.seq + 1;
+            let mut parts = self.parts.borrow_mut();
+            if parts.iter().filter(|p| p.seq == seq).count() < self.peers {
+                break;
+            }
+            let (mut mine, rest): (Vec<Part>, Vec<Part>) =
+                parts.drain(..).partition(|p| p.seq == seq);
+            *parts = rest;
+            drop(parts);
+            mine.sort_by_key(|p| p.worker);
+            let manifest = self.manifest.with_parts(seq, &mine);
+            self.store.commit(&manifest)?;
+            if self.awaiting == Some(seq) {
+                self.awaiting = None;
+            }
+            tracing::debug!(seq, "checkpoint written");
+            self.manifest = manifest.clone();
+            done.push(manifest);
+        }
+        Ok(done)
+    }
+
+    /// At the end of the run, once nothing more is read: the last
+    /// checkpoint, of everything read, written by every worker and made
+    /// durable by worker 0, whose manifests this returns.
+    pub fn finish(
+        &mut self,
+        worker: &mut Worker,
+        pipeline: &mut PipelineWorker,
+        dead: &mut DeadLetters,
+        offsets: &Offsets,
+        watermarks: &PartitionWatermarks,
+        latest_tick: u64,
+    ) -> anyhow::Result<Vec<Manifest>> {
+        if self.index == 0 {
+            self.ask();
+        }
+        self.requests_input = None;
+        while !self.requests_probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+            self.write_asked(pipeline, dead, offsets, watermarks, latest_tick)?;
+        }
+        self.write_asked(pipeline, dead, offsets, watermarks, latest_tick)?;
+        self.parts_input = None;
+        while !self.parts_probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        self.complete()
+    }
+}
