@@ -771,11 +771,13 @@ fn a_broker_restarted_midway_loses_nothing() {
     );
 }
 
-/// Starts a run that checkpoints every 0.2 s and kills it (SIGKILL) after
-/// a random wait, ten times, each start restoring the newest checkpoint;
-/// then runs to the end. Kills land while the log is read, while
-/// checkpoints are written, between a checkpoint and its commit, and while
-/// a start restores one.
+/// Starts a run that checkpoints every 0.2 s and kills it (SIGKILL) ten
+/// times, each start restoring the newest checkpoint; then runs to the end.
+/// Most kills land at a random moment after the run has written a
+/// checkpoint of its own (while the log is read, while checkpoints
+/// are written, between a checkpoint and its commit), the others in the
+/// first second, while a start restores one. Kills are paced by the
+/// checkpoints, not by the clock: a busy broker may take seconds to answer.
 #[test]
 fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
     use rand::{Rng, SeedableRng};
@@ -794,8 +796,23 @@ fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
     for kill in 0..10 {
         // Odd starts run 2 workers: a checkpoint restores into any count.
         let workers = if kill % 2 == 1 { "2" } else { "1" };
+        let before = newest_checkpoint(&checkpoints);
         let mut run = spawn_run(&config, &out, &["-w", workers]);
-        let wait = Duration::from_millis(random.random_range(1_000..8_000));
+        if random.random_range(0..4) > 0 {
+            let started = Instant::now();
+            while newest_checkpoint(&checkpoints) <= before {
+                assert!(
+                    run.try_wait().unwrap().is_none(),
+                    "run {kill} ended by itself"
+                );
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "run {kill} wrote no checkpoint in 120 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let wait = Duration::from_millis(random.random_range(0..1_500));
         std::thread::sleep(wait);
         assert!(
             run.try_wait().unwrap().is_none(),
@@ -808,7 +825,10 @@ fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
         let restoring = stderr
             .lines()
             .find(|line| line.contains("restoring checkpoint"));
-        eprintln!("killed run {kill} (-w {workers}) after {wait:?}; {restoring:?}");
+        eprintln!(
+            "killed run {kill} (-w {workers}) {wait:?} after checkpoint {}; {restoring:?}",
+            before
+        );
     }
     eprintln!("{restored} of 10 starts restored a checkpoint");
     assert!(restored > 0, "no start restored a checkpoint");
@@ -847,4 +867,21 @@ fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
         committed_total(&brokers, &case.topics.input, &case.topics.group),
         case.lines as i64
     );
+}
+
+/// The sequence number of the newest checkpoint in `dir` (0 if none).
+fn newest_checkpoint(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            name.strip_prefix("manifest-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
 }

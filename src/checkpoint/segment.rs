@@ -79,18 +79,16 @@ fn encode(batch: RecordBatch) -> anyhow::Result<Vec<u8>> {
     Ok(writer.into_inner()?)
 }
 
-/// Decodes a Parquet file into its record batches, checking its schema.
+/// Decodes a Parquet file into its record batches, checking its schema
+/// (the file's, so that an empty file of the other kind is refused too).
 fn decode(bytes: Vec<u8>, schema: &SchemaRef) -> anyhow::Result<Vec<RecordBatch>> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))?.build()?;
-    let batches = reader.collect::<Result<Vec<_>, _>>()?;
-    for batch in &batches {
-        anyhow::ensure!(
-            batch.schema().fields() == schema.fields(),
-            "unexpected columns {:?}",
-            batch.schema().fields()
-        );
-    }
-    Ok(batches)
+    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))?;
+    anyhow::ensure!(
+        builder.schema().fields() == schema.fields(),
+        "unexpected columns {:?}",
+        builder.schema().fields()
+    );
+    Ok(builder.build()?.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The Parquet file of a worker's records.

@@ -79,10 +79,11 @@ pub struct RunPlan {
 
 /// Messages a worker takes from Kafka between two advances of its frontier.
 const POLL_MAX: usize = 4096;
-/// How often an idle worker asks the broker where its partitions end.
+/// How often a worker asks the broker where its partitions end (on a
+/// thread of its own: the answer may take seconds).
 const END_CHECK: Duration = Duration::from_millis(250);
-/// How long asking where partitions end may block a worker.
-const END_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long asking where a partition ends may take.
+const END_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a blocking request to the broker may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -266,6 +267,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let checkpoint = shared.restored.as_ref().map(Manifest::offsets);
     let mut source = KafkaSource::new_at(&shared.source, index, peers, checkpoint.as_ref())?;
     let partitions = source.assignment()?;
+    let ends = source.watch_ends(END_CHECK, END_CHECK_TIMEOUT);
     let start = match (checkpoint, shared.source.resume_from) {
         (Some(offsets), _) => offsets,
         (None, ResumeFrom::Beginning) => Offsets::new(),
@@ -285,8 +287,6 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let mut watermarks = PartitionWatermarks::new(&partitions);
     let mut warnings = Warnings::default();
     let mut batch = Vec::new();
-    // The first check waits: until the consumer has fetched, asking blocks.
-    let mut last_end_check = Some(Instant::now());
     let mut last_sent: Option<Offsets> = None;
     let mut latest_tick: u64 = 0;
     let mut checkpoints = None;
@@ -349,9 +349,8 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
                 latest_tick = latest_tick.max(config.time.tick_of(time_ms));
             }
         }
-        if polled == 0 && last_end_check.is_none_or(|at| at.elapsed() >= END_CHECK) {
-            last_end_check = Some(Instant::now());
-            match source.end_offsets(END_CHECK_TIMEOUT) {
+        if let Some(answer) = ends.take() {
+            match answer {
                 Ok(ends) => {
                     let read = source.offsets();
                     for (partition, end) in &ends {
@@ -383,7 +382,9 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             // Rejected records are durable before their offsets are told.
             dead.flush()?;
             offsets_input.send((end_of_period(latest_tick, period), read.clone()));
-            offsets_input.flush();
+            // A new epoch pushes the snapshot on to worker 0: flush() alone
+            // leaves it in the exchange's buffer until that fills.
+            offsets_input.advance_to(offsets_input.time() + 1);
             last_sent = Some(read);
         }
         pipeline.catch_up(worker, Some(Duration::from_millis(50)));

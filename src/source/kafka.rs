@@ -21,6 +21,8 @@
 //! outputs of every record before it are written.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -110,7 +112,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// One worker's consumer. Poll it from the worker loop with
 /// [`poll_batch`](KafkaSource::poll_batch), which never blocks.
 pub struct KafkaSource {
-    consumer: BaseConsumer,
+    consumer: Arc<BaseConsumer>,
     config: KafkaSourceConfig,
     next_offsets: Offsets,
 }
@@ -173,7 +175,7 @@ impl KafkaSource {
                     source: Box::new(source),
                 })?;
         let mut source = KafkaSource {
-            consumer,
+            consumer: Arc::new(consumer),
             config: config.clone(),
             next_offsets: Offsets::new(),
         };
@@ -408,19 +410,26 @@ impl KafkaSource {
     /// it tells whether the worker has caught up, e.g. to stop a run at the
     /// end of a topic.
     pub fn end_offsets(&self, timeout: Duration) -> Result<Offsets, KafkaSourceError> {
-        let mut ends = Offsets::new();
-        for (topic, partition) in self.assignment()? {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(&topic, partition, timeout)
-                .map_err(|source| KafkaSourceError::Metadata {
-                    brokers: self.config.brokers.clone(),
-                    topic: topic.clone(),
-                    source: Box::new(source),
-                })?;
-            ends.insert((topic, partition), high);
-        }
-        Ok(ends)
+        partition_ends(&self.consumer, &self.config.brokers, timeout)
+    }
+
+    /// Asks where this worker's partitions end every `every`, on a thread
+    /// of its own: a worker loop reads the latest answer from the returned
+    /// [`EndWatch`] and never waits on a slow broker. Asking blocks (a
+    /// request per partition), and a busy broker can take seconds to answer.
+    pub fn watch_ends(&self, every: Duration, timeout: Duration) -> EndWatch {
+        let watch = EndWatch::default();
+        let (consumer, brokers) = (self.consumer.clone(), self.config.brokers.clone());
+        let (latest, stop) = (watch.latest.clone(), watch.stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let asked_at = Instant::now();
+                let answer = partition_ends(&consumer, &brokers, timeout);
+                *latest.lock().expect("the end watch never panics") = Some(answer);
+                std::thread::sleep(every.saturating_sub(asked_at.elapsed()));
+            }
+        });
+        watch
     }
 
     /// Whether this worker has read every partition in `ends` up to its end.
@@ -457,6 +466,56 @@ pub fn group_committed(config: &KafkaSourceConfig) -> Result<Offsets, KafkaSourc
         ..config.clone()
     };
     KafkaSource::new(&all, 0, 1)?.committed(SETUP_TIMEOUT)
+}
+
+/// The end (high watermark) of each partition assigned to `consumer`.
+fn partition_ends(
+    consumer: &BaseConsumer,
+    brokers: &str,
+    timeout: Duration,
+) -> Result<Offsets, KafkaSourceError> {
+    let assignment = consumer
+        .assignment()
+        .map_err(|source| KafkaSourceError::Consume {
+            source: Box::new(source),
+        })?;
+    let mut ends = Offsets::new();
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, timeout)
+            .map_err(|source| KafkaSourceError::Metadata {
+                brokers: brokers.to_owned(),
+                topic: topic.to_owned(),
+                source: Box::new(source),
+            })?;
+        ends.insert((topic.to_owned(), partition), high);
+    }
+    Ok(ends)
+}
+
+/// The latest answer of [`KafkaSource::watch_ends`]; dropping it stops
+/// the asking.
+#[derive(Default)]
+pub struct EndWatch {
+    latest: Arc<Mutex<Option<Result<Offsets, KafkaSourceError>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl EndWatch {
+    /// The answer that came since the last call, if one did.
+    pub fn take(&self) -> Option<Result<Offsets, KafkaSourceError>> {
+        self.latest
+            .lock()
+            .expect("the end watch never panics")
+            .take()
+    }
+}
+
+impl Drop for EndWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The keys an upsert topic holds now (read from its beginning to its end,

@@ -102,7 +102,9 @@ impl Checkpoints {
         let seq = self.awaiting.unwrap_or(self.manifest.seq) + 1;
         if let Some(input) = &mut self.requests_input {
             input.send(seq);
-            input.flush();
+            // A new epoch pushes the records on: flush() alone leaves them
+            // in an exchange's buffer until it fills.
+            input.advance_to(input.time() + 1);
         }
         self.awaiting = Some(seq);
         self.asked_at = Instant::now();
@@ -152,7 +154,7 @@ impl Checkpoints {
                 .as_mut()
                 .expect("parts are sent until the end");
             input.send(part);
-            input.flush();
+            input.advance_to(input.time() + 1);
         }
         Ok(())
     }
