@@ -184,6 +184,28 @@ pub struct SinkConfig {
     pub files: Option<FileSinkConfig>,
     /// `[sink.kafka]`: upsert topics per output, and a dead-letter topic.
     pub kafka: Option<KafkaOutputsConfig>,
+    /// `[sink.parquet]`: the outputs as Parquet datasets partitioned by bucket.
+    pub parquet: Option<ParquetSinkConfig>,
+}
+
+/// `[sink.parquet]` (and `persona replay --output-format parquet`): each
+/// output's final state as a Parquet dataset `dir/NAME/bucket=B/part-0.parquet`,
+/// partitioned by a hash bucket of its user (similar items: item).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// The folder of the datasets (created if missing).
+    pub dir: PathBuf,
+    /// Number of buckets, 1 to [`MAX_BUCKETS`]. Default: 16.
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+}
+
+/// The most buckets a Parquet dataset may have: each is a folder and a file.
+pub const MAX_BUCKETS: u32 = 4096;
+
+fn default_buckets() -> u32 {
+    crate::sink::parquet::DEFAULT_BUCKETS
 }
 
 /// `[sink.files]`.
@@ -403,6 +425,14 @@ impl PipelineConfig {
                 return Err(invalid_field(
                     "[sink.kafka] partitions",
                     "at least 1 partition",
+                ));
+            }
+        }
+        if let Some(parquet) = &self.sink.parquet {
+            if !(1..=MAX_BUCKETS).contains(&parquet.buckets) {
+                return Err(invalid_field(
+                    "[sink.parquet] buckets",
+                    &format!("between 1 and {MAX_BUCKETS}"),
                 ));
             }
         }
@@ -714,6 +744,8 @@ mod tests {
         rejects("[cleaning]\nmax_record_bytes = 0\n", "max_record_bytes");
         rejects("[output]\nraw_file_mode = 0o1777\n", "raw_file_mode");
         rejects("[sink.kafka]\npartitions = 0\n", "partitions");
+        rejects("[sink.parquet]\ndir = \"p\"\nbuckets = 0\n", "buckets");
+        rejects("[sink.parquet]\ndir = \"p\"\nbuckets = 5000\n", "buckets");
         rejects("[profile.segment]\nmin_spend = -1\n", "min_spend");
         rejects("[profile.segment]\nmin_purchases = -1\n", "min_purchases");
         rejects("[profile]\nhalf_life_days = nan\n", "half_life_days");

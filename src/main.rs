@@ -15,6 +15,7 @@ use persona::runtime::produce::{produce_to, ProduceTarget};
 use persona::runtime::replay::{replay, ReplayPlan};
 use persona::runtime::run::{run as run_on_kafka, RunPlan};
 use persona::runtime::TimelyArgs;
+use persona::sink::FileFormat;
 use persona_dataflows::cf::{CfConfig, Mode};
 use serde::Deserialize;
 
@@ -42,6 +43,13 @@ enum Command {
         /// Also write each output's exact stream of changes, `X.changes.jsonl`.
         #[arg(long)]
         changelog: bool,
+        /// The format of the outputs: `X.jsonl`, or Parquet datasets
+        /// `X/bucket=B/part-0.parquet` partitioned by user (item) hash bucket.
+        #[arg(long, value_enum, default_value_t)]
+        output_format: FileFormat,
+        /// Buckets of the Parquet datasets.
+        #[arg(long, default_value_t = persona::sink::parquet::DEFAULT_BUCKETS)]
+        buckets: u32,
         #[command(flatten)]
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -329,6 +337,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             input,
             out,
             changelog,
+            output_format,
+            buckets,
             timely,
             help: _,
         } => {
@@ -338,6 +348,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 input,
                 out,
                 changelog,
+                format: output_format,
+                buckets,
                 timely,
             };
             if let Some(summary) = replay(plan)? {

@@ -10,6 +10,7 @@
 pub mod dead_letters;
 pub mod fallback;
 pub mod kafka;
+pub mod parquet;
 pub mod ranked;
 pub mod render;
 pub mod staging;
@@ -28,6 +29,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
+use crate::config::{Output, ParquetSinkConfig};
 use crate::names::{NameKind, Names};
 use kafka::UpsertTopic;
 pub use render::OutputRecord;
@@ -120,8 +122,9 @@ pub fn take_ready<D: Ord>(pending: &Pending<D>, upto: Upto) -> Vec<(D, isize)> {
 pub trait Sink {
     /// Applies complete updates, writing changelog lines.
     fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()>;
-    /// Writes the final state; returns the file name and its line count.
-    fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>>;
+    /// Writes the final state; returns each file (or dataset folder)
+    /// written and its record count.
+    fn finish(&mut self, names: &dyn Names) -> io::Result<Vec<(String, usize)>>;
     /// Number of records in the current state.
     fn record_count(&self) -> usize;
     /// Waits until every change sent to Kafka is acknowledged.
@@ -136,14 +139,37 @@ pub trait Sink {
     }
 }
 
-/// An output's current state, written as files (`NAME.jsonl`, and
-/// `NAME.changes.jsonl` with a changelog) and/or sent to a Kafka topic.
-pub struct JsonlSink<D> {
+/// The format of a replay's outputs (`--output-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    /// `NAME.jsonl`: one JSON line per record.
+    #[default]
+    Jsonl,
+    /// `NAME/bucket=B/part-0.parquet`: a Parquet dataset partitioned by bucket.
+    Parquet,
+}
+
+/// Where worker 0 writes an output's files.
+#[derive(Clone, Debug, Default)]
+pub struct OutputFiles {
+    /// The final state as `NAME.jsonl`, into this folder.
+    pub jsonl: Option<PathBuf>,
+    /// The stream of changes as `NAME.changes.jsonl`, into this folder.
+    pub changelog: Option<PathBuf>,
+    /// The final state as a Parquet dataset ([`parquet`]).
+    pub parquet: Option<ParquetSinkConfig>,
+}
+
+/// An output's current state, written as files (`NAME.jsonl`, a Parquet
+/// dataset, `NAME.changes.jsonl` with a changelog) and/or sent to a Kafka
+/// topic.
+pub struct OutputSink<D> {
     name: String,
     pending: Pending<D>,
     state: BTreeMap<D, isize>,
     changelog: Option<BufWriter<File>>,
-    write_file: bool,
+    jsonl: Option<PathBuf>,
+    parquet: Option<(Output, ParquetSinkConfig)>,
     /// The output changes at the end of periods this long (1: every tick).
     period: u64,
     upsert: Option<Upsert>,
@@ -159,27 +185,27 @@ struct Upsert {
     stale: BTreeSet<String>,
 }
 
-impl<D: OutputRecord> JsonlSink<D> {
-    /// A sink writing `dir/NAME.jsonl`, and `dir/NAME.changes.jsonl` if `changelog`.
+impl<D: OutputRecord> OutputSink<D> {
+    /// The sink of `output`, writing `files`.
     pub fn new(
-        name: &str,
+        output: Output,
         pending: Pending<D>,
-        dir: &Path,
-        changelog: bool,
-    ) -> io::Result<JsonlSink<D>> {
-        let changelog = if changelog {
-            Some(BufWriter::new(File::create(
+        files: &OutputFiles,
+    ) -> io::Result<OutputSink<D>> {
+        let name = output.name();
+        let changelog = match &files.changelog {
+            Some(dir) => Some(BufWriter::new(File::create(
                 dir.join(format!("{name}.changes.jsonl")),
-            )?))
-        } else {
-            None
+            )?)),
+            None => None,
         };
-        Ok(JsonlSink {
+        Ok(OutputSink {
             name: name.to_owned(),
             pending,
             state: BTreeMap::new(),
             changelog,
-            write_file: true,
+            jsonl: files.jsonl.clone(),
+            parquet: files.parquet.clone().map(|config| (output, config)),
             period: 1,
             upsert: None,
         })
@@ -187,11 +213,11 @@ impl<D: OutputRecord> JsonlSink<D> {
 
     /// For an output that changes once per `period` ms, at the end of the
     /// period: the end of the input extends to the end of its period.
-    pub fn with_period(self, period: u64) -> JsonlSink<D> {
-        JsonlSink { period, ..self }
+    pub fn with_period(self, period: u64) -> OutputSink<D> {
+        OutputSink { period, ..self }
     }
 
-    /// The period of the output's changes (see [`JsonlSink::with_period`]).
+    /// The period of the output's changes (see [`OutputSink::with_period`]).
     pub fn period(&self) -> u64 {
         self.period
     }
@@ -216,24 +242,38 @@ impl<D: OutputRecord> JsonlSink<D> {
     }
 
     /// A sink that only counts its records (for the summary), writing nothing.
-    pub fn counter(name: &str, pending: Pending<D>) -> JsonlSink<D> {
-        JsonlSink {
+    pub fn counter(name: &str, pending: Pending<D>) -> OutputSink<D> {
+        OutputSink {
             name: name.to_owned(),
             pending,
             state: BTreeMap::new(),
             changelog: None,
-            write_file: false,
+            jsonl: None,
+            parquet: None,
             period: 1,
             upsert: None,
         }
+    }
+
+    /// The records of the current state, each with its count.
+    fn records(&self) -> impl Iterator<Item = (&D, usize)> + '_ {
+        self.state.iter().map(|(record, count)| {
+            // A negative count would be a bug upstream: every output is a set.
+            assert!(
+                *count > 0,
+                "output {} holds a record {count} times",
+                self.name
+            );
+            (record, *count as usize)
+        })
     }
 
     /// Also sends each change to `topic`: the new record of each changed
     /// key (an id of `key_kind`), or a tombstone when the key's record is
     /// gone. The keys the topic held already are reconciled at the end
     /// (see [`Sink::reconcile`]).
-    pub fn with_upsert(self, topic: UpsertTopic, key_kind: NameKind) -> JsonlSink<D> {
-        JsonlSink {
+    pub fn with_upsert(self, topic: UpsertTopic, key_kind: NameKind) -> OutputSink<D> {
+        OutputSink {
             upsert: Some(Upsert {
                 topic: topic.sink,
                 key_kind,
@@ -244,7 +284,7 @@ impl<D: OutputRecord> JsonlSink<D> {
     }
 }
 
-impl<D: OutputRecord> Sink for JsonlSink<D> {
+impl<D: OutputRecord> Sink for OutputSink<D> {
     fn drain(&mut self, upto: Upto, names: &dyn Names) -> io::Result<()> {
         let mut ready = {
             let mut pending = self.pending.borrow_mut();
@@ -294,35 +334,36 @@ impl<D: OutputRecord> Sink for JsonlSink<D> {
         Ok(())
     }
 
-    fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>> {
+    fn finish(&mut self, names: &dyn Names) -> io::Result<Vec<(String, usize)>> {
         if let Some(changelog) = &mut self.changelog {
             changelog.flush()?;
         }
-        if !self.write_file {
-            return Ok(None);
-        }
-        let mut lines: Vec<String> = Vec::with_capacity(self.state.len());
-        for (record, count) in &self.state {
-            // A negative count would be a bug upstream: every output is a set.
-            assert!(
-                *count > 0,
-                "output {} holds a record {count} times",
-                self.name
-            );
-            let line = serde_json::to_string(&record.to_json(names)).map_err(io::Error::other)?;
-            for _ in 0..*count {
-                lines.push(line.clone());
+        let mut written = Vec::new();
+        if let Some(dir) = &self.jsonl {
+            let mut lines: Vec<String> = Vec::with_capacity(self.state.len());
+            for (record, count) in self.records() {
+                let line =
+                    serde_json::to_string(&record.to_json(names)).map_err(io::Error::other)?;
+                lines.extend(std::iter::repeat_n(line, count));
             }
+            lines.sort();
+            let file = format!("{}.jsonl", self.name);
+            let mut writer = BufWriter::new(File::create(dir.join(&file))?);
+            for line in &lines {
+                writer.write_all(line.as_bytes())?;
+                writer.write_all(b"\n")?;
+            }
+            writer.flush()?;
+            written.push((file, lines.len()));
         }
-        lines.sort();
-        let file = format!("{}.jsonl", self.name);
-        let mut writer = BufWriter::new(File::create(dir.join(&file))?);
-        for line in &lines {
-            writer.write_all(line.as_bytes())?;
-            writer.write_all(b"\n")?;
+        if let Some((output, config)) = &self.parquet {
+            let rows = self.records().flat_map(|(record, count)| {
+                std::iter::repeat_n((record.key(), record.to_json(names)), count)
+            });
+            let rows = parquet::write_dataset(&config.dir, *output, rows, config.buckets)?;
+            written.push((format!("{}/", self.name), rows));
         }
-        writer.flush()?;
-        Ok(Some((file, lines.len())))
+        Ok(written)
     }
 
     fn record_count(&self) -> usize {

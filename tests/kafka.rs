@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
+use common::parquet::{dataset_rows, jsonl_rows};
 use common::{
     assert_balances, deterministic_part, free_port, read_json, read_lines, records_by, replay,
 };
@@ -533,21 +534,45 @@ fn a_run_on_a_topic_ends_in_the_state_of_the_file_replay() {
     let brokers = brokers();
     let mut case = RunCase::new("run", 30_000);
     case.produce_up_to(&brokers, case.lines);
-    let config = case.topics.config(&brokers, case.dir.path(), "");
+    let parquet = case.dir.path().join("parquet");
+    let extra = format!(
+        "\n[sink.parquet]\ndir = {:?}\nbuckets = 4\n",
+        parquet.display().to_string()
+    );
+    let config = case.topics.config(&brokers, case.dir.path(), &extra);
     let out = case.dir.path().join("run");
     let summary = run_until_end(&config, &out, &[]);
 
     assert_topics_hold(&brokers, &case.topics, case.expected.path());
-    for output in ["profiles", "similar_items", "recommendations"] {
+    for (output, key) in [
+        ("profiles", "user"),
+        ("similar_items", "item"),
+        ("recommendations", "user"),
+    ] {
         assert_eq!(
             read_lines(&out, output),
             read_lines(case.expected.path(), output),
             "{output}.jsonl of the run vs the replay"
         );
+        // [sink.parquet]: the same records, each in its key's bucket.
+        let by_key = |a: &Value, b: &Value| a[key].as_str().cmp(&b[key].as_str());
+        let mut rows = dataset_rows(&parquet, output, key, 4);
+        rows.sort_by(by_key);
+        let mut expected = jsonl_rows(case.expected.path(), output);
+        expected.sort_by(by_key);
+        assert!(
+            rows == expected,
+            "{output}: the Parquet dataset vs the replay"
+        );
+        assert_eq!(summary["outputs"][format!("{output}/")], rows.len());
     }
     let replayed = read_json(&case.expected.path().join("summary.json"));
     assert_balances(&summary);
-    assert_eq!(deterministic_part(&summary), deterministic_part(&replayed));
+    // Beside the replay's outputs, the run's summary counts its datasets.
+    let mut files = summary.clone();
+    let outputs = files["outputs"].as_object_mut().unwrap();
+    outputs.retain(|name, _| !name.ends_with('/'));
+    assert_eq!(deterministic_part(&files), deterministic_part(&replayed));
     assert_eq!(summary["records_read"], case.lines as u64);
 
     // Rejected records: in the file and the dead-letter topic, with their

@@ -16,12 +16,10 @@ use arrow_array::{
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use persona_dataflows::{Action, Event};
 
 use crate::format::Decoded;
+use crate::sink::parquet::encode;
 
 /// One record a worker gave its input: `decoded` at dataflow time `time`.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,16 +65,6 @@ fn letters_schema() -> SchemaRef {
         Field::new("late", DataType::Boolean, false),
         Field::new("line", DataType::Utf8, false),
     ]))
-}
-
-/// Encodes `batch` as one Parquet file, compressed with zstd.
-fn encode(batch: RecordBatch) -> anyhow::Result<Vec<u8>> {
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(properties))?;
-    writer.write(&batch)?;
-    Ok(writer.into_inner()?)
 }
 
 /// Decodes a Parquet file into its record batches, checking its schema
@@ -134,7 +122,7 @@ pub fn encode_events(records: &[Recorded]) -> anyhow::Result<Vec<u8>> {
                 .collect::<StringArray>(),
         ),
     ];
-    encode(RecordBatch::try_new(events_schema(), columns)?)
+    Ok(encode(&RecordBatch::try_new(events_schema(), columns)?)?)
 }
 
 /// The records of an events file, in the order they were written.
@@ -195,7 +183,7 @@ pub fn encode_letters(letters: &[Letter]) -> anyhow::Result<Vec<u8>> {
             letters.iter().map(|l| l.line.as_str()),
         )),
     ];
-    encode(RecordBatch::try_new(letters_schema(), columns)?)
+    Ok(encode(&RecordBatch::try_new(letters_schema(), columns)?)?)
 }
 
 /// The dead letters of a letters file, in the order they were written.

@@ -6,7 +6,6 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
@@ -28,7 +27,7 @@ use crate::names::Names;
 use crate::sink::fallback::{FallbackRecord, FallbackSink};
 use crate::sink::kafka::UpsertTopic;
 use crate::sink::ranked::{Periods, RankedSink, RankedState};
-use crate::sink::{gather, gather_on, JsonlSink, OutputRecord, Pending, Sink};
+use crate::sink::{gather, gather_on, OutputFiles, OutputRecord, OutputSink, Pending, Sink};
 
 /// The output collections, gathered on worker 0.
 pub struct Gathered {
@@ -243,13 +242,8 @@ pub struct Sinks {
 pub type UpsertTopics = BTreeMap<Output, UpsertTopic>;
 
 impl Gathered {
-    /// The sinks of worker 0: files in `files` (a folder, and whether to
-    /// write changelogs) and/or upserts to `topics`.
-    pub fn into_sinks(
-        self,
-        files: Option<(&Path, bool)>,
-        mut topics: UpsertTopics,
-    ) -> io::Result<Sinks> {
+    /// The sinks of worker 0: `files` and/or upserts to `topics`.
+    pub fn into_sinks(self, files: &OutputFiles, mut topics: UpsertTopics) -> io::Result<Sinks> {
         let profiles = self.output(
             Output::Profiles,
             self.profiles.clone(),
@@ -301,8 +295,8 @@ impl Gathered {
         let [similar_items, recommendations] = rankings;
         Ok(Sinks {
             outputs: vec![Box::new(profiles), similar_items, recommendations],
-            users: Box::new(JsonlSink::counter("users", self.users)),
-            items: Box::new(JsonlSink::counter("items", self.items)),
+            users: Box::new(OutputSink::counter("users", self.users)),
+            items: Box::new(OutputSink::counter("items", self.items)),
         })
     }
 
@@ -314,8 +308,8 @@ impl Gathered {
     ) -> Sinks {
         Sinks {
             outputs: vec![serving(self.profiles, self.state)],
-            users: Box::new(JsonlSink::counter("users", self.users)),
-            items: Box::new(JsonlSink::counter("items", self.items)),
+            users: Box::new(OutputSink::counter("users", self.users)),
+            items: Box::new(OutputSink::counter("items", self.items)),
         }
     }
 
@@ -324,15 +318,11 @@ impl Gathered {
         &self,
         output: Output,
         pending: Pending<D>,
-        files: Option<(&Path, bool)>,
+        files: &OutputFiles,
         topic: Option<UpsertTopic>,
-    ) -> io::Result<JsonlSink<D>> {
-        let name = output.name();
-        let sink = match files {
-            Some((dir, changelog)) => JsonlSink::new(name, pending, dir, changelog)?,
-            None => JsonlSink::counter(name, pending),
-        };
-        let mut sink = sink.with_period(self.time.period_of(output));
+    ) -> io::Result<OutputSink<D>> {
+        let mut sink =
+            OutputSink::new(output, pending, files)?.with_period(self.time.period_of(output));
         if let Some(topic) = topic {
             sink = sink.with_upsert(topic, output.key_kind());
         }

@@ -24,7 +24,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use timely::worker::Worker;
 
 use crate::clean::{Judge, Watermark};
-use crate::config::PipelineConfig;
+use crate::config::{ParquetSinkConfig, PipelineConfig, MAX_BUCKETS};
 use crate::format::Decoder;
 use crate::runtime::failure::failpoint;
 use crate::runtime::pipeline::{Graph, UpsertTopics};
@@ -32,6 +32,7 @@ use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
 use crate::sink::staging::Staging;
+use crate::sink::{FileFormat, OutputFiles};
 use crate::source::file::{input_files, total_bytes, SourceError};
 use crate::summary::Summary;
 
@@ -42,7 +43,25 @@ pub struct ReplayPlan {
     pub input: PathBuf,
     pub out: PathBuf,
     pub changelog: bool,
+    /// The format of the outputs' final state.
+    pub format: FileFormat,
+    /// Buckets of the Parquet datasets.
+    pub buckets: u32,
     pub timely: TimelyArgs,
+}
+
+impl ReplayPlan {
+    /// The files of the outputs, written into `dir`.
+    fn output_files(&self, dir: &Path) -> OutputFiles {
+        OutputFiles {
+            jsonl: (self.format == FileFormat::Jsonl).then(|| dir.to_owned()),
+            changelog: self.changelog.then(|| dir.to_owned()),
+            parquet: (self.format == FileFormat::Parquet).then(|| ParquetSinkConfig {
+                dir: dir.to_owned(),
+                buckets: self.buckets,
+            }),
+        }
+    }
 }
 
 /// Records of the input between two advances of the frontier. Counted over
@@ -67,6 +86,11 @@ pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
         })?;
     }
     check_out_is_not_input(&plan.input, &plan.out)?;
+    anyhow::ensure!(
+        (1..=MAX_BUCKETS).contains(&plan.buckets),
+        "--buckets {}: expected between 1 and {MAX_BUCKETS}",
+        plan.buckets
+    );
     Decoder::new(&plan.config)?;
     let timely_config = plan.timely.config()?;
     let connecting = plan.timely.connecting()?;
@@ -181,7 +205,7 @@ fn run_worker(
     let config = &plan.config;
     let mut pipeline =
         PipelineWorker::new(worker, config, Graph::of_outputs(config), |gathered| {
-            Ok(gathered.into_sinks(Some((dir, plan.changelog)), UpsertTopics::new())?)
+            Ok(gathered.into_sinks(&plan.output_files(dir), UpsertTopics::new())?)
         })?;
     let mut dead = DeadLetters::new(Some(dead_letters.clone()), None)?;
     let bytes_read = Arc::new(AtomicU64::new(0));

@@ -54,6 +54,7 @@ use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
 use crate::sink::kafka::{KafkaSink, UpsertTopic};
+use crate::sink::OutputFiles;
 use crate::source::kafka::{
     brokers_answer, group_committed, upsert_keys, KafkaSource, KafkaSourceConfig, ResumeFrom,
 };
@@ -108,8 +109,9 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
     let kafka = plan.config.sink.kafka.as_ref();
     let has_topics = kafka.is_some_and(|k| Output::ALL.iter().any(|&o| k.topic_of(o).is_some()));
     anyhow::ensure!(
-        out.is_some() || has_topics,
-        "persona run has no outputs: give --out DIR, a [sink.files] dir, or [sink.kafka] topics"
+        out.is_some() || has_topics || plan.config.sink.parquet.is_some(),
+        "persona run has no outputs: give --out DIR, a [sink.files] dir, [sink.parquet] \
+         or [sink.kafka] topics"
     );
     let store = plan
         .config
@@ -237,14 +239,18 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let index = worker.index();
     let peers = worker.peers();
     let config = &shared.plan.config;
-    let files = shared.out.as_deref().map(|dir| (dir, shared.changelog));
+    let files = OutputFiles {
+        jsonl: shared.out.clone(),
+        changelog: shared.out.clone().filter(|_| shared.changelog),
+        parquet: config.sink.parquet.clone(),
+    };
     let topics = match index {
         0 => upsert_topics(config)?,
         _ => UpsertTopics::new(),
     };
     let mut pipeline =
         PipelineWorker::new(worker, config, Graph::of_outputs(config), |gathered| {
-            Ok(gathered.into_sinks(files, topics)?)
+            Ok(gathered.into_sinks(&files, topics)?)
         })?;
     let period = config.time.recommend_period();
 

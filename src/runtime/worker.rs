@@ -522,8 +522,9 @@ impl PipelineWorker {
 }
 
 impl Finished {
-    /// Writes the file outputs into `dir` (if the run has files) and the
-    /// summary (into `dir/summary.json` too); returns the summary.
+    /// Writes the file outputs (where the sinks were told to) and the
+    /// summary (into `dir/summary.json` too, if the run has a folder of
+    /// files); returns the summary.
     /// `per_process` are the outputs each process writes in parts.
     pub fn summarize(
         &mut self,
@@ -534,12 +535,12 @@ impl Finished {
         started: Instant,
     ) -> anyhow::Result<Summary> {
         let mut outputs = BTreeMap::new();
-        if let Some(dir) = dir {
-            for sink in &mut self.sinks.outputs {
-                if let Some((file, lines)) = sink.finish(dir, &self.names)? {
-                    outputs.insert(file, lines as u64);
-                }
+        for sink in &mut self.sinks.outputs {
+            for (file, records) in sink.finish(&self.names)? {
+                outputs.insert(file, records as u64);
             }
+        }
+        if dir.is_some() {
             for (name, lines) in per_process {
                 outputs.insert(output_name(name, processes), *lines);
             }

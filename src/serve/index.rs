@@ -11,7 +11,6 @@
 //! cost of a second copy of the index and of applying each change twice.
 
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, TryLockError};
 use std::time::Instant;
@@ -216,8 +215,8 @@ impl Sink for IndexSink {
         Ok(())
     }
 
-    fn finish(&mut self, _dir: &Path, _names: &dyn Names) -> io::Result<Option<(String, usize)>> {
-        Ok(None)
+    fn finish(&mut self, _names: &dyn Names) -> io::Result<Vec<(String, usize)>> {
+        Ok(Vec::new())
     }
 
     fn record_count(&self) -> usize {

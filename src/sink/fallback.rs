@@ -13,14 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
 
 use persona_dataflows::cf::recommend::{popular_list, Recommendations};
 use persona_dataflows::Id;
 use serde::{Deserialize, Serialize};
 
 use crate::names::Names;
-use crate::sink::{is_ready, JsonlSink, Pending, Sink, Upto};
+use crate::sink::{is_ready, OutputSink, Pending, Sink, Upto};
 
 /// One record of the shared fallback, as gathered on worker 0.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -34,7 +33,7 @@ pub enum FallbackRecord {
 /// The `recommendations` sink: the personal lists of `inner`, plus the
 /// fallback users' lists resolved from the shared ranking.
 pub struct FallbackSink {
-    inner: JsonlSink<Recommendations>,
+    inner: OutputSink<Recommendations>,
     pending: Pending<FallbackRecord>,
     top_k: usize,
     /// Fallback user → seen items, as of the last applied time.
@@ -50,7 +49,7 @@ pub struct FallbackSink {
 impl FallbackSink {
     /// Wraps the sink of the personal lists; `top_k` is `[recommend] top_k`.
     pub fn new(
-        inner: JsonlSink<Recommendations>,
+        inner: OutputSink<Recommendations>,
         pending: Pending<FallbackRecord>,
         top_k: usize,
     ) -> FallbackSink {
@@ -151,7 +150,7 @@ impl Sink for FallbackSink {
         self.inner.drain(upto, names)
     }
 
-    fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>> {
+    fn finish(&mut self, names: &dyn Names) -> io::Result<Vec<(String, usize)>> {
         if !self.eager {
             let lists: Vec<Recommendations> = self
                 .users
@@ -162,7 +161,7 @@ impl Sink for FallbackSink {
             // Resolved into `inner` now: not counted twice.
             self.users.clear();
         }
-        self.inner.finish(dir, names)
+        self.inner.finish(names)
     }
 
     fn record_count(&self) -> usize {

@@ -14,7 +14,6 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::path::Path;
 use std::rc::Rc;
 
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
@@ -24,7 +23,7 @@ use persona_dataflows::cf::CfConfig;
 use persona_dataflows::Id;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{take_ready, take_ready_at, JsonlSink, OutputRecord, Pending, Sink, Upto};
+use super::{take_ready, take_ready_at, OutputRecord, OutputSink, Pending, Sink, Upto};
 use crate::config::end_of_period;
 use crate::names::Names;
 
@@ -98,7 +97,7 @@ impl<D: OutputRecord + PartialEq> Ranking<D> {
 
 impl RankedState {
     /// The state of `pending`, ranked into `similar_items` and
-    /// `recommendations` (the pendings their [`JsonlSink`]s drain).
+    /// `recommendations` (the pendings their [`OutputSink`]s drain).
     pub fn new(
         pending: Pending<StateUpdate>,
         config: CfConfig,
@@ -222,7 +221,7 @@ impl RankedState {
 /// shared [`RankedState`].
 pub struct RankedSink<D> {
     state: Rc<RefCell<RankedState>>,
-    file: JsonlSink<D>,
+    file: OutputSink<D>,
     /// This output's lists in the state.
     lists: fn(&RankedState) -> &HashMap<Id, D>,
 }
@@ -230,7 +229,7 @@ pub struct RankedSink<D> {
 impl RankedSink<SimilarItems> {
     /// `similar_items.jsonl`; `file`'s pending updates are the state's
     /// changes of similar items.
-    pub fn similar_items(state: Rc<RefCell<RankedState>>, file: JsonlSink<SimilarItems>) -> Self {
+    pub fn similar_items(state: Rc<RefCell<RankedState>>, file: OutputSink<SimilarItems>) -> Self {
         let lists: fn(&RankedState) -> &HashMap<Id, SimilarItems> =
             |state| &state.similar_items.lists;
         RankedSink { state, file, lists }
@@ -242,7 +241,7 @@ impl RankedSink<Recommendations> {
     /// changes of recommendations.
     pub fn recommendations(
         state: Rc<RefCell<RankedState>>,
-        file: JsonlSink<Recommendations>,
+        file: OutputSink<Recommendations>,
     ) -> Self {
         let lists: fn(&RankedState) -> &HashMap<Id, Recommendations> =
             |state| &state.recommendations.lists;
@@ -256,7 +255,7 @@ impl<D: OutputRecord> Sink for RankedSink<D> {
         self.file.drain(upto, names)
     }
 
-    fn finish(&mut self, dir: &Path, names: &dyn Names) -> io::Result<Option<(String, usize)>> {
+    fn finish(&mut self, names: &dyn Names) -> io::Result<Vec<(String, usize)>> {
         let mut state = self.state.borrow_mut();
         if !state.per_period {
             // Nothing reads the changes: the final lists go in directly.
@@ -264,7 +263,7 @@ impl<D: OutputRecord> Sink for RankedSink<D> {
             self.file.insert((self.lists)(&state).values().cloned());
         }
         drop(state);
-        self.file.finish(dir, names)
+        self.file.finish(names)
     }
 
     fn record_count(&self) -> usize {

@@ -83,6 +83,8 @@ impl Staging {
         for name in OUTPUTS {
             files.push(format!("{name}.jsonl"));
             files.push(format!("{name}.changes.jsonl"));
+            // Its Parquet dataset.
+            files.push(name.into());
         }
         for name in ["rejected", "late"] {
             files.push(format!("{name}.jsonl"));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod parquet;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
