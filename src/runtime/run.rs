@@ -178,10 +178,11 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         changelog,
         dead_letters: dead_letters.clone(),
         store,
-        restored,
+        restored: restored.clone(),
         stop,
         started: Instant::now(),
     });
+    let restored_from = restored;
     let connecting = shared.plan.timely.connecting()?;
     let stopped = shared.stop.clone();
     let summary = execute(shared.plan.timely.config()?, connecting, move |worker| {
@@ -196,6 +197,15 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
     let summary = summary?;
     if let Some(dead_letters) = dead_letters {
         dead_letters.flush()?;
+    }
+    if let (Some(summary), Some(manifest)) = (&summary, &restored_from) {
+        // What the checkpoint saved: nothing before its offsets was read.
+        let before = manifest.counts.records_read;
+        eprintln!(
+            "persona run: read {} records from the topics; {before} came from checkpoint {}",
+            summary.records_read.saturating_sub(before),
+            manifest.seq
+        );
     }
     Ok(summary)
 }
