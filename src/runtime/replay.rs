@@ -66,7 +66,7 @@ impl ReplayPlan {
 
 /// Records of the input between two advances of the frontier. Counted over
 /// the whole input, so every worker advances at the same records.
-const CHUNK: u64 = 4096;
+pub const CHUNK: u64 = 4096;
 
 /// Runs a replay; returns the summary (on the process that holds worker 0).
 /// The outputs are written into a staging folder and moved into `out`

@@ -50,6 +50,7 @@ use crate::format::Decoder;
 use crate::kafka::{ensure_topic, Offsets};
 use crate::metrics::{self, start_http, Metrics};
 use crate::runtime::pipeline::{Graph, UpsertTopics};
+use crate::runtime::replay::CHUNK;
 use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
@@ -308,7 +309,16 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     let mut checkpoints = None;
     if let Some(store) = &shared.store {
         if let Some(manifest) = &shared.restored {
-            restore(&mut pipeline, store, manifest, index, peers)?;
+            // No frontier of any worker was before the least watermark
+            // less the lateness when the checkpoint was taken.
+            let least = manifest
+                .partitions
+                .iter()
+                .map(|p| p.latest_ms)
+                .min()
+                .flatten();
+            let cap_ms = least.map_or(0, |ms| ms.saturating_sub(lateness_ms));
+            restore(worker, &mut pipeline, (store, manifest), cap_ms)?;
             for state in &manifest.partitions {
                 let partition = (state.topic.clone(), state.partition);
                 if let (true, Some(time_ms)) = (partitions.contains(&partition), state.latest_ms) {
@@ -478,17 +488,40 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     Ok(Some(summary))
 }
 
-/// Applies worker `index`'s share of a checkpoint's records (its files
-/// dealt round the workers); worker 0 takes the checkpoint's counts.
+/// Applies worker `index`'s share of a checkpoint's records in time order,
+/// [`CHUNK`] at a time: the frontier follows the records up to `cap` and
+/// the dataflow catches up after each chunk, as in a replay, so the state
+/// and the pending outputs stay bounded rather than every time of the
+/// history being in flight at once. Every worker reads every file and
+/// takes every `peers`-th record, so all advance through the same times.
+/// Worker 0 takes the checkpoint's counts.
 fn restore(
+    worker: &mut Worker,
     pipeline: &mut PipelineWorker,
-    store: &Store,
-    manifest: &Manifest,
-    index: usize,
-    peers: usize,
+    (store, manifest): (&Store, &Manifest),
+    cap_ms: u64,
 ) -> anyhow::Result<()> {
-    for file in manifest.events.iter().skip(index).step_by(peers) {
-        pipeline.restore(store.read_events(file)?);
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut records = Vec::new();
+    for file in &manifest.events {
+        records.extend(store.read_events(file)?);
+    }
+    records.sort_by_key(|record| record.time);
+    let mut records = records.into_iter().enumerate().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<_> = records.by_ref().take(CHUNK as usize).collect();
+        // Every worker advances to the same time, whatever its share.
+        let last = chunk.last().map_or(0, |(_, record)| record.time);
+        pipeline.restore(
+            chunk
+                .into_iter()
+                .filter(|(n, _)| n % peers == index)
+                .map(|(_, record)| record)
+                .collect(),
+        );
+        pipeline.advance_to(last.min(cap_ms));
+        pipeline.catch_up(worker, None);
+        pipeline.drain()?;
     }
     if index == 0 {
         pipeline.counts = manifest.counts.clone();
