@@ -204,8 +204,12 @@ pub struct ParquetSinkConfig {
 /// The most buckets a Parquet dataset may have: each is a folder and a file.
 pub const MAX_BUCKETS: u32 = 4096;
 
+/// Buckets of a dataset unless configured: few enough files for a small
+/// log, enough that rewriting one user's partition touches 1/16 of it.
+pub const DEFAULT_BUCKETS: u32 = 16;
+
 fn default_buckets() -> u32 {
-    crate::sink::parquet::DEFAULT_BUCKETS
+    DEFAULT_BUCKETS
 }
 
 /// `[sink.files]`.

@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         output_format: FileFormat,
         /// Buckets of the Parquet datasets.
-        #[arg(long, default_value_t = persona::sink::parquet::DEFAULT_BUCKETS)]
+        #[arg(long, default_value_t = persona::config::DEFAULT_BUCKETS)]
         buckets: u32,
         #[command(flatten)]
         timely: TimelyArgs,

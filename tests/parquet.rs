@@ -137,54 +137,49 @@ fn nested_fields_are_parquet_maps_lists_and_structs() {
     assert_eq!(columns.len(), 15, "{columns:?}");
 }
 
-#[test]
-fn a_parquet_replay_replaces_the_jsonl_outputs_of_an_earlier_one_and_back() {
-    let out = tempfile::tempdir().unwrap();
-    let dir = out.path().to_str().unwrap();
+/// `persona replay` of the MovieLens fixture into `out`, with `extra` flags.
+fn replay_into(out: &Path, extra: &[&str]) -> Result<String, String> {
     let input = fixture("u.data");
-    let base = [
+    let mut args = vec![
         "replay",
         "--input",
         input.to_str().unwrap(),
         "--format",
         "movielens",
-        "--out",
-        dir,
     ];
-    persona(&base);
-    assert!(out.path().join("profiles.jsonl").exists());
-    persona(&[&base[..], &["--output-format", "parquet", "--buckets", "2"]].concat());
-    assert!(
-        !out.path().join("profiles.jsonl").exists(),
-        "a stale jsonl stays"
-    );
-    assert!(out.path().join("profiles").is_dir());
-    persona(&base);
-    assert!(
-        !out.path().join("profiles").exists(),
-        "a stale dataset stays"
-    );
-    assert!(out.path().join("profiles.jsonl").exists());
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    match output.status.success() {
+        true => Ok(stderr),
+        false => Err(stderr),
+    }
+}
+
+#[test]
+fn a_parquet_replay_replaces_the_jsonl_outputs_of_an_earlier_one_and_back() {
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path();
+    replay_into(out, &[]).unwrap();
+    assert!(out.join("profiles.jsonl").exists());
+    replay_into(out, &["--output-format", "parquet", "--buckets", "2"]).unwrap();
+    assert!(!out.join("profiles.jsonl").exists(), "a stale jsonl stays");
+    assert!(out.join("profiles").is_dir());
+    replay_into(out, &[]).unwrap();
+    assert!(!out.join("profiles").exists(), "a stale dataset stays");
+    assert!(out.join("profiles.jsonl").exists());
 }
 
 #[test]
 fn a_bucket_count_out_of_range_is_refused() {
-    let input = fixture("u.data");
     let out = tempfile::tempdir().unwrap();
     for buckets in ["0", "5000"] {
-        let error = persona_fails(&[
-            "replay",
-            "--input",
-            input.to_str().unwrap(),
-            "--format",
-            "movielens",
-            "--out",
-            out.path().to_str().unwrap(),
-            "--output-format",
-            "parquet",
-            "--buckets",
-            buckets,
-        ]);
+        let flags = ["--output-format", "parquet", "--buckets", buckets];
+        let error = replay_into(out.path(), &flags).expect_err("replay succeeded");
         assert!(error.contains("--buckets"), "{error}");
     }
 }

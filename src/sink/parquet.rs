@@ -25,10 +25,6 @@ use serde_json::Value;
 
 use crate::config::Output;
 
-/// Buckets of a dataset unless configured: few enough files for a small
-/// log, enough that rewriting one user's partition touches 1/16 of it.
-pub const DEFAULT_BUCKETS: u32 = 16;
-
 /// The bucket of a record keyed by `key` (a user or item id: the stable
 /// XXH3 hash of the id as the source writes it, see [`crate::ids`]).
 pub fn bucket(key: Id, buckets: u32) -> u32 {
