@@ -179,11 +179,15 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         changelog,
         dead_letters: dead_letters.clone(),
         store,
-        restored: restored.clone(),
+        restored,
         stop,
         started: Instant::now(),
     });
-    let restored_from = restored;
+    // Which checkpoint this start restored, and the records it held.
+    let restored_from = shared
+        .restored
+        .as_ref()
+        .map(|manifest| (manifest.seq, manifest.counts.records_read));
     let connecting = shared.plan.timely.connecting()?;
     let stopped = shared.stop.clone();
     let summary = execute(shared.plan.timely.config()?, connecting, move |worker| {
@@ -199,13 +203,11 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
     if let Some(dead_letters) = dead_letters {
         dead_letters.flush()?;
     }
-    if let (Some(summary), Some(manifest)) = (&summary, &restored_from) {
+    if let (Some(summary), Some((seq, before))) = (&summary, restored_from) {
         // What the checkpoint saved: nothing before its offsets was read.
-        let before = manifest.counts.records_read;
         eprintln!(
-            "persona run: read {} records from the topics; {before} came from checkpoint {}",
+            "persona run: read {} records from the topics; {before} came from checkpoint {seq}",
             summary.records_read.saturating_sub(before),
-            manifest.seq
         );
     }
     Ok(summary)
