@@ -69,6 +69,57 @@ pub struct PipelineConfig {
     /// `[checkpoint]`: where and how often `persona run` checkpoints.
     /// Default: none (a start reads the topics as `resume_from` says).
     pub checkpoint: Option<CheckpointConfig>,
+    /// `[privacy]`: pseudonymised ids (`crate::privacy`, docs/privacy.md).
+    pub privacy: PrivacyConfig,
+}
+
+/// `[privacy]`: which ids are replaced by a keyed hash where records are
+/// read, and where the key is. The key itself never sits in a config.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// The ids to pseudonymise: `"user"`, `"item"`. Default: none.
+    pub pseudonymize: Vec<IdKind>,
+    /// A file holding the key (its bytes, a final line break dropped).
+    pub key_file: Option<PathBuf>,
+    /// The environment variable holding the key, when there is no
+    /// `key_file`. Default: `PERSONA_PSEUDONYM_KEY`.
+    pub key_env: Option<String>,
+}
+
+/// Refuses unknown settings of `[privacy]` without the parser's message,
+/// which would quote the line: someone may have written the key itself.
+pub fn check_privacy_keys(table: &toml::Table) -> Result<(), ConfigError> {
+    let Some(toml::Value::Table(privacy)) = table.get("privacy") else {
+        return Ok(());
+    };
+    match privacy
+        .keys()
+        .find(|key| !["pseudonymize", "key_file", "key_env"].contains(&key.as_str()))
+    {
+        None => Ok(()),
+        Some(key) => Err(ConfigError::Invalid(format!(
+            "[privacy] has an unknown setting `{key}` (its value is not shown): \
+             the key is never read from a config; name key_file or key_env"
+        ))),
+    }
+}
+
+/// A kind of id of the events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdKind {
+    User,
+    Item,
+}
+
+impl IdKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            IdKind::User => "user",
+            IdKind::Item => "item",
+        }
+    }
 }
 
 /// `[checkpoint]`: `persona run` writes a checkpoint every `interval_s` and
@@ -289,11 +340,13 @@ impl PipelineConfig {
             path: path.to_owned(),
             source,
         })?;
-        let config: PipelineConfig =
-            toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                path: path.to_owned(),
-                source: Box::new(source),
-            })?;
+        let parse_error = |source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
+        let table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        check_privacy_keys(&table)?;
+        let config: PipelineConfig = toml::from_str(&text).map_err(parse_error)?;
         config.validate()?;
         Ok(config)
     }

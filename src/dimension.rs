@@ -15,10 +15,11 @@ use persona_dataflows::Id;
 
 use crate::config::dimension::{CatalogConfig, UserAttributesConfig, VersionColumn};
 use crate::config::DEFAULT_MAX_RECORD_BYTES;
-use crate::config::{ConfigError, CsvOptions};
+use crate::config::{ConfigError, CsvOptions, IdKind};
 use crate::format::csv::CsvFields;
 use crate::format::mapping::{parse_price, Fields, TimeParser};
 use crate::ids::{control_character, id_of, normalise_id};
+use crate::privacy::Pseudonyms;
 use crate::rejected::Position;
 use crate::source::file::{Records, SourceError};
 
@@ -101,19 +102,37 @@ fn read_table(
 
 /// A table's id, normalised; one with a control character is an error, as
 /// it would be a second key that prints like the first.
-fn table_id(fields: &dyn Fields, column: &str, numeric_ids: bool) -> Result<String, String> {
+/// Under pseudonymisation the id is its pseudonym, and an error does not
+/// repeat it.
+fn table_id(
+    fields: &dyn Fields,
+    column: &str,
+    kind: IdKind,
+    ids: &IdRules,
+) -> Result<String, String> {
     let id = fields
         .get(column)
         .map_err(|r| r.detail)?
-        .map(|id| normalise_id(&id, numeric_ids).to_owned())
+        .map(|id| normalise_id(&id, ids.numeric_ids).to_owned())
         .ok_or_else(|| format!("column {column:?} is empty"))?;
     match control_character(&id) {
-        None => Ok(id),
+        None => Ok(ids.pseudonyms.of(kind, &id).into_owned()),
+        Some(c) if ids.pseudonyms.enabled() => Err(format!(
+            "column {column:?}: the id holds the control character U+{:04X}",
+            u32::from(c)
+        )),
         Some(c) => Err(format!(
             "column {column:?}: {id:?} holds the control character U+{:04X}",
             u32::from(c)
         )),
     }
+}
+
+/// How a table's ids are read: as the events' are (`[cleaning] numeric_ids`,
+/// `[privacy] pseudonymize`).
+pub struct IdRules<'a> {
+    pub numeric_ids: bool,
+    pub pseudonyms: &'a Pseudonyms,
 }
 
 fn require_columns(path: &Path, columns: &[String], wanted: &[&str]) -> Result<(), DimensionError> {
@@ -153,7 +172,7 @@ fn version_of(
 /// Reads a catalog; each row comes with the event time from which it applies.
 pub fn read_catalog(
     config: &CatalogConfig,
-    numeric_ids: bool,
+    ids: &IdRules,
 ) -> Result<Vec<(CatalogRow, i64)>, DimensionError> {
     let parser = TimeParser::new(
         config.version.version_format.as_deref(),
@@ -176,13 +195,13 @@ pub fn read_catalog(
             require_columns(&config.path, columns, &wanted).map_err(|e| e.to_string())?;
             checked = true;
         }
-        let item_name = table_id(fields, &config.item, numeric_ids)?;
+        let item_name = table_id(fields, &config.item, IdKind::Item, ids)?;
         let category_name = match &config.category {
             None => None,
             Some(column) => fields
                 .get(column)
                 .map_err(|r| r.detail)?
-                .map(|c| normalise_id(&c, numeric_ids).to_owned()),
+                .map(|c| normalise_id(&c, ids.numeric_ids).to_owned()),
         };
         let price = match &config.price {
             None => None,
@@ -215,7 +234,7 @@ pub fn read_catalog(
 /// Reads user attributes; each value comes with the event time from which it applies.
 pub fn read_user_attributes(
     config: &UserAttributesConfig,
-    numeric_ids: bool,
+    ids: &IdRules,
 ) -> Result<Vec<(AttributeRow, i64)>, DimensionError> {
     let parser = TimeParser::new(
         config.version.version_format.as_deref(),
@@ -246,7 +265,7 @@ pub fn read_user_attributes(
                 attributes.insert(chosen)
             }
         };
-        let user_name = table_id(fields, &config.user, numeric_ids)?;
+        let user_name = table_id(fields, &config.user, IdKind::User, ids)?;
         let (version_ms, applies_ms) = version_of(fields, line, &config.version, &parser)?;
         for name in attributes {
             if let Some(value) = fields.get(name).map_err(|r| r.detail)? {

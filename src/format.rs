@@ -18,6 +18,7 @@ use std::sync::Arc;
 use persona_dataflows::Event;
 
 use crate::config::{ConfigError, FormatKind, PipelineConfig, RawRecords};
+use crate::privacy::Pseudonyms;
 use crate::rejected::{truncated_text, Position, Reason, Rejection, RAW_PREFIX_BYTES};
 use crate::source::file::Records;
 use csv::HeaderError;
@@ -64,9 +65,17 @@ impl Decoder {
             FormatKind::Csv => Format::Csv(Box::new(csv::CsvFields::new(&config.input.csv)?)),
             FormatKind::Jsonl => Format::Jsonl,
         };
-        let raw = config.output.raw;
+        let pseudonyms = Pseudonyms::from_config(&config.privacy)?;
+        // A raw record would show the ids pseudonymisation hides: dead
+        // letters then show the mapped fields, ids pseudonymised.
+        let raw = if pseudonyms.enabled() {
+            RawRecords::Mapped
+        } else {
+            config.output.raw
+        };
         let mapping = CompiledMapping::new(&config.input.mapping, &config.cleaning)?
-            .with_mapped_raw(raw == RawRecords::Mapped);
+            .with_mapped_raw(raw == RawRecords::Mapped)
+            .with_pseudonyms(pseudonyms);
         Ok(Decoder {
             format,
             mapping,
@@ -79,6 +88,11 @@ impl Decoder {
     /// need not keep more than one byte beyond it.
     pub fn max_record_bytes(&self) -> usize {
         self.max_record_bytes
+    }
+
+    /// How ids are pseudonymised (`[privacy]`).
+    pub fn pseudonyms(&self) -> &Pseudonyms {
+        self.mapping.pseudonyms()
     }
 
     /// Whether the first line of each file names the columns.

@@ -5,12 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use persona::config::PipelineConfig;
+use persona::config::{IdKind, PipelineConfig};
 use persona::eval::tune::{recommend_toml, tune};
 use persona::eval::{
     check_args, evaluate, parse_split_time, scores_header, scores_row, table, Split, Task,
 };
 use persona::format::preset;
+use persona::ids::normalise_id;
+use persona::privacy::Pseudonyms;
 use persona::runtime::produce::{produce_to, ProduceTarget};
 use persona::runtime::replay::{replay, ReplayPlan};
 use persona::runtime::run::{run as run_on_kafka, RunPlan};
@@ -114,6 +116,18 @@ enum Command {
         /// Partitions of the topic when it is created.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+    },
+    /// Print the pseudonyms `[privacy]` gives ids, one JSON line per id: to
+    /// find a user of the outputs without keeping a table of raw ids.
+    Pseudonym {
+        #[command(flatten)]
+        input: InputArgs,
+        /// User ids, as the source writes them.
+        #[arg(long)]
+        user: Vec<String>,
+        /// Item ids, as the source writes them.
+        #[arg(long)]
+        item: Vec<String>,
     },
     /// Split a log chronologically, train on the earlier part and score the
     /// top-k against the later part, beside SAR's settings and a popularity
@@ -284,6 +298,7 @@ fn with_preset(preset: PipelineConfig, path: &Path) -> anyhow::Result<PipelineCo
         .with_context(|| format!("cannot read config {}", path.display()))?;
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+    persona::config::check_privacy_keys(&table)?;
     for owned_by_preset in ["input", "cleaning", "time"] {
         anyhow::ensure!(
             !table.contains_key(owned_by_preset),
@@ -417,6 +432,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let summary = produce_to(&input, &config, &target)?;
             println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(())
+        }
+        Command::Pseudonym { input, user, item } => {
+            let config = input.config()?;
+            let pseudonyms = Pseudonyms::from_config(&config.privacy)?;
+            anyhow::ensure!(
+                pseudonyms.enabled(),
+                "the config's [privacy] pseudonymize names no ids"
+            );
+            let ids = (user.iter().map(|id| (IdKind::User, id)))
+                .chain(item.iter().map(|id| (IdKind::Item, id)));
+            for (kind, id) in ids {
+                let normalised = normalise_id(id, config.cleaning.numeric_ids);
+                let line = serde_json::json!({
+                    "kind": kind.name(),
+                    "id": id,
+                    "pseudonym": pseudonyms.of(kind, normalised),
+                });
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Eval {

@@ -33,6 +33,7 @@ use crate::clean::Judge;
 use crate::config::{wall_clock_ms, FormatKind, PipelineConfig};
 use crate::format::Decoder;
 use crate::metrics::{start_http, Metrics};
+use crate::privacy::Pseudonyms;
 use crate::rejected::Position;
 use crate::runtime::pipeline::Graph;
 use crate::runtime::replay::read_log;
@@ -147,6 +148,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
     let app = Arc::new(App {
         index: shared.index.clone(),
         decoder: Mutex::new(Decoder::new(&events_config(&config))?),
+        pseudonyms: Pseudonyms::from_config(&config.privacy)?,
         config,
         metrics: shared.metrics.clone(),
         ingest,

@@ -20,9 +20,10 @@ use jiff::tz::TimeZone;
 use persona_dataflows::{Action, Event};
 use rust_decimal::Decimal;
 
-use crate::config::{Cancellation, CleaningConfig, ConfigError, Mapping};
+use crate::config::{Cancellation, CleaningConfig, ConfigError, IdKind, Mapping};
 use crate::format::Decoded;
 use crate::ids::{control_character, id_of, normalise_id, value_hash};
+use crate::privacy::Pseudonyms;
 use crate::rejected::{Reason, Rejection};
 
 /// Access to the named fields of one record, whatever its format. An empty
@@ -174,6 +175,7 @@ pub struct CompiledMapping {
     numeric_ids: bool,
     /// Rejections show only the mapped fields as their raw record.
     raw_mapped: bool,
+    pseudonyms: Pseudonyms,
 }
 
 impl CompiledMapping {
@@ -230,6 +232,7 @@ impl CompiledMapping {
                 .collect(),
             numeric_ids: cleaning.numeric_ids,
             raw_mapped: false,
+            pseudonyms: Pseudonyms::default(),
         })
     }
 
@@ -238,6 +241,17 @@ impl CompiledMapping {
     pub fn with_mapped_raw(mut self, mapped: bool) -> CompiledMapping {
         self.raw_mapped = mapped;
         self
+    }
+
+    /// User (item) ids become their pseudonyms as they are read, in events
+    /// and in the raw records of rejections alike.
+    pub fn with_pseudonyms(mut self, pseudonyms: Pseudonyms) -> CompiledMapping {
+        self.pseudonyms = pseudonyms;
+        self
+    }
+
+    pub fn pseudonyms(&self) -> &Pseudonyms {
+        &self.pseudonyms
     }
 
     /// The JSON key whose array holds the records, if any.
@@ -281,9 +295,20 @@ impl CompiledMapping {
             if object.contains_key(name) {
                 continue;
             }
-            let value = match fields.get(name) {
-                Ok(Some(text)) => serde_json::Value::String(text.into_owned()),
-                Ok(None) | Err(_) => serde_json::Value::Null,
+            let kind = if *name == self.mapping.user {
+                Some(IdKind::User)
+            } else if *name == self.mapping.item {
+                Some(IdKind::Item)
+            } else {
+                None
+            };
+            let value = match (fields.get(name), kind) {
+                (Ok(Some(text)), Some(kind)) if self.pseudonyms.applies_to(kind) => {
+                    let id = normalise_id(&text, self.numeric_ids);
+                    serde_json::Value::String(self.pseudonyms.of(kind, id).into_owned())
+                }
+                (Ok(Some(text)), _) => serde_json::Value::String(text.into_owned()),
+                (Ok(None) | Err(_), _) => serde_json::Value::Null,
             };
             object.insert(name.to_owned(), value);
         }
@@ -311,9 +336,14 @@ impl CompiledMapping {
         if self.non_products.contains(&item_name) {
             return Err(Rejection::new(
                 Reason::NonProduct,
-                format!("item {item_name:?} is not a product"),
+                format!(
+                    "item {:?} is not a product",
+                    self.pseudonyms.item(&item_name)
+                ),
             ));
         }
+        let user_name = self.pseudonyms.user(&user_name).into_owned();
+        let item_name = self.pseudonyms.item(&item_name).into_owned();
         let action = self.action(fields)?;
         let time_ms = self.time(fields)?;
         let cancelled = self.is_cancellation(fields, m.cancellation.as_ref())?;
@@ -346,7 +376,7 @@ impl CompiledMapping {
             None => None,
             Some(field) => fields
                 .get(field)?
-                .map(|e| checked_id(e.trim(), field).map(str::to_owned))
+                .map(|e| checked_id(e.trim(), field, self.pseudonyms.enabled()).map(str::to_owned))
                 .transpose()?,
         };
         let session = match &m.session {
@@ -384,7 +414,10 @@ impl CompiledMapping {
     fn id(&self, fields: &dyn Fields, field: &str) -> Result<Option<String>, Rejection> {
         fields
             .get(field)?
-            .map(|text| checked_id(normalise_id(&text, self.numeric_ids), field).map(str::to_owned))
+            .map(|text| {
+                let id = normalise_id(&text, self.numeric_ids);
+                checked_id(id, field, self.pseudonyms.enabled()).map(str::to_owned)
+            })
             .transpose()
     }
 
@@ -435,18 +468,24 @@ impl CompiledMapping {
 }
 
 /// An id with a control character is rejected: `17850\0` would otherwise
-/// be a second user that prints like the first.
-fn checked_id<'a>(id: &'a str, field: &str) -> Result<&'a str, Rejection> {
-    match control_character(id) {
-        None => Ok(id),
-        Some(c) => Err(Rejection::new(
-            Reason::InvalidId,
-            format!(
-                "field {field:?}: {id:?} holds the control character U+{:04X}",
-                u32::from(c)
-            ),
-        )),
-    }
+/// be a second user that prints like the first. Under pseudonymisation the
+/// message does not repeat the id.
+fn checked_id<'a>(id: &'a str, field: &str, private: bool) -> Result<&'a str, Rejection> {
+    let Some(c) = control_character(id) else {
+        return Ok(id);
+    };
+    let shown = if private {
+        "the id".to_owned()
+    } else {
+        format!("{id:?}")
+    };
+    Err(Rejection::new(
+        Reason::InvalidId,
+        format!(
+            "field {field:?}: {shown} holds the control character U+{:04X}",
+            u32::from(c)
+        ),
+    ))
 }
 
 /// Reads `text` as a number too large for a decimal: digits with a sign,

@@ -30,9 +30,10 @@ use timely::worker::Worker;
 use crate::checkpoint::Recorded;
 use crate::clean::{self, Admission, Admitted, Judge};
 use crate::config::{PipelineConfig, TimeConfig};
-use crate::dimension::{read_catalog, read_user_attributes};
+use crate::dimension::{read_catalog, read_user_attributes, IdRules};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
+use crate::privacy::Pseudonyms;
 use crate::rejected::{Position, Reason, RejectedRecord};
 use crate::runtime::pipeline::{self, Gathered, Graph, Sinks};
 use crate::sink::dead_letters::DeadLetters;
@@ -604,10 +605,14 @@ fn load_dimensions(
     catalog: &mut InputSession<u64, (Id, CatalogVersion), isize>,
     user_attributes: &mut InputSession<u64, (Id, AttributeVersion), isize>,
 ) -> anyhow::Result<()> {
-    let numeric_ids = config.cleaning.numeric_ids;
+    let pseudonyms = Pseudonyms::from_config(&config.privacy)?;
+    let ids = IdRules {
+        numeric_ids: config.cleaning.numeric_ids,
+        pseudonyms: &pseudonyms,
+    };
     let tick = |ms: i64| config.time.tick_of(ms as u64);
     if let Some(table) = &config.catalog {
-        for (row, applies_ms) in read_catalog(table, numeric_ids)? {
+        for (row, applies_ms) in read_catalog(table, &ids)? {
             inputs.name(NameKind::Item, row.item, row.item_name);
             if let (Some(id), Some(name)) = (row.version.category, row.category_name) {
                 inputs.name(NameKind::Category, id, name);
@@ -616,7 +621,7 @@ fn load_dimensions(
         }
     }
     if let Some(table) = &config.user_attributes {
-        for (row, applies_ms) in read_user_attributes(table, numeric_ids)? {
+        for (row, applies_ms) in read_user_attributes(table, &ids)? {
             inputs.name(NameKind::User, row.user, row.user_name);
             user_attributes.update_at((row.user, row.version), tick(applies_ms), 1);
         }

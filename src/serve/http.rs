@@ -27,10 +27,12 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::index::SharedIndex;
+use crate::config::IdKind;
 use crate::config::{wall_clock_ms, PipelineConfig};
 use crate::format::{Decoder, Outcome};
 use crate::ids::{id_of, normalise_id};
 use crate::metrics::{self, Metrics};
+use crate::privacy::Pseudonyms;
 use crate::rejected::Position;
 
 /// The largest `k` a request may ask for.
@@ -124,6 +126,9 @@ pub struct App {
     pub ingest: tokio::sync::mpsc::Sender<Ingest>,
     /// Checks POSTed events with the `[input]` mapping, as JSON.
     pub decoder: Mutex<Decoder>,
+    /// The ids of request paths are pseudonymised as events' are: clients
+    /// ask with the ids they know.
+    pub pseudonyms: Pseudonyms,
     pub requests: AtomicU64,
     /// POSTs arrived and not yet applied.
     pub arrivals: Arc<Arrivals>,
@@ -186,9 +191,12 @@ fn k_of(params: &HashMap<String, String>, default: usize) -> Result<usize, ApiEr
 }
 
 impl App {
-    /// The integer id of an id as the source writes it.
-    fn id(&self, text: &str) -> Id {
-        id_of(normalise_id(text, self.config.cleaning.numeric_ids))
+    /// The integer id of an id of `kind` as the source writes it, and the
+    /// id the answers show (its pseudonym under `[privacy]`).
+    fn id(&self, kind: IdKind, text: &str) -> (Id, String) {
+        let normalised = normalise_id(text, self.config.cleaning.numeric_ids);
+        let shown = self.pseudonyms.of(kind, normalised).into_owned();
+        (id_of(&shown), shown)
     }
 
     /// Runs `answer`, timing it under `endpoint`.
@@ -211,7 +219,7 @@ fn with_as_of(mut answer: Value, as_of: Option<u64>) -> Value {
 
 async fn profile(State(app): State<Arc<App>>, Path(user): Path<String>) -> Response {
     let started = Instant::now();
-    let id = app.id(&user);
+    let (id, _) = app.id(IdKind::User, &user);
     let response = {
         let index = app.index.read();
         match index.profile(id) {
@@ -241,9 +249,9 @@ async fn recommendations(
         Ok(k) => {
             let app = app.clone();
             off_runtime(move || {
-                let id = app.id(&user);
+                let (id, shown) = app.id(IdKind::User, &user);
                 let index = app.index.read();
-                let answer = index.recommendations(id, &user, k, &app.config.recommend);
+                let answer = index.recommendations(id, &shown, k, &app.config.recommend);
                 Json(with_as_of(answer, index.as_of())).into_response()
             })
             .await
@@ -264,7 +272,7 @@ async fn similar(
         Ok(k) => {
             let app = app.clone();
             off_runtime(move || {
-                let id = app.id(&item);
+                let (id, _) = app.id(IdKind::Item, &item);
                 let index = app.index.read();
                 match index.similar_items(id, k, &app.config.recommend) {
                     Some(answer) => Json(with_as_of(answer, index.as_of())).into_response(),

@@ -1,0 +1,336 @@
+//! `[privacy]` through the real binary: pseudonymised ids everywhere a
+//! replay writes, the same outputs as without them, and keys refused when
+//! missing, short or written into the config.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use persona::config::IdKind;
+use persona::privacy::Pseudonyms;
+use serde_json::Value;
+
+const KEY: &str = "a test key that is long enough for HMAC-SHA-256";
+
+/// Replaces every `user` (`item`) string field of `value`, at any depth, by
+/// its pseudonym: what the plain outputs become under pseudonymisation.
+fn pseudonymised(value: &Value, pseudonyms: &Pseudonyms) -> Value {
+    match value {
+        Value::Object(object) => Value::Object(
+            object
+                .iter()
+                .map(|(key, field)| {
+                    let field = match (key.as_str(), field) {
+                        ("user", Value::String(id)) => Value::from(pseudonyms.user(id)),
+                        ("item", Value::String(id)) => Value::from(pseudonyms.item(id)),
+                        _ => pseudonymised(field, pseudonyms),
+                    };
+                    (key.clone(), field)
+                })
+                .collect(),
+        ),
+        Value::Array(values) => Value::Array(
+            values
+                .iter()
+                .map(|v| pseudonymised(v, pseudonyms))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Every file under `dir`, as text.
+fn texts_under(dir: &Path, texts: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            texts_under(&path, texts);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            texts.push((
+                path.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+    }
+}
+
+/// The strings of a JSON value (object keys too), at any depth, and of
+/// the JSON held in its strings (a dead letter's `raw`): where an id can
+/// be. Numbers (line numbers, prices) are not ids.
+fn strings_of(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(text) => match serde_json::from_str::<Value>(text) {
+            Ok(inner @ (Value::Object(_) | Value::Array(_))) => strings_of(&inner, out),
+            _ => out.push(text.clone()),
+        },
+        Value::Array(values) => values.iter().for_each(|v| strings_of(v, out)),
+        Value::Object(object) => {
+            for (key, field) in object {
+                out.push(key.clone());
+                strings_of(field, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The ids of `ids` that occur as whole words of the strings of `text`
+/// (JSON, or JSON lines, or plain text): runs of letters, digits and points,
+/// a final point or `.0` dropped (Online Retail writes `17850.0`), so
+/// that a customer number inside a hex pseudonym or a price does not count.
+fn raw_ids_in<'a>(text: &str, ids: &'a BTreeSet<String>) -> BTreeSet<&'a str> {
+    let mut strings = Vec::new();
+    match serde_json::from_str::<Value>(text) {
+        Ok(value) => strings_of(&value, &mut strings),
+        Err(_) => {
+            for line in text.lines() {
+                match serde_json::from_str::<Value>(line) {
+                    Ok(value) => strings_of(&value, &mut strings),
+                    Err(_) => strings.push(line.to_owned()),
+                }
+            }
+        }
+    }
+    strings
+        .iter()
+        .flat_map(|text| text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.')))
+        .map(|word| word.trim_end_matches('.'))
+        .filter_map(|word| {
+            let word = word.strip_suffix(".0").unwrap_or(word);
+            ids.get(word).map(String::as_str)
+        })
+        .take(10)
+        .collect()
+}
+
+#[test]
+fn pseudonymised_outputs_hold_no_raw_id_and_equal_the_plain_outputs() {
+    let log = shared_data("online_retail_all.csv.xz");
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, plain_summary) = replay(&log, "online-retail", &[]);
+    let profiles = records_by(plain.path(), "profiles", "user");
+
+    // Dimension tables keyed by raw ids, pseudonymised as they are read.
+    let users: Vec<&String> = profiles.keys().step_by(97).collect();
+    let mut attributes = String::from("CustomerID,tier\n");
+    for user in &users {
+        attributes.push_str(&format!("{user},gold\n"));
+    }
+    let attributes_path = dir.path().join("tiers.csv");
+    std::fs::write(&attributes_path, attributes).unwrap();
+    let items: BTreeSet<String> = read_lines(plain.path(), "similar_items")
+        .iter()
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            record["item"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let catalog_items: Vec<&String> = items.iter().step_by(53).collect();
+    let mut catalog = String::from("StockCode,category\n");
+    for item in &catalog_items {
+        catalog.push_str(&format!("{item},shelf-{}\n", item.len()));
+    }
+    let catalog_path = dir.path().join("catalog.csv");
+    std::fs::write(&catalog_path, catalog).unwrap();
+    let tables = format!(
+        "[catalog]\npath = {catalog_path:?}\nitem = \"StockCode\"\ncategory = \"category\"\n\n\
+         [user_attributes]\npath = {attributes_path:?}\nuser = \"CustomerID\"\n"
+    );
+    let plain_config = dir.path().join("plain.toml");
+    std::fs::write(&plain_config, &tables).unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let private_config = dir.path().join("private.toml");
+    std::fs::write(
+        &private_config,
+        format!(
+            "{tables}\n[privacy]\npseudonymize = [\"user\", \"item\"]\nkey_file = {key_file:?}\n"
+        ),
+    )
+    .unwrap();
+
+    let (plain, plain_summary_with_tables) = replay(
+        &log,
+        "online-retail",
+        &["--config", plain_config.to_str().unwrap()],
+    );
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(["replay", "--format", "online-retail", "-w", "2", "--input"])
+        .arg(&log)
+        .arg("--config")
+        .arg(&private_config)
+        .arg("--out")
+        .arg(&out)
+        .env("PERSONA_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let pseudonyms = Pseudonyms::with_key(KEY.as_bytes(), &[IdKind::User, IdKind::Item]).unwrap();
+
+    // Every raw user and item id (with a digit and at least 3 characters, so
+    // that words of messages are not taken for ids) is absent from every file
+    // written and from what the process printed.
+    let mut raw_ids: BTreeSet<String> = profiles.keys().cloned().collect();
+    raw_ids.extend(items.iter().cloned());
+    raw_ids.retain(|id| id.len() >= 3 && id.bytes().any(|b| b.is_ascii_digit()));
+    assert!(raw_ids.len() > 5_000, "{} ids", raw_ids.len());
+    let mut texts = Vec::new();
+    texts_under(&out, &mut texts);
+    texts.push((
+        "stdout".into(),
+        String::from_utf8_lossy(&output.stdout).into(),
+    ));
+    texts.push((
+        "stderr".into(),
+        String::from_utf8_lossy(&output.stderr).into(),
+    ));
+    assert!(texts.len() >= 7, "{texts:?}");
+    for (name, text) in &texts {
+        let found = raw_ids_in(text, &raw_ids);
+        assert!(found.is_empty(), "{name} holds raw ids: {found:?}");
+    }
+    let rejected = read_lines(&out, "rejected");
+    assert!(!rejected.is_empty());
+
+    // The same outputs as without pseudonyms, ids replaced.
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(
+        deterministic_part(&summary),
+        deterministic_part(&plain_summary_with_tables)
+    );
+    assert_eq!(summary["accepted"], plain_summary["accepted"]);
+    let private_profiles = records_by(&out, "profiles", "user");
+    let expected: BTreeMap<String, Value> = records_by(plain.path(), "profiles", "user")
+        .values()
+        .map(|profile| {
+            let profile = pseudonymised(profile, &pseudonyms);
+            (profile["user"].as_str().unwrap().to_owned(), profile)
+        })
+        .collect();
+    assert_eq!(private_profiles.len(), expected.len());
+    assert!(private_profiles == expected, "profiles differ");
+    let tiered = &private_profiles[pseudonyms.user(users[1]).as_ref()];
+    assert_eq!(tiered["attributes"]["tier"], "gold", "{tiered}");
+    // Rankings cut ties among equally recent items by item id, so with items
+    // pseudonymised they may keep other items: the rankings are compared
+    // under user pseudonyms only, where they must be the same.
+    let users_config = dir.path().join("users.toml");
+    std::fs::write(
+        &users_config,
+        format!("{tables}\n[privacy]\npseudonymize = [\"user\"]\nkey_file = {key_file:?}\n"),
+    )
+    .unwrap();
+    let (users_only, _) = replay(
+        &log,
+        "online-retail",
+        &["--config", users_config.to_str().unwrap()],
+    );
+    let user_pseudonyms = Pseudonyms::with_key(KEY.as_bytes(), &[IdKind::User]).unwrap();
+    for (name, key) in [("similar_items", "item"), ("recommendations", "user")] {
+        let expected: Vec<Value> = read_lines(plain.path(), name)
+            .iter()
+            .map(|line| pseudonymised(&serde_json::from_str(line).unwrap(), &user_pseudonyms))
+            .collect();
+        let expected: BTreeMap<&str, &Value> = expected
+            .iter()
+            .map(|record| (record[key].as_str().unwrap(), record))
+            .collect();
+        let found = records_by(users_only.path(), name, key);
+        assert_eq!(found.len(), expected.len(), "{name}");
+        assert!(
+            found
+                .iter()
+                .all(|(id, record)| expected.get(id.as_str()) == Some(&record)),
+            "{name} differ"
+        );
+    }
+    let reasons = |lines: &[String]| -> Vec<(String, Value)> {
+        let mut reasons: Vec<_> = lines
+            .iter()
+            .map(|line| {
+                let letter: Value = serde_json::from_str(line).unwrap();
+                (
+                    letter["reason"].to_string(),
+                    letter["source"]["line"].clone(),
+                )
+            })
+            .collect();
+        reasons.sort_by_key(|(reason, line)| (reason.clone(), line.to_string()));
+        reasons
+    };
+    assert_eq!(
+        reasons(&rejected),
+        reasons(&read_lines(plain.path(), "rejected"))
+    );
+
+    // The command an operator finds a user of the outputs with.
+    let found = persona(&[
+        "pseudonym",
+        "--format",
+        "online-retail",
+        "--config",
+        private_config.to_str().unwrap(),
+        "--user",
+        &format!("{}.0", users[1]),
+    ]);
+    let found: Value = serde_json::from_str(found.trim()).unwrap();
+    assert_eq!(found["pseudonym"], pseudonyms.user(users[1]).as_ref());
+}
+
+#[test]
+fn a_missing_short_or_written_in_key_is_refused_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = fixture("retail_dirty.csv");
+    let out = dir.path().join("out");
+    let run = |config: &str, env: &[(&str, &str)]| {
+        let path = dir.path().join("privacy.toml");
+        std::fs::write(&path, config).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_persona"))
+            .args(["replay", "--format", "online-retail", "--input"])
+            .arg(&log)
+            .arg("--config")
+            .arg(&path)
+            .arg("--out")
+            .arg(&out)
+            .env_remove("PERSONA_PSEUDONYM_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let users = "[privacy]\npseudonymize = [\"user\"]\n";
+    let (ok, error) = run(users, &[]);
+    assert!(!ok && error.contains("PERSONA_PSEUDONYM_KEY"), "{error}");
+    let (ok, error) = run(users, &[("PERSONA_PSEUDONYM_KEY", "short")]);
+    assert!(
+        !ok && error.contains("5 bytes") && error.contains("at least 32"),
+        "{error}"
+    );
+    let (ok, error) = run(&format!("{users}key = \"{KEY}\"\n"), &[]);
+    assert!(!ok && error.contains("unknown setting `key`"), "{error}");
+    assert!(!error.contains(KEY), "the key is echoed: {error}");
+    let (ok, error) = run(
+        &format!("{users}key_file = \"/nonexistent/key\"\n"),
+        &[("PERSONA_PSEUDONYM_KEY", KEY)],
+    );
+    assert!(!ok && error.contains("/nonexistent/key"), "{error}");
+    let (ok, error) = run("[privacy]\npseudonymize = [\"email\"]\n", &[]);
+    assert!(!ok && error.contains("email"), "{error}");
+    assert!(
+        !out.join("profiles.jsonl").exists(),
+        "a refused run wrote outputs"
+    );
+    let (ok, error) = run(
+        &format!("{users}key_env = \"MY_KEY\"\n"),
+        &[("MY_KEY", KEY)],
+    );
+    assert!(ok && out.join("profiles.jsonl").exists(), "{error}");
+}
