@@ -85,6 +85,9 @@ pub struct PrivacyConfig {
     /// The environment variable holding the key, when there is no
     /// `key_file`. Default: `PERSONA_PSEUDONYM_KEY`.
     pub key_env: Option<String>,
+    /// The file of forgotten users (`persona forget`): their events are
+    /// left out of every output, counted as `forgotten`. Default: none.
+    pub forgotten: Option<PathBuf>,
 }
 
 /// Refuses unknown settings of `[privacy]` without the parser's message,
@@ -95,7 +98,7 @@ pub fn check_privacy_keys(table: &toml::Table) -> Result<(), ConfigError> {
     };
     match privacy
         .keys()
-        .find(|key| !["pseudonymize", "key_file", "key_env"].contains(&key.as_str()))
+        .find(|key| !["pseudonymize", "key_file", "key_env", "forgotten"].contains(&key.as_str()))
     {
         None => Ok(()),
         Some(key) => Err(ConfigError::Invalid(format!(

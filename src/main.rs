@@ -11,8 +11,8 @@ use persona::eval::{
     check_args, evaluate, parse_split_time, scores_header, scores_row, table, Split, Task,
 };
 use persona::format::preset;
-use persona::ids::normalise_id;
-use persona::privacy::Pseudonyms;
+use persona::ids::{id_of, normalise_id};
+use persona::privacy::{add_forgotten, Pseudonyms};
 use persona::runtime::produce::{produce_to, ProduceTarget};
 use persona::runtime::replay::{replay, ReplayPlan};
 use persona::runtime::run::{run as run_on_kafka, RunPlan};
@@ -38,22 +38,19 @@ enum Command {
     #[command(disable_help_flag = true)]
     Replay {
         #[command(flatten)]
-        input: InputArgs,
-        /// Folder for the outputs (created if missing).
-        #[arg(long)]
-        out: PathBuf,
-        /// Also write each output's exact stream of changes, `X.changes.jsonl`.
-        #[arg(long)]
-        changelog: bool,
-        /// The format of the outputs: `X.jsonl`, or Parquet datasets
-        /// `X/bucket=B/part-0.parquet` partitioned by user (item) hash bucket.
-        #[arg(long, value_enum, default_value_t)]
-        output_format: FileFormat,
-        /// Buckets of the Parquet datasets.
-        #[arg(long, default_value_t = persona::config::DEFAULT_BUCKETS)]
-        buckets: u32,
+        replay: ReplayArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
+    /// Forget users: add them to the config's [privacy] forgotten file and
+    /// replay the log into --out again, as if they had never existed.
+    #[command(disable_help_flag = true)]
+    Forget {
+        /// A user id as the source writes it (repeat for more users).
+        #[arg(long, required = true)]
+        user: Vec<String>,
         #[command(flatten)]
-        timely: TimelyArgs,
+        replay: ReplayArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
         help: Option<bool>,
     },
@@ -177,6 +174,51 @@ enum Command {
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
         help: Option<bool>,
     },
+}
+
+/// A replay: the log, the folder of outputs and the workers.
+#[derive(clap::Args)]
+struct ReplayArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Folder for the outputs (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write each output's exact stream of changes, `X.changes.jsonl`.
+    #[arg(long)]
+    changelog: bool,
+    /// The format of the outputs: `X.jsonl`, or Parquet datasets
+    /// `X/bucket=B/part-0.parquet` partitioned by user (item) hash bucket.
+    #[arg(long, value_enum, default_value_t)]
+    output_format: FileFormat,
+    /// Buckets of the Parquet datasets.
+    #[arg(long, default_value_t = persona::config::DEFAULT_BUCKETS)]
+    buckets: u32,
+    #[command(flatten)]
+    timely: TimelyArgs,
+}
+
+impl ReplayArgs {
+    fn plan(self) -> anyhow::Result<ReplayPlan> {
+        let (config, input) = self.input.resolve()?;
+        Ok(ReplayPlan {
+            config,
+            input,
+            out: self.out,
+            changelog: self.changelog,
+            format: self.output_format,
+            buckets: self.buckets,
+            timely: self.timely,
+        })
+    }
+}
+
+/// Replays and prints the summary (on the process that writes it).
+fn replay_and_print(plan: ReplayPlan) -> anyhow::Result<()> {
+    if let Some(summary) = replay(plan)? {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(())
 }
 
 /// Which log, and how to read it.
@@ -348,29 +390,33 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Replay {
-            input,
-            out,
-            changelog,
-            output_format,
-            buckets,
-            timely,
+        Command::Replay { replay, help: _ } => replay_and_print(replay.plan()?),
+        Command::Forget {
+            user,
+            replay,
             help: _,
         } => {
-            let (config, input) = input.resolve()?;
-            let plan = ReplayPlan {
-                config,
-                input,
-                out,
-                changelog,
-                format: output_format,
-                buckets,
-                timely,
-            };
-            if let Some(summary) = replay(plan)? {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
-            }
-            Ok(())
+            let plan = replay.plan()?;
+            let privacy = &plan.config.privacy;
+            let file = privacy.forgotten.clone().context(
+                "persona forget needs [privacy] forgotten = FILE in the config: the file \
+                 that keeps the users forgotten in every later replay, run and serve",
+            )?;
+            let pseudonyms = Pseudonyms::from_config(privacy)?;
+            let ids: Vec<_> = user
+                .iter()
+                .map(|id| {
+                    let id = normalise_id(id, plan.config.cleaning.numeric_ids);
+                    id_of(&pseudonyms.user(id))
+                })
+                .collect();
+            let added = add_forgotten(&file, &ids)?;
+            eprintln!(
+                "persona forget: {added} user(s) added to {} ({} already there); replaying",
+                file.display(),
+                ids.len() - added
+            );
+            replay_and_print(plan)
         }
         Command::Run {
             config,

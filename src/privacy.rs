@@ -11,7 +11,12 @@
 //! model.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::Write;
 use std::path::Path;
+
+use anyhow::Context;
+use persona_dataflows::Id;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -126,6 +131,60 @@ impl Pseudonyms {
     pub fn item<'a>(&self, id: &'a str) -> Cow<'a, str> {
         self.of(IdKind::Item, id)
     }
+}
+
+/// The users of a forgotten-users file (`[privacy] forgotten`): one
+/// integer user id per line, the hash outputs key users by, so that the
+/// file holds no id as the source wrote it. A missing file forgets nobody.
+pub fn read_forgotten(path: &Path) -> anyhow::Result<HashSet<Id>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("cannot read forgotten users {}", path.display()))
+        }
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            line.trim().parse::<Id>().with_context(|| {
+                format!(
+                    "{} line {}: expected a user id written by persona forget",
+                    path.display(),
+                    index + 1
+                )
+            })
+        })
+        .collect()
+}
+
+/// Adds users to a forgotten-users file, durably (synced before this
+/// returns); returns how many were not in it yet.
+pub fn add_forgotten(path: &Path, users: &[Id]) -> anyhow::Result<usize> {
+    let known = read_forgotten(path)?;
+    let new: Vec<Id> = users
+        .iter()
+        .copied()
+        .filter(|user| !known.contains(user))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open forgotten users {}", path.display()))?;
+    for user in &new {
+        writeln!(file, "{user}")?;
+    }
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))?;
+    Ok(new.len())
 }
 
 /// The kind is hashed in, so that a user and an item with the same id get

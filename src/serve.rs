@@ -387,7 +387,7 @@ fn apply(
                 ingested.visible_at = ingested.visible_at.max(Some(tick));
             }
             None => {
-                let reason = pipeline.last_dropped().map_or("rejected", |r| r.code());
+                let reason = pipeline.last_dropped().unwrap_or("rejected");
                 ingested.dropped.push((index, reason));
             }
         }

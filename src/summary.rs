@@ -17,6 +17,9 @@ pub struct ReaderCounts {
     pub decoded: u64,
     pub rejected: BTreeMap<Reason, u64>,
     pub late: u64,
+    /// Events of forgotten users, left out.
+    #[serde(default)]
+    pub forgotten: u64,
     /// Counted by the deduplication operator of this worker.
     pub duplicates: u64,
     /// The latest dataflow timestamp this reader applied.
@@ -42,6 +45,7 @@ impl ReaderCounts {
             *self.rejected.entry(*reason).or_insert(0) += count;
         }
         self.late += other.late;
+        self.forgotten += other.forgotten;
         self.duplicates += other.duplicates;
         self.max_time = self.max_time.max(other.max_time);
         self.peak_rss_bytes += other.peak_rss_bytes;
@@ -57,6 +61,8 @@ pub struct Summary {
     pub rejected: BTreeMap<Reason, u64>,
     pub duplicates: u64,
     pub late: u64,
+    /// Events of users forgotten (`[privacy] forgotten`), left out.
+    pub forgotten: u64,
     pub users: u64,
     pub items: u64,
     pub outputs: BTreeMap<String, u64>,
@@ -70,7 +76,11 @@ impl Summary {
     /// Whether every record read is accounted for exactly once.
     pub fn balances(&self) -> bool {
         self.records_read
-            == self.accepted + self.duplicates + self.late + self.rejected.values().sum::<u64>()
+            == self.accepted
+                + self.duplicates
+                + self.late
+                + self.forgotten
+                + self.rejected.values().sum::<u64>()
     }
 }
 

@@ -5,12 +5,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use common::*;
 use persona::config::IdKind;
 use persona::privacy::Pseudonyms;
+use persona::source::file::open;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use serde_json::Value;
 
 const KEY: &str = "a test key that is long enough for HMAC-SHA-256";
@@ -333,4 +337,103 @@ fn a_missing_short_or_written_in_key_is_refused_with_a_message() {
         &[("MY_KEY", KEY)],
     );
     assert!(ok && out.join("profiles.jsonl").exists(), "{error}");
+}
+
+/// The first `lines` data lines of the shipped Online Retail log, header
+/// kept, and the same lines without the records of `users`.
+fn retail_slice(dir: &Path, lines: usize, users: &BTreeSet<String>) -> (PathBuf, PathBuf) {
+    let log = shared_data("online_retail_all.csv.xz");
+    let reader = open(&log, Arc::default()).unwrap();
+    let mut csv = csv::ReaderBuilder::new().from_reader(reader);
+    let (all, without) = (dir.join("slice.csv"), dir.join("without.csv"));
+    let mut writers = [
+        csv::Writer::from_path(&all).unwrap(),
+        csv::Writer::from_path(&without).unwrap(),
+    ];
+    let header = csv.headers().unwrap().clone();
+    let user_column = header.iter().position(|c| c == "CustomerID").unwrap();
+    for writer in &mut writers {
+        writer.write_record(&header).unwrap();
+    }
+    for record in csv.byte_records().take(lines) {
+        let record = record.unwrap();
+        writers[0].write_byte_record(&record).unwrap();
+        let user = String::from_utf8_lossy(&record[user_column]);
+        if !users.contains(user.trim().trim_end_matches(".0")) {
+            writers[1].write_byte_record(&record).unwrap();
+        }
+    }
+    for writer in &mut writers {
+        writer.flush().unwrap();
+    }
+    (all, without)
+}
+
+#[test]
+fn forgotten_users_leave_the_outputs_of_a_log_without_them_on_one_and_four_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (slice, _) = retail_slice(dir.path(), 60_000, &BTreeSet::new());
+    let (_, summary) = replay(&slice, "online-retail", &[]);
+    let (full, _) = replay(&slice, "online-retail", &[]);
+    // Five users drawn with a fixed seed, heavy and light ones alike.
+    let mut users: Vec<String> = records_by(full.path(), "profiles", "user")
+        .into_keys()
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    users.shuffle(&mut rng);
+    let forgotten: BTreeSet<String> = users.into_iter().take(5).collect();
+    let (slice, without) = retail_slice(dir.path(), 60_000, &forgotten);
+    let (reference, reference_summary) = replay(&without, "online-retail", &[]);
+    assert!(reference_summary["accepted"].as_u64() < summary["accepted"].as_u64());
+
+    for workers in ["1", "4"] {
+        let config = dir.path().join(format!("forget-{workers}.toml"));
+        let file = dir.path().join(format!("forgotten-{workers}.txt"));
+        std::fs::write(&config, format!("[privacy]\nforgotten = {file:?}\n")).unwrap();
+        let out = dir.path().join(format!("out-{workers}"));
+        let mut args = vec![
+            "forget",
+            "--input",
+            slice.to_str().unwrap(),
+            "--format",
+            "online-retail",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-w",
+            workers,
+        ];
+        // As the source writes them (`17850.0`), two at a time.
+        let written: Vec<String> = forgotten.iter().map(|u| format!("{u}.0")).collect();
+        for (round, users) in written.chunks(2).enumerate() {
+            let mut round_args = args.clone();
+            for user in users {
+                round_args.extend(["--user", user.as_str()]);
+            }
+            persona(&round_args);
+            assert_eq!(
+                std::fs::read_to_string(&file).unwrap().lines().count(),
+                (2 * (round + 1)).min(5)
+            );
+        }
+        // Forgetting a user again changes nothing.
+        args.extend(["--user", written[0].as_str()]);
+        let summary: Value = serde_json::from_str(&persona(&args)).unwrap();
+        assert_balances(&summary);
+        assert!(summary["forgotten"].as_u64().unwrap() > 0, "{summary}");
+        assert_eq!(
+            summary["accepted"], reference_summary["accepted"],
+            "{summary}"
+        );
+        assert_eq!(summary["users"], reference_summary["users"]);
+        for name in ["profiles", "similar_items", "recommendations"] {
+            assert!(
+                read_lines(&out, name) == read_lines(reference.path(), name),
+                "{name} on {workers} workers differ from the log without the users"
+            );
+        }
+        let profiles = records_by(&out, "profiles", "user");
+        assert!(forgotten.iter().all(|user| !profiles.contains_key(user)));
+    }
 }

@@ -33,7 +33,7 @@ use crate::config::{PipelineConfig, TimeConfig};
 use crate::dimension::{read_catalog, read_user_attributes, IdRules};
 use crate::format::{Decoded, Decoder, Outcome};
 use crate::names::{NameBook, NameKind};
-use crate::privacy::Pseudonyms;
+use crate::privacy::{read_forgotten, Pseudonyms};
 use crate::rejected::{Position, Reason, RejectedRecord};
 use crate::runtime::pipeline::{self, Gathered, Graph, Sinks};
 use crate::sink::dead_letters::DeadLetters;
@@ -89,8 +89,9 @@ pub struct PipelineWorker {
     /// What this worker has read so far.
     pub counts: ReaderCounts,
     outcomes: Vec<Outcome>,
-    /// Why the last record [`PipelineWorker::read`] dropped was dropped.
-    last_dropped: Option<Reason>,
+    /// Why the last record [`PipelineWorker::read`] dropped was dropped:
+    /// a reason's code, or `forgotten`.
+    last_dropped: Option<&'static str>,
     /// Steps 1 and 2 of cleaning (time plausibility, lateness).
     admission: Admission,
     /// The index of the dataflow, to drop it at the end of the input.
@@ -109,6 +110,8 @@ pub struct PipelineWorker {
     arranged: Rc<RefCell<i64>>,
     /// The records applied since the last checkpoint, when checkpointing.
     recorded: Option<Vec<Recorded>>,
+    /// Users whose events are left out (`[privacy] forgotten`).
+    forgotten: HashSet<Id>,
 }
 
 /// Counts the updates held in this worker's arrangements from
@@ -162,6 +165,10 @@ impl PipelineWorker {
         make_sinks: impl FnOnce(Gathered) -> anyhow::Result<Sinks>,
     ) -> anyhow::Result<PipelineWorker> {
         let index = worker.index();
+        let forgotten = match &config.privacy.forgotten {
+            Some(path) => read_forgotten(path)?,
+            None => HashSet::new(),
+        };
         let arranged = count_arranged(worker);
         let dedup_horizon = config
             .cleaning
@@ -233,7 +240,13 @@ impl PipelineWorker {
             pipeline::build(inputs, config, graph, &probe)
         });
         if index == 0 {
-            load_dimensions(config, &mut inputs, &mut catalog, &mut user_attributes)?;
+            load_dimensions(
+                config,
+                &forgotten,
+                &mut inputs,
+                &mut catalog,
+                &mut user_attributes,
+            )?;
         }
         catalog.close();
         user_attributes.close();
@@ -266,6 +279,7 @@ impl PipelineWorker {
             input_end,
             arranged,
             recorded: None,
+            forgotten,
         })
     }
 
@@ -300,13 +314,17 @@ impl PipelineWorker {
             match admitted {
                 Admitted::Dropped(mut rejection) => {
                     self.counts.dropped(rejection.reason);
-                    self.last_dropped = Some(rejection.reason);
+                    self.last_dropped = Some(rejection.reason.code());
                     if rejection.reason == Reason::Late {
                         // Shown as the format's raw setting says (the
                         // decoder did that for its own rejections).
                         rejection.raw = Some(decoder.raw_record(bytes, &position));
                     }
                     dead.write(&RejectedRecord::new(position, rejection, bytes))?;
+                }
+                Admitted::Applied(decoded, _) if self.forgotten.contains(&decoded.event.user) => {
+                    self.counts.forgotten += 1;
+                    self.last_dropped = Some("forgotten");
                 }
                 Admitted::Applied(decoded, time) => {
                     self.counts.decoded += 1;
@@ -343,14 +361,17 @@ impl PipelineWorker {
     /// dataflow then rebuilds the state they made. Not recorded again.
     pub fn restore(&mut self, records: Vec<Recorded>) {
         for Recorded { time, decoded } in records {
+            if self.forgotten.contains(&decoded.event.user) {
+                continue;
+            }
             *self.pending.entry(time).or_insert(0) += 1;
             self.inputs.apply(decoded, time);
         }
     }
 
     /// Why the last call of [`PipelineWorker::read`] dropped a record
-    /// (late, or a rejection), if it dropped one.
-    pub fn last_dropped(&self) -> Option<Reason> {
+    /// (a reason's code, or `forgotten`), if it dropped one.
+    pub fn last_dropped(&self) -> Option<&'static str> {
         self.last_dropped
     }
 
@@ -555,6 +576,7 @@ impl Finished {
             rejected: totals.rejected.clone(),
             duplicates: totals.duplicates,
             late: totals.late,
+            forgotten: totals.forgotten,
             users: self.sinks.users.record_count() as u64,
             items: self.sinks.items.record_count() as u64,
             outputs,
@@ -601,6 +623,7 @@ fn output_name(name: &str, processes: usize) -> String {
 /// the tick from which it applies.
 fn load_dimensions(
     config: &PipelineConfig,
+    forgotten: &HashSet<Id>,
     inputs: &mut Inputs,
     catalog: &mut InputSession<u64, (Id, CatalogVersion), isize>,
     user_attributes: &mut InputSession<u64, (Id, AttributeVersion), isize>,
@@ -622,6 +645,9 @@ fn load_dimensions(
     }
     if let Some(table) = &config.user_attributes {
         for (row, applies_ms) in read_user_attributes(table, &ids)? {
+            if forgotten.contains(&row.user) {
+                continue;
+            }
             inputs.name(NameKind::User, row.user, row.user_name);
             user_attributes.update_at((row.user, row.version), tick(applies_ms), 1);
         }

@@ -126,7 +126,7 @@ pub fn records_by(dir: &Path, name: &str, key: &str) -> std::collections::BTreeM
         .collect()
 }
 
-/// Checks `records_read = accepted + duplicates + late + Σ rejected`.
+/// Checks `records_read = accepted + duplicates + late + forgotten + Σ rejected`.
 pub fn assert_balances(summary: &Value) {
     let n = |key: &str| {
         summary[key]
@@ -141,7 +141,7 @@ pub fn assert_balances(summary: &Value) {
         .sum();
     assert_eq!(
         n("records_read"),
-        n("accepted") + n("duplicates") + n("late") + rejected,
+        n("accepted") + n("duplicates") + n("late") + n("forgotten") + rejected,
         "summary does not balance: {summary}"
     );
 }
