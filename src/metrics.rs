@@ -20,11 +20,12 @@ use hdrhistogram::Histogram;
 use crate::summary::{rss_bytes, ReaderCounts};
 
 /// The endpoints whose request latency is measured, as labelled.
-pub const ENDPOINTS: [&str; 8] = [
+pub const ENDPOINTS: [&str; 9] = [
     "profile",
     "recommendations",
     "similar",
     "events",
+    "forget",
     "status",
     "healthz",
     "readyz",

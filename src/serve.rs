@@ -374,6 +374,10 @@ fn apply(
         .tick_of(batch.arrival.at_ms.saturating_sub(lateness_ms))
         .max(pipeline.frontier());
     let mut ingested = Ingested::default();
+    for &user in &batch.forget {
+        pipeline.forget(user);
+        ingested.visible_at = ingested.visible_at.max(Some(pipeline.frontier()));
+    }
     for (index, line) in batch.lines.iter().enumerate() {
         let position = Position::Http {
             request: batch.request,

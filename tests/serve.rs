@@ -1,8 +1,8 @@
 //! `persona serve` through the real binary and a real HTTP client: answers
 //! equal the replay of the same log on 1, 2 and 4 workers and on each of 2
 //! processes × 2 workers, a POSTed purchase
-//! shows in the profile and leaves the recommendations, and every error
-//! code. No timing is asserted: waits are bounded, only to fail rather
+//! shows in the profile and leaves the recommendations, a forgotten user
+//! leaves every answer as if they had never existed, and every error code. No timing is asserted: waits are bounded, only to fail rather
 //! than hang.
 
 mod common;
@@ -126,6 +126,20 @@ impl Server {
         let mut response = self
             .agent
             .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
+    fn delete(&self, path: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .delete(format!("{}{path}", self.base))
             .call()
             .unwrap();
         let status = response.status().as_u16();
@@ -637,4 +651,86 @@ fn the_dataflow_yields_to_reads_once_ready() {
         "{policies:?}"
     );
     server.stop();
+}
+
+/// Users forgotten one by one between POSTs leave every answer equal to the
+/// replay of the log and the POSTed events without them, on 1 and 4
+/// workers; their later events are dropped as `forgotten`.
+#[test]
+fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_workers() {
+    use rand::{Rng, SeedableRng};
+    let (dir, _, log) = setup();
+    for workers in [1u64, 4] {
+        let file = dir.path().join(format!("forgotten-{workers}.txt"));
+        let config = dir.path().join(format!("forget-{workers}.toml"));
+        std::fs::write(
+            &config,
+            format!("{CONFIG}\n[privacy]\nforgotten = {file:?}\n"),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("out-{workers}"));
+        let server = Server::start(&config, &log, &out, &workers.to_string());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(16 + workers);
+        let mut users: Vec<u64> = (0..24).collect();
+        let mut forgotten = Vec::new();
+        let mut posted = Vec::new();
+        for _ in 0..3 {
+            let user = users.swap_remove(rng.random_range(0..users.len()));
+            let other = users[rng.random_range(0..users.len())];
+            let events: Vec<Value> = [user, other]
+                .iter()
+                .map(|u| {
+                    json!({"user": format!("u{u}"), "item": format!("i{}", rng.random_range(0..30)),
+                           "action": "purchase", "ts": now_ms(), "qty": 1})
+                })
+                .collect();
+            let (status, answer) = server.post(
+                "/v1/events?wait=true",
+                &Value::from(events.clone()).to_string(),
+            );
+            assert_eq!((status, &answer["accepted"]), (200, &json!(2)), "{answer}");
+            posted.extend(events);
+            let user = format!("u{user}");
+            let (status, answer) = server.delete(&format!("/v1/users/{user}"));
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["forgotten"], true, "{answer}");
+            let (status, answer) = server.get(&format!("/v1/users/{user}/profile"));
+            assert_eq!(status, 404, "{user} still has a profile: {answer}");
+            forgotten.push(user);
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
+        let late = json!({"user": forgotten[0], "item": "i1", "action": "view", "ts": now_ms()});
+        let (status, answer) = server.post("/v1/events?wait=true", &late.to_string());
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["dropped"],
+            json!([{"index": 0, "reason": "forgotten"}])
+        );
+
+        // The reference: the log and the POSTed events, without the users.
+        let mut lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.extend(posted.iter().map(Value::to_string));
+        lines.retain(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            !forgotten.iter().any(|user| event["user"] == user.as_str())
+        });
+        let without = dir.path().join(format!("without-{workers}.jsonl"));
+        std::fs::write(&without, lines.join("\n") + "\n").unwrap();
+        let replayed = replay_log(
+            &dir.path().join(format!("w{workers}")),
+            &setup_config(dir.path()),
+            &without,
+        );
+        assert_answers_equal(&server, &replayed, &format!("forgotten, -w {workers}"));
+        server.stop();
+    }
+}
+
+/// The config of [`setup`], without `[privacy]`.
+fn setup_config(dir: &Path) -> std::path::PathBuf {
+    dir.join("config.toml")
 }

@@ -46,9 +46,20 @@ struct Inputs {
     names: InputHandle<u64, (NameKind, Id, String)>,
     /// Names this worker has already sent.
     named: HashSet<(NameKind, Id)>,
+    /// Users forgotten while serving: every input is antijoined with them.
+    forget: Option<InputSession<u64, Id, isize>>,
 }
 
 impl Inputs {
+    fn advance_to(&mut self, time: u64) {
+        self.events.advance_to(time);
+        self.names.advance_to(time);
+        if let Some(forget) = &mut self.forget {
+            forget.advance_to(time);
+            forget.flush();
+        }
+    }
+
     fn apply(&mut self, decoded: Decoded, time: u64) {
         let Decoded {
             event,
@@ -178,6 +189,12 @@ impl PipelineWorker {
             events: InputSession::new(),
             names: InputHandle::new(),
             named: HashSet::new(),
+            // Only a server forgets users while it runs, and only with a
+            // file to keep them in: the antijoin arranges every event by
+            // user (docs/privacy.md). A replay or run leaves the forgotten
+            // users of its start out as it reads.
+            forget: (matches!(graph, Graph::Serving { .. }) && config.privacy.forgotten.is_some())
+                .then(InputSession::new),
         };
         let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
         let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> =
@@ -203,7 +220,16 @@ impl PipelineWorker {
                 .probe_with(&ends_probe);
             let records = inputs.events.to_collection(scope);
             let events = clean::dedup(records, dedup_horizon, duplicates.clone());
-            let events = clean::mark_cancellations(events);
+            let mut events = clean::mark_cancellations(events);
+            let mut user_attributes = user_attributes.to_collection(scope);
+            if let Some(forget) = &mut inputs.forget {
+                let forgotten = forget.to_collection(scope).distinct();
+                events = events
+                    .map(|event| (event.user, event))
+                    .antijoin(forgotten.clone())
+                    .map(|(_, event)| event);
+                user_attributes = user_attributes.antijoin(forgotten);
+            }
             let book = name_book.clone();
             let gatherers = graph.gatherers(scope.peers());
             scope
@@ -234,7 +260,7 @@ impl PipelineWorker {
                     .catalog
                     .as_ref()
                     .map(|_| catalog.to_collection(scope)),
-                user_attributes: user_attributes.to_collection(scope),
+                user_attributes,
                 input_end: input_end.clone(),
             };
             pipeline::build(inputs, config, graph, &probe)
@@ -369,6 +395,17 @@ impl PipelineWorker {
         }
     }
 
+    /// Forgets `user` from now on (`persona serve`): every output becomes
+    /// what it would be had the user's events never been applied, and the
+    /// user's later events are dropped, counted as forgotten.
+    pub fn forget(&mut self, user: Id) {
+        if let Some(forget) = &mut self.inputs.forget {
+            if self.forgotten.insert(user) {
+                forget.insert(user);
+            }
+        }
+    }
+
     /// Why the last call of [`PipelineWorker::read`] dropped a record
     /// (a reason's code, or `forgotten`), if it dropped one.
     pub fn last_dropped(&self) -> Option<&'static str> {
@@ -389,8 +426,7 @@ impl PipelineWorker {
     pub fn advance_to(&mut self, watermark_ms: u64) {
         let time = self.time.tick_of(watermark_ms);
         if time > *self.inputs.events.time() {
-            self.inputs.events.advance_to(time);
-            self.inputs.names.advance_to(time);
+            self.inputs.advance_to(time);
             self.pending = self.pending.split_off(&time);
         }
         self.inputs.events.flush();
@@ -473,8 +509,7 @@ impl PipelineWorker {
             if time <= *self.inputs.events.time() {
                 continue;
             }
-            self.inputs.events.advance_to(time);
-            self.inputs.names.advance_to(time);
+            self.inputs.advance_to(time);
             self.inputs.events.flush();
             let probe = &self.probe;
             step_until(worker, || !probe.less_than(&time));

@@ -20,7 +20,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use persona_dataflows::Id;
 use serde_json::{json, Value};
@@ -32,7 +32,7 @@ use crate::config::{wall_clock_ms, PipelineConfig};
 use crate::format::{Decoder, Outcome};
 use crate::ids::{id_of, normalise_id};
 use crate::metrics::{self, Metrics};
-use crate::privacy::Pseudonyms;
+use crate::privacy::{add_forgotten, Pseudonyms};
 use crate::rejected::Position;
 
 /// The largest `k` a request may ask for.
@@ -48,6 +48,8 @@ pub struct Ingest {
     pub arrival: Arrival,
     /// Each event as one JSON line.
     pub lines: Vec<Vec<u8>>,
+    /// Users to forget (`DELETE /v1/users/{id}`).
+    pub forget: Vec<Id>,
     pub reply: oneshot::Sender<Ingested>,
 }
 
@@ -138,6 +140,7 @@ pub struct App {
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.serve.max_body_bytes;
     Router::new()
+        .route("/v1/users/{id}", delete(forget_user))
         .route("/v1/users/{id}/profile", get(profile))
         .route("/v1/users/{id}/recommendations", get(recommendations))
         .route("/v1/items/{id}/similar", get(similar))
@@ -302,6 +305,86 @@ async fn events(
     app.timed("events", started, response)
 }
 
+/// `DELETE /v1/users/{id}`: adds the user to the `[privacy] forgotten` file
+/// (durably, first), then has the dataflow forget them; answers once every
+/// answer shows the outputs without them.
+async fn forget_user(State(app): State<Arc<App>>, Path(user): Path<String>) -> Response {
+    let started = Instant::now();
+    let response = forget(&app, &user).await;
+    app.timed("forget", started, response)
+}
+
+async fn forget(app: &Arc<App>, user: &str) -> Response {
+    let Some(file) = app.config.privacy.forgotten.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "forgetting_disabled",
+            "forgetting a user needs [privacy] forgotten = FILE in the config, \
+             where forgotten users are kept across restarts"
+                .into(),
+        );
+    };
+    let arrival = Arrival::now(&app.arrivals);
+    let (id, shown) = app.id(IdKind::User, user);
+    let kept = tokio::task::spawn_blocking(move || add_forgotten(&file, &[id])).await;
+    match kept {
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            tracing::error!("cannot keep a forgotten user: {error:#}");
+            return internal_error();
+        }
+        Err(_) => return internal_error(),
+    }
+    let request = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    let (reply, answer) = oneshot::channel();
+    let stopping = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stopping",
+            "the server is stopping".into(),
+        )
+    };
+    let sent = app
+        .ingest
+        .send(Ingest {
+            request,
+            arrival,
+            lines: Vec::new(),
+            forget: vec![id],
+            reply,
+        })
+        .await;
+    if sent.is_err() {
+        return stopping();
+    }
+    let Ok(ingested) = answer.await else {
+        return stopping();
+    };
+    let visible_at = ingested.visible_at.unwrap_or(0);
+    let mut watch = app.index.as_of.subscribe();
+    let shown_at = tokio::time::timeout(
+        WAIT_LIMIT,
+        watch.wait_for(|as_of| as_of.is_some_and(|t| t >= visible_at)),
+    )
+    .await;
+    match shown_at {
+        Ok(Ok(as_of)) => {
+            let as_of = *as_of;
+            tracing::info!(request, "a user was forgotten");
+            Json(json!({"user": shown, "forgotten": true, "as_of": as_of})).into_response()
+        }
+        Ok(Err(_)) => stopping(),
+        Err(_) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "wait_timeout",
+            format!(
+                "the user is forgotten, but answers show it only from {visible_at}, \
+                 when the wall clock passes that tick"
+            ),
+        ),
+    }
+}
+
 /// Checks every event of the body with the `[input]` mapping; ingests them
 /// all, or none if one is malformed.
 async fn ingest(
@@ -332,6 +415,7 @@ async fn ingest(
             request,
             arrival,
             lines,
+            forget: Vec::new(),
             reply,
         })
         .await
