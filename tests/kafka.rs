@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use common::kafka::*;
 use common::parquet::{dataset_rows, jsonl_rows};
 use common::{
-    assert_balances, deterministic_part, free_port, read_json, read_lines, records_by, replay,
+    assert_balances, deterministic_part, free_port, raw_ids_in, read_json, read_lines, records_by,
+    replay,
 };
 
 use persona::config::PipelineConfig;
@@ -932,4 +933,112 @@ fn newest_checkpoint(dir: &Path) -> u64 {
         })
         .max()
         .unwrap_or(0)
+}
+
+/// A run with `[privacy] pseudonymize`: no raw user or item id of the topic
+/// is in the output files, the output and dead-letter topics, the Parquet
+/// datasets, the checkpoint's data files or what the process printed.
+#[test]
+fn a_pseudonymised_run_leaves_no_raw_id_in_topics_checkpoints_or_files() {
+    let brokers = brokers();
+    let mut case = RunCase::new("private", 20_000);
+    case.produce_up_to(&brokers, case.lines);
+    let (key, checkpoints, parquet) = (
+        case.dir.path().join("key"),
+        case.dir.path().join("checkpoints"),
+        case.dir.path().join("parquet"),
+    );
+    std::fs::write(&key, "a key of at least thirty-two bytes, for the test").unwrap();
+    let extra = format!(
+        "\n[privacy]\npseudonymize = [\"user\", \"item\"]\nkey_file = {key:?}\n\
+         [checkpoint]\ndir = {checkpoints:?}\ninterval_s = 0.5\n\
+         [sink.parquet]\ndir = {parquet:?}\nbuckets = 2\n"
+    );
+    let config = case.topics.config(&brokers, case.dir.path(), &extra);
+    let out = case.dir.path().join("run");
+    let output = run_command(&config, &out, &["--until-end"])
+        .env("PERSONA_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    // The raw ids: the keys of the plain file replay's outputs (with a digit
+    // and 3 characters at least, so that words of messages do not count).
+    let mut raw_ids: BTreeSet<String> = BTreeSet::new();
+    for (name, key) in [("profiles", "user"), ("similar_items", "item")] {
+        raw_ids.extend(records_by(case.expected.path(), name, key).into_keys());
+    }
+    raw_ids.retain(|id| id.len() >= 3 && id.bytes().any(|b| b.is_ascii_digit()));
+    assert!(raw_ids.len() > 1_000, "{} ids", raw_ids.len());
+
+    let mut texts: Vec<(String, String)> = vec![
+        (
+            "stdout".into(),
+            String::from_utf8_lossy(&output.stdout).into(),
+        ),
+        (
+            "stderr".into(),
+            String::from_utf8_lossy(&output.stderr).into(),
+        ),
+    ];
+    for name in ["profiles", "similar_items", "recommendations", "rejected"] {
+        texts.push((format!("{name}.jsonl"), read_lines(&out, name).join("\n")));
+    }
+    for topic in [
+        &case.topics.profiles,
+        &case.topics.similar_items,
+        &case.topics.recommendations,
+        &case.topics.rejected,
+    ] {
+        let messages = read_topic(&brokers, topic);
+        assert!(!messages.is_empty(), "{topic} is empty");
+        for (key, value) in messages {
+            let value = value
+                .map(|v| String::from_utf8(v).unwrap())
+                .unwrap_or_default();
+            texts.push((
+                format!("topic {topic} key"),
+                serde_json::to_string(&key).unwrap(),
+            ));
+            texts.push((format!("topic {topic}"), value));
+        }
+    }
+    for (name, key) in [("profiles", "user"), ("similar_items", "item")] {
+        let rows = dataset_rows(&parquet, name, key, 2);
+        texts.push((format!("{name}/ dataset"), Value::from(rows).to_string()));
+    }
+    let mut data_files = 0;
+    for entry in std::fs::read_dir(checkpoints.join("data")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        data_files += 1;
+        let text = match persona::checkpoint::segment::decode_events(bytes.clone()) {
+            Ok(records) => records
+                .iter()
+                .map(|r| {
+                    let d = &r.decoded;
+                    serde_json::json!([d.user_name, d.item_name, d.category_name]).to_string()
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(_) => persona::checkpoint::segment::decode_letters(bytes)
+                .unwrap()
+                .into_iter()
+                .map(|letter| letter.line)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        texts.push(("checkpoint data".into(), text));
+    }
+    assert!(data_files > 0, "no checkpoint was written");
+    for (name, text) in &texts {
+        let found = raw_ids_in(text, &raw_ids);
+        assert!(found.is_empty(), "{name} holds raw ids: {found:?}");
+    }
+    // Pseudonyms did reach every place checked.
+    let profiles = records_by(&out, "profiles", "user");
+    assert_eq!(
+        profiles.len(),
+        records_by(case.expected.path(), "profiles", "user").len()
+    );
+    assert!(profiles.keys().all(|user| user.len() == 32));
 }

@@ -62,55 +62,6 @@ fn texts_under(dir: &Path, texts: &mut Vec<(String, String)>) {
     }
 }
 
-/// The strings of a JSON value (object keys too), at any depth, and of
-/// the JSON held in its strings (a dead letter's `raw`): where an id can
-/// be. Numbers (line numbers, prices) are not ids.
-fn strings_of(value: &Value, out: &mut Vec<String>) {
-    match value {
-        Value::String(text) => match serde_json::from_str::<Value>(text) {
-            Ok(inner @ (Value::Object(_) | Value::Array(_))) => strings_of(&inner, out),
-            _ => out.push(text.clone()),
-        },
-        Value::Array(values) => values.iter().for_each(|v| strings_of(v, out)),
-        Value::Object(object) => {
-            for (key, field) in object {
-                out.push(key.clone());
-                strings_of(field, out);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// The ids of `ids` that occur as whole words of the strings of `text`
-/// (JSON, or JSON lines, or plain text): runs of letters, digits and points,
-/// a final point or `.0` dropped (Online Retail writes `17850.0`), so
-/// that a customer number inside a hex pseudonym or a price does not count.
-fn raw_ids_in<'a>(text: &str, ids: &'a BTreeSet<String>) -> BTreeSet<&'a str> {
-    let mut strings = Vec::new();
-    match serde_json::from_str::<Value>(text) {
-        Ok(value) => strings_of(&value, &mut strings),
-        Err(_) => {
-            for line in text.lines() {
-                match serde_json::from_str::<Value>(line) {
-                    Ok(value) => strings_of(&value, &mut strings),
-                    Err(_) => strings.push(line.to_owned()),
-                }
-            }
-        }
-    }
-    strings
-        .iter()
-        .flat_map(|text| text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.')))
-        .map(|word| word.trim_end_matches('.'))
-        .filter_map(|word| {
-            let word = word.strip_suffix(".0").unwrap_or(word);
-            ids.get(word).map(String::as_str)
-        })
-        .take(10)
-        .collect()
-}
-
 #[test]
 fn pseudonymised_outputs_hold_no_raw_id_and_equal_the_plain_outputs() {
     let log = shared_data("online_retail_all.csv.xz");
