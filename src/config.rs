@@ -173,6 +173,48 @@ pub struct ServeConfig {
     /// first: under a read load that takes every core, events then become
     /// visible later rather than answers arriving later. Default: true.
     pub reads_first: bool,
+    /// `[serve.auth]`: bearer tokens and their roles. Default: none, and
+    /// every endpoint is open (docs/privacy.md).
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[serve.auth]`: who may call which endpoints of `persona serve`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `[[serve.auth.tokens]]`: the tokens, stored as hashes.
+    pub tokens: Vec<TokenConfig>,
+    /// A JSON-lines file for the audit log of admin actions. Default: stderr.
+    pub audit_log: Option<PathBuf>,
+}
+
+/// One bearer token: only its SHA-256 is kept, so the config reveals no
+/// token (`printf %s TOKEN | sha256sum`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it, as the audit log names them.
+    pub name: String,
+    /// The token's SHA-256, in hex.
+    pub sha256: String,
+    pub roles: Vec<Role>,
+    /// Profile fields this token does not see (e.g. `spend`).
+    #[serde(default)]
+    pub hide_profile_fields: Vec<String>,
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// `GET /v1/users/{id}/profile`.
+    ReadProfiles,
+    /// `GET /v1/users/{id}/recommendations`, `GET /v1/items/{id}/similar`.
+    ReadRecommendations,
+    /// `POST /v1/events`.
+    Ingest,
+    /// `DELETE /v1/users/{id}`.
+    Admin,
 }
 
 impl Default for ServeConfig {
@@ -182,6 +224,7 @@ impl Default for ServeConfig {
             max_body_bytes: 1 << 20,
             lateness_ms: 1000,
             reads_first: true,
+            auth: None,
         }
     }
 }

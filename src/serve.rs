@@ -16,6 +16,7 @@
 //! any key, and ranking costs nothing while nobody asks. The decision and
 //! its figures are in `docs/serve.md`.
 
+mod auth;
 mod http;
 mod index;
 mod kafka;
@@ -41,6 +42,7 @@ use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
 use crate::source::file::{input_files, SourceError};
+use auth::Auth;
 use http::{App, Arrivals, Ingest, Ingested};
 use index::{IndexSink, SharedIndex};
 use kafka::KafkaFeed;
@@ -149,6 +151,10 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         index: shared.index.clone(),
         decoder: Mutex::new(Decoder::new(&events_config(&config))?),
         pseudonyms: Pseudonyms::from_config(&config.privacy)?,
+        auth: match &config.serve.auth {
+            Some(auth) => Some(Arc::new(Auth::new(auth)?)),
+            None => None,
+        },
         config,
         metrics: shared.metrics.clone(),
         ingest,

@@ -136,6 +136,47 @@ impl Server {
         )
     }
 
+    /// `method path` with `Authorization: Bearer token` when given.
+    fn call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let response = match method {
+            "GET" => {
+                let mut request = self.agent.get(url);
+                if let Some(bearer) = &bearer {
+                    request = request.header("authorization", bearer);
+                }
+                request.call()
+            }
+            "DELETE" => {
+                let mut request = self.agent.delete(url);
+                if let Some(bearer) = &bearer {
+                    request = request.header("authorization", bearer);
+                }
+                request.call()
+            }
+            "POST" => {
+                let mut request = self
+                    .agent
+                    .post(url)
+                    .header("content-type", "application/json");
+                if let Some(bearer) = &bearer {
+                    request = request.header("authorization", bearer);
+                }
+                let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms()});
+                request.send(event.to_string())
+            }
+            other => panic!("no method {other}"),
+        };
+        let mut response = response.unwrap();
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap();
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        )
+    }
+
     fn delete(&self, path: &str) -> (u16, Value) {
         let mut response = self
             .agent
@@ -733,4 +774,88 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
 /// The config of [`setup`], without `[privacy]`.
 fn setup_config(dir: &Path) -> std::path::PathBuf {
     dir.join("config.toml")
+}
+
+/// `[serve.auth]`: every /v1 endpoint without a token, with a wrong one and
+/// with one of the wrong role gets 401/403 with a JSON error; the right
+/// role gets through; hidden profile fields are left out; a forget is
+/// audited by token name, without the user.
+#[test]
+fn every_endpoint_checks_the_bearer_token_and_its_role() {
+    use sha2::Digest;
+    let (dir, _, log) = setup();
+    let hash = |token: &str| -> String {
+        sha2::Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let audit = dir.path().join("audit.jsonl");
+    let forgotten = dir.path().join("forgotten.txt");
+    let tokens = [
+        ("profiles-token", "analyst", "read_profiles", "[\"spend\"]"),
+        ("recs-token", "shop", "read_recommendations", "[]"),
+        ("ingest-token", "tracker", "ingest", "[]"),
+        ("admin-token", "dpo", "admin", "[]"),
+    ];
+    let mut config = format!(
+        "{CONFIG}\n[privacy]\nforgotten = {forgotten:?}\n\n[serve.auth]\naudit_log = {audit:?}\n"
+    );
+    for (token, name, role, hidden) in tokens {
+        config.push_str(&format!(
+            "\n[[serve.auth.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nroles = [\"{role}\"]\nhide_profile_fields = {hidden}\n",
+            hash(token)
+        ));
+    }
+    assert!(!config.contains("admin-token"), "tokens are stored hashed");
+    let path = dir.path().join("auth.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start(&path, &log, &dir.path().join("out"), "1");
+
+    let endpoints = [
+        ("GET", "/v1/users/u1/profile", Some("profiles-token")),
+        ("GET", "/v1/users/u1/recommendations", Some("recs-token")),
+        ("GET", "/v1/items/i1/similar", Some("recs-token")),
+        ("POST", "/v1/events?wait=true", Some("ingest-token")),
+        ("GET", "/v1/status", None),
+        ("DELETE", "/v1/users/u2", Some("admin-token")),
+    ];
+    for (method, endpoint, allowed) in endpoints {
+        for token in [None, Some("wrong-token"), Some("")] {
+            let (status, answer) = server.call(method, endpoint, token);
+            assert_eq!(status, 401, "{method} {endpoint} with {token:?}: {answer}");
+            assert_eq!(answer["error"]["code"], "unauthorized", "{answer}");
+        }
+        for (token, ..) in tokens {
+            let (status, answer) = server.call(method, endpoint, Some(token));
+            if allowed.is_none_or(|allowed| allowed == token) {
+                assert_eq!(status, 200, "{method} {endpoint} with {token}: {answer}");
+            } else {
+                assert_eq!(status, 403, "{method} {endpoint} with {token}: {answer}");
+                assert_eq!(answer["error"]["code"], "forbidden", "{answer}");
+            }
+        }
+    }
+    // The analyst's token does not see spend; probes and metrics stay open.
+    let (_, profile) = server.call("GET", "/v1/users/u1/profile", Some("profiles-token"));
+    assert!(
+        profile.get("spend").is_none() && profile.get("counts").is_some(),
+        "{profile}"
+    );
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(server.get(open).0, 200, "{open}");
+    }
+    server.stop();
+    let audit = std::fs::read_to_string(&audit).unwrap();
+    let lines: Vec<Value> = audit
+        .lines()
+        .map(|line| serde_json::from_str(line.strip_prefix("persona audit: ").unwrap()).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{audit}");
+    assert_eq!(lines[0]["caller"], "dpo");
+    assert_eq!(lines[0]["action"], "forget_user");
+    assert!(
+        !audit.contains("u2"),
+        "the audit log names the user: {audit}"
+    );
 }

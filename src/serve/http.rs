@@ -20,7 +20,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::{middleware, Extension};
 use axum::{Json, Router};
 use persona_dataflows::Id;
 use serde_json::{json, Value};
@@ -28,12 +29,14 @@ use tokio::sync::oneshot;
 
 use super::index::SharedIndex;
 use crate::config::IdKind;
+use crate::config::Role;
 use crate::config::{wall_clock_ms, PipelineConfig};
 use crate::format::{Decoder, Outcome};
 use crate::ids::{id_of, normalise_id};
 use crate::metrics::{self, Metrics};
 use crate::privacy::{add_forgotten, Pseudonyms};
 use crate::rejected::Position;
+use crate::serve::auth::{self, audit_line, Auth, Caller};
 
 /// The largest `k` a request may ask for.
 pub const MAX_K: usize = 10_000;
@@ -131,6 +134,8 @@ pub struct App {
     /// The ids of request paths are pseudonymised as events' are: clients
     /// ask with the ids they know.
     pub pseudonyms: Pseudonyms,
+    /// `[serve.auth]`: tokens and roles; `None` leaves every endpoint open.
+    pub auth: Option<Arc<Auth>>,
     pub requests: AtomicU64,
     /// POSTs arrived and not yet applied.
     pub arrivals: Arc<Arrivals>,
@@ -139,13 +144,34 @@ pub struct App {
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
     let max_body = app.config.serve.max_body_bytes;
+    // Under [serve.auth] each /v1 route needs its role (`None`: any valid
+    // token); probes and /metrics stay open for orchestrators and scrapers.
+    let guarded = |route: MethodRouter<Arc<App>>, role: Option<Role>| match &app.auth {
+        Some(auth) => route.route_layer(middleware::from_fn_with_state(
+            (auth.clone(), role),
+            auth::require,
+        )),
+        None => route,
+    };
     Router::new()
-        .route("/v1/users/{id}", delete(forget_user))
-        .route("/v1/users/{id}/profile", get(profile))
-        .route("/v1/users/{id}/recommendations", get(recommendations))
-        .route("/v1/items/{id}/similar", get(similar))
-        .route("/v1/events", post(events))
-        .route("/v1/status", get(status))
+        .route(
+            "/v1/users/{id}",
+            guarded(delete(forget_user), Some(Role::Admin)),
+        )
+        .route(
+            "/v1/users/{id}/profile",
+            guarded(get(profile), Some(Role::ReadProfiles)),
+        )
+        .route(
+            "/v1/users/{id}/recommendations",
+            guarded(get(recommendations), Some(Role::ReadRecommendations)),
+        )
+        .route(
+            "/v1/items/{id}/similar",
+            guarded(get(similar), Some(Role::ReadRecommendations)),
+        )
+        .route("/v1/events", guarded(post(events), Some(Role::Ingest)))
+        .route("/v1/status", guarded(get(status), None))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))
@@ -220,13 +246,25 @@ fn with_as_of(mut answer: Value, as_of: Option<u64>) -> Value {
     answer
 }
 
-async fn profile(State(app): State<Arc<App>>, Path(user): Path<String>) -> Response {
+async fn profile(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
     let started = Instant::now();
     let (id, _) = app.id(IdKind::User, &user);
     let response = {
         let index = app.index.read();
         match index.profile(id) {
-            Some(profile) => Json(with_as_of(profile, index.as_of())).into_response(),
+            Some(mut profile) => {
+                if let (Some(Extension(caller)), Some(fields)) = (&caller, profile.as_object_mut())
+                {
+                    for field in caller.hidden.iter() {
+                        fields.remove(field);
+                    }
+                }
+                Json(with_as_of(profile, index.as_of())).into_response()
+            }
             None => error(
                 StatusCode::NOT_FOUND,
                 "unknown_user",
@@ -308,13 +346,17 @@ async fn events(
 /// `DELETE /v1/users/{id}`: adds the user to the `[privacy] forgotten` file
 /// (durably, first), then has the dataflow forget them; answers once every
 /// answer shows the outputs without them.
-async fn forget_user(State(app): State<Arc<App>>, Path(user): Path<String>) -> Response {
+async fn forget_user(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
     let started = Instant::now();
-    let response = forget(&app, &user).await;
+    let response = forget(&app, &user, caller.map(|Extension(c)| c)).await;
     app.timed("forget", started, response)
 }
 
-async fn forget(app: &Arc<App>, user: &str) -> Response {
+async fn forget(app: &Arc<App>, user: &str, caller: Option<Caller>) -> Response {
     let Some(file) = app.config.privacy.forgotten.clone() else {
         return error(
             StatusCode::CONFLICT,
@@ -336,6 +378,10 @@ async fn forget(app: &Arc<App>, user: &str) -> Response {
         Err(_) => return internal_error(),
     }
     let request = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    match &app.auth {
+        Some(auth) => auth.audit(caller.as_ref(), "forget_user", request),
+        None => eprintln!("{}", audit_line(None, "forget_user", request)),
+    }
     let (reply, answer) = oneshot::channel();
     let stopping = || {
         error(
