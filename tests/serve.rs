@@ -123,33 +123,34 @@ impl Server {
     }
 
     fn get(&self, path: &str) -> (u16, Value) {
-        let mut response = self
-            .agent
-            .get(format!("{}{path}", self.base))
-            .call()
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        )
+        self.call("GET", path, None, None)
     }
 
-    /// `method path` with `Authorization: Bearer token` when given.
-    fn call(&self, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    fn delete(&self, path: &str) -> (u16, Value) {
+        self.call("DELETE", path, None, None)
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        self.call("POST", path, None, Some(body))
+    }
+
+    /// `method path` with `Authorization: Bearer token` when given; the
+    /// status and the JSON answer (a string if it is not JSON).
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.base);
         let bearer = token.map(|t| format!("Bearer {t}"));
         let response = match method {
-            "GET" => {
-                let mut request = self.agent.get(url);
-                if let Some(bearer) = &bearer {
-                    request = request.header("authorization", bearer);
-                }
-                request.call()
-            }
-            "DELETE" => {
-                let mut request = self.agent.delete(url);
+            "GET" | "DELETE" => {
+                let mut request = match method {
+                    "GET" => self.agent.get(url),
+                    _ => self.agent.delete(url),
+                };
                 if let Some(bearer) = &bearer {
                     request = request.header("authorization", bearer);
                 }
@@ -163,41 +164,11 @@ impl Server {
                 if let Some(bearer) = &bearer {
                     request = request.header("authorization", bearer);
                 }
-                let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms()});
-                request.send(event.to_string())
+                request.send(body.unwrap_or_default())
             }
             other => panic!("no method {other}"),
         };
         let mut response = response.unwrap();
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        )
-    }
-
-    fn delete(&self, path: &str) -> (u16, Value) {
-        let mut response = self
-            .agent
-            .delete(format!("{}{path}", self.base))
-            .call()
-            .unwrap();
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap();
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        )
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        let mut response = self
-            .agent
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .send(body)
-            .unwrap();
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string().unwrap();
         (
@@ -821,13 +792,15 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
         ("DELETE", "/v1/users/u2", Some("admin-token")),
     ];
     for (method, endpoint, allowed) in endpoints {
+        let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms()});
+        let body = (method == "POST").then(|| event.to_string());
         for token in [None, Some("wrong-token"), Some("")] {
-            let (status, answer) = server.call(method, endpoint, token);
+            let (status, answer) = server.call(method, endpoint, token, body.as_deref());
             assert_eq!(status, 401, "{method} {endpoint} with {token:?}: {answer}");
             assert_eq!(answer["error"]["code"], "unauthorized", "{answer}");
         }
         for (token, ..) in tokens {
-            let (status, answer) = server.call(method, endpoint, Some(token));
+            let (status, answer) = server.call(method, endpoint, Some(token), body.as_deref());
             if allowed.is_none_or(|allowed| allowed == token) {
                 assert_eq!(status, 200, "{method} {endpoint} with {token}: {answer}");
             } else {
@@ -837,7 +810,7 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
         }
     }
     // The analyst's token does not see spend; probes and metrics stay open.
-    let (_, profile) = server.call("GET", "/v1/users/u1/profile", Some("profiles-token"));
+    let (_, profile) = server.call("GET", "/v1/users/u1/profile", Some("profiles-token"), None);
     assert!(
         profile.get("spend").is_none() && profile.get("counts").is_some(),
         "{profile}"
