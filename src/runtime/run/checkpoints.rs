@@ -184,7 +184,9 @@ impl Checkpoints {
             let (files, bytes) = mine
                 .iter()
                 .flat_map(|part| part.events.iter().chain(&part.letters))
-                .fold((0, 0), |(files, bytes), file| (files + 1, bytes + file.bytes));
+                .fold((0, 0), |(files, bytes), file| {
+                    (files + 1, bytes + file.bytes)
+                });
             tracing::info!(
                 "checkpoint {seq} written in {:.1} ms: {files} new files, {bytes} bytes",
                 self.asked_at.elapsed().as_secs_f64() * 1e3
