@@ -18,7 +18,7 @@ use crate::config::DEFAULT_MAX_RECORD_BYTES;
 use crate::config::{ConfigError, CsvOptions, IdKind};
 use crate::format::csv::CsvFields;
 use crate::format::mapping::{parse_price, Fields, TimeParser};
-use crate::ids::{control_character, id_of, normalise_id};
+use crate::ids::{control_character, control_character_message, id_of, normalise_id};
 use crate::privacy::Pseudonyms;
 use crate::rejected::Position;
 use crate::source::file::{Records, SourceError};
@@ -117,13 +117,11 @@ fn table_id(
         .ok_or_else(|| format!("column {column:?} is empty"))?;
     match control_character(&id) {
         None => Ok(ids.pseudonyms.of(kind, &id).into_owned()),
-        Some(c) if ids.pseudonyms.enabled() => Err(format!(
-            "column {column:?}: the id holds the control character U+{:04X}",
-            u32::from(c)
-        )),
-        Some(c) => Err(format!(
-            "column {column:?}: {id:?} holds the control character U+{:04X}",
-            u32::from(c)
+        Some(c) => Err(control_character_message(
+            &format!("column {column:?}"),
+            &id,
+            c,
+            ids.pseudonyms.enabled(),
         )),
     }
 }

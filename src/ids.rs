@@ -46,6 +46,21 @@ pub fn control_character(id: &str) -> Option<char> {
     id.chars().find(|c| c.is_control())
 }
 
+/// Why an id holding the control character `c` is refused, at `place`
+/// (`field "user"`); the id is not repeated when it is `private` (under
+/// pseudonymisation).
+pub fn control_character_message(place: &str, id: &str, c: char, private: bool) -> String {
+    let shown = if private {
+        "the id".to_owned()
+    } else {
+        format!("{id:?}")
+    };
+    format!(
+        "{place}: {shown} holds the control character U+{:04X}",
+        u32::from(c)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 
 use crate::config::{Cancellation, CleaningConfig, ConfigError, IdKind, Mapping};
 use crate::format::Decoded;
-use crate::ids::{control_character, id_of, normalise_id, value_hash};
+use crate::ids::{control_character, control_character_message, id_of, normalise_id, value_hash};
 use crate::privacy::Pseudonyms;
 use crate::rejected::{Reason, Rejection};
 
@@ -471,21 +471,13 @@ impl CompiledMapping {
 /// be a second user that prints like the first. Under pseudonymisation the
 /// message does not repeat the id.
 fn checked_id<'a>(id: &'a str, field: &str, private: bool) -> Result<&'a str, Rejection> {
-    let Some(c) = control_character(id) else {
-        return Ok(id);
-    };
-    let shown = if private {
-        "the id".to_owned()
-    } else {
-        format!("{id:?}")
-    };
-    Err(Rejection::new(
-        Reason::InvalidId,
-        format!(
-            "field {field:?}: {shown} holds the control character U+{:04X}",
-            u32::from(c)
-        ),
-    ))
+    match control_character(id) {
+        None => Ok(id),
+        Some(c) => Err(Rejection::new(
+            Reason::InvalidId,
+            control_character_message(&format!("field {field:?}"), id, c, private),
+        )),
+    }
 }
 
 /// Reads `text` as a number too large for a decimal: digits with a sign,

@@ -382,45 +382,18 @@ async fn forget(app: &Arc<App>, user: &str, caller: Option<Caller>) -> Response 
         Some(auth) => auth.audit(caller.as_ref(), "forget_user", request),
         None => eprintln!("{}", audit_line(None, "forget_user", request)),
     }
-    let (reply, answer) = oneshot::channel();
-    let stopping = || {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the server is stopping".into(),
-        )
-    };
-    let sent = app
-        .ingest
-        .send(Ingest {
-            request,
-            arrival,
-            lines: Vec::new(),
-            forget: vec![id],
-            reply,
-        })
-        .await;
-    if sent.is_err() {
-        return stopping();
-    }
-    let Ok(ingested) = answer.await else {
-        return stopping();
+    let ingested = match to_dataflow(app, request, arrival, Vec::new(), vec![id]).await {
+        Ok(ingested) => ingested,
+        Err(response) => return *response,
     };
     let visible_at = ingested.visible_at.unwrap_or(0);
-    let mut watch = app.index.as_of.subscribe();
-    let shown_at = tokio::time::timeout(
-        WAIT_LIMIT,
-        watch.wait_for(|as_of| as_of.is_some_and(|t| t >= visible_at)),
-    )
-    .await;
-    match shown_at {
-        Ok(Ok(as_of)) => {
-            let as_of = *as_of;
+    match visible(app, visible_at).await {
+        Ok(Some(as_of)) => {
             tracing::info!(request, "a user was forgotten");
             Json(json!({"user": shown, "forgotten": true, "as_of": as_of})).into_response()
         }
-        Ok(Err(_)) => stopping(),
-        Err(_) => error(
+        Err(response) => *response,
+        Ok(None) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "wait_timeout",
             format!(
@@ -447,45 +420,17 @@ async fn ingest(
         Ok(Err(response)) => return *response,
         Err(_) => return internal_error(),
     };
-    let (reply, answer) = oneshot::channel();
-    let stopping = || {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stopping",
-            "the server is stopping".into(),
-        )
-    };
-    if app
-        .ingest
-        .send(Ingest {
-            request,
-            arrival,
-            lines,
-            forget: Vec::new(),
-            reply,
-        })
-        .await
-        .is_err()
-    {
-        return stopping();
-    }
-    let Ok(ingested) = answer.await else {
-        return stopping();
+    let ingested = match to_dataflow(app, request, arrival, lines, Vec::new()).await {
+        Ok(ingested) => ingested,
+        Err(response) => return *response,
     };
     let wait = params.get("wait").is_some_and(|w| w == "true" || w == "1");
     let mut as_of = *app.index.as_of.borrow();
     if let (true, Some(visible_at)) = (wait, ingested.visible_at) {
-        let mut watch = app.index.as_of.subscribe();
-        let shown = tokio::time::timeout(
-            WAIT_LIMIT,
-            watch.wait_for(|as_of| as_of.is_some_and(|t| t >= visible_at)),
-        )
-        .await
-        .map(|shown| shown.map(|as_of| *as_of));
-        match shown {
-            Ok(Ok(shown)) => as_of = shown,
-            Ok(Err(_)) => return stopping(),
-            Err(_) => {
+        match visible(app, visible_at).await {
+            Ok(Some(shown)) => as_of = Some(shown),
+            Err(response) => return *response,
+            Ok(None) => {
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "wait_timeout",
@@ -514,6 +459,51 @@ async fn ingest(
         "as_of": as_of,
     });
     (status, Json(body)).into_response()
+}
+
+fn stopping() -> Box<Response> {
+    Box::new(error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stopping",
+        "the server is stopping".into(),
+    ))
+}
+
+/// Hands events to apply and users to forget to the first worker; what it
+/// made of them, or the answer to give if the server is stopping.
+async fn to_dataflow(
+    app: &App,
+    request: u64,
+    arrival: Arrival,
+    lines: Vec<Vec<u8>>,
+    forget: Vec<Id>,
+) -> Result<Ingested, Box<Response>> {
+    let (reply, answer) = oneshot::channel();
+    let batch = Ingest {
+        request,
+        arrival,
+        lines,
+        forget,
+        reply,
+    };
+    app.ingest.send(batch).await.map_err(|_| stopping())?;
+    answer.await.map_err(|_| stopping())
+}
+
+/// Waits until the index is as of `visible_at`: the `as_of` it then shows,
+/// `None` if that takes longer than [`WAIT_LIMIT`].
+async fn visible(app: &App, visible_at: u64) -> Result<Option<u64>, Box<Response>> {
+    let mut watch = app.index.as_of.subscribe();
+    let shown = tokio::time::timeout(
+        WAIT_LIMIT,
+        watch.wait_for(|as_of| as_of.is_some_and(|t| t >= visible_at)),
+    )
+    .await;
+    match shown {
+        Ok(Ok(as_of)) => Ok(Some(as_of.unwrap_or(visible_at))),
+        Ok(Err(_)) => Err(stopping()),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The request's number and each event of the body as one JSON line, or
