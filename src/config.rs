@@ -75,7 +75,7 @@ pub struct PipelineConfig {
 
 /// `[privacy]`: which ids are replaced by a keyed hash where records are
 /// read, and where the key is. The key itself never sits in a config.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
     /// The ids to pseudonymise: `"user"`, `"item"`. Default: none.
@@ -88,6 +88,44 @@ pub struct PrivacyConfig {
     /// The file of forgotten users (`persona forget`): their events are
     /// left out of every output, counted as `forgotten`. Default: none.
     pub forgotten: Option<PathBuf>,
+    /// `[privacy.stats]`: differentially private aggregates (`persona
+    /// export-stats`, `POST /v1/stats`). Default: none, no release.
+    pub stats: Option<StatsConfig>,
+}
+
+/// `[privacy.stats]`: the privacy budget of the aggregate statistics and
+/// how each user's contribution is bounded (`crate::privacy::stats`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// The ledger of releases (JSON lines): what was spent, across runs
+    /// and processes. Required.
+    pub ledger: PathBuf,
+    /// The total ε every release together may spend.
+    pub epsilon_budget: f64,
+    /// The total δ every release together may spend. Default: 1e-6.
+    #[serde(default = "default_delta_budget")]
+    pub delta_budget: f64,
+    /// The user attribute counted by `users_per_attribute`. Default:
+    /// `country`.
+    #[serde(default = "default_stats_attribute")]
+    pub attribute: String,
+    /// The most items one user counts in `users_per_item` (their items of
+    /// highest affinity). Default: 10.
+    #[serde(default = "default_max_items_per_user")]
+    pub max_items_per_user: u32,
+}
+
+fn default_delta_budget() -> f64 {
+    1e-6
+}
+
+fn default_stats_attribute() -> String {
+    "country".into()
+}
+
+fn default_max_items_per_user() -> u32 {
+    10
 }
 
 /// Refuses unknown settings of `[privacy]` without the parser's message,
@@ -96,10 +134,9 @@ pub fn check_privacy_keys(table: &toml::Table) -> Result<(), ConfigError> {
     let Some(toml::Value::Table(privacy)) = table.get("privacy") else {
         return Ok(());
     };
-    match privacy
-        .keys()
-        .find(|key| !["pseudonymize", "key_file", "key_env", "forgotten"].contains(&key.as_str()))
-    {
+    match privacy.keys().find(|key| {
+        !["pseudonymize", "key_file", "key_env", "forgotten", "stats"].contains(&key.as_str())
+    }) {
         None => Ok(()),
         Some(key) => Err(ConfigError::Invalid(format!(
             "[privacy] has an unknown setting `{key}` (its value is not shown): \
@@ -176,6 +213,17 @@ pub struct ServeConfig {
     /// `[serve.auth]`: bearer tokens and their roles. Default: none, and
     /// every endpoint is open (docs/privacy.md).
     pub auth: Option<AuthConfig>,
+    /// `[serve.tls]`: a certificate to serve HTTPS with. Default: none,
+    /// plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[serve.tls]`: PEM files of the server's certificate chain and key.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `[serve.auth]`: who may call which endpoints of `persona serve`.
@@ -183,7 +231,11 @@ pub struct ServeConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// `[[serve.auth.tokens]]`: the tokens, stored as hashes.
+    #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// A TOML file of more `[[tokens]]`, in the same form: tokens kept
+    /// apart from the config, with their own permissions. Default: none.
+    pub tokens_file: Option<PathBuf>,
     /// A JSON-lines file for the audit log of admin actions. Default: stderr.
     pub audit_log: Option<PathBuf>,
 }
@@ -225,6 +277,7 @@ impl Default for ServeConfig {
             lateness_ms: 1000,
             reads_first: true,
             auth: None,
+            tls: None,
         }
     }
 }

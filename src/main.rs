@@ -12,6 +12,7 @@ use persona::eval::{
 };
 use persona::format::preset;
 use persona::ids::{id_of, normalise_id};
+use persona::privacy::stats::{Request as StatsRequest, Statistic};
 use persona::privacy::{add_forgotten, Pseudonyms};
 use persona::runtime::produce::{produce_to, ProduceTarget};
 use persona::runtime::replay::{replay, ReplayPlan};
@@ -93,6 +94,32 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
         /// Folder for rejected.jsonl and late.jsonl (created if missing).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        timely: TimelyArgs,
+        #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
+        help: Option<bool>,
+    },
+    /// Release differentially private statistics of a log (users per
+    /// segment, top category, attribute value and item), charged to the
+    /// privacy budget of the config's [privacy.stats] ledger.
+    #[command(disable_help_flag = true)]
+    ExportStats {
+        #[command(flatten)]
+        input: InputArgs,
+        /// The privacy loss ε this release spends, split evenly over its statistics.
+        #[arg(long)]
+        epsilon: f64,
+        /// The δ it spends, split over the statistics whose keys are data
+        /// (all but users_per_segment); needed for those.
+        #[arg(long)]
+        delta: Option<f64>,
+        /// The statistics, comma-separated: users_per_segment,
+        /// users_per_top_category, users_per_attribute, users_per_item. Default: all.
+        #[arg(long, value_delimiter = ',')]
+        statistics: Vec<String>,
+        /// Write the release here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
@@ -462,6 +489,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listen,
                 timely,
             })
+        }
+        Command::ExportStats {
+            input,
+            epsilon,
+            delta,
+            statistics,
+            out,
+            timely,
+            help: _,
+        } => {
+            let (config, input) = input.resolve()?;
+            let statistics = statistics
+                .iter()
+                .map(|name| {
+                    Statistic::parse(name).with_context(|| {
+                        format!(
+                            "--statistics: no statistic {name:?} (users_per_segment, \
+                             users_per_top_category, users_per_attribute, users_per_item)"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let request = StatsRequest {
+                epsilon,
+                delta,
+                statistics: (!statistics.is_empty()).then_some(statistics),
+            };
+            let release = persona::serve::export_stats(config, &input, &request, timely)?;
+            let text = serde_json::to_string_pretty(&release)? + "\n";
+            match out {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
         }
         Command::Produce {
             input,

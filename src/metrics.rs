@@ -17,15 +17,18 @@ use axum::routing::get;
 use axum::{Json, Router};
 use hdrhistogram::Histogram;
 
+use crate::config::TlsConfig;
 use crate::summary::{rss_bytes, ReaderCounts};
+use axum_server::tls_rustls::RustlsConfig;
 
 /// The endpoints whose request latency is measured, as labelled.
-pub const ENDPOINTS: [&str; 9] = [
+pub const ENDPOINTS: [&str; 10] = [
     "profile",
     "recommendations",
     "similar",
     "events",
     "forget",
+    "stats",
     "status",
     "healthz",
     "readyz",
@@ -319,6 +322,7 @@ pub fn start_http(
     listener: std::net::TcpListener,
     router: Router,
     stop: Arc<AtomicBool>,
+    tls: Option<&TlsConfig>,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -327,18 +331,52 @@ pub fn start_http(
         .enable_all()
         .build()
         .context("cannot start the HTTP server's runtime")?;
+    // Read before the thread starts: a bad certificate is an error of the
+    // command, not of a server that then never answers.
+    let tls = match tls {
+        None => None,
+        Some(tls) => Some(runtime.block_on(rustls_config(tls))?),
+    };
+    let stopped = async move {
+        while !stop.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
     Ok(std::thread::spawn(move || {
         runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
-            let stopped = async move {
-                while !stop.load(Ordering::Acquire) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            let Some(tls) = tls else {
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                return axum::serve(listener, router)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .context("the HTTP server failed");
             };
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
+            let handle = axum_server::Handle::new();
+            let stopping = handle.clone();
+            tokio::spawn(async move {
+                stopped.await;
+                stopping.graceful_shutdown(Some(Duration::from_secs(1)));
+            });
+            axum_server::from_tcp_rustls(listener, tls)?
+                .handle(handle)
+                .serve(router.into_make_service())
                 .await
-                .context("the HTTP server failed")
+                .context("the HTTPS server failed")
         })
     }))
+}
+
+/// The rustls config of `[serve.tls]`: its certificate chain and key.
+async fn rustls_config(tls: &TlsConfig) -> anyhow::Result<RustlsConfig> {
+    // One process-wide provider: ring, the one the build includes.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    RustlsConfig::from_pem_chain_file(&tls.cert, &tls.key)
+        .await
+        .with_context(|| {
+            format!(
+                "[serve.tls]: cannot use the certificate {} with the key {}",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })
 }

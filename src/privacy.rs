@@ -10,6 +10,8 @@
 //! ids as guessable as customer numbers). docs/privacy.md has the threat
 //! model.
 
+pub mod stats;
+
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Write;

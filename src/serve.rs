@@ -34,6 +34,7 @@ use crate::clean::Judge;
 use crate::config::{wall_clock_ms, FormatKind, PipelineConfig};
 use crate::format::Decoder;
 use crate::metrics::{start_http, Metrics};
+use crate::privacy::stats as private_stats;
 use crate::privacy::Pseudonyms;
 use crate::rejected::Position;
 use crate::runtime::pipeline::Graph;
@@ -135,6 +136,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot handle SIGTERM/SIGINT")?;
     }
+    let tls = config.serve.tls.clone();
     let (ingest, ingested) = tokio::sync::mpsc::channel(INGEST_QUEUE);
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -161,8 +163,9 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         requests: AtomicU64::new(0),
         arrivals: shared.arrivals.clone(),
     });
-    let server = start_http(listener, http::router(app), stop.clone())?;
-    println!("persona serve: listening on http://{address}");
+    let server = start_http(listener, http::router(app), stop.clone(), tls.as_ref())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("persona serve: listening on {scheme}://{address}");
 
     let timely_config = plan.timely.config()?;
     let connecting = plan.timely.connecting()?;
@@ -181,6 +184,66 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         dead_letters.flush()?;
     }
     Ok(())
+}
+
+/// Reads `input` whole into the index `persona serve` would answer from
+/// once the log is read, then releases `request` from it
+/// (`persona export-stats`): on one process, so the ledger is charged once.
+pub fn export_stats(
+    config: PipelineConfig,
+    input: &std::path::Path,
+    request: &private_stats::Request,
+    timely: TimelyArgs,
+) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        timely.processes <= 1,
+        "persona export-stats runs on one process (-w sets its workers)"
+    );
+    let stats = config.privacy.stats.clone().context(
+        "persona export-stats needs a [privacy.stats] table in the config: the ledger \
+         and the budget every release is charged to",
+    )?;
+    private_stats::check_budget(&stats, request)?;
+    Decoder::new(&config)?;
+    let files = input_files(input)?;
+    let index = SharedIndex::new();
+    let shared = (config.clone(), input.to_path_buf(), files, index.clone());
+    let shared = Arc::new(shared);
+    let workers = timely.workers.max(1);
+    execute(timely.config()?, timely.connecting()?, move |worker| {
+        let (config, input, files, index) = &*shared;
+        let graph = Graph::Serving {
+            workers_per_process: workers,
+        };
+        let metrics = Arc::new(Metrics::new(workers));
+        let mut pipeline = PipelineWorker::new(worker, config, graph, |gathered| {
+            let (index, tick_ms) = (index.clone(), config.time.tick_ms);
+            Ok(gathered.into_serving(|profiles, state| {
+                Box::new(IndexSink::new(profiles, state, index, metrics, tick_ms))
+            }))
+        })?;
+        let mut dead = DeadLetters::new(None, None)?;
+        read_log(
+            worker,
+            &mut pipeline,
+            config,
+            (input, files),
+            &mut dead,
+            Arc::default(),
+            |_| {},
+        )?;
+        pipeline.end_input(worker)?;
+        Ok(None)
+    })?;
+    let index = index.read();
+    let contributions = index.contributions(&stats.attribute);
+    Ok(private_stats::release(
+        &stats,
+        request,
+        &contributions,
+        "cli",
+        index.as_of(),
+    )?)
 }
 
 /// Where process `process` listens: `listen`, with the port moved up by
@@ -408,7 +471,9 @@ fn apply(
 
 /// The address `persona serve` printed, parsed from its line.
 pub fn parse_listening(line: &str) -> Option<SocketAddr> {
-    line.strip_prefix("persona serve: listening on http://")?
+    let line = line.strip_prefix("persona serve: listening on ")?;
+    line.strip_prefix("http://")
+        .or_else(|| line.strip_prefix("https://"))?
         .trim()
         .parse()
         .ok()

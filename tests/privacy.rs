@@ -388,3 +388,130 @@ fn forgotten_users_leave_the_outputs_of_a_log_without_them_on_one_and_four_worke
         assert!(forgotten.iter().all(|user| !profiles.contains_key(user)));
     }
 }
+
+/// `persona export-stats` on Online Retail with a country per customer and
+/// a category per item: with a large ε the noise is small, so every count
+/// released is close to the exact one the profiles give; releases add up
+/// in the ledger, and one past the budget is refused without being charged.
+#[test]
+fn export_stats_releases_noisy_counts_of_the_profiles_within_the_budget() {
+    let log = shared_data("online_retail_all.csv.xz");
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, _) = replay(&log, "online-retail", &[]);
+    let users: Vec<String> = records_by(plain.path(), "profiles", "user")
+        .into_keys()
+        .collect();
+    let mut attributes = String::from("CustomerID,country\n");
+    for (n, user) in users.iter().enumerate() {
+        let country = if n % 5 == 0 {
+            "France"
+        } else {
+            "United Kingdom"
+        };
+        attributes.push_str(&format!("{user},{country}\n"));
+    }
+    let attributes_path = dir.path().join("countries.csv");
+    std::fs::write(&attributes_path, attributes).unwrap();
+    let items: BTreeSet<String> = read_lines(plain.path(), "similar_items")
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<Value>(line).unwrap()["item"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut catalog = String::from("StockCode,category\n");
+    for item in &items {
+        catalog.push_str(&format!("{item},shelf-{}\n", item.len() % 3));
+    }
+    let catalog_path = dir.path().join("catalog.csv");
+    std::fs::write(&catalog_path, catalog).unwrap();
+    let ledger = dir.path().join("ledger.jsonl");
+    let config = dir.path().join("stats.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[catalog]\npath = {catalog_path:?}\nitem = \"StockCode\"\ncategory = \"category\"\n\n\
+             [user_attributes]\npath = {attributes_path:?}\nuser = \"CustomerID\"\n\n\
+             [privacy.stats]\nledger = {ledger:?}\nepsilon_budget = 100.0\ndelta_budget = 1e-5\n"
+        ),
+    )
+    .unwrap();
+    let (exact, _) = replay(
+        &log,
+        "online-retail",
+        &["--config", config.to_str().unwrap()],
+    );
+    let mut segments: BTreeMap<String, i64> = BTreeMap::new();
+    let mut categories: BTreeMap<String, i64> = BTreeMap::new();
+    let mut countries: BTreeMap<String, i64> = BTreeMap::new();
+    for profile in records_by(exact.path(), "profiles", "user").values() {
+        *segments
+            .entry(profile["segment"].as_str().unwrap().into())
+            .or_default() += 1;
+        if let Some(top) = profile["top_categories"].get(0) {
+            *categories
+                .entry(top["category"].as_str().unwrap().into())
+                .or_default() += 1;
+        }
+        *countries
+            .entry(profile["attributes"]["country"].as_str().unwrap().into())
+            .or_default() += 1;
+    }
+
+    let stats = |workers: &str, epsilon: &str| {
+        vec![
+            "export-stats".to_string(),
+            "--input".into(),
+            log.to_str().unwrap().into(),
+            "--format".into(),
+            "online-retail".into(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
+            "--epsilon".into(),
+            epsilon.into(),
+            "--delta".into(),
+            "1e-6".into(),
+            "-w".into(),
+            workers.into(),
+        ]
+    };
+    for workers in ["1", "2"] {
+        let args = stats(workers, "40");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let release: Value = serde_json::from_str(&persona(&args)).unwrap();
+        let statistics = &release["statistics"];
+        // ε 40 over 4 statistics: Laplace scale 0.1 (1 for items, 10 per user).
+        let close = |name: &str, exact: &BTreeMap<String, i64>, slack: i64| {
+            let released = statistics[name]["counts"].as_object().unwrap();
+            for (key, count) in exact {
+                let noisy = released.get(key).and_then(Value::as_i64);
+                assert!(
+                    noisy.is_some_and(|n| (n - count).abs() <= slack),
+                    "{name} {key}: exact {count}, released {noisy:?} (-w {workers})"
+                );
+            }
+            assert!(
+                released.keys().all(|key| exact.contains_key(key)),
+                "{released:?}"
+            );
+        };
+        close("users_per_segment", &segments, 2);
+        close("users_per_top_category", &categories, 2);
+        close("users_per_attribute", &countries, 2);
+        let per_item = statistics["users_per_item"]["counts"].as_object().unwrap();
+        assert!(per_item.len() > 10, "{per_item:?}");
+        assert!(per_item.keys().all(|item| items.contains(item)));
+        let released: i64 = per_item.values().map(|v| v.as_i64().unwrap()).sum();
+        assert!(released <= 10 * users.len() as i64 + 1_000, "{released}");
+        assert_eq!(release["epsilon"], 40.0, "{release}");
+        assert!(release["delta"].as_f64().unwrap() <= 1e-6);
+    }
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap().lines().count(), 2);
+    let args = stats("1", "20.5");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = persona_fails(&args);
+    assert!(refused.contains("budget of ε 100"), "{refused}");
+    assert_eq!(std::fs::read_to_string(&ledger).unwrap().lines().count(), 2);
+}

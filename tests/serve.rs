@@ -711,6 +711,12 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
             forgotten.push(user);
         }
         assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
+        let release = json!({"epsilon": 1.0}).to_string();
+        let (status, answer) = server.post("/v1/stats", &release);
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (409, &json!("stats_disabled"))
+        );
         let late = json!({"user": forgotten[0], "item": "i1", "action": "view", "ts": now_ms()});
         let (status, answer) = server.post("/v1/events?wait=true", &late.to_string());
         assert_eq!(status, 200, "{answer}");
@@ -769,8 +775,11 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
         ("ingest-token", "tracker", "ingest", "[]"),
         ("admin-token", "dpo", "admin", "[]"),
     ];
+    let ledger = dir.path().join("ledger.jsonl");
     let mut config = format!(
-        "{CONFIG}\n[privacy]\nforgotten = {forgotten:?}\n\n[serve.auth]\naudit_log = {audit:?}\n"
+        "{CONFIG}\n[privacy]\nforgotten = {forgotten:?}\n\n\
+         [privacy.stats]\nledger = {ledger:?}\nepsilon_budget = 1.0\n\n\
+         [serve.auth]\naudit_log = {audit:?}\n"
     );
     for (token, name, role, hidden) in tokens {
         config.push_str(&format!(
@@ -790,10 +799,16 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
         ("POST", "/v1/events?wait=true", Some("ingest-token")),
         ("GET", "/v1/status", None),
         ("DELETE", "/v1/users/u2", Some("admin-token")),
+        ("POST", "/v1/stats", Some("admin-token")),
     ];
+    let release = json!({"epsilon": 0.5, "statistics": ["users_per_segment"]}).to_string();
     for (method, endpoint, allowed) in endpoints {
         let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms()});
-        let body = (method == "POST").then(|| event.to_string());
+        let body = match endpoint {
+            "/v1/events?wait=true" => Some(event.to_string()),
+            "/v1/stats" => Some(release.clone()),
+            _ => None,
+        };
         for token in [None, Some("wrong-token"), Some("")] {
             let (status, answer) = server.call(method, endpoint, token, body.as_deref());
             assert_eq!(status, 401, "{method} {endpoint} with {token:?}: {answer}");
@@ -818,17 +833,150 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
     for open in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(server.get(open).0, 200, "{open}");
     }
+    // The release above spent ε 0.5 of 1: one of 0.6 is refused (and
+    // audited), one without ε is malformed; neither is charged.
+    let admin = Some("admin-token");
+    let over = json!({"epsilon": 0.6, "statistics": ["users_per_segment"]}).to_string();
+    let (status, answer) = server.call("POST", "/v1/stats", admin, Some(&over));
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(
+        answer["error"]["code"], "privacy_budget_exceeded",
+        "{answer}"
+    );
+    let (status, answer) = server.call("POST", "/v1/stats", admin, Some("{\"delta\": 1e-6}"));
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &json!("invalid_request")),
+        "{answer}"
+    );
+    let ledger = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(ledger.lines().count(), 1, "{ledger}");
+    assert!(ledger.contains("\"caller\":\"dpo\""), "{ledger}");
     server.stop();
     let audit = std::fs::read_to_string(&audit).unwrap();
     let lines: Vec<Value> = audit
         .lines()
         .map(|line| serde_json::from_str(line.strip_prefix("persona audit: ").unwrap()).unwrap())
         .collect();
-    assert_eq!(lines.len(), 1, "{audit}");
-    assert_eq!(lines[0]["caller"], "dpo");
-    assert_eq!(lines[0]["action"], "forget_user");
+    let actions: Vec<&Value> = lines.iter().map(|line| &line["action"]).collect();
+    assert_eq!(
+        actions,
+        ["forget_user", "release_stats", "release_stats"],
+        "{audit}"
+    );
+    assert!(lines.iter().all(|line| line["caller"] == "dpo"), "{audit}");
     assert!(
         !audit.contains("u2"),
         "the audit log names the user: {audit}"
     );
+}
+
+/// One HTTPS request over rustls, trusting only `certificate`: the status
+/// and the body.
+fn https_call(address: &str, path: &str, token: &str, certificate: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            certificate.to_vec(),
+        ))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    tls.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    // A server that closes without close_notify ends the read with an error
+    // after the whole response.
+    let _ = tls.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
+/// `[serve.tls]`: the API answers over HTTPS only, with the configured
+/// certificate; tokens come from a separate `tokens_file`.
+#[test]
+fn serve_answers_over_https_with_tokens_from_a_file() {
+    use sha2::Digest;
+    let (dir, _, log) = setup();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let hash: String = sha2::Sha256::digest(b"reader-token")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[tokens]]\nname = \"reader\"\nsha256 = \"{hash}\"\nroles = [\"read_profiles\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("tls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{CONFIG}\n[serve.tls]\ncert = {cert:?}\nkey = {key:?}\n\n\
+             [serve.auth]\ntokens_file = {tokens:?}\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::spawn(&config, &log, &dir.path().join("out"), &["-w", "1"]);
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let certificate = certified.cert.der().to_vec();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while https_call(&address, "/readyz", "", &certificate).0 != 200 {
+        assert!(Instant::now() < deadline, "not ready after 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, body) = https_call(
+        &address,
+        "/v1/users/u1/profile",
+        "reader-token",
+        &certificate,
+    );
+    assert_eq!(status, 200, "{body}");
+    let profile: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(profile["user"], "u1", "{profile}");
+    let (status, _) = https_call(&address, "/v1/users/u1/profile", "wrong", &certificate);
+    assert_eq!(status, 401);
+    // Plain HTTP gets no HTTP answer (a TLS alert at most).
+    use std::io::{Read, Write};
+    let mut plain = std::net::TcpStream::connect(&address).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+    server.stop();
 }

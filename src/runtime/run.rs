@@ -167,6 +167,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
                 listener,
                 metrics::router(metrics.clone()),
                 stop.clone(),
+                None,
             )?)
         }
     };

@@ -14,7 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{wall_clock_ms, AuthConfig, ConfigError, Role};
+use crate::config::{wall_clock_ms, AuthConfig, ConfigError, Role, TokenConfig};
 
 /// Who called, once their token is checked: handlers read it from the
 /// request's extensions.
@@ -40,7 +40,11 @@ pub struct Auth {
 impl Auth {
     pub fn new(config: &AuthConfig) -> Result<Auth, ConfigError> {
         let mut tokens = Vec::new();
-        for token in &config.tokens {
+        let from_file = match &config.tokens_file {
+            Some(path) => read_tokens_file(path)?,
+            None => Vec::new(),
+        };
+        for token in config.tokens.iter().chain(&from_file) {
             let sha256 = decode_sha256(&token.sha256).ok_or_else(|| {
                 ConfigError::Invalid(format!(
                     "[serve.auth] token {:?}: sha256 must be 64 hex digits (the token's SHA-256)",
@@ -77,6 +81,11 @@ impl Auth {
                     })?,
             ),
         };
+        if tokens.is_empty() {
+            return Err(ConfigError::Invalid(
+                "[serve.auth] has no tokens: add [[serve.auth.tokens]] or a tokens_file".into(),
+            ));
+        }
         Ok(Auth {
             tokens,
             audit: Mutex::new(audit),
@@ -105,6 +114,26 @@ impl Auth {
             tracing::error!("cannot write the audit log: {error}");
         }
     }
+}
+
+/// The `[[tokens]]` of a tokens file.
+fn read_tokens_file(path: &std::path::Path) -> Result<Vec<TokenConfig>, ConfigError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct TokensFile {
+        tokens: Vec<TokenConfig>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::Invalid(format!(
+            "[serve.auth] cannot read tokens_file {}: {error}",
+            path.display()
+        ))
+    })?;
+    let file: TokensFile = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    Ok(file.tokens)
 }
 
 /// A line of the audit log: who did what, when, as which request; never

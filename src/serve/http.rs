@@ -34,6 +34,7 @@ use crate::config::{wall_clock_ms, PipelineConfig};
 use crate::format::{Decoder, Outcome};
 use crate::ids::{id_of, normalise_id};
 use crate::metrics::{self, Metrics};
+use crate::privacy::stats::{self as private_stats, StatsError};
 use crate::privacy::{add_forgotten, Pseudonyms};
 use crate::rejected::Position;
 use crate::serve::auth::{self, audit_line, Auth, Caller};
@@ -171,6 +172,7 @@ pub fn router(app: Arc<App>) -> Router {
             guarded(get(similar), Some(Role::ReadRecommendations)),
         )
         .route("/v1/events", guarded(post(events), Some(Role::Ingest)))
+        .route("/v1/stats", guarded(post(stats), Some(Role::Admin)))
         .route("/v1/status", guarded(get(status), None))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
@@ -401,6 +403,78 @@ async fn forget(app: &Arc<App>, user: &str, caller: Option<Caller>) -> Response 
                  when the wall clock passes that tick"
             ),
         ),
+    }
+}
+
+/// `POST /v1/stats`: a differentially private release of the index's
+/// statistics (`crate::privacy::stats`), charged to the `[privacy.stats]`
+/// ledger.
+async fn stats(
+    State(app): State<Arc<App>>,
+    caller: Option<Extension<Caller>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let caller = caller.map(|Extension(c)| c);
+    let response = release(&app, caller, body).await;
+    app.timed("stats", started, response)
+}
+
+async fn release(
+    app: &Arc<App>,
+    caller: Option<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(config) = app.config.privacy.stats.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "stats_disabled",
+            "private statistics need a [privacy.stats] table with a ledger and a budget".into(),
+        );
+    };
+    let request: private_stats::Request = match body
+        .map_err(|e| e.body_text())
+        .and_then(|body| serde_json::from_slice(&body).map_err(|e| e.to_string()))
+    {
+        Ok(request) => request,
+        Err(message) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("the body must be {{\"epsilon\", \"delta\", \"statistics\"}}: {message}"),
+            )
+        }
+    };
+    let number = app.requests.fetch_add(1, Ordering::Relaxed) + 1;
+    match &app.auth {
+        Some(auth) => auth.audit(caller.as_ref(), "release_stats", number),
+        None => eprintln!("{}", audit_line(None, "release_stats", number)),
+    }
+    let releasing = app.clone();
+    let released = tokio::task::spawn_blocking(move || {
+        let index = releasing.index.read();
+        let contributions = index.contributions(&config.attribute);
+        let as_of = index.as_of();
+        drop(index);
+        let name = caller.as_ref().map_or("anonymous", |c| &c.name);
+        private_stats::release(&config, &request, &contributions, name, as_of)
+    })
+    .await;
+    match released {
+        Ok(Ok(release)) => Json(release).into_response(),
+        Ok(Err(StatsError::Invalid(message))) => {
+            error(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+        Ok(Err(over @ StatsError::OverBudget { .. })) => error(
+            StatusCode::CONFLICT,
+            "privacy_budget_exceeded",
+            over.to_string(),
+        ),
+        Ok(Err(failed)) => {
+            tracing::error!("cannot release statistics: {failed}");
+            internal_error()
+        }
+        Err(_) => internal_error(),
     }
 }
 

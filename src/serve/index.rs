@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::names::{NameBook, NameKind, Names};
+use crate::privacy::stats::Contribution;
 use crate::sink::{take_ready, OutputRecord, Pending, Sink, Upto};
 
 /// Profiles, the state of collaborative filtering, and the names to show
@@ -76,6 +77,35 @@ impl Index {
         self.cf
             .has_item(item)
             .then(|| self.cf.similar_items(item, k, cf).to_json(&self.names))
+    }
+}
+
+impl Index {
+    /// What each user adds to the private statistics (`crate::privacy::stats`):
+    /// their segment, first top category, value of `attribute` and history
+    /// items by affinity, highest first (ties by item id).
+    pub fn contributions(&self, attribute: &str) -> Vec<Contribution> {
+        self.profiles
+            .iter()
+            .map(|(&user, profile)| {
+                let mut history = self.cf.history(user).to_vec();
+                history.sort_by(|a, b| {
+                    b.affinity
+                        .0
+                        .total_cmp(&a.affinity.0)
+                        .then(a.item.cmp(&b.item))
+                });
+                Contribution {
+                    segment: profile.segment.name(),
+                    top_category: profile
+                        .top_categories
+                        .first()
+                        .map(|c| self.names.category(c.category)),
+                    attribute: profile.attributes.get(attribute).cloned(),
+                    items: history.iter().map(|e| self.names.item(e.item)).collect(),
+                }
+            })
+            .collect()
     }
 }
 

@@ -258,6 +258,11 @@ impl CfState {
         self.item_users.contains_key(&item)
     }
 
+    /// `user`'s history, by item ascending (empty for a user with none).
+    pub fn history(&self, user: Id) -> &[HistoryEntry] {
+        self.history.get(&user).map_or(&[], Vec::as_slice)
+    }
+
     /// Whether `user` has a net-present event.
     pub fn has_user(&self, user: Id) -> bool {
         self.users.contains(&user)

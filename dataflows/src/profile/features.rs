@@ -258,6 +258,17 @@ pub enum Segment {
 }
 
 impl Segment {
+    /// Every segment, in the order of the table in docs/profiles.md.
+    pub const ALL: [Segment; 7] = [
+        Segment::Prospect,
+        Segment::Champion,
+        Segment::Loyal,
+        Segment::Promising,
+        Segment::New,
+        Segment::AtRisk,
+        Segment::Hibernating,
+    ];
+
     /// The segment of a user who owns an item (`purchased`), with
     /// `recent_purchases` purchase less cancellation records in the recency
     /// window, `purchases` lifetime purchase less cancellation records and
