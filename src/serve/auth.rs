@@ -196,7 +196,6 @@ pub async fn require(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TokenConfig;
 
     #[test]
     fn tokens_are_found_by_hash_only() {
@@ -208,6 +207,7 @@ mod tests {
                 roles: vec![Role::ReadRecommendations],
                 hide_profile_fields: vec![],
             }],
+            tokens_file: None,
             audit_log: None,
         };
         let auth = Auth::new(&config).unwrap();
