@@ -162,6 +162,7 @@ pub fn release(
     caller: &str,
     as_of: Option<u64>,
 ) -> Result<Value, StatsError> {
+    check_config(config)?;
     let statistics = statistics_of(request)?;
     let planned = plan(config, request, &statistics, contributions)?;
     let epsilon: f64 = planned.iter().map(|p| p.epsilon).sum();
@@ -198,6 +199,7 @@ pub fn release(
 /// of the budget (before a log is read for it); [`release`] checks again
 /// with what the noise really costs.
 pub fn check_budget(config: &StatsConfig, request: &Request) -> Result<(), StatsError> {
+    check_config(config)?;
     let (spent_epsilon, spent_delta) = spent(config)?;
     let delta = request.delta.unwrap_or(0.0);
     let over = |spent: f64, budget: f64| spent > budget * (1.0 + ROUNDING);
@@ -224,6 +226,22 @@ pub fn spent(config: &StatsConfig) -> Result<(f64, f64), StatsError> {
         Err(e) => return Err(ledger_error(&config.ledger, e.to_string())),
     };
     read_spent(&config.ledger, &file)
+}
+
+/// A budget that is not a finite number ≥ 0 would let every release
+/// through (NaN compares false), so it is refused.
+fn check_config(config: &StatsConfig) -> Result<(), StatsError> {
+    for (name, budget) in [
+        ("epsilon_budget", config.epsilon_budget),
+        ("delta_budget", config.delta_budget),
+    ] {
+        if !(budget.is_finite() && budget >= 0.0) {
+            return Err(StatsError::Invalid(format!(
+                "[privacy.stats] {name} must be a finite number >= 0, not {budget}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn statistics_of(request: &Request) -> Result<Vec<Statistic>, StatsError> {
@@ -672,6 +690,19 @@ mod tests {
         };
         let error = release(&config, &negative, &users(5), "test", None).unwrap_err();
         assert!(error.to_string().contains("epsilon must be"), "{error}");
+        let unbounded = StatsConfig {
+            epsilon_budget: f64::NAN,
+            ..config.clone()
+        };
+        let segments = Request {
+            epsilon: 0.1,
+            ..negative
+        };
+        let error = release(&unbounded, &segments, &users(5), "test", None).unwrap_err();
+        assert!(
+            error.to_string().contains("epsilon_budget must be"),
+            "{error}"
+        );
         assert_eq!(spent(&config).unwrap(), (0.0, 0.0));
     }
 }
