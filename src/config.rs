@@ -88,6 +88,10 @@ pub struct PrivacyConfig {
     /// The file of forgotten users (`persona forget`): their events are
     /// left out of every output, counted as `forgotten`. Default: none.
     pub forgotten: Option<PathBuf>,
+    /// A Kafka topic of users to forget, one id per message, that a running
+    /// `persona run` reads from its beginning (on the `[source.kafka]`
+    /// brokers); needs `forgotten`. Default: none.
+    pub forget_topic: Option<String>,
     /// `[privacy.stats]`: differentially private aggregates (`persona
     /// export-stats`, `POST /v1/stats`). Default: none, no release.
     pub stats: Option<StatsConfig>,
@@ -135,7 +139,15 @@ pub fn check_privacy_keys(table: &toml::Table) -> Result<(), ConfigError> {
         return Ok(());
     };
     match privacy.keys().find(|key| {
-        !["pseudonymize", "key_file", "key_env", "forgotten", "stats"].contains(&key.as_str())
+        ![
+            "pseudonymize",
+            "key_file",
+            "key_env",
+            "forgotten",
+            "forget_topic",
+            "stats",
+        ]
+        .contains(&key.as_str())
     }) {
         None => Ok(()),
         Some(key) => Err(ConfigError::Invalid(format!(

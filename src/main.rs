@@ -11,7 +11,7 @@ use persona::eval::{
     check_args, evaluate, parse_split_time, scores_header, scores_row, table, Split, Task,
 };
 use persona::format::preset;
-use persona::ids::{id_of, normalise_id};
+use persona::ids::normalise_id;
 use persona::privacy::stats::{Request as StatsRequest, Statistic};
 use persona::privacy::{add_forgotten, Pseudonyms};
 use persona::runtime::produce::{produce_to, ProduceTarget};
@@ -433,8 +433,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ids: Vec<_> = user
                 .iter()
                 .map(|id| {
-                    let id = normalise_id(id, plan.config.cleaning.numeric_ids);
-                    id_of(&pseudonyms.user(id))
+                    let numeric_ids = plan.config.cleaning.numeric_ids;
+                    pseudonyms.id(IdKind::User, id, numeric_ids).0
                 })
                 .collect();
             let added = add_forgotten(&file, &ids)?;

@@ -24,6 +24,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::{ConfigError, IdKind, PrivacyConfig};
+use crate::ids::{id_of, normalise_id};
 
 /// Where the key is looked for when `[privacy]` names no `key_file`.
 pub const DEFAULT_KEY_ENV: &str = "PERSONA_PSEUDONYM_KEY";
@@ -128,6 +129,14 @@ impl Pseudonyms {
 
     pub fn user<'a>(&self, id: &'a str) -> Cow<'a, str> {
         self.of(IdKind::User, id)
+    }
+
+    /// The integer id of an id of `kind` as a source or a client writes it
+    /// (normalised as `[cleaning] numeric_ids` says), and the id outputs
+    /// show for it (its pseudonym, when pseudonymised).
+    pub fn id(&self, kind: IdKind, text: &str, numeric_ids: bool) -> (Id, String) {
+        let shown = self.of(kind, normalise_id(text, numeric_ids)).into_owned();
+        (id_of(&shown), shown)
     }
 
     pub fn item<'a>(&self, id: &'a str) -> Cow<'a, str> {

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use common::kafka::*;
 use common::parquet::{dataset_rows, jsonl_rows};
 use common::{
-    assert_balances, deterministic_part, free_port, raw_ids_in, read_json, read_lines, records_by,
-    replay,
+    assert_balances, deterministic_part, free_port, online_retail_slice, raw_ids_in, read_json,
+    read_lines, records_by, replay,
 };
 
 use persona::config::PipelineConfig;
@@ -629,14 +629,13 @@ fn free_listen() -> String {
     format!("127.0.0.1:{}", free_port())
 }
 
-/// The records a run has read, from its /metrics.
+/// The records a run has read, from its /metrics (0 while it does not
+/// listen yet).
 fn records_read(listen: &str) -> u64 {
-    let metrics = ureq::get(format!("http://{listen}/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let Ok(mut response) = ureq::get(format!("http://{listen}/metrics")).call() else {
+        return 0;
+    };
+    let metrics = response.body_mut().read_to_string().unwrap();
     metrics
         .lines()
         .find_map(|line| line.strip_prefix("persona_records_read_total "))
@@ -1041,4 +1040,88 @@ fn a_pseudonymised_run_leaves_no_raw_id_in_topics_checkpoints_or_files() {
         records_by(case.expected.path(), "profiles", "user").len()
     );
     assert!(profiles.keys().all(|user| user.len() == 32));
+}
+
+/// `[privacy] forget_topic`: users forgotten through the control topic while
+/// a run (on two workers) is running leave its outputs — files and upsert
+/// topics — as if they had never existed; the forgotten file keeps them.
+#[test]
+fn users_forgotten_through_the_control_topic_leave_a_running_run() {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = 30_000;
+    let (all, _) = online_retail_slice(dir.path(), lines, &BTreeSet::new());
+    let (full, _) = replay(&all, "online-retail", &[]);
+    // Two users drawn with a fixed seed, whose last event is not the log's
+    // last: the run, which read their events, ends at the same time.
+    let profiles = records_by(full.path(), "profiles", "user");
+    let last = profiles
+        .values()
+        .filter_map(|p| p["last_seen"].as_i64())
+        .max();
+    let mut users: Vec<String> = profiles
+        .iter()
+        .filter(|(_, p)| p["last_seen"].as_i64() < last)
+        .map(|(user, _)| user.clone())
+        .collect();
+    users.shuffle(&mut rand::rngs::StdRng::seed_from_u64(17));
+    let forgotten: BTreeSet<String> = users.into_iter().take(2).collect();
+    let (_, without) = online_retail_slice(dir.path(), lines, &forgotten);
+    let (expected, _) = replay(&without, "online-retail", &[]);
+
+    let topics = RunTopics::new(&unique("forget"));
+    produce_file(&all, &brokers, &topics.input);
+    let control = format!("{}.forget", topics.input);
+    let file = dir.path().join("forgotten.txt");
+    let privacy = format!("\n[privacy]\nforgotten = {file:?}\nforget_topic = \"{control}\"\n");
+    let config = topics.config(&brokers, dir.path(), &privacy);
+    let out = dir.path().join("run");
+    let listen = free_listen();
+    let mut run = spawn_run(&config, &out, &["--listen", &listen, "-w", "2"]);
+    let started = Instant::now();
+    while records_read(&listen) < lines as u64 {
+        let running = run.try_wait().unwrap().is_none();
+        assert!(running, "the run ended before it was stopped");
+        assert!(started.elapsed() < Duration::from_secs(180), "not all read");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // As the source writes one id (`17850.0`), and as outputs show the other.
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for (n, user) in forgotten.iter().enumerate() {
+        let id = if n == 0 {
+            format!("{user}.0")
+        } else {
+            user.clone()
+        };
+        producer
+            .send(BaseRecord::<(), str>::to(&control).payload(&id))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    while std::fs::read_to_string(&file).map_or(0, |f| f.lines().count()) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "not forgotten"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Time for the antijoin to reach the outputs is taken by the stop,
+    // which completes what was read.
+    stop_cleanly(run, "a run that forgot users");
+    for name in ["profiles", "similar_items", "recommendations"] {
+        assert!(
+            read_lines(&out, name) == read_lines(expected.path(), name),
+            "{name}.jsonl of the run differs from the log without the users"
+        );
+    }
+    assert_topics_hold(&brokers, &topics, expected.path());
+    let summary = read_json(&out.join("summary.json"));
+    assert_balances(&summary);
+    assert_eq!(summary["records_read"], lines as u64);
 }

@@ -5,14 +5,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
 use common::*;
 use persona::config::IdKind;
 use persona::privacy::Pseudonyms;
-use persona::source::file::open;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde_json::Value;
@@ -290,40 +288,10 @@ fn a_missing_short_or_written_in_key_is_refused_with_a_message() {
     assert!(ok && out.join("profiles.jsonl").exists(), "{error}");
 }
 
-/// The first `lines` data lines of the shipped Online Retail log, header
-/// kept, and the same lines without the records of `users`.
-fn retail_slice(dir: &Path, lines: usize, users: &BTreeSet<String>) -> (PathBuf, PathBuf) {
-    let log = shared_data("online_retail_all.csv.xz");
-    let reader = open(&log, Arc::default()).unwrap();
-    let mut csv = csv::ReaderBuilder::new().from_reader(reader);
-    let (all, without) = (dir.join("slice.csv"), dir.join("without.csv"));
-    let mut writers = [
-        csv::Writer::from_path(&all).unwrap(),
-        csv::Writer::from_path(&without).unwrap(),
-    ];
-    let header = csv.headers().unwrap().clone();
-    let user_column = header.iter().position(|c| c == "CustomerID").unwrap();
-    for writer in &mut writers {
-        writer.write_record(&header).unwrap();
-    }
-    for record in csv.byte_records().take(lines) {
-        let record = record.unwrap();
-        writers[0].write_byte_record(&record).unwrap();
-        let user = String::from_utf8_lossy(&record[user_column]);
-        if !users.contains(user.trim().trim_end_matches(".0")) {
-            writers[1].write_byte_record(&record).unwrap();
-        }
-    }
-    for writer in &mut writers {
-        writer.flush().unwrap();
-    }
-    (all, without)
-}
-
 #[test]
 fn forgotten_users_leave_the_outputs_of_a_log_without_them_on_one_and_four_workers() {
     let dir = tempfile::tempdir().unwrap();
-    let (slice, _) = retail_slice(dir.path(), 60_000, &BTreeSet::new());
+    let (slice, _) = online_retail_slice(dir.path(), 60_000, &BTreeSet::new());
     let (_, summary) = replay(&slice, "online-retail", &[]);
     let (full, _) = replay(&slice, "online-retail", &[]);
     // Five users drawn with a fixed seed, heavy and light ones alike.
@@ -333,7 +301,7 @@ fn forgotten_users_leave_the_outputs_of_a_log_without_them_on_one_and_four_worke
     let mut rng = rand::rngs::StdRng::seed_from_u64(15);
     users.shuffle(&mut rng);
     let forgotten: BTreeSet<String> = users.into_iter().take(5).collect();
-    let (slice, without) = retail_slice(dir.path(), 60_000, &forgotten);
+    let (slice, without) = online_retail_slice(dir.path(), 60_000, &forgotten);
     let (reference, reference_summary) = replay(&without, "online-retail", &[]);
     assert!(reference_summary["accepted"].as_u64() < summary["accepted"].as_u64());
 

@@ -28,6 +28,7 @@
 //! processes, signal every process.
 
 mod checkpoints;
+mod forgets;
 mod offsets;
 pub(crate) mod watermarks;
 
@@ -61,6 +62,7 @@ use crate::source::kafka::{
 };
 use crate::summary::Summary;
 use checkpoints::Checkpoints;
+use forgets::ForgetTopic;
 use offsets::{EarlierRun, Snapshots};
 pub(crate) use watermarks::PartitionWatermarks;
 
@@ -351,10 +353,28 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         // More workers than partitions: this one holds nothing back.
         pipeline.advance_to(u64::MAX);
     }
+    // Worker 0 forgets the users of the forget topic: those asked before
+    // the start first, then new ones as they come.
+    let mut forgets = match index {
+        0 => ForgetTopic::open(config, &shared.source)?,
+        _ => None,
+    };
+    if let Some(forgets) = &mut forgets {
+        forgets
+            .catch_up()?
+            .into_iter()
+            .for_each(|user| pipeline.forget(user));
+    }
 
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
+        }
+        if let Some(forgets) = &mut forgets {
+            for user in forgets.poll()? {
+                tracing::info!("a user was forgotten (forget topic)");
+                pipeline.forget(user);
+            }
         }
         batch.clear();
         let polled = match source.poll_batch(POLL_MAX, &mut batch) {

@@ -46,7 +46,8 @@ struct Inputs {
     names: InputHandle<u64, (NameKind, Id, String)>,
     /// Names this worker has already sent.
     named: HashSet<(NameKind, Id)>,
-    /// Users forgotten while serving: every input is antijoined with them.
+    /// Users forgotten while serving or running (`DELETE /v1/users/{id}`,
+    /// `[privacy] forget_topic`): every input is antijoined with them.
     forget: Option<InputSession<u64, Id, isize>>,
 }
 
@@ -121,8 +122,9 @@ pub struct PipelineWorker {
     arranged: Rc<RefCell<i64>>,
     /// The records applied since the last checkpoint, when checkpointing.
     recorded: Option<Vec<Recorded>>,
-    /// Users whose events are left out (`[privacy] forgotten`).
-    forgotten: HashSet<Id>,
+    /// Users whose events are left out (`[privacy] forgotten`, and those
+    /// forgotten since on any worker).
+    forgotten: Rc<RefCell<HashSet<Id>>>,
 }
 
 /// Counts the updates held in this worker's arrangements from
@@ -176,10 +178,10 @@ impl PipelineWorker {
         make_sinks: impl FnOnce(Gathered) -> anyhow::Result<Sinks>,
     ) -> anyhow::Result<PipelineWorker> {
         let index = worker.index();
-        let forgotten = match &config.privacy.forgotten {
+        let forgotten = Rc::new(RefCell::new(match &config.privacy.forgotten {
             Some(path) => read_forgotten(path)?,
             None => HashSet::new(),
-        };
+        }));
         let arranged = count_arranged(worker);
         let dedup_horizon = config
             .cleaning
@@ -189,12 +191,14 @@ impl PipelineWorker {
             events: InputSession::new(),
             names: InputHandle::new(),
             named: HashSet::new(),
-            // Only a server forgets users while it runs, and only with a
-            // file to keep them in: the antijoin arranges every event by
-            // user (docs/privacy.md). A replay or run leaves the forgotten
-            // users of its start out as it reads.
-            forget: (matches!(graph, Graph::Serving { .. }) && config.privacy.forgotten.is_some())
-                .then(InputSession::new),
+            // Only a server, or a run with a forget topic, forgets users
+            // while it runs, and only with a file to keep them in: the
+            // antijoin arranges every event by user (docs/privacy.md). A
+            // replay leaves the forgotten users of its start out as it reads.
+            forget: (config.privacy.forgotten.is_some()
+                && (matches!(graph, Graph::Serving { .. })
+                    || config.privacy.forget_topic.is_some()))
+            .then(InputSession::new),
         };
         let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
         let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> =
@@ -223,7 +227,18 @@ impl PipelineWorker {
             let mut events = clean::mark_cancellations(events);
             let mut user_attributes = user_attributes.to_collection(scope);
             if let Some(forget) = &mut inputs.forget {
-                let forgotten = forget.to_collection(scope).distinct();
+                let forgotten_now = forget.to_collection(scope);
+                // Every worker learns who was forgotten on any, to drop
+                // their later events as it reads them.
+                let known = forgotten.clone();
+                forgotten_now
+                    .inner
+                    .clone()
+                    .broadcast()
+                    .inspect(move |(user, _, _)| {
+                        known.borrow_mut().insert(*user);
+                    });
+                let forgotten = forgotten_now.distinct();
                 events = events
                     .map(|event| (event.user, event))
                     .antijoin(forgotten.clone())
@@ -268,7 +283,7 @@ impl PipelineWorker {
         if index == 0 {
             load_dimensions(
                 config,
-                &forgotten,
+                &forgotten.borrow(),
                 &mut inputs,
                 &mut catalog,
                 &mut user_attributes,
@@ -348,7 +363,9 @@ impl PipelineWorker {
                     }
                     dead.write(&RejectedRecord::new(position, rejection, bytes))?;
                 }
-                Admitted::Applied(decoded, _) if self.forgotten.contains(&decoded.event.user) => {
+                Admitted::Applied(decoded, _)
+                    if self.forgotten.borrow().contains(&decoded.event.user) =>
+                {
                     self.counts.forgotten += 1;
                     self.last_dropped = Some("forgotten");
                 }
@@ -387,7 +404,7 @@ impl PipelineWorker {
     /// dataflow then rebuilds the state they made. Not recorded again.
     pub fn restore(&mut self, records: Vec<Recorded>) {
         for Recorded { time, decoded } in records {
-            if self.forgotten.contains(&decoded.event.user) {
+            if self.forgotten.borrow().contains(&decoded.event.user) {
                 continue;
             }
             *self.pending.entry(time).or_insert(0) += 1;
@@ -395,12 +412,13 @@ impl PipelineWorker {
         }
     }
 
-    /// Forgets `user` from now on (`persona serve`): every output becomes
+    /// Forgets `user` from now on (`persona serve`, and `persona run` with a
+    /// forget topic): every output becomes
     /// what it would be had the user's events never been applied, and the
     /// user's later events are dropped, counted as forgotten.
     pub fn forget(&mut self, user: Id) {
         if let Some(forget) = &mut self.inputs.forget {
-            if self.forgotten.insert(user) {
+            if self.forgotten.borrow_mut().insert(user) {
                 forget.insert(user);
             }
         }

@@ -32,7 +32,6 @@ use crate::config::IdKind;
 use crate::config::Role;
 use crate::config::{wall_clock_ms, PipelineConfig};
 use crate::format::{Decoder, Outcome};
-use crate::ids::{id_of, normalise_id};
 use crate::metrics::{self, Metrics};
 use crate::privacy::stats::{self as private_stats, StatsError};
 use crate::privacy::{add_forgotten, Pseudonyms};
@@ -225,9 +224,8 @@ impl App {
     /// The integer id of an id of `kind` as the source writes it, and the
     /// id the answers show (its pseudonym under `[privacy]`).
     fn id(&self, kind: IdKind, text: &str) -> (Id, String) {
-        let normalised = normalise_id(text, self.config.cleaning.numeric_ids);
-        let shown = self.pseudonyms.of(kind, normalised).into_owned();
-        (id_of(&shown), shown)
+        self.pseudonyms
+            .id(kind, text, self.config.cleaning.numeric_ids)
     }
 
     /// Runs `answer`, timing it under `endpoint`.

@@ -205,3 +205,37 @@ pub fn raw_ids_in<'a>(text: &str, ids: &'a BTreeSet<String>) -> BTreeSet<&'a str
         .take(10)
         .collect()
 }
+
+/// The first `lines` data lines of the shipped Online Retail log, header
+/// kept, and the same lines without the records of `users`.
+pub fn online_retail_slice(
+    dir: &Path,
+    lines: usize,
+    users: &BTreeSet<String>,
+) -> (PathBuf, PathBuf) {
+    let log = shared_data("online_retail_all.csv.xz");
+    let reader = persona::source::file::open(&log, std::sync::Arc::default()).unwrap();
+    let mut csv = csv::ReaderBuilder::new().from_reader(reader);
+    let (all, without) = (dir.join("slice.csv"), dir.join("without.csv"));
+    let mut writers = [
+        csv::Writer::from_path(&all).unwrap(),
+        csv::Writer::from_path(&without).unwrap(),
+    ];
+    let header = csv.headers().unwrap().clone();
+    let user_column = header.iter().position(|c| c == "CustomerID").unwrap();
+    for writer in &mut writers {
+        writer.write_record(&header).unwrap();
+    }
+    for record in csv.byte_records().take(lines) {
+        let record = record.unwrap();
+        writers[0].write_byte_record(&record).unwrap();
+        let user = String::from_utf8_lossy(&record[user_column]);
+        if !users.contains(user.trim().trim_end_matches(".0")) {
+            writers[1].write_byte_record(&record).unwrap();
+        }
+    }
+    for writer in &mut writers {
+        writer.flush().unwrap();
+    }
+    (all, without)
+}
