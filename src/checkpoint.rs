@@ -23,13 +23,14 @@
 
 pub mod segment;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use persona_dataflows::Id;
 use serde::{Deserialize, Serialize};
 
 use crate::config::CheckpointConfig;
@@ -169,27 +170,72 @@ impl Store {
         records: &[Recorded],
         letters: &[Letter],
     ) -> anyhow::Result<(Option<DataFile>, Option<DataFile>)> {
-        let write = |kind: &str, rows: usize, bytes: Vec<u8>| -> anyhow::Result<_> {
-            let name = format!("{kind}-s{seq:010}-w{worker:04}.parquet");
-            let file = DataFile {
-                name: name.clone(),
-                bytes: bytes.len() as u64,
-                xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
-                rows: rows as u64,
-                process,
-            };
-            write_durably(&self.data_dir(), &name, &bytes)?;
-            Ok(Some(file))
-        };
         let events = match records.is_empty() {
             true => None,
-            false => write("events", records.len(), segment::encode_events(records)?)?,
+            false => Some(self.write_file(
+                format!("events-s{seq:010}-w{worker:04}.parquet"),
+                records.len(),
+                segment::encode_events(records)?,
+                process,
+            )?),
         };
         let letters = match letters.is_empty() {
             true => None,
-            false => write("letters", letters.len(), segment::encode_letters(letters)?)?,
+            false => Some(self.write_file(
+                format!("letters-s{seq:010}-w{worker:04}.parquet"),
+                letters.len(),
+                segment::encode_letters(letters)?,
+                process,
+            )?),
         };
         Ok((events, letters))
+    }
+
+    /// Writes a data file durably under `name`.
+    fn write_file(
+        &self,
+        name: String,
+        rows: usize,
+        bytes: Vec<u8>,
+        process: usize,
+    ) -> anyhow::Result<DataFile> {
+        write_durably(&self.data_dir(), &name, &bytes)?;
+        Ok(DataFile {
+            name,
+            bytes: bytes.len() as u64,
+            xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
+            rows: rows as u64,
+            process,
+        })
+    }
+
+    /// The event files of checkpoint `seq` without the events of `users`:
+    /// each file that holds any is rewritten without them as a file of
+    /// `seq` (the old one goes when no kept manifest names it), and left
+    /// out when nothing remains.
+    pub fn without_users(
+        &self,
+        seq: u64,
+        files: &[DataFile],
+        users: &HashSet<Id>,
+    ) -> anyhow::Result<Vec<DataFile>> {
+        let mut kept = Vec::with_capacity(files.len());
+        for (n, file) in files.iter().enumerate() {
+            let mut records = self.read_events(file)?;
+            let before = records.len();
+            records.retain(|record| !users.contains(&record.decoded.event.user));
+            if records.len() == before {
+                kept.push(file.clone());
+            } else if !records.is_empty() {
+                kept.push(self.write_file(
+                    format!("events-s{seq:010}-r{n:04}.parquet"),
+                    records.len(),
+                    segment::encode_events(&records)?,
+                    file.process,
+                )?);
+            }
+        }
+        Ok(kept)
     }
 
     /// Makes `manifest` the newest checkpoint, then removes all but the
@@ -428,6 +474,35 @@ mod tests {
             .collect();
         assert_eq!(records, [1, 2, 3, 4], "every checkpoint's records");
         assert_eq!(store.manifest_seqs().unwrap(), [3, 4], "keep = 2");
+    }
+
+    #[test]
+    fn event_files_are_rewritten_without_forgotten_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), 2);
+        // record(t) is an event of user t: files of users {1, 2}, {3}, {4}.
+        let mut files = Vec::new();
+        for (seq, times) in [(1, vec![1, 2]), (2, vec![3]), (3, vec![4])] {
+            let records: Vec<Recorded> = times.into_iter().map(record).collect();
+            files.extend(store.write_part_files(seq, 0, 0, &records, &[]).unwrap().0);
+        }
+        let forgotten: HashSet<Id> = [2, 3].into();
+        let kept = store.without_users(4, &files, &forgotten).unwrap();
+        let users: Vec<Vec<Id>> = kept
+            .iter()
+            .map(|f| {
+                let records = store.read_events(f).unwrap();
+                records.iter().map(|r| r.decoded.event.user).collect()
+            })
+            .collect();
+        assert_eq!(
+            users,
+            [vec![1], vec![4]],
+            "the file of user 3 alone is left out"
+        );
+        assert_eq!(kept[0].name, "events-s0000000004-r0000.parquet");
+        assert_eq!(kept[0].rows, 1);
+        assert_eq!(kept[1], files[2], "a file without them is kept as it is");
     }
 
     #[test]

@@ -1076,8 +1076,10 @@ fn users_forgotten_through_the_control_topic_leave_a_running_run() {
     produce_file(&all, &brokers, &topics.input);
     let control = format!("{}.forget", topics.input);
     let file = dir.path().join("forgotten.txt");
+    let checkpoints = dir.path().join("checkpoints");
+    let checkpoint = format!("\n[checkpoint]\ndir = {checkpoints:?}\ninterval_s = 0.5\n");
     let privacy = format!("\n[privacy]\nforgotten = {file:?}\nforget_topic = \"{control}\"\n");
-    let config = topics.config(&brokers, dir.path(), &privacy);
+    let config = topics.config(&brokers, dir.path(), &format!("{checkpoint}{privacy}"));
     let out = dir.path().join("run");
     let listen = free_listen();
     let mut run = spawn_run(&config, &out, &["--listen", &listen, "-w", "2"]);
@@ -1124,4 +1126,21 @@ fn users_forgotten_through_the_control_topic_leave_a_running_run() {
     let summary = read_json(&out.join("summary.json"));
     assert_balances(&summary);
     assert_eq!(summary["records_read"], lines as u64);
+    // The checkpoints written since hold none of their events: a restart
+    // from them with no forgotten users at all (no file, no topic) still
+    // gives the outputs without them.
+    let forgetting_nobody = topics.config(&brokers, dir.path(), &checkpoint);
+    let restarted = dir.path().join("restarted");
+    let output = run_command(&forgetting_nobody, &restarted, &["--until-end", "-w", "2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "persona run failed: {stderr}");
+    assert!(stderr.contains("restoring checkpoint"), "{stderr}");
+    for name in ["profiles", "similar_items", "recommendations"] {
+        assert!(
+            read_lines(&restarted, name) == read_lines(expected.path(), name),
+            "{name}.jsonl restored from the checkpoint differs from the log without the users"
+        );
+    }
 }

@@ -347,6 +347,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             interval,
             process,
             shared.restored.clone(),
+            pipeline.forgotten(),
         ));
     }
     if partitions.is_empty() {

@@ -394,10 +394,23 @@ impl PipelineWorker {
 
     /// The records applied since the last call (or since [`PipelineWorker::record`]).
     pub fn take_recorded(&mut self) -> Vec<Recorded> {
-        self.recorded
+        let mut recorded = self
+            .recorded
             .as_mut()
             .map(std::mem::take)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // A checkpoint written after a forget holds none of the user's events.
+        let forgotten = self.forgotten.borrow();
+        if !forgotten.is_empty() {
+            recorded.retain(|record| !forgotten.contains(&record.decoded.event.user));
+        }
+        recorded
+    }
+
+    /// The users left out: those of `[privacy] forgotten` at the start and
+    /// those forgotten since, on any worker.
+    pub fn forgotten(&self) -> Rc<RefCell<HashSet<Id>>> {
+        self.forgotten.clone()
     }
 
     /// Applies records a checkpoint holds, at their own times: the

@@ -6,9 +6,11 @@
 //! set of parts is a consistent cut.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use persona_dataflows::Id;
 use timely::dataflow::operators::vec::{Broadcast, Input};
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
@@ -39,6 +41,13 @@ pub struct Checkpoints {
     parts_input: Option<InputHandle<u64, Part>>,
     parts: Rc<RefCell<Vec<Part>>>,
     parts_probe: ProbeHandle<u64>,
+    /// The users left out of the run (`PipelineWorker::forgotten`).
+    forgotten: Rc<RefCell<HashSet<Id>>>,
+    /// Worker 0: how many users were forgotten at the last checkpoint.
+    forgotten_before: usize,
+    /// Worker 0: how many of the next checkpoints rewrite the files of the
+    /// earlier ones without the users forgotten since.
+    rewrites_due: u8,
 }
 
 impl Checkpoints {
@@ -50,6 +59,7 @@ impl Checkpoints {
         interval: Duration,
         process: usize,
         base: Option<Manifest>,
+        forgotten: Rc<RefCell<HashSet<Id>>>,
     ) -> Checkpoints {
         let mut requests_input: InputHandle<u64, u64> = InputHandle::new();
         let requests: Rc<RefCell<Vec<u64>>> = Rc::default();
@@ -86,6 +96,10 @@ impl Checkpoints {
             parts_input: Some(parts_input),
             parts,
             parts_probe,
+            forgotten,
+            // Users forgotten before this start may be in the base's files.
+            forgotten_before: 0,
+            rewrites_due: 0,
         }
     }
 
@@ -174,7 +188,8 @@ impl Checkpoints {
             *parts = rest;
             drop(parts);
             mine.sort_by_key(|p| p.worker);
-            let manifest = self.manifest.with_parts(seq, &mine);
+            let mut manifest = self.manifest.with_parts(seq, &mine);
+            self.leave_out_forgotten(&mut manifest)?;
             self.store.commit(&manifest)?;
             if self.awaiting == Some(seq) {
                 self.awaiting = None;
@@ -195,6 +210,25 @@ impl Checkpoints {
             done.push(manifest);
         }
         Ok(done)
+    }
+
+    /// Rewrites the event files `manifest` names without the users
+    /// forgotten since the last checkpoint, at this checkpoint and the next:
+    /// a worker that recorded an event of a user before it learnt of the
+    /// forget may write it in its next part.
+    fn leave_out_forgotten(&mut self, manifest: &mut Manifest) -> anyhow::Result<()> {
+        let forgotten = self.forgotten.borrow();
+        if forgotten.len() > self.forgotten_before {
+            self.forgotten_before = forgotten.len();
+            self.rewrites_due = 2;
+        }
+        if self.rewrites_due > 0 {
+            self.rewrites_due -= 1;
+            manifest.events =
+                self.store
+                    .without_users(manifest.seq, &manifest.events, &forgotten)?;
+        }
+        Ok(())
     }
 
     /// At the end of the run, once nothing more is read: the last
