@@ -212,16 +212,8 @@ pub fn export_stats(
     let workers = timely.workers.max(1);
     execute(timely.config()?, timely.connecting()?, move |worker| {
         let (config, input, files, index) = &*shared;
-        let graph = Graph::Serving {
-            workers_per_process: workers,
-        };
         let metrics = Arc::new(Metrics::new(workers));
-        let mut pipeline = PipelineWorker::new(worker, config, graph, |gathered| {
-            let (index, tick_ms) = (index.clone(), config.time.tick_ms);
-            Ok(gathered.into_serving(|profiles, state| {
-                Box::new(IndexSink::new(profiles, state, index, metrics, tick_ms))
-            }))
-        })?;
+        let mut pipeline = serving_pipeline(worker, config, workers, index, &metrics)?;
         let mut dead = DeadLetters::new(None, None)?;
         read_log(
             worker,
@@ -273,6 +265,26 @@ fn events_config(config: &PipelineConfig) -> PipelineConfig {
     config
 }
 
+/// A worker of the serving graph, whose outputs go to `index`.
+fn serving_pipeline(
+    worker: &mut Worker,
+    config: &PipelineConfig,
+    workers_per_process: usize,
+    index: &Arc<SharedIndex>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<PipelineWorker> {
+    let graph = Graph::Serving {
+        workers_per_process,
+    };
+    PipelineWorker::new(worker, config, graph, |gathered| {
+        let (index, metrics) = (index.clone(), metrics.clone());
+        let tick_ms = config.time.tick_ms;
+        Ok(gathered.into_serving(|profiles, state| {
+            Box::new(IndexSink::new(profiles, state, index, metrics, tick_ms))
+        }))
+    })
+}
+
 /// One worker: reads its share of the log; the first worker of each
 /// process then applies that process's POSTed events.
 fn serve_worker(
@@ -283,16 +295,13 @@ fn serve_worker(
     let index = worker.index();
     let local = index % workers_per_process;
     let config = &shared.config;
-    let graph = Graph::Serving {
+    let mut pipeline = serving_pipeline(
+        worker,
+        config,
         workers_per_process,
-    };
-    let mut pipeline = PipelineWorker::new(worker, config, graph, |gathered| {
-        let (index, metrics) = (shared.index.clone(), shared.metrics.clone());
-        let tick_ms = config.time.tick_ms;
-        Ok(gathered.into_serving(|profiles, state| {
-            Box::new(IndexSink::new(profiles, state, index, metrics, tick_ms))
-        }))
-    })?;
+        &shared.index,
+        &shared.metrics,
+    )?;
     let mut dead = DeadLetters::new(shared.dead_letters.clone(), None)?;
     let publish = |pipeline: &PipelineWorker| {
         shared.metrics.publish(

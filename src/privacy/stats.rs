@@ -200,14 +200,27 @@ pub fn release(
 /// with what the noise really costs.
 pub fn check_budget(config: &StatsConfig, request: &Request) -> Result<(), StatsError> {
     check_config(config)?;
-    let (spent_epsilon, spent_delta) = spent(config)?;
-    let delta = request.delta.unwrap_or(0.0);
+    let spent = spent(config)?;
+    within_budget(
+        config,
+        (request.epsilon, request.delta.unwrap_or(0.0)),
+        spent,
+    )
+}
+
+/// Refuses spending `(epsilon, delta)` on top of `spent` past the budget
+/// (up to rounding).
+fn within_budget(
+    config: &StatsConfig,
+    (epsilon, delta): (f64, f64),
+    (spent_epsilon, spent_delta): (f64, f64),
+) -> Result<(), StatsError> {
     let over = |spent: f64, budget: f64| spent > budget * (1.0 + ROUNDING);
-    if over(spent_epsilon + request.epsilon, config.epsilon_budget)
+    if over(spent_epsilon + epsilon, config.epsilon_budget)
         || over(spent_delta + delta, config.delta_budget)
     {
         return Err(StatsError::OverBudget {
-            epsilon: request.epsilon,
+            epsilon,
             delta,
             spent_epsilon,
             spent_delta,
@@ -237,7 +250,7 @@ fn check_config(config: &StatsConfig) -> Result<(), StatsError> {
     ] {
         if !(budget.is_finite() && budget >= 0.0) {
             return Err(StatsError::Invalid(format!(
-                "[privacy.stats] {name} must be a finite number >= 0, not {budget}"
+                "[privacy.stats] {name} must be a finite number >= 0, not {budget:?}"
             )));
         }
     }
@@ -256,7 +269,7 @@ fn statistics_of(request: &Request) -> Result<Vec<Statistic>, StatsError> {
     }
     if !(request.epsilon.is_finite() && request.epsilon > 0.0) {
         return Err(StatsError::Invalid(format!(
-            "epsilon must be a positive number, not {}",
+            "epsilon must be a positive number, not {:?}",
             request.epsilon
         )));
     }
@@ -281,7 +294,7 @@ fn plan(
         (_, Some(delta)) if delta > 0.0 && delta < 1.0 => delta / thresholded as f64,
         (_, Some(delta)) => {
             return Err(StatsError::Invalid(format!(
-                "delta must be in (0, 1), not {delta}"
+                "delta must be in (0, 1), not {delta:?}"
             )))
         }
         (_, None) => {
@@ -490,18 +503,12 @@ fn charge(config: &StatsConfig, entry: LedgerEntry) -> Result<(f64, f64), StatsE
         .map_err(|e| ledger_error(path, e.to_string()))?;
     file.lock().map_err(|e| ledger_error(path, e.to_string()))?;
     let (spent_epsilon, spent_delta) = read_spent(path, &file)?;
+    within_budget(
+        config,
+        (entry.epsilon, entry.delta),
+        (spent_epsilon, spent_delta),
+    )?;
     let (epsilon, delta) = (spent_epsilon + entry.epsilon, spent_delta + entry.delta);
-    let over = |spent: f64, budget: f64| spent > budget * (1.0 + ROUNDING);
-    if over(epsilon, config.epsilon_budget) || over(delta, config.delta_budget) {
-        return Err(StatsError::OverBudget {
-            epsilon: entry.epsilon,
-            delta: entry.delta,
-            spent_epsilon,
-            spent_delta,
-            budget_epsilon: config.epsilon_budget,
-            budget_delta: config.delta_budget,
-        });
-    }
     let mut line = serde_json::to_vec(&entry).expect("a ledger entry serialises");
     line.push(b'\n');
     file.write_all(&line)
