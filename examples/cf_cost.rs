@@ -20,7 +20,7 @@ use std::time::Instant;
 use differential_dataflow::input::InputSession;
 use persona::format::preset::preset;
 use persona_dataflows::cf::history::histories;
-use persona_dataflows::cf::recommend::recommend;
+use persona_dataflows::cf::recommend::{dismissed, recommend};
 use persona_dataflows::cf::similarity::{cooccurrence, cross_similar_items, similar_items};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::Event;
@@ -64,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             let probe = ProbeHandle::new();
             worker.dataflow::<u64, _, _>(|scope| {
                 let events = input.to_collection(scope);
+                let dismissed = dismissed(events.clone());
                 let histories = histories(events, &cf);
                 histories.pairs.clone().inner.inspect(move |(_, _, diff)| {
                     pair_updates.fetch_add(diff.unsigned_abs() as u64, Ordering::Relaxed);
@@ -81,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                     None,
                     histories.user_items,
                     histories.users,
+                    dismissed,
                     &cooccurrence,
                     &cf,
                 );

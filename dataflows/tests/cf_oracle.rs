@@ -568,3 +568,64 @@ fn a_partly_cancelled_purchase_stays_seen_and_a_cancelled_one_goes() {
     assert!(!history.contains_key(&(4, 12)), "{history:?}");
     assert_eq!(items(4), [11]);
 }
+
+/// `not_interested` takes an item out of the user's recommendations in
+/// both modes (repeat mode keeps seen items, not dismissed ones), and out of
+/// their popular list; retracting the dismissal brings it back. The
+/// dataflow, the on-demand state and the reference agree at every time.
+#[test]
+fn a_dismissed_item_is_never_recommended_until_the_dismissal_is_retracted() {
+    let event = |user: Id, item: Id, action: Action| Event::new(user, item, action, DAY_MS as i64);
+    let updates = vec![
+        // Users 1 and 2 viewed items 10, 11 and 12: they co-occur.
+        (event(1, 10, Action::View), 1, 1),
+        (event(1, 11, Action::View), 1, 1),
+        (event(1, 12, Action::View), 1, 1),
+        (event(2, 10, Action::View), 1, 1),
+        (event(2, 11, Action::View), 1, 1),
+        (event(2, 12, Action::View), 1, 1),
+        // User 3 viewed item 10, and dismissed item 11 (the best for them).
+        (event(3, 10, Action::View), 1, 1),
+        (event(3, 11, Action::NotInterested), 1, 1),
+        // User 4 has only a dismissal: the popular list, without item 10.
+        (event(4, 10, Action::NotInterested), 1, 1),
+        // At time 2 user 3 takes the dismissal back.
+        (event(3, 11, Action::NotInterested), 2, -1),
+    ];
+    for config in [
+        CfConfig::default(),
+        CfConfig::for_mode(persona_dataflows::cf::Mode::Repeat),
+    ] {
+        let config = CfConfig {
+            trend_weight: 0.0,
+            ..config
+        };
+        let captured = run_dataflow(&updates, &config, 2, true);
+        let mut state = CfState::default();
+        for at in [1, 2] {
+            let recs = at_time(&captured.recommendations, at, |r| r.user);
+            let expected = reference::collaborative_filtering(&updates, at, &config);
+            let expected: BTreeMap<_, _> = expected
+                .recommendations
+                .iter()
+                .map(|r| (r.user, r.clone()))
+                .collect();
+            assert!(!report("recommendations", &recs, &expected), "at {at}");
+            // The first batch is applied at time 0, before the first advance.
+            let from = if at == 1 { 0 } else { at };
+            state.apply(&changes_in(&captured.state, from..=at));
+            let (_, on_demand) = on_demand(&state, &config);
+            assert!(!report("on demand", &on_demand, &expected), "at {at}");
+
+            let items =
+                |user: Id| -> Vec<Id> { recs[&user].items.iter().map(|s| s.item).collect() };
+            assert_eq!(items(3).contains(&11), at == 2, "{:?} at {at}", recs[&3]);
+            assert!(
+                recs[&4].popular && !items(4).contains(&10),
+                "{:?}",
+                recs[&4]
+            );
+            assert!(items(4).contains(&11), "{:?}", recs[&4]);
+        }
+    }
+}

@@ -44,6 +44,9 @@ pub enum StateUpdate {
     Item(Id),
     /// `(user, item)`: an item the user has seen, never recommended to them.
     Seen(Id, Id),
+    /// `(user, item)`: an item the user dismissed (`not_interested`), never
+    /// recommended to them whatever the mode ([`recommend::dismissed`]).
+    Dismissed(Id, Id),
     /// A user with a net-present event: served the popular list when they
     /// have no personal one.
     User(Id),
@@ -61,6 +64,8 @@ pub fn state_updates<'s, T: EventTime>(
 ) -> VecCollection<'s, T, StateUpdate> {
     // Straight from the users' operator: the kinds of change kept here, as
     // records of the state.
+    let dismissed =
+        recommend::dismissed(events.clone()).map(|(user, item)| StateUpdate::Dismissed(user, item));
     let mut updates = history::user_changes(events.clone(), config, |user, change| match change {
         Change::Entry(entry, false) => Some(StateUpdate::History(user, entry)),
         Change::Pair(i, j) => Some(StateUpdate::Pair(i, j)),
@@ -68,7 +73,8 @@ pub fn state_updates<'s, T: EventTime>(
         Change::Item(item, _, false) => Some(StateUpdate::Seen(user, item)),
         Change::Present => Some(StateUpdate::User(user)),
         Change::Entry(_, true) | Change::Item(_, _, true) | Change::HasHistory => None,
-    });
+    })
+    .concat(dismissed);
     if config.trend_weight > 0.0 {
         let weights = config.weights.clone();
         let primary = config.primary_action;
@@ -103,6 +109,8 @@ pub struct CfState {
     item_users: HashMap<Id, i64>,
     /// Each user's seen items, ascending.
     seen: HashMap<Id, Vec<Id>>,
+    /// Each user's dismissed items, ascending.
+    dismissed: HashMap<Id, Vec<Id>>,
     users: HashSet<Id>,
     /// Items by (users desc, id asc), built on first use after a change.
     ranking: OnceLock<Vec<(Id, u64)>>,
@@ -130,6 +138,19 @@ fn add(count: &mut i64, diff: isize) -> bool {
     *count += diff as i64;
     debug_assert!(*count >= 0, "a count below zero");
     *count == 0
+}
+
+/// Adds `item` to (or removes it from) `user`'s ascending items.
+fn set_item(of_user: &mut HashMap<Id, Vec<Id>>, user: Id, item: Id, insert: bool) {
+    let items = of_user.entry(user).or_default();
+    match (items.binary_search(&item), insert) {
+        (Err(at), true) => items.insert(at, item),
+        (Ok(at), false) => _ = items.remove(at),
+        _ => {}
+    }
+    if items.is_empty() {
+        of_user.remove(&user);
+    }
 }
 
 impl CfState {
@@ -180,17 +201,8 @@ impl CfState {
                     self.item_users.remove(&item);
                 }
             }
-            StateUpdate::Seen(user, item) => {
-                let items = self.seen.entry(user).or_default();
-                match (items.binary_search(&item), insert) {
-                    (Err(at), true) => items.insert(at, item),
-                    (Ok(at), false) => _ = items.remove(at),
-                    _ => {}
-                }
-                if items.is_empty() {
-                    self.seen.remove(&user);
-                }
-            }
+            StateUpdate::Seen(user, item) => set_item(&mut self.seen, user, item, insert),
+            StateUpdate::Dismissed(user, item) => set_item(&mut self.dismissed, user, item, insert),
             StateUpdate::User(user) => {
                 if insert {
                     self.users.insert(user);
@@ -318,10 +330,16 @@ impl CfState {
         config: &CfConfig,
         neighbors: impl Fn(Id) -> Vec<Neighbor>,
     ) -> Recommendations {
-        let seen: Vec<Id> = match (config.remove_seen, self.seen.get(&user)) {
+        // Never recommended: seen items (in discovery mode), dismissed ones.
+        let mut seen: Vec<Id> = match (config.remove_seen, self.seen.get(&user)) {
             (true, Some(items)) => items.to_vec(),
             _ => Vec::new(),
         };
+        if let Some(dismissed) = self.dismissed.get(&user) {
+            seen.extend(dismissed);
+            seen.sort_unstable();
+            seen.dedup();
+        }
         let mut inputs: Vec<ScoreInput> = seen.iter().map(|&item| ScoreInput::Seen(item)).collect();
         for entry in self.history.get(&user).into_iter().flatten() {
             let i = entry.item;

@@ -16,7 +16,8 @@ use differential_dataflow::VecCollection;
 use super::history::{self, HistoryEntry, UserItem};
 use super::similarity::{self, Cooccurrence, Neighbor, SimilarItems};
 use super::CfConfig;
-use crate::{Event, EventTime, Id, Score};
+use crate::keyed::KeyedSums;
+use crate::{Action, Event, EventTime, Id, Score};
 
 /// One recommended item.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,7 +63,7 @@ pub struct CfOutputs<'s, T: EventTime> {
 /// when their own seen items or fallback status do.
 pub struct Fallback<'s, T: EventTime> {
     /// `(user, seen)` for each user served the popular list, with their seen
-    /// items ascending (empty unless `remove_seen`).
+    /// items ascending when `remove_seen`, and their dismissed items.
     pub users: VecCollection<'s, T, (Id, Vec<Id>)>,
     /// The one popular ranking, `(item, users with it in history)` best
     /// first, cut to the longest prefix any fallback user can need (k plus
@@ -98,6 +99,7 @@ pub fn collaborative_filtering<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     config: &CfConfig,
 ) -> CfOutputs<'s, T> {
+    let dismissed = dismissed(events.clone());
     let histories = history::histories(events, config);
     let cooccurrence = similarity::cooccurrence(&histories);
     let history = histories.history;
@@ -114,6 +116,7 @@ pub fn collaborative_filtering<'s, T: EventTime>(
         indicator,
         histories.user_items,
         histories.users,
+        dismissed,
         &cooccurrence,
         config,
     );
@@ -142,6 +145,21 @@ pub enum ScoreInput {
     Indicator(Id, Score, Vec<Neighbor>),
 }
 
+/// `(user, item)` while the user has a net-present `not_interested` event
+/// on the item: never recommended to them, whatever the mode (seen items
+/// may come back in repeat mode; dismissed ones do not).
+pub fn dismissed<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+) -> VecCollection<'s, T, (Id, Id)> {
+    events
+        .filter(|e| e.action == Action::NotInterested)
+        .map(|e| (e.user, e.item))
+        // Present iff the net count is positive.
+        .sums_keyed("CfDismissed", |&pair, count: &isize| {
+            (*count > 0).then_some(pair)
+        })
+}
+
 /// The indicator histories and the cross-similar items they are scored with.
 pub type Indicator<'s, T> = (
     VecCollection<'s, T, (Id, HistoryEntry)>,
@@ -155,7 +173,8 @@ pub type Indicator<'s, T> = (
 /// SELECT u, j, Σ a.affinity · s.similarity AS score
 /// FROM history a JOIN neighbours s ON a.item = s.i   -- plus (i, i, self) if !remove_seen
 ///                                                    -- plus indicator_history ⋈ cross
-/// WHERE j NOT IN seen(u) GROUP BY u, j
+/// WHERE j NOT IN seen(u) -- if remove_seen
+///   AND j NOT IN dismissed(u) GROUP BY u, j
 /// QUALIFY row_number() OVER (PARTITION BY u ORDER BY score DESC, j) <= k
 /// ```
 ///
@@ -170,6 +189,7 @@ pub fn recommend<'s, T: EventTime>(
     indicator: Option<Indicator<'s, T>>,
     user_items: VecCollection<'s, T, ((Id, Id), UserItem)>,
     users: VecCollection<'s, T, Id>,
+    dismissed: VecCollection<'s, T, (Id, Id)>,
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
 ) -> (VecCollection<'s, T, Recommendations>, Fallback<'s, T>) {
@@ -219,15 +239,21 @@ pub fn recommend<'s, T: EventTime>(
                 }),
         );
     }
-    let seen = user_items.map(|((user, item), _)| (user, item));
-    let inputs = if remove_seen {
-        terms.concat(
-            seen.clone()
-                .map(|(user, item)| (user, ScoreInput::Seen(item))),
-        )
+    // Never recommended: seen items (in discovery mode) and dismissed ones.
+    // An item both seen and dismissed is one value of count 2 to the
+    // reductions below, which read values, not counts.
+    let excluded = if remove_seen {
+        user_items
+            .map(|((user, item), _)| (user, item))
+            .concat(dismissed)
     } else {
-        terms
+        dismissed
     };
+    let inputs = terms.concat(
+        excluded
+            .clone()
+            .map(|(user, item)| (user, ScoreInput::Seen(item))),
+    );
     let personal = inputs
         .reduce_named("CfScores", move |_user, inputs, out| {
             let inputs = inputs.iter().filter(|(_, r)| *r > 0).map(|(v, _)| *v);
@@ -246,7 +272,7 @@ pub fn recommend<'s, T: EventTime>(
         .map(|user| (user, ()))
         .antijoin(personal.clone().map(|r| r.user))
         .map(|(user, ())| user);
-    let fallback = popular_fallback(fallback_users, seen, cooccurrence, config);
+    let fallback = popular_fallback(fallback_users, excluded, cooccurrence, config);
     (personal, fallback)
 }
 
@@ -286,7 +312,7 @@ pub(super) fn score_items<'a>(
 
 /// Popular items for users without a personal list: the top k by number of
 /// users with the item in history, ties by id, seen items skipped if
-/// `remove_seen`.
+/// `remove_seen`, dismissed ones always.
 ///
 /// Every fallback user reads one global ranking, cut to the longest prefix any
 /// of them can need (k plus their number of seen items), so the ranking of the
@@ -296,18 +322,13 @@ pub(super) fn score_items<'a>(
 /// moves at the end.
 fn popular_fallback<'s, T: EventTime>(
     fallback_users: VecCollection<'s, T, Id>,
-    seen: VecCollection<'s, T, (Id, Id)>,
+    excluded: VecCollection<'s, T, (Id, Id)>,
     cooccurrence: &Cooccurrence<'s, T>,
     config: &CfConfig,
 ) -> Fallback<'s, T> {
     let top_k = config.top_k;
-    let remove_seen = config.remove_seen;
     let keyed_users = fallback_users.clone().map(|user| (user, ()));
-    let fallback_seen = if remove_seen {
-        seen.semijoin(fallback_users.clone())
-    } else {
-        seen.filter(|_| false)
-    };
+    let fallback_seen = excluded.semijoin(fallback_users.clone());
 
     let users = keyed_users
         .clone()

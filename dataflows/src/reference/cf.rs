@@ -94,8 +94,21 @@ pub fn collaborative_filtering(
         Vec::new()
     };
     let trend = trend(updates, at, config);
+    // A user's dismissed items: a net-present `not_interested` on any day.
+    let mut dismissed: BTreeMap<Id, BTreeSet<Id>> = BTreeMap::new();
+    for (&(user, item), state) in &pairs {
+        let net: isize = state
+            .buckets
+            .iter()
+            .filter(|((_, action), _)| *action == Action::NotInterested)
+            .map(|(_, (net, _))| net)
+            .sum();
+        if net > 0 {
+            dismissed.entry(user).or_default().insert(item);
+        }
+    }
     let recommendations = recommendations(
-        &users,
+        (&users, &dismissed),
         &trend,
         &candidates,
         (&history, &similar_items),
@@ -340,8 +353,11 @@ fn cross_similar_items(
 /// A user's history and the similarity lists it is scored with.
 type Indicator<'a> = (&'a BTreeMap<Id, Vec<HistoryEntry>>, &'a [SimilarItems]);
 
+/// Each user with a net-present event, and the items they dismissed.
+type Users<'a> = (&'a BTreeSet<Id>, &'a BTreeMap<Id, BTreeSet<Id>>);
+
 fn recommendations(
-    users: &BTreeSet<Id>,
+    (users, dismissed): Users<'_>,
     trend: &BTreeMap<Id, u64>,
     candidates: &Candidates,
     (history, similar_items): Indicator<'_>,
@@ -377,12 +393,17 @@ fn recommendations(
     let no_items = Vec::new();
     let mut out = Vec::new();
     for &user in users {
-        let seen: BTreeSet<Id> = candidates
-            .get(&user)
-            .unwrap_or(&no_items)
-            .iter()
-            .map(|c| c.0)
-            .collect();
+        // Never recommended: seen items in discovery mode, dismissed ones.
+        let mut excluded: BTreeSet<Id> = match config.remove_seen {
+            true => candidates
+                .get(&user)
+                .unwrap_or(&no_items)
+                .iter()
+                .map(|c| c.0)
+                .collect(),
+            false => BTreeSet::new(),
+        };
+        excluded.extend(dismissed.get(&user).into_iter().flatten());
         // j → (i → affinity · similarity) for primary, then for indicator
         // items: summed below in that order, each in ascending i.
         type Terms = (BTreeMap<Id, f64>, BTreeMap<Id, f64>);
@@ -415,7 +436,7 @@ fn recommendations(
         }
         let mut items: Vec<ScoredItem> = terms
             .into_iter()
-            .filter(|(j, _)| !(config.remove_seen && seen.contains(j)))
+            .filter(|(j, _)| !excluded.contains(j))
             .map(|(item, (primary, indicator))| {
                 let mut score = 0.0;
                 for term in primary.values().chain(indicator.values()) {
@@ -456,7 +477,7 @@ fn recommendations(
             ranking.sort_by_key(|&(i, c)| (std::cmp::Reverse(c), i));
             items = ranking
                 .into_iter()
-                .filter(|(i, _)| !(config.remove_seen && seen.contains(i)))
+                .filter(|(i, _)| !excluded.contains(i))
                 .take(if config.top_k == 0 {
                     usize::MAX
                 } else {
