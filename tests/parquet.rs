@@ -133,8 +133,14 @@ fn nested_fields_are_parquet_maps_lists_and_structs() {
         other => panic!("top_categories is {other:?}"),
     }
     assert_eq!(kind("first_seen"), DataType::Int64);
+    // The feedback section: four counts and their windows.
+    assert!(
+        matches!(kind("feedback"), DataType::Struct(fields) if fields.len() == 5),
+        "{:?}",
+        kind("feedback")
+    );
     let columns: BTreeSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(columns.len(), 15, "{columns:?}");
+    assert_eq!(columns.len(), 16, "{columns:?}");
 }
 
 /// `persona replay` of the MovieLens fixture into `out`, with `extra` flags.

@@ -58,6 +58,8 @@ pub fn schema(output: Output) -> SchemaRef {
                 Field::new("top_categories", scored("category", "affinity"), false),
                 Field::new("segment", DataType::Utf8, false),
                 Field::new("attributes", map(DataType::Utf8), false),
+                // Absent from a JSON line for a user without feedback events.
+                Field::new("feedback", feedback(), true),
             ]
         }
         Output::SimilarItems => vec![
@@ -84,6 +86,23 @@ fn map(values: DataType) -> DataType {
         Arc::new(Field::new("entries", DataType::Struct(entries), false)),
         false,
     )
+}
+
+/// A profile's `feedback` section: its counts, and the same per window.
+fn feedback() -> DataType {
+    let counts = Fields::from(vec![
+        Field::new("impressions", DataType::Int64, false),
+        Field::new("rec_clicks", DataType::Int64, false),
+        Field::new("not_interested", DataType::Int64, false),
+        Field::new("ctr", DataType::Float64, true),
+    ]);
+    let mut lifetime = counts.to_vec();
+    lifetime.push(Arc::new(Field::new(
+        "windows",
+        map(DataType::Struct(counts)),
+        false,
+    )));
+    DataType::Struct(Fields::from(lifetime))
 }
 
 /// A ranked list of `{name: string, score: double}`.
@@ -178,8 +197,15 @@ mod tests {
             "top_categories": [{"category": "9", "affinity": 1.5}],
             "segment": "new", "attributes": {"country": "FR"},
         });
-        let batch = decode(&schema(Output::Profiles), &[row]).unwrap();
-        assert_eq!((batch.num_rows(), batch.num_columns()), (1, 15));
+        let mut with_feedback = row.clone();
+        with_feedback["feedback"] = serde_json::json!({
+            "impressions": 8, "rec_clicks": 2, "not_interested": 1, "ctr": 0.25,
+            "windows": {"7d": {"impressions": 0, "rec_clicks": 0, "not_interested": 0, "ctr": null}},
+        });
+        let batch = decode(&schema(Output::Profiles), &[row, with_feedback]).unwrap();
+        assert_eq!((batch.num_rows(), batch.num_columns()), (2, 16));
+        let feedback = batch.column_by_name("feedback").unwrap();
+        assert_eq!(feedback.null_count(), 1, "no section, no feedback");
         assert!(!encode(&batch).unwrap().is_empty());
     }
 

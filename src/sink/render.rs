@@ -6,7 +6,7 @@ use differential_dataflow::ExchangeData;
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::profile::{ActionCounts, Profile};
-use persona_dataflows::Id;
+use persona_dataflows::{Action, Id};
 use serde_json::{json, Map, Value};
 
 use crate::names::Names;
@@ -33,7 +33,7 @@ impl OutputRecord for (Id, Profile) {
             .iter()
             .map(|c| json!({"category": names.category(c.category), "affinity": c.affinity.0}))
             .collect();
-        json!({
+        let mut line = json!({
             "user": names.user(user),
             "counts": action_counts(&profile.counts),
             "windows": windows,
@@ -49,12 +49,47 @@ impl OutputRecord for (Id, Profile) {
             "top_categories": top_categories,
             "segment": profile.segment.name(),
             "attributes": profile.attributes,
-        })
+        });
+        if let Some(feedback) = feedback(profile) {
+            line["feedback"] = feedback;
+        }
+        line
     }
 
     fn key(&self) -> Id {
         self.0
     }
+}
+
+/// The `feedback` section: how the user answered what they were shown
+/// (docs/recommendations.md), over the lifetime and each window; absent for
+/// a user without an impression, a click on a recommendation or a
+/// dismissal.
+fn feedback(profile: &Profile) -> Option<Value> {
+    let feedback_actions = [Action::Impression, Action::RecClick, Action::NotInterested];
+    if feedback_actions.iter().all(|a| profile.counts[a] == 0) {
+        return None;
+    }
+    let windows: Map<String, Value> = profile
+        .windows
+        .iter()
+        .map(|(days, counts)| (format!("{days}d"), feedback_counts(counts)))
+        .collect();
+    let mut section = feedback_counts(&profile.counts);
+    section["windows"] = windows.into();
+    Some(section)
+}
+
+fn feedback_counts(counts: &ActionCounts) -> Value {
+    let impressions = counts[&Action::Impression];
+    let rec_clicks = counts[&Action::RecClick];
+    json!({
+        "impressions": impressions,
+        "rec_clicks": rec_clicks,
+        "not_interested": counts[&Action::NotInterested],
+        // Clicks on recommendations per impression; none without one.
+        "ctr": (impressions > 0).then(|| rec_clicks as f64 / impressions as f64),
+    })
 }
 
 fn action_counts(counts: &ActionCounts) -> Value {
@@ -170,5 +205,43 @@ mod tests {
                 "attributes": {"country": "FR"},
             })
         );
+    }
+
+    #[test]
+    fn feedback_section_appears_with_feedback_events() {
+        let counts = |impressions, clicks, dismissals| {
+            ActionCounts::from([
+                (Action::Impression, impressions),
+                (Action::RecClick, clicks),
+                (Action::NotInterested, dismissals),
+                (Action::View, 1),
+            ])
+        };
+        let profile = |lifetime: ActionCounts, week: ActionCounts| Profile {
+            counts: lifetime,
+            windows: WindowCounts::from([(7, week)]),
+            quantity: 0,
+            spend: 0,
+            distinct_items: 1,
+            distinct_categories: 0,
+            first_seen: Some(1000),
+            last_seen: Some(2000),
+            last_purchase: None,
+            avg_rating: None,
+            ratings: 0,
+            top_categories: Default::default(),
+            segment: Segment::New,
+            attributes: BTreeMap::new(),
+        };
+        let line = (17, profile(counts(8, 2, 1), counts(0, 1, 0))).to_json(&NumericNames);
+        assert_eq!(
+            line["feedback"],
+            json!({
+                "impressions": 8, "rec_clicks": 2, "not_interested": 1, "ctr": 0.25,
+                "windows": {"7d": {"impressions": 0, "rec_clicks": 1, "not_interested": 0, "ctr": null}},
+            })
+        );
+        let plain = (17, profile(counts(0, 0, 0), counts(0, 0, 0))).to_json(&NumericNames);
+        assert!(plain.get("feedback").is_none(), "{plain}");
     }
 }

@@ -1,0 +1,79 @@
+//! The feedback loop through the real binary: how users answer what they
+//! are shown reaches their profile and their next recommendations
+//! (docs/recommendations.md, "The feedback loop").
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+/// Users 1 and 2 viewed items A, B and C; user 3 viewed A, was shown C and
+/// D, clicked the recommended C, and dismissed B.
+const LOG: &str = r#"{"u":"1","i":"A","a":"view","t":1659304800000}
+{"u":"1","i":"B","a":"view","t":1659304801000}
+{"u":"1","i":"C","a":"view","t":1659304802000}
+{"u":"2","i":"A","a":"view","t":1659304803000}
+{"u":"2","i":"B","a":"view","t":1659304804000}
+{"u":"2","i":"C","a":"view","t":1659304805000}
+{"u":"3","i":"A","a":"view","t":1659304806000}
+{"u":"3","i":"C","a":"impression","t":1659304807000}
+{"u":"3","i":"D","a":"impression","t":1659304807000}
+{"u":"3","i":"C","a":"rec_click","t":1659304808000}
+{"u":"3","i":"B","a":"not_interested","t":1659304809000}
+"#;
+
+const CONFIG: &str = "[input]\nformat = \"jsonl\"\n[input.mapping]\nuser = \"u\"\nitem = \"i\"\n\
+                      action = \"a\"\ntime = \"t\"\n";
+
+#[test]
+fn feedback_events_reach_the_profile_and_a_dismissed_item_leaves_the_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(&log, LOG).unwrap();
+    let config = dir.path().join("persona.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let mut outputs = Vec::new();
+    for workers in ["1", "2"] {
+        let out = tempfile::tempdir().unwrap();
+        persona(&[
+            "replay",
+            "--input",
+            log.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "-w",
+            workers,
+        ]);
+        let summary = read_json(&out.path().join("summary.json"));
+        assert_eq!(summary["accepted"], 11, "{summary}");
+        let profiles = records_by(out.path(), "profiles", "user");
+        let feedback = &profiles["3"]["feedback"];
+        let lifetime = json!({"impressions": 2, "rec_clicks": 1, "not_interested": 1, "ctr": 0.5});
+        for (key, value) in lifetime.as_object().unwrap() {
+            assert_eq!(&feedback[key], value, "{key} of {feedback}");
+        }
+        // Every event is of the same minute: each window holds them all.
+        let windows = feedback["windows"].as_object().unwrap();
+        assert!(!windows.is_empty(), "{feedback}");
+        for window in windows.values() {
+            assert_eq!(window, &lifetime, "{feedback}");
+        }
+        assert!(profiles["1"].get("feedback").is_none(), "{}", profiles["1"]);
+
+        let recommendations = records_by(out.path(), "recommendations", "user");
+        let items = |user: &str| -> Vec<String> {
+            recommendations[user]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["item"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        // B goes with A as much as C does; user 3 dismissed it.
+        assert_eq!(items("3"), ["C"], "{}", recommendations["3"]);
+        outputs.push(["profiles", "recommendations"].map(|name| read_lines(out.path(), name)));
+    }
+    assert_eq!(outputs[0], outputs[1], "1 and 2 workers");
+}
