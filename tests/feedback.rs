@@ -30,23 +30,9 @@ fn feedback_events_reach_the_profile_and_a_dismissed_item_leaves_the_list() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("events.jsonl");
     std::fs::write(&log, LOG).unwrap();
-    let config = dir.path().join("persona.toml");
-    std::fs::write(&config, CONFIG).unwrap();
     let mut outputs = Vec::new();
     for workers in ["1", "2"] {
-        let out = tempfile::tempdir().unwrap();
-        persona(&[
-            "replay",
-            "--input",
-            log.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-            "-w",
-            workers,
-        ]);
-        let summary = read_json(&out.path().join("summary.json"));
+        let (out, summary) = replay_with_config(&log, CONFIG, &["-w", workers]);
         assert_eq!(summary["accepted"], 11, "{summary}");
         let profiles = records_by(out.path(), "profiles", "user");
         let feedback = &profiles["3"]["feedback"];

@@ -16,25 +16,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// `persona replay --input INPUT --config CONFIG` (plus `extra`) into a fresh folder.
-fn replay_with_config(input: &Path, config: &str, extra: &[&str]) -> (tempfile::TempDir, Value) {
-    let out = tempfile::tempdir().unwrap();
-    let config_path = write(out.path(), "config.toml", config);
-    let mut args = vec![
-        "replay",
-        "--input",
-        input.to_str().unwrap(),
-        "--config",
-        config_path.to_str().unwrap(),
-        "--out",
-        out.path().to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    persona(&args);
-    let summary = read_json(&out.path().join("summary.json"));
-    (out, summary)
-}
-
 fn rejected_records(out: &Path) -> Vec<Value> {
     read_lines(out, "rejected")
         .iter()

@@ -88,6 +88,31 @@ pub fn replay(input: &Path, format: &str, extra: &[&str]) -> (tempfile::TempDir,
     (out, summary)
 }
 
+/// `persona replay --input INPUT --config CONFIG` (plus `extra`), the
+/// config written from `config`, into a fresh folder.
+pub fn replay_with_config(
+    input: &Path,
+    config: &str,
+    extra: &[&str],
+) -> (tempfile::TempDir, Value) {
+    let out = tempfile::tempdir().unwrap();
+    let config_path = out.path().join("config.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut args = vec![
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--config",
+        config_path.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    persona(&args);
+    let summary = read_json(&out.path().join("summary.json"));
+    (out, summary)
+}
+
 pub fn read_json(path: &Path) -> Value {
     let text =
         std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
