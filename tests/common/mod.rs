@@ -72,20 +72,7 @@ pub fn persona_fails(args: &[&str]) -> String {
 
 /// Runs `persona replay` on `input` with `extra` flags into a fresh folder.
 pub fn replay(input: &Path, format: &str, extra: &[&str]) -> (tempfile::TempDir, Value) {
-    let out = tempfile::tempdir().expect("temp dir");
-    let mut args = vec![
-        "replay",
-        "--input",
-        input.to_str().unwrap(),
-        "--format",
-        format,
-        "--out",
-        out.path().to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    persona(&args);
-    let summary = read_json(&out.path().join("summary.json"));
-    (out, summary)
+    replay_with_flags(input, &[&["--format", format], extra].concat())
 }
 
 /// `persona replay --input INPUT --config CONFIG` (plus `extra`), the
@@ -95,19 +82,25 @@ pub fn replay_with_config(
     config: &str,
     extra: &[&str],
 ) -> (tempfile::TempDir, Value) {
-    let out = tempfile::tempdir().unwrap();
-    let config_path = out.path().join("config.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.toml");
     std::fs::write(&config_path, config).unwrap();
+    let flags = [&["--config", config_path.to_str().unwrap()], extra].concat();
+    replay_with_flags(input, &flags)
+}
+
+/// `persona replay --input INPUT --out OUT` plus `flags`, OUT a fresh
+/// folder; returns it and its summary.
+fn replay_with_flags(input: &Path, flags: &[&str]) -> (tempfile::TempDir, Value) {
+    let out = tempfile::tempdir().expect("temp dir");
     let mut args = vec![
         "replay",
         "--input",
         input.to_str().unwrap(),
-        "--config",
-        config_path.to_str().unwrap(),
         "--out",
         out.path().to_str().unwrap(),
     ];
-    args.extend_from_slice(extra);
+    args.extend_from_slice(flags);
     persona(&args);
     let summary = read_json(&out.path().join("summary.json"));
     (out, summary)
