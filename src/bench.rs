@@ -48,7 +48,8 @@ use driver::{Graph, Pace, RunOutcome, Workload};
 use hashmap::HashMapProfiles;
 pub use report::{table, BenchReport};
 use report::{
-    Baselines, HashMapBaseline, OpenLoopRun, Percentiles, Ratios, RecomputeBaseline, ScalingPoint,
+    Baselines, HashMapBaseline, OpenLoopRun, Percentiles, Ratios, RecomputeBaseline, RiskCost,
+    ScalingPoint,
 };
 use synthetic::SyntheticSpec;
 
@@ -278,6 +279,28 @@ pub fn bench(
         )
     };
 
+    // With `[risk]`: profiles with and without the risk features, the best
+    // of two closed-loop runs each, alternated.
+    let risk_cost = match workload.config.risk.is_some() {
+        true => {
+            eprintln!("bench: profiles with and without [risk]");
+            let without = Arc::new(workload.without_risk());
+            let (mut with_risk, mut alone) = (0f64, 0f64);
+            for _ in 0..2 {
+                let outcome = run(&without, Graph::Profiles, Pace::ClosedLoop, false)?;
+                alone = alone.max(outcome.events_per_s(events));
+                let outcome = run(&workload, Graph::Profiles, Pace::ClosedLoop, false)?;
+                with_risk = with_risk.max(outcome.events_per_s(events));
+            }
+            Some(RiskCost {
+                profiles_events_per_s: alone,
+                with_risk_events_per_s: with_risk,
+                cost: alone / with_risk.max(1e-9),
+            })
+        }
+        false => None,
+    };
+
     let mut baselines = Baselines {
         recompute: None,
         hashmap: None,
@@ -285,10 +308,12 @@ pub fn bench(
     if !args.no_baselines {
         eprintln!("bench: hash-map baseline");
         let hashmap_time = run_hashmap(&workload);
-        let persona_profiles = if args.pipeline == Graph::Profiles {
+        // The hash map keeps profiles without risk features.
+        let persona_profiles = if args.pipeline == Graph::Profiles && risk_cost.is_none() {
             saturation
         } else {
-            run(&workload, Graph::Profiles, Pace::ClosedLoop, false)?.events_per_s(events)
+            let profiles_only = Arc::new(workload.without_risk());
+            run(&profiles_only, Graph::Profiles, Pace::ClosedLoop, false)?.events_per_s(events)
         };
         baselines.hashmap = Some(HashMapBaseline {
             events,
@@ -386,6 +411,7 @@ pub fn bench(
         arranged_records: closed.arranged_records,
         baselines,
         ratios,
+        risk_cost,
         operators: closed.operators.into_iter().take(15).collect(),
         scaling,
         elapsed_s: started.elapsed().as_secs_f64(),

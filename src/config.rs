@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use persona_dataflows::cf::CfConfig;
 use persona_dataflows::profile::ProfileConfig;
+use persona_dataflows::risk::RiskConfig;
 use serde::Deserialize;
 
 pub mod dimension;
@@ -71,6 +72,9 @@ pub struct PipelineConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// `[privacy]`: pseudonymised ids (`crate::privacy`, docs/privacy.md).
     pub privacy: PrivacyConfig,
+    /// `[risk]`: velocity and day features in the profiles, and the
+    /// `alerts` output of their rules (docs/risk.md). Default: none.
+    pub risk: Option<RiskConfig>,
 }
 
 /// `[privacy]`: which ids are replaced by a keyed hash where records are
@@ -399,6 +403,9 @@ pub struct KafkaOutputsConfig {
     pub similar_items: Option<String>,
     /// Topic of `recommendations` upserts, keyed by user. Default: none.
     pub recommendations: Option<String>,
+    /// Topic of `alerts` (with `[risk]`), keyed by `user/rule/time_ms`: a
+    /// raised alert, or a tombstone when it is retracted. Default: none.
+    pub alerts: Option<String>,
     /// Dead-letter topic: rejected and late records with reason and
     /// topic/partition/offset, as in `rejected.jsonl`. Default: none.
     pub rejected: Option<String>,
@@ -415,6 +422,7 @@ impl Default for KafkaOutputsConfig {
             profiles: None,
             similar_items: None,
             recommendations: None,
+            alerts: None,
             rejected: None,
             partitions: kafka::DEFAULT_PARTITIONS,
             properties: BTreeMap::new(),
@@ -429,6 +437,7 @@ impl KafkaOutputsConfig {
             Output::Profiles => &self.profiles,
             Output::SimilarItems => &self.similar_items,
             Output::Recommendations => &self.recommendations,
+            Output::Alerts => &self.alerts,
         };
         Some(self.topic(topic.as_ref()?))
     }
@@ -546,10 +555,14 @@ impl PipelineConfig {
                 ));
             }
         }
-        // The profile's error names its table and field itself.
+        // The profile's and the risk's errors name their table and field.
         self.profile
             .validate()
             .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if let Some(risk) = &self.risk {
+            risk.validate()
+                .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        }
         if self.profile.segment.min_purchases < 0 {
             return Err(invalid_field(
                 "[profile.segment] min_purchases",

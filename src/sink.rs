@@ -405,7 +405,7 @@ fn send_upserts<D: OutputRecord>(
     let mut net: Vec<(&D, isize)> = changes.iter().map(|(d, _, r)| (d, *r)).collect();
     differential_dataflow::consolidation::consolidate(&mut net);
     let keyed = net.into_iter().map(|(record, diff)| {
-        let key = names.name(upsert.key_kind, record.key());
+        let key = record.upsert_key(names, upsert.key_kind);
         (key, record.to_json(names), diff)
     });
     let upserts = kafka::upserts(keyed).map_err(io::Error::other)?;

@@ -27,6 +27,9 @@ pub mod profile;
 // Collaborative filtering (issue: co-occurrence CF and top-k recommendations).
 pub mod cf;
 
+// Risk signals and alerts (issue: risk and the feedback loop).
+pub mod risk;
+
 pub mod reference;
 
 pub use event::{Action, ActionWeights, Event, Id};

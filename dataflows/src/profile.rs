@@ -29,8 +29,10 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::core::Partition;
 use timely::dataflow::operators::{Capability, Operator};
 
+use crate::risk::{Alert, RiskConfig};
 use crate::time::DAY_MS;
 use crate::{Action, Event, EventTime, Id};
 use state::{ItemUse, Rules, UserState};
@@ -113,6 +115,33 @@ pub fn profiles<'s, T: EventTime>(
     user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
     config: &ProfileConfig,
 ) -> VecCollection<'s, T, (Id, Profile)> {
+    derive(events, catalog, user_attributes, config, None).0
+}
+
+/// [`profiles`] with a `risk` section (see [`crate::risk`]), and the alerts
+/// of the risk rules: `(user, alert)`, raised when a rule starts to hold and
+/// retracted when a taking back makes it stop.
+///
+/// # Panics
+///
+/// When `config` or `risk` does not pass its `validate`, at construction.
+pub fn profiles_with_risk<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+    catalog: Option<VecCollection<'s, T, (Id, CatalogVersion)>>,
+    user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
+    config: &ProfileConfig,
+    risk: &RiskConfig,
+) -> ProfilesAndAlerts<'s, T> {
+    derive(events, catalog, user_attributes, config, Some(risk))
+}
+
+fn derive<'s, T: EventTime>(
+    events: VecCollection<'s, T, Event>,
+    catalog: Option<VecCollection<'s, T, (Id, CatalogVersion)>>,
+    user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
+    config: &ProfileConfig,
+    risk: Option<&RiskConfig>,
+) -> ProfilesAndAlerts<'s, T> {
     if let Err(error) = config.validate() {
         panic!("{error}");
     }
@@ -124,7 +153,48 @@ pub fn profiles<'s, T: EventTime>(
     if let Some(catalog) = catalog {
         updates = updates.concat(catalog_completions(events, catalog));
     }
-    maintain_profiles(updates, config)
+    let derived = maintain_profiles(updates, &Rules::new(config, risk));
+    // Split without a copy: each record moves to its part.
+    type Part<T> = Vec<((Id, Derived), T, isize)>;
+    let mut parts = derived
+        .inner
+        .partition::<CapacityContainerBuilder<Part<T>>, _, _>(2, |(record, time, diff)| {
+            let part = match &record.1 {
+                Derived::Profile(_) => 0,
+                Derived::Alert(_) => 1,
+            };
+            (part, (record, time, diff))
+        })
+        .into_iter();
+    let (profiles, alerts) = (parts.next().unwrap(), parts.next().unwrap());
+    let profiles = profiles
+        .as_collection()
+        .flat_map(|(user, derived)| match derived {
+            Derived::Profile(profile) => Some((user, profile)),
+            Derived::Alert(_) => None,
+        });
+    let alerts = alerts
+        .as_collection()
+        .flat_map(|(user, derived)| match derived {
+            Derived::Alert(alert) => Some((user, alert)),
+            Derived::Profile(_) => None,
+        });
+    (profiles, alerts)
+}
+
+/// The profiles, and the alerts of the risk rules.
+pub type ProfilesAndAlerts<'s, T> = (
+    VecCollection<'s, T, (Id, Profile)>,
+    VecCollection<'s, T, (Id, Alert)>,
+);
+
+/// What the profile operator derives for a user. Not boxed: every profile
+/// change passes through once, and a box would allocate for each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+enum Derived {
+    Profile(Profile),
+    Alert(Alert),
 }
 
 /// What changes a user's running sums.
@@ -219,13 +289,13 @@ impl<T: EventTime> Exits<T> {
 /// update carrying its own time, as differential's operators send them.
 fn maintain_profiles<'s, T: EventTime>(
     updates: VecCollection<'s, T, (Id, Update)>,
-    config: &ProfileConfig,
-) -> VecCollection<'s, T, (Id, Profile)> {
-    let rules = Rules::new(config);
+    rules: &Rules,
+) -> VecCollection<'s, T, (Id, Derived)> {
+    let rules = rules.clone();
     let route = Exchange::new(|((user, _), _, _): &((Id, Update), T, isize)| *user);
     updates
         .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<((Id, Profile), T, isize)>>, _, _, _>(
+        .unary_frontier::<CapacityContainerBuilder<Vec<((Id, Derived), T, isize)>>, _, _, _>(
             route,
             "Profiles",
             move |_, _| {
@@ -239,6 +309,8 @@ fn maintain_profiles<'s, T: EventTime>(
                 // Emptied vectors of past times, for the next times to fill:
                 // with an event per tick, a vector per tick is most of the cost.
                 let mut spare: Vec<Vec<(Id, Update, isize)>> = Vec::new();
+                // A user's events of one time, for the risk state.
+                let mut risk_events: Vec<(Event, i64)> = Vec::new();
                 move |(input, frontier), output| {
                     input.for_each_stamp(|capability, containers| {
                         let earlier =
@@ -291,6 +363,9 @@ fn maintain_profiles<'s, T: EventTime>(
                                 match update {
                                     Update::Event(event) => {
                                         state.apply_event(&event, diff, &rules);
+                                        if rules.risk.is_some() {
+                                            risk_events.push((event.clone(), diff));
+                                        }
                                         for window in 0..rules.window_days.len() as u32 {
                                             state.add_window(window, event.action, diff);
                                         }
@@ -309,6 +384,13 @@ fn maintain_profiles<'s, T: EventTime>(
                             {
                                 state.add_window(window, action, diff);
                             }
+                            if !risk_events.is_empty() {
+                                for (alert, diff) in state.apply_risk(&risk_events, &rules) {
+                                    let alert = (user, Derived::Alert(alert));
+                                    session.give((alert, next.clone(), diff as isize));
+                                }
+                                risk_events.clear();
+                            }
                             state.refresh(&rules);
                             let after = state.profile(&rules);
                             if state.is_empty() {
@@ -316,10 +398,12 @@ fn maintain_profiles<'s, T: EventTime>(
                             }
                             if before != after {
                                 if let Some(before) = before {
-                                    session.give(((user, before), next.clone(), -1));
+                                    let before = (user, Derived::Profile(before));
+                                    session.give((before, next.clone(), -1));
                                 }
                                 if let Some(after) = after {
-                                    session.give(((user, after), next.clone(), 1));
+                                    let after = (user, Derived::Profile(after));
+                                    session.give((after, next.clone(), 1));
                                 }
                             }
                         }

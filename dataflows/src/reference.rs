@@ -4,3 +4,4 @@
 
 pub mod cf;
 pub mod profile;
+pub mod risk;

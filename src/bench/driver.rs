@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::on_demand::state_updates;
 use persona_dataflows::cf::{collaborative_filtering, Rankings};
-use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion};
+use persona_dataflows::profile::{profiles, profiles_with_risk, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
@@ -75,6 +75,18 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The same workload without `[risk]`: the profile cost alone.
+    pub fn without_risk(&self) -> Workload {
+        let mut config = self.config.clone();
+        config.risk = None;
+        Workload {
+            updates: self.updates.clone(),
+            batches: self.batches.clone(),
+            config,
+            changelog: self.changelog,
+        }
+    }
+
     /// Sorts the updates by event time (stable) and cuts them into batches
     /// of at least `batch_size` updates that end on a tick boundary.
     pub fn new(
@@ -307,17 +319,29 @@ fn run_worker(
     let mut ranked: Option<RankedState> = None;
     worker.dataflow::<u64, _, _>(|scope| {
         let events = crate::clean::mark_cancellations(input.to_collection(scope));
-        profiles(
-            events.clone(),
-            config
-                .catalog
-                .as_ref()
-                .map(|_| catalog.to_collection(scope)),
-            user_attributes.to_collection(scope),
-            &config.profile,
-        )
-        .inner
-        .probe_with(&probe);
+        let catalog = config
+            .catalog
+            .as_ref()
+            .map(|_| catalog.to_collection(scope));
+        let user_attributes = user_attributes.to_collection(scope);
+        match &config.risk {
+            Some(risk) => {
+                let (profiles, alerts) = profiles_with_risk(
+                    events.clone(),
+                    catalog,
+                    user_attributes,
+                    &config.profile,
+                    risk,
+                );
+                profiles.inner.probe_with(&probe);
+                alerts.inner.probe_with(&probe);
+            }
+            None => {
+                profiles(events.clone(), catalog, user_attributes, &config.profile)
+                    .inner
+                    .probe_with(&probe);
+            }
+        }
         if graph == Graph::Full {
             match config.recommend.rankings() {
                 Rankings::Dataflow => {

@@ -327,6 +327,7 @@ impl HashMapProfiles {
                 &self.config.segment,
             ),
             attributes: BTreeMap::new(),
+            risk: None,
         })
     }
 

@@ -84,6 +84,16 @@ pub struct Ratios {
     pub hashmap_vs_persona_profiles: Option<f64>,
 }
 
+/// With `[risk]`: the profile dataflow's closed-loop throughput with and
+/// without the risk features and alerts, same workload, same run.
+#[derive(Clone, Debug, Serialize)]
+pub struct RiskCost {
+    pub profiles_events_per_s: f64,
+    pub with_risk_events_per_s: f64,
+    /// Profiles alone ÷ with risk: how many times the profile cost.
+    pub cost: f64,
+}
+
 /// Cost per event at one log size.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScalingPoint {
@@ -120,6 +130,7 @@ pub struct BenchReport {
     pub arranged_records: i64,
     pub baselines: Baselines,
     pub ratios: Ratios,
+    pub risk_cost: Option<RiskCost>,
     pub operators: Vec<OperatorTime>,
     pub scaling: Vec<ScalingPoint>,
     pub elapsed_s: f64,
@@ -269,6 +280,13 @@ pub fn table(report: &BenchReport) -> String {
             h.events_per_s,
             h.persona_profiles_events_per_s,
             report.ratios.hashmap_vs_persona_profiles.unwrap_or(f64::NAN)
+        );
+    }
+    if let Some(r) = &report.risk_cost {
+        let _ = writeln!(
+            out,
+            "risk cost       profiles {:.0} events/s alone vs {:.0} events/s with [risk]: {:.2}x the cost",
+            r.profiles_events_per_s, r.with_risk_events_per_s, r.cost
         );
     }
     for point in &report.scaling {

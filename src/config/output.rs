@@ -12,14 +12,17 @@ pub enum Output {
     SimilarItems,
     /// One record per user: a personal list or the popular fallback.
     Recommendations,
+    /// One record per alert a `[risk]` rule raised (only with `[risk]`).
+    Alerts,
 }
 
 impl Output {
     /// Every output, in the order the summary lists them.
-    pub const ALL: [Output; 3] = [
+    pub const ALL: [Output; 4] = [
         Output::Profiles,
         Output::SimilarItems,
         Output::Recommendations,
+        Output::Alerts,
     ];
 
     /// The name of its files (`NAME.jsonl`) and of its `[sink.kafka]` topic setting.
@@ -28,13 +31,14 @@ impl Output {
             Output::Profiles => "profiles",
             Output::SimilarItems => "similar_items",
             Output::Recommendations => "recommendations",
+            Output::Alerts => "alerts",
         }
     }
 
     /// What its records are keyed by: the key of its upsert messages.
     pub fn key_kind(self) -> NameKind {
         match self {
-            Output::Profiles | Output::Recommendations => NameKind::User,
+            Output::Profiles | Output::Recommendations | Output::Alerts => NameKind::User,
             Output::SimilarItems => NameKind::Item,
         }
     }
@@ -42,6 +46,6 @@ impl Output {
     /// Whether it changes only once per recommendation period
     /// (`[time] recommend_tick_ms`), rather than at every tick.
     pub fn is_periodic(self) -> bool {
-        !matches!(self, Output::Profiles)
+        !matches!(self, Output::Profiles | Output::Alerts)
     }
 }

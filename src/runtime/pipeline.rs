@@ -15,7 +15,10 @@ use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
 use persona_dataflows::keyed::KeyedSums;
-use persona_dataflows::profile::{profiles, AttributeVersion, CatalogVersion, Profile};
+use persona_dataflows::profile::{
+    profiles, profiles_with_risk, AttributeVersion, CatalogVersion, Profile,
+};
+use persona_dataflows::risk::Alert;
 use persona_dataflows::{Event, Id};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -34,6 +37,8 @@ pub struct Gathered {
     /// The periods of the outputs.
     time: TimeConfig,
     profiles: Pending<(Id, Profile)>,
+    /// With `[risk]`, the alerts of its rules.
+    alerts: Option<Pending<(Id, Alert)>>,
     similar_items: Pending<SimilarItems>,
     /// The personal lists.
     recommendations: Pending<Recommendations>,
@@ -110,7 +115,22 @@ pub fn build(
         input_end,
     } = inputs;
     let gatherers = graph.gatherers(events.scope().peers());
-    let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
+    let (profiles, alerts) = match &config.risk {
+        Some(risk) => {
+            let (profiles, alerts) = profiles_with_risk(
+                events.clone(),
+                catalog,
+                user_attributes,
+                &config.profile,
+                risk,
+            );
+            (profiles, Some(alerts))
+        }
+        None => {
+            let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
+            (profiles, None)
+        }
+    };
     let users = events
         .clone()
         .map(|event| event.user)
@@ -122,6 +142,7 @@ pub fn build(
     let mut gathered = Gathered {
         time: config.time.clone(),
         profiles: gather_on(profiles, probe, gatherers.clone()),
+        alerts: alerts.map(|alerts| gather_on(alerts, probe, gatherers.clone())),
         similar_items: Pending::default(),
         recommendations: Pending::default(),
         fallback: Pending::default(),
@@ -262,6 +283,13 @@ impl Gathered {
             files,
             topics.remove(&Output::Recommendations),
         )?;
+        let alerts = match self.alerts.clone() {
+            Some(alerts) => {
+                let topic = topics.remove(&Output::Alerts);
+                Some(self.output(Output::Alerts, alerts, files, topic)?)
+            }
+            None => None,
+        };
         let rankings: [Box<dyn Sink>; 2] = match &self.ranked {
             // Ranked from the gathered state.
             Some(cf) => {
@@ -293,8 +321,13 @@ impl Gathered {
             ],
         };
         let [similar_items, recommendations] = rankings;
+        let mut outputs: Vec<Box<dyn Sink>> =
+            vec![Box::new(profiles), similar_items, recommendations];
+        if let Some(alerts) = alerts {
+            outputs.push(Box::new(alerts));
+        }
         Ok(Sinks {
-            outputs: vec![Box::new(profiles), similar_items, recommendations],
+            outputs,
             users: Box::new(OutputSink::counter("users", self.users)),
             items: Box::new(OutputSink::counter("items", self.items)),
         })

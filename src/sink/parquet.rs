@@ -60,6 +60,8 @@ pub fn schema(output: Output) -> SchemaRef {
                 Field::new("attributes", map(DataType::Utf8), false),
                 // Absent from a JSON line for a user without feedback events.
                 Field::new("feedback", feedback(), true),
+                // Absent without `[risk]`.
+                Field::new("risk", risk(), true),
             ]
         }
         Output::SimilarItems => vec![
@@ -71,6 +73,16 @@ pub fn schema(output: Output) -> SchemaRef {
             Field::new("items", scored("item", "score"), false),
             // Absent from a JSON line unless the list is the popular fallback.
             Field::new("popular", DataType::Boolean, true),
+        ],
+        Output::Alerts => vec![
+            Field::new("user", DataType::Utf8, false),
+            Field::new("rule", DataType::Utf8, false),
+            Field::new("feature", DataType::Utf8, false),
+            Field::new("op", DataType::Utf8, false),
+            Field::new("threshold", DataType::Float64, false),
+            Field::new("value", DataType::Float64, false),
+            Field::new("active_days", DataType::Int64, false),
+            Field::new("time_ms", DataType::Int64, false),
         ],
     };
     Arc::new(Schema::new(fields))
@@ -103,6 +115,35 @@ fn feedback() -> DataType {
         false,
     )));
     DataType::Struct(Fields::from(lifetime))
+}
+
+/// A profile's `risk` section (see `render::risk_section`).
+fn risk() -> DataType {
+    let int = |name: &str| Field::new(name, DataType::Int64, false);
+    let float = |name: &str| Field::new(name, DataType::Float64, true);
+    let velocity = Fields::from(
+        ["events", "purchases", "spend", "items", "sessions"]
+            .into_iter()
+            .map(int)
+            .collect::<Vec<_>>(),
+    );
+    let day = Fields::from(vec![
+        int("day"),
+        int("spend"),
+        int("events"),
+        int("active_days"),
+        int("max_spend_before"),
+        float("spend_z"),
+        float("events_z"),
+        float("spend_over_max"),
+    ]);
+    DataType::Struct(Fields::from(vec![
+        int("as_of_ms"),
+        Field::new("velocity", map(DataType::Struct(velocity)), false),
+        Field::new("since_previous_ms", DataType::Int64, true),
+        float("purchase_after_idle_days"),
+        Field::new("day", DataType::Struct(day), false),
+    ]))
 }
 
 /// A ranked list of `{name: string, score: double}`.

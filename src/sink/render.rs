@@ -6,17 +6,23 @@ use differential_dataflow::ExchangeData;
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::profile::{ActionCounts, Profile};
+use persona_dataflows::risk::{Alert, RiskFeatures};
 use persona_dataflows::{Action, Id};
 use serde_json::{json, Map, Value};
 
-use crate::names::Names;
+use crate::names::{NameKind, Names};
 
 /// A record of an output collection.
 pub trait OutputRecord: ExchangeData {
     /// The record as one JSON line.
     fn to_json(&self, names: &dyn Names) -> Value;
-    /// The id the output holds one record per: its upsert key.
+    /// The id the output holds one record per (or, for alerts, several):
+    /// its bucket, and its upsert key.
     fn key(&self) -> Id;
+    /// The key of its upsert messages: the key shown as a `kind` id.
+    fn upsert_key(&self, names: &dyn Names, kind: NameKind) -> String {
+        names.name(kind, self.key())
+    }
 }
 
 /// A `profiles.jsonl` line: the profile of a user, with ids shown as in the source.
@@ -53,6 +59,9 @@ impl OutputRecord for (Id, Profile) {
         if let Some(feedback) = feedback(profile) {
             line["feedback"] = feedback;
         }
+        if let Some(risk) = &profile.risk {
+            line["risk"] = risk_section(risk);
+        }
         line
     }
 
@@ -78,6 +87,71 @@ fn feedback(profile: &Profile) -> Option<Value> {
     let mut section = feedback_counts(&profile.counts);
     section["windows"] = windows.into();
     Some(section)
+}
+
+/// The `risk` section: velocity per window (keyed by its seconds) and the
+/// day against the user's history, as of their latest event (docs/risk.md).
+/// A rule's feature is a path in it, e.g. `velocity.600.events`.
+fn risk_section(risk: &RiskFeatures) -> Value {
+    let velocity: Map<String, Value> = risk
+        .velocity
+        .iter()
+        .map(|(secs, v)| {
+            let counts = json!({
+                "events": v.events,
+                "purchases": v.purchases,
+                "spend": v.spend,
+                "items": v.items,
+                "sessions": v.sessions,
+            });
+            (secs.to_string(), counts)
+        })
+        .collect();
+    let day = &risk.day;
+    json!({
+        "as_of_ms": risk.as_of_ms,
+        "velocity": velocity,
+        "since_previous_ms": risk.since_previous_ms,
+        "purchase_after_idle_days": risk.purchase_after_idle_days.map(|d| d.0),
+        "day": {
+            "day": day.day,
+            "spend": day.spend,
+            "events": day.events,
+            "active_days": day.active_days,
+            "max_spend_before": day.max_spend_before,
+            "spend_z": day.spend_z.map(|z| z.0),
+            "events_z": day.events_z.map(|z| z.0),
+            "spend_over_max": day.spend_over_max.map(|r| r.0),
+        },
+    })
+}
+
+/// An `alerts.jsonl` line: the user, the rule and what fired it, when.
+impl OutputRecord for (Id, Alert) {
+    fn to_json(&self, names: &dyn Names) -> Value {
+        let (user, alert) = (self.0, &self.1);
+        json!({
+            "user": names.user(user),
+            "rule": alert.rule,
+            "feature": alert.feature,
+            "op": alert.op,
+            "threshold": alert.threshold.0,
+            "value": alert.value.0,
+            "active_days": alert.active_days,
+            "time_ms": alert.time_ms,
+        })
+    }
+
+    fn key(&self) -> Id {
+        self.0
+    }
+
+    /// A user has an alert per rule and episode: `user/rule/time_ms`.
+    fn upsert_key(&self, names: &dyn Names, kind: NameKind) -> String {
+        let alert = &self.1;
+        let user = names.name(kind, self.0);
+        format!("{user}/{}/{}", alert.rule, alert.time_ms)
+    }
 }
 
 fn feedback_counts(counts: &ActionCounts) -> Value {
@@ -183,6 +257,7 @@ mod tests {
             .collect(),
             segment: Segment::New,
             attributes: BTreeMap::from([("country".to_string(), "FR".to_string())]),
+            risk: None,
         };
         let line = (17, profile).to_json(&NumericNames);
         assert_eq!(
@@ -232,6 +307,7 @@ mod tests {
             top_categories: Default::default(),
             segment: Segment::New,
             attributes: BTreeMap::new(),
+            risk: None,
         };
         let line = (17, profile(counts(8, 2, 1), counts(0, 1, 0))).to_json(&NumericNames);
         assert_eq!(

@@ -2,11 +2,13 @@
 //! per user, and the RFM segment table.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::profile::SegmentConfig;
+use crate::risk::RiskFeatures;
 use crate::{Action, Id, Score};
 
 /// The features of one user. Every integer is a net sum over the user's
@@ -58,6 +60,11 @@ pub struct Profile {
     pub segment: Segment,
     /// Latest value per user attribute name.
     pub attributes: BTreeMap<String, String>,
+    /// Velocity and the day against the user's history, with `[risk]`
+    /// (see [`crate::risk`]); `None` without it. Shared with the user's
+    /// state: a profile is assembled at every change, and this part changes
+    /// only with the user's events.
+    pub risk: Option<Arc<RiskFeatures>>,
 }
 
 /// A count per action, kept in place (a profile is assembled at every

@@ -17,6 +17,7 @@ use crate::profile::features::rank_categories;
 use crate::profile::{
     ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment, WindowCounts,
 };
+use crate::risk::{Alert, RiskConfig, RiskRules, RiskState};
 use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, Id, Score};
 
@@ -113,6 +114,8 @@ pub(crate) struct UserState {
     changed_categories: Changed,
     /// The day the categories' affinities are as of.
     affinity_day: Option<i64>,
+    /// With `[risk]`: velocity, day buckets and open alerts.
+    risk: Option<Box<RiskState>>,
 }
 
 /// Which categories changed since the last refresh: one event changes one,
@@ -217,7 +220,8 @@ impl CategoryState {
 
 /// What a profile is assembled with: the config, its maintained windows
 /// (numbered in ascending order: the configured ones and the segment's
-/// recency) and its decay.
+/// recency), its decay, and the risk rules.
+#[derive(Clone)]
 pub(crate) struct Rules {
     pub config: ProfileConfig,
     pub window_days: Vec<u64>,
@@ -225,10 +229,11 @@ pub(crate) struct Rules {
     /// as a copy of it.
     no_window_counts: WindowCounts,
     decay: Decay,
+    pub risk: Option<RiskRules>,
 }
 
 impl Rules {
-    pub fn new(config: &ProfileConfig) -> Rules {
+    pub fn new(config: &ProfileConfig, risk: Option<&RiskConfig>) -> Rules {
         Rules {
             config: config.clone(),
             window_days: config.maintained_windows().into_iter().collect(),
@@ -238,6 +243,7 @@ impl Rules {
                 .map(|days| (*days, ActionCounts::default()))
                 .collect(),
             decay: Decay::new(config.half_life_days),
+            risk: risk.map(RiskRules::new),
         }
     }
 }
@@ -333,6 +339,18 @@ impl UserState {
         }
     }
 
+    /// Applies one time's events `(event, diff)` to the risk state, and
+    /// returns the changes of the user's alerts (none without `[risk]`).
+    pub fn apply_risk(&mut self, events: &[(Event, i64)], rules: &Rules) -> Vec<(Alert, i64)> {
+        match &rules.risk {
+            Some(risk_rules) => self
+                .risk
+                .get_or_insert_with(Box::default)
+                .apply(events, risk_rules),
+            None => Vec::new(),
+        }
+    }
+
     /// Adds `diff` to the count of a current `(name, value)` attribute.
     pub fn add_attribute(&mut self, name: String, value: String, diff: isize) {
         use std::collections::btree_map::Entry;
@@ -358,6 +376,7 @@ impl UserState {
             && self.items.is_empty()
             && self.categories.is_empty()
             && self.attributes.is_empty()
+            && self.risk.as_ref().is_none_or(|risk| risk.is_empty())
             && self.seen.last().is_none()
             && (self.quantity, self.spend, self.rating_sum, self.ratings) == (0, 0, 0, 0)
     }
@@ -414,6 +433,7 @@ impl UserState {
             ratings: self.ratings,
             top_categories: self.top_categories.iter().cloned().collect(),
             attributes,
+            risk: self.risk.as_ref().and_then(|risk| risk.features().cloned()),
         })
     }
 
@@ -492,7 +512,7 @@ mod tests {
 
     #[test]
     fn affinity_state_is_per_era_not_per_day() {
-        let rules = Rules::new(&ProfileConfig::default());
+        let rules = Rules::new(&ProfileConfig::default(), None);
         let mut state = UserState::default();
         let days = 2_000;
         for day in 0..days {
@@ -514,7 +534,7 @@ mod tests {
 
     #[test]
     fn the_latest_purchase_is_looked_for_again_when_its_item_is_cancelled() {
-        let rules = Rules::new(&ProfileConfig::default());
+        let rules = Rules::new(&ProfileConfig::default(), None);
         let mut state = UserState::default();
         let mut purchase = |item, ms| {
             let event = Event::new(1, item, Action::Purchase, ms);
@@ -540,7 +560,7 @@ mod tests {
             ..ProfileConfig::default()
         };
         config.action_weights.not_interested = -3;
-        let rules = Rules::new(&config);
+        let rules = Rules::new(&config, None);
         let mut state = UserState::default();
         // A small linear congruential generator: the test is deterministic.
         let mut seed = 7u64;

@@ -194,6 +194,7 @@ pub fn profiles(
             ),
             attributes,
             counts: counts.into_iter().collect(),
+            risk: None,
         };
         profiles.insert(user, profile);
     }

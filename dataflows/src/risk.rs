@@ -1,0 +1,483 @@
+//! Risk signals: how fast a user is acting and how their day compares with
+//! their own history, kept per user beside the profile, and the alerts their
+//! rules raise.
+//!
+//! Every feature describes the user as of their latest event `L` (the
+//! largest inserted event time, as `last_seen`) — the moment a risk decision
+//! is taken — so it is a function of the user's events alone, exact to the
+//! millisecond whatever the tick, and does not move while the user is idle:
+//!
+//! ```text
+//! velocity[W]     over the net events e with L − W < e.time_ms <= L:
+//!                 events = Σ 1, purchases = Σ_{purchases} 1,
+//!                 spend = Σ_{purchases and cancellations} ±quantity · price (the event's own),
+//!                 items / sessions = |{i : Σ_{e.item = i} 1 > 0}| / the same of sessions
+//! since_previous_ms        = L − the latest inserted event time before L
+//! purchase_after_idle_days = since_previous_ms / 1 day, when a net purchase is at L
+//! day             the day D of L: spend and events of D, and over the
+//!                 history_days N days before it (zeros included):
+//!                 z(x) = (N·x − Σx_d) / √(N·Σx_d² − (Σx_d)²)   (none if the root is 0)
+//!                 spend_over_max = spend / the largest day spend before (none if ≤ 0)
+//!                 active_days = days before D with a net event
+//! ```
+//!
+//! State is integers (sums over a short queue of recent events and per-day
+//! buckets of the last N + 1 days), so the reference recomputes the same bits.
+//!
+//! An alert is raised once, at the time its rule starts to hold, with the
+//! value that fired it and `L`. When the rule stops holding, the alert is
+//! retracted if what made it stop is a taking back — the rule still held
+//! with that time's cancellations and retracted events left out (their times
+//! counted) — and otherwise stays, as the record of an episode that ended
+//! (the window moved on, a new day began).
+
+mod config;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use crate::time::DAY_MS;
+use crate::{Action, Event, Id, Score};
+
+pub use config::{Comparison, Feature, InvalidRiskConfig, Measure, RiskConfig, RiskRule};
+
+/// The `risk` section of a profile.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RiskFeatures {
+    /// `L`, the user's latest event time, which the features are as of.
+    pub as_of_ms: i64,
+    /// Per configured window, in seconds, in the configured order.
+    pub velocity: SmallVec<[(u64, Velocity); 3]>,
+    pub since_previous_ms: Option<i64>,
+    pub purchase_after_idle_days: Option<Score>,
+    pub day: DayActivity,
+}
+
+/// What a velocity window counts.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Velocity {
+    pub events: i64,
+    pub purchases: i64,
+    pub spend: i64,
+    pub items: i64,
+    pub sessions: i64,
+}
+
+/// The day of the latest event against the days before it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct DayActivity {
+    /// UTC day number (days since the Unix epoch).
+    pub day: i64,
+    pub spend: i64,
+    pub events: i64,
+    pub active_days: i64,
+    pub max_spend_before: i64,
+    pub spend_z: Option<Score>,
+    pub events_z: Option<Score>,
+    pub spend_over_max: Option<Score>,
+}
+
+/// An alert: a rule that started to hold for a user.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Alert {
+    pub rule: String,
+    pub feature: String,
+    pub op: String,
+    pub threshold: Score,
+    /// The feature's value when the rule started to hold.
+    pub value: Score,
+    pub active_days: i64,
+    /// The user's latest event time then.
+    pub time_ms: i64,
+}
+
+impl RiskFeatures {
+    /// The value of `feature`, if the user has one.
+    pub fn value(&self, feature: Feature) -> Option<f64> {
+        let day = &self.day;
+        match feature {
+            Feature::Velocity(window, measure) => {
+                let v = &self.velocity[window].1;
+                let count = match measure {
+                    Measure::Events => v.events,
+                    Measure::Purchases => v.purchases,
+                    Measure::Spend => v.spend,
+                    Measure::Items => v.items,
+                    Measure::Sessions => v.sessions,
+                };
+                Some(count as f64)
+            }
+            Feature::SincePreviousMs => self.since_previous_ms.map(|ms| ms as f64),
+            Feature::PurchaseAfterIdleDays => self.purchase_after_idle_days.map(|d| d.0),
+            Feature::DaySpend => Some(day.spend as f64),
+            Feature::DayEvents => Some(day.events as f64),
+            Feature::DaySpendZ => day.spend_z.map(|z| z.0),
+            Feature::DayEventsZ => day.events_z.map(|z| z.0),
+            Feature::DaySpendOverMax => day.spend_over_max.map(|r| r.0),
+        }
+    }
+}
+
+/// A validated [`RiskConfig`], its rules parsed.
+#[derive(Clone, Debug)]
+pub struct RiskRules {
+    pub config: RiskConfig,
+    rules: Vec<(RiskRule, Feature, Comparison)>,
+    /// How far before the latest event the state keeps events: the longest
+    /// window (at least 1 ms, to know the actions at the latest time).
+    keep_ms: i64,
+}
+
+impl RiskRules {
+    /// # Panics
+    ///
+    /// When `config` does not pass [`RiskConfig::validate`].
+    pub fn new(config: &RiskConfig) -> RiskRules {
+        if let Err(error) = config.validate() {
+            panic!("{error}");
+        }
+        let rules = config
+            .rules
+            .iter()
+            .map(|rule| {
+                let feature = Feature::parse(&rule.feature, &config.velocity_secs).unwrap();
+                let op = Comparison::parse(&rule.op).unwrap();
+                (rule.clone(), feature, op)
+            })
+            .collect();
+        let longest = config.velocity_secs.iter().max().copied().unwrap_or(0);
+        RiskRules {
+            config: config.clone(),
+            rules,
+            keep_ms: (longest.saturating_mul(1000).min(i64::MAX as u64) as i64).max(1),
+        }
+    }
+
+    /// The value of rule number `index`'s feature, if the rule holds for
+    /// `features`.
+    pub fn fires(&self, index: usize, features: &RiskFeatures) -> Option<f64> {
+        let (rule, feature, op) = &self.rules[index];
+        if features.day.active_days < rule.min_history_days {
+            return None;
+        }
+        let value = features.value(*feature)?;
+        op.holds(value, rule.threshold).then_some(value)
+    }
+
+    /// The alert of rule number `index`, fired by `value` with `features`.
+    pub fn alert(&self, index: usize, value: f64, features: &RiskFeatures) -> Alert {
+        let rule = &self.rules[index].0;
+        Alert {
+            rule: rule.name.clone(),
+            feature: rule.feature.clone(),
+            op: rule.op.clone(),
+            threshold: Score(rule.threshold),
+            value: Score(value),
+            active_days: features.day.active_days,
+            time_ms: features.as_of_ms,
+        }
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+}
+
+/// Whether an update takes something back: a cancellation or a retracted
+/// event. Such updates can retract an alert (see the module docs).
+pub fn is_taking_back(event: &Event, diff: i64) -> bool {
+    diff < 0 || event.action == Action::Cancellation
+}
+
+/// The spend of one event: ±quantity · its own price for purchases and
+/// cancellations, else 0.
+pub fn spend_of(event: &Event) -> i64 {
+    let price = event.price.unwrap_or(0);
+    match event.action {
+        Action::Purchase => event.quantity.saturating_mul(price),
+        Action::Cancellation => -event.quantity.saturating_mul(price),
+        _ => 0,
+    }
+}
+
+/// The z-score of `x` against `history` (the values of the N days before).
+pub fn z_score(x: i64, history: impl Iterator<Item = i64>, days: u64) -> Option<Score> {
+    let (mut sum, mut squares) = (0i128, 0i128);
+    for value in history {
+        sum += value as i128;
+        squares += (value as i128) * (value as i128);
+    }
+    let n = days as i128;
+    let spread = n * squares - sum * sum;
+    (spread > 0).then(|| Score((n * x as i128 - sum) as f64 / (spread as f64).sqrt()))
+}
+
+/// One event kept for the velocity windows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Recent {
+    time_ms: i64,
+    action: Action,
+    item: Id,
+    session: Option<Id>,
+    spend: i64,
+    count: i64,
+}
+
+/// A user's risk state: the recent events, the day buckets, the latest two
+/// event times and the alerts raised and still holding.
+#[derive(Clone, Debug, Default)]
+pub struct RiskState {
+    latest: Option<i64>,
+    previous: Option<i64>,
+    /// Net events after `latest − keep_ms`, by time.
+    recent: Vec<Recent>,
+    /// `(day, spend, events)` of the days from `day(latest) − N` on, nonzero
+    /// only, by day.
+    days: Vec<(i64, i64, i64)>,
+    /// Per rule number, the alert raised while the rule holds.
+    open: Vec<(usize, Alert)>,
+    features: Option<Arc<RiskFeatures>>,
+}
+
+impl RiskState {
+    /// The features as of the last [`RiskState::apply`]; none before an
+    /// event is inserted.
+    pub fn features(&self) -> Option<&Arc<RiskFeatures>> {
+        self.features.as_ref()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.latest.is_none() && self.recent.is_empty() && self.days.is_empty()
+    }
+
+    /// Applies one time's events of the user, `(event, diff)`, and returns
+    /// the changes of their alerts.
+    pub fn apply(&mut self, events: &[(Event, i64)], rules: &RiskRules) -> Vec<(Alert, i64)> {
+        for (event, diff) in events {
+            if *diff > 0 {
+                self.see(event.time_ms);
+            }
+        }
+        self.forget_old(rules);
+        let taking_back = |(event, diff): &&(Event, i64)| is_taking_back(event, *diff);
+        for (event, diff) in events.iter().filter(|u| !taking_back(u)) {
+            self.add(event, *diff, rules);
+        }
+        let mid = match events.iter().any(|u| taking_back(&u)) && !self.open.is_empty() {
+            true => self.compute(rules),
+            false => None,
+        };
+        for (event, diff) in events.iter().filter(taking_back) {
+            self.add(event, *diff, rules);
+        }
+        self.features = self.compute(rules).map(Arc::new);
+
+        let mut changes = Vec::new();
+        let Some(features) = &self.features else {
+            return changes;
+        };
+        for index in 0..rules.rule_count() {
+            let holds = rules.fires(index, features);
+            let open = self.open.iter().position(|(rule, _)| *rule == index);
+            match (open, holds) {
+                (None, Some(value)) => {
+                    let alert = rules.alert(index, value, features);
+                    changes.push((alert.clone(), 1));
+                    self.open.push((index, alert));
+                }
+                (Some(position), None) => {
+                    let (_, alert) = self.open.swap_remove(position);
+                    let held_without = mid.as_ref().and_then(|f| rules.fires(index, f));
+                    if held_without.is_some() {
+                        changes.push((alert, -1));
+                    }
+                }
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    /// Counts an inserted event time.
+    fn see(&mut self, ms: i64) {
+        match self.latest {
+            Some(latest) if ms > latest => {
+                self.previous = Some(latest);
+                self.latest = Some(ms);
+            }
+            Some(latest) if ms < latest => self.previous = self.previous.max(Some(ms)),
+            Some(_) => {}
+            None => self.latest = Some(ms),
+        }
+    }
+
+    /// The first time and day the state keeps.
+    fn horizon(&self, rules: &RiskRules) -> Option<(i64, i64)> {
+        let latest = self.latest?;
+        let day = latest.div_euclid(DAY_MS as i64);
+        let days = rules.config.history_days.min(i64::MAX as u64) as i64;
+        Some((
+            latest.saturating_sub(rules.keep_ms),
+            day.saturating_sub(days),
+        ))
+    }
+
+    /// Drops what no window or day of the history can hold any more.
+    fn forget_old(&mut self, rules: &RiskRules) {
+        if let Some((after, first_day)) = self.horizon(rules) {
+            // Both are sorted: what is too old is a prefix.
+            let old = self.recent.partition_point(|r| r.time_ms <= after);
+            self.recent.drain(..old);
+            let old = self.days.partition_point(|(day, _, _)| *day < first_day);
+            self.days.drain(..old);
+        }
+    }
+
+    fn add(&mut self, event: &Event, diff: i64, rules: &RiskRules) {
+        let horizon = self.horizon(rules);
+        let spend = spend_of(event);
+        if horizon.is_none_or(|(after, _)| event.time_ms > after) {
+            let entry = Recent {
+                time_ms: event.time_ms,
+                action: event.action,
+                item: event.item,
+                session: event.session,
+                spend,
+                count: 0,
+            };
+            let same = |r: &Recent| {
+                Recent {
+                    count: 0,
+                    ..r.clone()
+                } == entry
+            };
+            let start = self.recent.partition_point(|r| r.time_ms < event.time_ms);
+            let end = self.recent.partition_point(|r| r.time_ms <= event.time_ms);
+            let index = match self.recent[start..end].iter().position(same) {
+                Some(offset) => start + offset,
+                None => {
+                    self.recent.insert(end, entry);
+                    end
+                }
+            };
+            self.recent[index].count += diff;
+            if self.recent[index].count == 0 {
+                self.recent.remove(index);
+            }
+        }
+        let day = event.day();
+        if horizon.is_none_or(|(_, first_day)| day >= first_day) {
+            let index = match self.days.binary_search_by_key(&day, |(d, _, _)| *d) {
+                Ok(index) => index,
+                Err(index) => {
+                    self.days.insert(index, (day, 0, 0));
+                    index
+                }
+            };
+            let bucket = &mut self.days[index];
+            bucket.1 += diff * spend;
+            bucket.2 += diff;
+            if bucket.1 == 0 && bucket.2 == 0 {
+                self.days.remove(index);
+            }
+        }
+    }
+
+    /// The features of the state.
+    fn compute(&self, rules: &RiskRules) -> Option<RiskFeatures> {
+        let latest = self.latest?;
+        let config = &rules.config;
+        let end = self.recent.partition_point(|r| r.time_ms <= latest);
+        let velocity = config
+            .velocity_secs
+            .iter()
+            .map(|&secs| {
+                let after =
+                    latest.saturating_sub(secs.saturating_mul(1000).min(i64::MAX as u64) as i64);
+                let start = self.recent.partition_point(|r| r.time_ms <= after);
+                let inside = self.recent[start..end.max(start)]
+                    .iter()
+                    .map(|r| (r.action, r.item, r.session, r.spend, r.count));
+                (secs, velocity(inside))
+            })
+            .collect();
+        let at_latest = self.recent.partition_point(|r| r.time_ms < latest);
+        let purchased_now: i64 = self.recent[at_latest..end.max(at_latest)]
+            .iter()
+            .filter(|r| r.action == Action::Purchase)
+            .map(|r| r.count)
+            .sum();
+        let since_previous_ms = self.previous.map(|previous| latest - previous);
+        let day = latest.div_euclid(DAY_MS as i64);
+        Some(RiskFeatures {
+            as_of_ms: latest,
+            velocity,
+            since_previous_ms,
+            purchase_after_idle_days: since_previous_ms
+                .filter(|_| purchased_now > 0)
+                .map(|ms| Score(ms as f64 / DAY_MS as f64)),
+            day: day_activity(day, &self.days, config.history_days),
+        })
+    }
+}
+
+/// A window's counts of `(action, item, session, spend, count)`.
+pub fn velocity(events: impl Iterator<Item = (Action, Id, Option<Id>, i64, i64)>) -> Velocity {
+    let mut counts = Velocity::default();
+    // Inline: a window holds a few events, and this runs at every change.
+    let mut items: SmallVec<[(Id, i64); 32]> = SmallVec::new();
+    let mut sessions: SmallVec<[(Id, i64); 32]> = SmallVec::new();
+    for (action, item, session, spend, count) in events {
+        counts.events += count;
+        if action == Action::Purchase {
+            counts.purchases += count;
+        }
+        counts.spend += count * spend;
+        items.push((item, count));
+        if let Some(session) = session {
+            sessions.push((session, count));
+        }
+    }
+    counts.items = positive_keys(&mut items);
+    counts.sessions = positive_keys(&mut sessions);
+    counts
+}
+
+/// How many keys have a positive sum.
+fn positive_keys(counts: &mut [(Id, i64)]) -> i64 {
+    counts.sort_unstable_by_key(|(key, _)| *key);
+    let mut positive = 0;
+    for run in counts.chunk_by(|a, b| a.0 == b.0) {
+        positive += i64::from(run.iter().map(|(_, count)| count).sum::<i64>() > 0);
+    }
+    positive
+}
+
+/// The day `day` against the `history_days` before it, from the buckets
+/// `(day, spend, events)`, one per day, ascending (others are left out).
+pub fn day_activity(day: i64, buckets: &[(i64, i64, i64)], history_days: u64) -> DayActivity {
+    let first = day.saturating_sub(history_days as i64);
+    let (mut spend, mut events) = (0, 0);
+    let before = buckets.iter().filter(|(d, _, _)| *d >= first && *d < day);
+    if let Some((_, s, e)) = buckets.iter().find(|(d, _, _)| *d == day) {
+        (spend, events) = (*s, *e);
+    }
+    let max_spend_before = before.clone().map(|b| b.1).max().unwrap_or(0).max(0);
+    DayActivity {
+        day,
+        spend,
+        events,
+        active_days: before.clone().filter(|b| b.2 != 0).count() as i64,
+        max_spend_before,
+        spend_z: z_score(spend, before.clone().map(|b| b.1), history_days),
+        events_z: z_score(events, before.map(|b| b.2), history_days),
+        spend_over_max: (max_spend_before > 0)
+            .then(|| Score(spend as f64 / max_spend_before as f64)),
+    }
+}
