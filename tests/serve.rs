@@ -424,6 +424,53 @@ fn a_posted_purchase_shows_in_the_profile_and_leaves_the_recommendations() {
 }
 
 #[test]
+fn a_spend_burst_raises_an_alert_that_its_cancellation_retracts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let risk = r#"
+[risk]
+velocity_secs = [3600]
+[[risk.rules]]
+name = "hour_spend"
+feature = "velocity.3600.spend"
+op = ">="
+threshold = 10000
+"#;
+    let mapped = CONFIG.replace("quantity = \"qty\"", "quantity = \"qty\"\nprice = \"price\"");
+    std::fs::write(&config, format!("{mapped}{risk}")).unwrap();
+    let log = dir.path().join("events.jsonl");
+    write_log(&log);
+    let server = Server::start(&config, &log, &dir.path().join("out"), "2");
+    let alerts = |user: &str| {
+        let (status, answer) = server.get(&format!("/v1/users/{user}/alerts"));
+        assert_eq!(status, 200, "{answer}");
+        without_as_of(answer)
+    };
+    assert_eq!(alerts("u1"), json!({"user": "u1", "alerts": []}));
+
+    // 2 × 60.00 within the hour: the rule holds, an alert is raised.
+    let post = |action: &str, qty: i64| {
+        let event = json!({"user": "u1", "item": "i1", "action": action,
+                           "ts": now_ms(), "qty": qty, "price": "60.00"});
+        let (status, answer) = server.post("/v1/events?wait=true", &event.to_string());
+        assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    };
+    post("purchase", 2);
+    let raised = alerts("u1");
+    let standing = raised["alerts"].as_array().unwrap();
+    assert_eq!(standing.len(), 1, "{raised}");
+    assert_eq!(standing[0]["rule"], "hour_spend");
+    assert_eq!(standing[0]["value"], 12000.0);
+    // Another purchase while it holds raises nothing new.
+    post("purchase", 1);
+    assert_eq!(alerts("u1"), raised);
+    // Cancelling 2 units leaves 60.00: the taking back retracts it.
+    post("cancellation", 2);
+    assert_eq!(alerts("u1"), json!({"user": "u1", "alerts": []}));
+    server.stop();
+}
+
+#[test]
 fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     let (dir, config, log) = setup();
     let out = dir.path().join("out");
@@ -439,6 +486,10 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     assert_eq!(
         code(server.get("/v1/users/nobody/profile")),
         error(404, "unknown_user")
+    );
+    assert_eq!(
+        code(server.get("/v1/users/u1/alerts")),
+        error(404, "risk_not_configured")
     );
     assert_eq!(
         code(server.get("/v1/items/nothing/similar")),

@@ -337,10 +337,14 @@ impl Gathered {
     /// gathered profiles and state, and the counters.
     pub fn into_serving(
         self,
-        serving: impl FnOnce(Pending<(Id, Profile)>, Pending<StateUpdate>) -> Box<dyn Sink>,
+        serving: impl FnOnce(
+            Pending<(Id, Profile)>,
+            Option<Pending<(Id, Alert)>>,
+            Pending<StateUpdate>,
+        ) -> Box<dyn Sink>,
     ) -> Sinks {
         Sinks {
-            outputs: vec![serving(self.profiles, self.state)],
+            outputs: vec![serving(self.profiles, self.alerts, self.state)],
             users: Box::new(OutputSink::counter("users", self.users)),
             items: Box::new(OutputSink::counter("items", self.items)),
         }

@@ -163,6 +163,10 @@ pub fn router(app: Arc<App>) -> Router {
             guarded(get(profile), Some(Role::ReadProfiles)),
         )
         .route(
+            "/v1/users/{id}/alerts",
+            guarded(get(alerts), Some(Role::ReadProfiles)),
+        )
+        .route(
             "/v1/users/{id}/recommendations",
             guarded(get(recommendations), Some(Role::ReadRecommendations)),
         )
@@ -276,6 +280,26 @@ async fn profile(
         }
     };
     app.timed("profile", started, response)
+}
+
+/// `GET /v1/users/{id}/alerts`: the user's standing alerts (none for a
+/// user without any, or unknown); 404 `risk_not_configured` without `[risk]`.
+async fn alerts(State(app): State<Arc<App>>, Path(user): Path<String>) -> Response {
+    let started = Instant::now();
+    let (id, shown_user) = app.id(IdKind::User, &user);
+    let response = match app.config.risk {
+        Some(_) => {
+            let index = app.index.read();
+            let answer = index.alerts(id, &shown_user);
+            Json(with_as_of(answer, index.as_of())).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "risk_not_configured",
+            "alerts need a [risk] table in the config".into(),
+        ),
+    };
+    app.timed("alerts", started, response)
 }
 
 async fn recommendations(

@@ -10,6 +10,7 @@
 //! heavy ingest that is hundreds of ms of co-occurrence changes), at the
 //! cost of a second copy of the index and of applying each change twice.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, TryLockError};
@@ -18,6 +19,7 @@ use std::time::Instant;
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::CfConfig;
 use persona_dataflows::profile::Profile;
+use persona_dataflows::risk::Alert;
 use persona_dataflows::Id;
 use rustc_hash::FxHashMap as HashMap;
 use serde_json::Value;
@@ -36,6 +38,8 @@ pub struct Index {
     /// later one is. `None` before the first tick completes.
     as_of: Option<u64>,
     profiles: HashMap<Id, Profile>,
+    /// With `[risk]`: each user's standing alerts, with their counts.
+    alerts: Option<HashMap<Id, BTreeMap<Alert, isize>>>,
     cf: CfState,
     names: NameBook,
 }
@@ -59,6 +63,28 @@ impl Index {
     pub fn profile(&self, user: Id) -> Option<Value> {
         let profile = self.profiles.get(&user)?;
         Some((user, profile.clone()).to_json(&self.names))
+    }
+
+    /// `user`'s standing alerts, oldest first, as `alerts.jsonl` shows them.
+    pub fn alerts(&self, user: Id, user_name: &str) -> Value {
+        let lines: Vec<Value> = self
+            .alerts
+            .as_ref()
+            .and_then(|alerts| alerts.get(&user))
+            .into_iter()
+            .flatten()
+            .flat_map(|(alert, count)| std::iter::repeat_n(alert, (*count).max(0) as usize))
+            .map(|alert| {
+                let mut line = (user, alert.clone()).to_json(&self.names);
+                if let Some(fields) = line.as_object_mut() {
+                    fields.remove("user");
+                }
+                line
+            })
+            .collect();
+        let mut lines = lines;
+        lines.sort_by_key(|line| line["time_ms"].as_i64());
+        serde_json::json!({"user": user_name, "alerts": lines})
     }
 
     /// `user`'s top `k` recommendations (the popular list for a user with no
@@ -164,6 +190,7 @@ impl SharedIndex {
 /// of profiles and of collaborative filtering's state to the index.
 pub struct IndexSink {
     profiles: Pending<(Id, Profile)>,
+    alerts: Option<Pending<(Id, Alert)>>,
     state: Pending<StateUpdate>,
     shared: Arc<SharedIndex>,
     metrics: Arc<Metrics>,
@@ -173,6 +200,7 @@ pub struct IndexSink {
 impl IndexSink {
     pub fn new(
         profiles: Pending<(Id, Profile)>,
+        alerts: Option<Pending<(Id, Alert)>>,
         state: Pending<StateUpdate>,
         shared: Arc<SharedIndex>,
         metrics: Arc<Metrics>,
@@ -180,6 +208,7 @@ impl IndexSink {
     ) -> IndexSink {
         IndexSink {
             profiles,
+            alerts,
             state,
             shared,
             metrics,
@@ -197,8 +226,11 @@ impl Sink for IndexSink {
         // The last complete tick: `frontier` is a tick or past every tick.
         let as_of = frontier.checked_sub(1).map(|t| t - t % self.tick_ms);
         let profiles = take_ready(&self.profiles, upto);
+        let alerts = self.alerts.as_ref().map(|alerts| take_ready(alerts, upto));
         let state = take_ready(&self.state, upto);
-        if profiles.is_empty() && state.is_empty() && self.shared.read().as_of == as_of {
+        let no_alerts = alerts.as_ref().is_none_or(Vec::is_empty);
+        if profiles.is_empty() && no_alerts && state.is_empty() && self.shared.read().as_of == as_of
+        {
             return Ok(());
         }
         let started = Instant::now();
@@ -232,6 +264,20 @@ impl Sink for IndexSink {
             }
             for (kind, id, name) in &named {
                 index.names.insert(*kind, *id, name.clone());
+            }
+            if let Some(alerts) = &alerts {
+                let standing = index.alerts.get_or_insert_with(HashMap::default);
+                for ((user, alert), diff) in alerts {
+                    let of_user = standing.entry(*user).or_default();
+                    let count = of_user.entry(alert.clone()).or_default();
+                    *count += diff;
+                    if *count == 0 {
+                        of_user.remove(alert);
+                        if of_user.is_empty() {
+                            standing.remove(user);
+                        }
+                    }
+                }
             }
             index.cf.apply(&state);
             index.as_of = as_of;
