@@ -436,7 +436,10 @@ feature = "velocity.3600.spend"
 op = ">="
 threshold = 10000
 "#;
-    let mapped = CONFIG.replace("quantity = \"qty\"", "quantity = \"qty\"\nprice = \"price\"");
+    let mapped = CONFIG.replace(
+        "quantity = \"qty\"",
+        "quantity = \"qty\"\nprice = \"price\"",
+    );
     std::fs::write(&config, format!("{mapped}{risk}")).unwrap();
     let log = dir.path().join("events.jsonl");
     write_log(&log);

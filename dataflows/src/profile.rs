@@ -29,8 +29,9 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::core::Partition;
-use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
 
 use crate::risk::{Alert, RiskConfig};
 use crate::time::DAY_MS;
@@ -115,7 +116,8 @@ pub fn profiles<'s, T: EventTime>(
     user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
     config: &ProfileConfig,
 ) -> VecCollection<'s, T, (Id, Profile)> {
-    derive(events, catalog, user_attributes, config, None).0
+    let updates = profile_updates(events, catalog, user_attributes, config);
+    maintain_profiles(updates, &Rules::new(config, None)).0
 }
 
 /// [`profiles`] with a `risk` section (see [`crate::risk`]), and the alerts
@@ -132,16 +134,18 @@ pub fn profiles_with_risk<'s, T: EventTime>(
     config: &ProfileConfig,
     risk: &RiskConfig,
 ) -> ProfilesAndAlerts<'s, T> {
-    derive(events, catalog, user_attributes, config, Some(risk))
+    let updates = profile_updates(events, catalog, user_attributes, config);
+    maintain_profiles(updates, &Rules::new(config, Some(risk)))
 }
 
-fn derive<'s, T: EventTime>(
+/// What changes users' running sums: their events, the catalog's
+/// completions of them, and their current attributes.
+fn profile_updates<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     catalog: Option<VecCollection<'s, T, (Id, CatalogVersion)>>,
     user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
     config: &ProfileConfig,
-    risk: Option<&RiskConfig>,
-) -> ProfilesAndAlerts<'s, T> {
+) -> VecCollection<'s, T, (Id, Update)> {
     if let Err(error) = config.validate() {
         panic!("{error}");
     }
@@ -153,33 +157,7 @@ fn derive<'s, T: EventTime>(
     if let Some(catalog) = catalog {
         updates = updates.concat(catalog_completions(events, catalog));
     }
-    let derived = maintain_profiles(updates, &Rules::new(config, risk));
-    // Split without a copy: each record moves to its part.
-    type Part<T> = Vec<((Id, Derived), T, isize)>;
-    let mut parts = derived
-        .inner
-        .partition::<CapacityContainerBuilder<Part<T>>, _, _>(2, |(record, time, diff)| {
-            let part = match &record.1 {
-                Derived::Profile(_) => 0,
-                Derived::Alert(_) => 1,
-            };
-            (part, (record, time, diff))
-        })
-        .into_iter();
-    let (profiles, alerts) = (parts.next().unwrap(), parts.next().unwrap());
-    let profiles = profiles
-        .as_collection()
-        .flat_map(|(user, derived)| match derived {
-            Derived::Profile(profile) => Some((user, profile)),
-            Derived::Alert(_) => None,
-        });
-    let alerts = alerts
-        .as_collection()
-        .flat_map(|(user, derived)| match derived {
-            Derived::Alert(alert) => Some((user, alert)),
-            Derived::Profile(_) => None,
-        });
-    (profiles, alerts)
+    updates
 }
 
 /// The profiles, and the alerts of the risk rules.
@@ -187,15 +165,6 @@ pub type ProfilesAndAlerts<'s, T> = (
     VecCollection<'s, T, (Id, Profile)>,
     VecCollection<'s, T, (Id, Alert)>,
 );
-
-/// What the profile operator derives for a user. Not boxed: every profile
-/// change passes through once, and a box would allocate for each.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-enum Derived {
-    Profile(Profile),
-    Alert(Alert),
-}
 
 /// What changes a user's running sums.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -290,150 +259,156 @@ impl<T: EventTime> Exits<T> {
 fn maintain_profiles<'s, T: EventTime>(
     updates: VecCollection<'s, T, (Id, Update)>,
     rules: &Rules,
-) -> VecCollection<'s, T, (Id, Derived)> {
+) -> ProfilesAndAlerts<'s, T> {
     let rules = rules.clone();
     let route = Exchange::new(|((user, _), _, _): &((Id, Update), T, isize)| *user);
-    updates
-        .inner
-        .unary_frontier::<CapacityContainerBuilder<Vec<((Id, Derived), T, isize)>>, _, _, _>(
-            route,
-            "Profiles",
-            move |_, _| {
-                let mut arrived: BTreeMap<T, Vec<(Id, Update, isize)>> = BTreeMap::new();
-                let mut exits: Exits<T> = Exits::new(&rules.window_days);
-                let mut held: Option<Capability<T>> = None;
-                // Boxed: the table then holds a pointer per user, not the
-                // whole state, and a resize moves 16 bytes per user.
-                let mut users: HashMap<Id, Box<UserState>> = HashMap::default();
-                let mut left_now: Vec<Leaving> = Vec::new();
-                // Emptied vectors of past times, for the next times to fill:
-                // with an event per tick, a vector per tick is most of the cost.
-                let mut spare: Vec<Vec<(Id, Update, isize)>> = Vec::new();
-                // A user's events of one time, for the risk state.
-                let mut risk_events: Vec<(Event, i64)> = Vec::new();
-                move |(input, frontier), output| {
-                    input.for_each_stamp(|capability, containers| {
-                        let earlier =
-                            |time: &T| held.as_ref().is_none_or(|held| time < held.time());
-                        if capability.least().is_some_and(earlier) {
-                            held = capability.retain_least(0);
-                        }
-                        for container in containers {
-                            for ((user, update), time, diff) in container.drain(..) {
-                                let at = arrived
-                                    .entry(time)
-                                    .or_insert_with(|| spare.pop().unwrap_or_default());
-                                at.push((user, update, diff));
-                            }
-                        }
-                    });
-                    let Some(capability) = held.as_ref() else {
-                        return;
-                    };
-                    let mut session = output.session(capability);
-                    loop {
-                        let next = match (arrived.keys().next(), exits.earliest()) {
-                            (Some(a), Some(l)) => a.clone().min(l),
-                            (Some(a), None) => a.clone(),
-                            (None, Some(l)) => l,
-                            (None, None) => break,
-                        };
-                        if frontier.frontier().less_equal(&next) {
-                            break;
-                        }
-                        let mut arrived_now = arrived.remove(&next).unwrap_or_default();
-                        exits.take(&next, &mut left_now);
-                        arrived_now.sort_unstable_by_key(|(user, _, _)| *user);
-                        left_now.sort_unstable_by_key(|(user, _, _, _)| *user);
-                        let mut updates = arrived_now.drain(..).peekable();
-                        let mut left = left_now.drain(..).peekable();
-                        loop {
-                            let user = match (updates.peek(), left.peek()) {
-                                (Some((a, _, _)), Some((b, _, _, _))) => *a.min(b),
-                                (Some((a, _, _)), None) => *a,
-                                (None, Some((b, _, _, _))) => *b,
-                                (None, None) => break,
-                            };
-                            let state = users.entry(user).or_default();
-                            let before = state.profile(&rules);
-                            while let Some((_, update, diff)) =
-                                updates.next_if(|(u, _, _)| *u == user)
-                            {
-                                let diff = diff as i64;
-                                match update {
-                                    Update::Event(event) => {
-                                        state.apply_event(&event, diff, &rules);
-                                        if rules.risk.is_some() {
-                                            risk_events.push((event.clone(), diff));
-                                        }
-                                        for window in 0..rules.window_days.len() as u32 {
-                                            state.add_window(window, event.action, diff);
-                                        }
-                                        exits.enter(next.clone(), user, event.action, diff);
-                                    }
-                                    Update::Use(item_use) => {
-                                        state.apply_use(&item_use, diff, &rules)
-                                    }
-                                    Update::Attribute(name, value) => {
-                                        state.add_attribute(name, value, diff as isize);
-                                    }
-                                }
-                            }
-                            while let Some((_, window, action, diff)) =
-                                left.next_if(|(u, _, _, _)| *u == user)
-                            {
-                                state.add_window(window, action, diff);
-                            }
-                            if !risk_events.is_empty() {
-                                for (alert, diff) in state.apply_risk(&risk_events, &rules) {
-                                    let alert = (user, Derived::Alert(alert));
-                                    session.give((alert, next.clone(), diff as isize));
-                                }
-                                risk_events.clear();
-                            }
-                            state.refresh(&rules);
-                            let after = state.profile(&rules);
-                            if state.is_empty() {
-                                users.remove(&user);
-                            }
-                            if before != after {
-                                if let Some(before) = before {
-                                    let before = (user, Derived::Profile(before));
-                                    session.give((before, next.clone(), -1));
-                                }
-                                if let Some(after) = after {
-                                    let after = (user, Derived::Profile(after));
-                                    session.give((after, next.clone(), 1));
-                                }
-                            }
-                        }
-                        drop((updates, left));
-                        // Kept for a later time, unless a burst made it large.
-                        if arrived_now.capacity() <= 1024 && spare.len() < 64 {
-                            spare.push(arrived_now);
-                        }
-                    }
-                    drop(session);
-                    // Keep a capability for the earliest time still to come.
-                    let earliest = arrived
-                        .keys()
-                        .next()
-                        .into_iter()
-                        .cloned()
-                        .chain(exits.earliest())
-                        .min();
-                    match earliest {
-                        Some(time) => {
-                            if let Some(held) = held.as_mut() {
-                                held.downgrade(&time);
-                            }
-                        }
-                        None => held = None,
+    let mut builder = OperatorBuilder::new("Profiles".to_owned(), updates.inner.scope());
+    let mut input = builder.new_input(updates.inner, route);
+    let (profiles_output, profiles) = builder.new_output();
+    let (alerts_output, alerts) = builder.new_output();
+    let mut profiles_output = OutputBuilder::<
+        T,
+        CapacityContainerBuilder<Vec<((Id, Profile), T, isize)>>,
+    >::from(profiles_output);
+    let mut alerts_output = OutputBuilder::<
+        T,
+        CapacityContainerBuilder<Vec<((Id, Alert), T, isize)>>,
+    >::from(alerts_output);
+    builder.build(move |_initial| {
+        let mut arrived: BTreeMap<T, Vec<(Id, Update, isize)>> = BTreeMap::new();
+        let mut exits: Exits<T> = Exits::new(&rules.window_days);
+        // One per output: profiles, alerts.
+        let mut held: Option<[Capability<T>; 2]> = None;
+        // Boxed: the table then holds a pointer per user, not the
+        // whole state, and a resize moves 16 bytes per user.
+        let mut users: HashMap<Id, Box<UserState>> = HashMap::default();
+        let mut left_now: Vec<Leaving> = Vec::new();
+        // Emptied vectors of past times, for the next times to fill:
+        // with an event per tick, a vector per tick is most of the cost.
+        let mut spare: Vec<Vec<(Id, Update, isize)>> = Vec::new();
+        // A user's events of one time, for the risk state.
+        let mut risk_events: Vec<(Event, i64)> = Vec::new();
+        move |frontiers| {
+            let frontier = &frontiers[0];
+            input.for_each_stamp(|capability, containers| {
+                let earlier = |time: &T| held.as_ref().is_none_or(|held| time < held[0].time());
+                if capability.least().is_some_and(earlier) {
+                    held = capability
+                        .retain_least(0)
+                        .zip(capability.retain_least(1))
+                        .map(|(profiles, alerts)| [profiles, alerts]);
+                }
+                for container in containers {
+                    for ((user, update), time, diff) in container.drain(..) {
+                        let at = arrived
+                            .entry(time)
+                            .or_insert_with(|| spare.pop().unwrap_or_default());
+                        at.push((user, update, diff));
                     }
                 }
-            },
-        )
-        .as_collection()
+            });
+            let Some([profiles_at, alerts_at]) = held.as_ref() else {
+                return;
+            };
+            let mut profiles_output = profiles_output.activate();
+            let mut session = profiles_output.session(profiles_at);
+            let mut alerts_output = alerts_output.activate();
+            let mut alerts = alerts_output.session(alerts_at);
+            loop {
+                let next = match (arrived.keys().next(), exits.earliest()) {
+                    (Some(a), Some(l)) => a.clone().min(l),
+                    (Some(a), None) => a.clone(),
+                    (None, Some(l)) => l,
+                    (None, None) => break,
+                };
+                if frontier.frontier().less_equal(&next) {
+                    break;
+                }
+                let mut arrived_now = arrived.remove(&next).unwrap_or_default();
+                exits.take(&next, &mut left_now);
+                arrived_now.sort_unstable_by_key(|(user, _, _)| *user);
+                left_now.sort_unstable_by_key(|(user, _, _, _)| *user);
+                let mut updates = arrived_now.drain(..).peekable();
+                let mut left = left_now.drain(..).peekable();
+                loop {
+                    let user = match (updates.peek(), left.peek()) {
+                        (Some((a, _, _)), Some((b, _, _, _))) => *a.min(b),
+                        (Some((a, _, _)), None) => *a,
+                        (None, Some((b, _, _, _))) => *b,
+                        (None, None) => break,
+                    };
+                    let state = users.entry(user).or_default();
+                    let before = state.profile(&rules);
+                    while let Some((_, update, diff)) = updates.next_if(|(u, _, _)| *u == user) {
+                        let diff = diff as i64;
+                        match update {
+                            Update::Event(event) => {
+                                state.apply_event(&event, diff, &rules);
+                                if rules.risk.is_some() {
+                                    risk_events.push((event.clone(), diff));
+                                }
+                                for window in 0..rules.window_days.len() as u32 {
+                                    state.add_window(window, event.action, diff);
+                                }
+                                exits.enter(next.clone(), user, event.action, diff);
+                            }
+                            Update::Use(item_use) => state.apply_use(&item_use, diff, &rules),
+                            Update::Attribute(name, value) => {
+                                state.add_attribute(name, value, diff as isize);
+                            }
+                        }
+                    }
+                    while let Some((_, window, action, diff)) =
+                        left.next_if(|(u, _, _, _)| *u == user)
+                    {
+                        state.add_window(window, action, diff);
+                    }
+                    if !risk_events.is_empty() {
+                        for (alert, diff) in state.apply_risk(&risk_events, &rules) {
+                            alerts.give(((user, alert), next.clone(), diff as isize));
+                        }
+                        risk_events.clear();
+                    }
+                    state.refresh(&rules);
+                    let after = state.profile(&rules);
+                    if state.is_empty() {
+                        users.remove(&user);
+                    }
+                    if before != after {
+                        if let Some(before) = before {
+                            session.give(((user, before), next.clone(), -1));
+                        }
+                        if let Some(after) = after {
+                            session.give(((user, after), next.clone(), 1));
+                        }
+                    }
+                }
+                drop((updates, left));
+                // Kept for a later time, unless a burst made it large.
+                if arrived_now.capacity() <= 1024 && spare.len() < 64 {
+                    spare.push(arrived_now);
+                }
+            }
+            drop((session, alerts));
+            // Keep a capability for the earliest time still to come.
+            let earliest = arrived
+                .keys()
+                .next()
+                .into_iter()
+                .cloned()
+                .chain(exits.earliest())
+                .min();
+            match earliest {
+                Some(time) => {
+                    for held in held.iter_mut().flatten() {
+                        held.downgrade(&time);
+                    }
+                }
+                None => held = None,
+            }
+        }
+    });
+    (profiles.as_collection(), alerts.as_collection())
 }
 
 /// The current catalog entry of an item.

@@ -219,7 +219,7 @@ pub fn z_score(x: i64, history: impl Iterator<Item = i64>, days: u64) -> Option<
 }
 
 /// One event kept for the velocity windows.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Recent {
     time_ms: i64,
     action: Action,
@@ -227,6 +227,19 @@ struct Recent {
     session: Option<Id>,
     spend: i64,
     count: i64,
+}
+
+impl Recent {
+    /// The order of the recent events: by time first.
+    fn key(&self) -> (i64, Action, Id, Option<Id>, i64) {
+        (
+            self.time_ms,
+            self.action,
+            self.item,
+            self.session,
+            self.spend,
+        )
+    }
 }
 
 /// A user's risk state: the recent events, the day buckets, the latest two
@@ -266,16 +279,12 @@ impl RiskState {
         }
         self.forget_old(rules);
         let taking_back = |(event, diff): &&(Event, i64)| is_taking_back(event, *diff);
-        for (event, diff) in events.iter().filter(|u| !taking_back(u)) {
-            self.add(event, *diff, rules);
-        }
+        self.add(events.iter().filter(|u| !taking_back(u)), rules);
         let mid = match events.iter().any(|u| taking_back(&u)) && !self.open.is_empty() {
             true => self.compute(rules),
             false => None,
         };
-        for (event, diff) in events.iter().filter(taking_back) {
-            self.add(event, *diff, rules);
-        }
+        self.add(events.iter().filter(taking_back), rules);
         self.features = self.compute(rules).map(Arc::new);
 
         let mut changes = Vec::new();
@@ -339,37 +348,39 @@ impl RiskState {
         }
     }
 
-    fn add(&mut self, event: &Event, diff: i64, rules: &RiskRules) {
+    /// Adds `updates` to the recent events and the day buckets.
+    fn add<'a>(&mut self, updates: impl Iterator<Item = &'a (Event, i64)>, rules: &RiskRules) {
         let horizon = self.horizon(rules);
+        let known = self.recent.len();
+        for (event, diff) in updates {
+            self.add_one(event, *diff, horizon);
+        }
+        if self.recent.len() > known {
+            // Merged once per time, not per event: an invoice of hundreds
+            // of lines shares one time.
+            self.recent.sort_unstable_by_key(Recent::key);
+            self.recent.dedup_by(|later, earlier| {
+                let same = later.key() == earlier.key();
+                if same {
+                    earlier.count += later.count;
+                }
+                same
+            });
+            self.recent.retain(|r| r.count != 0);
+        }
+    }
+
+    fn add_one(&mut self, event: &Event, diff: i64, horizon: Option<(i64, i64)>) {
         let spend = spend_of(event);
         if horizon.is_none_or(|(after, _)| event.time_ms > after) {
-            let entry = Recent {
+            self.recent.push(Recent {
                 time_ms: event.time_ms,
                 action: event.action,
                 item: event.item,
                 session: event.session,
                 spend,
-                count: 0,
-            };
-            let same = |r: &Recent| {
-                Recent {
-                    count: 0,
-                    ..r.clone()
-                } == entry
-            };
-            let start = self.recent.partition_point(|r| r.time_ms < event.time_ms);
-            let end = self.recent.partition_point(|r| r.time_ms <= event.time_ms);
-            let index = match self.recent[start..end].iter().position(same) {
-                Some(offset) => start + offset,
-                None => {
-                    self.recent.insert(end, entry);
-                    end
-                }
-            };
-            self.recent[index].count += diff;
-            if self.recent[index].count == 0 {
-                self.recent.remove(index);
-            }
+                count: diff,
+            });
         }
         let day = event.day();
         if horizon.is_none_or(|(_, first_day)| day >= first_day) {
