@@ -22,7 +22,7 @@ use common::kafka::*;
 use common::parquet::{dataset_rows, jsonl_rows};
 use common::{
     assert_balances, deterministic_part, free_port, online_retail_slice, raw_ids_in, read_json,
-    read_lines, records_by, replay,
+    read_lines, records_by, replay, replay_with_config,
 };
 
 use persona::config::PipelineConfig;
@@ -1143,4 +1143,65 @@ fn users_forgotten_through_the_control_topic_leave_a_running_run() {
             "{name}.jsonl restored from the checkpoint differs from the log without the users"
         );
     }
+}
+
+/// Rules low enough that the first 30,000 lines of Online Retail raise
+/// alerts, and cancellations retract some.
+const RISK_RULES: &str = r#"
+[risk]
+[[risk.rules]]
+name = "hour_spend"
+feature = "velocity.3600.spend"
+op = ">="
+threshold = 20000
+[[risk.rules]]
+name = "big_day"
+feature = "day.spend"
+op = ">="
+threshold = 50000
+"#;
+
+#[test]
+fn risk_alerts_reach_their_topic_as_the_replay_writes_them() {
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    let lines = 30_000;
+    let slice = online_retail_lines(dir.path(), "slice", 0, lines);
+    let (expected, _) = replay_with_config(
+        &slice,
+        RISK_RULES,
+        &["--format", "online-retail", "-w", "2"],
+    );
+    let wanted = read_lines(expected.path(), "alerts");
+    assert!(wanted.len() > 10, "{} alerts", wanted.len());
+
+    let topics = RunTopics::new(&unique("alerts"));
+    let summary = produce_file(&slice, &brokers, &topics.input);
+    assert_eq!(summary.messages as usize, lines);
+    let alerts_topic = format!("{}.alerts", topics.input);
+    let config = topics.config(&brokers, dir.path(), "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    // Inside [sink.kafka], which the config ends with; then [risk].
+    text += &format!("alerts = {alerts_topic:?}\n{RISK_RULES}");
+    std::fs::write(&config, text).unwrap();
+    let out = dir.path().join("run");
+    run_until_end(&config, &out, &["-w", "2"]);
+
+    assert_eq!(read_lines(&out, "alerts"), wanted, "alerts.jsonl");
+    // The topic's state: one message per standing alert, keyed user/rule/time_ms.
+    let state = upsert_state(&brokers, &alerts_topic);
+    let expected: BTreeMap<String, Value> = wanted
+        .iter()
+        .map(|line| {
+            let alert: Value = serde_json::from_str(line).unwrap();
+            let key = format!(
+                "{}/{}/{}",
+                alert["user"].as_str().unwrap(),
+                alert["rule"].as_str().unwrap(),
+                alert["time_ms"]
+            );
+            (key, alert)
+        })
+        .collect();
+    assert_eq!(state, expected);
 }

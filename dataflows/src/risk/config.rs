@@ -61,8 +61,8 @@ impl RiskConfig {
             min_history_days: history,
         };
         vec![
-            // A day's spend four deviations above the user's usual days.
-            rule("unusual_day_spend", "day.spend_z", ">=", 4.0, 3),
+            // A day's spend six deviations above the user's usual days.
+            rule("unusual_day_spend", "day.spend_z", ">=", 6.0, 3),
             // Five times the user's largest day of the history.
             rule("spend_above_largest", "day.spend_over_max", ">=", 5.0, 2),
             // A purchase after three months without any event.

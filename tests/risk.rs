@@ -1,4 +1,6 @@
-//! Golden risk features of the real Online Retail log, checked against
+//! `[risk]` through the real binary: the same profiles and alerts on 1 and 2
+//! workers, rules checked at start with errors naming the
+//! rule, and golden risk features of the real Online Retail log, checked against
 //! values computed here independently and plainly: the CSV read with the
 //! `csv` crate, cents by string arithmetic, the rows kept by the preset's
 //! rules (as in `profiles_golden.rs`), and the features of the `risk`
@@ -293,4 +295,105 @@ fn online_retail_risk_features_match_an_independent_computation() {
         replayed,
         started.elapsed()
     );
+}
+
+/// Rules low enough that a slice of Online Retail raises alerts.
+const LOW_RULES: &str = r#"
+[risk]
+[[risk.rules]]
+name = "hour_spend"
+feature = "velocity.3600.spend"
+op = ">="
+threshold = 20000
+[[risk.rules]]
+name = "unusual_day"
+feature = "day.spend_z"
+op = ">="
+threshold = 3
+min_history_days = 1
+[[risk.rules]]
+name = "many_items"
+feature = "velocity.600.items"
+op = ">"
+threshold = 30
+"#;
+
+#[test]
+fn profiles_and_alerts_are_the_same_on_one_and_two_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = common::kafka::online_retail_lines(dir.path(), "slice", 0, 60_000);
+    let runs: Vec<(tempfile::TempDir, Value)> = [&["-w", "1"][..], &["-w", "2"]]
+        .iter()
+        .map(|flags| {
+            let extra = [&["--format", "online-retail"][..], flags].concat();
+            replay_with_config(&slice, LOW_RULES, &extra)
+        })
+        .collect();
+    let alerts = read_lines(runs[0].0.path(), "alerts");
+    assert!(alerts.len() > 20, "{} alerts", alerts.len());
+    let rules: HashSet<String> = alerts
+        .iter()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap()["rule"].to_string())
+        .collect();
+    assert_eq!(rules.len(), 3, "every rule fires: {rules:?}");
+    for (out, _) in &runs[1..] {
+        for output in ["profiles", "alerts"] {
+            assert_eq!(
+                read_lines(out.path(), output),
+                read_lines(runs[0].0.path(), output),
+                "{output}"
+            );
+        }
+    }
+    assert_eq!(
+        deterministic_part(&runs[0].1),
+        deterministic_part(&runs[1].1)
+    );
+}
+
+#[test]
+fn bad_rules_stop_the_command_with_the_rule_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("risk.toml");
+    let input = fixture("retail_dirty.csv");
+    for (rule, expected) in [
+        (
+            r#"name = "burst"
+feature = "velocity.90.events"
+op = ">"
+threshold = 5"#,
+            r#"[risk] rules[0] ("burst").feature: expected a window of velocity_secs [60, 600, 3600], not "90""#,
+        ),
+        (
+            r#"name = "z"
+feature = "day.spend_z"
+op = "=>"
+threshold = 5"#,
+            r#"[risk] rules[0] ("z").op: expected one of >, >=, <, <="#,
+        ),
+        (
+            r#"name = "z"
+feature = "day.spend_z"
+op = ">"
+threshold = 5
+min_history = 3"#,
+            "unknown field `min_history`",
+        ),
+    ] {
+        std::fs::write(&config, format!("[risk]\n[[risk.rules]]\n{rule}\n")).unwrap();
+        let out = dir.path().join("out");
+        let stderr = persona_fails(&[
+            "replay",
+            "--format",
+            "online-retail",
+            "--config",
+            config.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!out.exists(), "a failed start writes no outputs");
+    }
 }
