@@ -139,8 +139,15 @@ fn nested_fields_are_parquet_maps_lists_and_structs() {
         "{:?}",
         kind("feedback")
     );
+    // The risk section (with [risk]): as_of_ms, velocity, since_previous_ms,
+    // purchase_after_idle_days, day.
+    assert!(
+        matches!(kind("risk"), DataType::Struct(fields) if fields.len() == 5),
+        "{:?}",
+        kind("risk")
+    );
     let columns: BTreeSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(columns.len(), 16, "{columns:?}");
+    assert_eq!(columns.len(), 17, "{columns:?}");
 }
 
 /// `persona replay` of the MovieLens fixture into `out`, with `extra` flags.

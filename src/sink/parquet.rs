@@ -243,10 +243,21 @@ mod tests {
             "impressions": 8, "rec_clicks": 2, "not_interested": 1, "ctr": 0.25,
             "windows": {"7d": {"impressions": 0, "rec_clicks": 0, "not_interested": 0, "ctr": null}},
         });
-        let batch = decode(&schema(Output::Profiles), &[row, with_feedback]).unwrap();
-        assert_eq!((batch.num_rows(), batch.num_columns()), (2, 16));
+        let mut with_risk = row.clone();
+        with_risk["risk"] = serde_json::json!({
+            "as_of_ms": 2000,
+            "velocity": {"60": {"events": 2, "purchases": 1, "spend": 500, "items": 2, "sessions": 1}},
+            "since_previous_ms": 1000, "purchase_after_idle_days": null,
+            "day": {"day": 0, "spend": 500, "events": 2, "active_days": 0, "max_spend_before": 0,
+                    "spend_z": null, "events_z": null, "spend_over_max": null},
+        });
+        let rows = [row, with_feedback, with_risk];
+        let batch = decode(&schema(Output::Profiles), &rows).unwrap();
+        assert_eq!((batch.num_rows(), batch.num_columns()), (3, 17));
         let feedback = batch.column_by_name("feedback").unwrap();
-        assert_eq!(feedback.null_count(), 1, "no section, no feedback");
+        assert_eq!(feedback.null_count(), 2, "no section, no feedback");
+        let risk = batch.column_by_name("risk").unwrap();
+        assert_eq!(risk.null_count(), 2, "no [risk], no section");
         assert!(!encode(&batch).unwrap().is_empty());
     }
 
