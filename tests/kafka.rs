@@ -22,7 +22,7 @@ use common::kafka::*;
 use common::parquet::{dataset_rows, jsonl_rows};
 use common::{
     assert_balances, deterministic_part, free_port, online_retail_slice, raw_ids_in, read_json,
-    read_lines, records_by, replay, replay_with_config,
+    read_lines, records_by, replay, replay_with_config, LOW_RISK_RULES,
 };
 
 use persona::config::PipelineConfig;
@@ -1145,22 +1145,6 @@ fn users_forgotten_through_the_control_topic_leave_a_running_run() {
     }
 }
 
-/// Rules low enough that the first 30,000 lines of Online Retail raise
-/// alerts, and cancellations retract some.
-const RISK_RULES: &str = r#"
-[risk]
-[[risk.rules]]
-name = "hour_spend"
-feature = "velocity.3600.spend"
-op = ">="
-threshold = 20000
-[[risk.rules]]
-name = "big_day"
-feature = "day.spend"
-op = ">="
-threshold = 50000
-"#;
-
 #[test]
 fn risk_alerts_reach_their_topic_as_the_replay_writes_them() {
     let brokers = brokers();
@@ -1169,7 +1153,7 @@ fn risk_alerts_reach_their_topic_as_the_replay_writes_them() {
     let slice = online_retail_lines(dir.path(), "slice", 0, lines);
     let (expected, _) = replay_with_config(
         &slice,
-        RISK_RULES,
+        LOW_RISK_RULES,
         &["--format", "online-retail", "-w", "2"],
     );
     let wanted = read_lines(expected.path(), "alerts");
@@ -1182,7 +1166,7 @@ fn risk_alerts_reach_their_topic_as_the_replay_writes_them() {
     let config = topics.config(&brokers, dir.path(), "");
     let mut text = std::fs::read_to_string(&config).unwrap();
     // Inside [sink.kafka], which the config ends with; then [risk].
-    text += &format!("alerts = {alerts_topic:?}\n{RISK_RULES}");
+    text += &format!("alerts = {alerts_topic:?}\n{LOW_RISK_RULES}");
     std::fs::write(&config, text).unwrap();
     let out = dir.path().join("run");
     run_until_end(&config, &out, &["-w", "2"]);

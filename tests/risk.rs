@@ -297,27 +297,6 @@ fn online_retail_risk_features_match_an_independent_computation() {
     );
 }
 
-/// Rules low enough that a slice of Online Retail raises alerts.
-const LOW_RULES: &str = r#"
-[risk]
-[[risk.rules]]
-name = "hour_spend"
-feature = "velocity.3600.spend"
-op = ">="
-threshold = 20000
-[[risk.rules]]
-name = "unusual_day"
-feature = "day.spend_z"
-op = ">="
-threshold = 3
-min_history_days = 1
-[[risk.rules]]
-name = "many_items"
-feature = "velocity.600.items"
-op = ">"
-threshold = 30
-"#;
-
 #[test]
 fn profiles_and_alerts_are_the_same_on_one_and_two_workers() {
     let dir = tempfile::tempdir().unwrap();
@@ -326,7 +305,7 @@ fn profiles_and_alerts_are_the_same_on_one_and_two_workers() {
         .iter()
         .map(|flags| {
             let extra = [&["--format", "online-retail"][..], flags].concat();
-            replay_with_config(&slice, LOW_RULES, &extra)
+            replay_with_config(&slice, LOW_RISK_RULES, &extra)
         })
         .collect();
     let alerts = read_lines(runs[0].0.path(), "alerts");

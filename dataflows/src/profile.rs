@@ -120,22 +120,24 @@ pub fn profiles<'s, T: EventTime>(
     maintain_profiles(updates, &Rules::new(config, None)).0
 }
 
-/// [`profiles`] with a `risk` section (see [`crate::risk`]), and the alerts
-/// of the risk rules: `(user, alert)`, raised when a rule starts to hold and
-/// retracted when a taking back makes it stop.
+/// [`profiles`], with a `risk` section when `risk` is given (see
+/// [`crate::risk`]), and then also the alerts of its rules: `(user,
+/// alert)`, raised when a rule starts to hold and retracted when a taking
+/// back makes it stop.
 ///
 /// # Panics
 ///
 /// When `config` or `risk` does not pass its `validate`, at construction.
-pub fn profiles_with_risk<'s, T: EventTime>(
+pub fn profiles_and_alerts<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     catalog: Option<VecCollection<'s, T, (Id, CatalogVersion)>>,
     user_attributes: VecCollection<'s, T, (Id, AttributeVersion)>,
     config: &ProfileConfig,
-    risk: &RiskConfig,
-) -> ProfilesAndAlerts<'s, T> {
+    risk: Option<&RiskConfig>,
+) -> (Profiles<'s, T>, Option<Alerts<'s, T>>) {
     let updates = profile_updates(events, catalog, user_attributes, config);
-    maintain_profiles(updates, &Rules::new(config, Some(risk)))
+    let (profiles, alerts) = maintain_profiles(updates, &Rules::new(config, risk));
+    (profiles, risk.map(|_| alerts))
 }
 
 /// What changes users' running sums: their events, the catalog's
@@ -160,11 +162,11 @@ fn profile_updates<'s, T: EventTime>(
     updates
 }
 
-/// The profiles, and the alerts of the risk rules.
-pub type ProfilesAndAlerts<'s, T> = (
-    VecCollection<'s, T, (Id, Profile)>,
-    VecCollection<'s, T, (Id, Alert)>,
-);
+/// The profiles of users: `(user, profile)`.
+pub type Profiles<'s, T> = VecCollection<'s, T, (Id, Profile)>;
+
+/// The alerts of the risk rules: `(user, alert)`.
+pub type Alerts<'s, T> = VecCollection<'s, T, (Id, Alert)>;
 
 /// What changes a user's running sums.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -259,7 +261,7 @@ impl<T: EventTime> Exits<T> {
 fn maintain_profiles<'s, T: EventTime>(
     updates: VecCollection<'s, T, (Id, Update)>,
     rules: &Rules,
-) -> ProfilesAndAlerts<'s, T> {
+) -> (Profiles<'s, T>, Alerts<'s, T>) {
     let rules = rules.clone();
     let route = Exchange::new(|((user, _), _, _): &((Id, Update), T, isize)| *user);
     let mut builder = OperatorBuilder::new("Profiles".to_owned(), updates.inner.scope());

@@ -1,6 +1,6 @@
 //! Oracle tests of the risk features and alerts: seeded random streams of
 //! purchases, cancellations, other events and retractions, bursty and
-//! spread over days, fed in batches to `profile::profiles_with_risk` on 1
+//! spread over days, fed in batches to `profile::profiles_and_alerts` on 1
 //! and 4 workers; the `risk` section of every profile and the standing
 //! alerts are compared with `reference::risk` at every batch time. Plus a
 //! hand-computed episode: raised, ended by time, retracted by a
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Extract};
 
-use persona_dataflows::profile::{profiles_with_risk, Profile, ProfileConfig};
+use persona_dataflows::profile::{profiles_and_alerts, Profile, ProfileConfig};
 use persona_dataflows::risk::{Alert, RiskConfig, RiskFeatures, RiskRule};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id};
@@ -46,8 +46,10 @@ fn run_dataflow(
         let (mut events, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (events_input, events) = scope.new_collection();
             let (_, attributes) = scope.new_collection();
+            let config = ProfileConfig::default();
             let (profiles, alerts) =
-                profiles_with_risk(events, None, attributes, &ProfileConfig::default(), &risk);
+                profiles_and_alerts(events, None, attributes, &config, Some(&risk));
+            let alerts = alerts.expect("alerts with [risk]");
             let (probe, profiles) = profiles.probe();
             profiles.inner.capture_into(send_profiles);
             alerts.inner.capture_into(send_alerts);

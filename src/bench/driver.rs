@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::on_demand::state_updates;
 use persona_dataflows::cf::{collaborative_filtering, Rankings};
-use persona_dataflows::profile::{profiles, profiles_with_risk, AttributeVersion, CatalogVersion};
+use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
@@ -324,23 +324,16 @@ fn run_worker(
             .as_ref()
             .map(|_| catalog.to_collection(scope));
         let user_attributes = user_attributes.to_collection(scope);
-        match &config.risk {
-            Some(risk) => {
-                let (profiles, alerts) = profiles_with_risk(
-                    events.clone(),
-                    catalog,
-                    user_attributes,
-                    &config.profile,
-                    risk,
-                );
-                profiles.inner.probe_with(&probe);
-                alerts.inner.probe_with(&probe);
-            }
-            None => {
-                profiles(events.clone(), catalog, user_attributes, &config.profile)
-                    .inner
-                    .probe_with(&probe);
-            }
+        let (profiles, alerts) = profiles_and_alerts(
+            events.clone(),
+            catalog,
+            user_attributes,
+            &config.profile,
+            config.risk.as_ref(),
+        );
+        profiles.inner.probe_with(&probe);
+        if let Some(alerts) = alerts {
+            alerts.inner.probe_with(&probe);
         }
         if graph == Graph::Full {
             match config.recommend.rankings() {

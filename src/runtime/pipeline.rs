@@ -15,9 +15,7 @@ use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
 use persona_dataflows::keyed::KeyedSums;
-use persona_dataflows::profile::{
-    profiles, profiles_with_risk, AttributeVersion, CatalogVersion, Profile,
-};
+use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::risk::Alert;
 use persona_dataflows::{Event, Id};
 use timely::container::CapacityContainerBuilder;
@@ -115,22 +113,13 @@ pub fn build(
         input_end,
     } = inputs;
     let gatherers = graph.gatherers(events.scope().peers());
-    let (profiles, alerts) = match &config.risk {
-        Some(risk) => {
-            let (profiles, alerts) = profiles_with_risk(
-                events.clone(),
-                catalog,
-                user_attributes,
-                &config.profile,
-                risk,
-            );
-            (profiles, Some(alerts))
-        }
-        None => {
-            let profiles = profiles(events.clone(), catalog, user_attributes, &config.profile);
-            (profiles, None)
-        }
-    };
+    let (profiles, alerts) = profiles_and_alerts(
+        events.clone(),
+        catalog,
+        user_attributes,
+        &config.profile,
+        config.risk.as_ref(),
+    );
     let users = events
         .clone()
         .map(|event| event.user)

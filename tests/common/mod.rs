@@ -12,6 +12,28 @@ use std::process::Command;
 
 use serde_json::Value;
 
+/// `[risk]` rules low enough that a slice of Online Retail raises alerts
+/// of each, and cancellations retract some.
+pub const LOW_RISK_RULES: &str = r#"
+[risk]
+[[risk.rules]]
+name = "hour_spend"
+feature = "velocity.3600.spend"
+op = ">="
+threshold = 20000
+[[risk.rules]]
+name = "unusual_day"
+feature = "day.spend_z"
+op = ">="
+threshold = 3
+min_history_days = 1
+[[risk.rules]]
+name = "many_items"
+feature = "velocity.600.items"
+op = ">"
+threshold = 30
+"#;
+
 /// A free port on the loopback interface.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
