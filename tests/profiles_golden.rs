@@ -46,23 +46,6 @@ impl Expected {
     }
 }
 
-/// Epoch ms of an Online Retail invoice date, London time.
-fn london_ms(date: &str) -> i64 {
-    let civil: jiff::civil::DateTime = date.replacen(' ', "T", 1).parse().unwrap();
-    civil
-        .in_tz("Europe/London")
-        .unwrap()
-        .timestamp()
-        .as_millisecond()
-}
-
-fn cents(price: &str) -> i64 {
-    let (units, fraction) = price.split_once('.').unwrap_or((price, ""));
-    let fraction = format!("{fraction:0<2}");
-    assert!(fraction.len() == 2, "price {price} has sub-cent digits");
-    units.parse::<i64>().unwrap() * 100 + fraction.parse::<i64>().unwrap()
-}
-
 /// The expected profile features of `customers`, computed from the raw CSV.
 fn expected(customers: &[&str]) -> BTreeMap<String, Expected> {
     let mut text = String::new();

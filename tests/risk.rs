@@ -37,23 +37,6 @@ const HISTORY_DAYS: i64 = 30;
 /// The longest default velocity window, in ms.
 const HOUR_MS: i64 = 3_600_000;
 
-/// Epoch ms of an Online Retail invoice date, London time.
-fn london_ms(date: &str) -> i64 {
-    let civil: jiff::civil::DateTime = date.replacen(' ', "T", 1).parse().unwrap();
-    civil
-        .in_tz("Europe/London")
-        .unwrap()
-        .timestamp()
-        .as_millisecond()
-}
-
-fn cents(price: &str) -> i64 {
-    let (units, fraction) = price.split_once('.').unwrap_or((price, ""));
-    let fraction = format!("{fraction:0<2}");
-    assert!(fraction.len() == 2, "price {price} has sub-cent digits");
-    units.parse::<i64>().unwrap() * 100 + fraction.parse::<i64>().unwrap()
-}
-
 /// The records the preset keeps, per customer: `(time_ms, spend)`, spend
 /// being +quantity·price for a purchase row and −quantity·price for a
 /// cancellation row; and how many rows were dropped as duplicates.
@@ -209,6 +192,26 @@ fn online_retail_risk_features_match_an_independent_computation() {
         .iter()
         .map(|(customer, records)| (customer.as_str(), expected(records)))
         .collect();
+
+    // The default rules raise what docs/risk.md says they raise over the year.
+    let mut per_rule: BTreeMap<String, usize> = BTreeMap::new();
+    for line in read_lines(out.path(), "alerts") {
+        let alert: Value = serde_json::from_str(&line).unwrap();
+        *per_rule
+            .entry(alert["rule"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let documented = [
+        ("hour_spend", 93),
+        ("purchase_after_idle", 428),
+        ("spend_above_largest", 31),
+        ("unusual_day_spend", 135),
+    ];
+    let documented: BTreeMap<String, usize> = documented
+        .iter()
+        .map(|(r, n)| (r.to_string(), *n))
+        .collect();
+    assert_eq!(per_rule, documented, "alerts per default rule");
 
     // The log is in invoice-date order: nothing is late, so every kept row
     // is applied, and the rows kept here are the rows persona accepted.

@@ -34,6 +34,24 @@ op = ">"
 threshold = 30
 "#;
 
+/// Epoch ms of an Online Retail invoice date, London time.
+pub fn london_ms(date: &str) -> i64 {
+    let civil: jiff::civil::DateTime = date.replacen(' ', "T", 1).parse().unwrap();
+    civil
+        .in_tz("Europe/London")
+        .unwrap()
+        .timestamp()
+        .as_millisecond()
+}
+
+/// Cents of an Online Retail unit price, by string arithmetic.
+pub fn cents(price: &str) -> i64 {
+    let (units, fraction) = price.split_once('.').unwrap_or((price, ""));
+    let fraction = format!("{fraction:0<2}");
+    assert!(fraction.len() == 2, "price {price} has sub-cent digits");
+    units.parse::<i64>().unwrap() * 100 + fraction.parse::<i64>().unwrap()
+}
+
 /// A free port on the loopback interface.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

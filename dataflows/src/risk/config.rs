@@ -65,12 +65,12 @@ impl RiskConfig {
             rule("unusual_day_spend", "day.spend_z", ">=", 6.0, 3),
             // Five times the user's largest day of the history.
             rule("spend_above_largest", "day.spend_over_max", ">=", 5.0, 2),
-            // A purchase after three months without any event.
+            // A purchase after half a year without any event.
             rule(
                 "purchase_after_idle",
                 "purchase_after_idle_days",
                 ">=",
-                90.0,
+                180.0,
                 0,
             ),
             // 5,000.00 spent within an hour.
