@@ -406,6 +406,8 @@ pub struct KafkaOutputsConfig {
     /// Topic of `alerts` (with `[risk]`), keyed by `user/rule/time_ms`: a
     /// raised alert, or a tombstone when it is retracted. Default: none.
     pub alerts: Option<String>,
+    /// Topic of `item_feedback` upserts, keyed by item. Default: none.
+    pub item_feedback: Option<String>,
     /// Dead-letter topic: rejected and late records with reason and
     /// topic/partition/offset, as in `rejected.jsonl`. Default: none.
     pub rejected: Option<String>,
@@ -423,6 +425,7 @@ impl Default for KafkaOutputsConfig {
             similar_items: None,
             recommendations: None,
             alerts: None,
+            item_feedback: None,
             rejected: None,
             partitions: kafka::DEFAULT_PARTITIONS,
             properties: BTreeMap::new(),
@@ -438,6 +441,7 @@ impl KafkaOutputsConfig {
             Output::SimilarItems => &self.similar_items,
             Output::Recommendations => &self.recommendations,
             Output::Alerts => &self.alerts,
+            Output::ItemFeedback => &self.item_feedback,
         };
         Some(self.topic(topic.as_ref()?))
     }

@@ -279,11 +279,19 @@ fn serving_pipeline(
     PipelineWorker::new(worker, config, graph, |gathered| {
         let (index, metrics) = (index.clone(), metrics.clone());
         let tick_ms = config.time.tick_ms;
-        Ok(gathered.into_serving(|profiles, alerts, state| {
-            Box::new(IndexSink::new(
-                profiles, alerts, state, index, metrics, tick_ms,
-            ))
-        }))
+        Ok(
+            gathered.into_serving(|profiles, alerts, item_feedback, state| {
+                Box::new(IndexSink::new(
+                    profiles,
+                    alerts,
+                    item_feedback,
+                    state,
+                    index,
+                    metrics,
+                    tick_ms,
+                ))
+            }),
+        )
     })
 }
 

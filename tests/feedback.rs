@@ -4,8 +4,10 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Users 1 and 2 viewed items A, B and C; user 3 viewed A, was shown C and
 /// D, clicked the recommended C, and dismissed B.
@@ -59,7 +61,60 @@ fn feedback_events_reach_the_profile_and_a_dismissed_item_leaves_the_list() {
         };
         // B goes with A as much as C does; user 3 dismissed it.
         assert_eq!(items("3"), ["C"], "{}", recommendations["3"]);
-        outputs.push(["profiles", "recommendations"].map(|name| read_lines(out.path(), name)));
+
+        // Per item: C shown once and clicked, D shown once, B dismissed.
+        let items = records_by(out.path(), "item_feedback", "item");
+        assert_eq!(items.len(), 3, "{items:?}");
+        let expected = [
+            (
+                "C",
+                json!({"impressions": 1, "rec_clicks": 1, "not_interested": 0, "ctr": 1.0}),
+            ),
+            (
+                "D",
+                json!({"impressions": 1, "rec_clicks": 0, "not_interested": 0, "ctr": 0.0}),
+            ),
+            (
+                "B",
+                json!({"impressions": 0, "rec_clicks": 0, "not_interested": 1, "ctr": null}),
+            ),
+        ];
+        for (item, counts) in expected {
+            for (key, value) in counts.as_object().unwrap() {
+                assert_eq!(&items[item][key], value, "{key} of {}", items[item]);
+            }
+            for window in items[item]["windows"].as_object().unwrap().values() {
+                assert_eq!(window, &counts, "{}", items[item]);
+            }
+        }
+        assert_eq!(summary["outputs"]["item_feedback.jsonl"], 3, "{summary}");
+        let names = ["profiles", "recommendations", "item_feedback"];
+        outputs.push(names.map(|name| read_lines(out.path(), name)));
     }
     assert_eq!(outputs[0], outputs[1], "1 and 2 workers");
+}
+
+#[test]
+fn item_feedback_as_parquet_holds_the_jsonl_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    std::fs::write(&log, LOG).unwrap();
+    let (jsonl, _) = replay_with_config(&log, CONFIG, &[]);
+    let flags = ["--output-format", "parquet", "--buckets", "2"];
+    let (parquet, summary) = replay_with_config(&log, CONFIG, &flags);
+    assert_eq!(summary["outputs"]["item_feedback/"], 3, "{summary}");
+    let by_item = |rows: Vec<Value>| -> BTreeMap<String, Value> {
+        rows.into_iter()
+            .map(|row| (row["item"].as_str().unwrap().to_owned(), row))
+            .collect()
+    };
+    let expected = by_item(parquet::jsonl_rows(jsonl.path(), "item_feedback"));
+    let got = by_item(parquet::dataset_rows(
+        parquet.path(),
+        "item_feedback",
+        "item",
+        2,
+    ));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got, expected);
 }

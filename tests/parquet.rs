@@ -15,10 +15,11 @@ use common::*;
 use serde_json::Value;
 
 /// The outputs and the field each is keyed (and partitioned) by.
-const OUTPUTS: [(&str, &str); 3] = [
+const OUTPUTS: [(&str, &str); 4] = [
     ("profiles", "user"),
     ("similar_items", "item"),
     ("recommendations", "user"),
+    ("item_feedback", "item"),
 ];
 
 /// Replays `input` as JSONL and as Parquet with `buckets`; checks that

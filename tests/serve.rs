@@ -424,6 +424,54 @@ fn a_posted_purchase_shows_in_the_profile_and_leaves_the_recommendations() {
 }
 
 #[test]
+fn posted_impressions_and_clicks_show_in_the_item_feedback() {
+    let (dir, config, log) = setup();
+    let server = Server::start(&config, &log, &dir.path().join("out"), "2");
+    // The log has no feedback events: no item has feedback yet.
+    let (status, answer) = server.get("/v1/items/i1/feedback");
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &json!("unknown_item")),
+        "{answer}"
+    );
+
+    let feedback = |user: &str, item: &str, action: &str| json!({"user": user, "item": item, "action": action, "ts": now_ms()});
+    let body = json!([
+        feedback("u1", "i1", "impression"),
+        feedback("u2", "i1", "impression"),
+        feedback("u3", "i1", "impression"),
+        feedback("u4", "i1", "impression"),
+        feedback("u1", "i1", "rec_click"),
+        feedback("u5", "i2", "not_interested"),
+    ])
+    .to_string();
+    let (status, answer) = server.post("/v1/events?wait=true", &body);
+    assert_eq!((status, &answer["accepted"]), (200, &json!(6)), "{answer}");
+
+    let (status, i1) = server.get("/v1/items/i1/feedback");
+    assert_eq!(status, 200, "{i1}");
+    assert!(
+        i1["as_of"].as_u64() >= answer["visible_at"].as_u64(),
+        "{i1}"
+    );
+    let counts = json!({"impressions": 4, "rec_clicks": 1, "not_interested": 0, "ctr": 0.25});
+    for (key, value) in counts.as_object().unwrap() {
+        assert_eq!(&i1[key], value, "{key} of {i1}");
+    }
+    // Every window holds the events of a moment ago.
+    for (days, window) in i1["windows"].as_object().unwrap() {
+        assert_eq!(window, &counts, "window {days} of {i1}");
+    }
+    let (_, i2) = server.get("/v1/items/i2/feedback");
+    assert_eq!(
+        (&i2["item"], &i2["not_interested"], &i2["ctr"]),
+        (&json!("i2"), &json!(1), &Value::Null),
+        "{i2}"
+    );
+    server.stop();
+}
+
+#[test]
 fn a_spend_burst_raises_an_alert_that_its_cancellation_retracts() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");

@@ -30,6 +30,9 @@ pub mod cf;
 // Risk signals and alerts (issue: risk and the feedback loop).
 pub mod risk;
 
+// Feedback per item (issue: risk and the feedback loop).
+pub mod feedback;
+
 pub mod reference;
 
 pub use event::{Action, ActionWeights, Event, Id};

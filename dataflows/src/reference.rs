@@ -3,5 +3,6 @@
 //! given time; the tests compare the dataflows against it after every batch.
 
 pub mod cf;
+pub mod feedback;
 pub mod profile;
 pub mod risk;

@@ -35,6 +35,7 @@ mod config;
 
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -352,12 +353,20 @@ impl RiskState {
     fn add<'a>(&mut self, updates: impl Iterator<Item = &'a (Event, i64)>, rules: &RiskRules) {
         let horizon = self.horizon(rules);
         let known = self.recent.len();
+        let mut taken_back = false;
         for (event, diff) in updates {
             self.add_one(event, *diff, horizon);
+            taken_back |= *diff < 0;
         }
-        if self.recent.len() > known {
-            // Merged once per time, not per event: an invoice of hundreds
-            // of lines shares one time.
+        // The windows only need the events in time order, and count
+        // repeated keys by their net sum: an invoice of hundreds of lines
+        // at the latest time is only appended (a stable sort of two sorted
+        // runs is a merge, for late events).
+        if !taken_back {
+            self.recent.sort_by_key(|r| r.time_ms);
+        } else if self.recent.len() > known {
+            // A negative count cancels its insertion here, so that the
+            // state of a user whose events are all taken back empties.
             self.recent.sort_unstable_by_key(Recent::key);
             self.recent.dedup_by(|later, earlier| {
                 let same = later.key() == earlier.key();
@@ -405,19 +414,7 @@ impl RiskState {
         let latest = self.latest?;
         let config = &rules.config;
         let end = self.recent.partition_point(|r| r.time_ms <= latest);
-        let velocity = config
-            .velocity_secs
-            .iter()
-            .map(|&secs| {
-                let after =
-                    latest.saturating_sub(secs.saturating_mul(1000).min(i64::MAX as u64) as i64);
-                let start = self.recent.partition_point(|r| r.time_ms <= after);
-                let inside = self.recent[start..end.max(start)]
-                    .iter()
-                    .map(|r| (r.action, r.item, r.session, r.spend, r.count));
-                (secs, velocity(inside))
-            })
-            .collect();
+        let velocity = velocities(&self.recent[..end], latest, &config.velocity_secs);
         let at_latest = self.recent.partition_point(|r| r.time_ms < latest);
         let purchased_now: i64 = self.recent[at_latest..end.max(at_latest)]
             .iter()
@@ -438,36 +435,55 @@ impl RiskState {
     }
 }
 
-/// A window's counts of `(action, item, session, spend, count)`.
-pub fn velocity(events: impl Iterator<Item = (Action, Id, Option<Id>, i64, i64)>) -> Velocity {
+/// The counts of each velocity window of `secs` seconds, `(latest − W,
+/// latest]`, in the order of `secs`, from `recent` (by time, none after
+/// `latest`). The windows nest, so one walk back from the latest event
+/// serves them all, shortest first, keeping each item's and session's net
+/// count and how many are positive as it goes: no window is sorted.
+fn velocities(recent: &[Recent], latest: i64, secs: &[u64]) -> SmallVec<[(u64, Velocity); 3]> {
+    let mut shortest_first: SmallVec<[usize; 4]> = (0..secs.len()).collect();
+    shortest_first.sort_by_key(|&number| secs[number]);
+    let mut windows: SmallVec<[(u64, Velocity); 3]> =
+        smallvec::smallvec![(0, Velocity::default()); secs.len()];
     let mut counts = Velocity::default();
-    // Inline: a window holds a few events, and this runs at every change.
-    let mut items: SmallVec<[(Id, i64); 32]> = SmallVec::new();
-    let mut sessions: SmallVec<[(Id, i64); 32]> = SmallVec::new();
-    for (action, item, session, spend, count) in events {
-        counts.events += count;
-        if action == Action::Purchase {
-            counts.purchases += count;
+    // Sized once: the longest window can hold every recent event.
+    let longest = secs.iter().max().map_or(0, |&secs| {
+        let after = latest.saturating_sub(secs.saturating_mul(1000).min(i64::MAX as u64) as i64);
+        recent.len() - recent.partition_point(|r| r.time_ms <= after)
+    });
+    let mut items: HashMap<Id, i64> =
+        HashMap::with_capacity_and_hasher(longest, Default::default());
+    let mut sessions: HashMap<Id, i64> = HashMap::default();
+    let mut next = recent.len();
+    for number in shortest_first {
+        let length_ms = secs[number].saturating_mul(1000).min(i64::MAX as u64) as i64;
+        let after = latest.saturating_sub(length_ms);
+        while let Some(r) = next.checked_sub(1).map(|n| &recent[n]) {
+            if r.time_ms <= after {
+                break;
+            }
+            next -= 1;
+            counts.events += r.count;
+            if r.action == Action::Purchase {
+                counts.purchases += r.count;
+            }
+            counts.spend += r.count * r.spend;
+            counts.items += positive_change(items.entry(r.item).or_default(), r.count);
+            if let Some(session) = r.session {
+                counts.sessions += positive_change(sessions.entry(session).or_default(), r.count);
+            }
         }
-        counts.spend += count * spend;
-        items.push((item, count));
-        if let Some(session) = session {
-            sessions.push((session, count));
-        }
+        windows[number] = (secs[number], counts);
     }
-    counts.items = positive_keys(&mut items);
-    counts.sessions = positive_keys(&mut sessions);
-    counts
+    windows
 }
 
-/// How many keys have a positive sum.
-fn positive_keys(counts: &mut [(Id, i64)]) -> i64 {
-    counts.sort_unstable_by_key(|(key, _)| *key);
-    let mut positive = 0;
-    for run in counts.chunk_by(|a, b| a.0 == b.0) {
-        positive += i64::from(run.iter().map(|(_, count)| count).sum::<i64>() > 0);
-    }
-    positive
+/// Adds `count` to a key's net count; +1 if that makes it positive, −1 if
+/// it stops being so.
+fn positive_change(net: &mut i64, count: i64) -> i64 {
+    let was = *net > 0;
+    *net += count;
+    i64::from(*net > 0) - i64::from(was)
 }
 
 /// The day `day` against the `history_days` before it, from the buckets

@@ -14,15 +14,19 @@ pub enum Output {
     Recommendations,
     /// One record per alert a `[risk]` rule raised (only with `[risk]`).
     Alerts,
+    /// One record per item with feedback: impressions, clicks on
+    /// recommendations, dismissals.
+    ItemFeedback,
 }
 
 impl Output {
     /// Every output, in the order the summary lists them.
-    pub const ALL: [Output; 4] = [
+    pub const ALL: [Output; 5] = [
         Output::Profiles,
         Output::SimilarItems,
         Output::Recommendations,
         Output::Alerts,
+        Output::ItemFeedback,
     ];
 
     /// The name of its files (`NAME.jsonl`) and of its `[sink.kafka]` topic setting.
@@ -32,6 +36,7 @@ impl Output {
             Output::SimilarItems => "similar_items",
             Output::Recommendations => "recommendations",
             Output::Alerts => "alerts",
+            Output::ItemFeedback => "item_feedback",
         }
     }
 
@@ -39,13 +44,16 @@ impl Output {
     pub fn key_kind(self) -> NameKind {
         match self {
             Output::Profiles | Output::Recommendations | Output::Alerts => NameKind::User,
-            Output::SimilarItems => NameKind::Item,
+            Output::SimilarItems | Output::ItemFeedback => NameKind::Item,
         }
     }
 
     /// Whether it changes only once per recommendation period
     /// (`[time] recommend_tick_ms`), rather than at every tick.
     pub fn is_periodic(self) -> bool {
-        !matches!(self, Output::Profiles | Output::Alerts)
+        !matches!(
+            self,
+            Output::Profiles | Output::Alerts | Output::ItemFeedback
+        )
     }
 }

@@ -14,6 +14,7 @@ use persona_dataflows::cf::on_demand::{state_updates, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
+use persona_dataflows::feedback::{item_feedback, ItemFeedback};
 use persona_dataflows::keyed::KeyedSums;
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::risk::Alert;
@@ -37,6 +38,8 @@ pub struct Gathered {
     profiles: Pending<(Id, Profile)>,
     /// With `[risk]`, the alerts of its rules.
     alerts: Option<Pending<(Id, Alert)>>,
+    /// Impressions, clicks on recommendations and dismissals per item.
+    item_feedback: Pending<(Id, ItemFeedback)>,
     similar_items: Pending<SimilarItems>,
     /// The personal lists.
     recommendations: Pending<Recommendations>,
@@ -120,6 +123,7 @@ pub fn build(
         &config.profile,
         config.risk.as_ref(),
     );
+    let item_feedback = item_feedback(events.clone(), &config.profile.window_days);
     let users = events
         .clone()
         .map(|event| event.user)
@@ -132,6 +136,7 @@ pub fn build(
         time: config.time.clone(),
         profiles: gather_on(profiles, probe, gatherers.clone()),
         alerts: alerts.map(|alerts| gather_on(alerts, probe, gatherers.clone())),
+        item_feedback: gather_on(item_feedback, probe, gatherers.clone()),
         similar_items: Pending::default(),
         recommendations: Pending::default(),
         fallback: Pending::default(),
@@ -279,6 +284,12 @@ impl Gathered {
             }
             None => None,
         };
+        let item_feedback = self.output(
+            Output::ItemFeedback,
+            self.item_feedback.clone(),
+            files,
+            topics.remove(&Output::ItemFeedback),
+        )?;
         let rankings: [Box<dyn Sink>; 2] = match &self.ranked {
             // Ranked from the gathered state.
             Some(cf) => {
@@ -315,6 +326,7 @@ impl Gathered {
         if let Some(alerts) = alerts {
             outputs.push(Box::new(alerts));
         }
+        outputs.push(Box::new(item_feedback));
         Ok(Sinks {
             outputs,
             users: Box::new(OutputSink::counter("users", self.users)),
@@ -329,11 +341,17 @@ impl Gathered {
         serving: impl FnOnce(
             Pending<(Id, Profile)>,
             Option<Pending<(Id, Alert)>>,
+            Pending<(Id, ItemFeedback)>,
             Pending<StateUpdate>,
         ) -> Box<dyn Sink>,
     ) -> Sinks {
         Sinks {
-            outputs: vec![serving(self.profiles, self.alerts, self.state)],
+            outputs: vec![serving(
+                self.profiles,
+                self.alerts,
+                self.item_feedback,
+                self.state,
+            )],
             users: Box::new(OutputSink::counter("users", self.users)),
             items: Box::new(OutputSink::counter("items", self.items)),
         }

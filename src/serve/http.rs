@@ -167,6 +167,10 @@ pub fn router(app: Arc<App>) -> Router {
             guarded(get(alerts), Some(Role::ReadProfiles)),
         )
         .route(
+            "/v1/items/{id}/feedback",
+            guarded(get(item_feedback), Some(Role::ReadProfiles)),
+        )
+        .route(
             "/v1/users/{id}/recommendations",
             guarded(get(recommendations), Some(Role::ReadRecommendations)),
         )
@@ -300,6 +304,29 @@ async fn alerts(State(app): State<Arc<App>>, Path(user): Path<String>) -> Respon
         ),
     };
     app.timed("alerts", started, response)
+}
+
+/// `GET /v1/items/{id}/feedback`: the item's impressions, clicks on
+/// recommendations and dismissals, as `item_feedback.jsonl` shows them; 404
+/// `unknown_item` for an item without any.
+async fn item_feedback(State(app): State<Arc<App>>, Path(item): Path<String>) -> Response {
+    let started = Instant::now();
+    let (id, _) = app.id(IdKind::Item, &item);
+    let response = {
+        let index = app.index.read();
+        match index.item_feedback(id) {
+            Some(answer) => Json(with_as_of(answer, index.as_of())).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "unknown_item",
+                format!(
+                    "item {item:?} has no feedback as of {}",
+                    shown(index.as_of())
+                ),
+            ),
+        }
+    };
+    app.timed("item_feedback", started, response)
 }
 
 async fn recommendations(

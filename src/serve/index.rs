@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::CfConfig;
+use persona_dataflows::feedback::ItemFeedback;
 use persona_dataflows::profile::Profile;
 use persona_dataflows::risk::Alert;
 use persona_dataflows::Id;
@@ -40,6 +41,7 @@ pub struct Index {
     profiles: HashMap<Id, Profile>,
     /// With `[risk]`: each user's standing alerts, with their counts.
     alerts: Option<HashMap<Id, BTreeMap<Alert, isize>>>,
+    item_feedback: HashMap<Id, ItemFeedback>,
     cf: CfState,
     names: NameBook,
 }
@@ -63,6 +65,12 @@ impl Index {
     pub fn profile(&self, user: Id) -> Option<Value> {
         let profile = self.profiles.get(&user)?;
         Some((user, profile.clone()).to_json(&self.names))
+    }
+
+    /// The `item_feedback.jsonl` record of `item`, if it has feedback.
+    pub fn item_feedback(&self, item: Id) -> Option<Value> {
+        let feedback = self.item_feedback.get(&item)?;
+        Some((item, feedback.clone()).to_json(&self.names))
     }
 
     /// `user`'s standing alerts, oldest first, as `alerts.jsonl` shows them.
@@ -191,6 +199,7 @@ impl SharedIndex {
 pub struct IndexSink {
     profiles: Pending<(Id, Profile)>,
     alerts: Option<Pending<(Id, Alert)>>,
+    item_feedback: Pending<(Id, ItemFeedback)>,
     state: Pending<StateUpdate>,
     shared: Arc<SharedIndex>,
     metrics: Arc<Metrics>,
@@ -201,6 +210,7 @@ impl IndexSink {
     pub fn new(
         profiles: Pending<(Id, Profile)>,
         alerts: Option<Pending<(Id, Alert)>>,
+        item_feedback: Pending<(Id, ItemFeedback)>,
         state: Pending<StateUpdate>,
         shared: Arc<SharedIndex>,
         metrics: Arc<Metrics>,
@@ -209,6 +219,7 @@ impl IndexSink {
         IndexSink {
             profiles,
             alerts,
+            item_feedback,
             state,
             shared,
             metrics,
@@ -227,10 +238,11 @@ impl Sink for IndexSink {
         let as_of = frontier.checked_sub(1).map(|t| t - t % self.tick_ms);
         let profiles = take_ready(&self.profiles, upto);
         let alerts = self.alerts.as_ref().map(|alerts| take_ready(alerts, upto));
+        let item_feedback = take_ready(&self.item_feedback, upto);
         let state = take_ready(&self.state, upto);
         let no_alerts = alerts.as_ref().is_none_or(Vec::is_empty);
-        if profiles.is_empty() && no_alerts && state.is_empty() && self.shared.read().as_of == as_of
-        {
+        let unchanged = profiles.is_empty() && no_alerts && item_feedback.is_empty();
+        if unchanged && state.is_empty() && self.shared.read().as_of == as_of {
             return Ok(());
         }
         let started = Instant::now();
@@ -243,6 +255,11 @@ impl Sink for IndexSink {
                     let id = category.category;
                     named.push((NameKind::Category, id, names.category(id)));
                 }
+            }
+        }
+        for ((item, _), diff) in &item_feedback {
+            if *diff > 0 {
+                named.push((NameKind::Item, *item, names.item(*item)));
             }
         }
         for (update, diff) in &state {
@@ -260,6 +277,16 @@ impl Sink for IndexSink {
             for ((user, profile), diff) in &profiles {
                 if *diff > 0 {
                     index.profiles.insert(*user, profile.clone());
+                }
+            }
+            for ((item, _), diff) in &item_feedback {
+                if *diff < 0 {
+                    index.item_feedback.remove(item);
+                }
+            }
+            for ((item, feedback), diff) in &item_feedback {
+                if *diff > 0 {
+                    index.item_feedback.insert(*item, feedback.clone());
                 }
             }
             for (kind, id, name) in &named {

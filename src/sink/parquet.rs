@@ -84,6 +84,14 @@ pub fn schema(output: Output) -> SchemaRef {
             Field::new("active_days", DataType::Int64, false),
             Field::new("time_ms", DataType::Int64, false),
         ],
+        Output::ItemFeedback => {
+            let mut fields = vec![Field::new("item", DataType::Utf8, false)];
+            let DataType::Struct(counts) = feedback() else {
+                unreachable!("the feedback section is a struct")
+            };
+            fields.extend(counts.iter().map(|field| field.as_ref().clone()));
+            fields
+        }
     };
     Arc::new(Schema::new(fields))
 }

@@ -5,6 +5,7 @@
 use differential_dataflow::ExchangeData;
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
+use persona_dataflows::feedback::ItemFeedback;
 use persona_dataflows::profile::{ActionCounts, Profile};
 use persona_dataflows::risk::{Alert, RiskFeatures};
 use persona_dataflows::{Action, Id};
@@ -151,6 +152,31 @@ impl OutputRecord for (Id, Alert) {
         let alert = &self.1;
         let user = names.name(kind, self.0);
         format!("{user}/{}/{}", alert.rule, alert.time_ms)
+    }
+}
+
+/// An `item_feedback.jsonl` line: the item, and its counts as a profile's
+/// `feedback` section shows a user's.
+impl OutputRecord for (Id, ItemFeedback) {
+    fn to_json(&self, names: &dyn Names) -> Value {
+        let (item, feedback) = (self.0, &self.1);
+        let windows: Map<String, Value> = feedback
+            .windows
+            .iter()
+            .map(|(days, counts)| (format!("{days}d"), feedback_counts(counts)))
+            .collect();
+        let mut line = json!({"item": names.item(item)});
+        if let (Some(fields), Value::Object(counts)) =
+            (line.as_object_mut(), feedback_counts(&feedback.counts))
+        {
+            fields.extend(counts);
+            fields.insert("windows".into(), windows.into());
+        }
+        line
+    }
+
+    fn key(&self) -> Id {
+        self.0
     }
 }
 
