@@ -207,16 +207,20 @@ pub fn spend_of(event: &Event) -> i64 {
     }
 }
 
-/// The z-score of `x` against `history` (the values of the N days before).
+/// The z-score of `x` against `history` (the values of the N days before),
+/// from exact integer sums; none when the deviation is 0, or when a sum
+/// leaves i128 (days of spend beyond 10^16 minor units each).
 pub fn z_score(x: i64, history: impl Iterator<Item = i64>, days: u64) -> Option<Score> {
     let (mut sum, mut squares) = (0i128, 0i128);
     for value in history {
-        sum += value as i128;
-        squares += (value as i128) * (value as i128);
+        let value = i128::from(value);
+        sum = sum.checked_add(value)?;
+        squares = squares.checked_add(value.checked_mul(value)?)?;
     }
-    let n = days as i128;
-    let spread = n * squares - sum * sum;
-    (spread > 0).then(|| Score((n * x as i128 - sum) as f64 / (spread as f64).sqrt()))
+    let n = i128::from(days);
+    let spread = n.checked_mul(squares)?.checked_sub(sum.checked_mul(sum)?)?;
+    let deviation = n.checked_mul(i128::from(x))?.checked_sub(sum)?;
+    (spread > 0).then(|| Score(deviation as f64 / (spread as f64).sqrt()))
 }
 
 /// One event kept for the velocity windows.
@@ -506,5 +510,19 @@ pub fn day_activity(day: i64, buckets: &[(i64, i64, i64)], history_days: u64) ->
         events_z: z_score(events, before.map(|b| b.2), history_days),
         spend_over_max: (max_spend_before > 0)
             .then(|| Score(spend as f64 / max_spend_before as f64)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn z_scores_are_exact_and_none_beyond_i128() {
+        // N = 2, Σx = 4, Σx² = 10: (2·5 − 4) / √(2·10 − 16) = 3.
+        assert_eq!(z_score(5, [1, 3].into_iter(), 2), Some(Score(3.0)));
+        assert_eq!(z_score(5, [2, 2].into_iter(), 2), None, "no deviation");
+        let huge = [i64::MAX; 3].into_iter();
+        assert_eq!(z_score(i64::MAX, huge, 3_660), None);
     }
 }

@@ -49,6 +49,13 @@ pub struct RiskRule {
     pub min_history_days: i64,
 }
 
+/// The longest velocity window: a week. Velocity is about bursts; its
+/// state holds every event of the longest window.
+pub const MAX_VELOCITY_SECS: u64 = 7 * 86_400;
+
+/// The longest history: ten years of days.
+pub const MAX_HISTORY_DAYS: u64 = 3_660;
+
 impl RiskConfig {
     /// The rules used when `[risk]` names none; their alert counts on Online
     /// Retail are in docs/risk.md.
@@ -82,16 +89,22 @@ impl RiskConfig {
     /// rule (name, feature, comparison, threshold).
     pub fn validate(&self) -> Result<(), InvalidRiskConfig> {
         let invalid = |field: String, expected: String| Err(InvalidRiskConfig { field, expected });
-        if self.velocity_secs.contains(&0) {
+        // Bounded: the state keeps every event of the longest window and a
+        // bucket per active day of the history.
+        if self
+            .velocity_secs
+            .iter()
+            .any(|secs| !(1..=MAX_VELOCITY_SECS).contains(secs))
+        {
             return invalid(
                 "velocity_secs".into(),
-                "windows of at least 1 second".into(),
+                format!("windows of 1 to {MAX_VELOCITY_SECS} seconds (7 days)"),
             );
         }
-        if self.history_days < 2 {
+        if !(2..=MAX_HISTORY_DAYS).contains(&self.history_days) {
             return invalid(
                 "history_days".into(),
-                "at least 2 days (a deviation needs two)".into(),
+                format!("2 (a deviation needs two days) to {MAX_HISTORY_DAYS} days"),
             );
         }
         for (index, rule) in self.rules.iter().enumerate() {
@@ -290,6 +303,29 @@ mod tests {
         assert!(with_rule("velocity.600.sessions", "<=", 1.0)
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn windows_and_history_are_bounded() {
+        let with = |velocity_secs: Vec<u64>, history_days: u64| RiskConfig {
+            velocity_secs,
+            history_days,
+            ..RiskConfig::default()
+        };
+        for (config, field) in [
+            (with(vec![60, 0], 30), "velocity_secs"),
+            (with(vec![MAX_VELOCITY_SECS + 1], 30), "velocity_secs"),
+            (with(vec![60], 1), "history_days"),
+            (with(vec![60], MAX_HISTORY_DAYS + 1), "history_days"),
+            (with(vec![60], u64::MAX), "history_days"),
+        ] {
+            let error = config.validate().unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+        }
+        assert_eq!(
+            with(vec![60, 600, 3_600, MAX_VELOCITY_SECS], MAX_HISTORY_DAYS).validate(),
+            Ok(())
+        );
     }
 
     #[test]
