@@ -58,9 +58,15 @@ fn assert_same_outputs(cluster: &Path, single: &Path) {
         "profiles",
         "similar_items",
         "recommendations",
+        "item_feedback",
+        "alerts",
         "rejected",
         "late",
     ] {
+        // Alerts are written only with `[risk]`.
+        if output == "alerts" && !single.join("alerts.jsonl").exists() {
+            continue;
+        }
         let lines = read_lines(cluster, output);
         assert_eq!(
             lines,
@@ -103,6 +109,39 @@ fn replay_on_two_processes_of_two_workers_equals_one_worker() {
             slice.to_str().unwrap(),
             "--format",
             "online-retail",
+            "--out",
+            cluster.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_same_outputs(&cluster, single.path());
+}
+
+#[test]
+fn replay_with_risk_rules_on_two_processes_equals_one_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = online_retail_lines(dir.path(), "slice", 0, 30_000);
+    let config = dir.path().join("risk.toml");
+    std::fs::write(&config, LOW_RISK_RULES).unwrap();
+    let (single, summary) = replay(
+        &slice,
+        "online-retail",
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(
+        summary["outputs"]["alerts.jsonl"].as_u64().unwrap() > 0,
+        "the low rules raise alerts on the slice: {summary}"
+    );
+    let cluster = dir.path().join("cluster");
+    run_cluster(
+        &[
+            "replay",
+            "--input",
+            slice.to_str().unwrap(),
+            "--format",
+            "online-retail",
+            "--config",
+            config.to_str().unwrap(),
             "--out",
             cluster.to_str().unwrap(),
         ],

@@ -365,9 +365,12 @@ impl RiskState {
         // The windows only need the events in time order, and count
         // repeated keys by their net sum: an invoice of hundreds of lines
         // at the latest time is only appended (a stable sort of two sorted
-        // runs is a merge, for late events).
+        // runs is a merge, for late events; the check spares its scratch
+        // buffer when nothing came late).
         if !taken_back {
-            self.recent.sort_by_key(|r| r.time_ms);
+            if !self.recent.is_sorted_by_key(|r| r.time_ms) {
+                self.recent.sort_by_key(|r| r.time_ms);
+            }
         } else if self.recent.len() > known {
             // A negative count cancels its insertion here, so that the
             // state of a user whose events are all taken back empties.
@@ -449,7 +452,6 @@ fn velocities(recent: &[Recent], latest: i64, secs: &[u64]) -> SmallVec<[(u64, V
     shortest_first.sort_by_key(|&number| secs[number]);
     let mut windows: SmallVec<[(u64, Velocity); 3]> =
         smallvec::smallvec![(0, Velocity::default()); secs.len()];
-    let mut counts = Velocity::default();
     // Sized once: the longest window can hold every recent event.
     let longest = secs.iter().max().map_or(0, |&secs| {
         let after = latest.saturating_sub(secs.saturating_mul(1000).min(i64::MAX as u64) as i64);
@@ -458,6 +460,7 @@ fn velocities(recent: &[Recent], latest: i64, secs: &[u64]) -> SmallVec<[(u64, V
     let mut items: HashMap<Id, i64> =
         HashMap::with_capacity_and_hasher(longest, Default::default());
     let mut sessions: HashMap<Id, i64> = HashMap::default();
+    let mut counts = Velocity::default();
     let mut next = recent.len();
     for number in shortest_first {
         let length_ms = secs[number].saturating_mul(1000).min(i64::MAX as u64) as i64;

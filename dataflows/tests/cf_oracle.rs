@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo test -p persona-dataflows --release --test cf_oracle`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
@@ -25,26 +27,12 @@ use persona_dataflows::reference::cf as reference;
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{Action, ActionWeights, Event, Id};
 
+use common::Rng;
+
 const USERS: u64 = 15;
 const ITEMS: u64 = 25;
 const BATCHES: u64 = 6;
 const UPDATES_PER_BATCH: usize = 25;
-
-/// splitmix64: a seeded generator with no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// `(event, batch time, diff)`: inserts, retractions of live events,
 /// duplicates, and a few retractions of events never inserted (net negative).

@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo test -p persona-dataflows --release --test feedback_oracle`.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,8 @@ use persona_dataflows::feedback::{item_feedback, ItemFeedback};
 use persona_dataflows::profile::ActionCounts;
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id};
+
+use common::Rng;
 
 const HOUR_MS: u64 = 3_600_000;
 const BASE_MS: u64 = 1_700_000_000_000 / DAY_MS * DAY_MS;
@@ -79,22 +83,6 @@ fn feedback_at(output: &[Update<(Id, ItemFeedback)>], at: u64) -> BTreeMap<Id, I
         }
     }
     items
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Batches hours to days apart, on whole hours so that updates often leave

@@ -6,6 +6,8 @@
 //!
 //! Run: `cargo test -p persona-dataflows --release --test profile_oracle`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,8 @@ use persona_dataflows::profile::{
 };
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id, Score};
+
+use common::Rng;
 
 const HOUR_MS: u64 = 3_600_000;
 /// Event times start in November 2023.
@@ -161,33 +165,6 @@ fn assert_same(
         }
     }
     panic!("{report}");
-}
-
-/// splitmix64: small, seedable, and enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i as u64 + 1) as usize);
-        }
-    }
 }
 
 const USERS: u64 = 20;

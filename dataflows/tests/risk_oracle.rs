@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo test -p persona-dataflows --release --test risk_oracle`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +20,8 @@ use persona_dataflows::profile::{profiles_and_alerts, Profile, ProfileConfig};
 use persona_dataflows::risk::{Alert, RiskConfig, RiskFeatures, RiskRule};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id};
+
+use common::Rng;
 
 const STEP_MS: u64 = 10_000;
 const BASE_MS: u64 = 1_700_000_000_000 / DAY_MS * DAY_MS;
@@ -133,25 +137,6 @@ fn oracle_config() -> RiskConfig {
             rule("big_day", "day.spend", ">", 6_000.0, 0),
             rule("quiet_day", "day.events", "<", 0.0, 0),
         ],
-    }
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn percent(&mut self, p: u64) -> bool {
-        self.below(100) < p
     }
 }
 

@@ -254,6 +254,23 @@ fn with_as_of(mut answer: Value, as_of: Option<u64>) -> Value {
     answer
 }
 
+/// `answer` with `as_of`, or 404 `code`: "`missing` as of `as_of`".
+fn found_or_404(
+    answer: Option<Value>,
+    as_of: Option<u64>,
+    code: &'static str,
+    missing: impl FnOnce() -> String,
+) -> Response {
+    match answer {
+        Some(answer) => Json(with_as_of(answer, as_of)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            code,
+            format!("{} as of {}", missing(), shown(as_of)),
+        ),
+    }
+}
+
 async fn profile(
     State(app): State<Arc<App>>,
     Path(user): Path<String>,
@@ -263,25 +280,18 @@ async fn profile(
     let (id, _) = app.id(IdKind::User, &user);
     let response = {
         let index = app.index.read();
-        match index.profile(id) {
-            Some(mut profile) => {
-                if let (Some(Extension(caller)), Some(fields)) = (&caller, profile.as_object_mut())
-                {
-                    for field in caller.hidden.iter() {
-                        fields.remove(field);
-                    }
-                }
-                Json(with_as_of(profile, index.as_of())).into_response()
+        let mut profile = index.profile(id);
+        if let (Some(Extension(caller)), Some(fields)) = (
+            &caller,
+            profile.as_mut().and_then(|profile| profile.as_object_mut()),
+        ) {
+            for field in caller.hidden.iter() {
+                fields.remove(field);
             }
-            None => error(
-                StatusCode::NOT_FOUND,
-                "unknown_user",
-                format!(
-                    "user {user:?} has no profile as of {}",
-                    shown(index.as_of())
-                ),
-            ),
         }
+        found_or_404(profile, index.as_of(), "unknown_user", || {
+            format!("user {user:?} has no profile")
+        })
     };
     app.timed("profile", started, response)
 }
@@ -314,17 +324,12 @@ async fn item_feedback(State(app): State<Arc<App>>, Path(item): Path<String>) ->
     let (id, _) = app.id(IdKind::Item, &item);
     let response = {
         let index = app.index.read();
-        match index.item_feedback(id) {
-            Some(answer) => Json(with_as_of(answer, index.as_of())).into_response(),
-            None => error(
-                StatusCode::NOT_FOUND,
-                "unknown_item",
-                format!(
-                    "item {item:?} has no feedback as of {}",
-                    shown(index.as_of())
-                ),
-            ),
-        }
+        found_or_404(
+            index.item_feedback(id),
+            index.as_of(),
+            "unknown_item",
+            || format!("item {item:?} has no feedback"),
+        )
     };
     app.timed("item_feedback", started, response)
 }
@@ -366,17 +371,10 @@ async fn similar(
             off_runtime(move || {
                 let (id, _) = app.id(IdKind::Item, &item);
                 let index = app.index.read();
-                match index.similar_items(id, k, &app.config.recommend) {
-                    Some(answer) => Json(with_as_of(answer, index.as_of())).into_response(),
-                    None => error(
-                        StatusCode::NOT_FOUND,
-                        "unknown_item",
-                        format!(
-                            "item {item:?} is in no history as of {}",
-                            shown(index.as_of())
-                        ),
-                    ),
-                }
+                let answer = index.similar_items(id, k, &app.config.recommend);
+                found_or_404(answer, index.as_of(), "unknown_item", || {
+                    format!("item {item:?} is in no history")
+                })
             })
             .await
         }
