@@ -7,6 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::{Child, Command};
 
+use serde_json::Value;
+
 use common::kafka::*;
 use common::*;
 
@@ -96,13 +98,12 @@ fn assert_same_outputs(cluster: &Path, single: &Path) {
     assert_eq!(cluster_summary, single_summary);
 }
 
-#[test]
-fn replay_on_two_processes_of_two_workers_equals_one_worker() {
-    let dir = tempfile::tempdir().unwrap();
-    let slice = online_retail_lines(dir.path(), "slice", 0, 30_000);
-    let (single, _) = replay(&slice, "online-retail", &[]);
-    let cluster = dir.path().join("cluster");
-    run_cluster(
+/// Replays `slice` with `flags` on one worker and on 2 processes × 2
+/// workers, asserts the same outputs, and returns the one worker's summary.
+fn replay_on_two_processes_equals_one_worker(dir: &Path, slice: &Path, flags: &[&str]) -> Value {
+    let (single, summary) = replay(slice, "online-retail", flags);
+    let cluster = dir.join("cluster");
+    let args = [
         &[
             "replay",
             "--input",
@@ -112,9 +113,19 @@ fn replay_on_two_processes_of_two_workers_equals_one_worker() {
             "--out",
             cluster.to_str().unwrap(),
         ],
-        dir.path(),
-    );
+        flags,
+    ]
+    .concat();
+    run_cluster(&args, dir);
     assert_same_outputs(&cluster, single.path());
+    summary
+}
+
+#[test]
+fn replay_on_two_processes_of_two_workers_equals_one_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = online_retail_lines(dir.path(), "slice", 0, 30_000);
+    replay_on_two_processes_equals_one_worker(dir.path(), &slice, &[]);
 }
 
 #[test]
@@ -123,31 +134,12 @@ fn replay_with_risk_rules_on_two_processes_equals_one_worker() {
     let slice = online_retail_lines(dir.path(), "slice", 0, 30_000);
     let config = dir.path().join("risk.toml");
     std::fs::write(&config, LOW_RISK_RULES).unwrap();
-    let (single, summary) = replay(
-        &slice,
-        "online-retail",
-        &["--config", config.to_str().unwrap()],
-    );
+    let flags = ["--config", config.to_str().unwrap()];
+    let summary = replay_on_two_processes_equals_one_worker(dir.path(), &slice, &flags);
     assert!(
         summary["outputs"]["alerts.jsonl"].as_u64().unwrap() > 0,
         "the low rules raise alerts on the slice: {summary}"
     );
-    let cluster = dir.path().join("cluster");
-    run_cluster(
-        &[
-            "replay",
-            "--input",
-            slice.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            cluster.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
-    assert_same_outputs(&cluster, single.path());
 }
 
 #[test]
