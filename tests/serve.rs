@@ -879,7 +879,7 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
     ];
     let ledger = dir.path().join("ledger.jsonl");
     let mut config = format!(
-        "{CONFIG}\n[privacy]\nforgotten = {forgotten:?}\n\n\
+        "{CONFIG}\n[risk]\n\n[privacy]\nforgotten = {forgotten:?}\n\n\
          [privacy.stats]\nledger = {ledger:?}\nepsilon_budget = 1.0\n\n\
          [serve.auth]\naudit_log = {audit:?}\n"
     );
@@ -899,13 +899,16 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
         ("GET", "/v1/users/u1/recommendations", Some("recs-token")),
         ("GET", "/v1/items/i1/similar", Some("recs-token")),
         ("POST", "/v1/events?wait=true", Some("ingest-token")),
+        // After the posted impression of i1, so that both answer 200.
+        ("GET", "/v1/users/u1/alerts", Some("profiles-token")),
+        ("GET", "/v1/items/i1/feedback", Some("profiles-token")),
         ("GET", "/v1/status", None),
         ("DELETE", "/v1/users/u2", Some("admin-token")),
         ("POST", "/v1/stats", Some("admin-token")),
     ];
     let release = json!({"epsilon": 0.5, "statistics": ["users_per_segment"]}).to_string();
     for (method, endpoint, allowed) in endpoints {
-        let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms()});
+        let event = json!({"user": "u1", "item": "i1", "action": "impression", "ts": now_ms()});
         let body = match endpoint {
             "/v1/events?wait=true" => Some(event.to_string()),
             "/v1/stats" => Some(release.clone()),
