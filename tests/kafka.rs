@@ -1189,3 +1189,81 @@ fn risk_alerts_reach_their_topic_as_the_replay_writes_them() {
         .collect();
     assert_eq!(state, expected);
 }
+
+#[test]
+fn item_feedback_reaches_its_topic_keyed_by_item() {
+    let brokers = brokers();
+    let dir = tempfile::tempdir().unwrap();
+    // Users view items; user 3 is shown C and D, clicks C and dismisses B;
+    // user 4 is shown C too.
+    let log = dir.path().join("events.jsonl");
+    let mut lines = Vec::new();
+    for (n, (user, item, action)) in [
+        ("1", "A", "view"),
+        ("1", "B", "view"),
+        ("2", "A", "view"),
+        ("3", "C", "impression"),
+        ("3", "D", "impression"),
+        ("3", "C", "rec_click"),
+        ("3", "B", "not_interested"),
+        ("4", "C", "impression"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = 1_659_304_800_000_i64 + n as i64 * 1000;
+        lines.push(json!({"u": user, "i": item, "a": action, "t": t}).to_string());
+    }
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let input = "[input]\nformat = \"jsonl\"\n[input.mapping]\nuser = \"u\"\nitem = \"i\"\n\
+                 action = \"a\"\ntime = \"t\"\n";
+    let (expected, _) = replay_with_config(&log, input, &[]);
+    let wanted = records_by(expected.path(), "item_feedback", "item");
+    assert_eq!(wanted.len(), 3, "{wanted:?}");
+
+    let topic = unique("feedback");
+    let feedback_topic = format!("{topic}.item_feedback");
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{input}\n[source.kafka]\nbrokers = {brokers:?}\ntopics = [{topic:?}]\n\
+             group_id = \"{topic}.group\"\n\n[sink.kafka]\nbrokers = {brokers:?}\n\
+             item_feedback = {feedback_topic:?}\n"
+        ),
+    )
+    .unwrap();
+    let produced = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(["produce", "--config"])
+        .arg(&config)
+        .arg("--input")
+        .arg(&log)
+        .args(["--topic", &topic, "--brokers", &brokers])
+        .output()
+        .unwrap();
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let out = dir.path().join("run");
+    let ran = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(["run", "--until-end", "-w", "2", "--config"])
+        .arg(&config)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
+    assert_eq!(
+        read_lines(&out, "item_feedback"),
+        read_lines(expected.path(), "item_feedback")
+    );
+    // One message per item with feedback, holding its record.
+    assert_eq!(upsert_state(&brokers, &feedback_topic), wanted);
+}
