@@ -892,6 +892,13 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
     assert!(!config.contains("admin-token"), "tokens are stored hashed");
     let path = dir.path().join("auth.toml");
     std::fs::write(&path, config).unwrap();
+    // i1 was shown to u1 after the log's last event, so that its feedback
+    // answers 200 to the right role.
+    let shown = json!({"user": "u1", "item": "i1", "action": "impression",
+                       "ts": now_ms() - 60_000, "qty": 1});
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str(&format!("{shown}\n"));
+    std::fs::write(&log, text).unwrap();
     let server = Server::start(&path, &log, &dir.path().join("out"), "1");
 
     let endpoints = [
@@ -899,7 +906,6 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
         ("GET", "/v1/users/u1/recommendations", Some("recs-token")),
         ("GET", "/v1/items/i1/similar", Some("recs-token")),
         ("POST", "/v1/events?wait=true", Some("ingest-token")),
-        // After the posted impression of i1, so that both answer 200.
         ("GET", "/v1/users/u1/alerts", Some("profiles-token")),
         ("GET", "/v1/items/i1/feedback", Some("profiles-token")),
         ("GET", "/v1/status", None),
@@ -908,7 +914,7 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
     ];
     let release = json!({"epsilon": 0.5, "statistics": ["users_per_segment"]}).to_string();
     for (method, endpoint, allowed) in endpoints {
-        let event = json!({"user": "u1", "item": "i1", "action": "impression", "ts": now_ms()});
+        let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms()});
         let body = match endpoint {
             "/v1/events?wait=true" => Some(event.to_string()),
             "/v1/stats" => Some(release.clone()),
