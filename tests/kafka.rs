@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use common::kafka::*;
 use common::parquet::{dataset_rows, jsonl_rows};
 use common::{
-    assert_balances, deterministic_part, free_port, online_retail_slice, raw_ids_in, read_json,
-    read_lines, records_by, replay, replay_with_config, LOW_RISK_RULES,
+    assert_balances, deterministic_part, free_port, online_retail_slice, persona, raw_ids_in,
+    read_json, read_lines, records_by, replay, replay_with_config, LOW_RISK_RULES,
 };
 
 use persona::config::PipelineConfig;
@@ -1233,32 +1233,31 @@ fn item_feedback_reaches_its_topic_keyed_by_item() {
         ),
     )
     .unwrap();
-    let produced = Command::new(env!("CARGO_BIN_EXE_persona"))
-        .args(["produce", "--config"])
-        .arg(&config)
-        .arg("--input")
-        .arg(&log)
-        .args(["--topic", &topic, "--brokers", &brokers])
-        .output()
-        .unwrap();
-    assert!(
-        produced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
+    let config = config.to_str().unwrap();
+    let log = log.to_str().unwrap();
+    persona(&[
+        "produce",
+        "--config",
+        config,
+        "--input",
+        log,
+        "--topic",
+        &topic,
+        "--brokers",
+        &brokers,
+    ]);
     let out = dir.path().join("run");
-    let ran = Command::new(env!("CARGO_BIN_EXE_persona"))
-        .args(["run", "--until-end", "-w", "2", "--config"])
-        .arg(&config)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        ran.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ran.stderr)
-    );
+    let out_dir = out.to_str().unwrap();
+    persona(&[
+        "run",
+        "--until-end",
+        "-w",
+        "2",
+        "--config",
+        config,
+        "--out",
+        out_dir,
+    ]);
 
     assert_eq!(
         read_lines(&out, "item_feedback"),
