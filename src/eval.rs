@@ -25,7 +25,8 @@ use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::on_demand::{state_updates, CfState, StateUpdate};
 use persona_dataflows::cf::similarity::Neighbor;
 use persona_dataflows::cf::{CfConfig, Metric, Mode};
-use persona_dataflows::{Event, Id};
+use persona_dataflows::mf::{MfModel, TrainingLoss};
+use persona_dataflows::{Event, Id, Score};
 use serde::Serialize;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
@@ -57,17 +58,45 @@ pub struct Scores {
     pub coverage: f64,
 }
 
+/// Which recommender the `persona` row of `persona eval` scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// Item co-occurrence alone.
+    Cf,
+    /// The learned factorisation alone ([`persona_dataflows::mf`]).
+    Mf,
+    /// Both, blended by `[recommend] mf_weight`.
+    Blend,
+}
+
+impl Model {
+    /// The recommender `config` describes: the blend when it gives the
+    /// factorisation a weight.
+    pub fn of(config: &CfConfig) -> Model {
+        match config.mf_weight > 0.0 {
+            true => Model::Blend,
+            false => Model::Cf,
+        }
+    }
+}
+
 /// What `persona eval` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct EvalReport {
     pub k: usize,
     pub mode: Mode,
+    /// What the `persona` row scores.
+    pub model: Model,
     pub persona: Scores,
     /// SAR's settings ([`sar`]) on the same state code.
     pub sar: Scores,
     pub popularity: Scores,
     pub train_events: usize,
     pub test_users: usize,
+    /// With the factorisation: its training steps and mean BPR loss over
+    /// the last tenth of the training events.
+    pub mf_training: Option<TrainingLoss>,
 }
 
 /// Parses `--split-time`: a date (midnight UTC) or an RFC 3339 time.
@@ -188,6 +217,19 @@ pub fn train_state(
 /// code `persona serve` answers with; each item's neighbour list is ranked
 /// once per call. Users are shared out over the machine's cores.
 pub fn rank(state: &CfState, users: &[Id], k: usize, config: &CfConfig) -> HashMap<Id, Vec<Id>> {
+    rank_scored(state, users, k, config)
+        .into_iter()
+        .map(|(user, list)| (user, list.into_iter().map(|(item, _)| item).collect()))
+        .collect()
+}
+
+/// [`rank`], with the scores.
+fn rank_scored(
+    state: &CfState,
+    users: &[Id],
+    k: usize,
+    config: &CfConfig,
+) -> HashMap<Id, Vec<(Id, Score)>> {
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = users.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
@@ -211,9 +253,10 @@ pub fn rank(state: &CfState, users: &[Id], k: usize, config: &CfConfig) -> HashM
                         .iter()
                         .map(|&user| {
                             let list = state.recommendations_with(user, k, config, ranked);
-                            (user, list.items.iter().map(|scored| scored.item).collect())
+                            let scored = list.items.iter().map(|s| (s.item, s.score)).collect();
+                            (user, scored)
                         })
-                        .collect::<Vec<(Id, Vec<Id>)>>()
+                        .collect::<Vec<(Id, Vec<(Id, Score)>)>>()
                 })
             })
             .collect();
@@ -222,6 +265,77 @@ pub fn rank(state: &CfState, users: &[Id], k: usize, config: &CfConfig) -> HashM
             .flat_map(|handle| handle.join().expect("a ranking thread panicked"))
             .collect()
     })
+}
+
+/// Candidates each side of a blend brings, at least: an item ranked low by
+/// one and high by the other can still make the top k.
+const BLEND_CANDIDATES: usize = 100;
+
+/// Trains the factorisation on `updates` in the canonical order; the loss
+/// reported is over the last tenth of them, once the model has seen the
+/// rest.
+pub fn train_mf(updates: &[(Event, isize)], config: &CfConfig) -> (MfModel, TrainingLoss) {
+    let mut ordered: Vec<(Event, i64)> = updates
+        .iter()
+        .map(|(event, diff)| (event.clone(), *diff as i64))
+        .collect();
+    persona_dataflows::mf::canonical_order(&mut ordered);
+    let mut model = MfModel::new(&config.mf, &config.weights);
+    let (head, tail) = ordered.split_at_mut(updates.len() - updates.len() / 10);
+    model.train(head);
+    model.reset_loss();
+    model.train(tail);
+    let loss = model.loss();
+    (model, loss)
+}
+
+/// Each user's `n` best items by the factorisation, with scores; `seen`
+/// items are left out when `remove_seen`.
+fn rank_mf(
+    model: &MfModel,
+    users: &[Id],
+    n: usize,
+    seen: &HashMap<Id, HashSet<Id>>,
+    remove_seen: bool,
+) -> HashMap<Id, Vec<(Id, Score)>> {
+    let empty = HashSet::new();
+    users
+        .iter()
+        .map(|&user| {
+            let seen = match remove_seen {
+                true => seen.get(&user).unwrap_or(&empty),
+                false => &empty,
+            };
+            (user, model.top_k(user, n, |item| seen.contains(&item)))
+        })
+        .collect()
+}
+
+/// The top `k` of two scored lists blended: each list's scores min-max
+/// normalised to [0, 1] (1 when they are all equal), then `(1 − w) · cf +
+/// w · mf`, an item missing from a list counting 0 there; ties by item id.
+pub fn blend(cf: &[(Id, Score)], mf: &[(Id, Score)], mf_weight: f64, k: usize) -> Vec<Id> {
+    fn normalised(list: &[(Id, Score)]) -> impl Iterator<Item = (Id, f64)> + '_ {
+        let min = list.iter().map(|(_, s)| s.0).fold(f64::INFINITY, f64::min);
+        let max = list
+            .iter()
+            .map(|(_, s)| s.0)
+            .fold(f64::NEG_INFINITY, f64::max);
+        list.iter().map(move |(item, s)| match max > min {
+            true => (*item, (s.0 - min) / (max - min)),
+            false => (*item, 1.0),
+        })
+    }
+    let mut blended: HashMap<Id, f64> = HashMap::new();
+    for (item, x) in normalised(cf) {
+        *blended.entry(item).or_default() += (1.0 - mf_weight) * x;
+    }
+    for (item, x) in normalised(mf) {
+        *blended.entry(item).or_default() += mf_weight * x;
+    }
+    let mut ranked: Vec<(Id, f64)> = blended.into_iter().collect();
+    ranked.sort_unstable_by(|(i, a), (j, b)| b.total_cmp(a).then(i.cmp(j)));
+    ranked.into_iter().take(k).map(|(item, _)| item).collect()
 }
 
 /// The k most popular training items (by users) each user has not seen.
@@ -335,15 +449,56 @@ impl Task {
         }
     }
 
-    /// Trains `config` and scores its lists.
+    /// Trains `config` — the co-occurrence state, the factorisation, or
+    /// both, as its `mf_weight` asks — and scores its lists.
     pub fn score_model(
         &self,
         config: &CfConfig,
         k: usize,
         timely: &TimelyArgs,
-    ) -> anyhow::Result<Scores> {
-        let state = train_state(&self.train, config, timely)?;
-        Ok(self.score(&rank(&state, &self.users, k, config), k))
+    ) -> anyhow::Result<(Scores, Option<TrainingLoss>)> {
+        let state = match config.mf_weight < 1.0 {
+            true => Some(train_state(&self.train, config, timely)?),
+            false => None,
+        };
+        let mf = (config.mf_weight > 0.0).then(|| train_mf(&self.train, config));
+        let lists = self.recommend(state.as_ref(), mf.as_ref().map(|(m, _)| m), config, k);
+        Ok((self.score(&lists, k), mf.map(|(_, loss)| loss)))
+    }
+
+    /// Each test user's top k under `config`: from the co-occurrence
+    /// `state` when `mf_weight` is 0, from the factorisation `mf` when it
+    /// is 1, and their [`blend`] in between (each model must be given
+    /// when its weight is not 0).
+    pub fn recommend(
+        &self,
+        state: Option<&CfState>,
+        mf: Option<&MfModel>,
+        config: &CfConfig,
+        k: usize,
+    ) -> HashMap<Id, Vec<Id>> {
+        let w = config.mf_weight;
+        let (state, mf) = (state.filter(|_| w < 1.0), mf.filter(|_| w > 0.0));
+        let n = k.max(BLEND_CANDIDATES);
+        match (state, mf) {
+            (Some(state), None) => rank(state, &self.users, k, config),
+            (None, Some(mf)) => rank_mf(mf, &self.users, k, &self.train_items, config.remove_seen)
+                .into_iter()
+                .map(|(user, list)| (user, list.into_iter().map(|(i, _)| i).collect()))
+                .collect(),
+            (Some(state), Some(mf)) => {
+                let cf = rank_scored(state, &self.users, n, config);
+                let mf = rank_mf(mf, &self.users, n, &self.train_items, config.remove_seen);
+                let list = |lists: &HashMap<Id, Vec<(Id, Score)>>, user| {
+                    lists.get(user).map_or(Vec::new(), Vec::clone)
+                };
+                self.users
+                    .iter()
+                    .map(|user| (*user, blend(&list(&cf, user), &list(&mf, user), w, k)))
+                    .collect()
+            }
+            (None, None) => panic!("mf_weight {w} needs the model it weighs"),
+        }
     }
 
     /// Scores the popularity baseline.
@@ -361,22 +516,43 @@ pub fn evaluate(
     config: &PipelineConfig,
     split_by: Split,
     k: usize,
+    model: Option<Model>,
     timely: &TimelyArgs,
 ) -> anyhow::Result<EvalReport> {
     check_args(split_by, k)?;
     let log = load(input, config)?;
     let task = Task::new(log.updates, split_by, config)?;
-    let model = &config.recommend;
+    let chosen = model.unwrap_or(Model::of(&config.recommend));
+    let recommender = CfConfig {
+        mf_weight: match chosen {
+            Model::Cf => 0.0,
+            Model::Mf => 1.0,
+            Model::Blend if config.recommend.mf_weight > 0.0 => config.recommend.mf_weight,
+            Model::Blend => DEFAULT_BLEND,
+        },
+        ..config.recommend.clone()
+    };
+    let (persona, mf_training) = task.score_model(&recommender, k, timely)?;
+    let cooccurrence = CfConfig {
+        mf_weight: 0.0,
+        ..recommender.clone()
+    };
     Ok(EvalReport {
         k,
-        mode: model.mode,
-        persona: task.score_model(model, k, timely)?,
-        sar: task.score_model(&sar(model), k, timely)?,
-        popularity: task.score_popularity(k, model.remove_seen),
+        mode: recommender.mode,
+        model: chosen,
+        persona,
+        sar: task.score_model(&sar(&cooccurrence), k, timely)?.0,
+        popularity: task.score_popularity(k, recommender.remove_seen),
         train_events: task.train.len(),
         test_users: task.users.len(),
+        mf_training,
     })
 }
+
+/// The factorisation's share in `--model blend` when the config gives it
+/// none.
+pub const DEFAULT_BLEND: f64 = 0.5;
 
 /// Checks the flags `eval` and `tune` share.
 pub fn check_args(split_by: Split, k: usize) -> anyhow::Result<()> {
@@ -394,8 +570,15 @@ pub fn check_args(split_by: Split, k: usize) -> anyhow::Result<()> {
 pub fn table(report: &EvalReport) -> String {
     let k = report.k;
     let mut table = scores_header(k, "model");
+    let persona = format!(
+        "persona {}",
+        serde_json::to_value(report.model)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    );
     for (name, s) in [
-        ("persona", &report.persona),
+        (persona.as_str(), &report.persona),
         ("sar", &report.sar),
         ("popularity", &report.popularity),
     ] {
@@ -407,6 +590,14 @@ pub fn table(report: &EvalReport) -> String {
         report.train_events,
         report.test_users
     ));
+    if let Some(loss) = report.mf_training {
+        table.push_str(&format!(
+            "factorisation: {} steps on the last tenth of training, mean BPR loss {:.4} (ln 2 = {:.4} is chance)\n",
+            loss.steps,
+            loss.mean_loss,
+            std::f64::consts::LN_2
+        ));
+    }
     table
 }
 
@@ -467,6 +658,22 @@ mod tests {
     ///     a_x = 5 · 2^(−30/30) = 2.5, a_y = 5
     ///   scores: z = 2.5 · 1/4 + 5 · 1/3, w = 2.5 · 1/3;
     ///   with seen items: x = 2.5 · 1 + 5 · 1/4, y = 2.5 · 1/4 + 5 · 1.
+    #[test]
+    fn a_blend_normalises_each_list_then_weighs_them() {
+        let cf = [(1, Score(10.0)), (2, Score(6.0)), (3, Score(2.0))];
+        let mf = [(3, Score(0.5)), (4, Score(-1.5))];
+        // cf: 1 → 1, 2 → 0.5, 3 → 0; mf: 3 → 1, 4 → 0.
+        // w = 0.75: 1 → 0.25, 2 → 0.125, 3 → 0.75, 4 → 0.
+        assert_eq!(blend(&cf, &mf, 0.75, 3), vec![3, 1, 2]);
+        // w = 0.25: 1 → 0.75, 2 → 0.375, 3 → 0.25; 4 ties 0 with nothing.
+        assert_eq!(blend(&cf, &mf, 0.25, 4), vec![1, 2, 3, 4]);
+        // One score, or all equal: 1 each.
+        assert_eq!(
+            blend(&[(9, Score(3.0))], &[(8, Score(1.0))], 0.5, 2),
+            vec![8, 9]
+        );
+    }
+
     #[test]
     fn the_sar_row_scores_a_hand_computed_example() {
         let updates = vec![

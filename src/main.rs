@@ -162,6 +162,12 @@ enum Command {
         input: InputArgs,
         #[command(flatten)]
         split: SplitArgs,
+        /// What the `persona` row scores: cf (co-occurrence), mf (the
+        /// learned factorisation, [recommend.mf]) or blend (both, by
+        /// [recommend] mf_weight, 0.5 if it is 0). Default: blend when the
+        /// config sets mf_weight, else cf.
+        #[arg(long, value_enum)]
+        model: Option<persona::eval::Model>,
         #[command(flatten)]
         timely: TimelyArgs,
         #[arg(long, action = clap::ArgAction::Help, help = "Print help")]
@@ -565,11 +571,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval {
             input,
             split,
+            model,
             timely,
             help: _,
         } => {
             let (config, path) = input.resolve_in_mode(split.mode)?;
-            let report = evaluate(&path, &config, split.split()?, split.k, &timely)?;
+            let report = evaluate(&path, &config, split.split()?, split.k, model, &timely)?;
             eprint!("{}", table(&report));
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())

@@ -191,3 +191,75 @@ fn tune_never_reads_the_test_part() {
     ]);
     assert_eq!(report["persona"], clean["test"], "{report}");
 }
+
+/// `--model mf` and `--model blend` on Online Retail: the factorisation
+/// learns (its loss well under chance), beats popularity alone, and the
+/// report is the same bits with 1 and 2 workers.
+#[test]
+fn the_factorisation_learns_and_replays_identically() {
+    let input = shared_data("online_retail_all.csv.xz");
+    let eval_with = |model: &str, workers: &str| {
+        eval(&[
+            "--input",
+            input.to_str().unwrap(),
+            "--format",
+            "online-retail",
+            "--split-time",
+            "2011-11-01",
+            "--model",
+            model,
+            "-w",
+            workers,
+        ])
+    };
+    let mf = eval_with("mf", "1");
+    assert_eq!(mf["model"], "mf", "{mf}");
+    let loss = mf["mf_training"]["mean_loss"].as_f64().unwrap();
+    assert!(loss < 0.5 * std::f64::consts::LN_2, "{mf}");
+    let ndcg = |report: &Value, row: &str| report[row]["ndcg"].as_f64().unwrap();
+    assert!(ndcg(&mf, "persona") > 1.3 * ndcg(&mf, "popularity"), "{mf}");
+    assert_eq!(mf, eval_with("mf", "2"));
+
+    let blend = eval_with("blend", "2");
+    assert_eq!(blend["model"], "blend", "{blend}");
+    assert_eq!(blend["mf_training"], mf["mf_training"]);
+    assert_ne!(blend["persona"], mf["persona"]);
+    assert!(ndcg(&blend, "persona") > 1.3 * ndcg(&blend, "popularity"));
+    let cf = eval_with("cf", "1");
+    assert_eq!(cf["model"], "cf");
+    assert!(cf["mf_training"].is_null(), "{cf}");
+}
+
+/// The commands that keep rankings up to date refuse a blend rather than
+/// leave the factorisation out silently.
+#[test]
+fn replay_refuses_a_blend_it_cannot_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("blend.toml");
+    std::fs::write(&config, "[recommend]\nmf_weight = 0.5\n").unwrap();
+    let error = persona_fails(&[
+        "replay",
+        "--input",
+        fixture("retail_dirty.csv").to_str().unwrap(),
+        "--format",
+        "online-retail",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert!(error.contains("mf_weight = 0.5"), "{error}");
+    std::fs::write(&config, "[recommend.mf]\nfactors = 0\n").unwrap();
+    let error = persona_fails(&[
+        "eval",
+        "--input",
+        fixture("retail_dirty.csv").to_str().unwrap(),
+        "--format",
+        "online-retail",
+        "--config",
+        config.to_str().unwrap(),
+        "--split-fraction",
+        "0.2",
+    ]);
+    assert!(error.contains("mf.factors"), "{error}");
+}

@@ -33,6 +33,9 @@ pub mod risk;
 // Feedback per item (issue: risk and the feedback loop).
 pub mod feedback;
 
+// Matrix factorisation trained online (issue: learned models).
+pub mod mf;
+
 pub mod reference;
 
 pub use event::{Action, ActionWeights, Event, Id};

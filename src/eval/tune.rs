@@ -19,7 +19,7 @@ use persona_dataflows::cf::on_demand::CfState;
 use persona_dataflows::cf::{CfConfig, Metric, Mode};
 use serde::Serialize;
 
-use super::{rank, scores_header, scores_row, train_state, Scores, Split, Task};
+use super::{scores_header, scores_row, train_mf, train_state, Scores, Split, Task};
 use crate::config::PipelineConfig;
 use crate::runtime::TimelyArgs;
 
@@ -38,6 +38,7 @@ const NEIGHBORS: [usize; 6] = [10, 20, 50, 100, 200, 0];
 const REPEAT_WEIGHTS: [f64; 6] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
 const TREND_WEIGHTS: [f64; 6] = [0.0, 0.1, 0.25, 0.5, 1.0, 2.0];
 const TREND_DAYS: [u32; 5] = [3, 7, 14, 30, 60];
+const MF_WEIGHTS: [f64; 7] = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0];
 /// Rounds of coordinate ascent at most.
 const ROUNDS: usize = 3;
 
@@ -52,6 +53,7 @@ pub struct Trial {
     pub repeat_weight: f64,
     pub trend_weight: f64,
     pub trend_days: u32,
+    pub mf_weight: f64,
     pub validation: Scores,
 }
 
@@ -97,7 +99,8 @@ pub fn validation_split(
 /// The settings one trial varies, as a key of the configs already tried.
 fn key(config: &CfConfig) -> String {
     format!(
-        "{} {:?} {} {:?} {} {} {} {}",
+        "{} {} {:?} {} {:?} {} {} {} {}",
+        config.mf_weight,
         config.history_length,
         config.decay_half_life_days,
         config.min_support,
@@ -146,8 +149,10 @@ pub fn tune(
     // Config key → index in `trials`.
     let mut tried: HashMap<String, usize> = HashMap::new();
     let mut state: Option<(String, CfState)> = None;
+    // Its settings are not searched: trained once, when a blend asks.
+    let mut mf = None;
     progress(&format!(
-        "{}  history  half-life  support  {:<33}  neighbors  repeat  trend  trend_days\n",
+        "{}  history  half-life  support  {:<33}  neighbors  repeat  trend  trend_days  mf_weight\n",
         scores_header(k, "trial").trim_end_matches('\n'),
         "metric"
     ));
@@ -168,8 +173,12 @@ pub fn tune(
                 train_state(&validation.train, candidate, timely)?,
             ));
         }
+        if candidate.mf_weight > 0.0 && mf.is_none() {
+            mf = Some(train_mf(&validation.train, candidate).0);
+        }
         let (_, trained) = state.as_ref().expect("just built");
-        let scores = validation.score(&rank(trained, &validation.users, k, candidate), k);
+        let lists = validation.recommend(Some(trained), mf.as_ref(), candidate, k);
+        let scores = validation.score(&lists, k);
         let trial = Trial {
             history_length: candidate.history_length,
             decay_half_life_days: candidate.decay_half_life_days,
@@ -179,10 +188,11 @@ pub fn tune(
             repeat_weight: candidate.repeat_weight,
             trend_weight: candidate.trend_weight,
             trend_days: candidate.trend_days,
+            mf_weight: candidate.mf_weight,
             validation: scores,
         };
         progress(&format!(
-            "{}  {:>7}  {:>9}  {:>7}  {:<33}  {:>9}  {:>6}  {:>5}  {:>10}\n",
+            "{}  {:>7}  {:>9}  {:>7}  {:<33}  {:>9}  {:>6}  {:>5}  {:>10}  {:>9}\n",
             scores_row(&format!("#{}", trials.len() + 1), &scores).trim_end_matches('\n'),
             trial.history_length,
             trial
@@ -196,7 +206,8 @@ pub fn tune(
             trial.neighbors,
             trial.repeat_weight,
             trial.trend_weight,
-            trial.trend_days
+            trial.trend_days,
+            trial.mf_weight
         ));
         trials.push(trial);
         tried.insert(key(candidate), trials.len() - 1);
@@ -228,7 +239,7 @@ pub fn tune(
         }
     }
     let best_trial = trials[best_index].clone();
-    let test = task.score_model(&best, k, timely)?;
+    let (test, _) = task.score_model(&best, k, timely)?;
     let report = TuneReport {
         k,
         mode: best.mode,
@@ -254,10 +265,11 @@ enum Setting {
     RepeatWeight,
     TrendWeight,
     TrendDays,
+    MfWeight,
 }
 
 impl Setting {
-    const ALL: [Setting; 8] = [
+    const ALL: [Setting; 9] = [
         Setting::HistoryLength,
         Setting::HalfLife,
         Setting::MinSupport,
@@ -266,6 +278,7 @@ impl Setting {
         Setting::RepeatWeight,
         Setting::TrendWeight,
         Setting::TrendDays,
+        Setting::MfWeight,
     ];
 
     /// `config` with this setting at each value of its grid.
@@ -307,6 +320,10 @@ impl Setting {
             Setting::TrendDays => TREND_DAYS
                 .iter()
                 .map(|&d| with(&|c| c.trend_days = d))
+                .collect(),
+            Setting::MfWeight => MF_WEIGHTS
+                .iter()
+                .map(|&w| with(&|c| c.mf_weight = w))
                 .collect(),
         }
     }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::mf::MfConfig;
 use crate::{Action, ActionWeights};
 
 /// The `[recommend]` table of the pipeline config. Fields left out take the
@@ -61,6 +62,13 @@ pub struct CfConfig {
     /// [`Rankings`]). Default: `on_demand`, or `dataflow` with an
     /// `indicator_action`, which only the dataflow ranks.
     pub rankings: Option<Rankings>,
+    /// The share of the learned factorisation ([`crate::mf`]) in a blend
+    /// with the co-occurrence scores, each normalised per user: 0 =
+    /// co-occurrence alone (default), 1 = the factorisation alone. Ranked
+    /// by `persona eval` and `persona tune` (see docs/models.md).
+    pub mf_weight: f64,
+    /// `[recommend.mf]`: the factorisation's settings.
+    pub mf: MfConfig,
 }
 
 /// Where the rankings of `replay` and `run` come from. Both give the same
@@ -138,6 +146,8 @@ impl CfConfig {
             primary_action: None,
             indicator_action: None,
             rankings: None,
+            mf_weight: 0.0,
+            mf: MfConfig::default(),
         };
         match mode {
             Mode::Discovery => discovery,
@@ -175,6 +185,8 @@ struct RecommendTable {
     primary_action: Option<Action>,
     indicator_action: Option<Action>,
     rankings: Option<Rankings>,
+    mf_weight: Option<f64>,
+    mf: Option<MfConfig>,
 }
 
 impl TryFrom<RecommendTable> for CfConfig {
@@ -229,6 +241,8 @@ impl TryFrom<RecommendTable> for CfConfig {
             primary_action: table.primary_action.or(defaults.primary_action),
             indicator_action: table.indicator_action.or(defaults.indicator_action),
             rankings: table.rankings.or(defaults.rankings),
+            mf_weight: table.mf_weight.unwrap_or(defaults.mf_weight),
+            mf: table.mf.unwrap_or(defaults.mf),
         })
     }
 }
@@ -243,6 +257,10 @@ impl CfConfig {
                     .into(),
             );
         }
+        if !(self.mf_weight.is_finite() && (0.0..=1.0).contains(&self.mf_weight)) {
+            return Err("mf_weight must be 0 to 1".into());
+        }
+        self.mf.validate()?;
         if self.trend_days == 0 {
             return Err("trend_days must be at least 1".into());
         }

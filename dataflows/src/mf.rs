@@ -1,0 +1,459 @@
+//! Matrix factorisation of implicit feedback, trained online by stochastic
+//! gradient descent: Bayesian personalised ranking (BPR, Rendle et al.
+//! 2009) with uniform negative sampling.
+//!
+//! Each user u and item i has `factors` weights (`p_u`, `q_i`) and each item
+//! a bias `b_i`; the score of an item for a user is `b_i + p_u · q_i`. An
+//! event of a positive-weight action is a step on `negatives` pairs (i, j),
+//! j drawn uniformly from the items seen so far, that raises
+//! `x = b_i − b_j + p_u · (q_i − q_j)` by the gradient of `ln σ(x)`, scaled
+//! by the action's weight over the largest weight.
+//!
+//! **Retractions.** SGD steps do not commute, so no later step undoes an
+//! earlier one exactly. The rule: a retraction (a cancellation, `diff < 0`)
+//! or an event of a negative-weight action is the same step with the pair
+//! reversed — the item becomes the negative against each sampled item — so
+//! the model learns that the user took it back.
+//!
+//! **Determinism.** The model is a function of the sequence of events it is
+//! given and the seed: initial factors are hashed from `(seed, id, factor)`,
+//! so they do not depend on when an id first appears, and the sampler is one
+//! seeded stream. [`MfModel::train`] takes the events of one time and sorts
+//! them into the canonical order (event time, then the event's fields, then
+//! the diff), so the model does not depend on how workers or files
+//! delivered them. Arithmetic is `f32` in a fixed order, with no parallel
+//! reduction: the same log gives the same bits.
+
+use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{ActionWeights, Event, Id};
+use crate::score::Score;
+
+/// `[recommend.mf]`: the factorisation's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfConfig {
+    /// Weights per user and item. Default 32.
+    pub factors: usize,
+    /// The SGD step size. Default 0.05.
+    pub learning_rate: f64,
+    /// L2 regularisation of the weights touched by a step. Default 0.002.
+    pub regularization: f64,
+    /// Negative items sampled per event. Default 8.
+    pub negatives: usize,
+    /// Seeds the initial weights and the sampler. Default 0.
+    pub seed: u64,
+    /// Initial weights are uniform in ±`init_scale`. Default 0.1.
+    pub init_scale: f64,
+}
+
+impl Default for MfConfig {
+    fn default() -> Self {
+        MfConfig {
+            factors: 32,
+            learning_rate: 0.05,
+            regularization: 0.002,
+            negatives: 8,
+            seed: 0,
+            init_scale: 0.1,
+        }
+    }
+}
+
+/// The largest factor count: a user's vector is read on every ranking.
+pub const MAX_FACTORS: usize = 1_024;
+/// The most negatives per event.
+pub const MAX_NEGATIVES: usize = 1_000;
+/// Steps taken for one update at most: a diff of n is n events.
+const MAX_REPEATS: u64 = 64;
+
+impl MfConfig {
+    /// Checks the ranges serde cannot; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let finite_positive = |x: f64| x.is_finite() && x > 0.0;
+        if !(1..=MAX_FACTORS).contains(&self.factors) {
+            return Err(format!("mf.factors must be 1 to {MAX_FACTORS}"));
+        }
+        if !(1..=MAX_NEGATIVES).contains(&self.negatives) {
+            return Err(format!("mf.negatives must be 1 to {MAX_NEGATIVES}"));
+        }
+        if !finite_positive(self.learning_rate) || self.learning_rate > 1.0 {
+            return Err("mf.learning_rate must be above 0 and at most 1".into());
+        }
+        if !(self.regularization.is_finite() && (0.0..1.0).contains(&self.regularization)) {
+            return Err("mf.regularization must be at least 0 and below 1".into());
+        }
+        if !finite_positive(self.init_scale) || self.init_scale > 1.0 {
+            return Err("mf.init_scale must be above 0 and at most 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// A factorisation model and its trainer.
+#[derive(Clone, Debug)]
+pub struct MfModel {
+    config: MfConfig,
+    weights: ActionWeights,
+    /// The largest action weight: its events take a whole step.
+    unit: f32,
+    users: HashMap<Id, Vec<f32>>,
+    /// Item id → index into `item_ids`, `item_bias`, `item_factors`.
+    item_index: HashMap<Id, usize>,
+    /// Items in the order they were first trained on: the sampler's range.
+    item_ids: Vec<Id>,
+    item_bias: Vec<f32>,
+    /// `factors` weights per item, item after item.
+    item_factors: Vec<f32>,
+    sampler: u64,
+    /// Steps taken, and the sum of their BPR losses `−ln σ(x)` before each.
+    steps: u64,
+    loss_sum: f64,
+}
+
+/// How a model was trained so far: steps and their mean loss.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct TrainingLoss {
+    pub steps: u64,
+    /// Mean of `−ln σ(x)` over the steps, each taken before its update.
+    pub mean_loss: f64,
+}
+
+impl MfModel {
+    /// An empty model. `weights` decide which actions are positive
+    /// feedback and how strong.
+    pub fn new(config: &MfConfig, weights: &ActionWeights) -> MfModel {
+        let unit = crate::event::Action::ALL
+            .iter()
+            .map(|&action| weights.weight(action).unsigned_abs())
+            .max()
+            .unwrap_or(1)
+            .max(1) as f32;
+        MfModel {
+            config: config.clone(),
+            weights: weights.clone(),
+            unit,
+            users: HashMap::default(),
+            item_index: HashMap::default(),
+            item_ids: Vec::new(),
+            item_bias: Vec::new(),
+            item_factors: Vec::new(),
+            sampler: mix(config.seed ^ 0x6d66_5f73_616d_706c),
+            steps: 0,
+            loss_sum: 0.0,
+        }
+    }
+
+    /// Trains on one time's updates `(event, diff)`, sorted first into the
+    /// canonical order, so their order on arrival does not matter.
+    pub fn train(&mut self, updates: &mut [(Event, i64)]) {
+        canonical_order(updates);
+        for (event, diff) in updates.iter() {
+            self.learn(event, *diff);
+        }
+    }
+
+    /// One update, in the order given.
+    pub fn learn(&mut self, event: &Event, diff: i64) {
+        let weight = self.weights.weight(event.action);
+        if weight == 0 || diff == 0 {
+            return;
+        }
+        let reversed = (weight < 0) != (diff < 0);
+        let scale = weight.unsigned_abs() as f32 / self.unit;
+        let item = self.item(event.item);
+        self.user(event.user);
+        for _ in 0..diff.unsigned_abs().min(MAX_REPEATS) {
+            for _ in 0..self.config.negatives {
+                // Only one item known: nothing to rank it against yet.
+                if self.item_ids.len() < 2 {
+                    return;
+                }
+                let mut other = self.draw(self.item_ids.len() - 1);
+                if other >= item {
+                    other += 1;
+                }
+                let (better, worse) = if reversed {
+                    (other, item)
+                } else {
+                    (item, other)
+                };
+                self.step(event.user, better, worse, scale);
+            }
+        }
+    }
+
+    /// One BPR step raising `better` over `worse` for `user`.
+    fn step(&mut self, user: Id, better: usize, worse: usize, scale: f32) {
+        let f = self.config.factors;
+        let lr = self.config.learning_rate as f32 * scale;
+        let reg = self.config.regularization as f32;
+        let p = self.users.get_mut(&user).expect("the user is added first");
+        let (qi, qj) = two_rows(&mut self.item_factors, better, worse, f);
+        let mut x = self.item_bias[better] - self.item_bias[worse];
+        for ((pk, a), b) in p.iter().zip(qi.iter()).zip(qj.iter()) {
+            x += pk * (a - b);
+        }
+        // −ln σ(x) = ln(1 + e^−x), and its gradient's size σ(−x).
+        self.loss_sum += f64::from((-x).exp().ln_1p());
+        self.steps += 1;
+        let g = 1.0 / (1.0 + x.exp());
+        self.item_bias[better] += lr * (g - reg * self.item_bias[better]);
+        self.item_bias[worse] += lr * (-g - reg * self.item_bias[worse]);
+        for ((pk, a), b) in p.iter_mut().zip(qi.iter_mut()).zip(qj.iter_mut()) {
+            let (p0, a0, b0) = (*pk, *a, *b);
+            *pk += lr * (g * (a0 - b0) - reg * p0);
+            *a += lr * (g * p0 - reg * a0);
+            *b += lr * (-g * p0 - reg * b0);
+        }
+    }
+
+    /// The index of an item, added with its hashed initial weights.
+    fn item(&mut self, item: Id) -> usize {
+        if let Some(&index) = self.item_index.get(&item) {
+            return index;
+        }
+        let index = self.item_ids.len();
+        self.item_index.insert(item, index);
+        self.item_ids.push(item);
+        self.item_bias.push(0.0);
+        let initial = initial_weights(&self.config, ITEM, item);
+        self.item_factors.extend(initial);
+        index
+    }
+
+    fn user(&mut self, user: Id) {
+        let config = &self.config;
+        self.users
+            .entry(user)
+            .or_insert_with(|| initial_weights(config, USER, user));
+    }
+
+    /// A draw uniform in `0..n` from the seeded stream (Lemire's
+    /// multiply-shift: no modulo bias worth measuring at these sizes).
+    fn draw(&mut self, n: usize) -> usize {
+        self.sampler = self.sampler.wrapping_add(GOLDEN);
+        ((u128::from(mix(self.sampler)) * n as u128) >> 64) as usize
+    }
+
+    /// The score of `item` for `user`: `b_i + p_u · q_i`, or the bias alone
+    /// for a user the model has not seen; none for an unknown item.
+    pub fn score(&self, user: Id, item: Id) -> Option<f32> {
+        let index = *self.item_index.get(&item)?;
+        Some(self.score_index(self.users.get(&user).map(Vec::as_slice), index))
+    }
+
+    fn score_index(&self, user: Option<&[f32]>, index: usize) -> f32 {
+        let f = self.config.factors;
+        let q = &self.item_factors[index * f..(index + 1) * f];
+        let dot: f32 = user.map_or(0.0, |p| p.iter().zip(q).map(|(a, b)| a * b).sum());
+        self.item_bias[index] + dot
+    }
+
+    /// The user's `k` best items with their scores, best first, ties by
+    /// item id; `skip` items are left out.
+    pub fn top_k(&self, user: Id, k: usize, skip: impl Fn(Id) -> bool) -> Vec<(Id, Score)> {
+        let p = self.users.get(&user).map(Vec::as_slice);
+        let mut scored: Vec<(Id, Score)> = (0..self.item_ids.len())
+            .filter(|&index| !skip(self.item_ids[index]))
+            .map(|index| {
+                let score = self.score_index(p, index);
+                (self.item_ids[index], Score(f64::from(score)))
+            })
+            .collect();
+        let by_rank = |a: &(Id, Score), b: &(Id, Score)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+        if scored.len() > k {
+            scored.select_nth_unstable_by(k, by_rank);
+            scored.truncate(k);
+        }
+        scored.sort_unstable_by(by_rank);
+        scored
+    }
+
+    /// A user's factor vector, if the model has seen the user.
+    pub fn user_factors(&self, user: Id) -> Option<&[f32]> {
+        self.users.get(&user).map(Vec::as_slice)
+    }
+
+    /// An item's bias and factor vector, if the model has seen the item.
+    pub fn item_factors(&self, item: Id) -> Option<(f32, &[f32])> {
+        let f = self.config.factors;
+        let index = *self.item_index.get(&item)?;
+        Some((
+            self.item_bias[index],
+            &self.item_factors[index * f..(index + 1) * f],
+        ))
+    }
+
+    /// Steps taken and their mean loss; [`MfModel::reset_loss`] starts a
+    /// new window.
+    pub fn loss(&self) -> TrainingLoss {
+        TrainingLoss {
+            steps: self.steps,
+            mean_loss: match self.steps {
+                0 => 0.0,
+                n => self.loss_sum / n as f64,
+            },
+        }
+    }
+
+    pub fn reset_loss(&mut self) {
+        (self.steps, self.loss_sum) = (0, 0.0);
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.item_ids.len()
+    }
+}
+
+/// Sorts updates into the order the model learns them in: event time,
+/// then the event's fields, then the diff.
+pub fn canonical_order(updates: &mut [(Event, i64)]) {
+    updates.sort_unstable_by(|(a, da), (b, db)| (a.time_ms, a, da).cmp(&(b.time_ms, b, db)));
+}
+
+const USER: u64 = 0x7573_6572;
+const ITEM: u64 = 0x6974_656d;
+const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Rows `a` and `b` (different) of `f` weights each, both mutable.
+fn two_rows(all: &mut [f32], a: usize, b: usize, f: usize) -> (&mut [f32], &mut [f32]) {
+    if a < b {
+        let (low, high) = all.split_at_mut(b * f);
+        (&mut low[a * f..(a + 1) * f], &mut high[..f])
+    } else {
+        let (low, high) = all.split_at_mut(a * f);
+        (&mut high[..f], &mut low[b * f..(b + 1) * f])
+    }
+}
+
+/// SplitMix64's finaliser. Hand-written rather than a crate's generator:
+/// the model must replay bit for bit across versions, and these few lines
+/// are fixed by their published constants.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Initial weights of an id, uniform in ±init_scale, from `(seed, kind,
+/// id, factor)` alone.
+fn initial_weights(config: &MfConfig, kind: u64, id: Id) -> Vec<f32> {
+    let base = mix(config.seed ^ mix(kind ^ mix(id)));
+    (0..config.factors as u64)
+        .map(|k| {
+            let bits = mix(base.wrapping_add(k.wrapping_mul(GOLDEN)));
+            // 24 random bits to a uniform in [−1, 1).
+            let unit = (bits >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
+            unit * config.init_scale as f32
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Action;
+
+    fn purchase(user: Id, item: Id, time_ms: i64) -> (Event, i64) {
+        (Event::new(user, item, Action::Purchase, time_ms), 1)
+    }
+
+    /// Users 0..20 buy from items 0..5, users 20..40 from items 5..10;
+    /// each user leaves one item of their group out.
+    fn planted() -> Vec<(Event, i64)> {
+        let mut updates = Vec::new();
+        for round in 0..30 {
+            for user in 0..40u64 {
+                let group = if user < 20 { 0 } else { 5 };
+                let left_out = group + user % 5;
+                let item = group + (user + round) % 5;
+                if item != left_out {
+                    updates.push(purchase(user, item, round as i64 * 1_000 + user as i64));
+                }
+            }
+        }
+        updates
+    }
+
+    fn trained(updates: &[(Event, i64)]) -> MfModel {
+        let mut model = MfModel::new(&MfConfig::default(), &ActionWeights::default());
+        model.train(&mut updates.to_vec());
+        model
+    }
+
+    #[test]
+    fn the_planted_structure_ranks_the_left_out_item_first() {
+        let model = trained(&planted());
+        for user in 0..40u64 {
+            let group = if user < 20 { 0 } else { 5 };
+            let left_out = group + user % 5;
+            let seen = |item: Id| item >= group && item < group + 5 && item != left_out;
+            let top = model.top_k(user, 1, seen);
+            assert_eq!(top[0].0, left_out, "user {user}: {top:?}");
+        }
+    }
+
+    #[test]
+    fn the_loss_falls_over_a_replay() {
+        let updates = planted();
+        let mut model = MfModel::new(&MfConfig::default(), &ActionWeights::default());
+        let (first, rest) = updates.split_at(updates.len() / 3);
+        model.train(&mut first.to_vec());
+        let early = model.loss();
+        model.reset_loss();
+        let (middle, last) = rest.split_at(rest.len() / 2);
+        model.train(&mut middle.to_vec());
+        model.reset_loss();
+        model.train(&mut last.to_vec());
+        let late = model.loss();
+        assert!(early.steps > 0 && late.steps > 0);
+        assert!(
+            late.mean_loss < 0.5 * early.mean_loss,
+            "early {early:?}, late {late:?}"
+        );
+    }
+
+    #[test]
+    fn the_order_of_arrival_within_a_time_does_not_matter() {
+        let updates = planted();
+        let mut reversed = updates.clone();
+        reversed.reverse();
+        let (a, b) = (trained(&updates), trained(&reversed));
+        for user in 0..40u64 {
+            assert_eq!(a.user_factors(user), b.user_factors(user));
+        }
+        for item in 0..10u64 {
+            assert_eq!(a.item_factors(item), b.item_factors(item));
+        }
+    }
+
+    #[test]
+    fn a_retraction_pushes_the_item_down() {
+        let mut model = trained(&planted());
+        let before = model.score(3, 1).unwrap();
+        let (event, _) = purchase(3, 1, 100_000);
+        model.train(&mut [(event, -1)]);
+        assert!(model.score(3, 1).unwrap() < before);
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert_eq!(MfConfig::default().validate(), Ok(()));
+        let bad = |change: fn(&mut MfConfig)| {
+            let mut config = MfConfig::default();
+            change(&mut config);
+            config.validate().unwrap_err()
+        };
+        assert!(bad(|c| c.factors = 0).contains("mf.factors"));
+        assert!(bad(|c| c.negatives = 0).contains("mf.negatives"));
+        assert!(bad(|c| c.learning_rate = f64::NAN).contains("mf.learning_rate"));
+        assert!(bad(|c| c.regularization = -1.0).contains("mf.regularization"));
+        assert!(bad(|c| c.init_scale = 0.0).contains("mf.init_scale"));
+    }
+}
