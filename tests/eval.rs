@@ -12,19 +12,23 @@ fn eval(args: &[&str]) -> Value {
     serde_json::from_str(&persona(&all)).expect("eval prints JSON")
 }
 
-#[test]
-fn online_retail_recommendations_beat_popularity() {
+/// `persona eval` of Online Retail split at 2011-11-01, with `extra` flags.
+fn eval_online_retail(extra: &[&str]) -> Value {
     let input = shared_data("online_retail_all.csv.xz");
-    let report = eval(&[
+    let mut args = vec![
         "--input",
         input.to_str().unwrap(),
         "--format",
         "online-retail",
-        "--k",
-        "10",
-        "--split-time",
-        "2011-11-01",
-    ]);
+    ];
+    args.extend(["--split-time", "2011-11-01"]);
+    args.extend_from_slice(extra);
+    eval(&args)
+}
+
+#[test]
+fn online_retail_recommendations_beat_popularity() {
+    let report = eval_online_retail(&["--k", "10"]);
     assert_eq!(report["k"], 10);
     for model in ["persona", "popularity"] {
         for metric in ["precision", "recall", "ndcg", "map", "coverage"] {
@@ -73,22 +77,8 @@ fn split_by_fraction_on_otto_sessions() {
 
 #[test]
 fn eval_shows_sar_hit_rate_and_mrr_in_both_modes() {
-    let input = shared_data("online_retail_all.csv.xz");
-    let args = |mode: &'static str| {
-        [
-            "--input",
-            input.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--split-time",
-            "2011-11-01",
-            "--mode",
-            mode,
-        ]
-        .map(str::to_owned)
-    };
-    let discovery = eval(&args("discovery").each_ref().map(String::as_str));
-    let repeat = eval(&args("repeat").each_ref().map(String::as_str));
+    let discovery = eval_online_retail(&["--mode", "discovery"]);
+    let repeat = eval_online_retail(&["--mode", "repeat"]);
     assert_eq!(discovery["mode"], "discovery");
     assert_eq!(repeat["mode"], "repeat");
     for report in [&discovery, &repeat] {
@@ -197,21 +187,8 @@ fn tune_never_reads_the_test_part() {
 /// report is the same bits with 1 and 2 workers.
 #[test]
 fn the_factorisation_learns_and_replays_identically() {
-    let input = shared_data("online_retail_all.csv.xz");
-    let eval_with = |model: &str, workers: &str| {
-        eval(&[
-            "--input",
-            input.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--split-time",
-            "2011-11-01",
-            "--model",
-            model,
-            "-w",
-            workers,
-        ])
-    };
+    let eval_with =
+        |model: &str, workers: &str| eval_online_retail(&["--model", model, "-w", workers]);
     let mf = eval_with("mf", "1");
     assert_eq!(mf["model"], "mf", "{mf}");
     let loss = mf["mf_training"]["mean_loss"].as_f64().unwrap();
@@ -231,35 +208,30 @@ fn the_factorisation_learns_and_replays_identically() {
 }
 
 /// The commands that keep rankings up to date refuse a blend rather than
-/// leave the factorisation out silently.
+/// leave the factorisation out silently; a bad `[recommend.mf]` value is
+/// named.
 #[test]
 fn replay_refuses_a_blend_it_cannot_rank() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("blend.toml");
-    std::fs::write(&config, "[recommend]\nmf_weight = 0.5\n").unwrap();
-    let error = persona_fails(&[
-        "replay",
-        "--input",
-        fixture("retail_dirty.csv").to_str().unwrap(),
-        "--format",
-        "online-retail",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        dir.path().join("out").to_str().unwrap(),
-    ]);
+    let out = dir.path().join("out");
+    let fails = |table: &str, command: &[&str]| {
+        std::fs::write(&config, table).unwrap();
+        let input = fixture("retail_dirty.csv");
+        let mut args = command.to_vec();
+        args.extend([
+            "--input",
+            input.to_str().unwrap(),
+            "--format",
+            "online-retail",
+        ]);
+        args.extend(["--config", config.to_str().unwrap()]);
+        persona_fails(&args)
+    };
+    let replay = ["replay", "--out", out.to_str().unwrap()];
+    let error = fails("[recommend]\nmf_weight = 0.5\n", &replay);
     assert!(error.contains("mf_weight = 0.5"), "{error}");
-    std::fs::write(&config, "[recommend.mf]\nfactors = 0\n").unwrap();
-    let error = persona_fails(&[
-        "eval",
-        "--input",
-        fixture("retail_dirty.csv").to_str().unwrap(),
-        "--format",
-        "online-retail",
-        "--config",
-        config.to_str().unwrap(),
-        "--split-fraction",
-        "0.2",
-    ]);
+    let eval = ["eval", "--split-fraction", "0.2"];
+    let error = fails("[recommend.mf]\nfactors = 0\n", &eval);
     assert!(error.contains("mf.factors"), "{error}");
 }
