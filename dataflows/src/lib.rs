@@ -19,6 +19,7 @@ pub mod decay;
 pub mod event;
 pub mod keyed;
 pub mod score;
+pub mod seeded;
 pub mod time;
 
 // Profile features (issue: exact incremental user profiles).
@@ -35,6 +36,9 @@ pub mod feedback;
 
 // Matrix factorisation trained online (issue: learned models).
 pub mod mf;
+
+// K-means user segments (issue: learned models).
+pub mod kmeans;
 
 pub mod reference;
 

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{ActionWeights, Event, Id};
 use crate::score::Score;
+use crate::seeded::{mix, Stream, GOLDEN};
 
 /// `[recommend.mf]`: the factorisation's settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,7 +107,7 @@ pub struct MfModel {
     item_bias: Vec<f32>,
     /// `factors` weights per item, item after item.
     item_factors: Vec<f32>,
-    sampler: u64,
+    sampler: Stream,
     /// Steps taken, and the sum of their BPR losses `−ln σ(x)` before each.
     steps: u64,
     loss_sum: f64,
@@ -139,7 +140,7 @@ impl MfModel {
             item_ids: Vec::new(),
             item_bias: Vec::new(),
             item_factors: Vec::new(),
-            sampler: mix(config.seed ^ 0x6d66_5f73_616d_706c),
+            sampler: Stream::new(config.seed ^ 0x6d66_5f73_616d_706c),
             steps: 0,
             loss_sum: 0.0,
         }
@@ -230,11 +231,9 @@ impl MfModel {
             .or_insert_with(|| initial_weights(config, USER, user));
     }
 
-    /// A draw uniform in `0..n` from the seeded stream (Lemire's
-    /// multiply-shift: no modulo bias worth measuring at these sizes).
+    /// A draw uniform in `0..n` from the seeded stream.
     fn draw(&mut self, n: usize) -> usize {
-        self.sampler = self.sampler.wrapping_add(GOLDEN);
-        ((u128::from(mix(self.sampler)) * n as u128) >> 64) as usize
+        self.sampler.below(n)
     }
 
     /// The score of `item` for `user`: `b_i + p_u · q_i`, or the bias alone
@@ -319,7 +318,6 @@ pub fn canonical_order(updates: &mut [(Event, i64)]) {
 
 const USER: u64 = 0x7573_6572;
 const ITEM: u64 = 0x6974_656d;
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Rows `a` and `b` (different) of `f` weights each, both mutable.
 fn two_rows(all: &mut [f32], a: usize, b: usize, f: usize) -> (&mut [f32], &mut [f32]) {
@@ -330,15 +328,6 @@ fn two_rows(all: &mut [f32], a: usize, b: usize, f: usize) -> (&mut [f32], &mut 
         let (low, high) = all.split_at_mut(a * f);
         (&mut high[..f], &mut low[b * f..(b + 1) * f])
     }
-}
-
-/// SplitMix64's finaliser. Hand-written rather than a crate's generator:
-/// the model must replay bit for bit across versions, and these few lines
-/// are fixed by their published constants.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Initial weights of an id, uniform in ±init_scale, from `(seed, kind,

@@ -4,5 +4,6 @@
 
 pub mod cf;
 pub mod feedback;
+pub mod kmeans;
 pub mod profile;
 pub mod risk;

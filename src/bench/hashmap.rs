@@ -328,6 +328,7 @@ impl HashMapProfiles {
             ),
             attributes: BTreeMap::new(),
             risk: None,
+            cluster: None,
         })
     }
 

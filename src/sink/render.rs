@@ -284,6 +284,7 @@ mod tests {
             segment: Segment::New,
             attributes: BTreeMap::from([("country".to_string(), "FR".to_string())]),
             risk: None,
+            cluster: None,
         };
         let line = (17, profile).to_json(&NumericNames);
         assert_eq!(
@@ -334,6 +335,7 @@ mod tests {
             segment: Segment::New,
             attributes: BTreeMap::new(),
             risk: None,
+            cluster: None,
         };
         let line = (17, profile(counts(8, 2, 1), counts(0, 1, 0))).to_json(&NumericNames);
         assert_eq!(

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::profile::SegmentConfig;
+use crate::kmeans::Cluster;
 use crate::risk::RiskFeatures;
 use crate::{Action, Id, Score};
 
@@ -65,6 +66,9 @@ pub struct Profile {
     /// state: a profile is assembled at every change, and this part changes
     /// only with the user's events.
     pub risk: Option<Arc<RiskFeatures>>,
+    /// The user's k-means segment, with `[segments.kmeans]` (see
+    /// [`crate::kmeans`]); `None` without it.
+    pub cluster: Option<Cluster>,
 }
 
 /// A count per action, kept in place (a profile is assembled at every

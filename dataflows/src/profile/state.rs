@@ -434,6 +434,7 @@ impl UserState {
             top_categories: self.top_categories.iter().cloned().collect(),
             attributes,
             risk: self.risk.as_ref().and_then(|risk| risk.features().cloned()),
+            cluster: None,
         })
     }
 

@@ -195,6 +195,7 @@ pub fn profiles(
             attributes,
             counts: counts.into_iter().collect(),
             risk: None,
+            cluster: None,
         };
         profiles.insert(user, profile);
     }

@@ -1,0 +1,584 @@
+//! K-means user segments: users clustered by a few profile features, the
+//! centroids refitted periodically and every changed user assigned to the
+//! nearest centroid in between.
+//!
+//! A user's **vector** is the configured features of their profile
+//! ([`Feature`]), counts and spend through `ln(1 + x)` with `log_scale`,
+//! then standardised with the mean and population standard deviation of
+//! the users at the last refit (a constant feature gets scale 1).
+//!
+//! A **refit** happens at a time the profiles change, when the model has
+//! fewer than `k` centroids (none yet, or too few distinct vectors: so a
+//! start does not keep a degenerate model for a whole period), or
+//! `refit_days` or more after the last refit: the
+//! centroids come from k-means++ seeding (the seeded stream of
+//! [`crate::seeded`], users in id order) and Lloyd's iterations until no
+//! assignment changes or `max_iterations` (see [`fit`]). Every user is then
+//! assigned again. Between refits, a user whose profile changes is assigned
+//! to the nearest centroid of the current model at that time. So at any time
+//! a user's cluster is the nearest centroid (ties: the lowest id) of the model
+//! fitted at the last refit, to their vector of that time:
+//! [`crate::reference::kmeans`] recomputes it from scratch.
+//!
+//! The model is global, so one operator on worker 0 holds every user's
+//! profile and vector; with it the output is the same for any number of
+//! workers. Arithmetic is `f64` in user-id order, with no parallel reduction:
+//! the same log gives the same bits.
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::collection::AsCollection;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+
+use crate::profile::Profile;
+use crate::seeded::Stream;
+use crate::time::DAY_MS;
+use crate::{Action, EventTime, Id, Score};
+
+/// The largest `k`: seeding and every Lloyd pass cost users × k.
+pub const MAX_K: usize = 1000;
+
+/// `[segments.kmeans]`: k-means user segments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KMeansConfig {
+    /// Clusters. Default 5.
+    pub k: usize,
+    /// The profile features that form a user's vector, each once. Default
+    /// recency, frequency, spend (RFM).
+    pub features: Vec<Feature>,
+    /// Counts and spend through `ln(1 + x)` (negative values as 0) before
+    /// standardising: they are heavy-tailed. Default true.
+    pub log_scale: bool,
+    /// Seeds the k-means++ draws. Default 0.
+    pub seed: u64,
+    /// Days of event time between refits. Default 7.
+    pub refit_days: u64,
+    /// Lloyd's iterations at most per refit. Default 100.
+    pub max_iterations: usize,
+}
+
+impl Default for KMeansConfig {
+    fn default() -> Self {
+        KMeansConfig {
+            k: 5,
+            features: vec![Feature::Recency, Feature::Frequency, Feature::Spend],
+            log_scale: true,
+            seed: 0,
+            refit_days: 7,
+            max_iterations: 100,
+        }
+    }
+}
+
+impl KMeansConfig {
+    /// Checks what serde cannot; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=MAX_K).contains(&self.k) {
+            return Err(format!("segments.kmeans.k: must be 1 to {MAX_K}"));
+        }
+        if self.features.is_empty() {
+            return Err("segments.kmeans.features: name at least one feature".into());
+        }
+        for (at, feature) in self.features.iter().enumerate() {
+            if self.features[..at].contains(feature) {
+                return Err(format!("segments.kmeans.features: {feature:?} given twice"));
+            }
+        }
+        if self.refit_days == 0 {
+            return Err("segments.kmeans.refit_days: must be at least 1".into());
+        }
+        if self.max_iterations == 0 {
+            return Err("segments.kmeans.max_iterations: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn refit_ms(&self) -> u64 {
+        self.refit_days.saturating_mul(DAY_MS)
+    }
+}
+
+/// A profile feature of a user's vector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// Days since the user was last seen. Only differences count once
+    /// standardised, so the vector holds minus the day of `last_seen`: at
+    /// the refit this is recency shifted by a constant, and it does not
+    /// change while the user is away.
+    Recency,
+    /// Purchase records less cancellation records.
+    Frequency,
+    /// Net spend, in major units.
+    Spend,
+    /// Records of every action.
+    Events,
+    DistinctItems,
+    DistinctCategories,
+    /// Average rating in stars; 0 without ratings.
+    AvgRating,
+    /// The affinity of the user's best category; 0 without one.
+    TopAffinity,
+}
+
+impl Feature {
+    /// The feature's value in `profile`, before standardising.
+    fn value(self, profile: &Profile, log_scale: bool) -> f64 {
+        let log = |x: f64| if log_scale { x.max(0.0).ln_1p() } else { x };
+        match self {
+            Feature::Recency => (0 - profile.last_seen.unwrap_or(0)) as f64 / DAY_MS as f64,
+            Feature::Frequency => log(
+                (profile.counts[&Action::Purchase] - profile.counts[&Action::Cancellation]) as f64,
+            ),
+            Feature::Spend => log(profile.spend as f64 / 100.0),
+            Feature::Events => log(profile.counts.iter().map(|(_, n)| n).sum::<i64>() as f64),
+            Feature::DistinctItems => log(profile.distinct_items as f64),
+            Feature::DistinctCategories => log(profile.distinct_categories as f64),
+            Feature::AvgRating => profile.avg_rating.map_or(0.0, |r| r.0),
+            Feature::TopAffinity => profile.top_categories.first().map_or(0.0, |c| c.affinity.0),
+        }
+    }
+}
+
+/// The features of `profile` in `config`'s order, before standardising;
+/// none for a user never seen (no `last_seen`), who has no cluster.
+pub fn vector(profile: &Profile, config: &KMeansConfig) -> Option<Vec<f64>> {
+    profile.last_seen?;
+    let values = config.features.iter();
+    Some(values.map(|f| f.value(profile, config.log_scale)).collect())
+}
+
+/// A user's segment: the nearest centroid and the Euclidean distance to it,
+/// in standardised units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: u32,
+    pub distance: Score,
+}
+
+/// The model of one refit.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Segments {
+    pub features: Vec<Feature>,
+    /// Per feature, the mean and the scale that standardise it.
+    pub means: Vec<Score>,
+    pub scales: Vec<Score>,
+    /// Per cluster, its centre in standardised units; fewer than `k` when
+    /// fewer distinct vectors exist.
+    pub centroids: Vec<Vec<Score>>,
+    /// Per cluster, the users nearest to it at the refit.
+    pub sizes: Vec<u64>,
+    /// Σ squared distance of each user to their centroid, at the refit.
+    pub inertia: Score,
+    /// Lloyd's iterations that changed an assignment.
+    pub iterations: u32,
+    /// Users the model was fitted on.
+    pub users: u64,
+}
+
+impl Segments {
+    /// The nearest centroid to a vector of [`vector`] (ties: the lowest id).
+    pub fn assign(&self, vector: &[f64]) -> Cluster {
+        let point = self.standardise(vector);
+        let centroids: Vec<Vec<f64>> = self.centroids.iter().map(|c| unscore(c)).collect();
+        let (id, squared) = nearest(&point, &centroids);
+        Cluster {
+            id: id as u32,
+            distance: Score(squared.sqrt()),
+        }
+    }
+
+    fn standardise(&self, vector: &[f64]) -> Vec<f64> {
+        let scaling = self.means.iter().zip(&self.scales);
+        vector
+            .iter()
+            .zip(scaling)
+            .map(|(x, (mean, scale))| (x - mean.0) / scale.0)
+            .collect()
+    }
+}
+
+/// Fits k-means to `vectors` (of [`vector`], in user-id order): standardise;
+/// seed with k-means++ (the first centre uniform, each next drawn with
+/// probability proportional to the squared distance to the nearest centre
+/// so far, stopping early when every vector is a centre); then Lloyd's
+/// iterations (assign each vector to its nearest centre, ties to the lowest
+/// id; move each centre to the mean of its vectors, an empty one stays)
+/// until no assignment changes or `max_iterations`. None without vectors.
+pub fn fit(vectors: &[Vec<f64>], config: &KMeansConfig) -> Option<Segments> {
+    let n = vectors.len();
+    if n == 0 {
+        return None;
+    }
+    let dims = config.features.len();
+    let (means, scales) = scaling(vectors, dims);
+    let points: Vec<Vec<f64>> = vectors
+        .iter()
+        .map(|v| (0..dims).map(|j| (v[j] - means[j]) / scales[j]).collect())
+        .collect();
+
+    let mut stream = Stream::new(config.seed);
+    let mut centroids = vec![points[stream.below(n)].clone()];
+    let mut to_nearest: Vec<f64> = points.iter().map(|p| squared(p, &centroids[0])).collect();
+    while centroids.len() < config.k {
+        let total: f64 = to_nearest.iter().sum();
+        if total <= 0.0 {
+            break;
+        }
+        let next = draw_weighted(&to_nearest, stream.unit() * total);
+        centroids.push(points[next].clone());
+        for (point, d) in points.iter().zip(&mut to_nearest) {
+            *d = d.min(squared(point, &centroids[centroids.len() - 1]));
+        }
+    }
+
+    let mut assignment = vec![usize::MAX; n];
+    let mut iterations = 0;
+    for _ in 0..config.max_iterations {
+        let mut changed = false;
+        for (point, assigned) in points.iter().zip(&mut assignment) {
+            let (id, _) = nearest(point, &centroids);
+            changed |= *assigned != id;
+            *assigned = id;
+        }
+        if !changed {
+            break;
+        }
+        iterations += 1;
+        let mut sums = vec![vec![0.0; dims]; centroids.len()];
+        let mut counts = vec![0u64; centroids.len()];
+        for (point, &id) in points.iter().zip(&assignment) {
+            counts[id] += 1;
+            for (sum, x) in sums[id].iter_mut().zip(point) {
+                *sum += x;
+            }
+        }
+        for ((centroid, sum), count) in centroids.iter_mut().zip(sums).zip(&counts) {
+            if *count > 0 {
+                *centroid = sum.iter().map(|s| s / *count as f64).collect();
+            }
+        }
+    }
+
+    let mut sizes = vec![0u64; centroids.len()];
+    let mut inertia = 0.0;
+    for point in &points {
+        let (id, squared) = nearest(point, &centroids);
+        sizes[id] += 1;
+        inertia += squared;
+    }
+    Some(Segments {
+        features: config.features.clone(),
+        means: means.into_iter().map(Score).collect(),
+        scales: scales.into_iter().map(Score).collect(),
+        centroids: centroids
+            .into_iter()
+            .map(|c| c.into_iter().map(Score).collect())
+            .collect(),
+        sizes,
+        inertia: Score(inertia),
+        iterations,
+        users: n as u64,
+    })
+}
+
+/// Per dimension, the mean and the population standard deviation (1 where
+/// it is 0).
+fn scaling(vectors: &[Vec<f64>], dims: usize) -> (Vec<f64>, Vec<f64>) {
+    let n = vectors.len() as f64;
+    let means: Vec<f64> = (0..dims)
+        .map(|j| vectors.iter().map(|v| v[j]).sum::<f64>() / n)
+        .collect();
+    let scales = (0..dims)
+        .map(|j| {
+            let deviations = vectors.iter().map(|v| (v[j] - means[j]) * (v[j] - means[j]));
+            let variance = deviations.sum::<f64>() / n;
+            if variance > 0.0 {
+                variance.sqrt()
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    (means, scales)
+}
+
+/// The first index whose running sum of weights passes `target`; the last
+/// positive weight if rounding leaves none.
+fn draw_weighted(weights: &[f64], target: f64) -> usize {
+    let mut running = 0.0;
+    let mut last_positive = 0;
+    for (i, &w) in weights.iter().enumerate() {
+        if w > 0.0 {
+            running += w;
+            last_positive = i;
+            if running > target {
+                return i;
+            }
+        }
+    }
+    last_positive
+}
+
+fn squared(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// The nearest centre (ties: the lowest id) and the squared distance to it.
+fn nearest(point: &[f64], centroids: &[Vec<f64>]) -> (usize, f64) {
+    let mut best = (0, f64::INFINITY);
+    for (id, centroid) in centroids.iter().enumerate() {
+        let d = squared(point, centroid);
+        if d < best.1 {
+            best = (id, d);
+        }
+    }
+    best
+}
+
+fn unscore(values: &[Score]) -> Vec<f64> {
+    values.iter().map(|s| s.0).collect()
+}
+
+/// A user as the segments operator holds them.
+struct Member {
+    profile: Profile,
+    vector: Option<Vec<f64>>,
+    cluster: Option<Cluster>,
+}
+
+impl Member {
+    fn output(&self) -> Profile {
+        Profile {
+            cluster: self.cluster,
+            ..self.profile.clone()
+        }
+    }
+}
+
+/// The profiles with their `cluster`, and the model of each refit (one
+/// record at a time: the new model replaces the previous one). See the
+/// module documentation.
+///
+/// # Panics
+///
+/// When `config` does not pass [`KMeansConfig::validate`], at construction.
+pub fn segments<'s, T: EventTime>(
+    profiles: VecCollection<'s, T, (Id, Profile)>,
+    config: &KMeansConfig,
+) -> (
+    VecCollection<'s, T, (Id, Profile)>,
+    VecCollection<'s, T, Segments>,
+) {
+    if let Err(error) = config.validate() {
+        panic!("{error}");
+    }
+    let config = config.clone();
+    let mut builder = OperatorBuilder::new("Segments".to_string(), profiles.scope());
+    let mut input = builder.new_input(profiles.inner, Exchange::new(|_| 0u64));
+    let (profiles_output, profiles_stream) = builder.new_output();
+    let mut profiles_output = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(profiles_output);
+    let (models_output, models_stream) = builder.new_output();
+    let mut models_output = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(models_output);
+    builder.build(move |_| {
+        let mut arrived: BTreeMap<T, Vec<((Id, Profile), isize)>> = BTreeMap::new();
+        let mut held: Option<[Capability<T>; 2]> = None;
+        let mut users: BTreeMap<Id, Member> = BTreeMap::new();
+        let mut model: Option<(T, Segments)> = None;
+        move |frontiers| {
+            input.for_each_stamp(|capability, containers| {
+                let earlier = |time: &T| held.as_ref().is_none_or(|held| time < held[0].time());
+                if capability.least().is_some_and(earlier) {
+                    held = capability
+                        .retain_least(0)
+                        .zip(capability.retain_least(1))
+                        .map(|(profiles, models)| [profiles, models]);
+                }
+                for container in containers {
+                    for (record, time, diff) in container.drain(..) {
+                        arrived.entry(time).or_default().push((record, diff));
+                    }
+                }
+            });
+            let Some([profiles_at, models_at]) = held.as_ref() else {
+                return;
+            };
+            let mut profiles_output = profiles_output.activate();
+            let mut profiles = profiles_output.session(profiles_at);
+            let mut models_output = models_output.activate();
+            let mut models = models_output.session(models_at);
+            while let Some(entry) = arrived.first_entry() {
+                if frontiers[0].frontier().less_equal(entry.key()) {
+                    break;
+                }
+                let (now, mut updates) = entry.remove_entry();
+                // Retractions first: a user's old profile goes before the new comes.
+                updates.sort_by(|((a, _), da), ((b, _), db)| (a, da).cmp(&(b, db)));
+                let mut before: BTreeMap<Id, Option<Profile>> = BTreeMap::new();
+                for ((user, profile), diff) in updates {
+                    before
+                        .entry(user)
+                        .or_insert_with(|| users.get(&user).map(Member::output));
+                    if diff < 0 {
+                        users.remove(&user);
+                    } else {
+                        let vector = vector(&profile, &config);
+                        let member = Member {
+                            profile,
+                            vector,
+                            cluster: None,
+                        };
+                        users.insert(user, member);
+                    }
+                }
+                let due = model.as_ref().is_none_or(|(at, model)| {
+                    model.centroids.len() < config.k || now >= at.plus_ms(config.refit_ms())
+                });
+                let vectors = || users.values().filter_map(|m| m.vector.clone());
+                let refit = if due {
+                    fit(&vectors().collect::<Vec<_>>(), &config)
+                } else {
+                    None
+                };
+                if let Some(refit) = refit {
+                    if let Some((_, old)) = model.take() {
+                        models.give((old, now.clone(), -1));
+                    }
+                    models.give((refit.clone(), now.clone(), 1));
+                    model = Some((now.clone(), refit));
+                    for (user, member) in users.iter_mut() {
+                        let cluster = assign(&model, &member.vector);
+                        if cluster != member.cluster && !before.contains_key(user) {
+                            profiles.give(((*user, member.output()), now.clone(), -1));
+                            member.cluster = cluster;
+                            profiles.give(((*user, member.output()), now.clone(), 1));
+                        }
+                        member.cluster = cluster;
+                    }
+                }
+                for (user, before) in before {
+                    let after = users.get_mut(&user).map(|member| {
+                        member.cluster = assign(&model, &member.vector);
+                        member.output()
+                    });
+                    if before != after {
+                        if let Some(before) = before {
+                            profiles.give(((user, before), now.clone(), -1));
+                        }
+                        if let Some(after) = after {
+                            profiles.give(((user, after), now.clone(), 1));
+                        }
+                    }
+                }
+            }
+            drop((profiles, models));
+            match arrived.keys().next() {
+                Some(time) => {
+                    for held in held.iter_mut().flatten() {
+                        held.downgrade(time);
+                    }
+                }
+                None => held = None,
+            }
+        }
+    });
+    (
+        profiles_stream.as_collection(),
+        models_stream.as_collection(),
+    )
+}
+
+fn assign(model: &Option<(impl Sized, Segments)>, vector: &Option<Vec<f64>>) -> Option<Cluster> {
+    let (_, model) = model.as_ref()?;
+    Some(model.assign(vector.as_deref()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_features(k: usize) -> KMeansConfig {
+        KMeansConfig {
+            k,
+            features: vec![Feature::Frequency, Feature::Spend],
+            ..KMeansConfig::default()
+        }
+    }
+
+    /// Three blobs of 20 points around (0, 0), (10, 0) and (0, 10).
+    fn blobs() -> Vec<Vec<f64>> {
+        let mut stream = Stream::new(42);
+        let centres = [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)];
+        (0..60)
+            .map(|i| {
+                let (x, y) = centres[i % 3];
+                vec![x + stream.unit() - 0.5, y + stream.unit() - 0.5]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn planted_clusters_are_recovered_for_every_seed() {
+        let points = blobs();
+        for seed in 0..20 {
+            let config = KMeansConfig {
+                seed,
+                ..two_features(3)
+            };
+            let model = fit(&points, &config).unwrap();
+            assert_eq!(model.sizes, vec![20, 20, 20], "seed {seed}");
+            // Points of one blob share a cluster; the blobs' clusters differ.
+            let labels: Vec<u32> = points.iter().map(|p| model.assign(p).id).collect();
+            for (i, label) in labels.iter().enumerate() {
+                assert_eq!(*label, labels[i % 3], "seed {seed}, point {i}");
+            }
+            assert_ne!(labels[0], labels[1]);
+            assert_ne!(labels[1], labels[2]);
+            assert_ne!(labels[0], labels[2]);
+            // Jitter of ±0.5 around centres 10 apart: small inertia.
+            assert!(model.inertia.0 < 60.0 * 0.02, "seed {seed}: {:?}", model.inertia);
+        }
+    }
+
+    #[test]
+    fn fewer_distinct_vectors_than_k_give_fewer_centroids() {
+        let points = vec![vec![1.0, 2.0], vec![1.0, 2.0], vec![3.0, 4.0]];
+        let model = fit(&points, &two_features(5)).unwrap();
+        assert_eq!(model.centroids.len(), 2);
+        assert_eq!(model.inertia, Score(0.0));
+        assert!(fit(&[], &two_features(5)).is_none());
+    }
+
+    #[test]
+    fn a_constant_feature_is_scaled_by_one() {
+        let points = vec![vec![1.0, 5.0], vec![3.0, 5.0]];
+        let model = fit(&points, &two_features(1)).unwrap();
+        assert_eq!(model.means, vec![Score(2.0), Score(5.0)]);
+        assert_eq!(model.scales, vec![Score(1.0), Score(1.0)]);
+        assert_eq!(model.assign(&[2.0, 5.0]).distance, Score(0.0));
+    }
+
+    #[test]
+    fn invalid_settings_name_their_key() {
+        let invalid = |config: KMeansConfig| config.validate().unwrap_err();
+        assert!(invalid(two_features(0)).starts_with("segments.kmeans.k"));
+        let twice = KMeansConfig {
+            features: vec![Feature::Spend, Feature::Spend],
+            ..KMeansConfig::default()
+        };
+        assert!(invalid(twice).contains("Spend given twice"));
+        let never = KMeansConfig {
+            refit_days: 0,
+            ..KMeansConfig::default()
+        };
+        assert!(invalid(never).starts_with("segments.kmeans.refit_days"));
+        assert!(KMeansConfig::default().validate().is_ok());
+    }
+}

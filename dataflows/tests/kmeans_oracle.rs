@@ -1,0 +1,248 @@
+//! Oracle tests of the k-means segments: seeded random event streams fed in
+//! batches to `profile::profiles` then `kmeans::segments` on 1, 2 and 4
+//! workers. At every refit the model equals `reference::kmeans::fit` over the
+//! reference profiles of that time, and at every batch end each user's
+//! cluster equals the reference's assignment under the last refit's model;
+//! every worker count gives the same updates.
+//!
+//! Run: `cargo test -p persona-dataflows --release --test kmeans_oracle`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::input::Input;
+use timely::dataflow::operators::capture::{Capture, Extract};
+
+use persona_dataflows::kmeans::{segments, Feature, KMeansConfig, Segments};
+use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
+use persona_dataflows::time::DAY_MS;
+use persona_dataflows::{reference, Action, Event, Id};
+
+use common::Rng;
+
+const HOUR_MS: u64 = 3_600_000;
+const BASE_MS: u64 = 1_700_000_000_000 / DAY_MS * DAY_MS;
+const USERS: u64 = 60;
+
+type Update<D> = (D, u64, isize);
+
+/// Batches of event updates, each with the time all of it is at or before.
+fn random_batches(seed: u64) -> Vec<(u64, Vec<Update<Event>>)> {
+    let mut rng = Rng(seed);
+    let mut inserted: Vec<Event> = Vec::new();
+    let mut batches = Vec::new();
+    let mut end = BASE_MS;
+    for _ in 0..30 {
+        let start = end;
+        let step_hours = 1 + rng.below(72);
+        end = start + step_hours * HOUR_MS;
+        let mut updates = Vec::new();
+        for _ in 0..(10 + rng.below(30)) {
+            let time = start + HOUR_MS * (1 + rng.below(step_hours));
+            // A few heavy buyers, many browsers: clusters worth finding.
+            let user = if rng.percent(30) {
+                rng.below(6)
+            } else {
+                rng.below(USERS)
+            };
+            let action = if user < 6 || rng.percent(15) {
+                Action::Purchase
+            } else {
+                *rng.pick(&[Action::View, Action::Click, Action::Cart, Action::Rating])
+            };
+            let mut event = Event::new(user, rng.below(40), action, time as i64);
+            event.category = Some(100 + rng.below(5));
+            if action == Action::Purchase {
+                event.quantity = 1 + rng.below(4) as i64;
+                event.price = Some(100 + rng.below(20_000) as i64);
+            }
+            if action == Action::Rating {
+                event.rating = Some(100 * (1 + rng.below(5) as i64));
+            }
+            inserted.push(event.clone());
+            updates.push((event, time, 1));
+        }
+        for _ in 0..rng.below(3) {
+            let event = rng.pick(&inserted).clone();
+            updates.push((event, start + HOUR_MS * (1 + rng.below(step_hours)), -1));
+        }
+        rng.shuffle(&mut updates);
+        batches.push((end, updates));
+    }
+    batches
+}
+
+struct Outputs {
+    profiles: Vec<Update<(Id, Profile)>>,
+    models: Vec<Update<Segments>>,
+}
+
+fn run_dataflow(
+    batches: &[(u64, Vec<Update<Event>>)],
+    profile: &ProfileConfig,
+    kmeans: &KMeansConfig,
+    workers: usize,
+) -> Outputs {
+    let batches = Arc::new(batches.to_vec());
+    let (profile, kmeans) = (profile.clone(), kmeans.clone());
+    let (send_profiles, profiles_out) = std::sync::mpsc::channel();
+    let (send_models, models_out) = std::sync::mpsc::channel();
+    let senders = Arc::new(Mutex::new((send_profiles, send_models)));
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let (send_profiles, send_models) = senders.lock().unwrap().clone();
+        let (mut events, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (events_input, events) = scope.new_collection();
+            let attributes = scope.new_collection().1;
+            let (with_clusters, models) =
+                segments(profiles(events, None, attributes, &profile), &kmeans);
+            models.inner.capture_into(send_models);
+            let (probe, with_clusters) = with_clusters.probe();
+            with_clusters.inner.capture_into(send_profiles);
+            (events_input, probe)
+        });
+        // Each worker feeds a share, so the exchange to worker 0 is exercised.
+        let (index, peers) = (worker.index(), worker.peers());
+        for (end, updates) in batches.iter() {
+            for (n, (event, time, diff)) in updates.iter().enumerate() {
+                if n % peers == index {
+                    events.update_at(event.clone(), *time, *diff);
+                }
+            }
+            events.advance_to(end + 1);
+            events.flush();
+            worker.step_while(|| probe.less_than(&(end + 1)));
+        }
+    })
+    .expect("timely run");
+    Outputs {
+        profiles: flatten(profiles_out.extract()),
+        models: flatten(models_out.extract()),
+    }
+}
+
+fn flatten<D>(captured: Vec<(u64, Vec<Update<D>>)>) -> Vec<Update<D>> {
+    captured.into_iter().flat_map(|(_, updates)| updates).collect()
+}
+
+/// The records of `updates` at `at` (those with a positive net count).
+fn at_time<D: Ord + Clone>(updates: &[Update<D>], at: u64) -> Vec<D> {
+    let mut counts: BTreeMap<&D, isize> = BTreeMap::new();
+    for (record, time, diff) in updates {
+        if *time <= at {
+            *counts.entry(record).or_default() += diff;
+        }
+    }
+    assert!(counts.values().all(|count| *count == 0 || *count == 1));
+    counts
+        .into_iter()
+        .filter(|(_, count)| *count == 1)
+        .map(|(record, _)| record.clone())
+        .collect()
+}
+
+fn sorted<D: Ord + Clone>(updates: &[Update<D>]) -> Vec<Update<D>> {
+    let mut updates = updates.to_vec();
+    updates.sort();
+    updates
+}
+
+fn check(seed: u64, kmeans: &KMeansConfig) {
+    let profile = ProfileConfig::default();
+    let batches = random_batches(seed);
+    let events: Vec<Update<Event>> = batches.iter().flat_map(|(_, u)| u.clone()).collect();
+    let reference_profiles =
+        |at: u64| reference::profile::profiles(&events, &[], &[], at, &profile);
+    let one = run_dataflow(&batches, &profile, kmeans, 1);
+
+    // Every refit's model is the reference's fit over that time's profiles.
+    let mut refits: Vec<(u64, Segments)> = one
+        .models
+        .iter()
+        .filter(|(_, _, diff)| *diff > 0)
+        .map(|(model, time, _)| (*time, model.clone()))
+        .collect();
+    refits.sort_by_key(|(at, _)| *at);
+    assert!(refits.len() >= 4, "seed {seed}: only {} refits", refits.len());
+    for pair in refits.windows(2) {
+        let ((before, model), (after, _)) = (&pair[0], &pair[1]);
+        if model.centroids.len() == kmeans.k {
+            assert!(*after >= before + kmeans.refit_days * DAY_MS);
+        }
+    }
+    for (at, model) in &refits {
+        let expected = reference::kmeans::fit(&reference_profiles(*at), kmeans);
+        assert_eq!(Some(model), expected.as_ref(), "seed {seed}: refit at {at}");
+        assert!(model.centroids.len() <= kmeans.k.min(model.users as usize));
+    }
+    assert_eq!(refits.last().unwrap().1.centroids.len(), kmeans.k);
+
+    // At every batch end, each user's cluster is the nearest centroid of
+    // the last refit's model, and the rest of the profile is the reference's.
+    for (end, _) in &batches {
+        let Some((_, model)) = refits.iter().rev().find(|(at, _)| at <= end) else {
+            continue;
+        };
+        let expected_profiles = reference_profiles(*end);
+        let expected_clusters = reference::kmeans::clusters(&expected_profiles, model, kmeans);
+        let served: BTreeMap<Id, Profile> = at_time(&one.profiles, *end).into_iter().collect();
+        assert_eq!(served.len(), expected_profiles.len(), "seed {seed} at {end}");
+        for (user, profile) in &served {
+            assert_eq!(
+                profile.cluster,
+                expected_clusters.get(user).copied(),
+                "seed {seed} at {end}: cluster of user {user}"
+            );
+            let unclustered = Profile {
+                cluster: None,
+                ..profile.clone()
+            };
+            assert_eq!(Some(&unclustered), expected_profiles.get(user));
+        }
+    }
+
+    // Two and four workers give the same updates, bit for bit.
+    for workers in [2, 4] {
+        let many = run_dataflow(&batches, &profile, kmeans, workers);
+        assert!(sorted(&many.models) == sorted(&one.models), "{workers} workers: models");
+        assert!(
+            sorted(&many.profiles) == sorted(&one.profiles),
+            "{workers} workers: profiles"
+        );
+    }
+}
+
+#[test]
+fn segments_follow_the_reference_at_every_refit_and_batch_for_every_worker_count() {
+    let kmeans = KMeansConfig {
+        k: 4,
+        refit_days: 7,
+        ..KMeansConfig::default()
+    };
+    for seed in 0..3 {
+        check(seed, &kmeans);
+    }
+}
+
+#[test]
+fn every_feature_and_a_small_k_follow_the_reference() {
+    let kmeans = KMeansConfig {
+        k: 3,
+        features: vec![
+            Feature::Recency,
+            Feature::Frequency,
+            Feature::Spend,
+            Feature::Events,
+            Feature::DistinctItems,
+            Feature::DistinctCategories,
+            Feature::AvgRating,
+            Feature::TopAffinity,
+        ],
+        log_scale: false,
+        seed: 7,
+        refit_days: 5,
+        max_iterations: 2,
+    };
+    check(11, &kmeans);
+}
