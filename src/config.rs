@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use persona_dataflows::cf::CfConfig;
+use persona_dataflows::kmeans::KMeansConfig;
 use persona_dataflows::profile::ProfileConfig;
 use persona_dataflows::risk::RiskConfig;
 use serde::Deserialize;
@@ -75,6 +76,17 @@ pub struct PipelineConfig {
     /// `[risk]`: velocity and day features in the profiles, and the
     /// `alerts` output of their rules (docs/risk.md). Default: none.
     pub risk: Option<RiskConfig>,
+    /// `[segments]`: learned user segments (docs/models.md).
+    pub segments: SegmentsConfig,
+}
+
+/// `[segments]`: user segments learned from the profiles.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SegmentsConfig {
+    /// `[segments.kmeans]`: k-means over profile features, a `cluster` in
+    /// each profile and the `segments` output. Default: none.
+    pub kmeans: Option<KMeansConfig>,
 }
 
 /// `[privacy]`: which ids are replaced by a keyed hash where records are
@@ -442,6 +454,8 @@ impl KafkaOutputsConfig {
             Output::Recommendations => &self.recommendations,
             Output::Alerts => &self.alerts,
             Output::ItemFeedback => &self.item_feedback,
+            // A handful of records that change at a refit: files only.
+            Output::Segments => return None,
         };
         Some(self.topic(topic.as_ref()?))
     }
@@ -581,6 +595,11 @@ impl PipelineConfig {
         if let Some(risk) = &self.risk {
             risk.validate()
                 .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        }
+        if let Some(kmeans) = &self.segments.kmeans {
+            kmeans
+                .validate()
+                .map_err(|error| ConfigError::Invalid(format!("[segments.kmeans] {error}")))?;
         }
         if self.profile.segment.min_purchases < 0 {
             return Err(invalid_field(

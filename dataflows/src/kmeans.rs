@@ -81,21 +81,21 @@ impl KMeansConfig {
     /// Checks what serde cannot; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=MAX_K).contains(&self.k) {
-            return Err(format!("segments.kmeans.k: must be 1 to {MAX_K}"));
+            return Err(format!("k: must be 1 to {MAX_K}"));
         }
         if self.features.is_empty() {
-            return Err("segments.kmeans.features: name at least one feature".into());
+            return Err("features: name at least one feature".into());
         }
         for (at, feature) in self.features.iter().enumerate() {
             if self.features[..at].contains(feature) {
-                return Err(format!("segments.kmeans.features: {feature:?} given twice"));
+                return Err(format!("features: {feature:?} given twice"));
             }
         }
         if self.refit_days == 0 {
-            return Err("segments.kmeans.refit_days: must be at least 1".into());
+            return Err("refit_days: must be at least 1".into());
         }
         if self.max_iterations == 0 {
-            return Err("segments.kmeans.max_iterations: must be at least 1".into());
+            return Err("max_iterations: must be at least 1".into());
         }
         Ok(())
     }
@@ -134,9 +134,9 @@ impl Feature {
         let log = |x: f64| if log_scale { x.max(0.0).ln_1p() } else { x };
         match self {
             Feature::Recency => (0 - profile.last_seen.unwrap_or(0)) as f64 / DAY_MS as f64,
-            Feature::Frequency => log(
-                (profile.counts[&Action::Purchase] - profile.counts[&Action::Cancellation]) as f64,
-            ),
+            Feature::Frequency => log((profile.counts[&Action::Purchase]
+                - profile.counts[&Action::Cancellation])
+                as f64),
             Feature::Spend => log(profile.spend as f64 / 100.0),
             Feature::Events => log(profile.counts.iter().map(|(_, n)| n).sum::<i64>() as f64),
             Feature::DistinctItems => log(profile.distinct_items as f64),
@@ -298,7 +298,9 @@ fn scaling(vectors: &[Vec<f64>], dims: usize) -> (Vec<f64>, Vec<f64>) {
         .collect();
     let scales = (0..dims)
         .map(|j| {
-            let deviations = vectors.iter().map(|v| (v[j] - means[j]) * (v[j] - means[j]));
+            let deviations = vectors
+                .iter()
+                .map(|v| (v[j] - means[j]) * (v[j] - means[j]));
             let variance = deviations.sum::<f64>() / n;
             if variance > 0.0 {
                 variance.sqrt()
@@ -347,6 +349,9 @@ fn unscore(values: &[Score]) -> Vec<f64> {
     values.iter().map(|s| s.0).collect()
 }
 
+/// A change of a user's profile: `((user, profile), diff)`.
+type ProfileChange = ((Id, Profile), isize);
+
 /// A user as the segments operator holds them.
 struct Member {
     profile: Profile,
@@ -384,11 +389,12 @@ pub fn segments<'s, T: EventTime>(
     let mut builder = OperatorBuilder::new("Segments".to_string(), profiles.scope());
     let mut input = builder.new_input(profiles.inner, Exchange::new(|_| 0u64));
     let (profiles_output, profiles_stream) = builder.new_output();
-    let mut profiles_output = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(profiles_output);
+    let mut profiles_output =
+        OutputBuilder::<_, CapacityContainerBuilder<_>>::from(profiles_output);
     let (models_output, models_stream) = builder.new_output();
     let mut models_output = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(models_output);
     builder.build(move |_| {
-        let mut arrived: BTreeMap<T, Vec<((Id, Profile), isize)>> = BTreeMap::new();
+        let mut arrived: BTreeMap<T, Vec<ProfileChange>> = BTreeMap::new();
         let mut held: Option<[Capability<T>; 2]> = None;
         let mut users: BTreeMap<Id, Member> = BTreeMap::new();
         let mut model: Option<(T, Segments)> = None;
@@ -543,7 +549,11 @@ mod tests {
             assert_ne!(labels[1], labels[2]);
             assert_ne!(labels[0], labels[2]);
             // Jitter of ±0.5 around centres 10 apart: small inertia.
-            assert!(model.inertia.0 < 60.0 * 0.02, "seed {seed}: {:?}", model.inertia);
+            assert!(
+                model.inertia.0 < 60.0 * 0.02,
+                "seed {seed}: {:?}",
+                model.inertia
+            );
         }
     }
 
@@ -568,7 +578,7 @@ mod tests {
     #[test]
     fn invalid_settings_name_their_key() {
         let invalid = |config: KMeansConfig| config.validate().unwrap_err();
-        assert!(invalid(two_features(0)).starts_with("segments.kmeans.k"));
+        assert!(invalid(two_features(0)).starts_with("k:"));
         let twice = KMeansConfig {
             features: vec![Feature::Spend, Feature::Spend],
             ..KMeansConfig::default()
@@ -578,7 +588,7 @@ mod tests {
             refit_days: 0,
             ..KMeansConfig::default()
         };
-        assert!(invalid(never).starts_with("segments.kmeans.refit_days"));
+        assert!(invalid(never).starts_with("refit_days:"));
         assert!(KMeansConfig::default().validate().is_ok());
     }
 }

@@ -123,7 +123,10 @@ fn run_dataflow(
 }
 
 fn flatten<D>(captured: Vec<(u64, Vec<Update<D>>)>) -> Vec<Update<D>> {
-    captured.into_iter().flat_map(|(_, updates)| updates).collect()
+    captured
+        .into_iter()
+        .flat_map(|(_, updates)| updates)
+        .collect()
 }
 
 /// The records of `updates` at `at` (those with a positive net count).
@@ -164,7 +167,11 @@ fn check(seed: u64, kmeans: &KMeansConfig) {
         .map(|(model, time, _)| (*time, model.clone()))
         .collect();
     refits.sort_by_key(|(at, _)| *at);
-    assert!(refits.len() >= 4, "seed {seed}: only {} refits", refits.len());
+    assert!(
+        refits.len() >= 4,
+        "seed {seed}: only {} refits",
+        refits.len()
+    );
     for pair in refits.windows(2) {
         let ((before, model), (after, _)) = (&pair[0], &pair[1]);
         if model.centroids.len() == kmeans.k {
@@ -187,7 +194,11 @@ fn check(seed: u64, kmeans: &KMeansConfig) {
         let expected_profiles = reference_profiles(*end);
         let expected_clusters = reference::kmeans::clusters(&expected_profiles, model, kmeans);
         let served: BTreeMap<Id, Profile> = at_time(&one.profiles, *end).into_iter().collect();
-        assert_eq!(served.len(), expected_profiles.len(), "seed {seed} at {end}");
+        assert_eq!(
+            served.len(),
+            expected_profiles.len(),
+            "seed {seed} at {end}"
+        );
         for (user, profile) in &served {
             assert_eq!(
                 profile.cluster,
@@ -205,7 +216,10 @@ fn check(seed: u64, kmeans: &KMeansConfig) {
     // Two and four workers give the same updates, bit for bit.
     for workers in [2, 4] {
         let many = run_dataflow(&batches, &profile, kmeans, workers);
-        assert!(sorted(&many.models) == sorted(&one.models), "{workers} workers: models");
+        assert!(
+            sorted(&many.models) == sorted(&one.models),
+            "{workers} workers: models"
+        );
         assert!(
             sorted(&many.profiles) == sorted(&one.profiles),
             "{workers} workers: profiles"

@@ -17,16 +17,20 @@ pub enum Output {
     /// One record per item with feedback: impressions, clicks on
     /// recommendations, dismissals.
     ItemFeedback,
+    /// One record per k-means cluster of the last refit (only with
+    /// `[segments.kmeans]`).
+    Segments,
 }
 
 impl Output {
     /// Every output, in the order the summary lists them.
-    pub const ALL: [Output; 5] = [
+    pub const ALL: [Output; 6] = [
         Output::Profiles,
         Output::SimilarItems,
         Output::Recommendations,
         Output::Alerts,
         Output::ItemFeedback,
+        Output::Segments,
     ];
 
     /// The name of its files (`NAME.jsonl`) and of its `[sink.kafka]` topic setting.
@@ -37,14 +41,17 @@ impl Output {
             Output::Recommendations => "recommendations",
             Output::Alerts => "alerts",
             Output::ItemFeedback => "item_feedback",
+            Output::Segments => "segments",
         }
     }
 
-    /// What its records are keyed by: the key of its upsert messages.
-    pub fn key_kind(self) -> NameKind {
+    /// What its records are keyed by: the key of its upsert messages;
+    /// none for segments, keyed by their cluster number (they have no topic).
+    pub fn key_kind(self) -> Option<NameKind> {
         match self {
-            Output::Profiles | Output::Recommendations | Output::Alerts => NameKind::User,
-            Output::SimilarItems | Output::ItemFeedback => NameKind::Item,
+            Output::Profiles | Output::Recommendations | Output::Alerts => Some(NameKind::User),
+            Output::SimilarItems | Output::ItemFeedback => Some(NameKind::Item),
+            Output::Segments => None,
         }
     }
 
@@ -53,7 +60,7 @@ impl Output {
     pub fn is_periodic(self) -> bool {
         !matches!(
             self,
-            Output::Profiles | Output::Alerts | Output::ItemFeedback
+            Output::Profiles | Output::Alerts | Output::ItemFeedback | Output::Segments
         )
     }
 }

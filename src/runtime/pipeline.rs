@@ -16,6 +16,7 @@ use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
 use persona_dataflows::feedback::{item_feedback, ItemFeedback};
 use persona_dataflows::keyed::KeyedSums;
+use persona_dataflows::kmeans::{segments, Segments};
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::risk::Alert;
 use persona_dataflows::{Event, Id};
@@ -40,6 +41,8 @@ pub struct Gathered {
     alerts: Option<Pending<(Id, Alert)>>,
     /// Impressions, clicks on recommendations and dismissals per item.
     item_feedback: Pending<(Id, ItemFeedback)>,
+    /// With `[segments.kmeans]`, each cluster of the last refit's model.
+    segments: Option<Pending<(Id, Segments)>>,
     similar_items: Pending<SimilarItems>,
     /// The personal lists.
     recommendations: Pending<Recommendations>,
@@ -123,6 +126,17 @@ pub fn build(
         &config.profile,
         config.risk.as_ref(),
     );
+    let (profiles, segments) = match &config.segments.kmeans {
+        Some(kmeans) => {
+            let (profiles, models) = segments(profiles, kmeans);
+            let clusters = models.flat_map(|model| {
+                let clusters = 0..model.centroids.len() as Id;
+                clusters.map(move |cluster| (cluster, model.clone()))
+            });
+            (profiles, Some(clusters))
+        }
+        None => (profiles, None),
+    };
     let item_feedback = item_feedback(events.clone(), &config.profile.window_days);
     let users = events
         .clone()
@@ -137,6 +151,7 @@ pub fn build(
         profiles: gather_on(profiles, probe, gatherers.clone()),
         alerts: alerts.map(|alerts| gather_on(alerts, probe, gatherers.clone())),
         item_feedback: gather_on(item_feedback, probe, gatherers.clone()),
+        segments: segments.map(|segments| gather_on(segments, probe, gatherers.clone())),
         similar_items: Pending::default(),
         recommendations: Pending::default(),
         fallback: Pending::default(),
@@ -290,6 +305,10 @@ impl Gathered {
             files,
             topics.remove(&Output::ItemFeedback),
         )?;
+        let segments = match self.segments.clone() {
+            Some(segments) => Some(self.output(Output::Segments, segments, files, None)?),
+            None => None,
+        };
         let rankings: [Box<dyn Sink>; 2] = match &self.ranked {
             // Ranked from the gathered state.
             Some(cf) => {
@@ -327,6 +346,9 @@ impl Gathered {
             outputs.push(Box::new(alerts));
         }
         outputs.push(Box::new(item_feedback));
+        if let Some(segments) = segments {
+            outputs.push(Box::new(segments));
+        }
         Ok(Sinks {
             outputs,
             users: Box::new(OutputSink::counter("users", self.users)),
@@ -368,7 +390,10 @@ impl Gathered {
         let mut sink =
             OutputSink::new(output, pending, files)?.with_period(self.time.period_of(output));
         if let Some(topic) = topic {
-            sink = sink.with_upsert(topic, output.key_kind());
+            let kind = output
+                .key_kind()
+                .expect("an output with a topic is keyed by name");
+            sink = sink.with_upsert(topic, kind);
         }
         Ok(sink)
     }

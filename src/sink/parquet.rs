@@ -62,6 +62,8 @@ pub fn schema(output: Output) -> SchemaRef {
                 Field::new("feedback", feedback(), true),
                 // Absent without `[risk]`.
                 Field::new("risk", risk(), true),
+                // Absent without `[segments.kmeans]`.
+                Field::new("cluster", cluster(), true),
             ]
         }
         Output::SimilarItems => vec![
@@ -83,6 +85,16 @@ pub fn schema(output: Output) -> SchemaRef {
             Field::new("value", DataType::Float64, false),
             Field::new("active_days", DataType::Int64, false),
             Field::new("time_ms", DataType::Int64, false),
+        ],
+        Output::Segments => vec![
+            Field::new("cluster", DataType::Int64, false),
+            Field::new("size", DataType::Int64, false),
+            Field::new("centroid", map(DataType::Float64), false),
+            Field::new("mean", map(DataType::Float64), false),
+            Field::new("scale", map(DataType::Float64), false),
+            Field::new("users", DataType::Int64, false),
+            Field::new("inertia", DataType::Float64, false),
+            Field::new("iterations", DataType::Int64, false),
         ],
         Output::ItemFeedback => {
             let mut fields = vec![Field::new("item", DataType::Utf8, false)];
@@ -151,6 +163,14 @@ fn risk() -> DataType {
         Field::new("since_previous_ms", DataType::Int64, true),
         float("purchase_after_idle_days"),
         Field::new("day", DataType::Struct(day), false),
+    ]))
+}
+
+/// A profile's k-means cluster.
+fn cluster() -> DataType {
+    DataType::Struct(Fields::from(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("distance", DataType::Float64, false),
     ]))
 }
 

@@ -6,9 +6,10 @@ use differential_dataflow::ExchangeData;
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::feedback::ItemFeedback;
+use persona_dataflows::kmeans::Segments;
 use persona_dataflows::profile::{ActionCounts, Profile};
 use persona_dataflows::risk::{Alert, RiskFeatures};
-use persona_dataflows::{Action, Id};
+use persona_dataflows::{Action, Id, Score};
 use serde_json::{json, Map, Value};
 
 use crate::names::{NameKind, Names};
@@ -62,6 +63,9 @@ impl OutputRecord for (Id, Profile) {
         }
         if let Some(risk) = &profile.risk {
             line["risk"] = risk_section(risk);
+        }
+        if let Some(cluster) = &profile.cluster {
+            line["cluster"] = json!({"id": cluster.id, "distance": cluster.distance.0});
         }
         line
     }
@@ -152,6 +156,38 @@ impl OutputRecord for (Id, Alert) {
         let alert = &self.1;
         let user = names.name(kind, self.0);
         format!("{user}/{}/{}", alert.rule, alert.time_ms)
+    }
+}
+
+/// A `segments.jsonl` line: one cluster of the last refit's model, its
+/// centroid in standardised units, and the model's scaling and fit.
+impl OutputRecord for (Id, Segments) {
+    fn to_json(&self, _names: &dyn Names) -> Value {
+        let (cluster, model) = (self.0 as usize, &self.1);
+        let per_feature = |values: &[Score]| -> Map<String, Value> {
+            let names = model
+                .features
+                .iter()
+                .map(|f| json!(f).as_str().map(str::to_owned));
+            names
+                .flatten()
+                .zip(values.iter().map(|v| json!(v.0)))
+                .collect()
+        };
+        json!({
+            "cluster": cluster,
+            "size": model.sizes[cluster],
+            "centroid": per_feature(&model.centroids[cluster]),
+            "mean": per_feature(&model.means),
+            "scale": per_feature(&model.scales),
+            "users": model.users,
+            "inertia": model.inertia.0,
+            "iterations": model.iterations,
+        })
+    }
+
+    fn key(&self) -> Id {
+        self.0
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
-use crate::profile::SegmentConfig;
 use crate::kmeans::Cluster;
+use crate::profile::SegmentConfig;
 use crate::risk::RiskFeatures;
 use crate::{Action, Id, Score};
 
