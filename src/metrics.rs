@@ -22,11 +22,12 @@ use crate::summary::{rss_bytes, ReaderCounts};
 use axum_server::tls_rustls::RustlsConfig;
 
 /// The endpoints whose request latency is measured, as labelled.
-pub const ENDPOINTS: [&str; 12] = [
+pub const ENDPOINTS: [&str; 13] = [
     "profile",
     "alerts",
     "recommendations",
     "similar",
+    "similar_users",
     "item_feedback",
     "events",
     "forget",

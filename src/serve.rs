@@ -280,19 +280,8 @@ fn serving_pipeline(
     PipelineWorker::new(worker, config, graph, |gathered| {
         let (index, metrics) = (index.clone(), metrics.clone());
         let tick_ms = config.time.tick_ms;
-        Ok(
-            gathered.into_serving(|profiles, alerts, item_feedback, state| {
-                Box::new(IndexSink::new(
-                    profiles,
-                    alerts,
-                    item_feedback,
-                    state,
-                    index,
-                    metrics,
-                    tick_ms,
-                ))
-            }),
-        )
+        Ok(gathered
+            .into_serving(|served| Box::new(IndexSink::new(served, index, metrics, tick_ms))))
     })
 }
 

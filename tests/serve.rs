@@ -521,6 +521,63 @@ threshold = 10000
     server.stop();
 }
 
+/// With `[segments.kmeans]`, served profiles carry the replay's clusters,
+/// and similar users are the nearest members of the user's cluster, at the
+/// distances the model's standardisation gives.
+#[test]
+fn similar_users_are_the_nearest_of_the_same_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let kmeans = "[segments.kmeans]\nk = 3\nfeatures = [\"recency\", \"events\"]\n";
+    std::fs::write(&config, format!("{CONFIG}{kmeans}")).unwrap();
+    let log = dir.path().join("events.jsonl");
+    write_log(&log);
+    let replayed = replay_log(dir.path(), &config, &log);
+    let server = Server::start(&config, &log, &dir.path().join("out"), "2");
+    assert_answers_equal(&server, &replayed, "-w 2, [segments.kmeans]");
+
+    // The vectors, standardised as segments.jsonl says.
+    let model: Value = serde_json::from_str(&read_lines(&replayed, "segments")[0]).unwrap();
+    let profiles = records_by(&replayed, "profiles", "user");
+    let point = |profile: &Value| -> [f64; 2] {
+        let recency = -(profile["last_seen"].as_i64().unwrap() as f64) / 86_400_000.0;
+        let counts = profile["counts"].as_object().unwrap();
+        let events: i64 = counts.values().map(|n| n.as_i64().unwrap()).sum();
+        let raw = [recency, (events.max(0) as f64).ln_1p()];
+        let scale = |x: f64, feature: &str| {
+            (x - model["mean"][feature].as_f64().unwrap())
+                / model["scale"][feature].as_f64().unwrap()
+        };
+        [scale(raw[0], "recency"), scale(raw[1], "events")]
+    };
+    for (user, profile) in profiles.iter().take(6) {
+        let cluster = &profile["cluster"]["id"];
+        let mut expected: Vec<f64> = profiles
+            .iter()
+            .filter(|(other, theirs)| *other != user && &theirs["cluster"]["id"] == cluster)
+            .map(|(_, theirs)| {
+                let (a, b) = (point(profile), point(theirs));
+                ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2)).sqrt()
+            })
+            .collect();
+        expected.sort_by(f64::total_cmp);
+        let (status, answer) = server.get(&format!("/v1/users/{user}/similar?k=4"));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(&answer["cluster"], cluster);
+        let similar = answer["users"].as_array().unwrap();
+        assert_eq!(similar.len(), expected.len().min(4), "{answer}");
+        for (entry, distance) in similar.iter().zip(&expected) {
+            let other = &profiles[entry["user"].as_str().unwrap()];
+            assert_eq!(&other["cluster"]["id"], cluster, "{answer}");
+            let served = entry["distance"].as_f64().unwrap();
+            assert!((served - distance).abs() < 1e-9, "{answer}: {distance}");
+        }
+    }
+    assert_eq!(server.get("/v1/users/nobody/similar").0, 404);
+    assert_eq!(server.get("/v1/users/u1/similar?k=0").0, 400);
+    server.stop();
+}
+
 #[test]
 fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     let (dir, config, log) = setup();
@@ -545,6 +602,10 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     assert_eq!(
         code(server.get("/v1/items/nothing/similar")),
         error(404, "unknown_item")
+    );
+    assert_eq!(
+        code(server.get("/v1/users/u1/similar")),
+        error(404, "segments_not_configured")
     );
     assert_eq!(code(server.get("/v1/nowhere")), error(404, "not_found"));
     for k in ["0", "-1", "ten", "10001"] {

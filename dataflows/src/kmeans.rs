@@ -195,7 +195,8 @@ impl Segments {
         }
     }
 
-    fn standardise(&self, vector: &[f64]) -> Vec<f64> {
+    /// A vector of [`vector`] in the model's standardised units.
+    pub fn standardise(&self, vector: &[f64]) -> Vec<f64> {
         let scaling = self.means.iter().zip(&self.scales);
         vector
             .iter()

@@ -57,6 +57,15 @@ pub struct Gathered {
     items: Pending<Id>,
 }
 
+/// The gathered changes a serving index applies ([`Graph::Serving`]).
+pub struct Served {
+    pub profiles: Pending<(Id, Profile)>,
+    pub alerts: Option<Pending<(Id, Alert)>>,
+    pub item_feedback: Pending<(Id, ItemFeedback)>,
+    pub segments: Option<Pending<(Id, Segments)>>,
+    pub state: Pending<StateUpdate>,
+}
+
 /// Which outputs a graph computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Graph {
@@ -358,22 +367,15 @@ impl Gathered {
 
     /// The sinks of a [`Graph::Serving`] graph: `serving`, made from the
     /// gathered profiles and state, and the counters.
-    pub fn into_serving(
-        self,
-        serving: impl FnOnce(
-            Pending<(Id, Profile)>,
-            Option<Pending<(Id, Alert)>>,
-            Pending<(Id, ItemFeedback)>,
-            Pending<StateUpdate>,
-        ) -> Box<dyn Sink>,
-    ) -> Sinks {
+    pub fn into_serving(self, serving: impl FnOnce(Served) -> Box<dyn Sink>) -> Sinks {
         Sinks {
-            outputs: vec![serving(
-                self.profiles,
-                self.alerts,
-                self.item_feedback,
-                self.state,
-            )],
+            outputs: vec![serving(Served {
+                profiles: self.profiles,
+                alerts: self.alerts,
+                item_feedback: self.item_feedback,
+                segments: self.segments,
+                state: self.state,
+            })],
             users: Box::new(OutputSink::counter("users", self.users)),
             items: Box::new(OutputSink::counter("items", self.items)),
         }

@@ -167,6 +167,10 @@ pub fn router(app: Arc<App>) -> Router {
             guarded(get(alerts), Some(Role::ReadProfiles)),
         )
         .route(
+            "/v1/users/{id}/similar",
+            guarded(get(similar_users), Some(Role::ReadProfiles)),
+        )
+        .route(
             "/v1/items/{id}/feedback",
             guarded(get(item_feedback), Some(Role::ReadProfiles)),
         )
@@ -380,6 +384,42 @@ async fn similar(
         }
     };
     app.timed("similar", started, response)
+}
+
+/// Similar users a request gets without `k`.
+const SIMILAR_USERS: usize = 10;
+
+/// `GET /v1/users/{id}/similar?k=10`: the users of the user's k-means
+/// cluster nearest to them (docs/models.md); 404 `segments_not_configured` without
+/// `[segments.kmeans]`.
+async fn similar_users(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let started = Instant::now();
+    let kmeans = app.config.segments.kmeans.clone();
+    let response = match (kmeans, k_of(&params, SIMILAR_USERS)) {
+        (None, _) => error(
+            StatusCode::NOT_FOUND,
+            "segments_not_configured",
+            "the config has no [segments.kmeans]".into(),
+        ),
+        (_, Err(error)) => error.into_response(),
+        (Some(kmeans), Ok(k)) => {
+            let app = app.clone();
+            off_runtime(move || {
+                let (id, _) = app.id(IdKind::User, &user);
+                let index = app.index.read();
+                let answer = index.similar_users(id, k, &kmeans);
+                found_or_404(answer, index.as_of(), "unknown_user", || {
+                    format!("user {user:?} has no profile with a cluster")
+                })
+            })
+            .await
+        }
+    };
+    app.timed("similar_users", started, response)
 }
 
 async fn events(

@@ -10,7 +10,7 @@
 //! heavy ingest that is hundreds of ms of co-occurrence changes), at the
 //! cost of a second copy of the index and of applying each change twice.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, TryLockError};
@@ -19,17 +19,19 @@ use std::time::Instant;
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::CfConfig;
 use persona_dataflows::feedback::ItemFeedback;
+use persona_dataflows::kmeans::{vector, KMeansConfig, Segments};
 use persona_dataflows::profile::Profile;
 use persona_dataflows::risk::Alert;
-use persona_dataflows::Id;
+use persona_dataflows::{Id, Score};
 use rustc_hash::FxHashMap as HashMap;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::names::{NameBook, NameKind, Names};
 use crate::privacy::stats::Contribution;
-use crate::sink::{take_ready, OutputRecord, Pending, Sink, Upto};
+use crate::runtime::pipeline::Served;
+use crate::sink::{take_ready, OutputRecord, Sink, Upto};
 
 /// Profiles, the state of collaborative filtering, and the names to show
 /// ids with, as of [`Index::as_of`].
@@ -42,8 +44,33 @@ pub struct Index {
     /// With `[risk]`: each user's standing alerts, with their counts.
     alerts: Option<HashMap<Id, BTreeMap<Alert, isize>>>,
     item_feedback: HashMap<Id, ItemFeedback>,
+    /// With `[segments.kmeans]`: the model and each cluster's users.
+    segments: Clusters,
     cf: CfState,
     names: NameBook,
+}
+
+/// The current k-means model and the users of each cluster, for similar
+/// users.
+#[derive(Default)]
+struct Clusters {
+    model: Option<Segments>,
+    members: HashMap<u32, BTreeSet<Id>>,
+}
+
+impl Clusters {
+    fn join(&mut self, cluster: u32, user: Id) {
+        self.members.entry(cluster).or_default().insert(user);
+    }
+
+    fn leave(&mut self, cluster: u32, user: Id) {
+        if let Some(members) = self.members.get_mut(&cluster) {
+            members.remove(&user);
+            if members.is_empty() {
+                self.members.remove(&cluster);
+            }
+        }
+    }
 }
 
 impl Index {
@@ -103,6 +130,38 @@ impl Index {
         json["user"] = Value::from(user_name);
         json["popular"] = Value::Bool(json.get("popular").is_some());
         json
+    }
+
+    /// The `k` users of `user`'s cluster nearest to them, in the
+    /// standardised units of the current model (ties: the lower id), with
+    /// their distance; `None` for a user without a profile or a cluster.
+    /// Costs a distance per member of the cluster.
+    pub fn similar_users(&self, user: Id, k: usize, config: &KMeansConfig) -> Option<Value> {
+        let profile = self.profiles.get(&user)?;
+        let (cluster, model) = (profile.cluster?, self.segments.model.as_ref()?);
+        let point = model.standardise(&vector(profile, config)?);
+        let members = self.segments.members.get(&cluster.id).into_iter().flatten();
+        let mut nearest: Vec<(Score, Id)> = members
+            .filter(|other| **other != user)
+            .filter_map(|other| {
+                let theirs = model.standardise(&vector(self.profiles.get(other)?, config)?);
+                let squared: f64 = point
+                    .iter()
+                    .zip(&theirs)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum();
+                Some((Score(squared.sqrt()), *other))
+            })
+            .collect();
+        nearest.sort_unstable();
+        nearest.truncate(k);
+        let users: Vec<Value> = nearest
+            .into_iter()
+            .map(
+                |(distance, other)| json!({"user": self.names.user(other), "distance": distance.0}),
+            )
+            .collect();
+        Some(json!({"user": self.names.user(user), "cluster": cluster.id, "users": users}))
     }
 
     /// `item`'s `k` most similar items as `similar_items.jsonl` shows them
@@ -197,10 +256,7 @@ impl SharedIndex {
 /// The sink of a serving graph on a process's first worker: applies the completed changes
 /// of profiles and of collaborative filtering's state to the index.
 pub struct IndexSink {
-    profiles: Pending<(Id, Profile)>,
-    alerts: Option<Pending<(Id, Alert)>>,
-    item_feedback: Pending<(Id, ItemFeedback)>,
-    state: Pending<StateUpdate>,
+    served: Served,
     shared: Arc<SharedIndex>,
     metrics: Arc<Metrics>,
     tick_ms: u64,
@@ -208,19 +264,13 @@ pub struct IndexSink {
 
 impl IndexSink {
     pub fn new(
-        profiles: Pending<(Id, Profile)>,
-        alerts: Option<Pending<(Id, Alert)>>,
-        item_feedback: Pending<(Id, ItemFeedback)>,
-        state: Pending<StateUpdate>,
+        served: Served,
         shared: Arc<SharedIndex>,
         metrics: Arc<Metrics>,
         tick_ms: u64,
     ) -> IndexSink {
         IndexSink {
-            profiles,
-            alerts,
-            item_feedback,
-            state,
+            served,
             shared,
             metrics,
             tick_ms,
@@ -236,12 +286,18 @@ impl Sink for IndexSink {
         };
         // The last complete tick: `frontier` is a tick or past every tick.
         let as_of = frontier.checked_sub(1).map(|t| t - t % self.tick_ms);
-        let profiles = take_ready(&self.profiles, upto);
-        let alerts = self.alerts.as_ref().map(|alerts| take_ready(alerts, upto));
-        let item_feedback = take_ready(&self.item_feedback, upto);
-        let state = take_ready(&self.state, upto);
+        let served = &self.served;
+        let profiles = take_ready(&served.profiles, upto);
+        let alerts = served
+            .alerts
+            .as_ref()
+            .map(|alerts| take_ready(alerts, upto));
+        let item_feedback = take_ready(&served.item_feedback, upto);
+        let segments = served.segments.as_ref().map(|s| take_ready(s, upto));
+        let state = take_ready(&served.state, upto);
         let no_alerts = alerts.as_ref().is_none_or(Vec::is_empty);
-        let unchanged = profiles.is_empty() && no_alerts && item_feedback.is_empty();
+        let no_segments = segments.as_ref().is_none_or(Vec::is_empty);
+        let unchanged = profiles.is_empty() && no_alerts && no_segments && item_feedback.is_empty();
         if unchanged && state.is_empty() && self.shared.read().as_of == as_of {
             return Ok(());
         }
@@ -269,15 +325,26 @@ impl Sink for IndexSink {
         }
         self.shared.update(|index| {
             // Retractions first: a profile replaced at a time is (−old, +new).
-            for ((user, _), diff) in &profiles {
+            for ((user, profile), diff) in &profiles {
                 if *diff < 0 {
                     index.profiles.remove(user);
+                    if let Some(cluster) = profile.cluster {
+                        index.segments.leave(cluster.id, *user);
+                    }
                 }
             }
             for ((user, profile), diff) in &profiles {
                 if *diff > 0 {
                     index.profiles.insert(*user, profile.clone());
+                    if let Some(cluster) = profile.cluster {
+                        index.segments.join(cluster.id, *user);
+                    }
                 }
+            }
+            // Every record of a refit carries the whole model.
+            let refit = segments.iter().flatten().find(|(_, diff)| *diff > 0);
+            if let Some(((_, model), _)) = refit {
+                index.segments.model = Some(model.clone());
             }
             for ((item, _), diff) in &item_feedback {
                 if *diff < 0 {
