@@ -48,7 +48,7 @@ use driver::{Graph, Pace, RunOutcome, Workload};
 use hashmap::HashMapProfiles;
 pub use report::{table, BenchReport};
 use report::{
-    Baselines, HashMapBaseline, OpenLoopRun, Percentiles, Ratios, RecomputeBaseline, RiskCost,
+    Baselines, HashMapBaseline, OpenLoopRun, PartCost, Percentiles, Ratios, RecomputeBaseline,
     ScalingPoint,
 };
 use synthetic::SyntheticSpec;
@@ -285,23 +285,31 @@ pub fn bench(
     // With `[risk]`: profiles with and without the risk features, the best
     // of five closed-loop runs each, alternated (runs of a second on a
     // shared machine vary by more than the difference measured).
-    let risk_cost = match workload.config.risk.is_some() {
-        true => {
-            eprintln!("bench: profiles with and without [risk]");
-            let without = Arc::new(workload.without_risk());
-            let (mut with_risk, mut alone) = (0f64, 0f64);
-            for _ in 0..5 {
-                let outcome = run(&without, Graph::Profiles, Pace::ClosedLoop, false)?;
-                alone = alone.max(outcome.events_per_s(events));
-                let outcome = run(&workload, Graph::Profiles, Pace::ClosedLoop, false)?;
-                with_risk = with_risk.max(outcome.events_per_s(events));
-            }
-            Some(RiskCost {
-                profiles_events_per_s: alone,
-                with_risk_events_per_s: with_risk,
-                cost: alone / with_risk.max(1e-9),
-            })
+    let cost_of = |part: &str, strip: fn(&mut PipelineConfig)| -> anyhow::Result<PartCost> {
+        eprintln!("bench: profiles with and without {part}");
+        let without = Arc::new(workload.without(strip));
+        let (mut with_part, mut alone) = (0f64, 0f64);
+        for _ in 0..5 {
+            let outcome = run(&without, Graph::Profiles, Pace::ClosedLoop, false)?;
+            alone = alone.max(outcome.events_per_s(events));
+            let outcome = run(&workload, Graph::Profiles, Pace::ClosedLoop, false)?;
+            with_part = with_part.max(outcome.events_per_s(events));
         }
+        Ok(PartCost {
+            profiles_events_per_s: alone,
+            with_events_per_s: with_part,
+            cost: alone / with_part.max(1e-9),
+        })
+    };
+    let risk_cost = match workload.config.risk.is_some() {
+        true => Some(cost_of("[risk]", |config| config.risk = None)?),
+        false => None,
+    };
+    // Learning cost: the k-means refits and assignments on top of profiles.
+    let segments_cost = match workload.config.segments.kmeans.is_some() {
+        true => Some(cost_of("[segments.kmeans]", |config| {
+            config.segments.kmeans = None
+        })?),
         false => None,
     };
 
@@ -312,11 +320,15 @@ pub fn bench(
     if !args.no_baselines {
         eprintln!("bench: hash-map baseline");
         let hashmap_time = run_hashmap(&workload);
-        // The hash map keeps profiles without risk features.
-        let persona_profiles = if args.pipeline == Graph::Profiles && risk_cost.is_none() {
+        // The hash map keeps profiles without risk features or clusters.
+        let plain = risk_cost.is_none() && segments_cost.is_none();
+        let persona_profiles = if args.pipeline == Graph::Profiles && plain {
             saturation
         } else {
-            let profiles_only = Arc::new(workload.without_risk());
+            let profiles_only = Arc::new(workload.without(|config| {
+                config.risk = None;
+                config.segments.kmeans = None;
+            }));
             run(&profiles_only, Graph::Profiles, Pace::ClosedLoop, false)?.events_per_s(events)
         };
         baselines.hashmap = Some(HashMapBaseline {
@@ -416,6 +428,7 @@ pub fn bench(
         baselines,
         ratios,
         risk_cost,
+        segments_cost,
         operators: closed.operators.into_iter().take(15).collect(),
         scaling,
         elapsed_s: started.elapsed().as_secs_f64(),

@@ -187,8 +187,19 @@ impl Segments {
     /// The nearest centroid to a vector of [`vector`] (ties: the lowest id).
     pub fn assign(&self, vector: &[f64]) -> Cluster {
         let point = self.standardise(vector);
-        let centroids: Vec<Vec<f64>> = self.centroids.iter().map(|c| unscore(c)).collect();
-        let (id, squared) = nearest(&point, &centroids);
+        // As `nearest`, over the stored centroids as they are.
+        let mut best = (0, f64::INFINITY);
+        for (id, centroid) in self.centroids.iter().enumerate() {
+            let d: f64 = point
+                .iter()
+                .zip(centroid)
+                .map(|(x, y)| (x - y.0) * (x - y.0))
+                .sum();
+            if d < best.1 {
+                best = (id, d);
+            }
+        }
+        let (id, squared) = best;
         Cluster {
             id: id as u32,
             distance: Score(squared.sqrt()),
@@ -346,10 +357,6 @@ fn nearest(point: &[f64], centroids: &[Vec<f64>]) -> (usize, f64) {
     best
 }
 
-fn unscore(values: &[Score]) -> Vec<f64> {
-    values.iter().map(|s| s.0).collect()
-}
-
 /// A change of a user's profile: `((user, profile), diff)`.
 type ProfileChange = ((Id, Profile), isize);
 
@@ -427,14 +434,18 @@ pub fn segments<'s, T: EventTime>(
                 }
                 let (now, mut updates) = entry.remove_entry();
                 // Retractions first: a user's old profile goes before the new comes.
-                updates.sort_by(|((a, _), da), ((b, _), db)| (a, da).cmp(&(b, db)));
-                let mut before: BTreeMap<Id, Option<Profile>> = BTreeMap::new();
+                updates.sort_unstable_by(|((a, _), da), ((b, _), db)| (a, da).cmp(&(b, db)));
+                // Per user changed, in user order: the profile taken back (as
+                // the input has it, without a cluster) and the cluster it had.
+                let mut touched: Vec<(Id, Option<Profile>, Option<Cluster>)> = Vec::new();
                 for ((user, profile), diff) in updates {
-                    before
-                        .entry(user)
-                        .or_insert_with(|| users.get(&user).map(Member::output));
+                    if touched.last().is_none_or(|(last, _, _)| *last != user) {
+                        let cluster = users.get(&user).and_then(|member| member.cluster);
+                        touched.push((user, None, cluster));
+                    }
                     if diff < 0 {
                         users.remove(&user);
+                        touched.last_mut().expect("pushed above").1 = Some(profile);
                     } else {
                         let vector = vector(&profile, &config);
                         let member = Member {
@@ -460,28 +471,25 @@ pub fn segments<'s, T: EventTime>(
                     }
                     models.give((refit.clone(), now.clone(), 1));
                     model = Some((now.clone(), refit));
+                    // Users whose profile did not change: a new cluster is a change.
                     for (user, member) in users.iter_mut() {
                         let cluster = assign(&model, &member.vector);
-                        if cluster != member.cluster && !before.contains_key(user) {
+                        let changed = touched.binary_search_by_key(user, |(u, _, _)| *u).is_ok();
+                        if cluster != member.cluster && !changed {
                             profiles.give(((*user, member.output()), now.clone(), -1));
                             member.cluster = cluster;
                             profiles.give(((*user, member.output()), now.clone(), 1));
                         }
-                        member.cluster = cluster;
                     }
                 }
-                for (user, before) in before {
-                    let after = users.get_mut(&user).map(|member| {
+                for (user, before, cluster) in touched {
+                    if let Some(before) = before {
+                        let before = Profile { cluster, ..before };
+                        profiles.give(((user, before), now.clone(), -1));
+                    }
+                    if let Some(member) = users.get_mut(&user) {
                         member.cluster = assign(&model, &member.vector);
-                        member.output()
-                    });
-                    if before != after {
-                        if let Some(before) = before {
-                            profiles.give(((user, before), now.clone(), -1));
-                        }
-                        if let Some(after) = after {
-                            profiles.give(((user, after), now.clone(), 1));
-                        }
+                        profiles.give(((user, member.output()), now.clone(), 1));
                     }
                 }
             }

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::on_demand::state_updates;
 use persona_dataflows::cf::{collaborative_filtering, Rankings};
+use persona_dataflows::kmeans::segments;
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
@@ -76,9 +77,10 @@ pub struct Workload {
 
 impl Workload {
     /// The same workload without `[risk]`: the profile cost alone.
-    pub fn without_risk(&self) -> Workload {
+    /// The same workload under the config `strip` changes.
+    pub fn without(&self, strip: impl FnOnce(&mut PipelineConfig)) -> Workload {
         let mut config = self.config.clone();
-        config.risk = None;
+        strip(&mut config);
         Workload {
             updates: self.updates.clone(),
             batches: self.batches.clone(),
@@ -331,6 +333,14 @@ fn run_worker(
             &config.profile,
             config.risk.as_ref(),
         );
+        let profiles = match &config.segments.kmeans {
+            Some(kmeans) => {
+                let (profiles, models) = segments(profiles, kmeans);
+                models.inner.probe_with(&probe);
+                profiles
+            }
+            None => profiles,
+        };
         profiles.inner.probe_with(&probe);
         if let Some(alerts) = alerts {
             alerts.inner.probe_with(&probe);

@@ -84,13 +84,14 @@ pub struct Ratios {
     pub hashmap_vs_persona_profiles: Option<f64>,
 }
 
-/// With `[risk]`: the profile dataflow's closed-loop throughput with and
-/// without the risk features and alerts, same workload, same run.
+/// With `[risk]` or `[segments.kmeans]`: the profile dataflow's
+/// closed-loop throughput with and without that part, same workload, same
+/// run (the best of five alternated runs each).
 #[derive(Clone, Debug, Serialize)]
-pub struct RiskCost {
+pub struct PartCost {
     pub profiles_events_per_s: f64,
-    pub with_risk_events_per_s: f64,
-    /// Profiles alone ÷ with risk: how many times the profile cost.
+    pub with_events_per_s: f64,
+    /// Profiles alone ÷ with the part: how many times the profile cost.
     pub cost: f64,
 }
 
@@ -130,7 +131,9 @@ pub struct BenchReport {
     pub arranged_records: i64,
     pub baselines: Baselines,
     pub ratios: Ratios,
-    pub risk_cost: Option<RiskCost>,
+    pub risk_cost: Option<PartCost>,
+    /// With `[segments.kmeans]`: the cost of learning the segments.
+    pub segments_cost: Option<PartCost>,
     pub operators: Vec<OperatorTime>,
     pub scaling: Vec<ScalingPoint>,
     pub elapsed_s: f64,
@@ -286,7 +289,14 @@ pub fn table(report: &BenchReport) -> String {
         let _ = writeln!(
             out,
             "risk cost       profiles {:.0} events/s alone vs {:.0} events/s with [risk]: {:.2}x the cost",
-            r.profiles_events_per_s, r.with_risk_events_per_s, r.cost
+            r.profiles_events_per_s, r.with_events_per_s, r.cost
+        );
+    }
+    if let Some(s) = &report.segments_cost {
+        let _ = writeln!(
+            out,
+            "segments cost   profiles {:.0} events/s alone vs {:.0} events/s with [segments.kmeans]: {:.2}x the cost",
+            s.profiles_events_per_s, s.with_events_per_s, s.cost
         );
     }
     for point in &report.scaling {
