@@ -26,7 +26,7 @@ use persona_dataflows::cf::on_demand::{state_updates, CfState, StateUpdate};
 use persona_dataflows::cf::similarity::Neighbor;
 use persona_dataflows::cf::{CfConfig, Metric, Mode};
 use persona_dataflows::mf::{MfModel, TrainingLoss};
-use persona_dataflows::{Event, Id, Score};
+use persona_dataflows::{Action, Event, Id, Score};
 use serde::Serialize;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
@@ -147,9 +147,19 @@ fn split(updates: Updates, split: Split) -> (Updates, Updates) {
 
 /// Items with a positive net count of positive-weight events, per user.
 fn interacted(updates: &[(Event, isize)], config: &PipelineConfig) -> HashMap<Id, HashSet<Id>> {
+    items_where(updates, |event| {
+        config.recommend.weights.weight(event.action) > 0
+    })
+}
+
+/// Items with a positive net count of events that `keep`, per user.
+fn items_where(
+    updates: &[(Event, isize)],
+    keep: impl Fn(&Event) -> bool,
+) -> HashMap<Id, HashSet<Id>> {
     let mut net: HashMap<(Id, Id), isize> = HashMap::new();
     for (event, diff) in updates {
-        if config.recommend.weights.weight(event.action) > 0 {
+        if keep(event) {
             *net.entry((event.user, event.item)).or_insert(0) += diff;
         }
     }
@@ -281,21 +291,24 @@ pub fn train_mf(updates: &[(Event, isize)], config: &CfConfig) -> (MfModel, Trai
         .collect();
     persona_dataflows::mf::canonical_order(&mut ordered);
     let mut model = MfModel::new(&config.mf, &config.weights);
-    let (head, tail) = ordered.split_at_mut(updates.len() - updates.len() / 10);
-    model.train(head);
+    let (head, tail) = ordered.split_at(updates.len() - updates.len() / 10);
+    head.iter()
+        .for_each(|(event, diff)| model.learn(event, *diff));
     model.reset_loss();
-    model.train(tail);
+    tail.iter()
+        .for_each(|(event, diff)| model.learn(event, *diff));
     let loss = model.loss();
     (model, loss)
 }
 
-/// Each user's `n` best items by the factorisation, with scores; `seen`
-/// items are left out when `remove_seen`.
+/// Each user's `n` best items by the factorisation, with scores, under
+/// the co-occurrence ranking's rule: `seen` items left out when
+/// `remove_seen`, dismissed ones always.
 fn rank_mf(
     model: &MfModel,
     users: &[Id],
     n: usize,
-    seen: &HashMap<Id, HashSet<Id>>,
+    (seen, dismissed): (&HashMap<Id, HashSet<Id>>, &HashMap<Id, HashSet<Id>>),
     remove_seen: bool,
 ) -> HashMap<Id, Vec<(Id, Score)>> {
     let empty = HashSet::new();
@@ -306,7 +319,9 @@ fn rank_mf(
                 true => seen.get(&user).unwrap_or(&empty),
                 false => &empty,
             };
-            (user, model.top_k(user, n, |item| seen.contains(&item)))
+            let dismissed = dismissed.get(&user).unwrap_or(&empty);
+            let excluded = |item| seen.contains(&item) || dismissed.contains(&item);
+            (user, model.top_k(user, n, excluded))
         })
         .collect()
 }
@@ -400,6 +415,8 @@ pub struct Task {
     pub users: Vec<Id>,
     /// Per training user, the items of their training events.
     train_items: HashMap<Id, HashSet<Id>>,
+    /// Per training user, the items they dismissed (`not_interested`).
+    train_dismissed: HashMap<Id, HashSet<Id>>,
     /// Distinct training items.
     catalog_size: usize,
 }
@@ -409,6 +426,7 @@ impl Task {
     pub fn new(updates: Updates, split_by: Split, config: &PipelineConfig) -> anyhow::Result<Task> {
         let (train, test) = split(updates, split_by);
         let train_items = interacted(&train, config);
+        let train_dismissed = items_where(&train, |event| event.action == Action::NotInterested);
         let relevant: HashMap<Id, HashSet<Id>> = interacted(&test, config)
             .into_iter()
             .filter(|(user, _)| train_items.contains_key(user))
@@ -425,6 +443,7 @@ impl Task {
             relevant,
             users,
             train_items,
+            train_dismissed,
             catalog_size,
         })
     }
@@ -480,15 +499,16 @@ impl Task {
         let w = config.mf_weight;
         let (state, mf) = (state.filter(|_| w < 1.0), mf.filter(|_| w > 0.0));
         let n = k.max(BLEND_CANDIDATES);
+        let excluded = (&self.train_items, &self.train_dismissed);
         match (state, mf) {
             (Some(state), None) => rank(state, &self.users, k, config),
-            (None, Some(mf)) => rank_mf(mf, &self.users, k, &self.train_items, config.remove_seen)
+            (None, Some(mf)) => rank_mf(mf, &self.users, k, excluded, config.remove_seen)
                 .into_iter()
                 .map(|(user, list)| (user, list.into_iter().map(|(i, _)| i).collect()))
                 .collect(),
             (Some(state), Some(mf)) => {
                 let cf = rank_scored(state, &self.users, n, config);
-                let mf = rank_mf(mf, &self.users, n, &self.train_items, config.remove_seen);
+                let mf = rank_mf(mf, &self.users, n, excluded, config.remove_seen);
                 let list = |lists: &HashMap<Id, Vec<(Id, Score)>>, user| {
                     lists.get(user).map_or(Vec::new(), Vec::clone)
                 };
@@ -658,6 +678,29 @@ mod tests {
     ///     a_x = 5 · 2^(−30/30) = 2.5, a_y = 5
     ///   scores: z = 2.5 · 1/4 + 5 · 1/3, w = 2.5 · 1/3;
     ///   with seen items: x = 2.5 · 1 + 5 · 1/4, y = 2.5 · 1/4 + 5 · 1.
+    /// The factorisation's lists follow the co-occurrence rule: a dismissed
+    /// item is never listed, a seen one only in repeat mode.
+    #[test]
+    fn the_factorisation_never_lists_a_dismissed_item() {
+        let mut events: Vec<(Event, isize)> = (1..=6)
+            .flat_map(|user| [purchase(user, 10, 1), purchase(user, 11, 2)])
+            .collect();
+        events.push(purchase(7, 10, 3));
+        let (model, _) = train_mf(&events, &CfConfig::default());
+        let seen = items_where(&events, |event| event.action == Action::Purchase);
+        let dismissed: HashMap<Id, HashSet<Id>> = [(7, HashSet::from([11]))].into();
+        let none = HashMap::new();
+        let listed = |excluded, remove_seen| {
+            let lists = rank_mf(&model, &[7], 5, excluded, remove_seen);
+            lists[&7].iter().map(|(item, _)| *item).collect::<Vec<_>>()
+        };
+        assert!(listed((&seen, &none), true).contains(&11));
+        assert!(!listed((&seen, &dismissed), true).contains(&11));
+        assert!(!listed((&seen, &dismissed), false).contains(&11));
+        assert!(!listed((&seen, &none), true).contains(&10));
+        assert!(listed((&seen, &none), false).contains(&10));
+    }
+
     #[test]
     fn a_blend_normalises_each_list_then_weighs_them() {
         let cf = [(1, Score(10.0)), (2, Score(6.0)), (3, Score(2.0))];
