@@ -145,6 +145,9 @@ fn split(updates: Updates, split: Split) -> (Updates, Updates) {
     }
 }
 
+/// Items per user.
+type UserItems = HashMap<Id, HashSet<Id>>;
+
 /// Items with a positive net count of positive-weight events, per user.
 fn interacted(updates: &[(Event, isize)], config: &PipelineConfig) -> HashMap<Id, HashSet<Id>> {
     items_where(updates, |event| {
@@ -308,7 +311,7 @@ fn rank_mf(
     model: &MfModel,
     users: &[Id],
     n: usize,
-    (seen, dismissed): (&HashMap<Id, HashSet<Id>>, &HashMap<Id, HashSet<Id>>),
+    (seen, dismissed): (&UserItems, &UserItems),
     remove_seen: bool,
 ) -> HashMap<Id, Vec<(Id, Score)>> {
     let empty = HashSet::new();

@@ -147,8 +147,14 @@ fn nested_fields_are_parquet_maps_lists_and_structs() {
         "{:?}",
         kind("risk")
     );
+    // The k-means cluster (with [segments.kmeans]): id, distance.
+    assert!(
+        matches!(kind("cluster"), DataType::Struct(fields) if fields.len() == 2),
+        "{:?}",
+        kind("cluster")
+    );
     let columns: BTreeSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(columns.len(), 17, "{columns:?}");
+    assert_eq!(columns.len(), 18, "{columns:?}");
 }
 
 /// `persona replay` of the MovieLens fixture into `out`, with `extra` flags.

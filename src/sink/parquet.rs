@@ -246,6 +246,25 @@ pub fn encode(batch: &RecordBatch) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::NumericNames;
+    use crate::sink::OutputRecord;
+    use persona_dataflows::kmeans::{fit, Feature, KMeansConfig};
+
+    #[test]
+    fn a_segments_line_decodes_into_its_schema() {
+        let config = KMeansConfig {
+            k: 2,
+            features: vec![Feature::Frequency, Feature::Spend],
+            ..KMeansConfig::default()
+        };
+        let model = fit(&[vec![1.0, 2.0], vec![3.0, 5.0]], &config).unwrap();
+        let rows: Vec<serde_json::Value> = (0..2)
+            .map(|cluster| (cluster, model.clone()).to_json(&NumericNames))
+            .collect();
+        let batch = decode(&schema(Output::Segments), &rows).unwrap();
+        assert_eq!((batch.num_rows(), batch.num_columns()), (2, 8));
+        assert!(!encode(&batch).unwrap().is_empty());
+    }
 
     #[test]
     fn a_key_is_in_one_bucket_below_the_count() {
@@ -279,13 +298,17 @@ mod tests {
             "day": {"day": 0, "spend": 500, "events": 2, "active_days": 0, "max_spend_before": 0,
                     "spend_z": null, "events_z": null, "spend_over_max": null},
         });
-        let rows = [row, with_feedback, with_risk];
+        let mut with_cluster = row.clone();
+        with_cluster["cluster"] = serde_json::json!({"id": 2, "distance": 0.5});
+        let rows = [row, with_feedback, with_risk, with_cluster];
         let batch = decode(&schema(Output::Profiles), &rows).unwrap();
-        assert_eq!((batch.num_rows(), batch.num_columns()), (3, 17));
+        assert_eq!((batch.num_rows(), batch.num_columns()), (4, 18));
         let feedback = batch.column_by_name("feedback").unwrap();
-        assert_eq!(feedback.null_count(), 2, "no section, no feedback");
+        assert_eq!(feedback.null_count(), 3, "no section, no feedback");
         let risk = batch.column_by_name("risk").unwrap();
-        assert_eq!(risk.null_count(), 2, "no [risk], no section");
+        assert_eq!(risk.null_count(), 3, "no [risk], no section");
+        let cluster = batch.column_by_name("cluster").unwrap();
+        assert_eq!(cluster.null_count(), 3, "no [segments.kmeans], no cluster");
         assert!(!encode(&batch).unwrap().is_empty());
     }
 
