@@ -312,6 +312,13 @@ pub fn bench(
         })?),
         false => None,
     };
+    // Learning cost: the factorisation trained in the dataflow.
+    let embeddings_cost = match workload.config.recommend.mf.embeddings {
+        true => Some(cost_of("[recommend.mf] embeddings", |config| {
+            config.recommend.mf.embeddings = false
+        })?),
+        false => None,
+    };
 
     let mut baselines = Baselines {
         recompute: None,
@@ -321,13 +328,14 @@ pub fn bench(
         eprintln!("bench: hash-map baseline");
         let hashmap_time = run_hashmap(&workload);
         // The hash map keeps profiles without risk features or clusters.
-        let plain = risk_cost.is_none() && segments_cost.is_none();
+        let plain = risk_cost.is_none() && segments_cost.is_none() && embeddings_cost.is_none();
         let persona_profiles = if args.pipeline == Graph::Profiles && plain {
             saturation
         } else {
             let profiles_only = Arc::new(workload.without(|config| {
                 config.risk = None;
                 config.segments.kmeans = None;
+                config.recommend.mf.embeddings = false;
             }));
             run(&profiles_only, Graph::Profiles, Pace::ClosedLoop, false)?.events_per_s(events)
         };
@@ -429,6 +437,7 @@ pub fn bench(
         ratios,
         risk_cost,
         segments_cost,
+        embeddings_cost,
         operators: closed.operators.into_iter().take(15).collect(),
         scaling,
         elapsed_s: started.elapsed().as_secs_f64(),

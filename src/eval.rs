@@ -672,15 +672,6 @@ mod tests {
         (Event::new(user, item, Action::Purchase, day * DAY), 1)
     }
 
-    /// SAR by hand: users 1–4 buy items 10 (x), 11 (y), 12 (z), 13 (w).
-    /// User 1 bought x 30 days before y; everyone else bought on day 30.
-    ///   histories (all items): 1 {x, y}, 2 {x, z}, 3 {y, z}, 4 {x, w}
-    ///   c_xx = 3, c_yy = c_zz = 2, c_ww = 1; c_xy = c_xz = c_yz = c_xw = 1
-    ///   Jaccard: s_xy = s_xz = 1/(3+2−1) = 1/4, s_yz = 1/3, s_xw = 1/3
-    ///   user 1's affinities, purchase weight 5, half-life 30 days:
-    ///     a_x = 5 · 2^(−30/30) = 2.5, a_y = 5
-    ///   scores: z = 2.5 · 1/4 + 5 · 1/3, w = 2.5 · 1/3;
-    ///   with seen items: x = 2.5 · 1 + 5 · 1/4, y = 2.5 · 1/4 + 5 · 1.
     /// The factorisation's lists follow the co-occurrence rule: a dismissed
     /// item is never listed, a seen one only in repeat mode.
     #[test]
@@ -720,6 +711,15 @@ mod tests {
         );
     }
 
+    /// SAR by hand: users 1–4 buy items 10 (x), 11 (y), 12 (z), 13 (w).
+    /// User 1 bought x 30 days before y; everyone else bought on day 30.
+    ///   histories (all items): 1 {x, y}, 2 {x, z}, 3 {y, z}, 4 {x, w}
+    ///   c_xx = 3, c_yy = c_zz = 2, c_ww = 1; c_xy = c_xz = c_yz = c_xw = 1
+    ///   Jaccard: s_xy = s_xz = 1/(3+2−1) = 1/4, s_yz = 1/3, s_xw = 1/3
+    ///   user 1's affinities, purchase weight 5, half-life 30 days:
+    ///     a_x = 5 · 2^(−30/30) = 2.5, a_y = 5
+    ///   scores: z = 2.5 · 1/4 + 5 · 1/3, w = 2.5 · 1/3;
+    ///   with seen items: x = 2.5 · 1 + 5 · 1/4, y = 2.5 · 1/4 + 5 · 1.
     #[test]
     fn the_sar_row_scores_a_hand_computed_example() {
         let updates = vec![

@@ -22,12 +22,13 @@ use crate::summary::{rss_bytes, ReaderCounts};
 use axum_server::tls_rustls::RustlsConfig;
 
 /// The endpoints whose request latency is measured, as labelled.
-pub const ENDPOINTS: [&str; 13] = [
+pub const ENDPOINTS: [&str; 14] = [
     "profile",
     "alerts",
     "recommendations",
     "similar",
     "similar_users",
+    "embedding",
     "item_feedback",
     "events",
     "forget",

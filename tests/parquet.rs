@@ -153,8 +153,14 @@ fn nested_fields_are_parquet_maps_lists_and_structs() {
         "{:?}",
         kind("cluster")
     );
+    // The factor vector (with [recommend.mf] embeddings).
+    assert!(
+        matches!(kind("factors"), DataType::List(element) if element.data_type() == &DataType::Float64),
+        "{:?}",
+        kind("factors")
+    );
     let columns: BTreeSet<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(columns.len(), 18, "{columns:?}");
+    assert_eq!(columns.len(), 19, "{columns:?}");
 }
 
 /// `persona replay` of the MovieLens fixture into `out`, with `extra` flags.

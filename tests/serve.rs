@@ -578,6 +578,36 @@ fn similar_users_are_the_nearest_of_the_same_cluster() {
     server.stop();
 }
 
+/// With `[recommend.mf] embeddings`, served profiles carry the replay's
+/// factors, and the embedding endpoint answers them.
+#[test]
+fn embeddings_are_the_replays_factors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let mf = "[recommend.mf]\nembeddings = true\nfactors = 4\n";
+    std::fs::write(&config, format!("{CONFIG}{mf}")).unwrap();
+    let log = dir.path().join("events.jsonl");
+    write_log(&log);
+    let replayed = replay_log(dir.path(), &config, &log);
+    let server = Server::start(&config, &log, &dir.path().join("out"), "2");
+    assert_answers_equal(&server, &replayed, "-w 2, [recommend.mf] embeddings");
+    let profiles = records_by(&replayed, "profiles", "user");
+    assert!(!profiles.is_empty());
+    for (user, profile) in &profiles {
+        let (status, answer) = server.get(&format!("/v1/users/{user}/embedding"));
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["user"], Value::from(user.as_str()));
+        assert_eq!(answer["factors"], profile["factors"], "{user}");
+        assert_eq!(answer["factors"].as_array().unwrap().len(), 4);
+    }
+    let (status, answer) = server.get("/v1/users/nobody/embedding");
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (404, &Value::from("unknown_user"))
+    );
+    server.stop();
+}
+
 #[test]
 fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     let (dir, config, log) = setup();
@@ -606,6 +636,10 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     assert_eq!(
         code(server.get("/v1/users/u1/similar")),
         error(404, "segments_not_configured")
+    );
+    assert_eq!(
+        code(server.get("/v1/users/u1/embedding")),
+        error(404, "embeddings_not_configured")
     );
     assert_eq!(code(server.get("/v1/nowhere")), error(404, "not_found"));
     for k in ["0", "-1", "ten", "10001"] {
@@ -933,14 +967,19 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
     let audit = dir.path().join("audit.jsonl");
     let forgotten = dir.path().join("forgotten.txt");
     let tokens = [
-        ("profiles-token", "analyst", "read_profiles", "[\"spend\"]"),
+        (
+            "profiles-token",
+            "analyst",
+            "read_profiles",
+            "[\"spend\", \"factors\"]",
+        ),
         ("recs-token", "shop", "read_recommendations", "[]"),
         ("ingest-token", "tracker", "ingest", "[]"),
         ("admin-token", "dpo", "admin", "[]"),
     ];
     let ledger = dir.path().join("ledger.jsonl");
     let mut config = format!(
-        "{CONFIG}\n[risk]\n\n[privacy]\nforgotten = {forgotten:?}\n\n\
+        "{CONFIG}\n[recommend.mf]\nembeddings = true\n\n[risk]\n\n[privacy]\nforgotten = {forgotten:?}\n\n\
          [privacy.stats]\nledger = {ledger:?}\nepsilon_budget = 1.0\n\n\
          [serve.auth]\naudit_log = {audit:?}\n"
     );
@@ -996,12 +1035,22 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
             }
         }
     }
-    // The analyst's token does not see spend; probes and metrics stay open.
+    // The analyst's token does not see spend or factors, nor the embedding;
+    // probes and metrics stay open.
     let (_, profile) = server.call("GET", "/v1/users/u1/profile", Some("profiles-token"), None);
     assert!(
         profile.get("spend").is_none() && profile.get("counts").is_some(),
         "{profile}"
     );
+    assert!(profile.get("factors").is_none(), "{profile}");
+    let embedding = "/v1/users/u1/embedding";
+    let (status, answer) = server.call("GET", embedding, Some("profiles-token"), None);
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (403, &json!("forbidden")),
+        "{answer}"
+    );
+    assert_eq!(server.call("GET", embedding, None, None).0, 401);
     for open in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(server.get(open).0, 200, "{open}");
     }

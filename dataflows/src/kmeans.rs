@@ -7,18 +7,20 @@
 //! then standardised with the mean and population standard deviation of
 //! the users at the last refit (a constant feature gets scale 1).
 //!
-//! A **refit** happens at a time the profiles change, when the model has
-//! fewer than `k` centroids (none yet, or too few distinct vectors: so a
-//! start does not keep a degenerate model for a whole period), or
-//! `refit_days` or more after the last refit: the
-//! centroids come from k-means++ seeding (the seeded stream of
-//! [`crate::seeded`], users in id order) and Lloyd's iterations until no
-//! assignment changes or `max_iterations` (see [`fit`]). Every user is then
-//! assigned again. Between refits, a user whose profile changes is assigned
-//! to the nearest centroid of the current model at that time. So at any time
-//! a user's cluster is the nearest centroid (ties: the lowest id) of the model
-//! fitted at the last refit, to their vector of that time:
-//! [`crate::reference::kmeans`] recomputes it from scratch.
+//! A **refit** happens at a time the profiles change ([`refit_due`]): the
+//! first time a user has a vector; `refit_days` or more after the last
+//! refit; or, while the model has fewer than `k` centroids (too few
+//! distinct vectors when it was fitted), once the users with a vector have
+//! doubled since then — so a start does not keep a degenerate model for a
+//! whole period, and a log with fewer distinct vectors than `k` does not
+//! refit at every time. The centroids come from k-means++ seeding (the
+//! seeded stream of [`crate::seeded`], users in id order) and Lloyd's
+//! iterations until no assignment changes or `max_iterations` (see [`fit`]).
+//! Every user is then assigned again. Between refits, a user whose profile
+//! changes is assigned to the nearest centroid of the current model at each
+//! time. So at any time a user's cluster is the nearest centroid (ties: the
+//! lowest id) of the model fitted at the last refit, to their vector of that
+//! time: [`crate::reference::kmeans`] recomputes it from scratch.
 //!
 //! The model is global, so one operator on worker 0 holds every user's
 //! profile and vector; with it the output is the same for any number of
@@ -109,10 +111,10 @@ impl KMeansConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
-    /// Days since the user was last seen. Only differences count once
-    /// standardised, so the vector holds minus the day of `last_seen`: at
-    /// the refit this is recency shifted by a constant, and it does not
-    /// change while the user is away.
+    /// How long ago the user was last seen. Only differences count once
+    /// standardised, so the vector holds minus the day of `last_seen`
+    /// (days since the epoch, as a fraction): recency shifted by a
+    /// constant, which does not change while the user is away.
     Recency,
     /// Purchase records less cancellation records.
     Frequency,
@@ -133,7 +135,7 @@ impl Feature {
     fn value(self, profile: &Profile, log_scale: bool) -> f64 {
         let log = |x: f64| if log_scale { x.max(0.0).ln_1p() } else { x };
         match self {
-            Feature::Recency => (0 - profile.last_seen.unwrap_or(0)) as f64 / DAY_MS as f64,
+            Feature::Recency => -(profile.last_seen.unwrap_or(0) as f64) / DAY_MS as f64,
             Feature::Frequency => log((profile.counts[&Action::Purchase]
                 - profile.counts[&Action::Cancellation])
                 as f64),
@@ -147,12 +149,14 @@ impl Feature {
     }
 }
 
-/// The features of `profile` in `config`'s order, before standardising;
-/// none for a user never seen (no `last_seen`), who has no cluster.
+/// The features of `profile` in `config`'s order, before standardising (a
+/// value that is not finite, from an extreme spend, as 0); none for a user
+/// never seen (no `last_seen`), who has no cluster.
 pub fn vector(profile: &Profile, config: &KMeansConfig) -> Option<Vec<f64>> {
     profile.last_seen?;
     let values = config.features.iter();
-    Some(values.map(|f| f.value(profile, config.log_scale)).collect())
+    let value = |f: &Feature| Some(f.value(profile, config.log_scale)).filter(|x| x.is_finite());
+    Some(values.map(|f| value(f).unwrap_or(0.0)).collect())
 }
 
 /// A user's segment: the nearest centroid and the Euclidean distance to it,
@@ -165,7 +169,7 @@ pub struct Cluster {
 
 /// The model of one refit.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Segments {
+pub struct KMeansModel {
     pub features: Vec<Feature>,
     /// Per feature, the mean and the scale that standardise it.
     pub means: Vec<Score>,
@@ -183,23 +187,12 @@ pub struct Segments {
     pub users: u64,
 }
 
-impl Segments {
+impl KMeansModel {
     /// The nearest centroid to a vector of [`vector`] (ties: the lowest id).
     pub fn assign(&self, vector: &[f64]) -> Cluster {
         let point = self.standardise(vector);
-        // As `nearest`, over the stored centroids as they are.
-        let mut best = (0, f64::INFINITY);
-        for (id, centroid) in self.centroids.iter().enumerate() {
-            let d: f64 = point
-                .iter()
-                .zip(centroid)
-                .map(|(x, y)| (x - y.0) * (x - y.0))
-                .sum();
-            if d < best.1 {
-                best = (id, d);
-            }
-        }
-        let (id, squared) = best;
+        let centres = self.centroids.iter().map(|c| c.iter().map(|x| x.0));
+        let (id, squared) = nearest(&point, centres);
         Cluster {
             id: id as u32,
             distance: Score(squared.sqrt()),
@@ -209,12 +202,14 @@ impl Segments {
     /// A vector of [`vector`] in the model's standardised units.
     pub fn standardise(&self, vector: &[f64]) -> Vec<f64> {
         let scaling = self.means.iter().zip(&self.scales);
-        vector
-            .iter()
-            .zip(scaling)
-            .map(|(x, (mean, scale))| (x - mean.0) / scale.0)
-            .collect()
+        standardise(vector, scaling.map(|(mean, scale)| (mean.0, scale.0)))
     }
+}
+
+/// `vector` less each mean, over each scale.
+fn standardise(vector: &[f64], scaling: impl Iterator<Item = (f64, f64)>) -> Vec<f64> {
+    let pairs = vector.iter().zip(scaling);
+    pairs.map(|(x, (mean, scale))| (x - mean) / scale).collect()
 }
 
 /// Fits k-means to `vectors` (of [`vector`], in user-id order): standardise;
@@ -224,21 +219,22 @@ impl Segments {
 /// iterations (assign each vector to its nearest centre, ties to the lowest
 /// id; move each centre to the mean of its vectors, an empty one stays)
 /// until no assignment changes or `max_iterations`. None without vectors.
-pub fn fit(vectors: &[Vec<f64>], config: &KMeansConfig) -> Option<Segments> {
+pub fn fit(vectors: &[Vec<f64>], config: &KMeansConfig) -> Option<KMeansModel> {
     let n = vectors.len();
     if n == 0 {
         return None;
     }
     let dims = config.features.len();
     let (means, scales) = scaling(vectors, dims);
-    let points: Vec<Vec<f64>> = vectors
-        .iter()
-        .map(|v| (0..dims).map(|j| (v[j] - means[j]) / scales[j]).collect())
-        .collect();
+    let scaling = || means.iter().copied().zip(scales.iter().copied());
+    let points: Vec<Vec<f64>> = vectors.iter().map(|v| standardise(v, scaling())).collect();
 
     let mut stream = Stream::new(config.seed);
     let mut centroids = vec![points[stream.below(n)].clone()];
-    let mut to_nearest: Vec<f64> = points.iter().map(|p| squared(p, &centroids[0])).collect();
+    let mut to_nearest: Vec<f64> = points
+        .iter()
+        .map(|p| squared(p, centroids[0].iter().copied()))
+        .collect();
     while centroids.len() < config.k {
         let total: f64 = to_nearest.iter().sum();
         if total <= 0.0 {
@@ -247,7 +243,10 @@ pub fn fit(vectors: &[Vec<f64>], config: &KMeansConfig) -> Option<Segments> {
         let next = draw_weighted(&to_nearest, stream.unit() * total);
         centroids.push(points[next].clone());
         for (point, d) in points.iter().zip(&mut to_nearest) {
-            *d = d.min(squared(point, &centroids[centroids.len() - 1]));
+            *d = d.min(squared(
+                point,
+                centroids[centroids.len() - 1].iter().copied(),
+            ));
         }
     }
 
@@ -256,7 +255,7 @@ pub fn fit(vectors: &[Vec<f64>], config: &KMeansConfig) -> Option<Segments> {
     for _ in 0..config.max_iterations {
         let mut changed = false;
         for (point, assigned) in points.iter().zip(&mut assignment) {
-            let (id, _) = nearest(point, &centroids);
+            let (id, _) = nearest(point, as_values(&centroids));
             changed |= *assigned != id;
             *assigned = id;
         }
@@ -282,11 +281,11 @@ pub fn fit(vectors: &[Vec<f64>], config: &KMeansConfig) -> Option<Segments> {
     let mut sizes = vec![0u64; centroids.len()];
     let mut inertia = 0.0;
     for point in &points {
-        let (id, squared) = nearest(point, &centroids);
+        let (id, squared) = nearest(point, as_values(&centroids));
         sizes[id] += 1;
         inertia += squared;
     }
-    Some(Segments {
+    Some(KMeansModel {
         features: config.features.clone(),
         means: means.into_iter().map(Score).collect(),
         scales: scales.into_iter().map(Score).collect(),
@@ -341,20 +340,44 @@ fn draw_weighted(weights: &[f64], target: f64) -> usize {
     last_positive
 }
 
-fn squared(a: &[f64], b: &[f64]) -> f64 {
+/// The squared Euclidean distance between two points.
+pub fn squared(a: &[f64], b: impl IntoIterator<Item = f64>) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
 /// The nearest centre (ties: the lowest id) and the squared distance to it.
-fn nearest(point: &[f64], centroids: &[Vec<f64>]) -> (usize, f64) {
+fn nearest<C>(point: &[f64], centres: impl Iterator<Item = C>) -> (usize, f64)
+where
+    C: IntoIterator<Item = f64>,
+{
     let mut best = (0, f64::INFINITY);
-    for (id, centroid) in centroids.iter().enumerate() {
-        let d = squared(point, centroid);
+    for (id, centre) in centres.enumerate() {
+        let d = squared(point, centre);
         if d < best.1 {
             best = (id, d);
         }
     }
     best
+}
+
+fn as_values(centres: &[Vec<f64>]) -> impl Iterator<Item = impl Iterator<Item = f64> + '_> {
+    centres.iter().map(|c| c.iter().copied())
+}
+
+/// Whether a time whose profiles changed refits the model fitted at `last`
+/// (see the module documentation), `vectors` being the users with a
+/// vector now.
+pub fn refit_due<T: EventTime>(
+    last: Option<(&T, &KMeansModel)>,
+    now: &T,
+    vectors: usize,
+    config: &KMeansConfig,
+) -> bool {
+    last.is_none_or(|(at, model)| {
+        let degenerate = model.centroids.len() < config.k;
+        let doubled = vectors as u64 >= model.users.saturating_mul(2);
+        *now >= at.plus_ms(config.refit_ms()) || (degenerate && doubled)
+    })
 }
 
 /// A change of a user's profile: `((user, profile), diff)`.
@@ -374,6 +397,11 @@ impl Member {
             ..self.profile.clone()
         }
     }
+
+    /// The member's cluster under `model`.
+    fn assign(&self, model: Option<&KMeansModel>) -> Option<Cluster> {
+        Some(model?.assign(self.vector.as_deref()?))
+    }
 }
 
 /// The profiles with their `cluster`, and the model of each refit (one
@@ -388,7 +416,7 @@ pub fn segments<'s, T: EventTime>(
     config: &KMeansConfig,
 ) -> (
     VecCollection<'s, T, (Id, Profile)>,
-    VecCollection<'s, T, Segments>,
+    VecCollection<'s, T, KMeansModel>,
 ) {
     if let Err(error) = config.validate() {
         panic!("{error}");
@@ -405,11 +433,18 @@ pub fn segments<'s, T: EventTime>(
         let mut arrived: BTreeMap<T, Vec<ProfileChange>> = BTreeMap::new();
         let mut held: Option<[Capability<T>; 2]> = None;
         let mut users: BTreeMap<Id, Member> = BTreeMap::new();
-        let mut model: Option<(T, Segments)> = None;
+        // Users with a vector: those a refit fits.
+        let mut vectors = 0usize;
+        let mut model: Option<(T, KMeansModel)> = None;
         move |frontiers| {
             input.for_each_stamp(|capability, containers| {
+                let Some(least) = capability.least() else {
+                    // A message stamped with no time carries no records.
+                    debug_assert!(containers.into_iter().all(|c| c.is_empty()));
+                    return;
+                };
                 let earlier = |time: &T| held.as_ref().is_none_or(|held| time < held[0].time());
-                if capability.least().is_some_and(earlier) {
+                if earlier(least) {
                     held = capability
                         .retain_least(0)
                         .zip(capability.retain_least(1))
@@ -444,10 +479,12 @@ pub fn segments<'s, T: EventTime>(
                         touched.push((user, None, cluster));
                     }
                     if diff < 0 {
-                        users.remove(&user);
+                        let removed = users.remove(&user);
+                        vectors -= removed.is_some_and(|m| m.vector.is_some()) as usize;
                         touched.last_mut().expect("pushed above").1 = Some(profile);
                     } else {
                         let vector = vector(&profile, &config);
+                        vectors += vector.is_some() as usize;
                         let member = Member {
                             profile,
                             vector,
@@ -456,14 +493,13 @@ pub fn segments<'s, T: EventTime>(
                         users.insert(user, member);
                     }
                 }
-                let due = model.as_ref().is_none_or(|(at, model)| {
-                    model.centroids.len() < config.k || now >= at.plus_ms(config.refit_ms())
-                });
-                let vectors = || users.values().filter_map(|m| m.vector.clone());
-                let refit = if due {
-                    fit(&vectors().collect::<Vec<_>>(), &config)
-                } else {
-                    None
+                let last = model.as_ref().map(|(at, model)| (at, model));
+                let refit = match refit_due(last, &now, vectors, &config) {
+                    true => {
+                        let vectors = users.values().filter_map(|m| m.vector.clone());
+                        fit(&vectors.collect::<Vec<_>>(), &config)
+                    }
+                    false => None,
                 };
                 if let Some(refit) = refit {
                     if let Some((_, old)) = model.take() {
@@ -473,7 +509,7 @@ pub fn segments<'s, T: EventTime>(
                     model = Some((now.clone(), refit));
                     // Users whose profile did not change: a new cluster is a change.
                     for (user, member) in users.iter_mut() {
-                        let cluster = assign(&model, &member.vector);
+                        let cluster = member.assign(model.as_ref().map(|(_, m)| m));
                         let changed = touched.binary_search_by_key(user, |(u, _, _)| *u).is_ok();
                         if cluster != member.cluster && !changed {
                             profiles.give(((*user, member.output()), now.clone(), -1));
@@ -488,7 +524,7 @@ pub fn segments<'s, T: EventTime>(
                         profiles.give(((user, before), now.clone(), -1));
                     }
                     if let Some(member) = users.get_mut(&user) {
-                        member.cluster = assign(&model, &member.vector);
+                        member.cluster = member.assign(model.as_ref().map(|(_, m)| m));
                         profiles.give(((user, member.output()), now.clone(), 1));
                     }
                 }
@@ -508,11 +544,6 @@ pub fn segments<'s, T: EventTime>(
         profiles_stream.as_collection(),
         models_stream.as_collection(),
     )
-}
-
-fn assign(model: &Option<(impl Sized, Segments)>, vector: &Option<Vec<f64>>) -> Option<Cluster> {
-    let (_, model) = model.as_ref()?;
-    Some(model.assign(vector.as_deref()?))
 }
 
 #[cfg(test)]
@@ -582,6 +613,46 @@ mod tests {
         assert_eq!(model.means, vec![Score(2.0), Score(5.0)]);
         assert_eq!(model.scales, vec![Score(1.0), Score(1.0)]);
         assert_eq!(model.assign(&[2.0, 5.0]).distance, Score(0.0));
+    }
+
+    #[test]
+    fn extreme_profiles_give_finite_vectors() {
+        use crate::profile::ProfileConfig;
+        use crate::Event;
+        let mut events = Vec::new();
+        for (user, time_ms) in [(1, i64::MIN), (2, i64::MAX), (3, 0)] {
+            let mut bought = Event::new(user, 1, Action::Purchase, time_ms);
+            (bought.quantity, bought.price) = (i64::MAX, Some(i64::MAX));
+            bought.category = Some(7);
+            let mut rated = Event::new(user, 2, Action::Rating, time_ms);
+            rated.rating = Some(i64::MAX);
+            events.extend([(bought, 0, 1), (rated, 0, 1)]);
+        }
+        let profiles =
+            crate::reference::profile::profiles(&events, &[], &[], 0, &ProfileConfig::default());
+        let config = KMeansConfig {
+            k: 2,
+            features: vec![
+                Feature::Recency,
+                Feature::Frequency,
+                Feature::Spend,
+                Feature::AvgRating,
+                Feature::TopAffinity,
+            ],
+            log_scale: false,
+            ..KMeansConfig::default()
+        };
+        let vectors: Vec<Vec<f64>> = profiles
+            .values()
+            .filter_map(|p| vector(p, &config))
+            .collect();
+        assert_eq!(vectors.len(), 3);
+        assert!(
+            vectors.iter().flatten().all(|x| x.is_finite()),
+            "{vectors:?}"
+        );
+        let model = fit(&vectors, &config).unwrap();
+        assert!(model.centroids.iter().flatten().all(|x| x.0.is_finite()));
     }
 
     #[test]

@@ -24,6 +24,10 @@
 //! delivered them. Arithmetic is `f32` in a fixed order, with no parallel
 //! reduction: the same log gives the same bits.
 
+pub mod embeddings;
+
+pub use embeddings::embeddings;
+
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +51,9 @@ pub struct MfConfig {
     pub seed: u64,
     /// Initial weights are uniform in ±`init_scale`. Default 0.1.
     pub init_scale: f64,
+    /// Train the model inside `replay`, `run` and `serve` as events arrive:
+    /// each profile gains `factors` ([`embeddings`]). Default false.
+    pub embeddings: bool,
 }
 
 impl Default for MfConfig {
@@ -58,6 +65,7 @@ impl Default for MfConfig {
             negatives: 8,
             seed: 0,
             init_scale: 0.1,
+            embeddings: false,
         }
     }
 }
@@ -111,6 +119,44 @@ pub struct MfModel {
     /// Steps taken, and the sum of their BPR losses `−ln σ(x)` before each.
     steps: u64,
     loss_sum: f64,
+}
+
+/// A user's factor vector as a profile carries it: compared and hashed by
+/// the bits, so it can live in a collection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Factors(pub Vec<f32>);
+
+impl Factors {
+    fn bits(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(|x| x.to_bits())
+    }
+}
+
+impl PartialEq for Factors {
+    fn eq(&self, other: &Self) -> bool {
+        self.bits().eq(other.bits())
+    }
+}
+
+impl Eq for Factors {}
+
+impl PartialOrd for Factors {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Factors {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.bits().cmp(other.bits())
+    }
+}
+
+impl std::hash::Hash for Factors {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bits().for_each(|bits| bits.hash(state))
+    }
 }
 
 /// How a model was trained so far: steps and their mean loss.

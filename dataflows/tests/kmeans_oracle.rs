@@ -1,9 +1,10 @@
 //! Oracle tests of the k-means segments: seeded random event streams fed in
 //! batches to `profile::profiles` then `kmeans::segments` on 1, 2 and 4
-//! workers. At every refit the model equals `reference::kmeans::fit` over the
-//! reference profiles of that time, and at every batch end each user's
-//! cluster equals the reference's assignment under the last refit's model;
-//! every worker count gives the same updates.
+//! workers. The refits (their times and models) equal
+//! `reference::kmeans::refits` over the reference profiles of every hour,
+//! and at every batch end each user's cluster equals the reference's
+//! assignment under the last refit's model; every worker count gives the
+//! same updates.
 //!
 //! Run: `cargo test -p persona-dataflows --release --test kmeans_oracle`.
 
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Extract};
 
-use persona_dataflows::kmeans::{segments, Feature, KMeansConfig, Segments};
+use persona_dataflows::kmeans::{segments, Feature, KMeansConfig, KMeansModel};
 use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id};
@@ -34,11 +35,18 @@ fn random_batches(seed: u64) -> Vec<(u64, Vec<Update<Event>>)> {
     let mut inserted: Vec<Event> = Vec::new();
     let mut batches = Vec::new();
     let mut end = BASE_MS;
-    for _ in 0..30 {
+    for batch in 0..30 {
         let start = end;
         let step_hours = 1 + rng.below(72);
         end = start + step_hours * HOUR_MS;
         let mut updates = Vec::new();
+        if batch == 15 {
+            // A browser whose every event is cancelled: their profile goes.
+            let gone = inserted.iter().map(|e| e.user).find(|user| *user >= 6);
+            for event in inserted.extract_if(.., |e| Some(e.user) == gone) {
+                updates.push((event, start + HOUR_MS, -1));
+            }
+        }
         for _ in 0..(10 + rng.below(30)) {
             let time = start + HOUR_MS * (1 + rng.below(step_hours));
             // A few heavy buyers, many browsers: clusters worth finding.
@@ -65,7 +73,7 @@ fn random_batches(seed: u64) -> Vec<(u64, Vec<Update<Event>>)> {
             updates.push((event, time, 1));
         }
         for _ in 0..rng.below(3) {
-            let event = rng.pick(&inserted).clone();
+            let event = inserted.swap_remove(rng.below(inserted.len() as u64) as usize);
             updates.push((event, start + HOUR_MS * (1 + rng.below(step_hours)), -1));
         }
         rng.shuffle(&mut updates);
@@ -76,7 +84,7 @@ fn random_batches(seed: u64) -> Vec<(u64, Vec<Update<Event>>)> {
 
 struct Outputs {
     profiles: Vec<Update<(Id, Profile)>>,
-    models: Vec<Update<Segments>>,
+    models: Vec<Update<KMeansModel>>,
 }
 
 fn run_dataflow(
@@ -151,7 +159,8 @@ fn sorted<D: Ord + Clone>(updates: &[Update<D>]) -> Vec<Update<D>> {
     updates
 }
 
-fn check(seed: u64, kmeans: &KMeansConfig) {
+/// Checks one log; returns the refits and the times the profiles changed.
+fn check(seed: u64, kmeans: &KMeansConfig) -> (usize, usize) {
     let profile = ProfileConfig::default();
     let batches = random_batches(seed);
     let events: Vec<Update<Event>> = batches.iter().flat_map(|(_, u)| u.clone()).collect();
@@ -159,31 +168,37 @@ fn check(seed: u64, kmeans: &KMeansConfig) {
         |at: u64| reference::profile::profiles(&events, &[], &[], at, &profile);
     let one = run_dataflow(&batches, &profile, kmeans, 1);
 
-    // Every refit's model is the reference's fit over that time's profiles.
-    let mut refits: Vec<(u64, Segments)> = one
+    // The refits are the reference's, walking every hour (events and their
+    // exits from the windows fall on hours) until the last exit, and keeping
+    // those whose profiles changed.
+    let longest_window = profile.window_days.iter().max().copied().unwrap_or(0);
+    let last_exit = batches.last().unwrap().0 + longest_window * DAY_MS;
+    let mut changes: Vec<(u64, BTreeMap<Id, Profile>)> = Vec::new();
+    for hour in (BASE_MS..=last_exit).step_by(HOUR_MS as usize) {
+        let profiles = reference_profiles(hour);
+        if changes
+            .last()
+            .map_or(!profiles.is_empty(), |(_, p)| *p != profiles)
+        {
+            changes.push((hour, profiles));
+        }
+    }
+    let expected = reference::kmeans::refits(&changes, kmeans);
+    let mut refits: Vec<(u64, KMeansModel)> = one
         .models
         .iter()
         .filter(|(_, _, diff)| *diff > 0)
         .map(|(model, time, _)| (*time, model.clone()))
         .collect();
     refits.sort_by_key(|(at, _)| *at);
-    assert!(
-        refits.len() >= 4,
-        "seed {seed}: only {} refits",
-        refits.len()
-    );
-    for pair in refits.windows(2) {
-        let ((before, model), (after, _)) = (&pair[0], &pair[1]);
-        if model.centroids.len() == kmeans.k {
-            assert!(*after >= before + kmeans.refit_days * DAY_MS);
-        }
-    }
-    for (at, model) in &refits {
-        let expected = reference::kmeans::fit(&reference_profiles(*at), kmeans);
-        assert_eq!(Some(model), expected.as_ref(), "seed {seed}: refit at {at}");
+    assert!(refits.len() >= 4, "seed {seed}: {} refits", refits.len());
+    let times =
+        |refits: &[(u64, KMeansModel)]| refits.iter().map(|(at, _)| *at).collect::<Vec<_>>();
+    assert_eq!(times(&refits), times(&expected), "seed {seed}: refit times");
+    assert!(refits == expected, "seed {seed}: refit models");
+    for (_, model) in &refits {
         assert!(model.centroids.len() <= kmeans.k.min(model.users as usize));
     }
-    assert_eq!(refits.last().unwrap().1.centroids.len(), kmeans.k);
 
     // At every batch end, each user's cluster is the nearest centroid of
     // the last refit's model, and the rest of the profile is the reference's.
@@ -225,6 +240,7 @@ fn check(seed: u64, kmeans: &KMeansConfig) {
             "{workers} workers: profiles"
         );
     }
+    (refits.len(), changes.len())
 }
 
 #[test]
@@ -237,6 +253,21 @@ fn segments_follow_the_reference_at_every_refit_and_batch_for_every_worker_count
     for seed in 0..3 {
         check(seed, &kmeans);
     }
+}
+
+#[test]
+fn a_k_above_the_users_refits_as_they_double_and_by_period() {
+    // 60 users, so never k distinct vectors: refits come as users double
+    // and every period, not at every time.
+    let kmeans = KMeansConfig {
+        k: 100,
+        ..KMeansConfig::default()
+    };
+    let (refits, changes) = check(5, &kmeans);
+    assert!(
+        refits * 4 < changes,
+        "{refits} refits over {changes} changes"
+    );
 }
 
 #[test]

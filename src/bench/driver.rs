@@ -24,6 +24,7 @@ use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::on_demand::state_updates;
 use persona_dataflows::cf::{collaborative_filtering, Rankings};
 use persona_dataflows::kmeans::segments;
+use persona_dataflows::mf::embeddings;
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
@@ -340,6 +341,15 @@ fn run_worker(
                 profiles
             }
             None => profiles,
+        };
+        let profiles = match config.recommend.mf.embeddings {
+            true => embeddings(
+                profiles,
+                events.clone(),
+                &config.recommend.mf,
+                &config.recommend.weights,
+            ),
+            false => profiles,
         };
         profiles.inner.probe_with(&probe);
         if let Some(alerts) = alerts {

@@ -329,6 +329,7 @@ impl HashMapProfiles {
             attributes: BTreeMap::new(),
             risk: None,
             cluster: None,
+            factors: None,
         })
     }
 

@@ -84,9 +84,10 @@ pub struct Ratios {
     pub hashmap_vs_persona_profiles: Option<f64>,
 }
 
-/// With `[risk]` or `[segments.kmeans]`: the profile dataflow's
-/// closed-loop throughput with and without that part, same workload, same
-/// run (the best of five alternated runs each).
+/// With `[risk]`, `[segments.kmeans]` or `[recommend.mf] embeddings`: the
+/// profile dataflow's closed-loop throughput as configured and without that
+/// part (the others stay), same workload, same run (the best of five
+/// alternated runs each).
 #[derive(Clone, Debug, Serialize)]
 pub struct PartCost {
     pub profiles_events_per_s: f64,
@@ -134,6 +135,9 @@ pub struct BenchReport {
     pub risk_cost: Option<PartCost>,
     /// With `[segments.kmeans]`: the cost of learning the segments.
     pub segments_cost: Option<PartCost>,
+    /// With `[recommend.mf] embeddings`: the cost of training the
+    /// factorisation as events arrive.
+    pub embeddings_cost: Option<PartCost>,
     pub operators: Vec<OperatorTime>,
     pub scaling: Vec<ScalingPoint>,
     pub elapsed_s: f64,
@@ -297,6 +301,13 @@ pub fn table(report: &BenchReport) -> String {
             out,
             "segments cost   profiles {:.0} events/s alone vs {:.0} events/s with [segments.kmeans]: {:.2}x the cost",
             s.profiles_events_per_s, s.with_events_per_s, s.cost
+        );
+    }
+    if let Some(e) = &report.embeddings_cost {
+        let _ = writeln!(
+            out,
+            "embeddings cost profiles {:.0} events/s alone vs {:.0} events/s with [recommend.mf] embeddings: {:.2}x the cost",
+            e.profiles_events_per_s, e.with_events_per_s, e.cost
         );
     }
     for point in &report.scaling {

@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
@@ -16,7 +17,8 @@ use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
 use persona_dataflows::feedback::{item_feedback, ItemFeedback};
 use persona_dataflows::keyed::KeyedSums;
-use persona_dataflows::kmeans::{segments, Segments};
+use persona_dataflows::kmeans::{segments, KMeansModel};
+use persona_dataflows::mf::embeddings;
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::risk::Alert;
 use persona_dataflows::{Event, Id};
@@ -42,7 +44,7 @@ pub struct Gathered {
     /// Impressions, clicks on recommendations and dismissals per item.
     item_feedback: Pending<(Id, ItemFeedback)>,
     /// With `[segments.kmeans]`, each cluster of the last refit's model.
-    segments: Option<Pending<(Id, Segments)>>,
+    segments: Option<Pending<(Id, Arc<KMeansModel>)>>,
     similar_items: Pending<SimilarItems>,
     /// The personal lists.
     recommendations: Pending<Recommendations>,
@@ -62,7 +64,7 @@ pub struct Served {
     pub profiles: Pending<(Id, Profile)>,
     pub alerts: Option<Pending<(Id, Alert)>>,
     pub item_feedback: Pending<(Id, ItemFeedback)>,
-    pub segments: Option<Pending<(Id, Segments)>>,
+    pub segments: Option<Pending<(Id, Arc<KMeansModel>)>>,
     pub state: Pending<StateUpdate>,
 }
 
@@ -138,13 +140,24 @@ pub fn build(
     let (profiles, segments) = match &config.segments.kmeans {
         Some(kmeans) => {
             let (profiles, models) = segments(profiles, kmeans);
+            // One record per cluster, all sharing the refit's model.
             let clusters = models.flat_map(|model| {
                 let clusters = 0..model.centroids.len() as Id;
-                clusters.map(move |cluster| (cluster, model.clone()))
+                let model = Arc::new(model);
+                clusters.map(move |cluster| (cluster, Arc::clone(&model)))
             });
             (profiles, Some(clusters))
         }
         None => (profiles, None),
+    };
+    let profiles = match config.recommend.mf.embeddings {
+        true => embeddings(
+            profiles,
+            events.clone(),
+            &config.recommend.mf,
+            &config.recommend.weights,
+        ),
+        false => profiles,
     };
     let item_feedback = item_feedback(events.clone(), &config.profile.window_days);
     let users = events

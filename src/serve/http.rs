@@ -171,6 +171,10 @@ pub fn router(app: Arc<App>) -> Router {
             guarded(get(similar_users), Some(Role::ReadProfiles)),
         )
         .route(
+            "/v1/users/{id}/embedding",
+            guarded(get(embedding), Some(Role::ReadProfiles)),
+        )
+        .route(
             "/v1/items/{id}/feedback",
             guarded(get(item_feedback), Some(Role::ReadProfiles)),
         )
@@ -420,6 +424,40 @@ async fn similar_users(
         }
     };
     app.timed("similar_users", started, response)
+}
+
+/// `GET /v1/users/{id}/embedding`: the user's factor vector in the online
+/// factorisation (docs/models.md); 404 `embeddings_not_configured` without
+/// `[recommend.mf] embeddings`, 403 `forbidden` for a token that hides the
+/// profile's `factors`.
+async fn embedding(
+    State(app): State<Arc<App>>,
+    Path(user): Path<String>,
+    caller: Option<Extension<Caller>>,
+) -> Response {
+    let started = Instant::now();
+    let hidden =
+        caller.is_some_and(|Extension(caller)| caller.hidden.iter().any(|f| f == "factors"));
+    let response = if !app.config.recommend.mf.embeddings {
+        error(
+            StatusCode::NOT_FOUND,
+            "embeddings_not_configured",
+            "the config has no [recommend.mf] embeddings = true".into(),
+        )
+    } else if hidden {
+        error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the token hides the profile field \"factors\"".into(),
+        )
+    } else {
+        let (id, _) = app.id(IdKind::User, &user);
+        let index = app.index.read();
+        found_or_404(index.embedding(id), index.as_of(), "unknown_user", || {
+            format!("user {user:?} has no profile with factors")
+        })
+    };
+    app.timed("embedding", started, response)
 }
 
 async fn events(

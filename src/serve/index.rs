@@ -19,7 +19,7 @@ use std::time::Instant;
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::CfConfig;
 use persona_dataflows::feedback::ItemFeedback;
-use persona_dataflows::kmeans::{vector, KMeansConfig, Segments};
+use persona_dataflows::kmeans::{squared, vector, KMeansConfig, KMeansModel};
 use persona_dataflows::profile::Profile;
 use persona_dataflows::risk::Alert;
 use persona_dataflows::{Id, Score};
@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::names::{NameBook, NameKind, Names};
 use crate::privacy::stats::Contribution;
 use crate::runtime::pipeline::Served;
+use crate::sink::render::factors_json;
 use crate::sink::{take_ready, OutputRecord, Sink, Upto};
 
 /// Profiles, the state of collaborative filtering, and the names to show
@@ -45,7 +46,7 @@ pub struct Index {
     alerts: Option<HashMap<Id, BTreeMap<Alert, isize>>>,
     item_feedback: HashMap<Id, ItemFeedback>,
     /// With `[segments.kmeans]`: the model and each cluster's users.
-    segments: Clusters,
+    segments: ClusterMembers,
     cf: CfState,
     names: NameBook,
 }
@@ -53,12 +54,12 @@ pub struct Index {
 /// The current k-means model and the users of each cluster, for similar
 /// users.
 #[derive(Default)]
-struct Clusters {
-    model: Option<Segments>,
+struct ClusterMembers {
+    model: Option<Arc<KMeansModel>>,
     members: HashMap<u32, BTreeSet<Id>>,
 }
 
-impl Clusters {
+impl ClusterMembers {
     fn join(&mut self, cluster: u32, user: Id) {
         self.members.entry(cluster).or_default().insert(user);
     }
@@ -145,12 +146,7 @@ impl Index {
             .filter(|other| **other != user)
             .filter_map(|other| {
                 let theirs = model.standardise(&vector(self.profiles.get(other)?, config)?);
-                let squared: f64 = point
-                    .iter()
-                    .zip(&theirs)
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum();
-                Some((Score(squared.sqrt()), *other))
+                Some((Score(squared(&point, theirs).sqrt()), *other))
             })
             .collect();
         nearest.sort_unstable();
@@ -162,6 +158,13 @@ impl Index {
             )
             .collect();
         Some(json!({"user": self.names.user(user), "cluster": cluster.id, "users": users}))
+    }
+
+    /// `user`'s factor vector, `{"user", "factors"}`; `None` for a user
+    /// without a profile or factors.
+    pub fn embedding(&self, user: Id) -> Option<Value> {
+        let factors = self.profiles.get(&user)?.factors.as_ref()?;
+        Some(json!({"user": self.names.user(user), "factors": factors_json(factors)}))
     }
 
     /// `item`'s `k` most similar items as `similar_items.jsonl` shows them
@@ -344,7 +347,7 @@ impl Sink for IndexSink {
             // Every record of a refit carries the whole model.
             let refit = segments.iter().flatten().find(|(_, diff)| *diff > 0);
             if let Some(((_, model), _)) = refit {
-                index.segments.model = Some(model.clone());
+                index.segments.model = Some(Arc::clone(model));
             }
             for ((item, _), diff) in &item_feedback {
                 if *diff < 0 {

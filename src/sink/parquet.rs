@@ -64,6 +64,8 @@ pub fn schema(output: Output) -> SchemaRef {
                 Field::new("risk", risk(), true),
                 // Absent without `[segments.kmeans]`.
                 Field::new("cluster", cluster(), true),
+                // Absent without `[recommend.mf] embeddings`.
+                Field::new("factors", factors(), true),
             ]
         }
         Output::SimilarItems => vec![
@@ -174,6 +176,11 @@ fn cluster() -> DataType {
     ]))
 }
 
+/// A profile's factor vector (a value that is not finite is null).
+fn factors() -> DataType {
+    DataType::List(Arc::new(Field::new("element", DataType::Float64, true)))
+}
+
 /// A ranked list of `{name: string, score: double}`.
 fn scored(name: &str, score: &str) -> DataType {
     let entry = Fields::from(vec![
@@ -257,7 +264,7 @@ mod tests {
             features: vec![Feature::Frequency, Feature::Spend],
             ..KMeansConfig::default()
         };
-        let model = fit(&[vec![1.0, 2.0], vec![3.0, 5.0]], &config).unwrap();
+        let model = Arc::new(fit(&[vec![1.0, 2.0], vec![3.0, 5.0]], &config).unwrap());
         let rows: Vec<serde_json::Value> = (0..2)
             .map(|cluster| (cluster, model.clone()).to_json(&NumericNames))
             .collect();
@@ -300,15 +307,23 @@ mod tests {
         });
         let mut with_cluster = row.clone();
         with_cluster["cluster"] = serde_json::json!({"id": 2, "distance": 0.5});
-        let rows = [row, with_feedback, with_risk, with_cluster];
+        let mut with_factors = row.clone();
+        with_factors["factors"] = serde_json::json!([0.25, -1.5, null]);
+        let rows = [row, with_feedback, with_risk, with_cluster, with_factors];
         let batch = decode(&schema(Output::Profiles), &rows).unwrap();
-        assert_eq!((batch.num_rows(), batch.num_columns()), (4, 18));
+        assert_eq!((batch.num_rows(), batch.num_columns()), (5, 19));
         let feedback = batch.column_by_name("feedback").unwrap();
-        assert_eq!(feedback.null_count(), 3, "no section, no feedback");
+        assert_eq!(feedback.null_count(), 4, "no section, no feedback");
         let risk = batch.column_by_name("risk").unwrap();
-        assert_eq!(risk.null_count(), 3, "no [risk], no section");
+        assert_eq!(risk.null_count(), 4, "no [risk], no section");
         let cluster = batch.column_by_name("cluster").unwrap();
-        assert_eq!(cluster.null_count(), 3, "no [segments.kmeans], no cluster");
+        assert_eq!(cluster.null_count(), 4, "no [segments.kmeans], no cluster");
+        let factors = batch.column_by_name("factors").unwrap();
+        assert_eq!(
+            factors.null_count(),
+            4,
+            "no [recommend.mf] embeddings, no factors"
+        );
         assert!(!encode(&batch).unwrap().is_empty());
     }
 

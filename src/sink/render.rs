@@ -2,11 +2,14 @@
 //! source ([`Names`]), and the key of their upsert messages. The dataflows
 //! hold integer records only; formats are the sinks' business.
 
+use std::sync::Arc;
+
 use differential_dataflow::ExchangeData;
 use persona_dataflows::cf::recommend::Recommendations;
 use persona_dataflows::cf::similarity::SimilarItems;
 use persona_dataflows::feedback::ItemFeedback;
-use persona_dataflows::kmeans::Segments;
+use persona_dataflows::kmeans::KMeansModel;
+use persona_dataflows::mf::Factors;
 use persona_dataflows::profile::{ActionCounts, Profile};
 use persona_dataflows::risk::{Alert, RiskFeatures};
 use persona_dataflows::{Action, Id, Score};
@@ -66,6 +69,9 @@ impl OutputRecord for (Id, Profile) {
         }
         if let Some(cluster) = &profile.cluster {
             line["cluster"] = json!({"id": cluster.id, "distance": cluster.distance.0});
+        }
+        if let Some(factors) = &profile.factors {
+            line["factors"] = factors_json(factors);
         }
         line
     }
@@ -159,9 +165,17 @@ impl OutputRecord for (Id, Alert) {
     }
 }
 
+/// A factor vector as JSON: each `f32` as the shortest decimal that reads
+/// back as the same `f32` (not its widened `f64`); a value that is not
+/// finite as null.
+pub fn factors_json(factors: &Factors) -> Value {
+    let shortest = |x: &f32| x.to_string().parse::<f64>().ok().filter(|x| x.is_finite());
+    Value::Array(factors.0.iter().map(|x| json!(shortest(x))).collect())
+}
+
 /// A `segments.jsonl` line: one cluster of the last refit's model, its
 /// centroid in standardised units, and the model's scaling and fit.
-impl OutputRecord for (Id, Segments) {
+impl OutputRecord for (Id, Arc<KMeansModel>) {
     fn to_json(&self, _names: &dyn Names) -> Value {
         let (cluster, model) = (self.0 as usize, &self.1);
         let per_feature = |values: &[Score]| -> Map<String, Value> {
@@ -321,6 +335,7 @@ mod tests {
             attributes: BTreeMap::from([("country".to_string(), "FR".to_string())]),
             risk: None,
             cluster: None,
+            factors: None,
         };
         let line = (17, profile).to_json(&NumericNames);
         assert_eq!(
@@ -372,6 +387,7 @@ mod tests {
             attributes: BTreeMap::new(),
             risk: None,
             cluster: None,
+            factors: None,
         };
         let line = (17, profile(counts(8, 2, 1), counts(0, 1, 0))).to_json(&NumericNames);
         assert_eq!(

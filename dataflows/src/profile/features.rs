@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::kmeans::Cluster;
+use crate::mf::Factors;
 use crate::profile::SegmentConfig;
 use crate::risk::RiskFeatures;
 use crate::{Action, Id, Score};
@@ -69,6 +70,10 @@ pub struct Profile {
     /// The user's k-means segment, with `[segments.kmeans]` (see
     /// [`crate::kmeans`]); `None` without it.
     pub cluster: Option<Cluster>,
+    /// The user's factor vector in the online factorisation, with
+    /// `[recommend.mf] embeddings` (see [`crate::mf::embeddings`]); `None`
+    /// without it, or for a user the model has not learned from.
+    pub factors: Option<Factors>,
 }
 
 /// A count per action, kept in place (a profile is assembled at every

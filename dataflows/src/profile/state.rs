@@ -435,6 +435,7 @@ impl UserState {
             attributes,
             risk: self.risk.as_ref().and_then(|risk| risk.features().cloned()),
             cluster: None,
+            factors: None,
         })
     }
 

@@ -5,14 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::kmeans::{vector, Cluster, KMeansConfig, Segments};
+use crate::kmeans::{vector, Cluster, KMeansConfig, KMeansModel};
 use crate::profile::Profile;
 use crate::seeded::Stream;
+use crate::time::DAY_MS;
 use crate::{Id, Score};
 
 /// The model fitted over `profiles` (the profiles of one time); none when
 /// no user has a vector.
-pub fn fit(profiles: &BTreeMap<Id, Profile>, config: &KMeansConfig) -> Option<Segments> {
+pub fn fit(profiles: &BTreeMap<Id, Profile>, config: &KMeansConfig) -> Option<KMeansModel> {
     let raw: Vec<Vec<f64>> = profiles
         .values()
         .filter_map(|profile| vector(profile, config))
@@ -123,7 +124,7 @@ pub fn fit(profiles: &BTreeMap<Id, Profile>, config: &KMeansConfig) -> Option<Se
         sizes[c] += 1;
         inertia += squared;
     }
-    Some(Segments {
+    Some(KMeansModel {
         features: config.features.clone(),
         means: means.into_iter().map(Score).collect(),
         scales: scales.into_iter().map(Score).collect(),
@@ -138,11 +139,44 @@ pub fn fit(profiles: &BTreeMap<Id, Profile>, config: &KMeansConfig) -> Option<Se
     })
 }
 
+/// The refits over a log, given the profiles at each time they change, in
+/// time order (times in ms). The rule of [`crate::kmeans`]: refit at the
+/// first time some user has a vector; then when `refit_days` have passed
+/// since the last refit, or when that refit found fewer than `k` centroids
+/// and the users with a vector have at least doubled since.
+pub fn refits(
+    changes: &[(u64, BTreeMap<Id, Profile>)],
+    config: &KMeansConfig,
+) -> Vec<(u64, KMeansModel)> {
+    let period = config.refit_days * DAY_MS;
+    let mut refits: Vec<(u64, KMeansModel)> = Vec::new();
+    for (now, profiles) in changes {
+        let with_vector = profiles
+            .values()
+            .filter(|profile| vector(profile, config).is_some())
+            .count() as u64;
+        let due = match refits.last() {
+            None => true,
+            Some((at, model)) => {
+                let period_passed = *now >= at + period;
+                let too_few = model.centroids.len() < config.k;
+                period_passed || (too_few && with_vector >= 2 * model.users)
+            }
+        };
+        if due {
+            if let Some(model) = fit(profiles, config) {
+                refits.push((*now, model));
+            }
+        }
+    }
+    refits
+}
+
 /// Each user's cluster under `model`: the nearest centroid to their
 /// standardised vector, ties to the lowest id.
 pub fn clusters(
     profiles: &BTreeMap<Id, Profile>,
-    model: &Segments,
+    model: &KMeansModel,
     config: &KMeansConfig,
 ) -> BTreeMap<Id, Cluster> {
     let centres: Vec<Vec<f64>> = model

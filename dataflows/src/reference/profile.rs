@@ -196,6 +196,7 @@ pub fn profiles(
             counts: counts.into_iter().collect(),
             risk: None,
             cluster: None,
+            factors: None,
         };
         profiles.insert(user, profile);
     }

@@ -1,0 +1,199 @@
+//! Oracle tests of the factorisation trained in the dataflow
+//! (`mf::embeddings`): seeded random event streams with retractions fed in
+//! batches to `profile::profiles` then `mf::embeddings` on 1, 2 and 4
+//! workers. At every batch end each profile's `factors` equal those of a
+//! plain `MfModel` trained time after time on the log so far, the rest of
+//! the profile is the reference's, and every worker count gives the same
+//! updates, bit for bit.
+//!
+//! Run: `cargo test -p persona-dataflows --release --test mf_oracle`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::input::Input;
+use timely::dataflow::operators::capture::{Capture, Extract};
+
+use persona_dataflows::event::ActionWeights;
+use persona_dataflows::mf::{embeddings, Factors, MfConfig, MfModel};
+use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
+use persona_dataflows::{reference, Action, Event, Id};
+
+use common::Rng;
+
+const HOUR_MS: u64 = 3_600_000;
+const BASE_MS: u64 = 1_700_000_000_000;
+
+type Update<D> = (D, u64, isize);
+
+/// Batches of event updates, each with the time all of it is at or before.
+fn random_batches(seed: u64) -> Vec<(u64, Vec<Update<Event>>)> {
+    let mut rng = Rng(seed);
+    let mut inserted: Vec<Event> = Vec::new();
+    let mut batches = Vec::new();
+    let mut end = BASE_MS;
+    for _ in 0..20 {
+        let start = end;
+        let step_hours = 1 + rng.below(12);
+        end = start + step_hours * HOUR_MS;
+        let mut updates = Vec::new();
+        for _ in 0..(5 + rng.below(30)) {
+            let time = start + HOUR_MS * (1 + rng.below(step_hours));
+            let action = *rng.pick(&[
+                Action::View,
+                Action::Click,
+                Action::Cart,
+                Action::Purchase,
+                Action::Rating,
+            ]);
+            let mut event = Event::new(rng.below(25), rng.below(30), action, time as i64);
+            if action == Action::Rating {
+                event.rating = Some(100 * (1 + rng.below(5) as i64));
+            }
+            inserted.push(event.clone());
+            updates.push((event, time, 1));
+        }
+        for _ in 0..rng.below(4) {
+            let event = inserted.swap_remove(rng.below(inserted.len() as u64) as usize);
+            updates.push((event, end, -1));
+        }
+        rng.shuffle(&mut updates);
+        batches.push((end, updates));
+    }
+    batches
+}
+
+fn run_dataflow(
+    batches: &[(u64, Vec<Update<Event>>)],
+    config: &MfConfig,
+    workers: usize,
+) -> Vec<Update<(Id, Profile)>> {
+    let batches = Arc::new(batches.to_vec());
+    let config = config.clone();
+    let (send, received) = std::sync::mpsc::channel();
+    let send = Arc::new(Mutex::new(send));
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let send = send.lock().unwrap().clone();
+        let (mut events, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (events_input, events) = scope.new_collection();
+            let attributes = scope.new_collection().1;
+            let profiles = profiles(events.clone(), None, attributes, &ProfileConfig::default());
+            let weights = ActionWeights::default();
+            let (probe, with_factors) = embeddings(profiles, events, &config, &weights).probe();
+            with_factors.inner.capture_into(send);
+            (events_input, probe)
+        });
+        // Each worker feeds a share, so the exchange to worker 0 is exercised.
+        let (index, peers) = (worker.index(), worker.peers());
+        for (end, updates) in batches.iter() {
+            for (n, (event, time, diff)) in updates.iter().enumerate() {
+                if n % peers == index {
+                    events.update_at(event.clone(), *time, *diff);
+                }
+            }
+            events.advance_to(end + 1);
+            events.flush();
+            worker.step_while(|| probe.less_than(&(end + 1)));
+        }
+    })
+    .expect("timely run");
+    let mut updates: Vec<_> = received
+        .extract()
+        .into_iter()
+        .flat_map(|(_, updates)| updates)
+        .collect();
+    updates.sort();
+    updates
+}
+
+/// The records of `updates` at `at` (those with a positive net count).
+fn at_time<D: Ord + Clone>(updates: &[Update<D>], at: u64) -> Vec<D> {
+    let mut counts: BTreeMap<&D, isize> = BTreeMap::new();
+    for (record, time, diff) in updates {
+        if *time <= at {
+            *counts.entry(record).or_default() += diff;
+        }
+    }
+    assert!(counts.values().all(|count| *count == 0 || *count == 1));
+    counts
+        .into_iter()
+        .filter(|(_, count)| *count == 1)
+        .map(|(record, _)| record.clone())
+        .collect()
+}
+
+fn check(seed: u64, config: &MfConfig) {
+    let batches = random_batches(seed);
+    let events: Vec<Update<Event>> = batches.iter().flat_map(|(_, u)| u.clone()).collect();
+    let one = run_dataflow(&batches, config, 1);
+
+    // The plain model, trained time after time.
+    let mut by_time: BTreeMap<u64, Vec<(Event, i64)>> = BTreeMap::new();
+    for (event, time, diff) in &events {
+        by_time
+            .entry(*time)
+            .or_default()
+            .push((event.clone(), *diff as i64));
+    }
+    let mut model = MfModel::new(config, &ActionWeights::default());
+    let mut trained = by_time.into_iter().peekable();
+    let mut with_factors = 0;
+    for (end, _) in &batches {
+        while let Some((_, mut updates)) = trained.next_if(|(time, _)| time <= end) {
+            model.train(&mut updates);
+        }
+        let expected = reference::profile::profiles(&events, &[], &[], *end, &Default::default());
+        let served: BTreeMap<Id, Profile> = at_time(&one, *end).into_iter().collect();
+        assert_eq!(served.len(), expected.len(), "seed {seed} at {end}");
+        for (user, profile) in &served {
+            let factors = model.user_factors(*user).map(|f| Factors(f.to_vec()));
+            assert_eq!(
+                profile.factors, factors,
+                "seed {seed} at {end}: user {user}"
+            );
+            with_factors += profile.factors.is_some() as usize;
+            let plain = Profile {
+                factors: None,
+                ..profile.clone()
+            };
+            assert_eq!(Some(&plain), expected.get(user), "seed {seed} at {end}");
+        }
+    }
+    assert!(
+        with_factors > 100,
+        "seed {seed}: {with_factors} profiles with factors"
+    );
+
+    for workers in [2, 4] {
+        let many = run_dataflow(&batches, config, workers);
+        assert!(many == one, "seed {seed}, {workers} workers");
+    }
+}
+
+#[test]
+fn factors_follow_the_plain_model_at_every_batch_for_every_worker_count() {
+    let config = MfConfig {
+        factors: 8,
+        negatives: 4,
+        embeddings: true,
+        ..MfConfig::default()
+    };
+    for seed in 0..3 {
+        check(seed, &config);
+    }
+}
+
+#[test]
+fn another_seed_and_size_follow_the_plain_model() {
+    let config = MfConfig {
+        factors: 3,
+        negatives: 1,
+        seed: 9,
+        learning_rate: 0.2,
+        embeddings: true,
+        ..MfConfig::default()
+    };
+    check(17, &config);
+}
