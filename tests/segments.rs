@@ -69,9 +69,6 @@ fn segments_are_the_same_bytes_for_every_worker_count_and_run() {
 
 #[test]
 fn bad_kmeans_settings_fail_naming_the_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    let input = fixture("retail_dirty.csv");
     for (setting, expected) in [
         ("k = 0", "[segments.kmeans] k: must be 1 to 1000"),
         (
@@ -81,18 +78,7 @@ fn bad_kmeans_settings_fail_naming_the_key() {
         ("features = [\"age\"]", "unknown variant `age`"),
         ("refit_days = 0", "[segments.kmeans] refit_days"),
     ] {
-        std::fs::write(&config, format!("[segments.kmeans]\n{setting}\n")).unwrap();
-        let stderr = persona_fails(&[
-            "replay",
-            "--input",
-            input.to_str().unwrap(),
-            "--format",
-            "online-retail",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            dir.path().join("out").to_str().unwrap(),
-        ]);
+        let stderr = replay_refuses(&format!("[segments.kmeans]\n{setting}\n"));
         assert!(stderr.contains(expected), "{setting}: {stderr}");
     }
 }

@@ -21,13 +21,11 @@ use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id};
 
-use common::Rng;
+use common::{at_time, feed_shares, flatten, Rng, Update};
 
 const HOUR_MS: u64 = 3_600_000;
 const BASE_MS: u64 = 1_700_000_000_000 / DAY_MS * DAY_MS;
 const USERS: u64 = 60;
-
-type Update<D> = (D, u64, isize);
 
 /// Batches of event updates, each with the time all of it is at or before.
 fn random_batches(seed: u64) -> Vec<(u64, Vec<Update<Event>>)> {
@@ -110,47 +108,13 @@ fn run_dataflow(
             with_clusters.inner.capture_into(send_profiles);
             (events_input, probe)
         });
-        // Each worker feeds a share, so the exchange to worker 0 is exercised.
-        let (index, peers) = (worker.index(), worker.peers());
-        for (end, updates) in batches.iter() {
-            for (n, (event, time, diff)) in updates.iter().enumerate() {
-                if n % peers == index {
-                    events.update_at(event.clone(), *time, *diff);
-                }
-            }
-            events.advance_to(end + 1);
-            events.flush();
-            worker.step_while(|| probe.less_than(&(end + 1)));
-        }
+        feed_shares(worker, &mut events, &probe, &batches);
     })
     .expect("timely run");
     Outputs {
         profiles: flatten(profiles_out.extract()),
         models: flatten(models_out.extract()),
     }
-}
-
-fn flatten<D>(captured: Vec<(u64, Vec<Update<D>>)>) -> Vec<Update<D>> {
-    captured
-        .into_iter()
-        .flat_map(|(_, updates)| updates)
-        .collect()
-}
-
-/// The records of `updates` at `at` (those with a positive net count).
-fn at_time<D: Ord + Clone>(updates: &[Update<D>], at: u64) -> Vec<D> {
-    let mut counts: BTreeMap<&D, isize> = BTreeMap::new();
-    for (record, time, diff) in updates {
-        if *time <= at {
-            *counts.entry(record).or_default() += diff;
-        }
-    }
-    assert!(counts.values().all(|count| *count == 0 || *count == 1));
-    counts
-        .into_iter()
-        .filter(|(_, count)| *count == 1)
-        .map(|(record, _)| record.clone())
-        .collect()
 }
 
 fn sorted<D: Ord + Clone>(updates: &[Update<D>]) -> Vec<Update<D>> {

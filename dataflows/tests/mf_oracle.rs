@@ -21,12 +21,10 @@ use persona_dataflows::mf::{embeddings, Factors, MfConfig, MfModel};
 use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
 use persona_dataflows::{reference, Action, Event, Id};
 
-use common::Rng;
+use common::{at_time, feed_shares, flatten, Rng, Update};
 
 const HOUR_MS: u64 = 3_600_000;
 const BASE_MS: u64 = 1_700_000_000_000;
-
-type Update<D> = (D, u64, isize);
 
 /// Batches of event updates, each with the time all of it is at or before.
 fn random_batches(seed: u64) -> Vec<(u64, Vec<Update<Event>>)> {
@@ -85,43 +83,12 @@ fn run_dataflow(
             with_factors.inner.capture_into(send);
             (events_input, probe)
         });
-        // Each worker feeds a share, so the exchange to worker 0 is exercised.
-        let (index, peers) = (worker.index(), worker.peers());
-        for (end, updates) in batches.iter() {
-            for (n, (event, time, diff)) in updates.iter().enumerate() {
-                if n % peers == index {
-                    events.update_at(event.clone(), *time, *diff);
-                }
-            }
-            events.advance_to(end + 1);
-            events.flush();
-            worker.step_while(|| probe.less_than(&(end + 1)));
-        }
+        feed_shares(worker, &mut events, &probe, &batches);
     })
     .expect("timely run");
-    let mut updates: Vec<_> = received
-        .extract()
-        .into_iter()
-        .flat_map(|(_, updates)| updates)
-        .collect();
+    let mut updates = flatten(received.extract());
     updates.sort();
     updates
-}
-
-/// The records of `updates` at `at` (those with a positive net count).
-fn at_time<D: Ord + Clone>(updates: &[Update<D>], at: u64) -> Vec<D> {
-    let mut counts: BTreeMap<&D, isize> = BTreeMap::new();
-    for (record, time, diff) in updates {
-        if *time <= at {
-            *counts.entry(record).or_default() += diff;
-        }
-    }
-    assert!(counts.values().all(|count| *count == 0 || *count == 1));
-    counts
-        .into_iter()
-        .filter(|(_, count)| *count == 1)
-        .map(|(record, _)| record.clone())
-        .collect()
 }
 
 fn check(seed: u64, config: &MfConfig) {

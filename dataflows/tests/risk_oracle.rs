@@ -21,12 +21,10 @@ use persona_dataflows::risk::{Alert, RiskConfig, RiskFeatures, RiskRule};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id};
 
-use common::Rng;
+use common::{flatten, Rng, Update};
 
 const STEP_MS: u64 = 10_000;
 const BASE_MS: u64 = 1_700_000_000_000 / DAY_MS * DAY_MS;
-
-type Update<D> = (D, u64, isize);
 
 /// Every update out of the dataflow.
 struct Output {
@@ -76,13 +74,6 @@ fn run_dataflow(
         profiles: flatten(profiles.extract()),
         alerts: flatten(alerts.extract()),
     }
-}
-
-fn flatten<D>(captured: Vec<(u64, Vec<Update<D>>)>) -> Vec<Update<D>> {
-    captured
-        .into_iter()
-        .flat_map(|(_, updates)| updates)
-        .collect()
 }
 
 /// The net multiset of `updates` up to `at`.

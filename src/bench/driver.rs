@@ -23,8 +23,6 @@ use std::time::{Duration, Instant};
 use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::on_demand::state_updates;
 use persona_dataflows::cf::{collaborative_filtering, Rankings};
-use persona_dataflows::kmeans::segments;
-use persona_dataflows::mf::embeddings;
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
@@ -334,23 +332,10 @@ fn run_worker(
             &config.profile,
             config.risk.as_ref(),
         );
-        let profiles = match &config.segments.kmeans {
-            Some(kmeans) => {
-                let (profiles, models) = segments(profiles, kmeans);
-                models.inner.probe_with(&probe);
-                profiles
-            }
-            None => profiles,
-        };
-        let profiles = match config.recommend.mf.embeddings {
-            true => embeddings(
-                profiles,
-                events.clone(),
-                &config.recommend.mf,
-                &config.recommend.weights,
-            ),
-            false => profiles,
-        };
+        let (profiles, models) = pipeline::with_learned_models(profiles, events.clone(), config);
+        if let Some(models) = models {
+            models.inner.probe_with(&probe);
+        }
         profiles.inner.probe_with(&probe);
         if let Some(alerts) = alerts {
             alerts.inner.probe_with(&probe);

@@ -116,6 +116,31 @@ pub struct Inputs<'s> {
     pub input_end: Rc<Cell<Option<u64>>>,
 }
 
+type Profiles<'s> = VecCollection<'s, u64, (Id, Profile)>;
+
+/// `profiles` with what the learned models add: `cluster` with
+/// `[segments.kmeans]` (and the model of each refit), then `factors` with
+/// `[recommend.mf] embeddings` (docs/models.md).
+pub fn with_learned_models<'s>(
+    profiles: Profiles<'s>,
+    events: VecCollection<'s, u64, Event>,
+    config: &PipelineConfig,
+) -> (Profiles<'s>, Option<VecCollection<'s, u64, KMeansModel>>) {
+    let (profiles, models) = match &config.segments.kmeans {
+        Some(kmeans) => {
+            let (profiles, models) = segments(profiles, kmeans);
+            (profiles, Some(models))
+        }
+        None => (profiles, None),
+    };
+    let recommend = &config.recommend;
+    let profiles = match recommend.mf.embeddings {
+        true => embeddings(profiles, events, &recommend.mf, &recommend.weights),
+        false => profiles,
+    };
+    (profiles, models)
+}
+
 /// Builds the outputs of `graph` from the clean event collection.
 pub fn build(
     inputs: Inputs<'_>,
@@ -137,28 +162,15 @@ pub fn build(
         &config.profile,
         config.risk.as_ref(),
     );
-    let (profiles, segments) = match &config.segments.kmeans {
-        Some(kmeans) => {
-            let (profiles, models) = segments(profiles, kmeans);
-            // One record per cluster, all sharing the refit's model.
-            let clusters = models.flat_map(|model| {
-                let clusters = 0..model.centroids.len() as Id;
-                let model = Arc::new(model);
-                clusters.map(move |cluster| (cluster, Arc::clone(&model)))
-            });
-            (profiles, Some(clusters))
-        }
-        None => (profiles, None),
-    };
-    let profiles = match config.recommend.mf.embeddings {
-        true => embeddings(
-            profiles,
-            events.clone(),
-            &config.recommend.mf,
-            &config.recommend.weights,
-        ),
-        false => profiles,
-    };
+    let (profiles, models) = with_learned_models(profiles, events.clone(), config);
+    // One record per cluster, all sharing the refit's model.
+    let segments = models.map(|models| {
+        models.flat_map(|model| {
+            let clusters = 0..model.centroids.len() as Id;
+            let model = Arc::new(model);
+            clusters.map(move |cluster| (cluster, Arc::clone(&model)))
+        })
+    });
     let item_feedback = item_feedback(events.clone(), &config.profile.window_days);
     let users = events
         .clone()

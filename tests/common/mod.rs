@@ -97,6 +97,26 @@ pub fn persona(args: &[&str]) -> String {
 }
 
 /// Runs `persona ARGS`, asserting failure; returns stderr.
+/// `persona replay` of the dirty retail fixture with `config` (TOML text),
+/// which must fail; returns stderr.
+pub fn replay_refuses(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let input = fixture("retail_dirty.csv");
+    persona_fails(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "online-retail",
+        "--config",
+        path.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ])
+}
+
 pub fn persona_fails(args: &[&str]) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_persona"))
         .args(args)

@@ -34,3 +34,52 @@ impl Rng {
         }
     }
 }
+
+/// An update as a captured stream holds it: `(record, time, diff)`.
+pub type Update<D> = (D, u64, isize);
+
+/// The updates of a captured stream, whatever message carried them.
+pub fn flatten<D>(captured: Vec<(u64, Vec<Update<D>>)>) -> Vec<Update<D>> {
+    captured
+        .into_iter()
+        .flat_map(|(_, updates)| updates)
+        .collect()
+}
+
+/// The records of `updates` at `at`: each must have a net count of 0 or 1.
+pub fn at_time<D: Ord + Clone>(updates: &[Update<D>], at: u64) -> Vec<D> {
+    let mut counts: std::collections::BTreeMap<&D, isize> = Default::default();
+    for (record, time, diff) in updates {
+        if *time <= at {
+            *counts.entry(record).or_default() += diff;
+        }
+    }
+    assert!(counts.values().all(|count| *count == 0 || *count == 1));
+    counts
+        .into_iter()
+        .filter(|(_, count)| *count == 1)
+        .map(|(record, _)| record.clone())
+        .collect()
+}
+
+/// Feeds `batches` (each with the time all of it is at or before) and
+/// steps until `probe` passes each batch's end. Each worker feeds a share,
+/// so exchanges are exercised.
+pub fn feed_shares(
+    worker: &mut timely::worker::Worker,
+    events: &mut differential_dataflow::input::InputSession<u64, persona_dataflows::Event, isize>,
+    probe: &timely::dataflow::ProbeHandle<u64>,
+    batches: &[(u64, Vec<Update<persona_dataflows::Event>>)],
+) {
+    let (index, peers) = (worker.index(), worker.peers());
+    for (end, updates) in batches {
+        for (n, (event, time, diff)) in updates.iter().enumerate() {
+            if n % peers == index {
+                events.update_at(event.clone(), *time, *diff);
+            }
+        }
+        events.advance_to(end + 1);
+        events.flush();
+        worker.step_while(|| probe.less_than(&(end + 1)));
+    }
+}
