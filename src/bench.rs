@@ -182,9 +182,6 @@ pub fn bench(
         args.rate.is_none_or(|rate| rate.is_finite() && rate > 0.0),
         "--rate must be a positive number of events per second"
     );
-    if let BenchInput::Log { config, .. } = &input {
-        config.require_cooccurrence_rankings()?;
-    }
     let (name, config, mut updates) = match &input {
         BenchInput::Log { config, path } => {
             eprintln!("bench: loading {}", path.display());

@@ -489,21 +489,6 @@ impl PipelineConfig {
         Ok(config)
     }
 
-    /// The commands that keep rankings up to date (`replay`, `run`,
-    /// `serve`, `bench`) rank by co-occurrence; the learned factorisation
-    /// ranks in `eval` and `tune` only so far, so a blend is refused here
-    /// rather than silently left out.
-    pub fn require_cooccurrence_rankings(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.recommend.mf_weight == 0.0,
-            "[recommend] mf_weight = {}: the factorisation ranks in `persona eval` and \
-             `persona tune` only so far; replay, run, serve and bench rank by \
-             co-occurrence: set mf_weight = 0 (see docs/models.md)",
-            self.recommend.mf_weight
-        );
-        Ok(())
-    }
-
     /// Checks what serde cannot: required mapping fields and value ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(checkpoint) = &self.checkpoint {

@@ -23,6 +23,7 @@ use anyhow::Context;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::on_demand::{state_updates, CfState, StateUpdate};
+use persona_dataflows::cf::recommend::{blend, BLEND_CANDIDATES};
 use persona_dataflows::cf::similarity::Neighbor;
 use persona_dataflows::cf::{CfConfig, Metric, Mode};
 use persona_dataflows::mf::{MfModel, TrainingLoss};
@@ -265,7 +266,7 @@ fn rank_scored(
                     users
                         .iter()
                         .map(|&user| {
-                            let list = state.recommendations_with(user, k, config, ranked);
+                            let list = state.cooccurrence_recommendations(user, k, config, ranked);
                             let scored = list.items.iter().map(|s| (s.item, s.score)).collect();
                             (user, scored)
                         })
@@ -279,10 +280,6 @@ fn rank_scored(
             .collect()
     })
 }
-
-/// Candidates each side of a blend brings, at least: an item ranked low by
-/// one and high by the other can still make the top k.
-const BLEND_CANDIDATES: usize = 100;
 
 /// Trains the factorisation on `updates` in the canonical order; the loss
 /// reported is over the last tenth of them, once the model has seen the
@@ -327,33 +324,6 @@ fn rank_mf(
             (user, model.top_k(user, n, excluded))
         })
         .collect()
-}
-
-/// The top `k` of two scored lists blended: each list's scores min-max
-/// normalised to [0, 1] (1 when they are all equal), then `(1 − w) · cf +
-/// w · mf`, an item missing from a list counting 0 there; ties by item id.
-pub fn blend(cf: &[(Id, Score)], mf: &[(Id, Score)], mf_weight: f64, k: usize) -> Vec<Id> {
-    fn normalised(list: &[(Id, Score)]) -> impl Iterator<Item = (Id, f64)> + '_ {
-        let min = list.iter().map(|(_, s)| s.0).fold(f64::INFINITY, f64::min);
-        let max = list
-            .iter()
-            .map(|(_, s)| s.0)
-            .fold(f64::NEG_INFINITY, f64::max);
-        list.iter().map(move |(item, s)| match max > min {
-            true => (*item, (s.0 - min) / (max - min)),
-            false => (*item, 1.0),
-        })
-    }
-    let mut blended: HashMap<Id, f64> = HashMap::new();
-    for (item, x) in normalised(cf) {
-        *blended.entry(item).or_default() += (1.0 - mf_weight) * x;
-    }
-    for (item, x) in normalised(mf) {
-        *blended.entry(item).or_default() += mf_weight * x;
-    }
-    let mut ranked: Vec<(Id, f64)> = blended.into_iter().collect();
-    ranked.sort_unstable_by(|(i, a), (j, b)| b.total_cmp(a).then(i.cmp(j)));
-    ranked.into_iter().take(k).map(|(item, _)| item).collect()
 }
 
 /// The k most popular training items (by users) each user has not seen.
@@ -517,7 +487,10 @@ impl Task {
                 };
                 self.users
                     .iter()
-                    .map(|user| (*user, blend(&list(&cf, user), &list(&mf, user), w, k)))
+                    .map(|user| {
+                        let blended = blend(&list(&cf, user), &list(&mf, user), w, k);
+                        (*user, blended.into_iter().map(|s| s.item).collect())
+                    })
                     .collect()
             }
             (None, None) => panic!("mf_weight {w} needs the model it weighs"),
@@ -693,22 +666,6 @@ mod tests {
         assert!(!listed((&seen, &dismissed), false).contains(&11));
         assert!(!listed((&seen, &none), true).contains(&10));
         assert!(listed((&seen, &none), false).contains(&10));
-    }
-
-    #[test]
-    fn a_blend_normalises_each_list_then_weighs_them() {
-        let cf = [(1, Score(10.0)), (2, Score(6.0)), (3, Score(2.0))];
-        let mf = [(3, Score(0.5)), (4, Score(-1.5))];
-        // cf: 1 → 1, 2 → 0.5, 3 → 0; mf: 3 → 1, 4 → 0.
-        // w = 0.75: 1 → 0.25, 2 → 0.125, 3 → 0.75, 4 → 0.
-        assert_eq!(blend(&cf, &mf, 0.75, 3), vec![3, 1, 2]);
-        // w = 0.25: 1 → 0.75, 2 → 0.375, 3 → 0.25; 4 ties 0 with nothing.
-        assert_eq!(blend(&cf, &mf, 0.25, 4), vec![1, 2, 3, 4]);
-        // One score, or all equal: 1 each.
-        assert_eq!(
-            blend(&[(9, Score(3.0))], &[(8, Score(1.0))], 0.5, 2),
-            vec![8, 9]
-        );
     }
 
     /// SAR by hand: users 1–4 buy items 10 (x), 11 (y), 12 (z), 13 (w).

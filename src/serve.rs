@@ -95,7 +95,6 @@ struct Shared {
 /// Serves until SIGINT or SIGTERM; prints `listening on http://ADDR` on
 /// stdout once the port is bound.
 pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
-    plan.config.require_cooccurrence_rankings()?;
     anyhow::ensure!(
         plan.config.recommend.indicator_action.is_none(),
         "persona serve ranks on demand, which does not rank the cross-occurrence \

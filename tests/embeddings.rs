@@ -63,3 +63,53 @@ fn bad_factorisation_settings_fail_naming_the_key() {
         assert!(stderr.contains(expected), "{setting}: {stderr}");
     }
 }
+
+/// `mf_weight = 0.5` ranks the blend of co-occurrence and the model trained
+/// as events arrive: the same bytes for 1, 2 and 4 workers, per period and
+/// at the end, and other lists than co-occurrence alone.
+#[test]
+fn blended_recommendations_are_the_same_bytes_for_every_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (slice, _) = online_retail_slice(dir.path(), 30_000, &BTreeSet::new());
+    let run = |config: &str, workers: &str| {
+        let flags = ["--format", "online-retail", "-w", workers, "--changelog"];
+        replay_with_config(&slice, config, &flags).0
+    };
+    let blend = "[recommend]\nmf_weight = 0.5\n[recommend.mf]\nfactors = 8\nseed = 5\n";
+    let one = run(blend, "1");
+    let read = |dir: &tempfile::TempDir, file: &str| std::fs::read(dir.path().join(file)).unwrap();
+    for (label, other) in [
+        ("2 workers", run(blend, "2")),
+        ("4 workers", run(blend, "4")),
+    ] {
+        for file in ["recommendations.jsonl", "recommendations.changes.jsonl"] {
+            assert!(
+                read(&one, file) == read(&other, file),
+                "{file} differs: {label}"
+            );
+        }
+    }
+    let cooccurrence = run("", "1");
+    let lists = |dir: &tempfile::TempDir| -> std::collections::BTreeMap<String, Value> {
+        read_lines(dir.path(), "recommendations")
+            .iter()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .map(|list| (list["user"].to_string(), list["items"].clone()))
+            .collect()
+    };
+    let (blended, plain) = (lists(&one), lists(&cooccurrence));
+    assert!(blended.len() > 500, "{} lists", blended.len());
+    let differ = blended
+        .iter()
+        .filter(|(user, items)| plain.get(*user) != Some(items))
+        .count();
+    assert!(
+        differ > blended.len() / 2,
+        "{differ} of {} differ",
+        blended.len()
+    );
+    // Without embeddings the profiles carry no factors.
+    assert!(read_lines(one.path(), "profiles")
+        .iter()
+        .all(|line| !line.contains("\"factors\"")));
+}

@@ -207,11 +207,10 @@ fn the_factorisation_learns_and_replays_identically() {
     assert!(cf["mf_training"].is_null(), "{cf}");
 }
 
-/// The commands that keep rankings up to date refuse a blend rather than
-/// leave the factorisation out silently; a bad `[recommend.mf]` value is
-/// named.
+/// A blend is ranked on demand: the dataflow's rankings refuse it, naming
+/// the setting; a bad `[recommend.mf]` value is named.
 #[test]
-fn replay_refuses_a_blend_it_cannot_rank() {
+fn a_blend_needs_on_demand_rankings() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("blend.toml");
     let out = dir.path().join("out");
@@ -229,8 +228,12 @@ fn replay_refuses_a_blend_it_cannot_rank() {
         persona_fails(&args)
     };
     let replay = ["replay", "--out", out.to_str().unwrap()];
-    let error = fails("[recommend]\nmf_weight = 0.5\n", &replay);
-    assert!(error.contains("mf_weight = 0.5"), "{error}");
+    let dataflow = "[recommend]\nmf_weight = 0.5\nrankings = \"dataflow\"\n";
+    let error = fails(dataflow, &replay);
+    assert!(
+        error.contains("mf_weight is ranked on demand only"),
+        "{error}"
+    );
     let eval = ["eval", "--split-fraction", "0.2"];
     let error = fails("[recommend.mf]\nfactors = 0\n", &eval);
     assert!(error.contains("mf.factors"), "{error}");

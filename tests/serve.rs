@@ -578,19 +578,22 @@ fn similar_users_are_the_nearest_of_the_same_cluster() {
     server.stop();
 }
 
-/// With `[recommend.mf] embeddings`, served profiles carry the replay's
-/// factors, and the embedding endpoint answers them.
+/// With `[recommend.mf] embeddings` and `mf_weight = 0.5`, served
+/// profiles carry the replay's factors, the embedding endpoint answers
+/// them, and the blended recommendations are the replay's.
 #[test]
-fn embeddings_are_the_replays_factors() {
+fn embeddings_and_blended_recommendations_are_the_replays() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
+    let blend = CONFIG.replace("top_k = 5\n", "top_k = 5\nmf_weight = 0.5\n");
+    assert_ne!(blend, CONFIG);
     let mf = "[recommend.mf]\nembeddings = true\nfactors = 4\n";
-    std::fs::write(&config, format!("{CONFIG}{mf}")).unwrap();
+    std::fs::write(&config, format!("{blend}{mf}")).unwrap();
     let log = dir.path().join("events.jsonl");
     write_log(&log);
     let replayed = replay_log(dir.path(), &config, &log);
     let server = Server::start(&config, &log, &dir.path().join("out"), "2");
-    assert_answers_equal(&server, &replayed, "-w 2, [recommend.mf] embeddings");
+    assert_answers_equal(&server, &replayed, "-w 2, embeddings and mf_weight 0.5");
     let profiles = records_by(&replayed, "profiles", "user");
     assert!(!profiles.is_empty());
     for (user, profile) in &profiles {

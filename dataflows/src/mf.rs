@@ -24,9 +24,7 @@
 //! delivered them. Arithmetic is `f32` in a fixed order, with no parallel
 //! reduction: the same log gives the same bits.
 
-pub mod embeddings;
-
-pub use embeddings::embeddings;
+pub mod online;
 
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
@@ -119,6 +117,9 @@ pub struct MfModel {
     /// Steps taken, and the sum of their BPR losses `−ln σ(x)` before each.
     steps: u64,
     loss_sum: f64,
+    /// With [`MfModel::tracking_changes`]: the indices of the items added
+    /// or stepped since the last [`MfModel::take_changed_items`].
+    changed_items: Option<Vec<usize>>,
 }
 
 /// A user's factor vector as a profile carries it: compared and hashed by
@@ -189,6 +190,34 @@ impl MfModel {
             sampler: Stream::new(config.seed ^ 0x6d66_5f73_616d_706c),
             steps: 0,
             loss_sum: 0.0,
+            changed_items: None,
+        }
+    }
+
+    /// The model, recording which items each training changes (for
+    /// [`MfRow`]s of the items alone).
+    pub fn tracking_changes(mut self) -> MfModel {
+        self.changed_items = Some(Vec::new());
+        self
+    }
+
+    /// The items added or changed since the last call, ascending (none
+    /// without [`MfModel::tracking_changes`]).
+    pub fn take_changed_items(&mut self) -> Vec<Id> {
+        let indices = self.changed_items.as_mut().map(std::mem::take);
+        let mut items: Vec<Id> = indices
+            .into_iter()
+            .flatten()
+            .map(|index| self.item_ids[index])
+            .collect();
+        items.sort_unstable();
+        items.dedup();
+        items
+    }
+
+    fn changed(&mut self, index: usize) {
+        if let Some(changed) = self.changed_items.as_mut() {
+            changed.push(index);
         }
     }
 
@@ -233,6 +262,8 @@ impl MfModel {
 
     /// One BPR step raising `better` over `worse` for `user`.
     fn step(&mut self, user: Id, better: usize, worse: usize, scale: f32) {
+        self.changed(better);
+        self.changed(worse);
         let f = self.config.factors;
         let lr = self.config.learning_rate as f32 * scale;
         let reg = self.config.regularization as f32;
@@ -267,6 +298,7 @@ impl MfModel {
         self.item_bias.push(0.0);
         let initial = initial_weights(&self.config, ITEM, item);
         self.item_factors.extend(initial);
+        self.changed(index);
         index
     }
 
@@ -292,28 +324,19 @@ impl MfModel {
     fn score_index(&self, user: Option<&[f32]>, index: usize) -> f32 {
         let f = self.config.factors;
         let q = &self.item_factors[index * f..(index + 1) * f];
-        let dot: f32 = user.map_or(0.0, |p| p.iter().zip(q).map(|(a, b)| a * b).sum());
-        self.item_bias[index] + dot
+        score(self.item_bias[index], user, q)
     }
 
     /// The user's `k` best items with their scores, best first, ties by
     /// item id; `skip` items are left out.
     pub fn top_k(&self, user: Id, k: usize, skip: impl Fn(Id) -> bool) -> Vec<(Id, Score)> {
         let p = self.users.get(&user).map(Vec::as_slice);
-        let mut scored: Vec<(Id, Score)> = (0..self.item_ids.len())
-            .filter(|&index| !skip(self.item_ids[index]))
-            .map(|index| {
-                let score = self.score_index(p, index);
-                (self.item_ids[index], Score(f64::from(score)))
-            })
-            .collect();
-        let by_rank = |a: &(Id, Score), b: &(Id, Score)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
-        if scored.len() > k {
-            scored.select_nth_unstable_by(k, by_rank);
-            scored.truncate(k);
-        }
-        scored.sort_unstable_by(by_rank);
-        scored
+        let f = self.config.factors;
+        let items = self.item_ids.iter().enumerate().map(|(index, &item)| {
+            let q = &self.item_factors[index * f..(index + 1) * f];
+            (item, self.item_bias[index], q)
+        });
+        best(p, items, k, skip)
     }
 
     /// A user's factor vector, if the model has seen the user.
@@ -353,6 +376,91 @@ impl MfModel {
 
     pub fn item_count(&self) -> usize {
         self.item_ids.len()
+    }
+}
+
+/// The score of an item of bias `bias` and factors `q`: `b_i + p_u · q_i`,
+/// the bias alone for a user without factors. One order of arithmetic for
+/// the model and the table the rankings rebuild, so both give the same bits.
+fn score(bias: f32, user: Option<&[f32]>, q: &[f32]) -> f32 {
+    let dot: f32 = user.map_or(0.0, |p| p.iter().zip(q).map(|(a, b)| a * b).sum());
+    bias + dot
+}
+
+/// The `k` best of `items` `(id, bias, factors)` for the user of factors
+/// `user`, best first, ties by id (so the order of `items` does not
+/// matter); `skip` items are left out.
+fn best<'a>(
+    user: Option<&[f32]>,
+    items: impl Iterator<Item = (Id, f32, &'a [f32])>,
+    k: usize,
+    skip: impl Fn(Id) -> bool,
+) -> Vec<(Id, Score)> {
+    let mut scored: Vec<(Id, Score)> = items
+        .filter(|&(item, _, _)| !skip(item))
+        .map(|(item, bias, q)| (item, Score(f64::from(score(bias, user, q)))))
+        .collect();
+    let by_rank = |a: &(Id, Score), b: &(Id, Score)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
+    if scored.len() > k {
+        scored.select_nth_unstable_by(k, by_rank);
+        scored.truncate(k);
+    }
+    scored.sort_unstable_by(by_rank);
+    scored
+}
+
+/// One row of the model as the on-demand rankings receive it: sent as the
+/// model changes, a retraction of the old row and an insertion of the new
+/// ([`online::train`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MfRow {
+    /// A user's factors.
+    User(Id, Factors),
+    /// An item's bias, then its factors.
+    Item(Id, Factors),
+}
+
+/// The model as the rankings hold it, rebuilt from [`MfRow`]s: its scores
+/// and top k are [`MfModel`]'s, the same bits.
+#[derive(Clone, Debug, Default)]
+pub struct MfTable {
+    users: HashMap<Id, Vec<f32>>,
+    /// Per item, its bias then its factors.
+    items: HashMap<Id, Vec<f32>>,
+}
+
+impl MfTable {
+    /// Inserts `row`, or removes the row of its id; a row replaced at a
+    /// time comes as a retraction then an insertion.
+    pub fn apply(&mut self, row: &MfRow, insert: bool) {
+        let (rows, id, values) = match row {
+            MfRow::User(user, factors) => (&mut self.users, user, factors),
+            MfRow::Item(item, row) => (&mut self.items, item, row),
+        };
+        match insert {
+            true => _ = rows.insert(*id, values.0.clone()),
+            false => _ = rows.remove(id),
+        }
+    }
+
+    /// [`MfModel::top_k`] of the model the rows were sent from.
+    pub fn top_k(&self, user: Id, k: usize, skip: impl Fn(Id) -> bool) -> Vec<(Id, Score)> {
+        let p = self.users.get(&user).map(Vec::as_slice);
+        let items = self
+            .items
+            .iter()
+            .map(|(&item, row)| (item, row[0], &row[1..]));
+        best(p, items, k, skip)
+    }
+
+    /// A user's factors, if the model has seen the user.
+    pub fn user_factors(&self, user: Id) -> Option<&[f32]> {
+        self.users.get(&user).map(Vec::as_slice)
+    }
+
+    /// An item's bias and factors, if the model has seen the item.
+    pub fn item_factors(&self, item: Id) -> Option<(f32, &[f32])> {
+        self.items.get(&item).map(|row| (row[0], &row[1..]))
     }
 }
 

@@ -1,10 +1,12 @@
 //! Oracle tests of the factorisation trained in the dataflow
-//! (`mf::embeddings`): seeded random event streams with retractions fed in
-//! batches to `profile::profiles` then `mf::embeddings` on 1, 2 and 4
+//! (`mf::online`): seeded random event streams with retractions fed in
+//! batches to `profile::profiles` then `mf::online::train` on 1, 2 and 4
 //! workers. At every batch end each profile's `factors` equal those of a
 //! plain `MfModel` trained time after time on the log so far, the rest of
 //! the profile is the reference's, and every worker count gives the same
-//! updates, bit for bit.
+//! updates, bit for bit. The model's rows, in the state the on-demand
+//! rankings read, rebuild that plain model exactly, and a blend ranks from
+//! it.
 //!
 //! Run: `cargo test -p persona-dataflows --release --test mf_oracle`.
 
@@ -16,8 +18,11 @@ use std::sync::{Arc, Mutex};
 use differential_dataflow::input::Input;
 use timely::dataflow::operators::capture::{Capture, Extract};
 
+use persona_dataflows::cf::on_demand::{state_updates, CfState, StateUpdate};
+use persona_dataflows::cf::recommend::{blend, BLEND_CANDIDATES};
+use persona_dataflows::cf::CfConfig;
 use persona_dataflows::event::ActionWeights;
-use persona_dataflows::mf::{embeddings, Factors, MfConfig, MfModel};
+use persona_dataflows::mf::{online, Factors, MfConfig, MfModel};
 use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
 use persona_dataflows::{reference, Action, Event, Id};
 
@@ -79,7 +84,8 @@ fn run_dataflow(
             let attributes = scope.new_collection().1;
             let profiles = profiles(events.clone(), None, attributes, &ProfileConfig::default());
             let weights = ActionWeights::default();
-            let (probe, with_factors) = embeddings(profiles, events, &config, &weights).probe();
+            let trained = online::train(events, Some(profiles), false, &config, &weights);
+            let (probe, with_factors) = trained.profiles.expect("asked for").probe();
             with_factors.inner.capture_into(send);
             (events_input, probe)
         });
@@ -91,14 +97,11 @@ fn run_dataflow(
     updates
 }
 
-fn check(seed: u64, config: &MfConfig) {
-    let batches = random_batches(seed);
-    let events: Vec<Update<Event>> = batches.iter().flat_map(|(_, u)| u.clone()).collect();
-    let one = run_dataflow(&batches, config, 1);
-
-    // The plain model, trained time after time.
+/// The plain model trained time after time on `events`, as it stands at
+/// each batch end.
+fn plain_models(batches: &[(u64, Vec<Update<Event>>)], config: &MfConfig) -> Vec<(u64, MfModel)> {
     let mut by_time: BTreeMap<u64, Vec<(Event, i64)>> = BTreeMap::new();
-    for (event, time, diff) in &events {
+    for (event, time, diff) in batches.iter().flat_map(|(_, u)| u) {
         by_time
             .entry(*time)
             .or_default()
@@ -106,11 +109,24 @@ fn check(seed: u64, config: &MfConfig) {
     }
     let mut model = MfModel::new(config, &ActionWeights::default());
     let mut trained = by_time.into_iter().peekable();
-    let mut with_factors = 0;
-    for (end, _) in &batches {
+    let mut models = Vec::new();
+    for (end, _) in batches {
         while let Some((_, mut updates)) = trained.next_if(|(time, _)| time <= end) {
             model.train(&mut updates);
         }
+        models.push((*end, model.clone()));
+    }
+    models
+}
+
+fn check(seed: u64, config: &MfConfig) {
+    let batches = random_batches(seed);
+    let events: Vec<Update<Event>> = batches.iter().flat_map(|(_, u)| u.clone()).collect();
+    let one = run_dataflow(&batches, config, 1);
+
+    let mut with_factors = 0;
+    for (end, model) in plain_models(&batches, config) {
+        let end = &end;
         let expected = reference::profile::profiles(&events, &[], &[], *end, &Default::default());
         let served: BTreeMap<Id, Profile> = at_time(&one, *end).into_iter().collect();
         assert_eq!(served.len(), expected.len(), "seed {seed} at {end}");
@@ -163,4 +179,115 @@ fn another_seed_and_size_follow_the_plain_model() {
         ..MfConfig::default()
     };
     check(17, &config);
+}
+
+/// The state of the on-demand rankings with the model's rows
+/// (`[recommend] mf_weight > 0`), as `persona replay` and `serve` build it.
+fn run_ranking_state(
+    batches: &[(u64, Vec<Update<Event>>)],
+    config: &CfConfig,
+    workers: usize,
+) -> Vec<Update<StateUpdate>> {
+    let batches = Arc::new(batches.to_vec());
+    let config = config.clone();
+    let (send, received) = std::sync::mpsc::channel();
+    let send = Arc::new(Mutex::new(send));
+    timely::execute(timely::Config::process(workers), move |worker| {
+        let send = send.lock().unwrap().clone();
+        let (mut events, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (events_input, events) = scope.new_collection();
+            let trained = online::train(events.clone(), None, true, &config.mf, &config.weights);
+            let rows = trained.rows.expect("asked for");
+            let state = state_updates(events, &config).concat(rows.map(StateUpdate::Factors));
+            let (probe, state) = state.probe();
+            state.inner.capture_into(send);
+            (events_input, probe)
+        });
+        feed_shares(worker, &mut events, &probe, &batches);
+    })
+    .expect("timely run");
+    let mut updates = flatten(received.extract());
+    updates.sort();
+    updates
+}
+
+/// The state at `at`, applied as `persona serve` applies it.
+fn state_at(updates: &[Update<StateUpdate>], at: u64) -> CfState {
+    let mut upto: Vec<(StateUpdate, isize)> = updates
+        .iter()
+        .filter(|(_, time, _)| *time <= at)
+        .map(|(update, _, diff)| (update.clone(), *diff))
+        .collect();
+    differential_dataflow::consolidation::consolidate(&mut upto);
+    let mut state = CfState::default();
+    state.apply(&upto);
+    state
+}
+
+#[test]
+fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
+    let config = CfConfig {
+        mf_weight: 0.5,
+        top_k: 5,
+        mf: MfConfig {
+            factors: 6,
+            negatives: 3,
+            seed: 4,
+            ..MfConfig::default()
+        },
+        ..CfConfig::default()
+    };
+    for seed in [1, 8] {
+        let batches = random_batches(seed);
+        let one = run_ranking_state(&batches, &config, 1);
+        let mut blended = 0;
+        for (end, model) in plain_models(&batches, &config.mf) {
+            let state = state_at(&one, end);
+            let table = state.factorisation();
+            for user in 0..25 {
+                let at = format!("seed {seed} at {end}: user {user}");
+                assert_eq!(table.user_factors(user), model.user_factors(user), "{at}");
+            }
+            for item in 0..30 {
+                let at = format!("seed {seed} at {end}: item {item}");
+                assert_eq!(table.item_factors(item), model.item_factors(item), "{at}");
+            }
+            for user in state.users() {
+                let excluded = state.never_recommended(user, &config);
+                let skip = |item| excluded.binary_search(&item).is_ok();
+                let mf = model.top_k(user, BLEND_CANDIDATES, skip);
+                let cf: Vec<_> = state
+                    .cooccurrence_recommendations(user, BLEND_CANDIDATES, &config, |item| {
+                        state
+                            .similar_items(item, config.neighbors, &config)
+                            .neighbors
+                    })
+                    .items
+                    .iter()
+                    .map(|s| (s.item, s.score))
+                    .collect();
+                let expected = blend(&cf, &mf, config.mf_weight, config.top_k);
+                let served = state.recommendations(user, config.top_k, &config);
+                assert_eq!(served.items, expected, "seed {seed} at {end}: user {user}");
+                let alone = CfConfig {
+                    mf_weight: 1.0,
+                    ..config.clone()
+                };
+                let items: Vec<Id> = state
+                    .recommendations(user, config.top_k, &alone)
+                    .items
+                    .iter()
+                    .map(|s| s.item)
+                    .collect();
+                let top: Vec<Id> = mf.iter().take(config.top_k).map(|(i, _)| *i).collect();
+                assert_eq!(items, top, "seed {seed} at {end}: user {user}, mf alone");
+                blended += !expected.is_empty() as usize;
+            }
+        }
+        assert!(blended > 100, "seed {seed}: {blended} blended lists");
+        for workers in [2, 4] {
+            let many = run_ranking_state(&batches, &config, workers);
+            assert!(many == one, "seed {seed}, {workers} workers");
+        }
+    }
 }

@@ -21,7 +21,6 @@ use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
-use persona_dataflows::cf::on_demand::state_updates;
 use persona_dataflows::cf::{collaborative_filtering, Rankings};
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
@@ -332,11 +331,12 @@ fn run_worker(
             &config.profile,
             config.risk.as_ref(),
         );
-        let (profiles, models) = pipeline::with_learned_models(profiles, events.clone(), config);
-        if let Some(models) = models {
+        let learned =
+            pipeline::with_learned_models(profiles, events.clone(), config, graph == Graph::Full);
+        if let Some(models) = learned.kmeans {
             models.inner.probe_with(&probe);
         }
-        profiles.inner.probe_with(&probe);
+        learned.profiles.inner.probe_with(&probe);
         if let Some(alerts) = alerts {
             alerts.inner.probe_with(&probe);
         }
@@ -355,7 +355,8 @@ fn run_worker(
                 // As `replay` ranks: the state at every tick, gathered on
                 // worker 0, which ranks it at the end of every period.
                 Rankings::OnDemand => {
-                    let state = gather(state_updates(events, &config.recommend), &probe);
+                    let state = pipeline::ranking_state(events, learned.mf_rows, config);
+                    let state = gather(state, &probe);
                     let periods = Periods {
                         period: config.time.recommend_period(),
                         tick_ms: config.time.tick_ms,

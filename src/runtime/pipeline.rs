@@ -18,7 +18,7 @@ use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
 use persona_dataflows::feedback::{item_feedback, ItemFeedback};
 use persona_dataflows::keyed::KeyedSums;
 use persona_dataflows::kmeans::{segments, KMeansModel};
-use persona_dataflows::mf::embeddings;
+use persona_dataflows::mf::{self, MfRow};
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::risk::Alert;
 use persona_dataflows::{Event, Id};
@@ -118,15 +118,29 @@ pub struct Inputs<'s> {
 
 type Profiles<'s> = VecCollection<'s, u64, (Id, Profile)>;
 
-/// `profiles` with what the learned models add: `cluster` with
-/// `[segments.kmeans]` (and the model of each refit), then `factors` with
-/// `[recommend.mf] embeddings` (docs/models.md).
+/// The profiles with what the learned models add, and what the models
+/// give besides (docs/models.md).
+pub struct Learned<'s> {
+    /// With `cluster` under `[segments.kmeans]`, then `factors` under
+    /// `[recommend.mf] embeddings`.
+    pub profiles: Profiles<'s>,
+    /// With `[segments.kmeans]`: the model of each refit.
+    pub kmeans: Option<VecCollection<'s, u64, KMeansModel>>,
+    /// With `mf_weight > 0` and rankings: the factorisation's rows as they
+    /// change, for the on-demand rankings to blend ([`ranking_state`]).
+    pub mf_rows: Option<VecCollection<'s, u64, MfRow>>,
+}
+
+/// `profiles` with the learned models of `config`; `ranks` says whether
+/// the graph ranks recommendations (and so needs the factorisation's rows
+/// for a blend).
 pub fn with_learned_models<'s>(
     profiles: Profiles<'s>,
     events: VecCollection<'s, u64, Event>,
     config: &PipelineConfig,
-) -> (Profiles<'s>, Option<VecCollection<'s, u64, KMeansModel>>) {
-    let (profiles, models) = match &config.segments.kmeans {
+    ranks: bool,
+) -> Learned<'s> {
+    let (profiles, kmeans) = match &config.segments.kmeans {
         Some(kmeans) => {
             let (profiles, models) = segments(profiles, kmeans);
             (profiles, Some(models))
@@ -134,11 +148,40 @@ pub fn with_learned_models<'s>(
         None => (profiles, None),
     };
     let recommend = &config.recommend;
-    let profiles = match recommend.mf.embeddings {
-        true => embeddings(profiles, events, &recommend.mf, &recommend.weights),
-        false => profiles,
-    };
-    (profiles, models)
+    let rows = ranks && recommend.mf_weight > 0.0;
+    if !(recommend.mf.embeddings || rows) {
+        return Learned {
+            profiles,
+            kmeans,
+            mf_rows: None,
+        };
+    }
+    let trained = mf::online::train(
+        events,
+        recommend.mf.embeddings.then(|| profiles.clone()),
+        rows,
+        &recommend.mf,
+        &recommend.weights,
+    );
+    Learned {
+        profiles: trained.profiles.unwrap_or(profiles),
+        kmeans,
+        mf_rows: trained.rows,
+    }
+}
+
+/// The state the on-demand rankings read: co-occurrence and counts
+/// ([`state_updates`]), and with a blend the factorisation's rows.
+pub fn ranking_state<'s>(
+    events: VecCollection<'s, u64, Event>,
+    mf_rows: Option<VecCollection<'s, u64, MfRow>>,
+    config: &PipelineConfig,
+) -> VecCollection<'s, u64, StateUpdate> {
+    let state = state_updates(events, &config.recommend);
+    match mf_rows {
+        Some(rows) => state.concat(rows.map(StateUpdate::Factors)),
+        None => state,
+    }
 }
 
 /// Builds the outputs of `graph` from the clean event collection.
@@ -162,9 +205,11 @@ pub fn build(
         &config.profile,
         config.risk.as_ref(),
     );
-    let (profiles, models) = with_learned_models(profiles, events.clone(), config);
+    let ranks = graph != Graph::Outputs;
+    let learned = with_learned_models(profiles, events.clone(), config, ranks);
+    let profiles = learned.profiles;
     // One record per cluster, all sharing the refit's model.
-    let segments = models.map(|models| {
+    let segments = learned.kmeans.map(|models| {
         models.flat_map(|model| {
             let clusters = 0..model.centroids.len() as Id;
             let model = Arc::new(model);
@@ -211,7 +256,7 @@ pub fn build(
             gathered.fallback = gather(fallback, probe);
         }
         Graph::Serving { .. } | Graph::Ranked => {
-            let state = state_updates(events, &config.recommend);
+            let state = ranking_state(events, learned.mf_rows, config);
             gathered.state = gather_on(state, probe, gatherers);
         }
     }

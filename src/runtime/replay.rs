@@ -72,7 +72,6 @@ pub const CHUNK: u64 = 4096;
 /// The outputs are written into a staging folder and moved into `out`
 /// only once the replay succeeded.
 pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
-    plan.config.require_cooccurrence_rankings()?;
     let files = input_files(&plan.input)?;
     anyhow::ensure!(
         !files.is_empty(),

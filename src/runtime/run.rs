@@ -94,7 +94,6 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the pipeline on Kafka; returns the summary (on the process that
 /// holds worker 0) once stopped.
 pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
-    plan.config.require_cooccurrence_rankings()?;
     let source = plan.config.source.kafka.clone().context(
         "persona run reads Kafka: the config needs a [source.kafka] table with `topics`",
     )?;

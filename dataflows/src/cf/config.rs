@@ -65,7 +65,7 @@ pub struct CfConfig {
     /// The share of the learned factorisation ([`crate::mf`]) in a blend
     /// with the co-occurrence scores, each normalised per user: 0 =
     /// co-occurrence alone (default), 1 = the factorisation alone. Ranked
-    /// by `persona eval` and `persona tune` (see docs/models.md).
+    /// on demand (see docs/models.md).
     pub mf_weight: f64,
     /// `[recommend.mf]`: the factorisation's settings.
     pub mf: MfConfig,
@@ -259,6 +259,13 @@ impl CfConfig {
         }
         if !(self.mf_weight.is_finite() && (0.0..=1.0).contains(&self.mf_weight)) {
             return Err("mf_weight must be 0 to 1".into());
+        }
+        if self.mf_weight > 0.0 && self.rankings() == Rankings::Dataflow {
+            return Err(
+                "mf_weight is ranked on demand only: use rankings = \"on_demand\" \
+                 (and no indicator_action), or mf_weight = 0"
+                    .into(),
+            );
         }
         self.mf.validate()?;
         if self.trend_days == 0 {

@@ -22,10 +22,11 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::history::{self, Change, HistoryEntry};
-use super::recommend::{self, popular_list, Recommendations, ScoreInput};
+use super::recommend::{self, popular_list, Recommendations, ScoreInput, BLEND_CANDIDATES};
 use super::similarity::{self, Neighbor, SimilarItems, Totals};
 use super::CfConfig;
 use crate::keyed::KeyedSums;
+use crate::mf::{MfRow, MfTable};
 use crate::{Event, EventTime, Id, Score};
 
 /// One record of the state the on-demand rankings read. The counts are the
@@ -54,6 +55,9 @@ pub enum StateUpdate {
     /// that day, of positive weight (and of the primary action, when set):
     /// the popularity trend's input, kept when `trend_weight > 0`.
     ItemDay(Id, i64),
+    /// A row of the factorisation trained in the dataflow, which a blend
+    /// (`mf_weight > 0`) ranks with ([`crate::mf::online`]).
+    Factors(MfRow),
 }
 
 /// The state of collaborative filtering that [`CfState`] ranks from, as one
@@ -121,6 +125,8 @@ pub struct CfState {
     /// The trend of the last window asked for, built on first use after a
     /// change.
     trend: Mutex<Option<Arc<Trend>>>,
+    /// The factorisation, with `mf_weight > 0`.
+    mf: MfTable,
 }
 
 /// Each item's trend over one window, and the largest.
@@ -230,6 +236,7 @@ impl CfState {
                     }
                 }
             }
+            StateUpdate::Factors(ref row) => self.mf.apply(row, insert),
         }
     }
 
@@ -263,6 +270,11 @@ impl CfState {
         let trend = Arc::new(Trend { days, of_item, max });
         *cached = Some(trend.clone());
         trend
+    }
+
+    /// The factorisation as the rows sent so far give it.
+    pub fn factorisation(&self) -> &MfTable {
+        &self.mf
     }
 
     /// Whether `item` is in anyone's history.
@@ -322,7 +334,11 @@ impl CfState {
 
     /// [`CfState::recommendations`], with each history item's
     /// `config.neighbors` neighbours from `neighbors` (e.g. ranked once for
-    /// every user of a pass).
+    /// every user of a pass). With `mf_weight > 0` the list is the
+    /// [`recommend::blend`] of the co-occurrence list and the
+    /// factorisation's, each of `top_k` or [`BLEND_CANDIDATES`] items,
+    /// whichever is more (`popular` as the co-occurrence list was); with
+    /// `mf_weight = 1`, the factorisation's list alone.
     pub fn recommendations_with(
         &self,
         user: Id,
@@ -330,7 +346,50 @@ impl CfState {
         config: &CfConfig,
         neighbors: impl Fn(Id) -> Vec<Neighbor>,
     ) -> Recommendations {
-        // Never recommended: seen items (in discovery mode), dismissed ones.
+        let w = config.mf_weight;
+        if w == 0.0 {
+            return self.cooccurrence_recommendations(user, top_k, config, neighbors);
+        }
+        let candidates = match top_k {
+            0 => 0,
+            k => k.max(BLEND_CANDIDATES),
+        };
+        let excluded = self.never_recommended(user, config);
+        let mf = self.mf.top_k(
+            user,
+            if candidates == 0 {
+                usize::MAX
+            } else {
+                candidates
+            },
+            |item| excluded.binary_search(&item).is_ok(),
+        );
+        let (cf, popular) = match w < 1.0 {
+            true => {
+                let list = self.cooccurrence_recommendations(user, candidates, config, neighbors);
+                let scored = list.items.iter().map(|s| (s.item, s.score)).collect();
+                (scored, list.popular)
+            }
+            false => (Vec::new(), false),
+        };
+        let items = match w < 1.0 {
+            true => recommend::blend(&cf, &mf, w, top_k),
+            false => mf
+                .into_iter()
+                .take(if top_k == 0 { usize::MAX } else { top_k })
+                .map(|(item, score)| recommend::ScoredItem { item, score })
+                .collect(),
+        };
+        Recommendations {
+            user,
+            items,
+            popular,
+        }
+    }
+
+    /// The items never recommended to `user`, ascending: seen ones (in
+    /// discovery mode) and dismissed ones.
+    pub fn never_recommended(&self, user: Id, config: &CfConfig) -> Vec<Id> {
         let mut seen: Vec<Id> = match (config.remove_seen, self.seen.get(&user)) {
             (true, Some(items)) => items.to_vec(),
             _ => Vec::new(),
@@ -340,6 +399,19 @@ impl CfState {
             seen.sort_unstable();
             seen.dedup();
         }
+        seen
+    }
+
+    /// The co-occurrence list of [`CfState::recommendations_with`], without
+    /// the factorisation whatever `mf_weight` says.
+    pub fn cooccurrence_recommendations(
+        &self,
+        user: Id,
+        top_k: usize,
+        config: &CfConfig,
+        neighbors: impl Fn(Id) -> Vec<Neighbor>,
+    ) -> Recommendations {
+        let seen = self.never_recommended(user, config);
         let mut inputs: Vec<ScoreInput> = seen.iter().map(|&item| ScoreInput::Seen(item)).collect();
         for entry in self.history.get(&user).into_iter().flatten() {
             let i = entry.item;

@@ -445,3 +445,74 @@ fn pick_popular(ranking: &[(Id, u64)], seen: &[Id], top_k: usize) -> Vec<ScoredI
         })
         .collect()
 }
+
+/// Candidates each side of a blend brings, at least: an item ranked low by
+/// one model and high by the other can still make the top k.
+pub const BLEND_CANDIDATES: usize = 100;
+
+/// The first `top_k` (0 = all) of two scored lists blended (`[recommend]
+/// mf_weight`): each list's scores min-max normalised to [0, 1] (1 when
+/// they are all equal), then `(1 − w) · cf + w · mf`, an item missing from
+/// a list counting 0 there; best first, ties by item id.
+pub fn blend(
+    cf: &[(Id, Score)],
+    mf: &[(Id, Score)],
+    mf_weight: f64,
+    top_k: usize,
+) -> Vec<ScoredItem> {
+    fn normalised(list: &[(Id, Score)]) -> impl Iterator<Item = (Id, f64)> + '_ {
+        let min = list.iter().map(|(_, s)| s.0).fold(f64::INFINITY, f64::min);
+        let max = list
+            .iter()
+            .map(|(_, s)| s.0)
+            .fold(f64::NEG_INFINITY, f64::max);
+        list.iter().map(move |(item, s)| match max > min {
+            true => (*item, (s.0 - min) / (max - min)),
+            false => (*item, 1.0),
+        })
+    }
+    let mut blended: rustc_hash::FxHashMap<Id, f64> = Default::default();
+    for (item, x) in normalised(cf) {
+        *blended.entry(item).or_default() += (1.0 - mf_weight) * x;
+    }
+    for (item, x) in normalised(mf) {
+        *blended.entry(item).or_default() += mf_weight * x;
+    }
+    let mut items: Vec<ScoredItem> = blended
+        .into_iter()
+        .map(|(item, score)| ScoredItem {
+            item,
+            score: Score(score),
+        })
+        .collect();
+    items.sort_unstable_by(|a, b| b.score.cmp(&a.score).then(a.item.cmp(&b.item)));
+    if top_k > 0 {
+        items.truncate(top_k);
+    }
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(list: Vec<ScoredItem>) -> Vec<Id> {
+        list.into_iter().map(|s| s.item).collect()
+    }
+
+    #[test]
+    fn a_blend_normalises_each_list_then_weighs_them() {
+        let cf = [(1, Score(10.0)), (2, Score(6.0)), (3, Score(2.0))];
+        let mf = [(3, Score(0.5)), (4, Score(-1.5))];
+        // cf: 1 → 1, 2 → 0.5, 3 → 0; mf: 3 → 1, 4 → 0.
+        // w = 0.75: 1 → 0.25, 2 → 0.125, 3 → 0.75, 4 → 0.
+        assert_eq!(items(blend(&cf, &mf, 0.75, 3)), vec![3, 1, 2]);
+        // w = 0.25: 1 → 0.75, 2 → 0.375, 3 → 0.25; 4 ties 0 with nothing.
+        assert_eq!(items(blend(&cf, &mf, 0.25, 4)), vec![1, 2, 3, 4]);
+        // One score, or all equal: 1 each.
+        assert_eq!(
+            items(blend(&[(9, Score(3.0))], &[(8, Score(1.0))], 0.5, 2)),
+            vec![8, 9]
+        );
+    }
+}

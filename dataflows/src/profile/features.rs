@@ -71,7 +71,7 @@ pub struct Profile {
     /// [`crate::kmeans`]); `None` without it.
     pub cluster: Option<Cluster>,
     /// The user's factor vector in the online factorisation, with
-    /// `[recommend.mf] embeddings` (see [`crate::mf::embeddings`]); `None`
+    /// `[recommend.mf] embeddings` (see [`crate::mf::online`]); `None`
     /// without it, or for a user the model has not learned from.
     pub factors: Option<Factors>,
 }
