@@ -842,11 +842,7 @@ pub struct TimeConfig {
 /// of a log: a century reaches back before the first event of any log.
 const UNBOUNDED_LATENESS_S: u64 = 100 * 365 * 86_400;
 
-/// The last millisecond of the period of `time`: where an update that
-/// arrives during a period takes effect.
-pub fn end_of_period(time: u64, period: u64) -> u64 {
-    (time - time % period).saturating_add(period - 1)
-}
+pub use persona_dataflows::time::end_of_period;
 
 /// The Kafka brokers when a config names none.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";

@@ -25,9 +25,11 @@ use std::rc::Rc;
 
 use differential_dataflow::{ExchangeData, VecCollection};
 use serde_json::Value;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Exchange, Inspect, Probe};
-use timely::dataflow::ProbeHandle;
+use timely::dataflow::operators::{Exchange, Operator, Probe};
+use timely::dataflow::{ProbeHandle, StreamVec};
 
 use crate::config::{Output, ParquetSinkConfig};
 use crate::names::{NameKind, Names};
@@ -42,14 +44,7 @@ pub fn gather<D: ExchangeData>(
     collection: VecCollection<'_, u64, D>,
     probe: &ProbeHandle<u64>,
 ) -> Pending<D> {
-    let pending: Pending<D> = Rc::default();
-    let sink = pending.clone();
-    collection
-        .inner
-        .exchange(|_| 0)
-        .inspect(move |update: &(D, u64, isize)| sink.borrow_mut().push(update.clone()))
-        .probe_with(probe);
-    pending
+    gather_here(collection.inner.exchange(|_| 0), |update| update, probe)
 }
 
 /// Routes a copy of each of a collection's updates to each of `workers`
@@ -60,19 +55,39 @@ pub fn gather_on<D: ExchangeData>(
     probe: &ProbeHandle<u64>,
     workers: Rc<[usize]>,
 ) -> Pending<D> {
+    let copies = collection.inner.flat_map(move |(record, time, diff)| {
+        // A copy for each worker but the first, which takes the record.
+        let mut copies: Vec<_> = workers[1..]
+            .iter()
+            .map(|&worker| (worker as u64, (record.clone(), time, diff)))
+            .collect();
+        copies.push((workers[0] as u64, (record, time, diff)));
+        copies
+    });
+    let copies = copies.exchange(|(worker, _)| *worker);
+    gather_here(copies, |(_, update)| update, probe)
+}
+
+/// Moves the updates that reach this worker into the returned pending, as
+/// `untag` makes them: the probe passes a time once they are all there.
+fn gather_here<I: Clone + 'static, D: 'static>(
+    updates: StreamVec<'_, u64, I>,
+    untag: fn(I) -> (D, u64, isize),
+    probe: &ProbeHandle<u64>,
+) -> Pending<D> {
     let pending: Pending<D> = Rc::default();
     let sink = pending.clone();
-    collection
-        .inner
-        .flat_map(move |(record, time, diff)| {
-            let copies: Vec<_> = workers
-                .iter()
-                .map(|&worker| (worker as u64, (record.clone(), time, diff)))
-                .collect();
-            copies
+    updates
+        .unary::<CapacityContainerBuilder<Vec<()>>, _, _, _>(Pipeline, "Gather", move |_, _| {
+            move |input, _| {
+                input.for_each_stamp(|_, containers| {
+                    let mut sink = sink.borrow_mut();
+                    for container in containers {
+                        sink.extend(container.drain(..).map(untag));
+                    }
+                })
+            }
         })
-        .exchange(|(worker, _)| *worker)
-        .inspect(move |(_, update): &(u64, (D, u64, isize))| sink.borrow_mut().push(update.clone()))
         .probe_with(probe);
     pending
 }

@@ -24,12 +24,24 @@ pub const DAY_MS: u64 = 86_400_000;
 pub trait EventTime: Timestamp + Lattice + TotalOrder + Ord + Clone + 'static {
     /// The timestamp `ms` milliseconds later (saturating).
     fn plus_ms(&self, ms: u64) -> Self;
+    /// The last timestamp of the period of `period_ms` this one is in.
+    fn end_of_period(&self, period_ms: u64) -> Self;
 }
 
 impl EventTime for u64 {
     fn plus_ms(&self, ms: u64) -> Self {
         self.saturating_add(ms)
     }
+
+    fn end_of_period(&self, period_ms: u64) -> Self {
+        end_of_period(*self, period_ms)
+    }
+}
+
+/// The last millisecond of the period of `period` ms that `time` is in:
+/// where an update that arrives during a period takes effect.
+pub fn end_of_period(time: u64, period: u64) -> u64 {
+    (time - time % period).saturating_add(period - 1)
 }
 
 /// The earliest and latest of a set of event times (ms), as a difference

@@ -12,7 +12,9 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use differential_dataflow::input::Input;
@@ -22,6 +24,7 @@ use persona_dataflows::cf::on_demand::{state_updates, CfState, StateUpdate};
 use persona_dataflows::cf::recommend::{blend, BLEND_CANDIDATES};
 use persona_dataflows::cf::CfConfig;
 use persona_dataflows::event::ActionWeights;
+use persona_dataflows::mf::online::Rows;
 use persona_dataflows::mf::{online, Factors, MfConfig, MfModel};
 use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
 use persona_dataflows::{reference, Action, Event, Id};
@@ -84,7 +87,7 @@ fn run_dataflow(
             let attributes = scope.new_collection().1;
             let profiles = profiles(events.clone(), None, attributes, &ProfileConfig::default());
             let weights = ActionWeights::default();
-            let trained = online::train(events, Some(profiles), false, &config, &weights);
+            let trained = online::train(events, Some(profiles), Rows::Never, &config, &weights);
             let (probe, with_factors) = trained.profiles.expect("asked for").probe();
             with_factors.inner.capture_into(send);
             (events_input, probe)
@@ -100,6 +103,17 @@ fn run_dataflow(
 /// The plain model trained time after time on `events`, as it stands at
 /// each batch end.
 fn plain_models(batches: &[(u64, Vec<Update<Event>>)], config: &MfConfig) -> Vec<(u64, MfModel)> {
+    let ends: Vec<u64> = batches.iter().map(|(end, _)| *end).collect();
+    plain_models_at(batches, config, &ends)
+}
+
+/// The plain model trained time after time on `events`, as it stands at
+/// each of `times` (ascending).
+fn plain_models_at(
+    batches: &[(u64, Vec<Update<Event>>)],
+    config: &MfConfig,
+    times: &[u64],
+) -> Vec<(u64, MfModel)> {
     let mut by_time: BTreeMap<u64, Vec<(Event, i64)>> = BTreeMap::new();
     for (event, time, diff) in batches.iter().flat_map(|(_, u)| u) {
         by_time
@@ -110,7 +124,7 @@ fn plain_models(batches: &[(u64, Vec<Update<Event>>)], config: &MfConfig) -> Vec
     let mut model = MfModel::new(config, &ActionWeights::default());
     let mut trained = by_time.into_iter().peekable();
     let mut models = Vec::new();
-    for (end, _) in batches {
+    for end in times {
         while let Some((_, mut updates)) = trained.next_if(|(time, _)| time <= end) {
             model.train(&mut updates);
         }
@@ -181,12 +195,22 @@ fn another_seed_and_size_follow_the_plain_model() {
     check(17, &config);
 }
 
+/// When the rows are given: at every time, or per period of `period_ms`,
+/// told the end of the input (the last batch's end) before the last batch
+/// or not at all.
+#[derive(Clone, Copy)]
+enum Given {
+    EveryTime,
+    PerPeriod { period_ms: u64, told_end: bool },
+}
+
 /// The state of the on-demand rankings with the model's rows
 /// (`[recommend] mf_weight > 0`), as `persona replay` and `serve` build it.
 fn run_ranking_state(
     batches: &[(u64, Vec<Update<Event>>)],
     config: &CfConfig,
     workers: usize,
+    given: Given,
 ) -> Vec<Update<StateUpdate>> {
     let batches = Arc::new(batches.to_vec());
     let config = config.clone();
@@ -194,16 +218,32 @@ fn run_ranking_state(
     let send = Arc::new(Mutex::new(send));
     timely::execute(timely::Config::process(workers), move |worker| {
         let send = send.lock().unwrap().clone();
+        let input_end: Rc<Cell<Option<u64>>> = Rc::default();
         let (mut events, probe) = worker.dataflow::<u64, _, _>(|scope| {
             let (events_input, events) = scope.new_collection();
-            let trained = online::train(events.clone(), None, true, &config.mf, &config.weights);
+            let rows = match given {
+                Given::EveryTime => Rows::EveryTime,
+                Given::PerPeriod { period_ms, .. } => {
+                    let input_end = input_end.clone();
+                    Rows::PerPeriod {
+                        period_ms,
+                        input_end: Rc::new(move || input_end.get()),
+                    }
+                }
+            };
+            let trained = online::train(events.clone(), None, rows, &config.mf, &config.weights);
             let rows = trained.rows.expect("asked for");
             let state = state_updates(events, &config).concat(rows.map(StateUpdate::Factors));
             let (probe, state) = state.probe();
             state.inner.capture_into(send);
             (events_input, probe)
         });
-        feed_shares(worker, &mut events, &probe, &batches);
+        let (last, before) = batches.split_last().expect("batches");
+        feed_shares(worker, &mut events, &probe, before);
+        if let Given::PerPeriod { told_end: true, .. } = given {
+            input_end.set(Some(last.0));
+        }
+        feed_shares(worker, &mut events, &probe, std::slice::from_ref(last));
     })
     .expect("timely run");
     let mut updates = flatten(received.extract());
@@ -239,19 +279,11 @@ fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
     };
     for seed in [1, 8] {
         let batches = random_batches(seed);
-        let one = run_ranking_state(&batches, &config, 1);
+        let one = run_ranking_state(&batches, &config, 1, Given::EveryTime);
         let mut blended = 0;
         for (end, model) in plain_models(&batches, &config.mf) {
             let state = state_at(&one, end);
-            let table = state.factorisation();
-            for user in 0..25 {
-                let at = format!("seed {seed} at {end}: user {user}");
-                assert_eq!(table.user_factors(user), model.user_factors(user), "{at}");
-            }
-            for item in 0..30 {
-                let at = format!("seed {seed} at {end}: item {item}");
-                assert_eq!(table.item_factors(item), model.item_factors(item), "{at}");
-            }
+            table_matches(&state, &model, &format!("seed {seed} at {end}"));
             for user in state.users() {
                 let excluded = state.never_recommended(user, &config);
                 let skip = |item| excluded.binary_search(&item).is_ok();
@@ -286,8 +318,89 @@ fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
         }
         assert!(blended > 100, "seed {seed}: {blended} blended lists");
         for workers in [2, 4] {
-            let many = run_ranking_state(&batches, &config, workers);
+            let many = run_ranking_state(&batches, &config, workers, Given::EveryTime);
             assert!(many == one, "seed {seed}, {workers} workers");
+        }
+    }
+}
+
+/// Checks that the factors `state` holds are `model`'s, bit for bit.
+fn table_matches(state: &CfState, model: &MfModel, at: &str) {
+    let table = state.factorisation();
+    for user in 0..25 {
+        let user_at = format!("{at}: user {user}");
+        assert_eq!(
+            table.user_factors(user),
+            model.user_factors(user),
+            "{user_at}"
+        );
+    }
+    for item in 0..30 {
+        let item_at = format!("{at}: item {item}");
+        assert_eq!(
+            table.item_factors(item),
+            model.item_factors(item),
+            "{item_at}"
+        );
+    }
+}
+
+#[test]
+fn rows_given_per_period_are_the_model_at_each_period_end_and_at_the_input_end() {
+    const PERIOD_MS: u64 = 6 * HOUR_MS;
+    let config = CfConfig {
+        mf_weight: 0.5,
+        mf: MfConfig {
+            factors: 4,
+            negatives: 2,
+            seed: 7,
+            ..MfConfig::default()
+        },
+        ..CfConfig::default()
+    };
+    let period_end = |time: u64| persona_dataflows::time::end_of_period(time, PERIOD_MS);
+    for seed in [2, 5] {
+        let batches = random_batches(seed);
+        let every_time = run_ranking_state(&batches, &config, 1, Given::EveryTime);
+        let last = batches.last().expect("batches").0;
+        for told_end in [false, true] {
+            let given = Given::PerPeriod {
+                period_ms: PERIOD_MS,
+                told_end,
+            };
+            let one = run_ranking_state(&batches, &config, 1, given);
+            // Rows only at period ends, or at the end of the input once told.
+            let row_times: BTreeSet<u64> = one
+                .iter()
+                .filter(|(update, _, _)| matches!(update, StateUpdate::Factors(_)))
+                .map(|(_, time, _)| *time)
+                .collect();
+            let at = format!("seed {seed}, told the end: {told_end}");
+            for time in &row_times {
+                let expected = period_end(*time) == *time || (told_end && *time == last);
+                assert!(expected, "{at}: rows at {time}");
+            }
+            assert!(row_times.len() > 3, "{at}: {} times", row_times.len());
+            let rows = |updates: &[Update<StateUpdate>]| {
+                updates
+                    .iter()
+                    .filter(|(update, _, _)| matches!(update, StateUpdate::Factors(_)))
+                    .count()
+            };
+            assert!(rows(&one) < rows(&every_time), "{at}: fewer rows");
+            // At each period end, and at the end: the model trained so far.
+            let mut ends: Vec<u64> = row_times.iter().copied().collect();
+            if told_end {
+                ends.retain(|time| *time <= last);
+                assert_eq!(ends.last(), Some(&last), "{at}");
+            }
+            for (end, model) in plain_models_at(&batches, &config.mf, &ends) {
+                table_matches(&state_at(&one, end), &model, &format!("{at} at {end}"));
+            }
+            for workers in [2, 4] {
+                let many = run_ranking_state(&batches, &config, workers, given);
+                assert!(many == one, "{at}, {workers} workers");
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
 use persona_dataflows::cf::{collaborative_filtering, Rankings};
+use persona_dataflows::mf::online::Rows;
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion};
 use persona_dataflows::{Event, Id};
 use timely::dataflow::operators::Probe;
@@ -331,8 +332,11 @@ fn run_worker(
             &config.profile,
             config.risk.as_ref(),
         );
-        let learned =
-            pipeline::with_learned_models(profiles, events.clone(), config, graph == Graph::Full);
+        let rows = match graph == Graph::Full && config.recommend.rankings() == Rankings::OnDemand {
+            true => pipeline::ranked_rows(config, None),
+            false => Rows::Never,
+        };
+        let learned = pipeline::with_learned_models(profiles, events.clone(), config, rows);
         if let Some(models) = learned.kmeans {
             models.inner.probe_with(&probe);
         }

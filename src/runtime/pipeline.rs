@@ -18,6 +18,7 @@ use persona_dataflows::cf::{collaborative_filtering, CfConfig, Rankings};
 use persona_dataflows::feedback::{item_feedback, ItemFeedback};
 use persona_dataflows::keyed::KeyedSums;
 use persona_dataflows::kmeans::{segments, KMeansModel};
+use persona_dataflows::mf::online::Rows;
 use persona_dataflows::mf::{self, MfRow};
 use persona_dataflows::profile::{profiles_and_alerts, AttributeVersion, CatalogVersion, Profile};
 use persona_dataflows::risk::Alert;
@@ -131,14 +132,14 @@ pub struct Learned<'s> {
     pub mf_rows: Option<VecCollection<'s, u64, MfRow>>,
 }
 
-/// `profiles` with the learned models of `config`; `ranks` says whether
-/// the graph ranks recommendations (and so needs the factorisation's rows
-/// for a blend).
+/// `profiles` with the learned models of `config`; `ranked` says when the
+/// graph's rankings read the factorisation's rows for a blend
+/// ([`Rows::Never`] when it ranks nothing on demand, see [`ranked_rows`]).
 pub fn with_learned_models<'s>(
     profiles: Profiles<'s>,
     events: VecCollection<'s, u64, Event>,
     config: &PipelineConfig,
-    ranks: bool,
+    ranked: Rows<u64>,
 ) -> Learned<'s> {
     let (profiles, kmeans) = match &config.segments.kmeans {
         Some(kmeans) => {
@@ -148,8 +149,11 @@ pub fn with_learned_models<'s>(
         None => (profiles, None),
     };
     let recommend = &config.recommend;
-    let rows = ranks && recommend.mf_weight > 0.0;
-    if !(recommend.mf.embeddings || rows) {
+    let rows = match recommend.mf_weight > 0.0 {
+        true => ranked,
+        false => Rows::Never,
+    };
+    if !recommend.mf.embeddings && matches!(rows, Rows::Never) {
         return Learned {
             profiles,
             kmeans,
@@ -167,6 +171,21 @@ pub fn with_learned_models<'s>(
         profiles: trained.profiles.unwrap_or(profiles),
         kmeans,
         mf_rows: trained.rows,
+    }
+}
+
+/// When rankings that read the state at the end of each period
+/// (`recommend_tick_ms`) need the factorisation's rows: once per period,
+/// or at every tick when the period is no longer than one. `input_end`
+/// ends the last period at the end of the input, as [`cf_events`] does.
+pub fn ranked_rows(config: &PipelineConfig, input_end: Option<Rc<Cell<Option<u64>>>>) -> Rows<u64> {
+    let period = config.time.recommend_period();
+    if period <= config.time.tick_ms {
+        return Rows::EveryTime;
+    }
+    Rows::PerPeriod {
+        period_ms: period,
+        input_end: Rc::new(move || input_end.as_ref().and_then(|end| end.get())),
     }
 }
 
@@ -205,8 +224,12 @@ pub fn build(
         &config.profile,
         config.risk.as_ref(),
     );
-    let ranks = graph != Graph::Outputs;
-    let learned = with_learned_models(profiles, events.clone(), config, ranks);
+    let rows = match graph {
+        Graph::Outputs => Rows::Never,
+        Graph::Serving { .. } => Rows::EveryTime,
+        Graph::Ranked => ranked_rows(config, Some(input_end.clone())),
+    };
+    let learned = with_learned_models(profiles, events.clone(), config, rows);
     let profiles = learned.profiles;
     // One record per cluster, all sharing the refit's model.
     let segments = learned.kmeans.map(|models| {

@@ -12,12 +12,17 @@
 //!   user whose profile or factors changed, again, now with `factors` (it
 //!   holds each user's current profile, to emit it again when only the
 //!   factors move);
-//! - with `rows` (`[recommend] mf_weight > 0`), every row of the model
-//!   that changed ([`MfRow`]: the users of the time's events, the items
-//!   they and the sampled negatives touched), which the on-demand rankings
-//!   blend with co-occurrence (`cf::on_demand`).
+//! - with rows (`[recommend] mf_weight > 0`), every row of the model that
+//!   changed ([`MfRow`]: the users of the events, the items they and the
+//!   sampled negatives touched), which the on-demand rankings blend with
+//!   co-occurrence (`cf::on_demand`): at every time trained, or, when the
+//!   rankings read the state only at the end of each period
+//!   ([`Rows::PerPeriod`]), once per period, at its end. A row that changed
+//!   a thousand times in a period is then sent once, not a thousand times,
+//!   and the state at a period's end is the same.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
@@ -36,6 +41,29 @@ use crate::{Event, EventTime, Id};
 /// What arrived for one time: profile changes and events.
 type Arrived = (Vec<((Id, Profile), isize)>, Vec<(Event, i64)>);
 
+/// Whether and when [`train`] gives the model's changed rows.
+pub enum Rows<T> {
+    /// Not at all.
+    Never,
+    /// At every time trained: serving reads the state at every tick.
+    EveryTime,
+    /// Once per period of `period_ms`, at its last time, the rows that
+    /// changed during it: a replay ranks the state only there. Once
+    /// `input_end` knows the end of the input, the period open then ends
+    /// there instead (as the rankings' own periods do), so nothing waits
+    /// for a time past the input.
+    PerPeriod {
+        period_ms: u64,
+        input_end: Rc<dyn Fn() -> Option<T>>,
+    },
+}
+
+impl<T> Rows<T> {
+    fn given(&self) -> bool {
+        !matches!(self, Rows::Never)
+    }
+}
+
 /// What [`train`] gives: each output only when asked for.
 pub struct Trained<'s, T: EventTime> {
     /// The profiles, with `factors`.
@@ -45,7 +73,7 @@ pub struct Trained<'s, T: EventTime> {
 }
 
 /// The model trained on `events`: see the module documentation. `profiles`
-/// come back with `factors`, and with `rows` the model's changed rows.
+/// come back with `factors`, and as `rows` says the model's changed rows.
 /// `weights` decide which actions teach the model and how strongly.
 ///
 /// # Panics
@@ -54,7 +82,7 @@ pub struct Trained<'s, T: EventTime> {
 pub fn train<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
     profiles: Option<VecCollection<'s, T, (Id, Profile)>>,
-    rows: bool,
+    rows: Rows<T>,
     config: &MfConfig,
     weights: &ActionWeights,
 ) -> Trained<'s, T> {
@@ -62,7 +90,8 @@ pub fn train<'s, T: EventTime>(
         panic!("{error}");
     }
     let mut model = MfModel::new(config, weights);
-    if rows {
+    let with_rows = rows.given();
+    if with_rows {
         model = model.tracking_changes();
     }
     let with_profiles = profiles.is_some();
@@ -75,12 +104,17 @@ pub fn train<'s, T: EventTime>(
         OutputBuilder::<_, CapacityContainerBuilder<_>>::from(profiles_output);
     let (rows_output, rows_stream) = builder.new_output();
     let mut rows_output = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(rows_output);
-    builder.build(move |_| {
+    builder.build(move |mut initial| {
         let mut arrived: BTreeMap<T, Arrived> = BTreeMap::new();
-        let mut held: Option<Capability<T>> = None;
+        // The earliest time arrived, for each output.
+        let mut held: Option<[Capability<T>; 2]> = None;
         let mut users: HashMap<Id, Profile> = HashMap::default();
-        // Each item's row as last sent, to retract it when it changes.
-        let mut sent_items: HashMap<Id, Factors> = HashMap::default();
+        let mut given = Given::default();
+        // Per period: the rows' capability at the input frontier, to end
+        // the open period at the end of the input, and the open period's
+        // last time, where its rows go.
+        let mut floor = matches!(rows, Rows::PerPeriod { .. }).then(|| initial.swap_remove(1));
+        let mut open: Option<Capability<T>> = None;
         move |frontiers| {
             if let Some(profiles_input) = profiles_input.as_mut() {
                 profiles_input.for_each_stamp(|capability, containers| {
@@ -104,115 +138,205 @@ pub fn train<'s, T: EventTime>(
                     }
                 }
             });
-            let Some(at) = held.as_ref() else {
-                return;
-            };
-            let mut profiles_output = profiles_output.activate();
-            let mut profiles_session = profiles_output.session(at);
             let mut rows_output = rows_output.activate();
-            let mut rows_session = rows_output.session(at);
-            while let Some(entry) = arrived.first_entry() {
-                if frontiers
-                    .iter()
-                    .any(|f| f.frontier().less_equal(entry.key()))
-                {
-                    break;
-                }
-                let (now, (changes, mut events)) = entry.remove_entry();
-                // Per user touched, in id order: their factors before this
-                // time, and whether their profile changed.
-                let factors = |model: &MfModel, user: Id| {
-                    model.user_factors(user).map(|f| Factors(f.to_vec()))
-                };
-                let mut touched: BTreeMap<Id, (Option<Factors>, bool)> = BTreeMap::new();
-                for (event, _) in &events {
-                    touched
-                        .entry(event.user)
-                        .or_insert_with(|| (factors(&model, event.user), false));
-                }
-                for ((user, _), _) in &changes {
-                    touched
-                        .entry(*user)
-                        .or_insert_with(|| (factors(&model, *user), false))
-                        .1 = true;
-                }
-                model.train(&mut events);
-                // Users whose line changes: the profile or the factors moved.
-                let moved: Vec<(Id, Option<Factors>, Option<Factors>)> = touched
-                    .into_iter()
-                    .map(|(user, (before, changed))| (user, before, changed, factors(&model, user)))
-                    .filter(|(_, before, changed, after)| *changed || before != after)
-                    .map(|(user, before, _, after)| (user, before, after))
-                    .collect();
-                if rows {
-                    for (user, before, after) in moved.iter().filter(|(_, b, a)| b != a) {
-                        let row = |factors: &Option<Factors>| {
-                            factors.clone().map(|factors| MfRow::User(*user, factors))
-                        };
-                        rows_session.give_iterator(
-                            [(row(before), -1), (row(after), 1)]
-                                .into_iter()
-                                .filter_map(|(row, diff)| Some((row?, now.clone(), diff))),
-                        );
-                    }
-                    for item in model.take_changed_items() {
-                        let (bias, q) = model.item_factors(item).expect("a trained item");
-                        let row = Factors([bias].into_iter().chain(q.iter().copied()).collect());
-                        match sent_items.insert(item, row.clone()) {
-                            Some(old) if old == row => continue,
-                            Some(old) => {
-                                rows_session.give((MfRow::Item(item, old), now.clone(), -1))
-                            }
-                            None => {}
-                        }
-                        rows_session.give((MfRow::Item(item, row), now.clone(), 1));
-                    }
-                }
-                if !with_profiles {
-                    continue;
-                }
-                for (user, before, _) in &moved {
-                    if let Some(profile) = users.get(user) {
-                        let line = with_factors(profile, before.clone());
-                        profiles_session.give(((*user, line), now.clone(), -1));
-                    }
-                }
-                for ((user, profile), diff) in sorted(changes) {
-                    match diff < 0 {
-                        true => users.remove(&user),
-                        false => users.insert(user, profile),
-                    };
-                }
-                for (user, _, after) in moved {
-                    if let Some(profile) = users.get(&user) {
-                        profiles_session.give((
-                            (user, with_factors(profile, after)),
-                            now.clone(),
-                            1,
-                        ));
+            if let (Rows::PerPeriod { input_end, .. }, Some(at)) = (&rows, &open) {
+                // The end of the input ends the open period.
+                if let (Some(end), Some(floor)) = (input_end(), &floor) {
+                    let end = end.max(floor.time().clone());
+                    if end < *at.time() {
+                        open = Some(floor.delayed(&end));
                     }
                 }
             }
-            drop((profiles_session, rows_session));
+            let complete = |time: &T| !frontiers.iter().any(|f| f.frontier().less_equal(time));
+            if let Some([profiles_at, rows_at]) = held.as_ref() {
+                let mut profiles_output = profiles_output.activate();
+                let mut profiles_session = profiles_output.session(profiles_at);
+                while let Some(entry) = arrived.first_entry() {
+                    if !complete(entry.key()) {
+                        break;
+                    }
+                    let (now, (changes, mut events)) = entry.remove_entry();
+                    if let Some(at) = open.take_if(|at| *at.time() < now) {
+                        let rows = given.take(&mut model, at.time());
+                        rows_output.session(&at).give_iterator(rows.into_iter());
+                    }
+                    // Per user touched, in id order: their factors before this
+                    // time, and whether their profile changed.
+                    let factors = |model: &MfModel, user: Id| {
+                        model.user_factors(user).map(|f| Factors(f.to_vec()))
+                    };
+                    let mut touched: BTreeMap<Id, (Option<Factors>, bool)> = BTreeMap::new();
+                    if with_profiles {
+                        for (event, _) in &events {
+                            touched
+                                .entry(event.user)
+                                .or_insert_with(|| (factors(&model, event.user), false));
+                        }
+                        for ((user, _), _) in &changes {
+                            touched
+                                .entry(*user)
+                                .or_insert_with(|| (factors(&model, *user), false))
+                                .1 = true;
+                        }
+                    }
+                    if with_rows {
+                        given
+                            .users
+                            .extend(events.iter().map(|(event, _)| event.user));
+                    }
+                    model.train(&mut events);
+                    match &rows {
+                        Rows::Never => {}
+                        Rows::EveryTime => {
+                            let rows = given.take(&mut model, &now);
+                            rows_output.session(rows_at).give_iterator(rows.into_iter());
+                        }
+                        Rows::PerPeriod {
+                            period_ms,
+                            input_end,
+                        } => {
+                            if open.is_none() && !events.is_empty() {
+                                let last = now.end_of_period(*period_ms);
+                                let last = match input_end() {
+                                    Some(end) => last.min(end).max(now.clone()),
+                                    None => last,
+                                };
+                                open = Some(rows_at.delayed(&last));
+                            }
+                        }
+                    }
+                    if !with_profiles {
+                        continue;
+                    }
+                    // Users whose line changes: the profile or the factors moved.
+                    let moved: Vec<(Id, Option<Factors>, Option<Factors>)> = touched
+                        .into_iter()
+                        .map(|(user, (before, changed))| {
+                            (user, before, changed, factors(&model, user))
+                        })
+                        .filter(|(_, before, changed, after)| *changed || before != after)
+                        .map(|(user, before, _, after)| (user, before, after))
+                        .collect();
+                    for (user, before, _) in &moved {
+                        if let Some(profile) = users.get(user) {
+                            let line = with_factors(profile, before.clone());
+                            profiles_session.give(((*user, line), now.clone(), -1));
+                        }
+                    }
+                    for ((user, profile), diff) in sorted(changes) {
+                        match diff < 0 {
+                            true => users.remove(&user),
+                            false => users.insert(user, profile),
+                        };
+                    }
+                    for (user, _, after) in moved {
+                        if let Some(profile) = users.get(&user) {
+                            profiles_session.give((
+                                (user, with_factors(profile, after)),
+                                now.clone(),
+                                1,
+                            ));
+                        }
+                    }
+                }
+            }
+            if let Some(at) = open.take_if(|at| complete(at.time())) {
+                let rows = given.take(&mut model, at.time());
+                rows_output.session(&at).give_iterator(rows.into_iter());
+            }
             match arrived.keys().next() {
-                Some(time) => held.as_mut().expect("held above").downgrade(time),
+                Some(time) => held
+                    .iter_mut()
+                    .flatten()
+                    .for_each(|held| held.downgrade(time)),
                 None => held = None,
+            }
+            let least = frontiers
+                .iter()
+                .filter_map(|f| f.frontier().first().cloned())
+                .min();
+            match least {
+                Some(least) => floor.iter_mut().for_each(|floor| floor.downgrade(&least)),
+                None => floor = None,
             }
         }
     });
     Trained {
         profiles: with_profiles.then(|| profiles_stream.as_collection()),
-        rows: rows.then(|| rows_stream.as_collection()),
+        rows: with_rows.then(|| rows_stream.as_collection()),
     }
 }
 
-/// Keeps the capability of the earliest message so far.
-fn hold_earliest<T: EventTime>(held: &mut Option<Capability<T>>, capability: &InputCapability<T>) {
+/// The rows given to the rankings, to retract each when it changes, and
+/// the users trained on since.
+#[derive(Default)]
+struct Given {
+    /// Each user's row and each item's (bias, then factors) as last given.
+    user_rows: HashMap<Id, Factors>,
+    item_rows: HashMap<Id, Factors>,
+    /// The users of the events trained on since the rows were last given.
+    users: BTreeSet<Id>,
+}
+
+impl Given {
+    /// Every row that changed since last given, as a retraction of the
+    /// old row and an insertion of the new, at `time`.
+    fn take<T: EventTime>(&mut self, model: &mut MfModel, time: &T) -> Vec<(MfRow, T, isize)> {
+        let mut changes = Vec::new();
+        for user in std::mem::take(&mut self.users) {
+            if let Some(row) = model.user_factors(user) {
+                replace(&mut self.user_rows, user, row, MfRow::User, &mut changes);
+            }
+        }
+        for item in model.take_changed_items() {
+            let (bias, q) = model.item_factors(item).expect("a trained item");
+            let row: Vec<f32> = [bias].into_iter().chain(q.iter().copied()).collect();
+            replace(&mut self.item_rows, item, &row, MfRow::Item, &mut changes);
+        }
+        changes
+            .into_iter()
+            .map(|(row, diff)| (row, time.clone(), diff))
+            .collect()
+    }
+}
+
+/// Records `row` as `id`'s, pushing the change if it differs from the
+/// row given before.
+fn replace(
+    given: &mut HashMap<Id, Factors>,
+    id: Id,
+    row: &[f32],
+    as_row: fn(Id, Factors) -> MfRow,
+    changes: &mut Vec<(MfRow, isize)>,
+) {
+    let row = Factors(row.to_vec());
+    match given.get_mut(&id) {
+        Some(old) if *old == row => {}
+        Some(old) => {
+            let old = std::mem::replace(old, row.clone());
+            changes.extend([(as_row(id, old), -1), (as_row(id, row), 1)]);
+        }
+        None => {
+            given.insert(id, row.clone());
+            changes.push((as_row(id, row), 1));
+        }
+    }
+}
+
+/// Keeps the capabilities of the earliest message so far, for each output.
+fn hold_earliest<T: EventTime>(
+    held: &mut Option<[Capability<T>; 2]>,
+    capability: &InputCapability<T>,
+) {
     let Some(least) = capability.least() else {
         return;
     };
-    if held.as_ref().is_none_or(|held| least < held.time()) {
-        *held = capability.retain_least(0);
+    if held.as_ref().is_none_or(|[held, _]| least < held.time()) {
+        *held = capability
+            .retain_least(0)
+            .zip(capability.retain_least(1))
+            .map(|(profiles, rows)| [profiles, rows]);
     }
 }
 
