@@ -264,18 +264,25 @@ fn state_at(updates: &[Update<StateUpdate>], at: u64) -> CfState {
     state
 }
 
-#[test]
-fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
-    let config = CfConfig {
+/// A half-and-half blend with a small model.
+fn blend_config(factors: usize, negatives: usize, seed: u64) -> CfConfig {
+    CfConfig {
         mf_weight: 0.5,
-        top_k: 5,
         mf: MfConfig {
-            factors: 6,
-            negatives: 3,
-            seed: 4,
+            factors,
+            negatives,
+            seed,
             ..MfConfig::default()
         },
         ..CfConfig::default()
+    }
+}
+
+#[test]
+fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
+    let config = CfConfig {
+        top_k: 5,
+        ..blend_config(6, 3, 4)
     };
     for seed in [1, 8] {
         let batches = random_batches(seed);
@@ -328,19 +335,17 @@ fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
 fn table_matches(state: &CfState, model: &MfModel, at: &str) {
     let table = state.factorisation();
     for user in 0..25 {
-        let user_at = format!("{at}: user {user}");
         assert_eq!(
             table.user_factors(user),
             model.user_factors(user),
-            "{user_at}"
+            "{at}: user {user}"
         );
     }
     for item in 0..30 {
-        let item_at = format!("{at}: item {item}");
         assert_eq!(
             table.item_factors(item),
             model.item_factors(item),
-            "{item_at}"
+            "{at}: item {item}"
         );
     }
 }
@@ -348,16 +353,7 @@ fn table_matches(state: &CfState, model: &MfModel, at: &str) {
 #[test]
 fn rows_given_per_period_are_the_model_at_each_period_end_and_at_the_input_end() {
     const PERIOD_MS: u64 = 6 * HOUR_MS;
-    let config = CfConfig {
-        mf_weight: 0.5,
-        mf: MfConfig {
-            factors: 4,
-            negatives: 2,
-            seed: 7,
-            ..MfConfig::default()
-        },
-        ..CfConfig::default()
-    };
+    let config = blend_config(4, 2, 7);
     let period_end = |time: u64| persona_dataflows::time::end_of_period(time, PERIOD_MS);
     for seed in [2, 5] {
         let batches = random_batches(seed);
