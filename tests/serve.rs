@@ -872,12 +872,17 @@ fn the_dataflow_yields_to_reads_once_ready() {
 fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_workers() {
     use rand::{Rng, SeedableRng};
     let (dir, _, log) = setup();
+    // With the learned models, which a forget trains again without them.
+    let learned = CONFIG.replace("[recommend]\n", "[recommend]\nmf_weight = 0.25\n")
+        + "[recommend.mf]\nembeddings = true\n";
+    let reference = dir.path().join("learned.toml");
+    std::fs::write(&reference, &learned).unwrap();
     for workers in [1u64, 4] {
         let file = dir.path().join(format!("forgotten-{workers}.txt"));
         let config = dir.path().join(format!("forget-{workers}.toml"));
         std::fs::write(
             &config,
-            format!("{CONFIG}\n[privacy]\nforgotten = {file:?}\n"),
+            format!("{learned}\n[privacy]\nforgotten = {file:?}\n"),
         )
         .unwrap();
         let out = dir.path().join(format!("out-{workers}"));
@@ -940,17 +945,12 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
         std::fs::write(&without, lines.join("\n") + "\n").unwrap();
         let replayed = replay_log(
             &dir.path().join(format!("w{workers}")),
-            &setup_config(dir.path()),
+            &reference,
             &without,
         );
         assert_answers_equal(&server, &replayed, &format!("forgotten, -w {workers}"));
         server.stop();
     }
-}
-
-/// The config of [`setup`], without `[privacy]`.
-fn setup_config(dir: &Path) -> std::path::PathBuf {
-    dir.join("config.toml")
 }
 
 /// `[serve.auth]`: every /v1 endpoint without a token, with a wrong one and

@@ -87,7 +87,8 @@ fn run_dataflow(
             let attributes = scope.new_collection().1;
             let profiles = profiles(events.clone(), None, attributes, &ProfileConfig::default());
             let weights = ActionWeights::default();
-            let trained = online::train(events, Some(profiles), Rows::Never, &config, &weights);
+            let trained =
+                online::train(events, None, Some(profiles), Rows::Never, &config, &weights);
             let (probe, with_factors) = trained.profiles.expect("asked for").probe();
             with_factors.inner.capture_into(send);
             (events_input, probe)
@@ -205,22 +206,32 @@ enum Given {
 }
 
 /// The state of the on-demand rankings with the model's rows
-/// (`[recommend] mf_weight > 0`), as `persona replay` and `serve` build it.
+/// (`[recommend] mf_weight > 0`), as `persona replay` and `serve` build it;
+/// with `forgets`, users forgotten at those times, their events antijoined
+/// away as a server does.
 fn run_ranking_state(
     batches: &[(u64, Vec<Update<Event>>)],
     config: &CfConfig,
     workers: usize,
     given: Given,
+    forgets: &[(u64, Id)],
 ) -> Vec<Update<StateUpdate>> {
     let batches = Arc::new(batches.to_vec());
+    let forgets = forgets.to_vec();
     let config = config.clone();
     let (send, received) = std::sync::mpsc::channel();
     let send = Arc::new(Mutex::new(send));
     timely::execute(timely::Config::process(workers), move |worker| {
         let send = send.lock().unwrap().clone();
         let input_end: Rc<Cell<Option<u64>>> = Rc::default();
-        let (mut events, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (events_input, events) = scope.new_collection();
+        let (mut events, mut forgotten, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (events_input, events) = scope.new_collection::<Event, isize>();
+            let (forgotten_input, forgotten) = scope.new_collection::<Id, isize>();
+            let forgotten = forgotten.distinct();
+            let events = events
+                .map(|event| (event.user, event))
+                .antijoin(forgotten.clone())
+                .map(|(_, event)| event);
             let rows = match given {
                 Given::EveryTime => Rows::EveryTime,
                 Given::PerPeriod { period_ms, .. } => {
@@ -231,13 +242,27 @@ fn run_ranking_state(
                     }
                 }
             };
-            let trained = online::train(events.clone(), None, rows, &config.mf, &config.weights);
+            let forgotten = (!forgets.is_empty()).then_some(forgotten);
+            let trained = online::train(
+                events.clone(),
+                forgotten,
+                None,
+                rows,
+                &config.mf,
+                &config.weights,
+            );
             let rows = trained.rows.expect("asked for");
             let state = state_updates(events, &config).concat(rows.map(StateUpdate::Factors));
             let (probe, state) = state.probe();
             state.inner.capture_into(send);
-            (events_input, probe)
+            (events_input, forgotten_input, probe)
         });
+        if worker.index() == 0 {
+            for (time, user) in &forgets {
+                forgotten.update_at(*user, *time, 1);
+            }
+        }
+        forgotten.close();
         let (last, before) = batches.split_last().expect("batches");
         feed_shares(worker, &mut events, &probe, before);
         if let Given::PerPeriod { told_end: true, .. } = given {
@@ -286,7 +311,7 @@ fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
     };
     for seed in [1, 8] {
         let batches = random_batches(seed);
-        let one = run_ranking_state(&batches, &config, 1, Given::EveryTime);
+        let one = run_ranking_state(&batches, &config, 1, Given::EveryTime, &[]);
         let mut blended = 0;
         for (end, model) in plain_models(&batches, &config.mf) {
             let state = state_at(&one, end);
@@ -325,7 +350,7 @@ fn the_rankings_rows_rebuild_the_plain_model_and_the_blend_ranks_from_it() {
         }
         assert!(blended > 100, "seed {seed}: {blended} blended lists");
         for workers in [2, 4] {
-            let many = run_ranking_state(&batches, &config, workers, Given::EveryTime);
+            let many = run_ranking_state(&batches, &config, workers, Given::EveryTime, &[]);
             assert!(many == one, "seed {seed}, {workers} workers");
         }
     }
@@ -357,14 +382,14 @@ fn rows_given_per_period_are_the_model_at_each_period_end_and_at_the_input_end()
     let period_end = |time: u64| persona_dataflows::time::end_of_period(time, PERIOD_MS);
     for seed in [2, 5] {
         let batches = random_batches(seed);
-        let every_time = run_ranking_state(&batches, &config, 1, Given::EveryTime);
+        let every_time = run_ranking_state(&batches, &config, 1, Given::EveryTime, &[]);
         let last = batches.last().expect("batches").0;
         for told_end in [false, true] {
             let given = Given::PerPeriod {
                 period_ms: PERIOD_MS,
                 told_end,
             };
-            let one = run_ranking_state(&batches, &config, 1, given);
+            let one = run_ranking_state(&batches, &config, 1, given, &[]);
             // Rows only at period ends, or at the end of the input once told.
             let row_times: BTreeSet<u64> = one
                 .iter()
@@ -394,9 +419,87 @@ fn rows_given_per_period_are_the_model_at_each_period_end_and_at_the_input_end()
                 table_matches(&state_at(&one, end), &model, &format!("{at} at {end}"));
             }
             for workers in [2, 4] {
-                let many = run_ranking_state(&batches, &config, workers, given);
+                let many = run_ranking_state(&batches, &config, workers, given, &[]);
                 assert!(many == one, "{at}, {workers} workers");
             }
+        }
+    }
+}
+
+/// The batches without the events of `users`.
+fn without(batches: &[(u64, Vec<Update<Event>>)], users: &[Id]) -> Vec<(u64, Vec<Update<Event>>)> {
+    batches
+        .iter()
+        .map(|(end, updates)| {
+            let kept = updates
+                .iter()
+                .filter(|(event, _, _)| !users.contains(&event.user));
+            (*end, kept.cloned().collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_forget_trains_the_model_again_as_if_the_user_never_existed() {
+    const PERIOD_MS: u64 = 6 * HOUR_MS;
+    let config = blend_config(4, 2, 3);
+    for seed in [3, 6] {
+        let batches = random_batches(seed);
+        let ends: Vec<u64> = batches.iter().map(|(end, _)| *end).collect();
+        // At a batch end, inside a batch, and at the same time as another.
+        let forgets = [
+            (ends[5], 3),
+            (ends[9] - HOUR_MS, 11),
+            (ends[14], 7),
+            (ends[14], 20),
+        ];
+        // The model a replay without the users forgotten by `at` trains.
+        let expected_at = |at: u64| {
+            let gone: Vec<Id> = forgets
+                .iter()
+                .filter(|(time, _)| *time <= at)
+                .map(|(_, user)| *user)
+                .collect();
+            let (_, model) = plain_models_at(&without(&batches, &gone), &config.mf, &[at])
+                .pop()
+                .expect("one time");
+            model
+        };
+        for given in [
+            Given::EveryTime,
+            Given::PerPeriod {
+                period_ms: PERIOD_MS,
+                told_end: false,
+            },
+        ] {
+            let one = run_ranking_state(&batches, &config, 1, given, &forgets);
+            let row_times: BTreeSet<u64> = one
+                .iter()
+                .filter(|(update, _, _)| matches!(update, StateUpdate::Factors(_)))
+                .map(|(_, time, _)| *time)
+                .collect();
+            let checked: Vec<u64> = match given {
+                Given::EveryTime => ends.clone(),
+                Given::PerPeriod { .. } => row_times.into_iter().collect(),
+            };
+            assert!(checked.len() > 5, "seed {seed}: {checked:?}");
+            for at in checked {
+                let state = state_at(&one, at);
+                let model = expected_at(at);
+                table_matches(&state, &model, &format!("seed {seed} at {at}"));
+            }
+            for workers in [2, 4] {
+                let many = run_ranking_state(&batches, &config, workers, given, &forgets);
+                assert!(many == one, "seed {seed}, {workers} workers");
+            }
+        }
+        // The forgotten had rows before: the check above sees them go.
+        let before = expected_at(ends[5] - 1);
+        for (_, user) in forgets {
+            assert!(
+                before.user_factors(user).is_some(),
+                "seed {seed}: user {user}"
+            );
         }
     }
 }

@@ -336,7 +336,7 @@ fn run_worker(
             true => pipeline::ranked_rows(config, None),
             false => Rows::Never,
         };
-        let learned = pipeline::with_learned_models(profiles, events.clone(), config, rows);
+        let learned = pipeline::with_learned_models(profiles, events.clone(), None, config, rows);
         if let Some(models) = learned.kmeans {
             models.inner.probe_with(&probe);
         }

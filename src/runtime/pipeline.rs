@@ -115,6 +115,9 @@ pub struct Inputs<'s> {
     pub user_attributes: VecCollection<'s, u64, (Id, AttributeVersion)>,
     /// The end of the input, once every worker has read its input.
     pub input_end: Rc<Cell<Option<u64>>>,
+    /// Users forgotten while serving or running, each once: `events` and
+    /// `user_attributes` are already without them.
+    pub forgotten: Option<VecCollection<'s, u64, Id>>,
 }
 
 type Profiles<'s> = VecCollection<'s, u64, (Id, Profile)>;
@@ -135,9 +138,12 @@ pub struct Learned<'s> {
 /// `profiles` with the learned models of `config`; `ranked` says when the
 /// graph's rankings read the factorisation's rows for a blend
 /// ([`Rows::Never`] when it ranks nothing on demand, see [`ranked_rows`]).
+/// The factorisation is trained again without users as `forgotten` names
+/// them.
 pub fn with_learned_models<'s>(
     profiles: Profiles<'s>,
     events: VecCollection<'s, u64, Event>,
+    forgotten: Option<VecCollection<'s, u64, Id>>,
     config: &PipelineConfig,
     ranked: Rows<u64>,
 ) -> Learned<'s> {
@@ -162,6 +168,7 @@ pub fn with_learned_models<'s>(
     }
     let trained = mf::online::train(
         events,
+        forgotten,
         recommend.mf.embeddings.then(|| profiles.clone()),
         rows,
         &recommend.mf,
@@ -215,6 +222,7 @@ pub fn build(
         catalog,
         user_attributes,
         input_end,
+        forgotten,
     } = inputs;
     let gatherers = graph.gatherers(events.scope().peers());
     let (profiles, alerts) = profiles_and_alerts(
@@ -229,7 +237,7 @@ pub fn build(
         Graph::Serving { .. } => Rows::EveryTime,
         Graph::Ranked => ranked_rows(config, Some(input_end.clone())),
     };
-    let learned = with_learned_models(profiles, events.clone(), config, rows);
+    let learned = with_learned_models(profiles, events.clone(), forgotten, config, rows);
     let profiles = learned.profiles;
     // One record per cluster, all sharing the refit's model.
     let segments = learned.kmeans.map(|models| {

@@ -226,6 +226,7 @@ impl PipelineWorker {
             let events = clean::dedup(records, dedup_horizon, duplicates.clone());
             let mut events = clean::mark_cancellations(events);
             let mut user_attributes = user_attributes.to_collection(scope);
+            let mut forgotten_users = None;
             if let Some(forget) = &mut inputs.forget {
                 let forgotten_now = forget.to_collection(scope);
                 // Every worker learns who was forgotten on any, to drop
@@ -243,7 +244,8 @@ impl PipelineWorker {
                     .map(|event| (event.user, event))
                     .antijoin(forgotten.clone())
                     .map(|(_, event)| event);
-                user_attributes = user_attributes.antijoin(forgotten);
+                user_attributes = user_attributes.antijoin(forgotten.clone());
+                forgotten_users = Some(forgotten);
             }
             let book = name_book.clone();
             let gatherers = graph.gatherers(scope.peers());
@@ -277,6 +279,7 @@ impl PipelineWorker {
                     .map(|_| catalog.to_collection(scope)),
                 user_attributes,
                 input_end: input_end.clone(),
+                forgotten: forgotten_users,
             };
             pipeline::build(inputs, config, graph, &probe)
         });

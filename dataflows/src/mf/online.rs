@@ -20,13 +20,21 @@
 //!   ([`Rows::PerPeriod`]), once per period, at its end. A row that changed
 //!   a thousand times in a period is then sent once, not a thousand times,
 //!   and the state at a period's end is the same.
+//!
+//! With `forgotten` (users forgotten while serving or running), it keeps
+//! every event trained, and a time that forgets users trains the model
+//! again from the start on the events kept without theirs, time by time,
+//! before that time's own events: SGD steps cannot be undone one by one,
+//! and the model is then the one a replay without them trains. Every row
+//! and profile line that moved is given again; the rows of users and items
+//! only the forgotten touched are retracted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -38,8 +46,14 @@ use crate::event::ActionWeights;
 use crate::profile::Profile;
 use crate::{Event, EventTime, Id};
 
-/// What arrived for one time: profile changes and events.
-type Arrived = (Vec<((Id, Profile), isize)>, Vec<(Event, i64)>);
+/// What arrived for one time.
+#[derive(Default)]
+struct Arrived {
+    changes: Vec<((Id, Profile), isize)>,
+    events: Vec<(Event, i64)>,
+    /// Users forgotten at this time.
+    forgotten: Vec<Id>,
+}
 
 /// Whether and when [`train`] gives the model's changed rows.
 pub enum Rows<T> {
@@ -74,13 +88,15 @@ pub struct Trained<'s, T: EventTime> {
 
 /// The model trained on `events`: see the module documentation. `profiles`
 /// come back with `factors`, and as `rows` says the model's changed rows.
-/// `weights` decide which actions teach the model and how strongly.
+/// `weights` decide which actions teach the model and how strongly. Users
+/// in `forgotten` (a set: each at most once) are untrained when they come.
 ///
 /// # Panics
 ///
 /// When `config` does not pass [`MfConfig::validate`], at construction.
 pub fn train<'s, T: EventTime>(
     events: VecCollection<'s, T, Event>,
+    forgotten: Option<VecCollection<'s, T, Id>>,
     profiles: Option<VecCollection<'s, T, (Id, Profile)>>,
     rows: Rows<T>,
     config: &MfConfig,
@@ -95,10 +111,15 @@ pub fn train<'s, T: EventTime>(
         model = model.tracking_changes();
     }
     let with_profiles = profiles.is_some();
+    // Every event trained, kept to train again without forgotten users.
+    let mut history: Option<Vec<Vec<(Event, i64)>>> = forgotten.is_some().then(Vec::new);
+    let blank = model.clone();
     let mut builder = OperatorBuilder::new("Factorisation".to_string(), events.scope());
     let mut events_input = builder.new_input(events.inner, Exchange::new(|_| 0u64));
     let mut profiles_input =
         profiles.map(|profiles| builder.new_input(profiles.inner, Exchange::new(|_| 0u64)));
+    let mut forgotten_input =
+        forgotten.map(|users| builder.new_input(users.inner, Exchange::new(|_| 0u64)));
     let (profiles_output, profiles_stream) = builder.new_output();
     let mut profiles_output =
         OutputBuilder::<_, CapacityContainerBuilder<_>>::from(profiles_output);
@@ -110,6 +131,7 @@ pub fn train<'s, T: EventTime>(
         let mut held: Option<[Capability<T>; 2]> = None;
         let mut users: HashMap<Id, Profile> = HashMap::default();
         let mut given = Given::default();
+        let mut forgotten: HashSet<Id> = HashSet::default();
         // Per period: the rows' capability at the input frontier, to end
         // the open period at the end of the input, and the open period's
         // last time, where its rows go.
@@ -121,7 +143,11 @@ pub fn train<'s, T: EventTime>(
                     hold_earliest(&mut held, &capability);
                     for container in containers {
                         for (record, time, diff) in container.drain(..) {
-                            arrived.entry(time).or_default().0.push((record, diff));
+                            arrived
+                                .entry(time)
+                                .or_default()
+                                .changes
+                                .push((record, diff));
                         }
                     }
                 });
@@ -133,11 +159,23 @@ pub fn train<'s, T: EventTime>(
                         arrived
                             .entry(time)
                             .or_default()
-                            .1
+                            .events
                             .push((event, diff as i64));
                     }
                 }
             });
+            if let Some(forgotten_input) = forgotten_input.as_mut() {
+                forgotten_input.for_each_stamp(|capability, containers| {
+                    hold_earliest(&mut held, &capability);
+                    for container in containers {
+                        for (user, time, diff) in container.drain(..) {
+                            if diff > 0 {
+                                arrived.entry(time).or_default().forgotten.push(user);
+                            }
+                        }
+                    }
+                });
+            }
             let mut rows_output = rows_output.activate();
             if let (Rows::PerPeriod { input_end, .. }, Some(at)) = (&rows, &open) {
                 // The end of the input ends the open period.
@@ -156,7 +194,18 @@ pub fn train<'s, T: EventTime>(
                     if !complete(entry.key()) {
                         break;
                     }
-                    let (now, (changes, mut events)) = entry.remove_entry();
+                    let (now, arrived) = entry.remove_entry();
+                    let Arrived {
+                        changes,
+                        mut events,
+                        forgotten: newly_forgotten,
+                    } = arrived;
+                    let untrain = !newly_forgotten.is_empty();
+                    forgotten.extend(newly_forgotten);
+                    if !forgotten.is_empty() {
+                        // Their events of this time: the retractions of a forget.
+                        events.retain(|(event, _)| !forgotten.contains(&event.user));
+                    }
                     if let Some(at) = open.take_if(|at| *at.time() < now) {
                         let rows = given.take(&mut model, at.time());
                         rows_output.session(&at).give_iterator(rows.into_iter());
@@ -168,6 +217,11 @@ pub fn train<'s, T: EventTime>(
                     };
                     let mut touched: BTreeMap<Id, (Option<Factors>, bool)> = BTreeMap::new();
                     if with_profiles {
+                        if untrain {
+                            for user in users.keys() {
+                                touched.insert(*user, (factors(&model, *user), false));
+                            }
+                        }
                         for (event, _) in &events {
                             touched
                                 .entry(event.user)
@@ -185,6 +239,17 @@ pub fn train<'s, T: EventTime>(
                             .users
                             .extend(events.iter().map(|(event, _)| event.user));
                     }
+                    if let Some(history) = history.as_mut() {
+                        if untrain {
+                            model = blank.clone();
+                            for events in history.iter_mut() {
+                                events.retain(|(event, _)| !forgotten.contains(&event.user));
+                                model.train(events);
+                            }
+                            history.retain(|events| !events.is_empty());
+                            given.all = true;
+                        }
+                    }
                     model.train(&mut events);
                     match &rows {
                         Rows::Never => {}
@@ -196,7 +261,7 @@ pub fn train<'s, T: EventTime>(
                             period_ms,
                             input_end,
                         } => {
-                            if open.is_none() && !events.is_empty() {
+                            if open.is_none() && (!events.is_empty() || untrain) {
                                 let last = now.end_of_period(*period_ms);
                                 let last = match input_end() {
                                     Some(end) => last.min(end).max(now.clone()),
@@ -205,6 +270,9 @@ pub fn train<'s, T: EventTime>(
                                 open = Some(rows_at.delayed(&last));
                             }
                         }
+                    }
+                    if let Some(history) = history.as_mut().filter(|_| !events.is_empty()) {
+                        history.push(events);
                     }
                     if !with_profiles {
                         continue;
@@ -277,6 +345,9 @@ struct Given {
     item_rows: HashMap<Id, Factors>,
     /// The users of the events trained on since the rows were last given.
     users: BTreeSet<Id>,
+    /// Whether the model was trained again from the start since: then
+    /// every row is compared.
+    all: bool,
 }
 
 impl Given {
@@ -284,15 +355,28 @@ impl Given {
     /// old row and an insertion of the new, at `time`.
     fn take<T: EventTime>(&mut self, model: &mut MfModel, time: &T) -> Vec<(MfRow, T, isize)> {
         let mut changes = Vec::new();
-        for user in std::mem::take(&mut self.users) {
-            if let Some(row) = model.user_factors(user) {
-                replace(&mut self.user_rows, user, row, MfRow::User, &mut changes);
+        let mut users = std::mem::take(&mut self.users);
+        let mut items: BTreeSet<Id> = model.take_changed_items().into_iter().collect();
+        if std::mem::take(&mut self.all) {
+            // A new model: its items are all changed, and its users are
+            // those given before and those trained on since.
+            users.extend(self.user_rows.keys());
+            items.extend(self.item_rows.keys());
+        }
+        for user in users {
+            match model.user_factors(user) {
+                Some(row) => replace(&mut self.user_rows, user, row, MfRow::User, &mut changes),
+                None => retract(&mut self.user_rows, user, MfRow::User, &mut changes),
             }
         }
-        for item in model.take_changed_items() {
-            let (bias, q) = model.item_factors(item).expect("a trained item");
-            let row: Vec<f32> = [bias].into_iter().chain(q.iter().copied()).collect();
-            replace(&mut self.item_rows, item, &row, MfRow::Item, &mut changes);
+        for item in items {
+            match model.item_factors(item) {
+                Some((bias, q)) => {
+                    let row: Vec<f32> = [bias].into_iter().chain(q.iter().copied()).collect();
+                    replace(&mut self.item_rows, item, &row, MfRow::Item, &mut changes);
+                }
+                None => retract(&mut self.item_rows, item, MfRow::Item, &mut changes),
+            }
         }
         changes
             .into_iter()
@@ -321,6 +405,18 @@ fn replace(
             given.insert(id, row.clone());
             changes.push((as_row(id, row), 1));
         }
+    }
+}
+
+/// Retracts the row given as `id`'s, if any: the model no longer has it.
+fn retract(
+    given: &mut HashMap<Id, Factors>,
+    id: Id,
+    as_row: fn(Id, Factors) -> MfRow,
+    changes: &mut Vec<(MfRow, isize)>,
+) {
+    if let Some(old) = given.remove(&id) {
+        changes.push((as_row(id, old), -1));
     }
 }
 
