@@ -924,6 +924,23 @@ mod tests {
         assert!(error.contains(field), "{toml}: {error}");
     }
 
+    /// The blend is the default where it won on validation, and a config
+    /// that asks for the dataflow's rankings is not refused for it.
+    #[test]
+    fn the_blend_is_the_default_of_discovery_ranked_on_demand() {
+        let mf_weight = |toml: &str| {
+            assert!(validate(toml).is_ok(), "{toml}");
+            let config: PipelineConfig = toml::from_str(toml).unwrap();
+            config.recommend.mf_weight
+        };
+        assert_eq!(mf_weight(""), 0.25);
+        assert_eq!(mf_weight("[recommend]\ntop_k = 5\n"), 0.25);
+        assert_eq!(mf_weight("[recommend]\nmode = \"repeat\"\n"), 0.0);
+        assert_eq!(mf_weight("[recommend]\nrankings = \"dataflow\"\n"), 0.0);
+        assert_eq!(mf_weight("[recommend]\nindicator_action = \"view\"\n"), 0.0);
+        assert_eq!(mf_weight("[recommend]\nmf_weight = 0\n"), 0.0);
+    }
+
     #[test]
     fn nonsense_numbers_name_their_field() {
         assert!(validate("").is_ok());

@@ -164,8 +164,9 @@ enum Command {
         split: SplitArgs,
         /// What the `persona` row scores: cf (co-occurrence), mf (the
         /// learned factorisation, [recommend.mf]) or blend (both, by
-        /// [recommend] mf_weight, 0.5 if it is 0). Default: blend when the
-        /// config sets mf_weight, else cf.
+        /// [recommend] mf_weight, 0.5 if it is 0). Default: blend when
+        /// mf_weight is above 0 (0.25 in discovery mode unless the config
+        /// says otherwise), else cf.
         #[arg(long, value_enum)]
         model: Option<persona::eval::Model>,
         #[command(flatten)]

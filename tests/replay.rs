@@ -381,9 +381,14 @@ fn rankings_on_demand_equal_the_dataflow_ones() {
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "[recommend]\nrankings = \"dataflow\"\n").unwrap();
     let dataflow_config = ["--config", config.path().to_str().unwrap()];
-    // The popularity trend is ranked on demand only: off for the comparison.
+    // The popularity trend and the blend are ranked on demand only: off for
+    // the comparison.
     let no_trend = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(no_trend.path(), "[recommend]\ntrend_weight = 0\n").unwrap();
+    std::fs::write(
+        no_trend.path(),
+        "[recommend]\ntrend_weight = 0\nmf_weight = 0\n",
+    )
+    .unwrap();
     let on_demand = ["--config", no_trend.path().to_str().unwrap()];
     let (at_end, summary_at_end) = replay(&input, "online-retail", &on_demand);
     let (per_period, summary_per_period) = replay(

@@ -362,6 +362,15 @@ fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) 
     }
 }
 
+/// The default settings, co-occurrence alone: the reference has no
+/// factorisation to blend with.
+fn cooccurrence() -> CfConfig {
+    CfConfig {
+        mf_weight: 0.0,
+        ..CfConfig::default()
+    }
+}
+
 /// Every combination of metric, N ∈ {0,3}, K ∈ {0,3} and decay on/off, with
 /// the other knobs (support, k, seen rule, repeat weight, trend) varied by
 /// the seed; then the same with purchases as the
@@ -408,7 +417,7 @@ fn plain_configs() -> Vec<CfConfig> {
                         repeat_weight: [1.0, 2.5][n % 2],
                         trend_weight: if n % 6 == 1 { 0.7 } else { 0.0 },
                         trend_days: 1 + (n % 3) as u32,
-                        ..CfConfig::default()
+                        ..cooccurrence()
                     });
                 }
             }
@@ -464,7 +473,7 @@ fn defaults_match_reference_on_many_seeds() {
     for seed in 0..20 {
         check(
             seed,
-            &CfConfig::default(),
+            &cooccurrence(),
             1 + (seed as usize % 2),
             &mut coverage,
         );
@@ -479,7 +488,7 @@ fn defaults_match_reference_on_many_seeds() {
 #[test]
 fn cooccurrence_work_per_event_is_bounded_by_history_length() {
     use persona_dataflows::cf::history::histories;
-    let config = CfConfig::default();
+    let config = cooccurrence();
     let updates: Vec<(Event, u64, isize)> = (0..20).flat_map(random_stream).collect();
     let pair_updates = Arc::new(Mutex::new(0usize));
     let counter = pair_updates.clone();
@@ -531,7 +540,7 @@ fn a_partly_cancelled_purchase_stays_seen_and_a_cancelled_one_goes() {
     // The dataflow's own rankings, which have no trend.
     let config = CfConfig {
         trend_weight: 0.0,
-        ..CfConfig::default()
+        ..cooccurrence()
     };
     let captured = run_dataflow(&updates, &config, 1, true);
     let history = at_time(&captured.history, 1, |(u, e)| (*u, e.item));
@@ -581,7 +590,7 @@ fn a_dismissed_item_is_never_recommended_until_the_dismissal_is_retracted() {
         (event(3, 11, Action::NotInterested), 2, -1),
     ];
     for config in [
-        CfConfig::default(),
+        cooccurrence(),
         CfConfig::for_mode(persona_dataflows::cf::Mode::Repeat),
     ] {
         let config = CfConfig {

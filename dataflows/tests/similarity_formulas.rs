@@ -430,6 +430,7 @@ fn cross_occurrence_counts_and_llr_by_hand() {
         metric: Metric::Cooccurrence,
         primary_action: Some(Action::Purchase),
         indicator_action: Some(Action::View),
+        mf_weight: 0.0,
         ..CfConfig::default()
     };
     let (cross, recommendations) = run_cross(cross_fixture(), config);
@@ -488,6 +489,7 @@ fn indicator_needs_a_distinct_primary_action() {
     let indicator_alone = CfConfig {
         indicator_action: Some(Action::View),
         trend_weight: 0.0,
+        mf_weight: 0.0,
         ..CfConfig::default()
     };
     assert!(indicator_alone.validate().is_err());
