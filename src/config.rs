@@ -937,7 +937,8 @@ mod tests {
         assert_eq!(mf_weight("[recommend]\ntop_k = 5\n"), 0.25);
         assert_eq!(mf_weight("[recommend]\nmode = \"repeat\"\n"), 0.0);
         assert_eq!(mf_weight("[recommend]\nrankings = \"dataflow\"\n"), 0.0);
-        assert_eq!(mf_weight("[recommend]\nindicator_action = \"view\"\n"), 0.0);
+        let indicator = "[recommend]\nprimary_action = \"purchase\"\nindicator_action = \"view\"\n";
+        assert_eq!(mf_weight(indicator), 0.0);
         assert_eq!(mf_weight("[recommend]\nmf_weight = 0\n"), 0.0);
     }
 

@@ -363,7 +363,8 @@ fn popularity(
 
 /// The settings of SAR as Microsoft Recommenders runs it, on the same
 /// events with the same seen rule: all history, all neighbours, Jaccard,
-/// a 30-day half-life, support 1.
+/// a 30-day half-life, support 1, and co-occurrence alone (no trend,
+/// no blend).
 pub fn sar(config: &CfConfig) -> CfConfig {
     CfConfig {
         history_length: 0,
@@ -373,6 +374,7 @@ pub fn sar(config: &CfConfig) -> CfConfig {
         min_support: 1,
         repeat_weight: 1.0,
         trend_weight: 0.0,
+        mf_weight: 0.0,
         ..config.clone()
     }
 }
@@ -600,7 +602,7 @@ pub fn table(report: &EvalReport) -> String {
 /// The header of a table of scores at k.
 pub fn scores_header(k: usize, first: &str) -> String {
     format!(
-        "{first:<12} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "{first:<13} {:>12} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
         format!("precision@{k}"),
         format!("recall@{k}"),
         format!("ndcg@{k}"),
@@ -614,7 +616,7 @@ pub fn scores_header(k: usize, first: &str) -> String {
 /// One row of a table of scores.
 pub fn scores_row(name: &str, s: &Scores) -> String {
     format!(
-        "{name:<12} {:>12.4} {:>10.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4}\n",
+        "{name:<13} {:>12.4} {:>10.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>9.4}\n",
         s.precision, s.recall, s.ndcg, s.map, s.hit_rate, s.mrr, s.coverage
     )
 }
@@ -736,6 +738,7 @@ mod tests {
             decay_half_life_days: None,
             metric: Metric::Jaccard,
             trend_weight: 0.0,
+            mf_weight: 0.0,
             ..CfConfig::for_mode(Mode::Discovery)
         };
         let state = train_state(&updates, &config, &one_worker()).unwrap();

@@ -874,7 +874,7 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
     let (dir, _, log) = setup();
     // With the learned models, which a forget trains again without them.
     let learned = CONFIG.replace("[recommend]\n", "[recommend]\nmf_weight = 0.25\n")
-        + "[recommend.mf]\nembeddings = true\n";
+        + "[recommend.mf]\nembeddings = true\n[segments.kmeans]\nk = 3\n";
     let reference = dir.path().join("learned.toml");
     std::fs::write(&reference, &learned).unwrap();
     for workers in [1u64, 4] {

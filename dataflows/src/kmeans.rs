@@ -26,8 +26,14 @@
 //! profile and vector; with it the output is the same for any number of
 //! workers. Arithmetic is `f64` in user-id order, with no parallel reduction:
 //! the same log gives the same bits.
+//!
+//! With `forgotten` (users forgotten while serving or running), it keeps
+//! each time's changed vectors, and a time that forgets users replays the
+//! refits on them without theirs ([`last_refit`]): when refits happen
+//! depends on how many users had a vector, so the model is then the one a
+//! replay without them fits, and every user is assigned to it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::VecCollection;
@@ -40,7 +46,7 @@ use timely::dataflow::operators::Capability;
 
 use crate::profile::Profile;
 use crate::seeded::Stream;
-use crate::time::DAY_MS;
+use crate::time::{hold_earliest, DAY_MS};
 use crate::{Action, EventTime, Id, Score};
 
 /// The largest `k`: seeding and every Lloyd pass cost users × k.
@@ -383,6 +389,39 @@ pub fn refit_due<T: EventTime>(
 /// A change of a user's profile: `((user, profile), diff)`.
 type ProfileChange = ((Id, Profile), isize);
 
+/// What arrived for one time: profile changes, and users forgotten.
+type Arrived = (Vec<ProfileChange>, Vec<Id>);
+
+/// The vector of each user whose profile changed at a time, after it
+/// (none: no profile, or no vector).
+type VectorChanges = Vec<(Id, Option<Vec<f64>>)>;
+
+/// The last refit (its time and model) of the operator that saw these
+/// changes, time after time: the refits [`segments`] would have made.
+pub fn last_refit<T: EventTime>(
+    history: &[(T, VectorChanges)],
+    config: &KMeansConfig,
+) -> Option<(T, KMeansModel)> {
+    let mut vectors: BTreeMap<Id, &[f64]> = BTreeMap::new();
+    let mut model: Option<(T, KMeansModel)> = None;
+    for (now, changes) in history {
+        for (user, vector) in changes {
+            match vector {
+                Some(vector) => vectors.insert(*user, vector),
+                None => vectors.remove(user),
+            };
+        }
+        let last = model.as_ref().map(|(at, model)| (at, model));
+        if refit_due(last, now, vectors.len(), config) {
+            let fitted: Vec<Vec<f64>> = vectors.values().map(|v| v.to_vec()).collect();
+            if let Some(refit) = fit(&fitted, config) {
+                model = Some((now.clone(), refit));
+            }
+        }
+    }
+    model
+}
+
 /// A user as the segments operator holds them.
 struct Member {
     profile: Profile,
@@ -405,14 +444,16 @@ impl Member {
 }
 
 /// The profiles with their `cluster`, and the model of each refit (one
-/// record at a time: the new model replaces the previous one). See the
-/// module documentation.
+/// record at a time: the new model replaces the previous one). Users in
+/// `forgotten` (a set: each at most once) leave the model when they come.
+/// See the module documentation.
 ///
 /// # Panics
 ///
 /// When `config` does not pass [`KMeansConfig::validate`], at construction.
 pub fn segments<'s, T: EventTime>(
     profiles: VecCollection<'s, T, (Id, Profile)>,
+    forgotten: Option<VecCollection<'s, T, Id>>,
     config: &KMeansConfig,
 ) -> (
     VecCollection<'s, T, (Id, Profile)>,
@@ -424,38 +465,44 @@ pub fn segments<'s, T: EventTime>(
     let config = config.clone();
     let mut builder = OperatorBuilder::new("Segments".to_string(), profiles.scope());
     let mut input = builder.new_input(profiles.inner, Exchange::new(|_| 0u64));
+    // Each time's changed vectors, kept to refit again without forgotten users.
+    let mut history: Option<Vec<(T, VectorChanges)>> = forgotten.is_some().then(Vec::new);
+    let mut forgotten_input =
+        forgotten.map(|users| builder.new_input(users.inner, Exchange::new(|_| 0u64)));
     let (profiles_output, profiles_stream) = builder.new_output();
     let mut profiles_output =
         OutputBuilder::<_, CapacityContainerBuilder<_>>::from(profiles_output);
     let (models_output, models_stream) = builder.new_output();
     let mut models_output = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(models_output);
     builder.build(move |_| {
-        let mut arrived: BTreeMap<T, Vec<ProfileChange>> = BTreeMap::new();
+        let mut arrived: BTreeMap<T, Arrived> = BTreeMap::new();
         let mut held: Option<[Capability<T>; 2]> = None;
         let mut users: BTreeMap<Id, Member> = BTreeMap::new();
         // Users with a vector: those a refit fits.
         let mut vectors = 0usize;
         let mut model: Option<(T, KMeansModel)> = None;
+        let mut forgotten: BTreeSet<Id> = BTreeSet::new();
         move |frontiers| {
             input.for_each_stamp(|capability, containers| {
-                let Some(least) = capability.least() else {
-                    // A message stamped with no time carries no records.
-                    debug_assert!(containers.into_iter().all(|c| c.is_empty()));
-                    return;
-                };
-                let earlier = |time: &T| held.as_ref().is_none_or(|held| time < held[0].time());
-                if earlier(least) {
-                    held = capability
-                        .retain_least(0)
-                        .zip(capability.retain_least(1))
-                        .map(|(profiles, models)| [profiles, models]);
-                }
+                hold_earliest(&mut held, &capability);
                 for container in containers {
                     for (record, time, diff) in container.drain(..) {
-                        arrived.entry(time).or_default().push((record, diff));
+                        arrived.entry(time).or_default().0.push((record, diff));
                     }
                 }
             });
+            if let Some(forgotten_input) = forgotten_input.as_mut() {
+                forgotten_input.for_each_stamp(|capability, containers| {
+                    hold_earliest(&mut held, &capability);
+                    for container in containers {
+                        for (user, time, diff) in container.drain(..) {
+                            if diff > 0 {
+                                arrived.entry(time).or_default().1.push(user);
+                            }
+                        }
+                    }
+                });
+            }
             let Some([profiles_at, models_at]) = held.as_ref() else {
                 return;
             };
@@ -464,10 +511,52 @@ pub fn segments<'s, T: EventTime>(
             let mut models_output = models_output.activate();
             let mut models = models_output.session(models_at);
             while let Some(entry) = arrived.first_entry() {
-                if frontiers[0].frontier().less_equal(entry.key()) {
+                if frontiers
+                    .iter()
+                    .any(|f| f.frontier().less_equal(entry.key()))
+                {
                     break;
                 }
-                let (now, mut updates) = entry.remove_entry();
+                let (now, (mut updates, newly_forgotten)) = entry.remove_entry();
+                if !newly_forgotten.is_empty() {
+                    forgotten.extend(newly_forgotten.iter().copied());
+                    // Their profiles go, not as a change of this time.
+                    for user in &newly_forgotten {
+                        if let Some(member) = users.remove(user) {
+                            vectors -= member.vector.is_some() as usize;
+                            profiles.give(((*user, member.output()), now.clone(), -1));
+                        }
+                    }
+                    let history = history.as_mut().expect("kept with forgotten users");
+                    for (_, changes) in history.iter_mut() {
+                        changes.retain(|(user, _)| !forgotten.contains(user));
+                    }
+                    history.retain(|(_, changes)| !changes.is_empty());
+                    let refit = last_refit(history, &config);
+                    if refit.as_ref().map(|(_, m)| m) != model.as_ref().map(|(_, m)| m) {
+                        if let Some((_, old)) = model.take() {
+                            models.give((old, now.clone(), -1));
+                        }
+                        if let Some((_, new)) = &refit {
+                            models.give((new.clone(), now.clone(), 1));
+                        }
+                        for (user, member) in users.iter_mut() {
+                            let cluster = member.assign(refit.as_ref().map(|(_, m)| m));
+                            if cluster != member.cluster {
+                                profiles.give(((*user, member.output()), now.clone(), -1));
+                                member.cluster = cluster;
+                                profiles.give(((*user, member.output()), now.clone(), 1));
+                            }
+                        }
+                    }
+                    model = refit;
+                }
+                if !forgotten.is_empty() {
+                    updates.retain(|((user, _), _)| !forgotten.contains(user));
+                }
+                if updates.is_empty() {
+                    continue;
+                }
                 // Retractions first: a user's old profile goes before the new comes.
                 updates.sort_unstable_by(|((a, _), da), ((b, _), db)| (a, da).cmp(&(b, db)));
                 // Per user changed, in user order: the profile taken back (as
@@ -517,6 +606,11 @@ pub fn segments<'s, T: EventTime>(
                             profiles.give(((*user, member.output()), now.clone(), 1));
                         }
                     }
+                }
+                if let Some(history) = history.as_mut() {
+                    let vector = |user: &Id| users.get(user).and_then(|m| m.vector.clone());
+                    let changes = touched.iter().map(|(user, _, _)| (*user, vector(user)));
+                    history.push((now.clone(), changes.collect()));
                 }
                 for (user, before, cluster) in touched {
                     if let Some(before) = before {

@@ -11,6 +11,7 @@
 use differential_dataflow::difference::{IsZero, Monoid, Semigroup};
 use differential_dataflow::lattice::Lattice;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::order::TotalOrder;
 use timely::progress::Timestamp;
 
@@ -35,6 +36,24 @@ impl EventTime for u64 {
 
     fn end_of_period(&self, period_ms: u64) -> Self {
         end_of_period(*self, period_ms)
+    }
+}
+
+/// Keeps the capabilities of the earliest message so far, one for each of
+/// an operator's two outputs: what the operators that hold a time's input
+/// until it is complete (k-means, the factorisation) emit under.
+pub fn hold_earliest<T: EventTime>(
+    held: &mut Option<[Capability<T>; 2]>,
+    capability: &InputCapability<T>,
+) {
+    let Some(least) = capability.least() else {
+        return;
+    };
+    if held.as_ref().is_none_or(|[held, _]| least < held.time()) {
+        *held = capability
+            .retain_least(0)
+            .zip(capability.retain_least(1))
+            .map(|(first, second)| [first, second]);
     }
 }
 

@@ -21,7 +21,7 @@ use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
 use persona_dataflows::time::DAY_MS;
 use persona_dataflows::{reference, Action, Event, Id};
 
-use common::{at_time, feed_shares, flatten, Rng, Update};
+use common::{at_time, feed_shares, flatten, without, Rng, Update};
 
 const HOUR_MS: u64 = 3_600_000;
 const BASE_MS: u64 = 1_700_000_000_000 / DAY_MS * DAY_MS;
@@ -85,29 +85,49 @@ struct Outputs {
     models: Vec<Update<KMeansModel>>,
 }
 
+/// The segments of the log; with `forgets`, users forgotten at those
+/// times, their events antijoined away as a server does.
 fn run_dataflow(
     batches: &[(u64, Vec<Update<Event>>)],
     profile: &ProfileConfig,
     kmeans: &KMeansConfig,
     workers: usize,
+    forgets: &[(u64, Id)],
 ) -> Outputs {
     let batches = Arc::new(batches.to_vec());
+    let forgets = forgets.to_vec();
     let (profile, kmeans) = (profile.clone(), kmeans.clone());
     let (send_profiles, profiles_out) = std::sync::mpsc::channel();
     let (send_models, models_out) = std::sync::mpsc::channel();
     let senders = Arc::new(Mutex::new((send_profiles, send_models)));
     timely::execute(timely::Config::process(workers), move |worker| {
         let (send_profiles, send_models) = senders.lock().unwrap().clone();
-        let (mut events, probe) = worker.dataflow::<u64, _, _>(|scope| {
-            let (events_input, events) = scope.new_collection();
+        let (mut events, mut forgotten, probe) = worker.dataflow::<u64, _, _>(|scope| {
+            let (events_input, events) = scope.new_collection::<Event, isize>();
+            let (forgotten_input, forgotten) = scope.new_collection::<Id, isize>();
+            let forgotten = forgotten.distinct();
+            let events = events
+                .map(|event| (event.user, event))
+                .antijoin(forgotten.clone())
+                .map(|(_, event)| event);
             let attributes = scope.new_collection().1;
-            let (with_clusters, models) =
-                segments(profiles(events, None, attributes, &profile), &kmeans);
+            let forgotten = (!forgets.is_empty()).then_some(forgotten);
+            let (with_clusters, models) = segments(
+                profiles(events, None, attributes, &profile),
+                forgotten,
+                &kmeans,
+            );
             models.inner.capture_into(send_models);
             let (probe, with_clusters) = with_clusters.probe();
             with_clusters.inner.capture_into(send_profiles);
-            (events_input, probe)
+            (events_input, forgotten_input, probe)
         });
+        if worker.index() == 0 {
+            for (time, user) in &forgets {
+                forgotten.update_at(*user, *time, 1);
+            }
+        }
+        forgotten.close();
         feed_shares(worker, &mut events, &probe, &batches);
     })
     .expect("timely run");
@@ -130,7 +150,7 @@ fn check(seed: u64, kmeans: &KMeansConfig) -> (usize, usize) {
     let events: Vec<Update<Event>> = batches.iter().flat_map(|(_, u)| u.clone()).collect();
     let reference_profiles =
         |at: u64| reference::profile::profiles(&events, &[], &[], at, &profile);
-    let one = run_dataflow(&batches, &profile, kmeans, 1);
+    let one = run_dataflow(&batches, &profile, kmeans, 1, &[]);
 
     // The refits are the reference's, walking every hour (events and their
     // exits from the windows fall on hours) until the last exit, and keeping
@@ -194,7 +214,7 @@ fn check(seed: u64, kmeans: &KMeansConfig) -> (usize, usize) {
 
     // Two and four workers give the same updates, bit for bit.
     for workers in [2, 4] {
-        let many = run_dataflow(&batches, &profile, kmeans, workers);
+        let many = run_dataflow(&batches, &profile, kmeans, workers, &[]);
         assert!(
             sorted(&many.models) == sorted(&one.models),
             "{workers} workers: models"
@@ -254,4 +274,58 @@ fn every_feature_and_a_small_k_follow_the_reference() {
         max_iterations: 2,
     };
     check(11, &kmeans);
+}
+
+#[test]
+fn a_forget_refits_as_if_the_user_never_existed() {
+    let profile = ProfileConfig::default();
+    let kmeans = KMeansConfig {
+        k: 4,
+        refit_days: 7,
+        ..KMeansConfig::default()
+    };
+    for seed in [1, 4] {
+        let batches = random_batches(seed);
+        let ends: Vec<u64> = batches.iter().map(|(end, _)| *end).collect();
+        // A heavy buyer, a browser inside a batch, and two at once.
+        let forgets = [
+            (ends[8], 2),
+            (ends[12] - HOUR_MS, 30),
+            (ends[20], 0),
+            (ends[20], 45),
+        ];
+        let one = run_dataflow(&batches, &profile, &kmeans, 1, &forgets);
+        let never = run_dataflow(&batches, &profile, &kmeans, 1, &[]);
+        // The replays without the users forgotten by each time.
+        let mut replays: BTreeMap<Vec<Id>, Outputs> = BTreeMap::new();
+        let mut moved = 0;
+        for end in &ends {
+            let gone: Vec<Id> = forgets
+                .iter()
+                .filter(|(time, _)| time <= end)
+                .map(|(_, user)| *user)
+                .collect();
+            let replay = replays.entry(gone.clone()).or_insert_with(|| {
+                run_dataflow(&without(&batches, &gone), &profile, &kmeans, 1, &[])
+            });
+            let at = format!("seed {seed} at {end}, without {gone:?}");
+            let models = at_time(&one.models, *end);
+            assert!(models == at_time(&replay.models, *end), "{at}: model");
+            let served = at_time(&one.profiles, *end);
+            assert!(served == at_time(&replay.profiles, *end), "{at}: profiles");
+            moved += (models != at_time(&never.models, *end)) as usize;
+        }
+        assert!(
+            moved > 3,
+            "seed {seed}: the forgets moved the model {moved} times"
+        );
+        for workers in [2, 4] {
+            let many = run_dataflow(&batches, &profile, &kmeans, workers, &forgets);
+            assert!(
+                sorted(&many.models) == sorted(&one.models)
+                    && sorted(&many.profiles) == sorted(&one.profiles),
+                "seed {seed}, {workers} workers"
+            );
+        }
+    }
 }

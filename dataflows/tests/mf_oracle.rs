@@ -29,7 +29,7 @@ use persona_dataflows::mf::{online, Factors, MfConfig, MfModel};
 use persona_dataflows::profile::{profiles, Profile, ProfileConfig};
 use persona_dataflows::{reference, Action, Event, Id};
 
-use common::{at_time, feed_shares, flatten, Rng, Update};
+use common::{at_time, feed_shares, flatten, without, Rng, Update};
 
 const HOUR_MS: u64 = 3_600_000;
 const BASE_MS: u64 = 1_700_000_000_000;
@@ -424,19 +424,6 @@ fn rows_given_per_period_are_the_model_at_each_period_end_and_at_the_input_end()
             }
         }
     }
-}
-
-/// The batches without the events of `users`.
-fn without(batches: &[(u64, Vec<Update<Event>>)], users: &[Id]) -> Vec<(u64, Vec<Update<Event>>)> {
-    batches
-        .iter()
-        .map(|(end, updates)| {
-            let kept = updates
-                .iter()
-                .filter(|(event, _, _)| !users.contains(&event.user));
-            (*end, kept.cloned().collect())
-        })
-        .collect()
 }
 
 #[test]

@@ -138,8 +138,7 @@ pub struct Learned<'s> {
 /// `profiles` with the learned models of `config`; `ranked` says when the
 /// graph's rankings read the factorisation's rows for a blend
 /// ([`Rows::Never`] when it ranks nothing on demand, see [`ranked_rows`]).
-/// The factorisation is trained again without users as `forgotten` names
-/// them.
+/// Both models learn again without users as `forgotten` names them.
 pub fn with_learned_models<'s>(
     profiles: Profiles<'s>,
     events: VecCollection<'s, u64, Event>,
@@ -149,7 +148,7 @@ pub fn with_learned_models<'s>(
 ) -> Learned<'s> {
     let (profiles, kmeans) = match &config.segments.kmeans {
         Some(kmeans) => {
-            let (profiles, models) = segments(profiles, kmeans);
+            let (profiles, models) = segments(profiles, forgotten.clone(), kmeans);
             (profiles, Some(models))
         }
         None => (profiles, None),

@@ -39,11 +39,12 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::{Capability, InputCapability};
+use timely::dataflow::operators::Capability;
 
 use super::{Factors, MfConfig, MfModel, MfRow};
 use crate::event::ActionWeights;
 use crate::profile::Profile;
+use crate::time::hold_earliest;
 use crate::{Event, EventTime, Id};
 
 /// What arrived for one time.
@@ -417,22 +418,6 @@ fn retract(
 ) {
     if let Some(old) = given.remove(&id) {
         changes.push((as_row(id, old), -1));
-    }
-}
-
-/// Keeps the capabilities of the earliest message so far, for each output.
-fn hold_earliest<T: EventTime>(
-    held: &mut Option<[Capability<T>; 2]>,
-    capability: &InputCapability<T>,
-) {
-    let Some(least) = capability.least() else {
-        return;
-    };
-    if held.as_ref().is_none_or(|[held, _]| least < held.time()) {
-        *held = capability
-            .retain_least(0)
-            .zip(capability.retain_least(1))
-            .map(|(profiles, rows)| [profiles, rows]);
     }
 }
 

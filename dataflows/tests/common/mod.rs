@@ -83,3 +83,20 @@ pub fn feed_shares(
         worker.step_while(|| probe.less_than(&(end + 1)));
     }
 }
+
+/// The batches without the events of `users`: the log of a replay in which
+/// they never existed.
+pub fn without(
+    batches: &[(u64, Vec<Update<persona_dataflows::Event>>)],
+    users: &[persona_dataflows::Id],
+) -> Vec<(u64, Vec<Update<persona_dataflows::Event>>)> {
+    batches
+        .iter()
+        .map(|(end, updates)| {
+            let kept = updates
+                .iter()
+                .filter(|(event, _, _)| !users.contains(&event.user));
+            (*end, kept.cloned().collect())
+        })
+        .collect()
+}
