@@ -357,12 +357,14 @@ impl Given {
     fn take<T: EventTime>(&mut self, model: &mut MfModel, time: &T) -> Vec<(MfRow, T, isize)> {
         let mut changes = Vec::new();
         let mut users = std::mem::take(&mut self.users);
-        let mut items: BTreeSet<Id> = model.take_changed_items().into_iter().collect();
+        let mut items = model.take_changed_items();
         if std::mem::take(&mut self.all) {
             // A new model: its items are all changed, and its users are
             // those given before and those trained on since.
             users.extend(self.user_rows.keys());
             items.extend(self.item_rows.keys());
+            items.sort_unstable();
+            items.dedup();
         }
         for user in users {
             match model.user_factors(user) {
