@@ -258,6 +258,9 @@ pub struct RiskState {
     /// `(day, spend, events)` of the days from `day(latest) − N` on, nonzero
     /// only, by day.
     days: Vec<(i64, i64, i64)>,
+    /// The latest time of an update added to `recent` or `days`: when it
+    /// is older than the horizon, both are dropped unread.
+    added_until: Option<i64>,
     /// Per rule number, the alert raised while the rule holds.
     open: Vec<(usize, Alert)>,
     features: Option<Arc<RiskFeatures>>,
@@ -277,19 +280,25 @@ impl RiskState {
     /// Applies one time's events of the user, `(event, diff)`, and returns
     /// the changes of their alerts.
     pub fn apply(&mut self, events: &[(Event, i64)], rules: &RiskRules) -> Vec<(Alert, i64)> {
+        let mut takes_back = false;
         for (event, diff) in events {
             if *diff > 0 {
                 self.see(event.time_ms);
             }
+            takes_back |= is_taking_back(event, *diff);
         }
         self.forget_old(rules);
         let taking_back = |(event, diff): &&(Event, i64)| is_taking_back(event, *diff);
-        self.add(events.iter().filter(|u| !taking_back(u)), rules);
-        let mid = match events.iter().any(|u| taking_back(&u)) && !self.open.is_empty() {
-            true => self.compute(rules),
-            false => None,
-        };
-        self.add(events.iter().filter(taking_back), rules);
+        let mut mid = None;
+        if takes_back {
+            self.add(events.iter().filter(|u| !taking_back(u)), rules);
+            if !self.open.is_empty() {
+                mid = self.compute(rules);
+            }
+            self.add(events.iter().filter(taking_back), rules);
+        } else {
+            self.add(events.iter(), rules);
+        }
         self.features = self.compute(rules).map(Arc::new);
 
         let mut changes = Vec::new();
@@ -344,10 +353,21 @@ impl RiskState {
 
     /// Drops what no window or day of the history can hold any more.
     fn forget_old(&mut self, rules: &RiskRules) {
-        if let Some((after, first_day)) = self.horizon(rules) {
-            // Both are sorted: what is too old is a prefix.
+        let Some((after, first_day)) = self.horizon(rules) else {
+            return;
+        };
+        let until = self.added_until.unwrap_or(i64::MIN);
+        // A user back after a pause: clearing spares reading cold buffers.
+        if until <= after {
+            self.recent.clear();
+        } else {
+            // Sorted: what is too old is a prefix.
             let old = self.recent.partition_point(|r| r.time_ms <= after);
             self.recent.drain(..old);
+        }
+        if until.div_euclid(DAY_MS as i64) < first_day {
+            self.days.clear();
+        } else {
             let old = self.days.partition_point(|(day, _, _)| *day < first_day);
             self.days.drain(..old);
         }
@@ -368,7 +388,9 @@ impl RiskState {
         // runs is a merge, for late events; the check spares its scratch
         // buffer when nothing came late).
         if !taken_back {
-            if !self.recent.is_sorted_by_key(|r| r.time_ms) {
+            // What was kept is sorted: only the appended part and where it
+            // joins need a look.
+            if !self.recent[known.saturating_sub(1)..].is_sorted_by_key(|r| r.time_ms) {
                 self.recent.sort_by_key(|r| r.time_ms);
             }
         } else if self.recent.len() > known {
@@ -387,6 +409,7 @@ impl RiskState {
     }
 
     fn add_one(&mut self, event: &Event, diff: i64, horizon: Option<(i64, i64)>) {
+        self.added_until = self.added_until.max(Some(event.time_ms));
         let spend = spend_of(event);
         if horizon.is_none_or(|(after, _)| event.time_ms > after) {
             self.recent.push(Recent {
@@ -457,9 +480,8 @@ fn velocities(recent: &[Recent], latest: i64, secs: &[u64]) -> SmallVec<[(u64, V
         let after = latest.saturating_sub(secs.saturating_mul(1000).min(i64::MAX as u64) as i64);
         recent.len() - recent.partition_point(|r| r.time_ms <= after)
     });
-    let mut items: HashMap<Id, i64> =
-        HashMap::with_capacity_and_hasher(longest, Default::default());
-    let mut sessions: HashMap<Id, i64> = HashMap::default();
+    let mut items = NetCounts::with_capacity(longest);
+    let mut sessions = NetCounts::with_capacity(0);
     let mut counts = Velocity::default();
     let mut next = recent.len();
     for number in shortest_first {
@@ -475,14 +497,56 @@ fn velocities(recent: &[Recent], latest: i64, secs: &[u64]) -> SmallVec<[(u64, V
                 counts.purchases += r.count;
             }
             counts.spend += r.count * r.spend;
-            counts.items += positive_change(items.entry(r.item).or_default(), r.count);
+            counts.items += positive_change(items.entry(r.item), r.count);
             if let Some(session) = r.session {
-                counts.sessions += positive_change(sessions.entry(session).or_default(), r.count);
+                counts.sessions += positive_change(sessions.entry(session), r.count);
             }
         }
         windows[number] = (secs[number], counts);
     }
     windows
+}
+
+/// Net counts per key: a short list scanned in place for the few keys of a
+/// typical window (an invoice's lines), a hash map beyond.
+// A scratch on the stack of one call: the inline list is the point.
+#[allow(clippy::large_enum_variant)]
+enum NetCounts {
+    Few(SmallVec<[(Id, i64); NetCounts::FEW]>),
+    Many(HashMap<Id, i64>),
+}
+
+impl NetCounts {
+    const FEW: usize = 32;
+
+    fn with_capacity(keys: usize) -> NetCounts {
+        match keys <= NetCounts::FEW {
+            true => NetCounts::Few(SmallVec::new()),
+            false => NetCounts::Many(HashMap::with_capacity_and_hasher(keys, Default::default())),
+        }
+    }
+
+    fn entry(&mut self, key: Id) -> &mut i64 {
+        if let NetCounts::Few(few) = self {
+            if few.len() == NetCounts::FEW && few.iter().all(|(k, _)| *k != key) {
+                // More keys than a scan is quick for.
+                *self = NetCounts::Many(few.drain(..).collect());
+            }
+        }
+        match self {
+            NetCounts::Few(few) => {
+                let at = match few.iter().position(|(k, _)| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        few.push((key, 0));
+                        few.len() - 1
+                    }
+                };
+                &mut few[at].1
+            }
+            NetCounts::Many(many) => many.entry(key).or_default(),
+        }
+    }
 }
 
 /// Adds `count` to a key's net count; +1 if that makes it positive, −1 if
@@ -519,6 +583,26 @@ pub fn day_activity(day: i64, buckets: &[(i64, i64, i64)], history_days: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn windows_count_distinct_items_beyond_the_short_list() {
+        // 40 items twice over, one of them taken back twice: more keys than
+        // `NetCounts::FEW`, so the count moves from the list to a hash map.
+        let recent: Vec<Recent> = (0..80)
+            .map(|n: u64| Recent {
+                time_ms: n as i64,
+                action: Action::View,
+                item: n % 40,
+                session: Some(n % 3),
+                spend: 0,
+                count: if n % 40 == 7 { -1 } else { 1 },
+            })
+            .collect();
+        let windows = velocities(&recent, 79, &[1]);
+        assert_eq!(windows[0].1.events, 76);
+        assert_eq!(windows[0].1.items, 39);
+        assert_eq!(windows[0].1.sessions, 3);
+    }
 
     #[test]
     fn z_scores_are_exact_and_none_beyond_i128() {
