@@ -340,7 +340,7 @@ fn maintain_profiles<'s, T: EventTime>(
                         (None, None) => break,
                     };
                     let state = users.entry(user).or_default();
-                    let before = state.profile(&rules);
+                    let before = state.profile_before(&rules);
                     while let Some((_, update, diff)) = updates.next_if(|(u, _, _)| *u == user) {
                         let diff = diff as i64;
                         match update {
@@ -370,6 +370,8 @@ fn maintain_profiles<'s, T: EventTime>(
                             alerts.give(((user, alert), next.clone(), diff as isize));
                         }
                         risk_events.clear();
+                    } else {
+                        state.restore_risk(before.as_ref());
                     }
                     state.refresh(&rules);
                     let after = state.profile(&rules);

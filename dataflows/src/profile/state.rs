@@ -7,6 +7,7 @@
 //! decayed affinity holds one integer per (category, era), not per day.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use differential_dataflow::difference::Semigroup;
 use rustc_hash::FxHashMap as HashMap;
@@ -17,7 +18,7 @@ use crate::profile::features::rank_categories;
 use crate::profile::{
     ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment, WindowCounts,
 };
-use crate::risk::{Alert, RiskConfig, RiskRules, RiskState};
+use crate::risk::{Alert, RiskConfig, RiskFeatures, RiskRules, RiskState};
 use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, Id, Score};
 
@@ -116,6 +117,9 @@ pub(crate) struct UserState {
     affinity_day: Option<i64>,
     /// With `[risk]`: velocity, day buckets and open alerts.
     risk: Option<Box<RiskState>>,
+    /// The risk features as of the latest event; here, not in the boxed
+    /// state, so that a profile reads them without a pointer to chase.
+    risk_features: Option<Arc<RiskFeatures>>,
 }
 
 /// Which categories changed since the last refresh: one event changes one,
@@ -343,10 +347,12 @@ impl UserState {
     /// returns the changes of the user's alerts (none without `[risk]`).
     pub fn apply_risk(&mut self, events: &[(Event, i64)], rules: &Rules) -> Vec<(Alert, i64)> {
         match &rules.risk {
-            Some(risk_rules) => self
-                .risk
-                .get_or_insert_with(Box::default)
-                .apply(events, risk_rules),
+            Some(risk_rules) => {
+                let risk = self.risk.get_or_insert_with(Box::default);
+                let (features, changes) = risk.apply(events, risk_rules);
+                self.risk_features = features;
+                changes
+            }
             None => Vec::new(),
         }
     }
@@ -383,6 +389,31 @@ impl UserState {
 
     /// The user's profile; `None` if no action count is nonzero.
     pub fn profile(&self, rules: &Rules) -> Option<Profile> {
+        let mut profile = self.profile_without_risk(rules)?;
+        profile.risk = self.risk_features.clone();
+        Some(profile)
+    }
+
+    /// The profile before a time's updates: as [`UserState::profile`], but
+    /// the risk features move into it instead of being shared. The next
+    /// risk update replaces them anyway, and sharing would touch the
+    /// refcount of a cold allocation: a cache miss per user and time.
+    /// [`UserState::restore_risk`] puts them back when no event came.
+    pub fn profile_before(&mut self, rules: &Rules) -> Option<Profile> {
+        let mut profile = self.profile_without_risk(rules)?;
+        profile.risk = self.risk_features.take();
+        Some(profile)
+    }
+
+    /// Puts back the risk features [`UserState::profile_before`] took, for
+    /// a time that brought the risk state no event.
+    pub fn restore_risk(&mut self, before: Option<&Profile>) {
+        if let Some(profile) = before {
+            self.risk_features = profile.risk.clone();
+        }
+    }
+
+    fn profile_without_risk(&self, rules: &Rules) -> Option<Profile> {
         let config = &rules.config;
         let counts = self.counts;
         if counts.is_empty() {
@@ -433,7 +464,7 @@ impl UserState {
             ratings: self.ratings,
             top_categories: self.top_categories.iter().cloned().collect(),
             attributes,
-            risk: self.risk.as_ref().and_then(|risk| risk.features().cloned()),
+            risk: None,
             cluster: None,
             factors: None,
         })
