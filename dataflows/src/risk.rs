@@ -33,7 +33,6 @@
 
 mod config;
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -470,6 +469,8 @@ impl RiskState {
 /// serves them all, shortest first, keeping each item's and session's net
 /// count and how many are positive as it goes: no window is sorted.
 fn velocities(recent: &[Recent], latest: i64, secs: &[u64]) -> SmallVec<[(u64, Velocity); 3]> {
+    let mut shortest_first: SmallVec<[usize; 4]> = (0..secs.len()).collect();
+    shortest_first.sort_by_key(|&number| secs[number]);
     let mut windows: SmallVec<[(u64, Velocity); 3]> =
         smallvec::smallvec![(0, Velocity::default()); secs.len()];
     // Sized once: the longest window can hold every recent event.
@@ -477,32 +478,8 @@ fn velocities(recent: &[Recent], latest: i64, secs: &[u64]) -> SmallVec<[(u64, V
         let after = latest.saturating_sub(secs.saturating_mul(1000).min(i64::MAX as u64) as i64);
         recent.len() - recent.partition_point(|r| r.time_ms <= after)
     });
-    SPILLED.with_borrow_mut(|[items, sessions]| {
-        let mut items = NetCounts::new(items, longest);
-        let mut sessions = NetCounts::new(sessions, 0);
-        walk_back(
-            recent,
-            latest,
-            secs,
-            &mut windows,
-            &mut items,
-            &mut sessions,
-        );
-    });
-    windows
-}
-
-/// The walk of [`velocities`], with its key counts.
-fn walk_back(
-    recent: &[Recent],
-    latest: i64,
-    secs: &[u64],
-    windows: &mut [(u64, Velocity)],
-    items: &mut NetCounts,
-    sessions: &mut NetCounts,
-) {
-    let mut shortest_first: SmallVec<[usize; 4]> = (0..secs.len()).collect();
-    shortest_first.sort_by_key(|&number| secs[number]);
+    let mut items = NetCounts::with_capacity(longest);
+    let mut sessions = NetCounts::with_capacity(0);
     let mut counts = Velocity::default();
     let mut next = recent.len();
     for number in shortest_first {
@@ -525,56 +502,48 @@ fn walk_back(
         }
         windows[number] = (secs[number], counts);
     }
-}
-
-thread_local! {
-    /// The hash maps of [`NetCounts`] (items, sessions), kept from call to
-    /// call: a window of more keys than the short list would otherwise
-    /// allocate and grow a map per user and time.
-    static SPILLED: RefCell<[HashMap<Id, i64>; 2]> = RefCell::default();
+    windows
 }
 
 /// Net counts per key: a short list scanned in place for the few keys of a
 /// typical window (an invoice's lines), a hash map beyond.
-struct NetCounts<'a> {
-    few: SmallVec<[(Id, i64); NetCounts::FEW]>,
-    /// Every key once the list is full, else unused (and stale).
-    many: &'a mut HashMap<Id, i64>,
-    spilled: bool,
-    /// How many keys to make room for when spilling.
-    expected: usize,
+// A scratch on the stack of one call: the inline list is the point.
+#[allow(clippy::large_enum_variant)]
+enum NetCounts {
+    Few(SmallVec<[(Id, i64); NetCounts::FEW]>),
+    Many(HashMap<Id, i64>),
 }
 
-impl<'a> NetCounts<'a> {
+impl NetCounts {
     const FEW: usize = 32;
 
-    fn new(many: &'a mut HashMap<Id, i64>, expected: usize) -> NetCounts<'a> {
-        NetCounts {
-            few: SmallVec::new(),
-            many,
-            spilled: false,
-            expected,
+    fn with_capacity(keys: usize) -> NetCounts {
+        match keys <= NetCounts::FEW {
+            true => NetCounts::Few(SmallVec::new()),
+            false => NetCounts::Many(HashMap::with_capacity_and_hasher(keys, Default::default())),
         }
     }
 
     fn entry(&mut self, key: Id) -> &mut i64 {
-        if !self.spilled {
-            match self.few.iter().position(|(k, _)| *k == key) {
-                Some(at) => return &mut self.few[at].1,
-                None if self.few.len() < NetCounts::FEW => {
-                    self.few.push((key, 0));
-                    return &mut self.few.last_mut().unwrap().1;
-                }
+        if let NetCounts::Few(few) = self {
+            if few.len() == NetCounts::FEW && few.iter().all(|(k, _)| *k != key) {
                 // More keys than a scan is quick for.
-                None => {
-                    self.many.clear();
-                    self.many.reserve(self.expected);
-                    self.many.extend(self.few.drain(..));
-                    self.spilled = true;
-                }
+                *self = NetCounts::Many(few.drain(..).collect());
             }
         }
-        self.many.entry(key).or_default()
+        match self {
+            NetCounts::Few(few) => {
+                let at = match few.iter().position(|(k, _)| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        few.push((key, 0));
+                        few.len() - 1
+                    }
+                };
+                &mut few[at].1
+            }
+            NetCounts::Many(many) => many.entry(key).or_default(),
+        }
     }
 }
 
