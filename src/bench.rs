@@ -280,13 +280,14 @@ pub fn bench(
     };
 
     // With `[risk]`: profiles with and without the risk features, the best
-    // of five closed-loop runs each, alternated (runs of a second on a
-    // shared machine vary by more than the difference measured).
+    // of nine closed-loop runs each, alternated (runs of a second on a
+    // shared machine vary by more than the difference measured, and the
+    // best of five still moved by ±10 %).
     let cost_of = |part: &str, strip: fn(&mut PipelineConfig)| -> anyhow::Result<PartCost> {
         eprintln!("bench: profiles with and without {part}");
         let without = Arc::new(workload.without(strip));
         let (mut with_part, mut alone) = (0f64, 0f64);
-        for _ in 0..5 {
+        for _ in 0..9 {
             let outcome = run(&without, Graph::Profiles, Pace::ClosedLoop, false)?;
             alone = alone.max(outcome.events_per_s(events));
             let outcome = run(&workload, Graph::Profiles, Pace::ClosedLoop, false)?;

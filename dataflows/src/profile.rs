@@ -33,7 +33,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 
-use crate::risk::{Alert, RiskConfig};
+use crate::risk::{Alert, Recent, RiskConfig};
 use crate::time::DAY_MS;
 use crate::{Action, Event, EventTime, Id};
 use state::{ItemUse, Rules, UserState};
@@ -288,8 +288,6 @@ fn maintain_profiles<'s, T: EventTime>(
         // Emptied vectors of past times, for the next times to fill:
         // with an event per tick, a vector per tick is most of the cost.
         let mut spare: Vec<Vec<(Id, Update, isize)>> = Vec::new();
-        // A user's events of one time, for the risk state.
-        let mut risk_events: Vec<(Event, i64)> = Vec::new();
         move |frontiers| {
             let frontier = &frontiers[0];
             input.for_each_stamp(|capability, containers| {
@@ -330,32 +328,40 @@ fn maintain_profiles<'s, T: EventTime>(
                 exits.take(&next, &mut left_now);
                 arrived_now.sort_unstable_by_key(|(user, _, _)| *user);
                 left_now.sort_unstable_by_key(|(user, _, _, _)| *user);
-                let mut updates = arrived_now.drain(..).peekable();
+                // The users' updates are runs of `arrived_now`, read in
+                // place: the risk state reads a user's events from there.
+                let mut at = 0;
                 let mut left = left_now.drain(..).peekable();
                 loop {
-                    let user = match (updates.peek(), left.peek()) {
+                    let user = match (arrived_now.get(at), left.peek()) {
                         (Some((a, _, _)), Some((b, _, _, _))) => *a.min(b),
                         (Some((a, _, _)), None) => *a,
                         (None, Some((b, _, _, _))) => *b,
                         (None, None) => break,
                     };
+                    let end = arrived_now[at..]
+                        .iter()
+                        .position(|(u, _, _)| *u != user)
+                        .map_or(arrived_now.len(), |n| at + n);
+                    let mine = &mut arrived_now[at..end];
+                    at = end;
                     let state = users.entry(user).or_default();
-                    let before = state.profile_before(&rules);
-                    while let Some((_, update, diff)) = updates.next_if(|(u, _, _)| *u == user) {
-                        let diff = diff as i64;
+                    let risk_events = rules.risk.is_some()
+                        && mine.iter().any(|(_, u, _)| matches!(u, Update::Event(_)));
+                    let before = state.profile_before(&rules, risk_events);
+                    for (_, update, diff) in mine.iter_mut() {
+                        let diff = *diff as i64;
                         match update {
                             Update::Event(event) => {
-                                state.apply_event(&event, diff, &rules);
-                                if rules.risk.is_some() {
-                                    risk_events.push((event.clone(), diff));
-                                }
+                                state.apply_event(event, diff, &rules);
                                 for window in 0..rules.window_days.len() as u32 {
                                     state.add_window(window, event.action, diff);
                                 }
                                 exits.enter(next.clone(), user, event.action, diff);
                             }
-                            Update::Use(item_use) => state.apply_use(&item_use, diff, &rules),
+                            Update::Use(item_use) => state.apply_use(item_use, diff, &rules),
                             Update::Attribute(name, value) => {
+                                let (name, value) = (std::mem::take(name), std::mem::take(value));
                                 state.add_attribute(name, value, diff as isize);
                             }
                         }
@@ -365,13 +371,14 @@ fn maintain_profiles<'s, T: EventTime>(
                     {
                         state.add_window(window, action, diff);
                     }
-                    if !risk_events.is_empty() {
-                        for (alert, diff) in state.apply_risk(&risk_events, &rules) {
+                    if risk_events {
+                        let events = mine.iter().filter_map(|(_, update, diff)| match update {
+                            Update::Event(event) => Some(Recent::new(event, *diff as i64)),
+                            _ => None,
+                        });
+                        for (alert, diff) in state.apply_risk(events, &rules) {
                             alerts.give(((user, alert), next.clone(), diff as isize));
                         }
-                        risk_events.clear();
-                    } else {
-                        state.restore_risk(before.as_ref());
                     }
                     state.refresh(&rules);
                     let after = state.profile(&rules);
@@ -387,7 +394,8 @@ fn maintain_profiles<'s, T: EventTime>(
                         }
                     }
                 }
-                drop((updates, left));
+                drop(left);
+                arrived_now.clear();
                 // Kept for a later time, unless a burst made it large.
                 if arrived_now.capacity() <= 1024 && spare.len() < 64 {
                     spare.push(arrived_now);

@@ -192,8 +192,8 @@ impl RiskRules {
 
 /// Whether an update takes something back: a cancellation or a retracted
 /// event. Such updates can retract an alert (see the module docs).
-pub fn is_taking_back(event: &Event, diff: i64) -> bool {
-    diff < 0 || event.action == Action::Cancellation
+pub fn is_taking_back(action: Action, diff: i64) -> bool {
+    diff < 0 || action == Action::Cancellation
 }
 
 /// The spend of one event: ±quantity · its own price for purchases and
@@ -223,9 +223,11 @@ pub fn z_score(x: i64, history: impl Iterator<Item = i64>, days: u64) -> Option<
     (spread > 0).then(|| Score(deviation as f64 / (spread as f64).sqrt()))
 }
 
-/// One event kept for the velocity windows.
+/// What the risk state reads of one update: the event's time, action,
+/// item, session and spend, and the update's diff as `count`. A fifth of an
+/// [`Event`]'s bytes, copied once per event; the velocity windows keep it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Recent {
+pub struct Recent {
     time_ms: i64,
     action: Action,
     item: Id,
@@ -235,6 +237,21 @@ struct Recent {
 }
 
 impl Recent {
+    pub fn new(event: &Event, diff: i64) -> Recent {
+        Recent {
+            time_ms: event.time_ms,
+            action: event.action,
+            item: event.item,
+            session: event.session,
+            spend: spend_of(event),
+            count: diff,
+        }
+    }
+
+    fn is_taking_back(&self) -> bool {
+        is_taking_back(self.action, self.count)
+    }
+
     /// The order of the recent events: by time first.
     fn key(&self) -> (i64, Action, Id, Option<Id>, i64) {
         (
@@ -270,32 +287,31 @@ impl RiskState {
         self.latest.is_none() && self.recent.is_empty() && self.days.is_empty()
     }
 
-    /// Applies one time's events of the user, `(event, diff)`, and returns
-    /// the features after them (none before an event is inserted) and the
-    /// changes of their alerts.
+    /// Applies one time's updates of the user ([`Recent::new`]), and
+    /// returns the features after them (none before an event is inserted)
+    /// and the changes of their alerts.
     pub fn apply(
         &mut self,
-        events: &[(Event, i64)],
+        updates: impl Iterator<Item = Recent> + Clone,
         rules: &RiskRules,
     ) -> (Option<Arc<RiskFeatures>>, Vec<(Alert, i64)>) {
         let mut takes_back = false;
-        for (event, diff) in events {
-            if *diff > 0 {
-                self.see(event.time_ms);
+        for update in updates.clone() {
+            if update.count > 0 {
+                self.see(update.time_ms);
             }
-            takes_back |= is_taking_back(event, *diff);
+            takes_back |= update.is_taking_back();
         }
         self.forget_old(rules);
-        let taking_back = |(event, diff): &&(Event, i64)| is_taking_back(event, *diff);
         let mut mid = None;
         if takes_back {
-            self.add(events.iter().filter(|u| !taking_back(u)), rules);
+            self.add(updates.clone().filter(|u| !u.is_taking_back()), rules);
             if !self.open.is_empty() {
                 mid = self.compute(rules);
             }
-            self.add(events.iter().filter(taking_back), rules);
+            self.add(updates.filter(|u| u.is_taking_back()), rules);
         } else {
-            self.add(events.iter(), rules);
+            self.add(updates, rules);
         }
         let features = self.compute(rules).map(Arc::new);
 
@@ -372,13 +388,36 @@ impl RiskState {
     }
 
     /// Adds `updates` to the recent events and the day buckets.
-    fn add<'a>(&mut self, updates: impl Iterator<Item = &'a (Event, i64)>, rules: &RiskRules) {
+    fn add(&mut self, updates: impl Iterator<Item = Recent>, rules: &RiskRules) {
         let horizon = self.horizon(rules);
+        let keeps_time = |ms: i64| horizon.is_none_or(|(after, _)| ms > after);
+        let keeps_day = |day: i64| horizon.is_none_or(|(_, first_day)| day >= first_day);
         let known = self.recent.len();
         let mut taken_back = false;
-        for (event, diff) in updates {
-            self.add_one(event, *diff, horizon);
-            taken_back |= *diff < 0;
+        // The updates of one day summed before they meet the buckets: a
+        // time's updates share their day.
+        let mut day_sum: Option<(i64, i64, i64)> = None;
+        for update in updates {
+            self.added_until = self.added_until.max(Some(update.time_ms));
+            taken_back |= update.count < 0;
+            if keeps_time(update.time_ms) {
+                self.recent.push(update);
+            }
+            let day = update.time_ms.div_euclid(DAY_MS as i64);
+            if keeps_day(day) {
+                let (count, spend) = (update.count, update.count * update.spend);
+                match &mut day_sum {
+                    Some(sum) if sum.0 == day => (sum.1, sum.2) = (sum.1 + spend, sum.2 + count),
+                    _ => {
+                        if let Some(sum) = day_sum.replace((day, spend, count)) {
+                            self.add_to_day(sum);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(sum) = day_sum {
+            self.add_to_day(sum);
         }
         // The windows only need the events in time order, and count
         // repeated keys by their net sum: an invoice of hundreds of lines
@@ -406,34 +445,24 @@ impl RiskState {
         }
     }
 
-    fn add_one(&mut self, event: &Event, diff: i64, horizon: Option<(i64, i64)>) {
-        self.added_until = self.added_until.max(Some(event.time_ms));
-        let spend = spend_of(event);
-        if horizon.is_none_or(|(after, _)| event.time_ms > after) {
-            self.recent.push(Recent {
-                time_ms: event.time_ms,
-                action: event.action,
-                item: event.item,
-                session: event.session,
-                spend,
-                count: diff,
-            });
-        }
-        let day = event.day();
-        if horizon.is_none_or(|(_, first_day)| day >= first_day) {
-            let index = match self.days.binary_search_by_key(&day, |(d, _, _)| *d) {
+    /// Adds `(day, spend, events)` to that day's bucket.
+    fn add_to_day(&mut self, (day, spend, events): (i64, i64, i64)) {
+        // Most updates are of the latest day, the last bucket.
+        let index = match self.days.last() {
+            Some((last, _, _)) if *last == day => self.days.len() - 1,
+            _ => match self.days.binary_search_by_key(&day, |(d, _, _)| *d) {
                 Ok(index) => index,
                 Err(index) => {
                     self.days.insert(index, (day, 0, 0));
                     index
                 }
-            };
-            let bucket = &mut self.days[index];
-            bucket.1 += diff * spend;
-            bucket.2 += diff;
-            if bucket.1 == 0 && bucket.2 == 0 {
-                self.days.remove(index);
-            }
+            },
+        };
+        let bucket = &mut self.days[index];
+        bucket.1 += spend;
+        bucket.2 += events;
+        if bucket.1 == 0 && bucket.2 == 0 {
+            self.days.remove(index);
         }
     }
 

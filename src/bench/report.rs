@@ -86,7 +86,7 @@ pub struct Ratios {
 
 /// With `[risk]`, `[segments.kmeans]` or `[recommend.mf] embeddings`: the
 /// profile dataflow's closed-loop throughput as configured and without that
-/// part (the others stay), same workload, same run (the best of five
+/// part (the others stay), same workload, same run (the best of nine
 /// alternated runs each).
 #[derive(Clone, Debug, Serialize)]
 pub struct PartCost {

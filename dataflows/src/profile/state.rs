@@ -18,7 +18,7 @@ use crate::profile::features::rank_categories;
 use crate::profile::{
     ActionCounts, CategoryAffinity, Profile, ProfileConfig, Segment, WindowCounts,
 };
-use crate::risk::{Alert, RiskConfig, RiskFeatures, RiskRules, RiskState};
+use crate::risk::{Alert, Recent, RiskConfig, RiskFeatures, RiskRules, RiskState};
 use crate::time::{TimeSpan, DAY_MS};
 use crate::{Action, Event, Id, Score};
 
@@ -343,9 +343,13 @@ impl UserState {
         }
     }
 
-    /// Applies one time's events `(event, diff)` to the risk state, and
+    /// Applies one time's updates ([`Recent::new`]) to the risk state, and
     /// returns the changes of the user's alerts (none without `[risk]`).
-    pub fn apply_risk(&mut self, events: &[(Event, i64)], rules: &Rules) -> Vec<(Alert, i64)> {
+    pub fn apply_risk(
+        &mut self,
+        events: impl Iterator<Item = Recent> + Clone,
+        rules: &Rules,
+    ) -> Vec<(Alert, i64)> {
         match &rules.risk {
             Some(risk_rules) => {
                 let risk = self.risk.get_or_insert_with(Box::default);
@@ -395,22 +399,17 @@ impl UserState {
     }
 
     /// The profile before a time's updates: as [`UserState::profile`], but
-    /// the risk features move into it instead of being shared. The next
-    /// risk update replaces them anyway, and sharing would touch the
-    /// refcount of a cold allocation: a cache miss per user and time.
-    /// [`UserState::restore_risk`] puts them back when no event came.
-    pub fn profile_before(&mut self, rules: &Rules) -> Option<Profile> {
+    /// when the time's events will replace the risk features (`replaced`),
+    /// they move into it instead of being shared: sharing touches the
+    /// refcount of an allocation that is cold by the user's next time, a
+    /// cache miss per user and time.
+    pub fn profile_before(&mut self, rules: &Rules, replaced: bool) -> Option<Profile> {
         let mut profile = self.profile_without_risk(rules)?;
-        profile.risk = self.risk_features.take();
+        profile.risk = match replaced {
+            true => self.risk_features.take(),
+            false => self.risk_features.clone(),
+        };
         Some(profile)
-    }
-
-    /// Puts back the risk features [`UserState::profile_before`] took, for
-    /// a time that brought the risk state no event.
-    pub fn restore_risk(&mut self, before: Option<&Profile>) {
-        if let Some(profile) = before {
-            self.risk_features = profile.risk.clone();
-        }
     }
 
     fn profile_without_risk(&self, rules: &Rules) -> Option<Profile> {

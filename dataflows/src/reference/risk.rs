@@ -70,7 +70,7 @@ pub fn alerts(
             let after = user_features(mine().map(|(e, _, d)| (e, *d as i64)), config);
             // The same, without this time's takings back but with their times.
             let kept = mine().map(|(e, t, d)| {
-                let left_out = *t == time && is_taking_back(e, *d as i64);
+                let left_out = *t == time && is_taking_back(e.action, *d as i64);
                 (e, if left_out { 0 } else { *d as i64 }, *d > 0)
             });
             let mid = features_of(kept, config);
