@@ -915,6 +915,14 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
             assert_eq!(status, 404, "{user} still has a profile: {answer}");
             forgotten.push(user);
         }
+        // An id with a control character, which no record can have: 400,
+        // and nothing is added to the forgotten file.
+        let (status, answer) = server.delete("/v1/users/u1%00");
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (400, &json!("invalid_id")),
+            "{answer}"
+        );
         assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
         let release = json!({"epsilon": 1.0}).to_string();
         let (status, answer) = server.post("/v1/stats", &release);

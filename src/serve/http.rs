@@ -493,6 +493,16 @@ async fn forget(app: &Arc<App>, user: &str, caller: Option<Caller>) -> Response 
                 .into(),
         );
     };
+    // No record can have such an id (ingestion rejects it as `invalid_id`),
+    // so nothing is written for it.
+    if let Some(c) = crate::ids::control_character(user) {
+        let private = app.pseudonyms.applies_to(IdKind::User);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            crate::ids::control_character_message("the user id", user, c, private),
+        );
+    }
     let arrival = Arrival::now(&app.arrivals);
     let (id, shown) = app.id(IdKind::User, user);
     let kept = tokio::task::spawn_blocking(move || add_forgotten(&file, &[id])).await;
