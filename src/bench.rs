@@ -282,7 +282,7 @@ pub fn bench(
     // With `[risk]`: profiles with and without the risk features, the best
     // of nine closed-loop runs each, alternated (runs of a second on a
     // shared machine vary by more than the difference measured, and the
-    // best of five still moved by ±10 %).
+    // best of five still moved by ±5 %).
     let cost_of = |part: &str, strip: fn(&mut PipelineConfig)| -> anyhow::Result<PartCost> {
         eprintln!("bench: profiles with and without {part}");
         let without = Arc::new(workload.without(strip));

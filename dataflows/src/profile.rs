@@ -346,9 +346,9 @@ fn maintain_profiles<'s, T: EventTime>(
                     let mine = &mut arrived_now[at..end];
                     at = end;
                     let state = users.entry(user).or_default();
-                    let risk_events = rules.risk.is_some()
+                    let feeds_risk = rules.risk.is_some()
                         && mine.iter().any(|(_, u, _)| matches!(u, Update::Event(_)));
-                    let before = state.profile_before(&rules, risk_events);
+                    let before = state.profile_before(&rules, feeds_risk);
                     for (_, update, diff) in mine.iter_mut() {
                         let diff = *diff as i64;
                         match update {
@@ -371,7 +371,7 @@ fn maintain_profiles<'s, T: EventTime>(
                     {
                         state.add_window(window, action, diff);
                     }
-                    if risk_events {
+                    if feeds_risk {
                         let events = mine.iter().filter_map(|(_, update, diff)| match update {
                             Update::Event(event) => Some(Recent::new(event, *diff as i64)),
                             _ => None,
