@@ -33,6 +33,7 @@
 
 mod config;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap as HashMap;
@@ -198,6 +199,7 @@ pub fn is_taking_back(action: Action, diff: i64) -> bool {
 
 /// The spend of one event: ±quantity · its own price for purchases and
 /// cancellations, else 0.
+#[inline]
 pub fn spend_of(event: &Event) -> i64 {
     let price = event.price.unwrap_or(0);
     match event.action {
@@ -237,6 +239,9 @@ pub struct Recent {
 }
 
 impl Recent {
+    // Inlined, as the helpers of the per-event loops below: as calls,
+    // their results went through memory once per event.
+    #[inline]
     pub fn new(event: &Event, diff: i64) -> Recent {
         Recent {
             time_ms: event.time_ms,
@@ -295,14 +300,18 @@ impl RiskState {
         updates: impl Iterator<Item = Recent> + Clone,
         rules: &RiskRules,
     ) -> (Option<Arc<RiskFeatures>>, Vec<(Alert, i64)>) {
-        let mut takes_back = false;
+        let (mut takes_back, mut count) = (false, 0);
         for update in updates.clone() {
             if update.count > 0 {
                 self.see(update.time_ms);
             }
             takes_back |= update.is_taking_back();
+            count += 1;
         }
         self.forget_old(rules);
+        // A user has five times on average: grown a push at a time, the
+        // queue reallocated several times at the first ones.
+        self.recent.reserve(count);
         let mut mid = None;
         if takes_back {
             self.add(updates.clone().filter(|u| !u.is_taking_back()), rules);
@@ -342,6 +351,7 @@ impl RiskState {
     }
 
     /// Counts an inserted event time.
+    #[inline]
     fn see(&mut self, ms: i64) {
         match self.latest {
             Some(latest) if ms > latest => {
@@ -543,21 +553,38 @@ enum NetCounts {
     Many(HashMap<Id, i64>),
 }
 
+thread_local! {
+    /// Emptied maps of earlier windows, per worker thread: half of Online
+    /// Retail's events are in windows of more keys than the list holds,
+    /// and a map allocated per window and time was a malloc and a free.
+    static SPARE_MAPS: RefCell<Vec<HashMap<Id, i64>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl NetCounts {
     const FEW: usize = 32;
+    /// A spare map larger than this is dropped: clearing it would cost
+    /// every later window as much as its largest.
+    const KEPT_CAPACITY: usize = 4096;
 
     fn with_capacity(keys: usize) -> NetCounts {
         match keys <= NetCounts::FEW {
             true => NetCounts::Few(SmallVec::new()),
-            false => NetCounts::Many(HashMap::with_capacity_and_hasher(keys, Default::default())),
+            false => NetCounts::Many(NetCounts::map(keys)),
         }
     }
 
+    fn map(keys: usize) -> HashMap<Id, i64> {
+        let mut map = SPARE_MAPS.with_borrow_mut(Vec::pop).unwrap_or_default();
+        map.reserve(keys);
+        map
+    }
+
+    // Inlined into the walk, which calls it twice per event.
+    #[inline(always)]
     fn entry(&mut self, key: Id) -> &mut i64 {
         if let NetCounts::Few(few) = self {
             if few.len() == NetCounts::FEW && few.iter().all(|(k, _)| *k != key) {
-                // More keys than a scan is quick for.
-                *self = NetCounts::Many(few.drain(..).collect());
+                self.spill();
             }
         }
         match self {
@@ -574,10 +601,38 @@ impl NetCounts {
             NetCounts::Many(many) => many.entry(key).or_default(),
         }
     }
+
+    /// Moves the list into a map: more keys than a scan is quick for.
+    #[cold]
+    fn spill(&mut self) {
+        if let NetCounts::Few(few) = self {
+            let mut map = NetCounts::map(2 * NetCounts::FEW);
+            map.extend(few.drain(..));
+            *self = NetCounts::Many(map);
+        }
+    }
+}
+
+impl Drop for NetCounts {
+    fn drop(&mut self) {
+        if let NetCounts::Many(map) = self {
+            if map.capacity() <= NetCounts::KEPT_CAPACITY {
+                let mut map = std::mem::take(map);
+                map.clear();
+                SPARE_MAPS.with_borrow_mut(|spare| {
+                    // Two at most: a walk counts items and sessions.
+                    if spare.len() < 2 {
+                        spare.push(map);
+                    }
+                });
+            }
+        }
+    }
 }
 
 /// Adds `count` to a key's net count; +1 if that makes it positive, −1 if
 /// it stops being so.
+#[inline]
 fn positive_change(net: &mut i64, count: i64) -> i64 {
     let was = *net > 0;
     *net += count;
@@ -614,7 +669,8 @@ mod tests {
     #[test]
     fn windows_count_distinct_items_beyond_the_short_list() {
         // 40 items twice over, one of them taken back twice: more keys than
-        // `NetCounts::FEW`, so the count moves from the list to a hash map.
+        // `NetCounts::FEW`, so the count moves from the list to a hash map;
+        // the second walk reuses the first one's maps.
         let recent: Vec<Recent> = (0..80)
             .map(|n: u64| Recent {
                 time_ms: n as i64,
@@ -625,10 +681,12 @@ mod tests {
                 count: if n % 40 == 7 { -1 } else { 1 },
             })
             .collect();
-        let windows = velocities(&recent, 79, &[1]);
-        assert_eq!(windows[0].1.events, 76);
-        assert_eq!(windows[0].1.items, 39);
-        assert_eq!(windows[0].1.sessions, 3);
+        for _ in 0..2 {
+            let windows = velocities(&recent, 79, &[1]);
+            assert_eq!(windows[0].1.events, 76);
+            assert_eq!(windows[0].1.items, 39);
+            assert_eq!(windows[0].1.sessions, 3);
+        }
     }
 
     #[test]
