@@ -23,7 +23,7 @@
 
 pub mod segment;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::CheckpointConfig;
 use crate::kafka::Offsets;
+use crate::sink::parquet::{bucket, partition};
 use crate::summary::ReaderCounts;
 pub use segment::{Letter, Recorded};
 
@@ -138,6 +139,24 @@ impl Manifest {
 pub struct Store {
     dir: PathBuf,
     keep: usize,
+    buckets: u32,
+    compact_files: usize,
+}
+
+/// The files a bucket may have before they are merged into one: a
+/// bucket's runs are merged every few compactions, so the data files stay
+/// about `buckets` × this many, and each record is rewritten a bounded
+/// number of times per this many compactions.
+const RUNS_PER_BUCKET: usize = 4;
+
+/// What a compaction did, for the run's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    /// Data files read (events and letters).
+    pub read: usize,
+    /// Data files written.
+    pub written: usize,
+    pub bytes: u64,
 }
 
 impl Store {
@@ -146,6 +165,8 @@ impl Store {
         let store = Store {
             dir: config.dir.clone(),
             keep: config.keep.max(1),
+            buckets: config.buckets.max(1),
+            compact_files: config.compact_files.max(1),
         };
         fs::create_dir_all(store.data_dir())
             .with_context(|| format!("cannot create checkpoint folder {}", config.dir.display()))?;
@@ -199,7 +220,18 @@ impl Store {
         bytes: Vec<u8>,
         process: usize,
     ) -> anyhow::Result<DataFile> {
-        write_durably(&self.data_dir(), &name, &bytes)?;
+        match name.split_once('/') {
+            Some((folder, file)) => {
+                let dir = self.data_dir().join(folder);
+                if !dir.is_dir() {
+                    fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    sync_folder(&self.data_dir())?;
+                }
+                write_durably(&dir, file, &bytes)?;
+            }
+            None => write_durably(&self.data_dir(), &name, &bytes)?,
+        }
         Ok(DataFile {
             name,
             bytes: bytes.len() as u64,
@@ -212,23 +244,34 @@ impl Store {
     /// The event files of checkpoint `seq` without the events of `users`:
     /// each file that holds any is rewritten without them as a file of
     /// `seq` (the old one goes when no kept manifest names it), and left
-    /// out when nothing remains.
+    /// out when nothing remains. A compacted file is read only if its
+    /// bucket is one of theirs.
     pub fn without_users(
         &self,
         seq: u64,
         files: &[DataFile],
         users: &HashSet<Id>,
     ) -> anyhow::Result<Vec<DataFile>> {
+        let theirs: HashSet<u32> = users.iter().map(|&user| self.bucket(user)).collect();
         let mut kept = Vec::with_capacity(files.len());
         for (n, file) in files.iter().enumerate() {
+            let folder = bucket_of(&file.name);
+            if folder.is_some_and(|bucket| !theirs.contains(&bucket)) {
+                kept.push(file.clone());
+                continue;
+            }
             let mut records = self.read_events(file)?;
             let before = records.len();
             records.retain(|record| !users.contains(&record.decoded.event.user));
             if records.len() == before {
                 kept.push(file.clone());
             } else if !records.is_empty() {
+                let folder = folder.map(|bucket| format!("{}/", partition(bucket)));
                 kept.push(self.write_file(
-                    format!("events-s{seq:010}-r{n:04}.parquet"),
+                    format!(
+                        "{}events-s{seq:010}-r{n:04}.parquet",
+                        folder.unwrap_or_default()
+                    ),
                     records.len(),
                     segment::encode_events(&records)?,
                     file.process,
@@ -236,6 +279,95 @@ impl Store {
             }
         }
         Ok(kept)
+    }
+
+    /// The bucket of `user`'s records: that of the Parquet outputs.
+    pub fn bucket(&self, user: Id) -> u32 {
+        bucket(user, self.buckets)
+    }
+
+    /// Compacts checkpoint `manifest` in place once it names
+    /// `compact_files` per-worker event files: their records go, by user,
+    /// into one new file per bucket, `bucket=B/events-sN.parquet`, merged
+    /// with the bucket's earlier files when it has [`RUNS_PER_BUCKET`]
+    /// already; and each process's letter files into one,
+    /// `letters-sN-pP.parquet`, in the order they were written. Files
+    /// already compacted and not merged stay as they are. The new files
+    /// are durable before the manifest naming them is written, and the
+    /// old ones go once no kept manifest names them, so a kill at any
+    /// moment leaves the previous checkpoint whole.
+    pub fn compact_if_due(&self, manifest: &mut Manifest) -> anyhow::Result<Option<Compacted>> {
+        let loose = manifest
+            .events
+            .iter()
+            .filter(|file| bucket_of(&file.name).is_none())
+            .count();
+        if loose < self.compact_files {
+            return Ok(None);
+        }
+        let seq = manifest.seq;
+        let mut done = Compacted::default();
+        let mut runs: BTreeMap<u32, Vec<DataFile>> = BTreeMap::new();
+        let mut fresh: BTreeMap<u32, Vec<Recorded>> = BTreeMap::new();
+        for file in std::mem::take(&mut manifest.events) {
+            match bucket_of(&file.name) {
+                Some(bucket) => runs.entry(bucket).or_default().push(file),
+                None => {
+                    done.read += 1;
+                    for record in self.read_events(&file)? {
+                        let bucket = self.bucket(record.decoded.event.user);
+                        fresh.entry(bucket).or_default().push(record);
+                    }
+                }
+            }
+        }
+        for (bucket, mut records) in fresh {
+            let runs = runs.entry(bucket).or_default();
+            if runs.len() >= RUNS_PER_BUCKET {
+                for run in runs.drain(..) {
+                    done.read += 1;
+                    records.extend(self.read_events(&run)?);
+                }
+            }
+            // In time order, as a restore reads them.
+            records.sort_by_key(|record| record.time);
+            let file = self.write_file(
+                format!("{}/events-s{seq:010}.parquet", partition(bucket)),
+                records.len(),
+                segment::encode_events(&records)?,
+                0,
+            )?;
+            done.written += 1;
+            done.bytes += file.bytes;
+            runs.push(file);
+        }
+        manifest.events = runs.into_values().flatten().collect();
+
+        let mut by_process: BTreeMap<usize, Vec<DataFile>> = BTreeMap::new();
+        for file in std::mem::take(&mut manifest.letters) {
+            by_process.entry(file.process).or_default().push(file);
+        }
+        for (process, files) in by_process {
+            if files.len() == 1 {
+                manifest.letters.extend(files);
+                continue;
+            }
+            let mut letters = Vec::new();
+            for file in &files {
+                done.read += 1;
+                letters.extend(self.read_letters(file)?);
+            }
+            let file = self.write_file(
+                format!("letters-s{seq:010}-p{process:04}.parquet"),
+                letters.len(),
+                segment::encode_letters(&letters)?,
+                process,
+            )?;
+            done.written += 1;
+            done.bytes += file.bytes;
+            manifest.letters.push(file);
+        }
+        Ok(Some(done))
     }
 
     /// Makes `manifest` the newest checkpoint, then removes all but the
@@ -265,14 +397,32 @@ impl Store {
                 named.extend(manifest.letters.into_iter().map(|f| f.name));
             }
         }
-        for entry in fs::read_dir(self.data_dir())? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
+        for name in self.data_files()? {
             let old = file_seq(&name).is_none_or(|seq| seq <= newest);
             if old && !named.contains(&name) {
                 remove_if_present(&self.data_dir().join(name))?;
             }
         }
         Ok(())
+    }
+
+    /// The names of the files under `data/` and its bucket folders,
+    /// relative to it.
+    fn data_files(&self) -> anyhow::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(self.data_dir())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !entry.file_type()?.is_dir() {
+                names.push(name);
+            } else if name.starts_with("bucket=") {
+                for inner in fs::read_dir(entry.path())? {
+                    let inner = inner?.file_name().to_string_lossy().into_owned();
+                    names.push(format!("{name}/{inner}"));
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// The sequence numbers of the manifests in the folder, oldest first.
@@ -379,14 +529,25 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot sync {}", temporary.display()))?;
     fs::rename(&temporary, &path)
         .with_context(|| format!("cannot rename {} to {name}", temporary.display()))?;
+    sync_folder(dir)
+}
+
+/// Makes the entries of `dir` (a file renamed, a folder created) durable.
+fn sync_folder(dir: &Path) -> anyhow::Result<()> {
     File::open(dir)?
         .sync_all()
-        .with_context(|| format!("cannot sync folder {}", dir.display()))?;
-    Ok(())
+        .with_context(|| format!("cannot sync folder {}", dir.display()))
+}
+
+/// The bucket of a compacted file, `bucket=B/…`; none for a per-worker one.
+fn bucket_of(name: &str) -> Option<u32> {
+    let (folder, _) = name.split_once('/')?;
+    folder.strip_prefix("bucket=")?.parse().ok()
 }
 
 /// The checkpoint a data file (or its temporary) belongs to: the number
-/// after `-s` in `events-s0000000007-w0000.parquet`.
+/// after `-s` in `events-s0000000007-w0000.parquet` (or
+/// `bucket=3/events-s0000000007.parquet`).
 fn file_seq(name: &str) -> Option<u64> {
     let (_, rest) = name.split_once("-s")?;
     rest.get(..10)?.parse().ok()
@@ -413,6 +574,8 @@ mod tests {
             dir: dir.to_owned(),
             interval_s: 1.0,
             keep,
+            buckets: 4,
+            compact_files: 3,
         })
         .unwrap()
     }
@@ -503,6 +666,143 @@ mod tests {
         assert_eq!(kept[0].name, "events-s0000000004-r0000.parquet");
         assert_eq!(kept[0].rows, 1);
         assert_eq!(kept[1], files[2], "a file without them is kept as it is");
+    }
+
+    /// The `(time, user)` of every record `manifest` names, sorted.
+    fn contents(store: &Store, manifest: &Manifest) -> Vec<(u64, Id)> {
+        let mut records: Vec<(u64, Id)> = manifest
+            .events
+            .iter()
+            .flat_map(|f| store.read_events(f).unwrap())
+            .map(|r| (r.time, r.decoded.event.user))
+            .collect();
+        records.sort_unstable();
+        records
+    }
+
+    #[test]
+    fn loose_files_are_compacted_into_one_file_per_user_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 buckets, compacted at 3 loose files.
+        let store = store(dir.path(), 2);
+        let mut manifest = Manifest::default();
+        let mut expected = Vec::new();
+        let letter = |line: &str| Letter {
+            late: false,
+            line: line.into(),
+        };
+        for seq in 1..=40u64 {
+            // Two workers of two processes; users seq and seq + 1.
+            let mut parts = Vec::new();
+            for worker in 0..2 {
+                let time = 2 * seq + worker;
+                let line = format!("bad {time}");
+                let (events, letters) = store
+                    .write_part_files(
+                        seq,
+                        worker as usize,
+                        worker as usize,
+                        &[record(time)],
+                        &[letter(&line)],
+                    )
+                    .unwrap();
+                expected.push((time, time));
+                parts.push(Part {
+                    seq,
+                    worker: worker as usize,
+                    events,
+                    letters,
+                    partitions: Vec::new(),
+                    counts: ReaderCounts::default(),
+                    latest_tick: seq,
+                });
+            }
+            manifest = manifest.with_parts(seq, &parts);
+            let loose_before = manifest
+                .events
+                .iter()
+                .filter(|f| !f.name.contains('/'))
+                .count();
+            let compacted = store.compact_if_due(&mut manifest).unwrap();
+            assert_eq!(compacted.is_some(), loose_before >= 3, "checkpoint {seq}");
+            store.commit(&manifest).unwrap();
+
+            // Nothing lost, nothing twice, in the newest complete checkpoint.
+            let latest = store.latest().unwrap().unwrap();
+            assert_eq!(latest, manifest);
+            expected.sort_unstable();
+            assert_eq!(contents(&store, &latest), expected, "checkpoint {seq}");
+            // Every compacted file holds the users of its bucket only, and
+            // a bucket keeps few files.
+            let mut per_bucket: BTreeMap<u32, usize> = BTreeMap::new();
+            for file in latest.events.iter().filter(|f| f.name.contains('/')) {
+                let bucket = bucket_of(&file.name).unwrap();
+                *per_bucket.entry(bucket).or_default() += 1;
+                for record in store.read_events(file).unwrap() {
+                    assert_eq!(store.bucket(record.decoded.event.user), bucket);
+                }
+            }
+            assert!(per_bucket.values().all(|&files| files <= RUNS_PER_BUCKET));
+            assert!(latest.events.len() < 3 + 4 * RUNS_PER_BUCKET);
+            // Letters: every one, in each process's order, one file per
+            // process once compacted.
+            let mut lines: Vec<String> = latest
+                .letters
+                .iter()
+                .flat_map(|f| store.read_letters(f).unwrap())
+                .map(|l| l.line)
+                .collect();
+            lines.sort_unstable();
+            assert_eq!(lines.len() as u64, 2 * seq);
+            lines.dedup();
+            assert_eq!(lines.len() as u64, 2 * seq);
+        }
+        // Pruned: only what the two kept manifests name is left, in the
+        // data folder and the bucket folders.
+        let mut named: BTreeSet<String> = BTreeSet::new();
+        for seq in store.manifest_seqs().unwrap() {
+            let kept = store.read_manifest(seq).unwrap();
+            named.extend(kept.events.into_iter().chain(kept.letters).map(|f| f.name));
+        }
+        let on_disk: BTreeSet<String> = store.data_files().unwrap().into_iter().collect();
+        assert_eq!(on_disk, named);
+        assert!(on_disk.iter().any(|name| name.starts_with("bucket=3/")));
+    }
+
+    #[test]
+    fn forgetting_a_user_rewrites_their_bucket_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), 2);
+        let mut manifest = Manifest::default();
+        for seq in 1..=3 {
+            let records: Vec<Recorded> = (0..8).map(|user| record(10 * seq + user)).collect();
+            let (events, _) = store.write_part_files(seq, 0, 0, &records, &[]).unwrap();
+            manifest.events.extend(events);
+        }
+        manifest.seq = 3;
+        store.compact_if_due(&mut manifest).unwrap().unwrap();
+        assert_eq!(manifest.events.len(), 4, "one file per bucket");
+        // User 13 is in bucket 1.
+        let forgotten: HashSet<Id> = [13].into();
+        let kept = store
+            .without_users(4, &manifest.events, &forgotten)
+            .unwrap();
+        for (before, after) in manifest.events.iter().zip(&kept) {
+            match bucket_of(&before.name) {
+                Some(1) => {
+                    assert_eq!(after.name, "bucket=1/events-s0000000004-r0001.parquet");
+                    let users: Vec<Id> = store
+                        .read_events(after)
+                        .unwrap()
+                        .iter()
+                        .map(|r| r.decoded.event.user)
+                        .collect();
+                    assert_eq!(users.len(), 5);
+                    assert!(!users.contains(&13));
+                }
+                _ => assert_eq!(after, before, "another bucket is not rewritten"),
+            }
+        }
     }
 
     #[test]

@@ -205,6 +205,15 @@ pub struct CheckpointConfig {
     /// Complete checkpoints kept; older ones are removed. Default: 3.
     #[serde(default = "CheckpointConfig::default_keep")]
     pub keep: usize,
+    /// The user hash buckets compacted data files are partitioned by
+    /// (`data/bucket=B/`, the hash of `[sink.parquet]`), 1 to
+    /// [`MAX_BUCKETS`]. Default: 16.
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// The per-worker event files a checkpoint may name before they are
+    /// compacted into the buckets. Default: 16.
+    #[serde(default = "CheckpointConfig::default_compact_files")]
+    pub compact_files: usize,
 }
 
 impl CheckpointConfig {
@@ -214,6 +223,10 @@ impl CheckpointConfig {
 
     fn default_keep() -> usize {
         3
+    }
+
+    fn default_compact_files() -> usize {
+        16
     }
 }
 
@@ -501,6 +514,17 @@ impl PipelineConfig {
             if checkpoint.keep == 0 {
                 return Err(ConfigError::Invalid(
                     "[checkpoint] keep must be at least 1".into(),
+                ));
+            }
+            if !(1..=MAX_BUCKETS).contains(&checkpoint.buckets) {
+                return Err(invalid_field(
+                    "[checkpoint] buckets",
+                    &format!("between 1 and {MAX_BUCKETS}"),
+                ));
+            }
+            if checkpoint.compact_files == 0 {
+                return Err(ConfigError::Invalid(
+                    "[checkpoint] compact_files must be at least 1".into(),
                 ));
             }
         }
@@ -964,6 +988,16 @@ mod tests {
         rejects("[sink.kafka]\npartitions = 0\n", "partitions");
         rejects("[sink.parquet]\ndir = \"p\"\nbuckets = 0\n", "buckets");
         rejects("[sink.parquet]\ndir = \"p\"\nbuckets = 5000\n", "buckets");
+        rejects("[checkpoint]\ndir = \"c\"\nkeep = 0\n", "[checkpoint] keep");
+        rejects(
+            "[checkpoint]\ndir = \"c\"\nbuckets = 0\n",
+            "[checkpoint] buckets",
+        );
+        rejects(
+            "[checkpoint]\ndir = \"c\"\ncompact_files = 0\n",
+            "[checkpoint] compact_files",
+        );
+        assert!(validate("[checkpoint]\ndir = \"c\"\nbuckets = 4096\n").is_ok());
         rejects("[profile.segment]\nmin_spend = -1\n", "min_spend");
         rejects("[profile.segment]\nmin_purchases = -1\n", "min_purchases");
         rejects("[profile]\nhalf_life_days = nan\n", "half_life_days");

@@ -811,7 +811,7 @@ fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
     case.produce_up_to(&brokers, case.lines);
     let checkpoints = case.dir.path().join("checkpoints");
     let extra = format!(
-        "\n[checkpoint]\ndir = {:?}\ninterval_s = 0.2\nkeep = 2\n",
+        "\n[checkpoint]\ndir = {:?}\ninterval_s = 0.2\nkeep = 2\nbuckets = 4\ncompact_files = 4\n",
         checkpoints.display().to_string()
     );
     let config = case.topics.config(&brokers, case.dir.path(), &extra);
@@ -861,6 +861,16 @@ fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
     // record before them, so the topic's retention may have deleted them.
     let newest = newest_checkpoint(&checkpoints);
     let manifest = read_json(&checkpoints.join(format!("manifest-{newest:010}.json")));
+    let names: Vec<&str> = manifest["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|name| name.starts_with("bucket=")),
+        "the run's files were compacted into buckets: {names:?}"
+    );
     let before: i64 = manifest["partitions"]
         .as_array()
         .unwrap()
@@ -950,7 +960,7 @@ fn a_pseudonymised_run_leaves_no_raw_id_in_topics_checkpoints_or_files() {
     std::fs::write(&key, "a key of at least thirty-two bytes, for the test").unwrap();
     let extra = format!(
         "\n[privacy]\npseudonymize = [\"user\", \"item\"]\nkey_file = {key:?}\n\
-         [checkpoint]\ndir = {checkpoints:?}\ninterval_s = 0.5\n\
+         [checkpoint]\ndir = {checkpoints:?}\ninterval_s = 0.5\ncompact_files = 1\n\
          [sink.parquet]\ndir = {parquet:?}\nbuckets = 2\n"
     );
     let config = case.topics.config(&brokers, case.dir.path(), &extra);
@@ -1013,8 +1023,23 @@ fn a_pseudonymised_run_leaves_no_raw_id_in_topics_checkpoints_or_files() {
         texts.push((format!("{name}/ dataset"), Value::from(rows).to_string()));
     }
     let mut data_files = 0;
+    // The per-worker files and the compacted ones of the bucket folders.
+    let mut paths = Vec::new();
     for entry in std::fs::read_dir(checkpoints.join("data")).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        match path.is_dir() {
+            true => paths.extend(std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path())),
+            false => paths.push(path),
+        }
+    }
+    assert!(
+        paths
+            .iter()
+            .any(|path| path.to_string_lossy().contains("bucket=")),
+        "compacted: {paths:?}"
+    );
+    for path in paths {
+        let bytes = std::fs::read(path).unwrap();
         data_files += 1;
         let text = match persona::checkpoint::segment::decode_events(bytes.clone()) {
             Ok(records) => records

@@ -190,6 +190,16 @@ impl Checkpoints {
             mine.sort_by_key(|p| p.worker);
             let mut manifest = self.manifest.with_parts(seq, &mine);
             self.leave_out_forgotten(&mut manifest)?;
+            let compacting = Instant::now();
+            if let Some(compacted) = self.store.compact_if_due(&mut manifest)? {
+                tracing::info!(
+                    "checkpoint {seq} compacted {} files into {} in {:.1} ms: {} bytes",
+                    compacted.read,
+                    compacted.written,
+                    compacting.elapsed().as_secs_f64() * 1e3,
+                    compacted.bytes
+                );
+            }
             self.store.commit(&manifest)?;
             if self.awaiting == Some(seq) {
                 self.awaiting = None;
