@@ -629,13 +629,11 @@ mod tests {
         let latest = store.latest().unwrap().unwrap();
         assert_eq!(latest, manifest);
         assert_eq!(latest.offsets().get(&("t".into(), 0)), Some(&4));
-        let records: Vec<u64> = latest
-            .events
-            .iter()
-            .flat_map(|f| store.read_events(f).unwrap())
-            .map(|r| r.time)
-            .collect();
-        assert_eq!(records, [1, 2, 3, 4], "every checkpoint's records");
+        assert_eq!(
+            contents(&store, &latest),
+            [(1, 1), (2, 2), (3, 3), (4, 4)],
+            "every checkpoint's records"
+        );
         assert_eq!(store.manifest_seqs().unwrap(), [3, 4], "keep = 2");
     }
 
