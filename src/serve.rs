@@ -30,15 +30,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use timely::worker::Worker;
 
+use crate::checkpoint::{Manifest, Store};
 use crate::clean::Judge;
 use crate::config::{wall_clock_ms, FormatKind, PipelineConfig};
 use crate::format::Decoder;
+use crate::kafka::Offsets;
 use crate::metrics::{start_http, Metrics};
 use crate::privacy::stats as private_stats;
 use crate::privacy::Pseudonyms;
 use crate::rejected::Position;
 use crate::runtime::pipeline::Graph;
 use crate::runtime::replay::read_log;
+use crate::runtime::run::checkpoints::Checkpoints;
+use crate::runtime::run::{restore, restore_letters, PartitionWatermarks};
 use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
 use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
@@ -90,6 +94,9 @@ struct Shared {
     /// This process and the number of processes: the share of the Kafka
     /// partitions it reads.
     process: (usize, usize),
+    /// `[checkpoint]`, and the checkpoint this start restores.
+    store: Option<Store>,
+    restored: Option<Manifest>,
 }
 
 /// Serves until SIGINT or SIGTERM; prints `listening on http://ADDR` on
@@ -115,6 +122,15 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
             Some((input.clone(), files))
         }
     };
+    let store = config.checkpoint.as_ref().map(Store::open).transpose()?;
+    let restored = store.as_ref().map(Store::latest).transpose()?.flatten();
+    if let Some(manifest) = &restored {
+        eprintln!(
+            "persona serve: restoring checkpoint {} ({} records before its offsets); \
+             the log is not read again, the checkpoint holds it",
+            manifest.seq, manifest.counts.records_read
+        );
+    }
     let dead_letters = plan
         .out
         .as_deref()
@@ -123,6 +139,9 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
             DeadLetterFiles::create(dir, process, processes, config.output.raw_file_mode)
         })
         .transpose()?;
+    if let (Some(files), Some(store), Some(manifest)) = (&dead_letters, &store, &restored) {
+        restore_letters(files, (store, manifest), &plan.timely)?;
+    }
     let listen = listen_address(
         plan.listen.as_ref().unwrap_or(&config.serve.listen),
         plan.timely.process,
@@ -148,6 +167,8 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         ingest: Mutex::new(Some(ingested)),
         arrivals: Arc::default(),
         process: (plan.timely.process, plan.timely.processes),
+        store,
+        restored,
     });
     let app = Arc::new(App {
         index: shared.index.clone(),
@@ -302,6 +323,12 @@ fn serve_worker(
         &shared.metrics,
     )?;
     let mut dead = DeadLetters::new(shared.dead_letters.clone(), None)?;
+    if shared.store.is_some() {
+        // Everything applied from the start on, the log's records too:
+        // a restart restores them instead of reading the log.
+        pipeline.record();
+        dead.capture();
+    }
     let publish = |pipeline: &PipelineWorker| {
         shared.metrics.publish(
             local,
@@ -310,8 +337,14 @@ fn serve_worker(
             pipeline.arranged_records(),
         )
     };
-    if let Some((input, files)) = &shared.input {
-        read_log(
+    match (&shared.store, &shared.restored, &shared.input) {
+        (Some(store), Some(manifest), _) => {
+            // Every tick of the checkpoint's records was closed when it
+            // was taken: nothing caps the frontier.
+            restore(worker, &mut pipeline, (store, manifest), u64::MAX)?;
+            publish(&pipeline);
+        }
+        (_, _, Some((input, files))) => read_log(
             worker,
             &mut pipeline,
             config,
@@ -319,12 +352,18 @@ fn serve_worker(
             &mut dead,
             Arc::default(),
             publish,
-        )?;
+        )?,
+        _ => {}
     }
     // The first worker of each process reads its share of the topics: the
     // backlog first, in event time, as `persona run` reads it.
     let mut feed = match local {
-        0 => KafkaFeed::open(config, shared.process.0, shared.process.1)?,
+        0 => KafkaFeed::open(
+            config,
+            shared.process.0,
+            shared.process.1,
+            shared.restored.as_ref(),
+        )?,
         _ => None,
     };
     if let Some(feed) = &mut feed {
@@ -348,13 +387,48 @@ fn serve_worker(
     if config.serve.reads_first {
         yield_to_reads();
     }
+    // Built by every worker at the same point, once the log is in.
+    let mut checkpoints = shared.store.as_ref().map(|store| {
+        let interval = config.checkpoint.as_ref().map_or(60.0, |c| c.interval_s);
+        Checkpoints::new(
+            worker,
+            store.clone(),
+            Duration::from_secs_f64(interval),
+            shared.process.0,
+            shared.restored.clone(),
+            pipeline.forgotten(),
+        )
+    });
+    // The watermarks of a worker without topics.
+    let nothing = PartitionWatermarks::new(&[]);
     if local != 0 {
         // The first worker of a process takes its live events: the others
-        // hold nothing back.
+        // hold nothing back, and write what they applied when asked.
         pipeline.advance_to(u64::MAX);
         while !shared.stop.load(Ordering::Acquire) {
             worker.step_or_park(Some(IDLE));
             publish(&pipeline);
+            if let Some(checkpoints) = &mut checkpoints {
+                let tick = pipeline.frontier();
+                checkpoints.write_asked(
+                    &mut pipeline,
+                    &mut dead,
+                    &Offsets::new(),
+                    &nothing,
+                    tick,
+                )?;
+            }
+        }
+        if let Some(checkpoints) = &mut checkpoints {
+            let tick = pipeline.frontier();
+            checkpoints.finish(
+                worker,
+                &mut pipeline,
+                &mut dead,
+                &Offsets::new(),
+                &nothing,
+                tick,
+            )?;
         }
         return Ok(());
     }
@@ -409,12 +483,36 @@ fn serve_worker(
             }
         }
         publish(&pipeline);
+        if let Some(checkpoints) = &mut checkpoints {
+            let (offsets, watermarks) = feed_position(feed.as_ref(), &nothing);
+            let tick = pipeline.frontier();
+            checkpoints.ask_if_due();
+            checkpoints.write_asked(&mut pipeline, &mut dead, &offsets, watermarks, tick)?;
+            checkpoints.complete()?;
+        }
         if !busy && !closed {
             dead.flush()?;
             worker.step_or_park(Some(IDLE));
         }
     }
+    // The last checkpoint, of everything applied, on the way out.
+    if let Some(checkpoints) = &mut checkpoints {
+        let (offsets, watermarks) = feed_position(feed.as_ref(), &nothing);
+        let tick = pipeline.frontier();
+        checkpoints.finish(worker, &mut pipeline, &mut dead, &offsets, watermarks, tick)?;
+    }
     Ok(())
+}
+
+/// Where the topics' feed stands, for a checkpoint: `nothing` without one.
+fn feed_position<'a>(
+    feed: Option<&'a KafkaFeed>,
+    nothing: &'a PartitionWatermarks,
+) -> (Offsets, &'a PartitionWatermarks) {
+    match feed {
+        Some(feed) => (feed.offsets(), feed.watermarks()),
+        None => (Offsets::new(), nothing),
+    }
 }
 
 /// Puts the calling worker thread under `SCHED_IDLE` (`[serve]

@@ -827,6 +827,135 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
     server.stop();
 }
 
+/// `[checkpoint]` in `persona serve`: killed with SIGKILL after a
+/// checkpoint holds a POSTed purchase, a server restarts from it on another
+/// worker count, without the log (an empty file), and answers what it
+/// answered before: the log's, the topic's (read once, from the
+/// checkpoint's offsets on) and the POSTed events are all in.
+#[test]
+fn a_killed_server_restarts_from_its_checkpoint_with_every_event() {
+    let (dir, config, log) = setup();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let (head, tail, empty) = (
+        dir.path().join("head.jsonl"),
+        dir.path().join("tail.jsonl"),
+        dir.path().join("empty.jsonl"),
+    );
+    std::fs::write(&head, first.join("\n") + "\n").unwrap();
+    std::fs::write(&tail, second.join("\n") + "\n").unwrap();
+    std::fs::write(&empty, "").unwrap();
+    let brokers = common::kafka::brokers();
+    let topic = common::kafka::unique("serve-checkpointed");
+    persona(&[
+        "produce",
+        "--config",
+        config.to_str().unwrap(),
+        "--input",
+        tail.to_str().unwrap(),
+        "--topic",
+        &topic,
+        "--brokers",
+        &brokers,
+        "--partitions",
+        "3",
+    ]);
+    let checkpoints = dir.path().join("checkpoints");
+    let checkpointed = dir.path().join("checkpointed.toml");
+    let group = common::kafka::unique("serve-group");
+    std::fs::write(
+        &checkpointed,
+        format!(
+            "{}\n[source.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n\
+             group_id = \"{group}\"\n[checkpoint]\ndir = {checkpoints:?}\ninterval_s = 0.2\n\
+             compact_files = 2\n",
+            CONFIG.replace("lateness_ms = 0", "lateness_ms = 2000")
+        ),
+    )
+    .unwrap();
+    let newest = || {
+        std::fs::read_dir(&checkpoints)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter_map(|name| {
+                        name.strip_prefix("manifest-")?
+                            .strip_suffix(".json")?
+                            .parse()
+                            .ok()
+                    })
+                    .max()
+                    .unwrap_or(0u64)
+            })
+            .unwrap_or(0)
+    };
+    // Every answer, by path.
+    let answers = |server: &Server| -> Vec<(String, Value)> {
+        let mut paths: Vec<String> = (0..24)
+            .flat_map(|u| {
+                [
+                    format!("/v1/users/u{u}/profile"),
+                    format!("/v1/users/u{u}/recommendations"),
+                ]
+            })
+            .collect();
+        paths.extend((0..30).map(|i| format!("/v1/items/i{i}/similar")));
+        paths
+            .into_iter()
+            .map(|path| {
+                let (status, answer) = server.get(&path);
+                let answer = match status {
+                    200 => without_as_of(answer),
+                    _ => answer,
+                };
+                (path, answer)
+            })
+            .collect()
+    };
+
+    let out = dir.path().join("out");
+    let server = Server::start(&checkpointed, &head, &out, "2");
+    let event =
+        json!({"user": "u1", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 3});
+    let (status, answer) = server.post("/v1/events?wait=true", &event.to_string());
+    assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
+    let before = answers(&server);
+    // A checkpoint asked for after the POST was applied holds it.
+    let posted_at = newest();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while newest() < posted_at + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint after the POST in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(server); // SIGKILL
+
+    let server = Server::start(&checkpointed, &empty, &out, "1");
+    let after = answers(&server);
+    for ((path, expected), (_, answer)) in before.iter().zip(&after) {
+        assert_eq!(answer, expected, "{path} after the restart");
+    }
+    let profile = &after[2].1;
+    assert_eq!(
+        profile["counts"]["purchase"].as_u64().map(|n| n >= 1),
+        Some(true),
+        "{profile}"
+    );
+    server.stop();
+    let stopped_at = newest();
+    assert!(stopped_at > posted_at + 1, "a last checkpoint on SIGTERM");
+    // Restarted again (2 workers), from the checkpoint SIGTERM wrote.
+    let server = Server::start(&checkpointed, &empty, &out, "2");
+    let again = answers(&server);
+    for ((path, expected), (_, answer)) in before.iter().zip(&again) {
+        assert_eq!(answer, expected, "{path} after the second restart");
+    }
+    server.stop();
+}
+
 /// By default (`[serve] reads_first`) the dataflow's worker runs under
 /// `SCHED_IDLE` once the log is read, so that reads always run first.
 #[test]

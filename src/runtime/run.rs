@@ -27,7 +27,7 @@
 //! the end, which replays a topic like a file. In a run of several
 //! processes, signal every process.
 
-mod checkpoints;
+pub(crate) mod checkpoints;
 mod forgets;
 mod offsets;
 pub(crate) mod watermarks;
@@ -137,14 +137,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         })
         .transpose()?;
     if let (Some(files), Some(store), Some(manifest)) = (&dead_letters, &store, &restored) {
-        let processes = plan.timely.processes.max(1);
-        for file in &manifest.letters {
-            if file.process % processes == plan.timely.process {
-                for letter in store.read_letters(file)? {
-                    files.restore(&letter)?;
-                }
-            }
-        }
+        restore_letters(files, (store, manifest), &plan.timely)?;
     }
     if let Some((kafka, topic)) = kafka.and_then(|k| Some((k, k.rejected.as_ref()?))) {
         ensure_topic(
@@ -512,6 +505,24 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
     Ok(Some(summary))
 }
 
+/// Writes the dead letters of a checkpoint that this process wrote back
+/// into its files: `rejected.jsonl` and `late.jsonl` hold every one once.
+pub(crate) fn restore_letters(
+    files: &DeadLetterFiles,
+    (store, manifest): (&Store, &Manifest),
+    timely: &TimelyArgs,
+) -> anyhow::Result<()> {
+    let processes = timely.processes.max(1);
+    for file in &manifest.letters {
+        if file.process % processes == timely.process {
+            for letter in store.read_letters(file)? {
+                files.restore(&letter)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Applies worker `index`'s share of a checkpoint's records in time order,
 /// [`CHUNK`] at a time: the frontier follows the records up to `cap` and
 /// the dataflow catches up after each chunk, as in a replay, so the state
@@ -519,7 +530,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
 /// history being in flight at once. Every worker reads every file and
 /// takes every `peers`-th record, so all advance through the same times.
 /// Worker 0 takes the checkpoint's counts.
-fn restore(
+pub(crate) fn restore(
     worker: &mut Worker,
     pipeline: &mut PipelineWorker,
     (store, manifest): (&Store, &Manifest),

@@ -2,9 +2,9 @@
 //!
 //! The first worker of each process reads that process's share of the
 //! partitions (partition k of the sorted list goes to process k mod the
-//! number of processes), from their beginning: the state lives in memory,
-//! so a restart reads the log and the topics again, and no offset is
-//! committed. Until every partition is read to the end it had when serving
+//! number of processes), from their beginning, or with `[checkpoint]`
+//! from the offsets of the checkpoint the start restored. No offset is
+//! committed to the group: a checkpoint holds its own. Until every partition is read to the end it had when serving
 //! started (the backlog), event time is the messages' own, kept as
 //! `persona run` keeps it: per-partition watermarks, less the allowed
 //! lateness. After that a message is judged as a POSTed event is, against
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::checkpoint::Manifest;
 use crate::clean::Judge;
 use crate::config::PipelineConfig;
 use crate::format::Decoder;
@@ -41,27 +42,48 @@ pub struct KafkaFeed {
 impl KafkaFeed {
     /// The feed of process `process` of `processes`, if the config has a
     /// `[source.kafka]` table.
+    /// Reads on from the offsets of `restored`, when given, with the
+    /// watermarks it holds.
     pub fn open(
         config: &PipelineConfig,
         process: usize,
         processes: usize,
+        restored: Option<&Manifest>,
     ) -> anyhow::Result<Option<KafkaFeed>> {
         let Some(source) = &config.source.kafka else {
             return Ok(None);
         };
         let mut source = source.clone();
         source.resume_from = ResumeFrom::Beginning;
-        let source = KafkaSource::new(&source, process, processes.max(1))
+        let offsets = restored.map(Manifest::offsets);
+        let source = KafkaSource::new_at(&source, process, processes.max(1), offsets.as_ref())
             .context("persona serve reads [source.kafka]")?;
         let partitions = source.assignment()?;
         let backlog = source.end_offsets(ENDS_TIMEOUT)?;
+        let mut watermarks = PartitionWatermarks::new(&partitions);
+        for state in restored.iter().flat_map(|manifest| &manifest.partitions) {
+            let partition = (state.topic.clone(), state.partition);
+            if let (true, Some(time_ms)) = (partitions.contains(&partition), state.latest_ms) {
+                watermarks.saw(&partition, time_ms);
+            }
+        }
         Ok(Some(KafkaFeed {
             source,
             decoder: Decoder::new(&topic_decoding(config)?)?,
-            watermarks: PartitionWatermarks::new(&partitions),
+            watermarks,
             backlog,
             batch: Vec::new(),
         }))
+    }
+
+    /// The next offset to read of each partition read from.
+    pub fn offsets(&self) -> Offsets {
+        self.source.offsets()
+    }
+
+    /// The latest event time of each partition, for checkpoints.
+    pub fn watermarks(&self) -> &PartitionWatermarks {
+        &self.watermarks
     }
 
     /// Reads the messages waiting (none blocks) and applies their records:

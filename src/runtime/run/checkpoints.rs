@@ -1,4 +1,4 @@
-//! The checkpoints of a run ([`crate::checkpoint`]): worker 0 asks for one
+//! The checkpoints of a run ([`crate::checkpoint`]) and of `persona serve`: worker 0 asks for one
 //! every `interval_s`, each worker writes its part where it stands in its
 //! loop (just after advancing its input), and worker 0 writes the manifest
 //! once every part is durable. No barrier is needed: each worker's part is
