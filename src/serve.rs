@@ -408,29 +408,10 @@ fn serve_worker(
         while !shared.stop.load(Ordering::Acquire) {
             worker.step_or_park(Some(IDLE));
             publish(&pipeline);
-            if let Some(checkpoints) = &mut checkpoints {
-                let tick = pipeline.frontier();
-                checkpoints.write_asked(
-                    &mut pipeline,
-                    &mut dead,
-                    &Offsets::new(),
-                    &nothing,
-                    tick,
-                )?;
-            }
+            checkpoint(&mut checkpoints, &mut pipeline, &mut dead, (None, &nothing))?;
         }
-        if let Some(checkpoints) = &mut checkpoints {
-            let tick = pipeline.frontier();
-            checkpoints.finish(
-                worker,
-                &mut pipeline,
-                &mut dead,
-                &Offsets::new(),
-                &nothing,
-                tick,
-            )?;
-        }
-        return Ok(());
+        let place = (None, &nothing);
+        return last_checkpoint(checkpoints, worker, &mut pipeline, &mut dead, place);
     }
     // Nothing before the end of the log can change any more.
     if let Some(end) = end {
@@ -483,36 +464,65 @@ fn serve_worker(
             }
         }
         publish(&pipeline);
-        if let Some(checkpoints) = &mut checkpoints {
-            let (offsets, watermarks) = feed_position(feed.as_ref(), &nothing);
-            let tick = pipeline.frontier();
-            checkpoints.ask_if_due();
-            checkpoints.write_asked(&mut pipeline, &mut dead, &offsets, watermarks, tick)?;
-            checkpoints.complete()?;
-        }
+        checkpoint(
+            &mut checkpoints,
+            &mut pipeline,
+            &mut dead,
+            (feed.as_ref(), &nothing),
+        )?;
         if !busy && !closed {
             dead.flush()?;
             worker.step_or_park(Some(IDLE));
         }
     }
-    // The last checkpoint, of everything applied, on the way out.
-    if let Some(checkpoints) = &mut checkpoints {
-        let (offsets, watermarks) = feed_position(feed.as_ref(), &nothing);
-        let tick = pipeline.frontier();
-        checkpoints.finish(worker, &mut pipeline, &mut dead, &offsets, watermarks, tick)?;
-    }
-    Ok(())
+    let place = (feed.as_ref(), &nothing);
+    last_checkpoint(checkpoints, worker, &mut pipeline, &mut dead, place)
 }
 
-/// Where the topics' feed stands, for a checkpoint: `nothing` without one.
-fn feed_position<'a>(
-    feed: Option<&'a KafkaFeed>,
-    nothing: &'a PartitionWatermarks,
-) -> (Offsets, &'a PartitionWatermarks) {
+/// Where a worker's topics stand: its feed, or `nothing` (no partitions)
+/// for a worker without one.
+type Place<'a> = (Option<&'a KafkaFeed>, &'a PartitionWatermarks);
+
+fn offsets_and_watermarks<'a>((feed, nothing): Place<'a>) -> (Offsets, &'a PartitionWatermarks) {
     match feed {
         Some(feed) => (feed.offsets(), feed.watermarks()),
         None => (Offsets::new(), nothing),
     }
+}
+
+/// Writes this worker's part of the checkpoints asked for since the last
+/// call; worker 0 also asks for one when it is due and completes them.
+fn checkpoint(
+    checkpoints: &mut Option<Checkpoints>,
+    pipeline: &mut PipelineWorker,
+    dead: &mut DeadLetters,
+    place: Place,
+) -> anyhow::Result<()> {
+    if let Some(checkpoints) = checkpoints {
+        let (offsets, watermarks) = offsets_and_watermarks(place);
+        let tick = pipeline.frontier();
+        checkpoints.ask_if_due();
+        checkpoints.write_asked(pipeline, dead, &offsets, watermarks, tick)?;
+        checkpoints.complete()?;
+    }
+    Ok(())
+}
+
+/// The last checkpoint, of everything applied, on the way out: every
+/// worker takes part.
+fn last_checkpoint(
+    checkpoints: Option<Checkpoints>,
+    worker: &mut Worker,
+    pipeline: &mut PipelineWorker,
+    dead: &mut DeadLetters,
+    place: Place,
+) -> anyhow::Result<()> {
+    if let Some(mut checkpoints) = checkpoints {
+        let (offsets, watermarks) = offsets_and_watermarks(place);
+        let tick = pipeline.frontier();
+        checkpoints.finish(worker, pipeline, dead, &offsets, watermarks, tick)?;
+    }
+    Ok(())
 }
 
 /// Puts the calling worker thread under `SCHED_IDLE` (`[serve]

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use common::kafka::*;
 use common::parquet::{dataset_rows, jsonl_rows};
 use common::{
-    assert_balances, deterministic_part, free_port, online_retail_slice, persona, raw_ids_in,
-    read_json, read_lines, records_by, replay, replay_with_config, LOW_RISK_RULES,
+    assert_balances, deterministic_part, free_port, newest_checkpoint, online_retail_slice,
+    persona, raw_ids_in, read_json, read_lines, records_by, replay, replay_with_config,
+    LOW_RISK_RULES,
 };
 
 use persona::config::PipelineConfig;
@@ -925,23 +926,6 @@ fn a_run_killed_at_random_moments_ends_in_the_state_of_the_file_replay() {
         committed_total(&brokers, &case.topics.input, &case.topics.group),
         case.lines as i64
     );
-}
-
-/// The sequence number of the newest checkpoint in `dir` (0 if none).
-fn newest_checkpoint(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter_map(|name| {
-            name.strip_prefix("manifest-")?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 /// A run with `[privacy] pseudonymize`: no raw user or item id of the topic

@@ -755,63 +755,88 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
 /// after the first half from the file, to the same answers as the replay
 /// of the whole log, on 1 and 2 workers; a message produced while serving
 /// then shows in the profile.
+/// A log's first half in a file, its second half in a new topic of 3
+/// partitions on the test broker.
+struct HalfInTopic {
+    head: std::path::PathBuf,
+    config: std::path::PathBuf,
+    brokers: String,
+    topic: String,
+}
+
+impl HalfInTopic {
+    fn new(dir: &Path, config: &Path, log: &Path) -> HalfInTopic {
+        let text = std::fs::read_to_string(log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let (first, second) = lines.split_at(lines.len() / 2);
+        let head = dir.join("head.jsonl");
+        let tail = dir.join("tail.jsonl");
+        std::fs::write(&head, first.join("\n") + "\n").unwrap();
+        std::fs::write(&tail, second.join("\n") + "\n").unwrap();
+        let split = HalfInTopic {
+            head,
+            config: config.to_owned(),
+            brokers: common::kafka::brokers(),
+            topic: common::kafka::unique("serve-events"),
+        };
+        split.produce(&tail);
+        split
+    }
+
+    /// Each line of `file` one message of the topic.
+    fn produce(&self, file: &Path) {
+        persona(&[
+            "produce",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--input",
+            file.to_str().unwrap(),
+            "--topic",
+            &self.topic,
+            "--brokers",
+            &self.brokers,
+            "--partitions",
+            "3",
+        ]);
+    }
+
+    /// The test config reading the topic (a group of its own), and `extra`.
+    fn config(&self, extra: &str) -> String {
+        let (brokers, topic) = (&self.brokers, &self.topic);
+        let group = common::kafka::unique("serve-group");
+        format!(
+            "{}\n[source.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n\
+             group_id = \"{group}\"\n{extra}",
+            // A live message is judged when it is read: the lateness covers
+            // its way through the broker.
+            CONFIG.replace("lateness_ms = 0", "lateness_ms = 2000")
+        )
+    }
+}
+
 #[test]
 fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
     let (dir, config, log) = setup();
     let replayed = replay_log(dir.path(), &config, &log);
-    let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let (first, second) = lines.split_at(lines.len() / 2);
-    let head = dir.path().join("head.jsonl");
-    let tail = dir.path().join("tail.jsonl");
-    std::fs::write(&head, first.join("\n") + "\n").unwrap();
-    std::fs::write(&tail, second.join("\n") + "\n").unwrap();
-    let brokers = common::kafka::brokers();
-    let topic = common::kafka::unique("serve-events");
-    // Each line of `file` one message of the topic (3 partitions).
-    let produce = |file: &Path| {
-        persona(&[
-            "produce",
-            "--config",
-            config.to_str().unwrap(),
-            "--input",
-            file.to_str().unwrap(),
-            "--topic",
-            &topic,
-            "--brokers",
-            &brokers,
-            "--partitions",
-            "3",
-        ])
-    };
-    produce(&tail);
+    let split = HalfInTopic::new(dir.path(), &config, &log);
+    let head = &split.head;
     let with_kafka = dir.path().join("kafka.toml");
-    let group = common::kafka::unique("serve-group");
-    std::fs::write(
-        &with_kafka,
-        format!(
-            "{}\n[source.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\ngroup_id = \"{group}\"\n",
-            // A live message is judged when it is read: the lateness covers
-            // its way through the broker.
-            CONFIG.replace("lateness_ms = 0", "lateness_ms = 2000")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&with_kafka, split.config("")).unwrap();
     for workers in ["1", "2"] {
-        let server = Server::start(&with_kafka, &head, &dir.path().join("out"), workers);
+        let server = Server::start(&with_kafka, head, &dir.path().join("out"), workers);
         assert_answers_equal(&server, &replayed, &format!("log + topic, -w {workers}"));
         server.stop();
     }
 
     // Live: a purchase produced now shows in its user's profile.
-    let server = Server::start(&with_kafka, &head, &dir.path().join("out"), "1");
+    let server = Server::start(&with_kafka, head, &dir.path().join("out"), "1");
     let (_, before) = server.get("/v1/users/u1/profile");
     let purchases = |profile: &Value| profile["counts"]["purchase"].as_u64().unwrap_or(0);
     let live = dir.path().join("live.jsonl");
     let event =
         json!({"user": "u1", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 1});
     std::fs::write(&live, format!("{event}\n")).unwrap();
-    produce(&live);
+    split.produce(&live);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, after) = server.get("/v1/users/u1/profile");
@@ -835,61 +860,16 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
 #[test]
 fn a_killed_server_restarts_from_its_checkpoint_with_every_event() {
     let (dir, config, log) = setup();
-    let text = std::fs::read_to_string(&log).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let (first, second) = lines.split_at(lines.len() / 2);
-    let (head, tail, empty) = (
-        dir.path().join("head.jsonl"),
-        dir.path().join("tail.jsonl"),
-        dir.path().join("empty.jsonl"),
-    );
-    std::fs::write(&head, first.join("\n") + "\n").unwrap();
-    std::fs::write(&tail, second.join("\n") + "\n").unwrap();
+    let split = HalfInTopic::new(dir.path(), &config, &log);
+    let head = &split.head;
+    let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
-    let brokers = common::kafka::brokers();
-    let topic = common::kafka::unique("serve-checkpointed");
-    persona(&[
-        "produce",
-        "--config",
-        config.to_str().unwrap(),
-        "--input",
-        tail.to_str().unwrap(),
-        "--topic",
-        &topic,
-        "--brokers",
-        &brokers,
-        "--partitions",
-        "3",
-    ]);
     let checkpoints = dir.path().join("checkpoints");
     let checkpointed = dir.path().join("checkpointed.toml");
-    let group = common::kafka::unique("serve-group");
-    std::fs::write(
-        &checkpointed,
-        format!(
-            "{}\n[source.kafka]\nbrokers = \"{brokers}\"\ntopics = [\"{topic}\"]\n\
-             group_id = \"{group}\"\n[checkpoint]\ndir = {checkpoints:?}\ninterval_s = 0.2\n\
-             compact_files = 2\n",
-            CONFIG.replace("lateness_ms = 0", "lateness_ms = 2000")
-        ),
-    )
-    .unwrap();
-    let newest = || {
-        std::fs::read_dir(&checkpoints)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                    .filter_map(|name| {
-                        name.strip_prefix("manifest-")?
-                            .strip_suffix(".json")?
-                            .parse()
-                            .ok()
-                    })
-                    .max()
-                    .unwrap_or(0u64)
-            })
-            .unwrap_or(0)
-    };
+    let extra =
+        format!("[checkpoint]\ndir = {checkpoints:?}\ninterval_s = 0.2\ncompact_files = 2\n");
+    std::fs::write(&checkpointed, split.config(&extra)).unwrap();
+    let newest = || newest_checkpoint(&checkpoints);
     // Every answer, by path.
     let answers = |server: &Server| -> Vec<(String, Value)> {
         let mut paths: Vec<String> = (0..24)
@@ -915,7 +895,7 @@ fn a_killed_server_restarts_from_its_checkpoint_with_every_event() {
     };
 
     let out = dir.path().join("out");
-    let server = Server::start(&checkpointed, &head, &out, "2");
+    let server = Server::start(&checkpointed, head, &out, "2");
     let event =
         json!({"user": "u1", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 3});
     let (status, answer) = server.post("/v1/events?wait=true", &event.to_string());

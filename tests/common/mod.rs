@@ -34,6 +34,23 @@ op = ">"
 threshold = 30
 "#;
 
+/// The sequence number of the newest checkpoint in `dir` (0 if none).
+pub fn newest_checkpoint(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            name.strip_prefix("manifest-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Epoch ms of an Online Retail invoice date, London time.
 pub fn london_ms(date: &str) -> i64 {
     let civil: jiff::civil::DateTime = date.replacen(' ', "T", 1).parse().unwrap();
