@@ -159,6 +159,13 @@ pub struct Compacted {
     pub bytes: u64,
 }
 
+impl Compacted {
+    fn wrote(&mut self, file: &DataFile) {
+        self.written += 1;
+        self.bytes += file.bytes;
+    }
+}
+
 impl Store {
     /// Opens (creating) the folder of `[checkpoint]`.
     pub fn open(config: &CheckpointConfig) -> anyhow::Result<Store> {
@@ -337,8 +344,7 @@ impl Store {
                 segment::encode_events(&records)?,
                 0,
             )?;
-            done.written += 1;
-            done.bytes += file.bytes;
+            done.wrote(&file);
             runs.push(file);
         }
         manifest.events = runs.into_values().flatten().collect();
@@ -363,8 +369,7 @@ impl Store {
                 segment::encode_letters(&letters)?,
                 process,
             )?;
-            done.written += 1;
-            done.bytes += file.bytes;
+            done.wrote(&file);
             manifest.letters.push(file);
         }
         Ok(Some(done))
@@ -594,25 +599,38 @@ mod tests {
         }
     }
 
-    /// Writes checkpoint `seq` on top of `base` with one record at time `seq`.
-    fn checkpoint(store: &Store, base: &Manifest, seq: u64) -> Manifest {
+    /// Worker `worker`'s part of checkpoint `seq`: `records` and `letters`
+    /// written, and `partitions`.
+    fn part(
+        store: &Store,
+        (seq, worker): (u64, usize),
+        records: &[Recorded],
+        letters: &[Letter],
+        partitions: Vec<PartitionState>,
+    ) -> Part {
         let (events, letters) = store
-            .write_part_files(seq, 0, 0, &[record(seq)], &[])
+            .write_part_files(seq, worker, worker, records, letters)
             .unwrap();
-        let part = Part {
+        Part {
             seq,
-            worker: 0,
+            worker,
             events,
             letters,
-            partitions: vec![PartitionState {
-                topic: "t".into(),
-                partition: 0,
-                next_offset: Some(seq as i64),
-                latest_ms: Some(seq),
-            }],
+            partitions,
             counts: ReaderCounts::default(),
             latest_tick: seq,
+        }
+    }
+
+    /// Writes checkpoint `seq` on top of `base` with one record at time `seq`.
+    fn checkpoint(store: &Store, base: &Manifest, seq: u64) -> Manifest {
+        let partition = PartitionState {
+            topic: "t".into(),
+            partition: 0,
+            next_offset: Some(seq as i64),
+            latest_ms: Some(seq),
         };
+        let part = part(store, (seq, 0), &[record(seq)], &[], vec![partition]);
         let manifest = base.with_parts(seq, &[part]);
         store.commit(&manifest).unwrap();
         manifest
@@ -695,25 +713,16 @@ mod tests {
             for worker in 0..2 {
                 let time = 2 * seq + worker;
                 let line = format!("bad {time}");
-                let (events, letters) = store
-                    .write_part_files(
-                        seq,
-                        worker as usize,
-                        worker as usize,
-                        &[record(time)],
-                        &[letter(&line)],
-                    )
-                    .unwrap();
+                let letters = [letter(&line)];
+                let worker = worker as usize;
+                parts.push(part(
+                    &store,
+                    (seq, worker),
+                    &[record(time)],
+                    &letters,
+                    Vec::new(),
+                ));
                 expected.push((time, time));
-                parts.push(Part {
-                    seq,
-                    worker: worker as usize,
-                    events,
-                    letters,
-                    partitions: Vec::new(),
-                    counts: ReaderCounts::default(),
-                    latest_tick: seq,
-                });
             }
             manifest = manifest.with_parts(seq, &parts);
             let loose_before = manifest
