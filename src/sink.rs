@@ -116,6 +116,9 @@ pub fn is_ready(upto: Upto, period: u64, time: u64) -> bool {
 /// an output changing every tick), with their times; the others stay.
 pub fn take_ready_at<D>(pending: &Pending<D>, upto: Upto) -> Vec<(D, u64, isize)> {
     let mut pending = pending.borrow_mut();
+    if pending.iter().all(|(_, time, _)| is_ready(upto, 1, *time)) {
+        return std::mem::take(&mut *pending);
+    }
     let (ready, rest): (Vec<_>, Vec<_>) = pending
         .drain(..)
         .partition(|(_, time, _)| is_ready(upto, 1, *time));

@@ -331,12 +331,10 @@ impl MfModel {
     /// item id; `skip` items are left out.
     pub fn top_k(&self, user: Id, k: usize, skip: impl Fn(Id) -> bool) -> Vec<(Id, Score)> {
         let p = self.users.get(&user).map(Vec::as_slice);
-        let f = self.config.factors;
-        let items = self.item_ids.iter().enumerate().map(|(index, &item)| {
-            let q = &self.item_factors[index * f..(index + 1) * f];
-            (item, self.item_bias[index], q)
-        });
-        best(p, items, k, skip)
+        let scored = (self.item_ids.iter().enumerate())
+            .map(|(index, &item)| (item, Score(f64::from(self.score_index(p, index)))))
+            .collect();
+        best(scored, k, skip)
     }
 
     /// A user's factor vector, if the model has seen the user.
@@ -380,34 +378,49 @@ impl MfModel {
 }
 
 /// The score of an item of bias `bias` and factors `q`: `b_i + p_u · q_i`,
-/// the bias alone for a user without factors. One order of arithmetic for
-/// the model and the table the rankings rebuild, so both give the same bits.
+/// the bias alone for a user without factors. The dot product is summed in
+/// factor order from 0.0, as [`MfTable::top_k`] sums it for every item at
+/// once, so the model and the table give the same bits.
 fn score(bias: f32, user: Option<&[f32]>, q: &[f32]) -> f32 {
-    let dot: f32 = user.map_or(0.0, |p| p.iter().zip(q).map(|(a, b)| a * b).sum());
+    let dot = user.map_or(0.0, |p| {
+        p.iter().zip(q).fold(0.0, |sum, (a, b)| sum + a * b)
+    });
     bias + dot
 }
 
-/// The `k` best of `items` `(id, bias, factors)` for the user of factors
-/// `user`, best first, ties by id (so the order of `items` does not
-/// matter); `skip` items are left out.
-fn best<'a>(
-    user: Option<&[f32]>,
-    items: impl Iterator<Item = (Id, f32, &'a [f32])>,
-    k: usize,
-    skip: impl Fn(Id) -> bool,
-) -> Vec<(Id, Score)> {
-    let mut scored: Vec<(Id, Score)> = items
-        .filter(|&(item, _, _)| !skip(item))
-        .map(|(item, bias, q)| (item, Score(f64::from(score(bias, user, q)))))
-        .collect();
+/// The `k` best of `scored` `(id, score)`, best first, ties by id (so the
+/// order of `scored` does not matter); `skip` items are left out.
+fn best(mut scored: Vec<(Id, Score)>, k: usize, skip: impl Fn(Id) -> bool) -> Vec<(Id, Score)> {
     let by_rank = |a: &(Id, Score), b: &(Id, Score)| b.1.cmp(&a.1).then(a.0.cmp(&b.0));
-    if scored.len() > k {
-        scored.select_nth_unstable_by(k, by_rank);
-        scored.truncate(k);
+    // `skip` is asked only of a prefix of the ranking: if the first `want`
+    // items keep k, they are the k best kept; otherwise a longer prefix.
+    let mut want = k.saturating_add(SKIPPED_ALLOWANCE);
+    loop {
+        let whole = scored.len() <= want;
+        if !whole {
+            scored.select_nth_unstable_by(want, by_rank);
+        }
+        let prefix = &scored[..want.min(scored.len())];
+        let mut kept: Vec<(Id, Score)> = prefix
+            .iter()
+            .copied()
+            .filter(|&(item, _)| !skip(item))
+            .collect();
+        if whole || kept.len() >= k {
+            if kept.len() > k {
+                kept.select_nth_unstable_by(k, by_rank);
+                kept.truncate(k);
+            }
+            kept.sort_unstable_by(by_rank);
+            return kept;
+        }
+        want = want.saturating_mul(4);
     }
-    scored.sort_unstable_by(by_rank);
-    scored
 }
+
+/// How many skipped items [`best`] first allows for beyond the k asked:
+/// about a user's seen items in discovery mode.
+const SKIPPED_ALLOWANCE: usize = 64;
 
 /// One row of the model as the on-demand rankings receive it: sent as the
 /// model changes, a retraction of the old row and an insertion of the new
@@ -421,36 +434,88 @@ pub enum MfRow {
 }
 
 /// The model as the rankings hold it, rebuilt from [`MfRow`]s: its scores
-/// and top k are [`MfModel`]'s, the same bits.
+/// and top k are [`MfModel`]'s, the same bits. Items are held by column
+/// (the biases, then each factor of every item), so a top k scores all
+/// items at once, factor after factor: each item's sum keeps the factor
+/// order of [`score`], and the additions across items use vector registers.
 #[derive(Clone, Debug, Default)]
 pub struct MfTable {
     users: HashMap<Id, Vec<f32>>,
-    /// Per item, its bias then its factors.
-    items: HashMap<Id, Vec<f32>>,
+    /// Item id → its index in `item_ids` and in every column.
+    item_index: HashMap<Id, usize>,
+    item_ids: Vec<Id>,
+    /// Column 0 the items' biases, column k + 1 their factor k.
+    columns: Vec<Vec<f32>>,
 }
 
 impl MfTable {
     /// Inserts `row`, or removes the row of its id; a row replaced at a
     /// time comes as a retraction then an insertion.
     pub fn apply(&mut self, row: &MfRow, insert: bool) {
-        let (rows, id, values) = match row {
-            MfRow::User(user, factors) => (&mut self.users, user, factors),
-            MfRow::Item(item, row) => (&mut self.items, item, row),
+        match (row, insert) {
+            (MfRow::User(user, factors), true) => _ = self.users.insert(*user, factors.0.clone()),
+            (MfRow::User(user, _), false) => _ = self.users.remove(user),
+            (MfRow::Item(item, values), true) => self.insert_item(*item, &values.0),
+            (MfRow::Item(item, _), false) => self.remove_item(*item),
+        }
+    }
+
+    fn insert_item(&mut self, item: Id, values: &[f32]) {
+        if self.item_ids.is_empty() {
+            self.columns = vec![Vec::new(); values.len()];
+        }
+        assert_eq!(
+            values.len(),
+            self.columns.len(),
+            "item rows of one model have one length"
+        );
+        match self.item_index.get(&item) {
+            Some(&index) => {
+                for (column, &value) in self.columns.iter_mut().zip(values) {
+                    column[index] = value;
+                }
+            }
+            None => {
+                self.item_index.insert(item, self.item_ids.len());
+                self.item_ids.push(item);
+                for (column, &value) in self.columns.iter_mut().zip(values) {
+                    column.push(value);
+                }
+            }
+        }
+    }
+
+    /// Removes `item`, moving the last item into its place.
+    fn remove_item(&mut self, item: Id) {
+        let Some(index) = self.item_index.remove(&item) else {
+            return;
         };
-        match insert {
-            true => _ = rows.insert(*id, values.0.clone()),
-            false => _ = rows.remove(id),
+        self.item_ids.swap_remove(index);
+        for column in &mut self.columns {
+            column.swap_remove(index);
+        }
+        if let Some(&moved) = self.item_ids.get(index) {
+            self.item_index.insert(moved, index);
         }
     }
 
     /// [`MfModel::top_k`] of the model the rows were sent from.
     pub fn top_k(&self, user: Id, k: usize, skip: impl Fn(Id) -> bool) -> Vec<(Id, Score)> {
-        let p = self.users.get(&user).map(Vec::as_slice);
-        let items = self
-            .items
-            .iter()
-            .map(|(&item, row)| (item, row[0], &row[1..]));
-        best(p, items, k, skip)
+        let Some((biases, factors)) = self.columns.split_first() else {
+            return Vec::new();
+        };
+        let mut dots = vec![0.0f32; self.item_ids.len()];
+        if let Some(p) = self.users.get(&user) {
+            for (&pk, column) in p.iter().zip(factors) {
+                for (dot, &q) in dots.iter_mut().zip(column) {
+                    *dot += pk * q;
+                }
+            }
+        }
+        let scored = (self.item_ids.iter().zip(biases).zip(dots))
+            .map(|((&item, &bias), dot)| (item, Score(f64::from(bias + dot))))
+            .collect();
+        best(scored, k, skip)
     }
 
     /// A user's factors, if the model has seen the user.
@@ -459,8 +524,11 @@ impl MfTable {
     }
 
     /// An item's bias and factors, if the model has seen the item.
-    pub fn item_factors(&self, item: Id) -> Option<(f32, &[f32])> {
-        self.items.get(&item).map(|row| (row[0], &row[1..]))
+    pub fn item_factors(&self, item: Id) -> Option<(f32, Vec<f32>)> {
+        let index = *self.item_index.get(&item)?;
+        let mut values = self.columns.iter().map(|column| column[index]);
+        let bias = values.next()?;
+        Some((bias, values.collect()))
     }
 }
 

@@ -296,6 +296,11 @@ fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) 
     let step = seed.is_multiple_of(2);
     let captured = run_dataflow(&updates, config, workers, step);
     let mut state = CfState::default();
+    // Fed as the sinks feed it: the captured changes as they came, not
+    // consolidated, every third time at once (from the last applied), in
+    // reverse order so a retraction comes before its insertion.
+    let mut raw_state = CfState::default();
+    let mut raw_applied = 0;
     for at in 1..=BATCHES {
         let expected = reference::collaborative_filtering(&updates, at, config);
         let history = at_time(&captured.history, at, |(u, e)| (*u, e.item));
@@ -348,6 +353,22 @@ fn check(seed: u64, config: &CfConfig, workers: usize, coverage: &mut Coverage) 
             differ |= report("similar_items on demand", &similar, &expected_similar);
             differ |= report("recommendations on demand", &recs, &expected_recs);
             coverage.on_demand += similar.len() + recs.len();
+            if at % 3 == 0 || at == BATCHES {
+                let raw = captured
+                    .state
+                    .iter()
+                    .rev()
+                    .filter(|(_, time, _)| (raw_applied..=at).contains(time));
+                raw_state.apply_changes(raw.map(|(update, _, diff)| (update, *diff)));
+                raw_applied = at + 1;
+                let (similar, recs) = on_demand(&raw_state, config);
+                differ |= report(
+                    "similar_items from raw changes",
+                    &similar,
+                    &expected_similar,
+                );
+                differ |= report("recommendations from raw changes", &recs, &expected_recs);
+            }
         }
         assert!(
             !differ,

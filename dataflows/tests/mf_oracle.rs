@@ -369,7 +369,7 @@ fn table_matches(state: &CfState, model: &MfModel, at: &str) {
     for item in 0..30 {
         assert_eq!(
             table.item_factors(item),
-            model.item_factors(item),
+            model.item_factors(item).map(|(bias, q)| (bias, q.to_vec())),
             "{at}: item {item}"
         );
     }

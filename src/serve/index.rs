@@ -32,7 +32,7 @@ use crate::names::{NameBook, NameKind, Names};
 use crate::privacy::stats::Contribution;
 use crate::runtime::pipeline::Served;
 use crate::sink::render::factors_json;
-use crate::sink::{take_ready, OutputRecord, Sink, Upto};
+use crate::sink::{take_ready, take_ready_at, OutputRecord, Sink, Upto};
 
 /// Profiles, the state of collaborative filtering, and the names to show
 /// ids with, as of [`Index::as_of`].
@@ -297,7 +297,8 @@ impl Sink for IndexSink {
             .map(|alerts| take_ready(alerts, upto));
         let item_feedback = take_ready(&served.item_feedback, upto);
         let segments = served.segments.as_ref().map(|s| take_ready(s, upto));
-        let state = take_ready(&served.state, upto);
+        // Applied as they come: `CfState::apply_changes` consolidates what needs it.
+        let state = take_ready_at(&served.state, upto);
         let no_alerts = alerts.as_ref().is_none_or(Vec::is_empty);
         let no_segments = segments.as_ref().is_none_or(Vec::is_empty);
         let unchanged = profiles.is_empty() && no_alerts && no_segments && item_feedback.is_empty();
@@ -321,7 +322,7 @@ impl Sink for IndexSink {
                 named.push((NameKind::Item, *item, names.item(*item)));
             }
         }
-        for (update, diff) in &state {
+        for (update, _, diff) in &state {
             if let (StateUpdate::Item(item), 1..) = (update, diff) {
                 named.push((NameKind::Item, *item, names.item(*item)));
             }
@@ -376,7 +377,9 @@ impl Sink for IndexSink {
                     }
                 }
             }
-            index.cf.apply(&state);
+            index
+                .cf
+                .apply_changes(state.iter().map(|(update, _, diff)| (update, *diff)));
             index.as_of = as_of;
         });
         self.metrics.record_apply(started.elapsed());

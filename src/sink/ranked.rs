@@ -23,7 +23,7 @@ use persona_dataflows::cf::CfConfig;
 use persona_dataflows::Id;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::{take_ready, take_ready_at, OutputRecord, OutputSink, Pending, Sink, Upto};
+use super::{take_ready_at, OutputRecord, OutputSink, Pending, Sink, Upto};
 use crate::config::end_of_period;
 use crate::names::Names;
 
@@ -125,7 +125,9 @@ impl RankedState {
     /// wait in `pending` for the end of their period.
     fn drain(&mut self, upto: Upto) {
         if !self.per_period {
-            self.cf.apply(&take_ready(&self.pending, upto));
+            let ready = take_ready_at(&self.pending, upto);
+            self.cf
+                .apply_changes(ready.iter().map(|(update, _, diff)| (update, *diff)));
             return;
         }
         let mut ready = take_ready_at(&self.pending, upto);
@@ -157,10 +159,10 @@ impl RankedState {
         }
     }
 
-    /// Applies the updates of one period, consolidated, and empties them.
+    /// Applies the updates of one period and empties them.
     fn apply(&mut self, updates: &mut Vec<(StateUpdate, isize)>) {
-        differential_dataflow::consolidation::consolidate(updates);
-        self.cf.apply(updates);
+        self.cf
+            .apply_changes(updates.iter().map(|(update, diff)| (update, *diff)));
         updates.clear();
     }
 

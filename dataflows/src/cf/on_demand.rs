@@ -60,6 +60,17 @@ pub enum StateUpdate {
     Factors(MfRow),
 }
 
+impl StateUpdate {
+    /// Whether the record is counted (its multiplicity is a count) rather
+    /// than present or not.
+    fn is_count(&self) -> bool {
+        matches!(
+            self,
+            StateUpdate::Pair(..) | StateUpdate::Item(_) | StateUpdate::ItemDay(..)
+        )
+    }
+}
+
 /// The state of collaborative filtering that [`CfState`] ranks from, as one
 /// collection: histories, co-occurrence and counts, without the rankings.
 pub fn state_updates<'s, T: EventTime>(
@@ -172,6 +183,32 @@ impl CfState {
                 }
             }
         }
+    }
+
+    /// Applies the changes of one or more complete times, not consolidated.
+    /// Counts (pairs, items, item days; most of the changes) are added as
+    /// they come, every increase before any decrease, so no count passes
+    /// through zero on the way and a count that reaches zero stays there.
+    /// The other records are consolidated first: a record inserted and
+    /// retracted within the changes must cancel. Consolidating the counts
+    /// too (a sort of every change) was most of the cost of applying them.
+    pub fn apply_changes<'a>(
+        &mut self,
+        changes: impl Iterator<Item = (&'a StateUpdate, isize)> + Clone,
+    ) {
+        for increases in [true, false] {
+            for (update, diff) in changes.clone() {
+                if update.is_count() && (diff > 0) == increases {
+                    self.apply_one(update, diff);
+                }
+            }
+        }
+        let mut records: Vec<(StateUpdate, isize)> = changes
+            .filter(|(update, _)| !update.is_count())
+            .map(|(update, diff)| (update.clone(), diff))
+            .collect();
+        differential_dataflow::consolidation::consolidate(&mut records);
+        self.apply(&records);
     }
 
     fn apply_one(&mut self, update: &StateUpdate, diff: isize) {
@@ -433,7 +470,7 @@ impl CfState {
             let trend = self.trend(config.trend_days);
             let of = |item: Id| trend.of_item.get(&item).copied().unwrap_or(0);
             recommend::with_trend(
-                recommend::score_items(&inputs, 0),
+                recommend::unranked_scores(&inputs),
                 (of, trend.max),
                 config.trend_weight,
                 top_k,

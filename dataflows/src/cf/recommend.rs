@@ -282,9 +282,18 @@ pub(super) fn score_items<'a>(
     inputs: impl IntoIterator<Item = &'a ScoreInput>,
     top_k: usize,
 ) -> Vec<ScoredItem> {
+    best_first(unranked_scores(inputs), top_k)
+}
+
+/// [`score_items`] before the ranking, in no order.
+pub(super) fn unranked_scores<'a>(
+    inputs: impl IntoIterator<Item = &'a ScoreInput>,
+) -> Vec<ScoredItem> {
+    let inputs = inputs.into_iter();
     // Sorted, as the inputs are.
     let mut seen: Vec<Id> = Vec::new();
-    let mut scores: std::collections::HashMap<Id, f64> = std::collections::HashMap::new();
+    let mut scores: rustc_hash::FxHashMap<Id, f64> = Default::default();
+    scores.reserve(inputs.size_hint().0 * 8);
     for input in inputs {
         match input {
             ScoreInput::Seen(item) => seen.push(*item),
@@ -295,18 +304,26 @@ pub(super) fn score_items<'a>(
             }
         }
     }
-    let mut items: Vec<ScoredItem> = scores
+    scores
         .into_iter()
         .filter(|(item, _)| seen.binary_search(item).is_err())
         .map(|(item, score)| ScoredItem {
             item,
             score: Score(score),
         })
-        .collect();
-    items.sort_by(|a, b| b.score.cmp(&a.score).then(a.item.cmp(&b.item)));
-    if top_k > 0 {
+        .collect()
+}
+
+/// The first `top_k` (0 = all) of `items` by score descending, ties by
+/// item ascending. Items are distinct, so the order is total and selecting
+/// the top k before sorting them gives the full sort's prefix.
+fn best_first(mut items: Vec<ScoredItem>, top_k: usize) -> Vec<ScoredItem> {
+    let by_rank = |a: &ScoredItem, b: &ScoredItem| b.score.cmp(&a.score).then(a.item.cmp(&b.item));
+    if top_k > 0 && items.len() > top_k {
+        items.select_nth_unstable_by(top_k, by_rank);
         items.truncate(top_k);
     }
+    items.sort_unstable_by(by_rank);
     items
 }
 
@@ -425,11 +442,7 @@ pub(super) fn with_trend(
         };
         scored.score = Score(scored.score.0 / scale + lift);
     }
-    items.sort_by(|a, b| b.score.cmp(&a.score).then(a.item.cmp(&b.item)));
-    if top_k > 0 {
-        items.truncate(top_k);
-    }
-    items
+    best_first(items, top_k)
 }
 
 /// The first `top_k` (0 = all) ranked items not in `seen` (sorted).
@@ -472,24 +485,21 @@ pub fn blend(
         })
     }
     let mut blended: rustc_hash::FxHashMap<Id, f64> = Default::default();
+    blended.reserve(cf.len() + mf.len());
     for (item, x) in normalised(cf) {
         *blended.entry(item).or_default() += (1.0 - mf_weight) * x;
     }
     for (item, x) in normalised(mf) {
         *blended.entry(item).or_default() += mf_weight * x;
     }
-    let mut items: Vec<ScoredItem> = blended
+    let items: Vec<ScoredItem> = blended
         .into_iter()
         .map(|(item, score)| ScoredItem {
             item,
             score: Score(score),
         })
         .collect();
-    items.sort_unstable_by(|a, b| b.score.cmp(&a.score).then(a.item.cmp(&b.item)));
-    if top_k > 0 {
-        items.truncate(top_k);
-    }
-    items
+    best_first(items, top_k)
 }
 
 #[cfg(test)]
