@@ -44,7 +44,7 @@ pub fn gather<D: ExchangeData>(
     collection: VecCollection<'_, u64, D>,
     probe: &ProbeHandle<u64>,
 ) -> Pending<D> {
-    gather_here(collection.inner.exchange(|_| 0), |update| update, probe)
+    gather_on(collection, probe, Rc::from([0]))
 }
 
 /// Routes a copy of each of a collection's updates to each of `workers`
@@ -55,6 +55,15 @@ pub fn gather_on<D: ExchangeData>(
     probe: &ProbeHandle<u64>,
     workers: Rc<[usize]>,
 ) -> Pending<D> {
+    if let [worker] = *workers {
+        // One copy: routed as it is, not tagged in a vector per update.
+        let worker = worker as u64;
+        return gather_here(
+            collection.inner.exchange(move |_| worker),
+            |update| update,
+            probe,
+        );
+    }
     let copies = collection.inner.flat_map(move |(record, time, diff)| {
         // A copy for each worker but the first, which takes the record.
         let mut copies: Vec<_> = workers[1..]
