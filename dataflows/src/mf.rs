@@ -117,9 +117,35 @@ pub struct MfModel {
     /// Steps taken, and the sum of their BPR losses `−ln σ(x)` before each.
     steps: u64,
     loss_sum: f64,
-    /// With [`MfModel::tracking_changes`]: the indices of the items added
-    /// or stepped since the last [`MfModel::take_changed_items`].
-    changed_items: Option<Vec<usize>>,
+    /// With [`MfModel::tracking_changes`]: the items added or stepped
+    /// since the last [`MfModel::take_changed_items`].
+    changed_items: Option<ChangedItems>,
+}
+
+/// Item indices, each once: every step changes two items, and a period of
+/// a replay takes hundreds of thousands of steps over a few thousand items.
+#[derive(Clone, Debug, Default)]
+struct ChangedItems {
+    is_changed: Vec<bool>,
+    indices: Vec<usize>,
+}
+
+impl ChangedItems {
+    fn insert(&mut self, index: usize) {
+        if index >= self.is_changed.len() {
+            self.is_changed.resize(index + 1, false);
+        }
+        if !std::mem::replace(&mut self.is_changed[index], true) {
+            self.indices.push(index);
+        }
+    }
+
+    fn take(&mut self) -> Vec<usize> {
+        for &index in &self.indices {
+            self.is_changed[index] = false;
+        }
+        std::mem::take(&mut self.indices)
+    }
 }
 
 /// A user's factor vector as a profile carries it: compared and hashed by
@@ -197,27 +223,26 @@ impl MfModel {
     /// The model, recording which items each training changes (for
     /// [`MfRow`]s of the items alone).
     pub fn tracking_changes(mut self) -> MfModel {
-        self.changed_items = Some(Vec::new());
+        self.changed_items = Some(ChangedItems::default());
         self
     }
 
     /// The items added or changed since the last call, ascending (none
     /// without [`MfModel::tracking_changes`]).
     pub fn take_changed_items(&mut self) -> Vec<Id> {
-        let indices = self.changed_items.as_mut().map(std::mem::take);
+        let indices = self.changed_items.as_mut().map(ChangedItems::take);
         let mut items: Vec<Id> = indices
             .into_iter()
             .flatten()
             .map(|index| self.item_ids[index])
             .collect();
         items.sort_unstable();
-        items.dedup();
         items
     }
 
     fn changed(&mut self, index: usize) {
         if let Some(changed) = self.changed_items.as_mut() {
-            changed.push(index);
+            changed.insert(index);
         }
     }
 
