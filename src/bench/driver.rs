@@ -370,6 +370,8 @@ fn run_worker(
                         config.recommend.clone(),
                         periods,
                         workload.changelog,
+                        // Applied inline: a batch's latency includes it.
+                        false,
                         Pending::default(),
                         Pending::default(),
                     ));

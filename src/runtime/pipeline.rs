@@ -431,6 +431,7 @@ impl Gathered {
                     cf.clone(),
                     periods,
                     per_period,
+                    true,
                     self.similar_items.clone(),
                     self.recommendations.clone(),
                 )));

@@ -10,11 +10,18 @@
 //! goes to the output as a retraction of the old list and an insertion of
 //! the new, at the time the dataflow would give it.
 //!
+//! Ranked only at the end, the state is read by nothing before then, so
+//! its changes are applied on a thread of its own beside the worker
+//! ([`CfStateApplier`]): on a replay or a restart that was a fifth of worker
+//! 0's time, and the machine's other cores had it to spare.
+//!
 //! [`Graph::Ranked`]: crate::runtime::pipeline::Graph::Ranked
 
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::thread::JoinHandle;
 
 use persona_dataflows::cf::on_demand::{CfState, StateUpdate};
 use persona_dataflows::cf::recommend::Recommendations;
@@ -49,7 +56,7 @@ impl Periods {
 /// The gathered state, applied as times complete, shared by the two sinks.
 pub struct RankedState {
     pending: Pending<StateUpdate>,
-    cf: CfState,
+    cf: CfStateApplier,
     config: CfConfig,
     periods: Periods,
     /// Whether the lists are ranked at the end of each period (a changelog
@@ -97,18 +104,25 @@ impl<D: OutputRecord + PartialEq> Ranking<D> {
 
 impl RankedState {
     /// The state of `pending`, ranked into `similar_items` and
-    /// `recommendations` (the pendings their [`OutputSink`]s drain).
+    /// `recommendations` (the pendings their [`OutputSink`]s drain). With
+    /// `behind`, and no ranking per period, the changes are applied on a
+    /// thread of their own until the final ranking.
     pub fn new(
         pending: Pending<StateUpdate>,
         config: CfConfig,
         periods: Periods,
         per_period: bool,
+        behind: bool,
         similar_items: Pending<SimilarItems>,
         recommendations: Pending<Recommendations>,
     ) -> RankedState {
         RankedState {
             pending,
-            cf: CfState::default(),
+            cf: if behind && !per_period {
+                CfStateApplier::behind()
+            } else {
+                CfStateApplier::Here(Box::default())
+            },
             config,
             periods,
             per_period,
@@ -125,9 +139,7 @@ impl RankedState {
     /// wait in `pending` for the end of their period.
     fn drain(&mut self, upto: Upto) {
         if !self.per_period {
-            let ready = take_ready_at(&self.pending, upto);
-            self.cf
-                .apply_changes(ready.iter().map(|(update, _, diff)| (update, *diff)));
+            self.cf.apply(take_ready_at(&self.pending, upto));
             return;
         }
         let mut ready = take_ready_at(&self.pending, upto);
@@ -162,6 +174,7 @@ impl RankedState {
     /// Applies the updates of one period and empties them.
     fn apply(&mut self, updates: &mut Vec<(StateUpdate, isize)>) {
         self.cf
+            .settled()
             .apply_changes(updates.iter().map(|(update, diff)| (update, *diff)));
         updates.clear();
     }
@@ -183,8 +196,8 @@ impl RankedState {
 
     /// Every item's and user's list as the files hold them (those not
     /// empty), from the state as it is.
-    fn ranked(&self) -> (HashMap<Id, SimilarItems>, HashMap<Id, Recommendations>) {
-        let (cf, config) = (&self.cf, &self.config);
+    fn ranked(&mut self) -> (HashMap<Id, SimilarItems>, HashMap<Id, Recommendations>) {
+        let (cf, config) = (&*self.cf.settled(), &self.config);
         let similar_items: HashMap<Id, SimilarItems> = cf
             .items()
             .map(|item| (item, cf.similar_items(item, config.neighbors, config)))
@@ -215,6 +228,72 @@ impl RankedState {
             self.similar_items.lists = similar_items;
             self.recommendations.lists = recommendations;
             self.ranked_at_end = true;
+        }
+    }
+}
+
+/// The state the lists are ranked from: here, or being built by a thread
+/// that applies the changes sent to it in the order sent, so it ends as
+/// the same state.
+enum CfStateApplier {
+    Here(Box<CfState>),
+    Behind {
+        changes: SyncSender<Vec<(StateUpdate, u64, isize)>>,
+        thread: JoinHandle<CfState>,
+    },
+}
+
+impl CfStateApplier {
+    /// A thread of its own, a few batches of changes behind at most.
+    fn behind() -> CfStateApplier {
+        let (changes, received) = sync_channel::<Vec<(StateUpdate, u64, isize)>>(4);
+        let thread = std::thread::Builder::new()
+            .name("persona:cf-state".to_string())
+            .spawn(move || {
+                let mut cf = CfState::default();
+                for ready in received {
+                    cf.apply_changes(ready.iter().map(|(update, _, diff)| (update, *diff)));
+                }
+                cf
+            })
+            .expect("cannot start the thread that applies the ranking state's changes");
+        CfStateApplier::Behind { changes, thread }
+    }
+
+    fn apply(&mut self, ready: Vec<(StateUpdate, u64, isize)>) {
+        if ready.is_empty() {
+            return;
+        }
+        match self {
+            CfStateApplier::Here(cf) => {
+                cf.apply_changes(ready.iter().map(|(update, _, diff)| (update, *diff)));
+            }
+            CfStateApplier::Behind { changes, .. } => {
+                if changes.send(ready).is_err() {
+                    // The thread is gone: joining it raises its panic here.
+                    self.settled();
+                }
+            }
+        }
+    }
+
+    /// The state with every change sent applied, the thread joined.
+    fn settled(&mut self) -> &mut CfState {
+        if let CfStateApplier::Behind { .. } = self {
+            let CfStateApplier::Behind { changes, thread } =
+                std::mem::replace(self, CfStateApplier::Here(Box::default()))
+            else {
+                unreachable!()
+            };
+            drop(changes);
+            match thread.join() {
+                Ok(cf) => *self = CfStateApplier::Here(Box::new(cf)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        match self {
+            CfStateApplier::Here(cf) => cf,
+            CfStateApplier::Behind { .. } => unreachable!("settled above"),
         }
     }
 }
