@@ -290,14 +290,14 @@ pub fn train_mf(updates: &[(Event, isize)], config: &CfConfig) -> (MfModel, Trai
         .map(|(event, diff)| (event.clone(), *diff as i64))
         .collect();
     persona_dataflows::mf::canonical_order(&mut ordered);
-    let mut model = MfModel::new(&config.mf, &config.weights);
+    let mut model = MfModel::new(&config.mf, &config.weights).tracking_loss();
     let (head, tail) = ordered.split_at(updates.len() - updates.len() / 10);
     head.iter()
         .for_each(|(event, diff)| model.learn(event, *diff));
     model.reset_loss();
     tail.iter()
         .for_each(|(event, diff)| model.learn(event, *diff));
-    let loss = model.loss();
+    let loss = model.loss().expect("tracked above");
     (model, loss)
 }
 

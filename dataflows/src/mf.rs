@@ -114,9 +114,10 @@ pub struct MfModel {
     /// `factors` weights per item, item after item.
     item_factors: Vec<f32>,
     sampler: Stream,
-    /// Steps taken, and the sum of their BPR losses `−ln σ(x)` before each.
-    steps: u64,
-    loss_sum: f64,
+    /// With [`MfModel::tracking_loss`]: steps taken, and the sum of their
+    /// BPR losses `−ln σ(x)` before each (an `exp` and a `ln` per step,
+    /// which only an evaluation reads).
+    loss: Option<(u64, f64)>,
     /// With [`MfModel::tracking_changes`]: the items added or stepped
     /// since the last [`MfModel::take_changed_items`].
     changed_items: Option<ChangedItems>,
@@ -214,10 +215,15 @@ impl MfModel {
             item_bias: Vec::new(),
             item_factors: Vec::new(),
             sampler: Stream::new(config.seed ^ 0x6d66_5f73_616d_706c),
-            steps: 0,
-            loss_sum: 0.0,
+            loss: None,
             changed_items: None,
         }
+    }
+
+    /// The model, summing the loss of its steps ([`MfModel::loss`]).
+    pub fn tracking_loss(mut self) -> MfModel {
+        self.loss = Some((0, 0.0));
+        self
     }
 
     /// The model, recording which items each training changes (for
@@ -299,8 +305,10 @@ impl MfModel {
             x += pk * (a - b);
         }
         // −ln σ(x) = ln(1 + e^−x), and its gradient's size σ(−x).
-        self.loss_sum += f64::from((-x).exp().ln_1p());
-        self.steps += 1;
+        if let Some((steps, sum)) = self.loss.as_mut() {
+            *sum += f64::from((-x).exp().ln_1p());
+            *steps += 1;
+        }
         let g = 1.0 / (1.0 + x.exp());
         self.item_bias[better] += lr * (g - reg * self.item_bias[better]);
         self.item_bias[worse] += lr * (-g - reg * self.item_bias[worse]);
@@ -377,20 +385,22 @@ impl MfModel {
         ))
     }
 
-    /// Steps taken and their mean loss; [`MfModel::reset_loss`] starts a
-    /// new window.
-    pub fn loss(&self) -> TrainingLoss {
-        TrainingLoss {
-            steps: self.steps,
-            mean_loss: match self.steps {
+    /// Steps taken and their mean loss, with [`MfModel::tracking_loss`];
+    /// [`MfModel::reset_loss`] starts a new window.
+    pub fn loss(&self) -> Option<TrainingLoss> {
+        self.loss.map(|(steps, sum)| TrainingLoss {
+            steps,
+            mean_loss: match steps {
                 0 => 0.0,
-                n => self.loss_sum / n as f64,
+                n => sum / n as f64,
             },
-        }
+        })
     }
 
     pub fn reset_loss(&mut self) {
-        (self.steps, self.loss_sum) = (0, 0.0);
+        if let Some(loss) = self.loss.as_mut() {
+            *loss = (0, 0.0);
+        }
     }
 
     pub fn user_count(&self) -> usize {
@@ -638,16 +648,17 @@ mod tests {
     #[test]
     fn the_loss_falls_over_a_replay() {
         let updates = planted();
-        let mut model = MfModel::new(&MfConfig::default(), &ActionWeights::default());
+        let mut model =
+            MfModel::new(&MfConfig::default(), &ActionWeights::default()).tracking_loss();
         let (first, rest) = updates.split_at(updates.len() / 3);
         model.train(&mut first.to_vec());
-        let early = model.loss();
+        let early = model.loss().unwrap();
         model.reset_loss();
         let (middle, last) = rest.split_at(rest.len() / 2);
         model.train(&mut middle.to_vec());
         model.reset_loss();
         model.train(&mut last.to_vec());
-        let late = model.loss();
+        let late = model.loss().unwrap();
         assert!(early.steps > 0 && late.steps > 0);
         assert!(
             late.mean_loss < 0.5 * early.mean_loss,
