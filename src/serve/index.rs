@@ -377,9 +377,7 @@ impl Sink for IndexSink {
                     }
                 }
             }
-            index
-                .cf
-                .apply_changes(state.iter().map(|(update, _, diff)| (update, *diff)));
+            index.cf.apply_updates(&state);
             index.as_of = as_of;
         });
         self.metrics.record_apply(started.elapsed());

@@ -252,7 +252,7 @@ impl CfStateApplier {
             .spawn(move || {
                 let mut cf = CfState::default();
                 for ready in received {
-                    cf.apply_changes(ready.iter().map(|(update, _, diff)| (update, *diff)));
+                    cf.apply_updates(&ready);
                 }
                 cf
             })
@@ -266,7 +266,7 @@ impl CfStateApplier {
         }
         match self {
             CfStateApplier::Here(cf) => {
-                cf.apply_changes(ready.iter().map(|(update, _, diff)| (update, *diff)));
+                cf.apply_updates(&ready);
             }
             CfStateApplier::Behind { changes, .. } => {
                 if changes.send(ready).is_err() {

@@ -211,6 +211,12 @@ impl CfState {
         self.apply(&records);
     }
 
+    /// [`CfState::apply_changes`] of updates as the dataflow gives them,
+    /// their times dropped.
+    pub fn apply_updates<T>(&mut self, updates: &[(StateUpdate, T, isize)]) {
+        self.apply_changes(updates.iter().map(|(update, _, diff)| (update, *diff)));
+    }
+
     fn apply_one(&mut self, update: &StateUpdate, diff: isize) {
         let insert = diff > 0;
         match *update {
