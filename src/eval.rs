@@ -33,6 +33,7 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::config::PipelineConfig;
+use crate::parallel;
 use crate::runtime::load::load;
 use crate::runtime::TimelyArgs;
 
@@ -244,41 +245,31 @@ fn rank_scored(
     k: usize,
     config: &CfConfig,
 ) -> HashMap<Id, Vec<(Id, Score)>> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = users.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = users
-            .chunks(chunk)
-            .map(|users| {
-                scope.spawn(move || {
-                    let neighbors: RefCell<HashMap<Id, Vec<Neighbor>>> = RefCell::default();
-                    let ranked = |item: Id| {
-                        neighbors
-                            .borrow_mut()
-                            .entry(item)
-                            .or_insert_with(|| {
-                                state
-                                    .similar_items(item, config.neighbors, config)
-                                    .neighbors
-                            })
-                            .clone()
-                    };
-                    users
-                        .iter()
-                        .map(|&user| {
-                            let list = state.cooccurrence_recommendations(user, k, config, ranked);
-                            let scored = list.items.iter().map(|s| (s.item, s.score)).collect();
-                            (user, scored)
-                        })
-                        .collect::<Vec<(Id, Vec<(Id, Score)>)>>()
+    parallel::in_shares(users, parallel::cores(), |users| {
+        // Each item's neighbours ranked once per thread.
+        let neighbors: RefCell<HashMap<Id, Vec<Neighbor>>> = RefCell::default();
+        let ranked = |item: Id| {
+            neighbors
+                .borrow_mut()
+                .entry(item)
+                .or_insert_with(|| {
+                    state
+                        .similar_items(item, config.neighbors, config)
+                        .neighbors
                 })
+                .clone()
+        };
+        users
+            .iter()
+            .map(|&user| {
+                let list = state.cooccurrence_recommendations(user, k, config, ranked);
+                let scored = list.items.iter().map(|s| (s.item, s.score)).collect();
+                (user, scored)
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|handle| handle.join().expect("a ranking thread panicked"))
             .collect()
     })
+    .into_iter()
+    .collect()
 }
 
 /// Trains the factorisation on `updates` in the canonical order; the loss

@@ -35,6 +35,7 @@ pub mod ids;
 pub mod kafka;
 pub mod metrics;
 pub mod names;
+pub mod parallel;
 pub mod privacy;
 pub mod rejected;
 pub mod runtime;

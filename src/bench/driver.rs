@@ -370,7 +370,8 @@ fn run_worker(
                         config.recommend.clone(),
                         periods,
                         workload.changelog,
-                        // Applied inline: a batch's latency includes it.
+                        // Applied and ranked on the worker's thread alone:
+                        // a batch's latency includes all of it, on one core.
                         false,
                         Pending::default(),
                         Pending::default(),

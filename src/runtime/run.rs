@@ -36,6 +36,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -58,7 +59,8 @@ use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
 use crate::sink::kafka::{KafkaSink, UpsertTopic};
 use crate::sink::OutputFiles;
 use crate::source::kafka::{
-    brokers_answer, group_committed, upsert_keys, KafkaSource, KafkaSourceConfig, ResumeFrom,
+    brokers_answer, group_committed, upsert_keys, KafkaSource, KafkaSourceConfig, KafkaSourceError,
+    ResumeFrom,
 };
 use crate::summary::Summary;
 use checkpoints::Checkpoints;
@@ -253,6 +255,15 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         changelog: shared.out.clone().filter(|_| shared.changelog),
         parquet: config.sink.parquet.clone(),
     };
+    // Where an earlier run's outputs got to: once this run's outputs are
+    // past it, keys it left in the upsert topics that the rebuilt state
+    // lacks are tombstoned. Reading it joins the group's coordinator, a
+    // round trip of a tenth of a second or more, so it is read beside the
+    // dataflow's building and the restore, and awaited before reading on.
+    let earlier_committed = match index {
+        0 => Some(read_committed(&shared.source)?),
+        _ => None,
+    };
     let topics = match index {
         0 => upsert_topics(config)?,
         _ => UpsertTopics::new(),
@@ -288,14 +299,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         (None, ResumeFrom::Beginning) => Offsets::new(),
         (None, ResumeFrom::Committed) => source.committed(BROKER_TIMEOUT)?,
     };
-    // Where an earlier run's outputs got to: once this run's outputs are
-    // past it, keys it left in the upsert topics that the rebuilt state
-    // lacks are tombstoned.
-    let mut earlier = match index {
-        0 => Some(EarlierRun::new(group_committed(&shared.source)?)),
-        _ => None,
-    };
-    tracing::debug!(index, "source assigned, committed offsets read");
+    tracing::debug!(index, "source assigned");
     let mut dead = DeadLetters::new(shared.dead_letters.clone(), config.sink.kafka.as_ref())?;
     let decoder = Decoder::new(&shared.decoding)?;
     let lateness_ms = config.time.allowed_lateness_s.saturating_mul(1000);
@@ -359,6 +363,16 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             .into_iter()
             .for_each(|user| pipeline.forget(user));
     }
+    let mut earlier = match earlier_committed {
+        Some(reading) => {
+            let committed = reading.join().map_err(|_| {
+                anyhow::anyhow!("the thread reading the committed offsets panicked")
+            })??;
+            Some(EarlierRun::new(committed))
+        }
+        None => None,
+    };
+    tracing::debug!(index, "committed offsets read");
 
     loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -503,6 +517,17 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
         shared.started,
     )?;
     Ok(Some(summary))
+}
+
+/// [`group_committed`], on a thread of its own.
+fn read_committed(
+    source: &KafkaSourceConfig,
+) -> anyhow::Result<JoinHandle<Result<Offsets, KafkaSourceError>>> {
+    let source = source.clone();
+    std::thread::Builder::new()
+        .name("persona:committed".to_string())
+        .spawn(move || group_committed(&source))
+        .context("cannot start the thread that reads the committed offsets")
 }
 
 /// Writes the dead letters of a checkpoint that this process wrote back

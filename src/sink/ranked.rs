@@ -13,7 +13,9 @@
 //! Ranked only at the end, the state is read by nothing before then, so
 //! its changes are applied on a thread of its own beside the worker
 //! ([`CfStateApplier`]): on a replay or a restart that was a fifth of worker
-//! 0's time, and the machine's other cores had it to spare.
+//! 0's time, and the machine's other cores had it to spare. For the same
+//! reason a ranking of every item and user, which only reads the state, is
+//! split over the cores (`parallel::in_shares`).
 //!
 //! [`Graph::Ranked`]: crate::runtime::pipeline::Graph::Ranked
 
@@ -33,6 +35,7 @@ use rustc_hash::FxHashMap as HashMap;
 use super::{take_ready_at, OutputRecord, OutputSink, Pending, Sink, Upto};
 use crate::config::end_of_period;
 use crate::names::Names;
+use crate::parallel;
 
 /// When the rankings change: at the end of each period of `period` ms, or
 /// at every tick when the period is no longer than one.
@@ -66,6 +69,8 @@ pub struct RankedState {
     recommendations: Ranking<Recommendations>,
     /// Without a ranking per period: whether the final lists are ranked.
     ranked_at_end: bool,
+    /// The threads a ranking of every item and user is split over.
+    ranking_threads: usize,
     /// The change time of the period whose updates are applied but not
     /// yet ranked.
     open_period: Option<u64>,
@@ -105,20 +110,22 @@ impl<D: OutputRecord + PartialEq> Ranking<D> {
 impl RankedState {
     /// The state of `pending`, ranked into `similar_items` and
     /// `recommendations` (the pendings their [`OutputSink`]s drain). With
-    /// `behind`, and no ranking per period, the changes are applied on a
-    /// thread of their own until the final ranking.
+    /// `beside`, what need not run on the worker's thread does not: without
+    /// a ranking per period the changes are applied on a thread of their
+    /// own until the final ranking, and each ranking of every item and user
+    /// is split over the machine's cores.
     pub fn new(
         pending: Pending<StateUpdate>,
         config: CfConfig,
         periods: Periods,
         per_period: bool,
-        behind: bool,
+        beside: bool,
         similar_items: Pending<SimilarItems>,
         recommendations: Pending<Recommendations>,
     ) -> RankedState {
         RankedState {
             pending,
-            cf: if behind && !per_period {
+            cf: if beside && !per_period {
                 CfStateApplier::behind()
             } else {
                 CfStateApplier::Here(Box::default())
@@ -129,6 +136,7 @@ impl RankedState {
             similar_items: Ranking::new(similar_items),
             recommendations: Ranking::new(recommendations),
             ranked_at_end: false,
+            ranking_threads: if beside { parallel::cores() } else { 1 },
             open_period: None,
         }
     }
@@ -197,11 +205,18 @@ impl RankedState {
     /// Every item's and user's list as the files hold them (those not
     /// empty), from the state as it is.
     fn ranked(&mut self) -> (HashMap<Id, SimilarItems>, HashMap<Id, Recommendations>) {
+        let threads = self.ranking_threads;
         let (cf, config) = (&*self.cf.settled(), &self.config);
-        let similar_items: HashMap<Id, SimilarItems> = cf
-            .items()
-            .map(|item| (item, cf.similar_items(item, config.neighbors, config)))
-            .filter(|(_, list)| !list.neighbors.is_empty())
+        let items: Vec<Id> = cf.items().collect();
+        let similar_items: HashMap<Id, SimilarItems> =
+            parallel::in_shares(&items, threads, |items| {
+                items
+                    .iter()
+                    .map(|&item| (item, cf.similar_items(item, config.neighbors, config)))
+                    .filter(|(_, list)| !list.neighbors.is_empty())
+                    .collect()
+            })
+            .into_iter()
             .collect();
         // Each item's neighbours ranked once, for every user.
         let neighbors = |item| {
@@ -210,13 +225,19 @@ impl RankedState {
                 .map(|list| list.neighbors.clone())
                 .unwrap_or_default()
         };
-        let recommendations: HashMap<Id, Recommendations> = cf
-            .users()
-            .map(|user| {
-                let list = cf.recommendations_with(user, config.top_k, config, neighbors);
-                (user, list)
+        let users: Vec<Id> = cf.users().collect();
+        let recommendations: HashMap<Id, Recommendations> =
+            parallel::in_shares(&users, threads, |users| {
+                users
+                    .iter()
+                    .map(|&user| {
+                        let list = cf.recommendations_with(user, config.top_k, config, neighbors);
+                        (user, list)
+                    })
+                    .filter(|(_, list)| !list.items.is_empty())
+                    .collect()
             })
-            .filter(|(_, list)| !list.items.is_empty())
+            .into_iter()
             .collect();
         (similar_items, recommendations)
     }
