@@ -1,10 +1,13 @@
 //! The full-recompute baseline: after each batch, every output recomputed
 //! from all events so far by [`persona_dataflows::reference`], the way a
-//! batch job would. Its cost per batch grows with the log, so it runs on a
-//! prefix.
+//! batch job would, and the factorisation, when the pipeline learns one,
+//! trained again from a blank model on every time so far in order (what
+//! its exact outputs need). Its cost per batch grows with the log, so it
+//! runs on a prefix.
 
 use std::time::{Duration, Instant};
 
+use persona_dataflows::mf::MfModel;
 use persona_dataflows::reference;
 use persona_dataflows::Event;
 
@@ -19,6 +22,10 @@ pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
     let period = config.time.recommend_period();
     let mut updates: Vec<(Event, u64, isize)> = Vec::new();
     let mut cf_updates: Vec<(Event, u64, isize)> = Vec::new();
+    let recommend = &config.recommend;
+    // As the pipeline's graph learns it: for the profiles' factors, or for
+    // the blend of the ranked recommendations.
+    let learns_mf = recommend.mf.embeddings || (graph == Graph::Full && recommend.mf_weight > 0.0);
     let mut times = Vec::with_capacity(workload.batches.len());
     for batch in &workload.batches {
         for (event, diff) in &workload.updates[batch.updates.clone()] {
@@ -43,6 +50,19 @@ pub fn recompute(workload: &Workload, graph: Graph) -> Vec<Duration> {
                 &config.recommend,
             );
             std::hint::black_box(cf);
+        }
+        if learns_mf {
+            let mut model = MfModel::new(&recommend.mf, &recommend.weights);
+            // The updates are in time order: a batch's follow the last's.
+            debug_assert!(updates.is_sorted_by_key(|(_, time, _)| *time));
+            for time in updates.chunk_by(|(_, a, _), (_, b, _)| a == b) {
+                let mut time: Vec<(Event, i64)> = time
+                    .iter()
+                    .map(|(event, _, diff)| (event.clone(), *diff as i64))
+                    .collect();
+                model.train(&mut time);
+            }
+            std::hint::black_box(model);
         }
         times.push(started.elapsed());
     }
