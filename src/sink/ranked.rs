@@ -207,17 +207,10 @@ impl RankedState {
     fn ranked(&mut self) -> (HashMap<Id, SimilarItems>, HashMap<Id, Recommendations>) {
         let threads = self.ranking_threads;
         let (cf, config) = (&*self.cf.settled(), &self.config);
-        let items: Vec<Id> = cf.items().collect();
-        let similar_items: HashMap<Id, SimilarItems> =
-            parallel::in_shares(&items, threads, |items| {
-                items
-                    .iter()
-                    .map(|&item| (item, cf.similar_items(item, config.neighbors, config)))
-                    .filter(|(_, list)| !list.neighbors.is_empty())
-                    .collect()
-            })
-            .into_iter()
-            .collect();
+        let similar_items = lists(cf.items(), threads, |item| {
+            let list = cf.similar_items(item, config.neighbors, config);
+            (!list.neighbors.is_empty()).then_some(list)
+        });
         // Each item's neighbours ranked once, for every user.
         let neighbors = |item| {
             similar_items
@@ -225,20 +218,10 @@ impl RankedState {
                 .map(|list| list.neighbors.clone())
                 .unwrap_or_default()
         };
-        let users: Vec<Id> = cf.users().collect();
-        let recommendations: HashMap<Id, Recommendations> =
-            parallel::in_shares(&users, threads, |users| {
-                users
-                    .iter()
-                    .map(|&user| {
-                        let list = cf.recommendations_with(user, config.top_k, config, neighbors);
-                        (user, list)
-                    })
-                    .filter(|(_, list)| !list.items.is_empty())
-                    .collect()
-            })
-            .into_iter()
-            .collect();
+        let recommendations = lists(cf.users(), threads, |user| {
+            let list = cf.recommendations_with(user, config.top_k, config, neighbors);
+            (!list.items.is_empty()).then_some(list)
+        });
         (similar_items, recommendations)
     }
 
@@ -251,6 +234,22 @@ impl RankedState {
             self.ranked_at_end = true;
         }
     }
+}
+
+/// The list of each of `keys` that has one, ranked over `threads` threads.
+fn lists<D: Send>(
+    keys: impl Iterator<Item = Id>,
+    threads: usize,
+    list: impl Fn(Id) -> Option<D> + Sync,
+) -> HashMap<Id, D> {
+    let keys: Vec<Id> = keys.collect();
+    parallel::in_shares(&keys, threads, |keys| {
+        keys.iter()
+            .filter_map(|&key| Some((key, list(key)?)))
+            .collect()
+    })
+    .into_iter()
+    .collect()
 }
 
 /// The state the lists are ranked from: here, or being built by a thread
