@@ -28,6 +28,8 @@
 //!   w(u,i,d)   = Σ_a weight(a) · n(u,i,a,d) over counted buckets,  D = day of u's latest history item
 //! ```
 
+use std::cmp::Reverse;
+
 use differential_dataflow::collection::AsCollection;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::Data;
@@ -371,7 +373,7 @@ impl UserCf {
         for (index, only) in folds.into_iter().enumerate() {
             let Some(only) = only else { continue };
             let indicator = index == 1;
-            let mut changed = false;
+            let mut changed = Vec::new();
             for &item in touched {
                 let counted = self
                     .buckets_of(item)
@@ -393,7 +395,7 @@ impl UserCf {
                 if before == after.as_ref() {
                     continue;
                 }
-                changed = true;
+                changed.push(item);
                 match (found, after) {
                     (Ok(at), Some(after)) => {
                         changes.push((Change::Item(item, items[at].1.clone(), indicator), -1));
@@ -411,9 +413,14 @@ impl UserCf {
                     (Err(_), None) => {}
                 }
             }
-            if changed {
-                let items = self.items[index].iter().map(|(item, state)| (*item, state));
-                let after = select_history(items, rules.length, rules.half_life_days);
+            if !changed.is_empty() {
+                let after = reselect_history(
+                    &self.history[index],
+                    &self.items[index],
+                    &changed,
+                    rules.length,
+                    rules.half_life_days,
+                );
                 let before = std::mem::replace(&mut self.history[index], after);
                 history_changes(&before, &self.history[index], indicator, changes);
             }
@@ -561,19 +568,77 @@ fn fold_buckets(
     })
 }
 
-/// The history of one user from their candidate items: top `length` (0 =
-/// all) by (last time desc, item asc), with affinities. Shared by the
-/// dataflow and the reference so both run the same float operations.
-fn select_history<'a>(
-    items: impl IntoIterator<Item = (Id, &'a UserItem)>,
+/// The order of a history: last time descending, then item ascending.
+fn history_key(item: Id, last_time_ms: i64) -> (Reverse<i64>, Id) {
+    (Reverse(last_time_ms), item)
+}
+
+/// The history of one user after the folds of the `changed` items (a
+/// sorted subset of `items`, the user's candidates by item) changed: the
+/// top `length` (0 = all) by [`history_key`], with affinities.
+///
+/// Only the changed items' keys moved, so the history before and the
+/// changed items hold the new top `length` unless a full history lost one
+/// of its entries, or one fell behind where it ended (what it pushed out
+/// may come back): only then are all the candidates read. A user's next
+/// event on an item makes it their latest, so a long history is not
+/// sorted again at every event.
+fn reselect_history(
+    before: &[HistoryEntry],
+    items: &[(Id, UserItem)],
+    changed: &[Id],
     length: usize,
     half_life_days: Option<f64>,
 ) -> Vec<HistoryEntry> {
-    let mut items: Vec<(Id, &UserItem)> = items.into_iter().collect();
-    items.sort_by(|(a, sa), (b, sb)| sb.last_time_ms.cmp(&sa.last_time_ms).then(a.cmp(b)));
-    if length > 0 {
+    let state = |item: Id| {
+        let at = items.binary_search_by_key(&item, |(item, _)| *item).ok()?;
+        Some(&items[at].1)
+    };
+    let full = length > 0 && before.len() >= length;
+    let end = before.last().map(|e| history_key(e.item, e.last_time_ms));
+    let within = |item: Id, state: &UserItem| {
+        !full || end.is_some_and(|end| history_key(item, state.last_time_ms) <= end)
+    };
+    let mut candidates: Vec<(Id, &UserItem)> = Vec::with_capacity(before.len() + changed.len());
+    for entry in before {
+        if changed.binary_search(&entry.item).is_ok() {
+            match state(entry.item) {
+                Some(state) if within(entry.item, state) => {}
+                _ if full => return rank_history(all(items), length, half_life_days),
+                _ => {}
+            }
+            continue;
+        }
+        let state = state(entry.item).expect("an entry of the history is a candidate");
+        candidates.push((entry.item, state));
+    }
+    for &item in changed {
+        if let Some(state) = state(item).filter(|state| within(item, state)) {
+            candidates.push((item, state));
+        }
+    }
+    rank_history(candidates, length, half_life_days)
+}
+
+/// Every candidate of `items`.
+fn all(items: &[(Id, UserItem)]) -> Vec<(Id, &UserItem)> {
+    items.iter().map(|(item, state)| (*item, state)).collect()
+}
+
+/// The top `length` (0 = all) of `items` by [`history_key`], with
+/// affinities as of the first one's day. The keys are distinct (one per
+/// item), so the selection before the sort picks the same items as a sort.
+fn rank_history(
+    mut items: Vec<(Id, &UserItem)>,
+    length: usize,
+    half_life_days: Option<f64>,
+) -> Vec<HistoryEntry> {
+    let key = |(item, state): &(Id, &UserItem)| history_key(*item, state.last_time_ms);
+    if length > 0 && items.len() > length {
+        items.select_nth_unstable_by_key(length - 1, key);
         items.truncate(length);
     }
+    items.sort_unstable_by_key(key);
     let Some(latest) = items.first().map(|(_, s)| s.last_time_ms) else {
         return Vec::new();
     };
