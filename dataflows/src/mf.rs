@@ -270,13 +270,17 @@ impl MfModel {
         let reversed = (weight < 0) != (diff < 0);
         let scale = weight.unsigned_abs() as f32 / self.unit;
         let item = self.item(event.item);
-        self.user(event.user);
+        let known = self.item_ids.len();
+        let user = self.user(event.user);
+        // Only one item known: nothing to rank it against yet.
+        if known < 2 {
+            return;
+        }
+        // The user's weights, out of the table for the event's steps: one
+        // lookup, not one per step.
+        let mut p = std::mem::take(user);
         for _ in 0..diff.unsigned_abs().min(MAX_REPEATS) {
             for _ in 0..self.config.negatives {
-                // Only one item known: nothing to rank it against yet.
-                if self.item_ids.len() < 2 {
-                    return;
-                }
                 let mut other = self.draw(self.item_ids.len() - 1);
                 if other >= item {
                     other += 1;
@@ -286,19 +290,19 @@ impl MfModel {
                 } else {
                     (item, other)
                 };
-                self.step(event.user, better, worse, scale);
+                self.step(&mut p, better, worse, scale);
             }
         }
+        self.users.insert(event.user, p);
     }
 
-    /// One BPR step raising `better` over `worse` for `user`.
-    fn step(&mut self, user: Id, better: usize, worse: usize, scale: f32) {
+    /// One BPR step raising `better` over `worse` for the user of weights `p`.
+    fn step(&mut self, p: &mut [f32], better: usize, worse: usize, scale: f32) {
         self.changed(better);
         self.changed(worse);
         let f = self.config.factors;
         let lr = self.config.learning_rate as f32 * scale;
         let reg = self.config.regularization as f32;
-        let p = self.users.get_mut(&user).expect("the user is added first");
         let (qi, qj) = two_rows(&mut self.item_factors, better, worse, f);
         let mut x = self.item_bias[better] - self.item_bias[worse];
         for ((pk, a), b) in p.iter().zip(qi.iter()).zip(qj.iter()) {
@@ -335,11 +339,11 @@ impl MfModel {
         index
     }
 
-    fn user(&mut self, user: Id) {
+    fn user(&mut self, user: Id) -> &mut Vec<f32> {
         let config = &self.config;
         self.users
             .entry(user)
-            .or_insert_with(|| initial_weights(config, USER, user));
+            .or_insert_with(|| initial_weights(config, USER, user))
     }
 
     /// A draw uniform in `0..n` from the seeded stream.
