@@ -663,3 +663,53 @@ pub fn affinity(day_weights: &[(i64, i64)], latest_day: i64, half_life_days: Opt
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(last_time_ms: i64) -> UserItem {
+        UserItem {
+            last_time_ms,
+            day_weights: vec![(0, 1)],
+        }
+    }
+
+    /// Items 1..=5, item i last seen at time i.
+    fn items() -> Vec<(Id, UserItem)> {
+        (1..=5).map(|i| (i, item(i as i64))).collect()
+    }
+
+    fn ids(history: &[HistoryEntry]) -> Vec<Id> {
+        history.iter().map(|entry| entry.item).collect()
+    }
+
+    #[test]
+    fn a_history_is_chosen_again_from_what_changed_and_from_everything_when_it_lost_an_entry() {
+        let mut items = items();
+        let before = rank_history(all(&items), 3, None);
+        assert_eq!(ids(&before), [5, 4, 3]);
+
+        // Item 1 seen again: it becomes the latest and pushes 3 out.
+        items[0].1 = item(6);
+        let after = reselect_history(&before, &items, &[1], 3, None);
+        assert_eq!(ids(&after), [1, 5, 4]);
+        assert_eq!(after, rank_history(all(&items), 3, None));
+
+        // Item 5 taken back: 3, outside the history, comes back.
+        items.remove(4);
+        let after = reselect_history(&after, &items, &[5], 3, None);
+        assert_eq!(ids(&after), [1, 4, 3]);
+
+        // Item 4 falls behind the end (the bucket of its latest events
+        // taken back): 3 and 2 now come before it.
+        items[3].1 = item(0);
+        let after = reselect_history(&after, &items, &[4], 3, None);
+        assert_eq!(ids(&after), [1, 3, 2]);
+
+        // Not full: every candidate is in it, so what changed is enough.
+        let short = rank_history(all(&items[..2]), 3, None);
+        let after = reselect_history(&short, &items[..3], &[3], 3, None);
+        assert_eq!(ids(&after), [1, 3, 2]);
+    }
+}
