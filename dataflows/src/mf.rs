@@ -276,8 +276,8 @@ impl MfModel {
         if known < 2 {
             return;
         }
-        // The user's weights, out of the table for the event's steps: one
-        // lookup, not one per step.
+        // The user's weights, out of the table for the event's steps and
+        // back after them: not a lookup per step.
         let mut p = std::mem::take(user);
         for _ in 0..diff.unsigned_abs().min(MAX_REPEATS) {
             for _ in 0..self.config.negatives {
