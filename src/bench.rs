@@ -282,21 +282,26 @@ pub fn bench(
     // With `[risk]`: profiles with and without the risk features, the best
     // of nine closed-loop runs each, alternated (runs of a second on a
     // shared machine vary by more than the difference measured, and the
-    // best of five still moved by ±5 %).
+    // best of five still moved by ±5 %). Each alternated pair's own ratio
+    // is kept too: their spread says how far one figure can be trusted.
     let cost_of = |part: &str, strip: fn(&mut PipelineConfig)| -> anyhow::Result<PartCost> {
         eprintln!("bench: profiles with and without {part}");
         let without = Arc::new(workload.without(strip));
-        let (mut with_part, mut alone) = (0f64, 0f64);
+        let (mut alone, mut with_part, mut pair_costs) = (0f64, 0f64, Vec::new());
         for _ in 0..9 {
             let outcome = run(&without, Graph::Profiles, Pace::ClosedLoop, false)?;
-            alone = alone.max(outcome.events_per_s(events));
+            let alone_now = outcome.events_per_s(events);
             let outcome = run(&workload, Graph::Profiles, Pace::ClosedLoop, false)?;
-            with_part = with_part.max(outcome.events_per_s(events));
+            let with_now = outcome.events_per_s(events);
+            (alone, with_part) = (alone.max(alone_now), with_part.max(with_now));
+            pair_costs.push(alone_now / with_now.max(1e-9));
         }
+        pair_costs.sort_by(f64::total_cmp);
         Ok(PartCost {
             profiles_events_per_s: alone,
             with_events_per_s: with_part,
             cost: alone / with_part.max(1e-9),
+            pair_costs,
         })
     };
     let risk_cost = match workload.config.risk.is_some() {

@@ -331,3 +331,57 @@ fn synthetic_logs_are_seeded() {
     assert_ne!(generate(&spec), generate(&other));
     assert_eq!(generate(&spec).len(), 2_000);
 }
+
+#[test]
+fn bench_with_risk_reports_its_cost_and_each_pair_of_runs() {
+    let input = fixture("retail_dirty.csv");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("risk.toml");
+    std::fs::write(&config, "[risk]\n").expect("config");
+    let args = [
+        "bench",
+        "--input",
+        input.to_str().unwrap(),
+        "--format",
+        "online-retail",
+        "--config",
+        config.to_str().unwrap(),
+        "--pipeline",
+        "profiles",
+        "--closed-loop",
+        "--no-baselines",
+    ];
+    let stdout = persona(&[&args[..], &["--json"]].concat());
+    let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    let cost = &report["risk_cost"];
+    let field = |name: &str| {
+        cost[name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("risk_cost.{name}: {report:#}"))
+    };
+    let (alone, with_risk) = (field("profiles_events_per_s"), field("with_events_per_s"));
+    assert!(alone > 0.0 && with_risk > 0.0, "{report:#}");
+    assert!(
+        (field("cost") - alone / with_risk).abs() < 1e-9,
+        "{report:#}"
+    );
+    let pairs: Vec<f64> = cost["pair_costs"]
+        .as_array()
+        .expect("pair_costs")
+        .iter()
+        .map(|pair| pair.as_f64().expect("a ratio"))
+        .collect();
+    assert_eq!(pairs.len(), 9, "{report:#}");
+    assert!(pairs.iter().all(|pair| pair.is_finite() && *pair > 0.0));
+    assert!(
+        pairs.windows(2).all(|w| w[0] <= w[1]),
+        "not ascending: {pairs:?}"
+    );
+
+    let table = persona(&args);
+    let line = table
+        .lines()
+        .find(|line| line.starts_with("risk cost"))
+        .unwrap_or_else(|| panic!("no risk cost line in:\n{table}"));
+    assert!(line.contains("alternated pairs"), "{line}");
+}

@@ -94,6 +94,22 @@ pub struct PartCost {
     pub with_events_per_s: f64,
     /// Profiles alone ÷ with the part: how many times the profile cost.
     pub cost: f64,
+    /// The same ratio for each alternated pair of runs, ascending: how
+    /// much the machine moved it.
+    pub pair_costs: Vec<f64>,
+}
+
+impl PartCost {
+    /// The cost, and the range of the pairs' own ratios.
+    fn summary(&self) -> String {
+        match (self.pair_costs.first(), self.pair_costs.last()) {
+            (Some(low), Some(high)) => format!(
+                "{:.2}x the cost (alternated pairs {low:.2}x to {high:.2}x)",
+                self.cost
+            ),
+            _ => format!("{:.2}x the cost", self.cost),
+        }
+    }
 }
 
 /// Cost per event at one log size.
@@ -292,22 +308,24 @@ pub fn table(report: &BenchReport) -> String {
     if let Some(r) = &report.risk_cost {
         let _ = writeln!(
             out,
-            "risk cost       profiles {:.0} events/s alone vs {:.0} events/s with [risk]: {:.2}x the cost",
-            r.profiles_events_per_s, r.with_events_per_s, r.cost
+            "risk cost       profiles {:.0} events/s alone vs {:.0} events/s with [risk]: {}",
+            r.profiles_events_per_s,
+            r.with_events_per_s,
+            r.summary()
         );
     }
     if let Some(s) = &report.segments_cost {
         let _ = writeln!(
             out,
-            "segments cost   profiles {:.0} events/s alone vs {:.0} events/s with [segments.kmeans]: {:.2}x the cost",
-            s.profiles_events_per_s, s.with_events_per_s, s.cost
+            "segments cost   profiles {:.0} events/s alone vs {:.0} events/s with [segments.kmeans]: {}",
+            s.profiles_events_per_s, s.with_events_per_s, s.summary()
         );
     }
     if let Some(e) = &report.embeddings_cost {
         let _ = writeln!(
             out,
-            "embeddings cost profiles {:.0} events/s alone vs {:.0} events/s with [recommend.mf] embeddings: {:.2}x the cost",
-            e.profiles_events_per_s, e.with_events_per_s, e.cost
+            "embeddings cost profiles {:.0} events/s alone vs {:.0} events/s with [recommend.mf] embeddings: {}",
+            e.profiles_events_per_s, e.with_events_per_s, e.summary()
         );
     }
     for point in &report.scaling {
