@@ -100,15 +100,20 @@ pub struct PartCost {
 }
 
 impl PartCost {
-    /// The cost, and the range of the pairs' own ratios.
-    fn summary(&self) -> String {
-        match (self.pair_costs.first(), self.pair_costs.last()) {
-            (Some(low), Some(high)) => format!(
-                "{:.2}x the cost (alternated pairs {low:.2}x to {high:.2}x)",
-                self.cost
-            ),
-            _ => format!("{:.2}x the cost", self.cost),
+    /// The table's line: both throughputs, the cost, and the range of the
+    /// pairs' own ratios.
+    fn line(&self, name: &str, part: &str) -> String {
+        let mut line = format!(
+            "{:<16}profiles {:.0} events/s alone vs {:.0} events/s with {part}: {:.2}x the cost",
+            format!("{name} cost"),
+            self.profiles_events_per_s,
+            self.with_events_per_s,
+            self.cost
+        );
+        if let (Some(low), Some(high)) = (self.pair_costs.first(), self.pair_costs.last()) {
+            line += &format!(" (alternated pairs {low:.2}x to {high:.2}x)");
         }
+        line
     }
 }
 
@@ -305,28 +310,19 @@ pub fn table(report: &BenchReport) -> String {
             report.ratios.hashmap_vs_persona_profiles.unwrap_or(f64::NAN)
         );
     }
-    if let Some(r) = &report.risk_cost {
-        let _ = writeln!(
-            out,
-            "risk cost       profiles {:.0} events/s alone vs {:.0} events/s with [risk]: {}",
-            r.profiles_events_per_s,
-            r.with_events_per_s,
-            r.summary()
-        );
-    }
-    if let Some(s) = &report.segments_cost {
-        let _ = writeln!(
-            out,
-            "segments cost   profiles {:.0} events/s alone vs {:.0} events/s with [segments.kmeans]: {}",
-            s.profiles_events_per_s, s.with_events_per_s, s.summary()
-        );
-    }
-    if let Some(e) = &report.embeddings_cost {
-        let _ = writeln!(
-            out,
-            "embeddings cost profiles {:.0} events/s alone vs {:.0} events/s with [recommend.mf] embeddings: {}",
-            e.profiles_events_per_s, e.with_events_per_s, e.summary()
-        );
+    let parts = [
+        ("risk", "[risk]", &report.risk_cost),
+        ("segments", "[segments.kmeans]", &report.segments_cost),
+        (
+            "embeddings",
+            "[recommend.mf] embeddings",
+            &report.embeddings_cost,
+        ),
+    ];
+    for (name, part, cost) in parts {
+        if let Some(cost) = cost {
+            let _ = writeln!(out, "{}", cost.line(name, part));
+        }
     }
     for point in &report.scaling {
         let _ = writeln!(
