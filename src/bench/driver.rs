@@ -7,6 +7,9 @@
 //! instant, so a dataflow that falls behind shows it in the latencies
 //! instead of slowing the offer down (no coordinated omission). Closed
 //! loop: the next batch is offered when the last one has passed the probe.
+//! Interleaved ([`run_interleaved`]): two configs of one log, a dataflow
+//! each, closed loop, a batch to one and then to the other, to compare
+//! their costs under the same moment's machine.
 //!
 //! Every worker offers its share of each batch (update index modulo
 //! workers); worker 0 reports the latencies. Differential's arrangement
@@ -223,6 +226,78 @@ pub fn run(
     Ok(outcome)
 }
 
+/// Runs two workloads of the same batches (the same log under two configs)
+/// through a dataflow each on the same `timely` workers, closed loop,
+/// interleaved a batch at a time, and returns the time each spent on its
+/// batches. A shared machine runs faster and slower for seconds at a time;
+/// runs one after the other each meet a different phase, batches a
+/// millisecond apart meet the same one, so the ratio of the two times
+/// holds steady where the ratio of two runs does not. Which dataflow goes
+/// first alternates, so neither always finds the caches as the other left
+/// them.
+pub fn run_interleaved(
+    pair: [&Arc<Workload>; 2],
+    graph: Graph,
+    timely: timely::Config,
+    workers: usize,
+) -> anyhow::Result<[Duration; 2]> {
+    anyhow::ensure!(
+        pair[0].updates.len() == pair[1].updates.len()
+            && pair[0].batches.len() == pair[1].batches.len(),
+        "interleaved runs need the same batches"
+    );
+    let barrier = Arc::new(Barrier::new(workers));
+    let pair = pair.map(Arc::clone);
+    let guards = timely::execute(timely, move |worker| {
+        run_worker_interleaved(worker, [&pair[0], &pair[1]], graph, &barrier)
+    })
+    .map_err(|error| anyhow::anyhow!("cannot start workers: {error}"))?;
+    let mut spent = [Duration::ZERO; 2];
+    for (index, result) in guards.join().into_iter().enumerate() {
+        let worker = result.map_err(|panic| anyhow::anyhow!("a worker panicked: {panic}"))?;
+        if index == 0 {
+            spent = worker;
+        }
+    }
+    Ok(spent)
+}
+
+fn run_worker_interleaved(
+    worker: &mut Worker,
+    pair: [&Workload; 2],
+    graph: Graph,
+    barrier: &Barrier,
+) -> [Duration; 2] {
+    let (index, peers) = (worker.index(), worker.peers());
+    let mut built = pair.map(|workload| build(worker, workload, graph));
+    let mut spent = [Duration::ZERO; 2];
+    barrier.wait();
+    for (number, batch) in pair[0].batches.iter().enumerate() {
+        let order = match number % 2 {
+            0 => [0, 1],
+            _ => [1, 0],
+        };
+        for side in order {
+            let started = Instant::now();
+            built[side].offer(pair[side], batch, index, peers);
+            while !built[side].done(batch, index) {
+                worker.step();
+            }
+            spent[side] += started.elapsed();
+        }
+    }
+    for (side, built) in built.iter_mut().enumerate() {
+        let started = Instant::now();
+        built.finish(index);
+        spent[side] += started.elapsed();
+    }
+    barrier.wait();
+    for built in built {
+        built.drop_unfinished(worker);
+    }
+    spent
+}
+
 /// Sums busy time by operator name over the operators that contain no
 /// other (a scope's time includes its children's).
 fn leaf_operator_times(operators: Vec<(String, Vec<usize>, Duration)>) -> Vec<OperatorTime> {
@@ -297,21 +372,68 @@ fn log_operator_times(worker: &mut Worker) -> OperatorLog {
     log
 }
 
-fn run_worker(
-    worker: &mut Worker,
-    workload: &Workload,
-    graph: Graph,
-    pace: Pace,
-    barrier: &Barrier,
-    start: &OnceLock<Instant>,
-    log_operators: bool,
-) -> WorkerOutcome {
-    let index = worker.index();
-    let peers = worker.peers();
-    let config = &workload.config;
-    let arranged = count_arranged(worker);
-    let operator_log = log_operators.then(|| log_operator_times(worker));
+/// One dataflow of a workload on a worker: its inputs, the probe that
+/// tells a batch done and, for the full graph ranked on demand, the state
+/// it ranks from.
+struct Built {
+    input: InputSession<u64, Event, isize>,
+    probe: ProbeHandle<u64>,
+    ranked: Option<RankedState>,
+    dataflow: usize,
+}
 
+impl Built {
+    /// Offers this worker's share of `batch` and advances past it.
+    fn offer(&mut self, workload: &Workload, batch: &Batch, index: usize, peers: usize) {
+        for position in batch.updates.clone() {
+            if position % peers == index {
+                let (event, diff) = &workload.updates[position];
+                self.input.update_at(
+                    event.clone(),
+                    timestamp(event, &workload.config.time),
+                    *diff,
+                );
+            }
+        }
+        self.input.advance_to(batch.last_time + 1);
+        self.input.flush();
+    }
+
+    /// Whether every output has passed `batch`; on worker 0, the rankings
+    /// of the periods it completed are then made (part of its latency).
+    fn done(&mut self, batch: &Batch, index: usize) -> bool {
+        if self.probe.less_than(&(batch.last_time + 1)) {
+            return false;
+        }
+        if let (Some(ranked), 0) = (&mut self.ranked, index) {
+            ranked.rank_until(batch.last_time + 1);
+        }
+        true
+    }
+
+    /// Without a changelog, `replay` ranks the lists once, at the end of
+    /// the log: part of the run.
+    fn finish(&mut self, index: usize) {
+        if let (Some(ranked), 0) = (&mut self.ranked, index) {
+            ranked.rank_at_end();
+        }
+    }
+
+    /// What is left (window expirations and recommendation periods after
+    /// the last event) is not part of the run: the dataflow is dropped
+    /// unfinished.
+    fn drop_unfinished(self, worker: &mut Worker) {
+        let Built {
+            input, dataflow, ..
+        } = self;
+        drop(input);
+        worker.drop_dataflow(dataflow);
+    }
+}
+
+/// Builds `workload`'s dataflow of `graph` on `worker`.
+fn build(worker: &mut Worker, workload: &Workload, graph: Graph) -> Built {
+    let config = &workload.config;
     let mut input: InputSession<u64, Event, isize> = InputSession::new();
     let mut catalog: InputSession<u64, (Id, CatalogVersion), isize> = InputSession::new();
     let mut user_attributes: InputSession<u64, (Id, AttributeVersion), isize> = InputSession::new();
@@ -382,6 +504,28 @@ fn run_worker(
     });
     catalog.close();
     user_attributes.close();
+    Built {
+        input,
+        probe,
+        ranked,
+        dataflow,
+    }
+}
+
+fn run_worker(
+    worker: &mut Worker,
+    workload: &Workload,
+    graph: Graph,
+    pace: Pace,
+    barrier: &Barrier,
+    start: &OnceLock<Instant>,
+    log_operators: bool,
+) -> WorkerOutcome {
+    let index = worker.index();
+    let peers = worker.peers();
+    let arranged = count_arranged(worker);
+    let operator_log = log_operators.then(|| log_operator_times(worker));
+    let mut built = build(worker, workload, graph);
 
     // Offer times: the planned instant of each batch, relative to the start.
     let mut planned: Vec<Duration> = Vec::with_capacity(workload.batches.len());
@@ -414,15 +558,7 @@ fn run_worker(
             if due > now {
                 break;
             }
-            let batch = &workload.batches[next];
-            for position in batch.updates.clone() {
-                if position % peers == index {
-                    let (event, diff) = &workload.updates[position];
-                    input.update_at(event.clone(), timestamp(event, &config.time), *diff);
-                }
-            }
-            input.advance_to(batch.last_time + 1);
-            input.flush();
+            built.offer(workload, &workload.batches[next], index, peers);
             offered_at.push(due);
             next += 1;
         }
@@ -433,30 +569,16 @@ fn run_worker(
         } else {
             worker.step();
         }
-        while latencies.len() < next
-            && !probe.less_than(&(workload.batches[latencies.len()].last_time + 1))
-        {
-            if let (Some(ranked), 0) = (&mut ranked, index) {
-                // The rankings of the periods the batch completed are part
-                // of its latency.
-                ranked.rank_until(workload.batches[latencies.len()].last_time + 1);
-            }
+        while latencies.len() < next && built.done(&workload.batches[latencies.len()], index) {
             latencies.push(offered_at[latencies.len()].elapsed());
         }
     }
-    if let (Some(ranked), 0) = (&mut ranked, index) {
-        // Without a changelog, `replay` ranks the lists once, at the end of
-        // the log: part of the run.
-        ranked.rank_at_end();
-    }
+    built.finish(index);
     let elapsed = start.elapsed();
     let arranged_records = *arranged.borrow();
 
-    // What is left (window expirations and recommendation periods after the
-    // last event) is not part of the run: drop the dataflow unfinished.
     barrier.wait();
-    drop(input);
-    worker.drop_dataflow(dataflow);
+    built.drop_unfinished(worker);
     let operators = operator_log
         .map(|log| {
             log.borrow()

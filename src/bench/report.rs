@@ -86,22 +86,22 @@ pub struct Ratios {
 
 /// With `[risk]`, `[segments.kmeans]` or `[recommend.mf] embeddings`: the
 /// profile dataflow's closed-loop throughput as configured and without that
-/// part (the others stay), same workload, same run (the best of nine
-/// alternated runs each).
+/// part (the others stay), same workload, same run: nine rounds of the log
+/// through both, interleaved a batch at a time, totalled.
 #[derive(Clone, Debug, Serialize)]
 pub struct PartCost {
     pub profiles_events_per_s: f64,
     pub with_events_per_s: f64,
     /// Profiles alone ÷ with the part: how many times the profile cost.
     pub cost: f64,
-    /// The same ratio for each alternated pair of runs, ascending: how
-    /// much the machine moved it.
+    /// The same ratio for each round, ascending: how much the machine
+    /// moved it.
     pub pair_costs: Vec<f64>,
 }
 
 impl PartCost {
     /// The table's line: both throughputs, the cost, and the range of the
-    /// pairs' own ratios.
+    /// rounds' own ratios.
     fn line(&self, name: &str, part: &str) -> String {
         let mut line = format!(
             "{:<16}profiles {:.0} events/s alone vs {:.0} events/s with {part}: {:.2}x the cost",
@@ -111,7 +111,7 @@ impl PartCost {
             self.cost
         );
         if let (Some(low), Some(high)) = (self.pair_costs.first(), self.pair_costs.last()) {
-            line += &format!(" (alternated pairs {low:.2}x to {high:.2}x)");
+            line += &format!(" (rounds {low:.2}x to {high:.2}x)");
         }
         line
     }
