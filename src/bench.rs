@@ -280,8 +280,8 @@ pub fn bench(
     };
 
     // With `[risk]`: profiles with and without the risk features, nine
-    // rounds of the whole log through both, interleaved a batch at a time
-    // (`driver::run_interleaved`): whole runs one after the other moved by
+    // rounds of the whole log through both, interleaved a slice of batches
+    // at a time (`driver::run_interleaved`): whole runs one after the other moved by
     // ±30 % a pair on a shared machine, more than the difference measured.
     // The cost is the ratio of the two times over all rounds; each round's
     // own ratio is kept too, to show how far one figure can be trusted.

@@ -87,7 +87,7 @@ pub struct Ratios {
 /// With `[risk]`, `[segments.kmeans]` or `[recommend.mf] embeddings`: the
 /// profile dataflow's closed-loop throughput as configured and without that
 /// part (the others stay), same workload, same run: nine rounds of the log
-/// through both, interleaved a batch at a time, totalled.
+/// through both, interleaved a slice of batches at a time, totalled.
 #[derive(Clone, Debug, Serialize)]
 pub struct PartCost {
     pub profiles_events_per_s: f64,
