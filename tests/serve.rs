@@ -43,6 +43,13 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The time of a live event to POST: a second ahead of the clock, so that
+/// the server's open tick (`arrival − lateness_ms`, one second) cannot have
+/// passed it when it arrives, however loaded the machine is on the way.
+fn live_ms() -> i64 {
+    now_ms() + 1_000
+}
+
 /// A log of the last minutes: 24 users over 30 items, skewed so histories
 /// overlap. Recent, so that no profile window passes between the end of
 /// the log and the wall clock the server runs on.
@@ -342,7 +349,7 @@ fn every_process_of_two_answers_for_every_key() {
         assert_answers_equal(server, &replayed, &format!("process {p} of 2 × 2 workers"));
     }
     let event =
-        json!({"user": "u3", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 1});
+        json!({"user": "u3", "item": "i29", "action": "purchase", "ts": live_ms(), "qty": 1});
     let (status, answer) = servers[1].post("/v1/events?wait=true", &event.to_string());
     assert_eq!(status, 200, "{answer}");
     let visible_at = answer["visible_at"].as_u64().unwrap();
@@ -383,7 +390,8 @@ fn a_posted_purchase_shows_in_the_profile_and_leaves_the_recommendations() {
     let (_, before) = server.get(&format!("/v1/users/{user}/profile"));
     let purchases = before["counts"]["purchase"].as_u64().unwrap_or(0);
 
-    let event = json!({"user": user, "item": item, "action": "purchase", "ts": now_ms(), "qty": 1});
+    let event =
+        json!({"user": user, "item": item, "action": "purchase", "ts": live_ms(), "qty": 1});
     let (status, answer) = server.post("/v1/events?wait=true", &event.to_string());
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["accepted"], 1, "{answer}");
@@ -411,7 +419,7 @@ fn a_posted_purchase_shows_in_the_profile_and_leaves_the_recommendations() {
     let (_, cold) = server.get("/v1/users/newcomer/recommendations?k=3");
     assert_eq!(cold["popular"], true, "{cold}");
     assert_eq!(cold["items"].as_array().unwrap().len(), 3, "{cold}");
-    let event = json!({"user": "newcomer", "item": "i1", "action": "view", "ts": now_ms()});
+    let event = json!({"user": "newcomer", "item": "i1", "action": "view", "ts": live_ms()});
     let (status, _) = server.post("/v1/events?wait=true", &event.to_string());
     assert_eq!(status, 200);
     let (status, profile) = server.get("/v1/users/newcomer/profile");
@@ -435,7 +443,7 @@ fn posted_impressions_and_clicks_show_in_the_item_feedback() {
         "{answer}"
     );
 
-    let feedback = |user: &str, item: &str, action: &str| json!({"user": user, "item": item, "action": action, "ts": now_ms()});
+    let feedback = |user: &str, item: &str, action: &str| json!({"user": user, "item": item, "action": action, "ts": live_ms()});
     let body = json!([
         feedback("u1", "i1", "impression"),
         feedback("u2", "i1", "impression"),
@@ -502,7 +510,7 @@ threshold = 10000
     // 2 × 60.00 within the hour: the rule holds, an alert is raised.
     let post = |action: &str, qty: i64| {
         let event = json!({"user": "u1", "item": "i1", "action": action,
-                           "ts": now_ms(), "qty": qty, "price": "60.00"});
+                           "ts": live_ms(), "qty": qty, "price": "60.00"});
         let (status, answer) = server.post("/v1/events?wait=true", &event.to_string());
         assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
     };
@@ -669,9 +677,9 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     );
     // One good event and one without a user: 400, and neither is ingested.
     let batch = json!([
-        {"user": "u1", "item": "i2", "action": "view", "ts": now_ms()},
-        {"item": "i2", "action": "view", "ts": now_ms()},
-        {"user": "u1", "item": "i2", "action": "teleport", "ts": now_ms()},
+        {"user": "u1", "item": "i2", "action": "view", "ts": live_ms()},
+        {"item": "i2", "action": "view", "ts": live_ms()},
+        {"user": "u1", "item": "i2", "action": "teleport", "ts": live_ms()},
     ]);
     let (status_code, answer) = server.post("/v1/events?wait=true", &batch.to_string());
     assert_eq!(status_code, 400, "{answer}");
@@ -834,7 +842,7 @@ fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
     let purchases = |profile: &Value| profile["counts"]["purchase"].as_u64().unwrap_or(0);
     let live = dir.path().join("live.jsonl");
     let event =
-        json!({"user": "u1", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 1});
+        json!({"user": "u1", "item": "i29", "action": "purchase", "ts": live_ms(), "qty": 1});
     std::fs::write(&live, format!("{event}\n")).unwrap();
     split.produce(&live);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -897,7 +905,7 @@ fn a_killed_server_restarts_from_its_checkpoint_with_every_event() {
     let out = dir.path().join("out");
     let server = Server::start(&checkpointed, head, &out, "2");
     let event =
-        json!({"user": "u1", "item": "i29", "action": "purchase", "ts": now_ms(), "qty": 3});
+        json!({"user": "u1", "item": "i29", "action": "purchase", "ts": live_ms(), "qty": 3});
     let (status, answer) = server.post("/v1/events?wait=true", &event.to_string());
     assert_eq!((status, &answer["accepted"]), (200, &json!(1)), "{answer}");
     let before = answers(&server);
@@ -1007,7 +1015,7 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
                 .iter()
                 .map(|u| {
                     json!({"user": format!("u{u}"), "item": format!("i{}", rng.random_range(0..30)),
-                           "action": "purchase", "ts": now_ms(), "qty": 1})
+                           "action": "purchase", "ts": live_ms(), "qty": 1})
                 })
                 .collect();
             let (status, answer) = server.post(
@@ -1039,7 +1047,7 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
             (status, &answer["error"]["code"]),
             (409, &json!("stats_disabled"))
         );
-        let late = json!({"user": forgotten[0], "item": "i1", "action": "view", "ts": now_ms()});
+        let late = json!({"user": forgotten[0], "item": "i1", "action": "view", "ts": live_ms()});
         let (status, answer) = server.post("/v1/events?wait=true", &late.to_string());
         assert_eq!(status, 200, "{answer}");
         assert_eq!(
@@ -1134,7 +1142,7 @@ fn every_endpoint_checks_the_bearer_token_and_its_role() {
     ];
     let release = json!({"epsilon": 0.5, "statistics": ["users_per_segment"]}).to_string();
     for (method, endpoint, allowed) in endpoints {
-        let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms()});
+        let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": live_ms()});
         let body = match endpoint {
             "/v1/events?wait=true" => Some(event.to_string()),
             "/v1/stats" => Some(release.clone()),
