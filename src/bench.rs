@@ -281,10 +281,11 @@ pub fn bench(
 
     // With `[risk]`: profiles with and without the risk features, nine
     // rounds of the whole log through both, interleaved a slice of batches
-    // at a time (`driver::run_interleaved`): whole runs one after the other moved by
-    // ±30 % a pair on a shared machine, more than the difference measured.
-    // The cost is the ratio of the two times over all rounds; each round's
-    // own ratio is kept too, to show how far one figure can be trusted.
+    // at a time (`driver::run_interleaved`): whole runs one after the
+    // other moved by ±30 % a pair on a shared machine, more than the
+    // difference measured. The cost is the ratio of the two times over all
+    // rounds; each round's own ratio is kept too, to show how far one
+    // figure can be trusted.
     let cost_of = |part: &str, strip: fn(&mut PipelineConfig)| -> anyhow::Result<PartCost> {
         eprintln!("bench: profiles with and without {part}, interleaved");
         let without = Arc::new(workload.without(strip));
