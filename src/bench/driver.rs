@@ -78,8 +78,8 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// The same workload without `[risk]`: the profile cost alone.
-    /// The same workload under the config `strip` changes.
+    /// The same workload under the config `strip` changes (e.g. without
+    /// `[risk]`: the profile cost alone).
     pub fn without(&self, strip: impl FnOnce(&mut PipelineConfig)) -> Workload {
         let mut config = self.config.clone();
         strip(&mut config);
