@@ -653,6 +653,10 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
         error(404, "embeddings_not_configured")
     );
     assert_eq!(code(server.get("/v1/nowhere")), error(404, "not_found"));
+    // Ids that are not UTF-8 once percent-decoded.
+    for route in ["/v1/users/%FF/profile", "/v1/items/%FE%FF/similar"] {
+        assert_eq!(code(server.get(route)), error(400, "bad_id"));
+    }
     for k in ["0", "-1", "ten", "10001"] {
         assert_eq!(
             code(server.get(&format!("/v1/users/u1/recommendations?k={k}"))),

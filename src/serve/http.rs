@@ -5,7 +5,8 @@
 //!
 //! Errors are JSON, `{"error": {"code", "message"}}`, with a stable code:
 //! `unknown_user` and `unknown_item` (404), `not_found` (404, no such
-//! route), `bad_k` (400), `invalid_json` and `invalid_events` (400, nothing
+//! route), `bad_id` (400, an id that is not UTF-8 once percent-decoded),
+//! `bad_k` (400), `invalid_json` and `invalid_events` (400, nothing
 //! ingested), `body_too_large` (413), `bad_body` (the body could not be
 //! read), `stopping` (503), `wait_timeout` (504).
 
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
@@ -219,6 +221,25 @@ fn error(status: StatusCode, code: &'static str, message: String) -> Response {
     .into_response()
 }
 
+/// A route's `{id}`, as [`Path`] gives it, but a malformed one is answered
+/// like every other error, in JSON (axum's own answer is plain text).
+struct RouteId(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RouteId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<RouteId, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(RouteId(id)),
+            Err(rejection) => Err(ApiError {
+                status: rejection.status(),
+                code: "bad_id",
+                message: rejection.body_text(),
+            }),
+        }
+    }
+}
+
 type Params = Query<HashMap<String, String>>;
 
 /// `k` from the query: 1 to [`MAX_K`], or `default` when absent.
@@ -281,7 +302,7 @@ fn found_or_404(
 
 async fn profile(
     State(app): State<Arc<App>>,
-    Path(user): Path<String>,
+    RouteId(user): RouteId,
     caller: Option<Extension<Caller>>,
 ) -> Response {
     let started = Instant::now();
@@ -306,7 +327,7 @@ async fn profile(
 
 /// `GET /v1/users/{id}/alerts`: the user's standing alerts (none for a
 /// user without any, or unknown); 404 `risk_not_configured` without `[risk]`.
-async fn alerts(State(app): State<Arc<App>>, Path(user): Path<String>) -> Response {
+async fn alerts(State(app): State<Arc<App>>, RouteId(user): RouteId) -> Response {
     let started = Instant::now();
     let (id, shown_user) = app.id(IdKind::User, &user);
     let response = match app.config.risk {
@@ -327,7 +348,7 @@ async fn alerts(State(app): State<Arc<App>>, Path(user): Path<String>) -> Respon
 /// `GET /v1/items/{id}/feedback`: the item's impressions, clicks on
 /// recommendations and dismissals, as `item_feedback.jsonl` shows them; 404
 /// `unknown_item` for an item without any.
-async fn item_feedback(State(app): State<Arc<App>>, Path(item): Path<String>) -> Response {
+async fn item_feedback(State(app): State<Arc<App>>, RouteId(item): RouteId) -> Response {
     let started = Instant::now();
     let (id, _) = app.id(IdKind::Item, &item);
     let response = {
@@ -344,7 +365,7 @@ async fn item_feedback(State(app): State<Arc<App>>, Path(item): Path<String>) ->
 
 async fn recommendations(
     State(app): State<Arc<App>>,
-    Path(user): Path<String>,
+    RouteId(user): RouteId,
     Query(params): Params,
 ) -> Response {
     let started = Instant::now();
@@ -367,7 +388,7 @@ async fn recommendations(
 
 async fn similar(
     State(app): State<Arc<App>>,
-    Path(item): Path<String>,
+    RouteId(item): RouteId,
     Query(params): Params,
 ) -> Response {
     let started = Instant::now();
@@ -398,7 +419,7 @@ const SIMILAR_USERS: usize = 10;
 /// `[segments.kmeans]`.
 async fn similar_users(
     State(app): State<Arc<App>>,
-    Path(user): Path<String>,
+    RouteId(user): RouteId,
     Query(params): Params,
 ) -> Response {
     let started = Instant::now();
@@ -432,7 +453,7 @@ async fn similar_users(
 /// profile's `factors`.
 async fn embedding(
     State(app): State<Arc<App>>,
-    Path(user): Path<String>,
+    RouteId(user): RouteId,
     caller: Option<Extension<Caller>>,
 ) -> Response {
     let started = Instant::now();
@@ -475,7 +496,7 @@ async fn events(
 /// answer shows the outputs without them.
 async fn forget_user(
     State(app): State<Arc<App>>,
-    Path(user): Path<String>,
+    RouteId(user): RouteId,
     caller: Option<Extension<Caller>>,
 ) -> Response {
     let started = Instant::now();
