@@ -141,6 +141,10 @@ pub fn synthetic_config() -> PipelineConfig {
     }
 }
 
+/// The largest synthetic log and the most users or items it may have.
+const MAX_SYNTHETIC_EVENTS: usize = 1_000_000_000;
+const MAX_SYNTHETIC_KEYS: usize = 100_000_000;
+
 /// Where the events come from.
 pub enum BenchInput {
     /// A log file (or folder) read with this config.
@@ -178,6 +182,26 @@ pub fn bench(
         timely.processes
     );
     anyhow::ensure!(args.batch_size >= 1, "--batch-size must be at least 1");
+    // A synthetic log is generated in memory: refuse sizes no machine
+    // holds before allocating for them.
+    for (flag, value, max) in [
+        ("--users", args.users, MAX_SYNTHETIC_KEYS),
+        ("--items", args.items, MAX_SYNTHETIC_KEYS),
+        ("--synthetic", args.synthetic, MAX_SYNTHETIC_EVENTS),
+    ]
+    .into_iter()
+    .chain(
+        args.scaling
+            .iter()
+            .map(|&size| ("--scaling", Some(size), MAX_SYNTHETIC_EVENTS)),
+    ) {
+        if let Some(value) = value {
+            anyhow::ensure!(
+                (1..=max).contains(&value),
+                "{flag} {value}: expected 1 to {max}"
+            );
+        }
+    }
     anyhow::ensure!(
         args.rate.is_none_or(|rate| rate.is_finite() && rate > 0.0),
         "--rate must be a positive number of events per second"

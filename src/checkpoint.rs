@@ -33,7 +33,7 @@ use anyhow::Context;
 use persona_dataflows::Id;
 use serde::{Deserialize, Serialize};
 
-use crate::config::CheckpointConfig;
+use crate::config::{CheckpointConfig, PipelineConfig};
 use crate::kafka::Offsets;
 use crate::sink::parquet::{bucket, partition};
 use crate::summary::ReaderCounts;
@@ -94,6 +94,35 @@ pub struct Manifest {
     pub counts: ReaderCounts,
     /// The latest event-time tick applied.
     pub latest_tick: u64,
+    /// What its records mean; none in checkpoints of earlier versions.
+    #[serde(default)]
+    pub settings: Option<Settings>,
+}
+
+/// The settings a checkpoint's records are read under: its times are
+/// ticks of `tick_ms`, its offsets those of `topics`. Under others they
+/// would be restored wrong, so a restore refuses them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub tick_ms: u64,
+    /// `[source.kafka] topics`, sorted (none for `serve` without them).
+    pub topics: Vec<String>,
+}
+
+impl Settings {
+    pub fn of(config: &PipelineConfig) -> Settings {
+        let mut topics = config
+            .source
+            .kafka
+            .as_ref()
+            .map(|kafka| kafka.topics.clone())
+            .unwrap_or_default();
+        topics.sort();
+        Settings {
+            tick_ms: config.time.tick_ms,
+            topics,
+        }
+    }
 }
 
 impl Manifest {
@@ -141,6 +170,8 @@ pub struct Store {
     keep: usize,
     buckets: u32,
     compact_files: usize,
+    /// Written into every manifest, and required of the one restored.
+    settings: Settings,
 }
 
 /// The files a bucket may have before they are merged into one: a
@@ -168,12 +199,13 @@ impl Compacted {
 
 impl Store {
     /// Opens (creating) the folder of `[checkpoint]`.
-    pub fn open(config: &CheckpointConfig) -> anyhow::Result<Store> {
+    pub fn open(config: &CheckpointConfig, settings: Settings) -> anyhow::Result<Store> {
         let store = Store {
             dir: config.dir.clone(),
             keep: config.keep.max(1),
             buckets: config.buckets.max(1),
             compact_files: config.compact_files.max(1),
+            settings,
         };
         fs::create_dir_all(store.data_dir())
             .with_context(|| format!("cannot create checkpoint folder {}", config.dir.display()))?;
@@ -375,9 +407,11 @@ impl Store {
         Ok(Some(done))
     }
 
-    /// Makes `manifest` the newest checkpoint, then removes all but the
-    /// newest `keep` manifests and every data file none of them names.
-    pub fn commit(&self, manifest: &Manifest) -> anyhow::Result<()> {
+    /// Makes `manifest`, with this run's settings, the newest checkpoint,
+    /// then removes all but the newest `keep` manifests and every data file
+    /// none of them names.
+    pub fn commit(&self, manifest: &mut Manifest) -> anyhow::Result<()> {
+        manifest.settings = Some(self.settings.clone());
         let bytes = serde_json::to_vec_pretty(manifest)?;
         let path = self.manifest_path(manifest.seq);
         let name = path.file_name().expect("a file name").to_string_lossy();
@@ -464,6 +498,13 @@ impl Store {
         Ok(manifest)
     }
 
+    /// The largest number of a manifest in the folder, readable or not (0
+    /// without one): new checkpoints are numbered after it, or pruning,
+    /// which keeps the highest numbers, would remove them first.
+    pub fn newest_seq(&self) -> anyhow::Result<u64> {
+        Ok(self.manifest_seqs()?.last().copied().unwrap_or(0))
+    }
+
     /// The newest complete checkpoint: its manifest reads and every file it
     /// names has the size and hash written there. Each newer one is skipped
     /// with a warning naming it and what is wrong.
@@ -473,7 +514,19 @@ impl Store {
                 .read_manifest(seq)
                 .and_then(|m| self.verify(&m).map(|()| m))
             {
-                Ok(manifest) => return Ok(Some(manifest)),
+                Ok(manifest) => {
+                    let settings = manifest.settings.as_ref();
+                    anyhow::ensure!(
+                        settings.is_none_or(|settings| *settings == self.settings),
+                        "checkpoint {seq} in {} was written with {:?}, this run has {:?}: \
+                         its records would be restored wrong; run with its settings, or \
+                         give [checkpoint] dir a new folder to start over",
+                        self.dir.display(),
+                        settings.expect("settings"),
+                        self.settings
+                    );
+                    return Ok(Some(manifest));
+                }
                 Err(error) => tracing::warn!(
                     "skipping checkpoint {seq} in {}: {error:#}; trying the previous one",
                     self.dir.display()
@@ -575,14 +628,22 @@ mod tests {
     use crate::format::Decoded;
 
     fn store(dir: &Path, keep: usize) -> Store {
-        Store::open(&CheckpointConfig {
+        store_with(dir, keep, 1_000)
+    }
+
+    fn store_with(dir: &Path, keep: usize, tick_ms: u64) -> Store {
+        let settings = Settings {
+            tick_ms,
+            topics: vec!["t".into()],
+        };
+        let config = CheckpointConfig {
             dir: dir.to_owned(),
             interval_s: 1.0,
             keep,
             buckets: 4,
             compact_files: 3,
-        })
-        .unwrap()
+        };
+        Store::open(&config, settings).unwrap()
     }
 
     fn record(time: u64) -> Recorded {
@@ -631,8 +692,8 @@ mod tests {
             latest_ms: Some(seq),
         };
         let part = part(store, (seq, 0), &[record(seq)], &[], vec![partition]);
-        let manifest = base.with_parts(seq, &[part]);
-        store.commit(&manifest).unwrap();
+        let mut manifest = base.with_parts(seq, &[part]);
+        store.commit(&mut manifest).unwrap();
         manifest
     }
 
@@ -653,6 +714,19 @@ mod tests {
             "every checkpoint's records"
         );
         assert_eq!(store.manifest_seqs().unwrap(), [3, 4], "keep = 2");
+    }
+
+    #[test]
+    fn a_checkpoint_of_other_settings_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        checkpoint(&store(dir.path(), 2), &Manifest::default(), 1);
+        let error = store_with(dir.path(), 2, 60_000).latest().unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("tick_ms: 1000") && error.contains("tick_ms: 60000"),
+            "{error}"
+        );
+        assert!(store(dir.path(), 2).latest().unwrap().is_some());
     }
 
     #[test]
@@ -732,7 +806,7 @@ mod tests {
                 .count();
             let compacted = store.compact_if_due(&mut manifest).unwrap();
             assert_eq!(compacted.is_some(), loose_before >= 3, "checkpoint {seq}");
-            store.commit(&manifest).unwrap();
+            store.commit(&mut manifest).unwrap();
 
             // Nothing lost, nothing twice, in the newest complete checkpoint.
             let latest = store.latest().unwrap().unwrap();

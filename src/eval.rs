@@ -103,7 +103,10 @@ pub struct EvalReport {
 
 /// Parses `--split-time`: a date (midnight UTC) or an RFC 3339 time.
 pub fn parse_split_time(text: &str) -> anyhow::Result<i64> {
-    if let Ok(date) = text.parse::<jiff::civil::Date>() {
+    // jiff reads a date out of any time that starts with one: only a text
+    // that is a date alone is midnight.
+    let is_date = text.len() == "YYYY-MM-DD".len();
+    if let Some(date) = text.parse::<jiff::civil::Date>().ok().filter(|_| is_date) {
         return Ok(date
             .to_zoned(jiff::tz::TimeZone::UTC)?
             .timestamp()
@@ -632,6 +635,19 @@ mod tests {
 
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+
+    #[test]
+    fn a_split_time_keeps_its_hour_and_offset() {
+        let midnight = 1_291_766_400_000; // 2010-12-08
+        let hour = 3_600_000;
+        let at = |text| parse_split_time(text).ok();
+        assert_eq!(at("2010-12-08"), Some(midnight));
+        assert_eq!(at("2010-12-08T12:00:00Z"), Some(midnight + 12 * hour));
+        assert_eq!(at("2010-12-08T12:00:00+00:00"), Some(midnight + 12 * hour));
+        assert_eq!(at("2010-12-09T00:00:00+12:00"), Some(midnight + 12 * hour));
+        assert_eq!(at("2010-12-08T12:00:00"), None, "no offset: which zone?");
+        assert_eq!(at("2010-12-8"), None);
     }
 
     fn purchase(user: Id, item: Id, day: i64) -> (Event, isize) {

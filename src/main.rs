@@ -590,6 +590,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             timely,
             help: _,
         } => {
+            for (what, read) in [("--input", &input.input), ("--config", &input.config)] {
+                ensure_not_written(&out, what, read.as_deref())?;
+            }
             let (config, path) = input.resolve_in_mode(split_args.mode)?;
             let (split, k) = (split_args.split()?, split_args.k);
             let log = persona::runtime::load::load(&path, &config)?;
@@ -654,4 +657,29 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tune --out` writes a config: never over a file it reads (`what`), nor
+/// into the input folder, where a replay would read it as a log.
+fn ensure_not_written(out: &Path, what: &str, read: Option<&Path>) -> anyhow::Result<()> {
+    let Some(Ok(read)) = read.map(Path::canonicalize) else {
+        return Ok(());
+    };
+    let out_parent = match out.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let resolved = out_parent
+        .canonicalize()
+        .map(|parent| parent.join(out.file_name().unwrap_or_default()));
+    if let Ok(resolved) = resolved {
+        let resolved = resolved.canonicalize().unwrap_or(resolved);
+        anyhow::ensure!(
+            resolved != read && !resolved.starts_with(&read),
+            "--out {} would overwrite what {what} reads ({})",
+            out.display(),
+            read.display()
+        );
+    }
+    Ok(())
 }

@@ -110,6 +110,11 @@ impl TimelyArgs {
             self.process,
             self.processes
         );
+        if let Some(hostfile) = self.hostfile.as_ref().filter(|_| self.processes > 1) {
+            // timely's own error would not name the file.
+            std::fs::read(hostfile)
+                .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?;
+        }
         let mut config = timely::Config::from_args(args.into_iter())
             .map_err(|error| anyhow::anyhow!("timely flags: {error}"))?;
         configure_arrangements(&mut config);
@@ -121,21 +126,24 @@ impl TimelyArgs {
         let mut peers = Vec::new();
         let mut own = None;
         if self.processes > 1 {
-            if let Some(hostfile) = &self.hostfile {
-                let text = std::fs::read_to_string(hostfile)
-                    .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?;
-                for (process, address) in text
+            let addresses: Vec<String> = match &self.hostfile {
+                Some(hostfile) => std::fs::read_to_string(hostfile)
+                    .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?
                     .lines()
                     .map(str::trim)
                     .filter(|line| !line.is_empty())
-                    .take(self.processes)
-                    .enumerate()
-                {
-                    if process == self.process {
-                        own = Some(address.to_owned());
-                    } else {
-                        peers.push((process, address.to_owned()));
-                    }
+                    .map(str::to_owned)
+                    .collect(),
+                // timely's addresses without a hostfile.
+                None => (0..self.processes)
+                    .map(|process| format!("localhost:{}", 2101 + process))
+                    .collect(),
+            };
+            for (process, address) in addresses.into_iter().take(self.processes).enumerate() {
+                if process == self.process {
+                    own = Some(address);
+                } else {
+                    peers.push((process, address));
                 }
             }
         }

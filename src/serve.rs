@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use timely::worker::Worker;
 
-use crate::checkpoint::{Manifest, Store};
+use crate::checkpoint::{Manifest, Settings, Store};
 use crate::clean::Judge;
 use crate::config::{wall_clock_ms, FormatKind, PipelineConfig};
 use crate::format::Decoder;
@@ -122,7 +122,11 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
             Some((input.clone(), files))
         }
     };
-    let store = config.checkpoint.as_ref().map(Store::open).transpose()?;
+    let store = config
+        .checkpoint
+        .as_ref()
+        .map(|checkpoint| Store::open(checkpoint, Settings::of(&config)))
+        .transpose()?;
     let restored = store.as_ref().map(Store::latest).transpose()?.flatten();
     if let Some(manifest) = &restored {
         eprintln!(
@@ -183,6 +187,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         ingest,
         requests: AtomicU64::new(0),
         arrivals: shared.arrivals.clone(),
+        stop: stop.clone(),
     });
     let server = start_http(listener, http::router(app), stop.clone(), tls.as_ref())?;
     let scheme = if tls.is_some() { "https" } else { "http" };
@@ -388,17 +393,21 @@ fn serve_worker(
         yield_to_reads();
     }
     // Built by every worker at the same point, once the log is in.
-    let mut checkpoints = shared.store.as_ref().map(|store| {
-        let interval = config.checkpoint.as_ref().map_or(60.0, |c| c.interval_s);
-        Checkpoints::new(
-            worker,
-            store.clone(),
-            Duration::from_secs_f64(interval),
-            shared.process.0,
-            shared.restored.clone(),
-            pipeline.forgotten(),
-        )
-    });
+    let mut checkpoints = shared
+        .store
+        .as_ref()
+        .map(|store| {
+            let interval = config.checkpoint.as_ref().map_or(60.0, |c| c.interval_s);
+            Checkpoints::new(
+                worker,
+                store.clone(),
+                Duration::from_secs_f64(interval),
+                shared.process.0,
+                shared.restored.clone(),
+                pipeline.forgotten(),
+            )
+        })
+        .transpose()?;
     // The watermarks of a worker without topics.
     let nothing = PartitionWatermarks::new(&[]);
     if local != 0 {

@@ -826,6 +826,40 @@ impl HalfInTopic {
     }
 }
 
+/// SIGTERM while a `?wait=true` POST waits for a tick a minute ahead: the
+/// POST is answered `stopping` at once, and the server exits, rather than
+/// both waiting for the 30 s the wait may last.
+#[test]
+fn a_stopping_server_answers_a_waiting_post_at_once() {
+    let (dir, config, log) = setup();
+    let server = Server::start(&config, &log, &dir.path().join("out"), "1");
+    let event = json!({"user": "u1", "item": "i1", "action": "view", "ts": now_ms() + 60_000});
+    let (agent, url) = (
+        server.agent.clone(),
+        format!("{}/v1/events?wait=true", server.base),
+    );
+    let waiting = std::thread::spawn(move || {
+        let mut response = agent
+            .post(url)
+            .header("content-type", "application/json")
+            .send(event.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        (status, body)
+    });
+    // Time for the POST to reach its wait.
+    std::thread::sleep(Duration::from_secs(1));
+    let signalled = Instant::now();
+    server.stop();
+    let (status, body) = waiting.join().unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "stopping", "{body}");
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_secs(15), "stopped after {took:?}");
+}
+
 #[test]
 fn a_topic_after_the_log_gives_the_answers_of_the_whole_log() {
     let (dir, config, log) = setup();

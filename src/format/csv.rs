@@ -144,12 +144,17 @@ impl CsvFields {
         if !matches!(result, csv_core::ReadRecordResult::Record) || count == 0 {
             return Err(Rejection::new(Reason::ColumnCount, "not a CSV record"));
         }
-        // A bare carriage return ends a CSV record: what follows it would
-        // be lost without a word if the columns before it were enough.
+        // A bare carriage return (or, in a Kafka message, a line feed)
+        // ends a CSV record: what follows it would be lost without a word
+        // if the columns before it were enough.
         if input[read..].iter().any(|&b| b != b'\r' && b != b'\n') {
+            let end = match input[..read].last() {
+                Some(b'\n') => "a line feed",
+                _ => "a carriage return",
+            };
             return Err(Rejection::new(
                 Reason::ColumnCount,
-                format!("a carriage return inside the line ends the record after byte {read}"),
+                format!("{end} inside the record ends it after byte {read}"),
             ));
         }
         ends.truncate(count);

@@ -93,6 +93,9 @@ pub fn mapped_raw(line: &[u8], position: &Position, mapping: &CompiledMapping) -
 
 /// Parses one JSON value, rejecting a key repeated in any object.
 pub fn parse(line: &[u8]) -> Result<Value, serde_json::Error> {
+    // A byte order mark, as editors on Windows start a file with (CSV
+    // headers drop it too).
+    let line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
     serde_json::from_slice::<Strict>(line).map(|strict| strict.0)
 }
 
@@ -184,6 +187,20 @@ impl Fields for JsonFields<'_> {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(text)) if text.trim().is_empty() => Ok(None),
             Some(Value::String(text)) => Ok(Some(Cow::Borrowed(text))),
+            // Beyond 2^53 a number that is not a 64-bit integer has lost
+            // digits to a float: two ids would become one.
+            Some(Value::Number(number))
+                if number.as_f64().is_some_and(|x| x.abs() >= 2f64.powi(53))
+                    && !(number.is_i64() || number.is_u64()) =>
+            {
+                Err(Rejection::new(
+                    Reason::InvalidJson,
+                    format!(
+                        "field {name:?}: the number {number} is too large to be read exactly; \
+                         write it as a string"
+                    ),
+                ))
+            }
             Some(Value::Number(number)) => Ok(Some(Cow::Owned(number.to_string()))),
             Some(Value::Bool(flag)) => Ok(Some(Cow::Owned(flag.to_string()))),
             Some(_) => Err(Rejection::new(
@@ -223,5 +240,29 @@ mod tests {
         assert_eq!(value["a"].to_string(), "18446744073709551615");
         assert_eq!(value["b"].to_string(), "-9223372036854775808");
         assert_eq!(value["c"].to_string(), "1.5");
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_record_is_skipped() {
+        let value = parse("\u{feff}{\"a\":1}".as_bytes()).unwrap();
+        assert_eq!(value["a"], 1);
+    }
+
+    #[test]
+    fn numbers_beyond_64_bit_integers_are_rejected_not_rounded() {
+        let value =
+            parse(br#"{"u":18446744073709551616,"v":1e20,"w":18446744073709551615,"x":2.5}"#)
+                .unwrap();
+        let fields = JsonFields {
+            record: &value,
+            parent: None,
+        };
+        for name in ["u", "v"] {
+            let error = fields.get(name).unwrap_err();
+            assert_eq!(error.reason, Reason::InvalidJson);
+            assert!(error.detail.contains("write it as a string"), "{error:?}");
+        }
+        assert_eq!(fields.get("w").unwrap().unwrap(), "18446744073709551615");
+        assert_eq!(fields.get("x").unwrap().unwrap(), "2.5");
     }
 }

@@ -146,12 +146,25 @@ impl TimeParser {
                 .parse::<jiff::Timestamp>()
                 .map_err(|_| invalid("an RFC 3339 time"))?
                 .as_millisecond(),
-            TimeFormat::Pattern(pattern) => jiff::civil::DateTime::strptime(pattern, text)
-                .map_err(|_| invalid(&format!("a time like {pattern:?}")))?
-                .to_zoned(self.zone.clone())
-                .map_err(|_| out_of_range())?
-                .timestamp()
-                .as_millisecond(),
+            TimeFormat::Pattern(pattern) => {
+                let invalid = || invalid(&format!("a time like {pattern:?}"));
+                let parsed = jiff::fmt::strtime::parse(pattern, text).map_err(|_| invalid())?;
+                // An offset, zone or epoch time in the text says when it
+                // is, as in an RFC 3339 time; the configured zone places a
+                // civil time only.
+                let zoned = match parsed.offset().is_some()
+                    || parsed.iana_time_zone().is_some()
+                    || parsed.timestamp().is_some()
+                {
+                    true => parsed.to_zoned().map_err(|_| invalid())?,
+                    false => parsed
+                        .to_datetime()
+                        .map_err(|_| invalid())?
+                        .to_zoned(self.zone.clone())
+                        .map_err(|_| out_of_range())?,
+                };
+                zoned.timestamp().as_millisecond()
+            }
         };
         if !(0..=MAX_TIME_MS).contains(&time_ms) {
             return Err(Rejection::new(
@@ -742,6 +755,39 @@ mod tests {
         for text in ["79228162514264337593543950335", "1e28"] {
             assert!(seconds.parse(text, "t").is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn a_pattern_reads_the_offset_or_zone_in_the_text_before_the_configured_zone() {
+        let offset = TimeParser::new(Some("%Y-%m-%dT%H:%M:%S%z"), Some("Europe/Paris")).unwrap();
+        let midnight_utc = 1_577_836_800_000;
+        let hour = 3_600_000;
+        assert_eq!(
+            offset.parse("2020-01-01T00:00:00+0000", "t"),
+            Ok(midnight_utc)
+        );
+        assert_eq!(
+            offset.parse("2020-01-01T05:00:00+0500", "t"),
+            Ok(midnight_utc)
+        );
+        assert_eq!(
+            offset.parse("2020-01-01T00:00:00-0800", "t"),
+            Ok(midnight_utc + 8 * hour)
+        );
+        let zone = TimeParser::new(Some("%Y-%m-%d %H:%M %Q"), None).unwrap();
+        assert_eq!(
+            zone.parse("2020-01-01 09:00 Asia/Tokyo", "t"),
+            Ok(midnight_utc)
+        );
+        assert_eq!(
+            zone.parse("2020-01-01 09:00 Nowhere/Atlantis", "t")
+                .unwrap_err()
+                .reason,
+            Reason::InvalidTime
+        );
+        // Without an offset in the text, the configured zone places it.
+        let civil = TimeParser::new(Some("%Y-%m-%d %H:%M"), Some("Asia/Tokyo")).unwrap();
+        assert_eq!(civil.parse("2020-01-01 09:00", "t"), Ok(midnight_utc));
     }
 
     #[test]

@@ -285,6 +285,14 @@ fn plan(
     contributions: &[Contribution],
 ) -> Result<Vec<Planned>, StatsError> {
     let epsilon = request.epsilon / statistics.len() as f64;
+    // The largest noise scale planned below, sensitivity / ε: an ε so small
+    // that it is not a number would fail deep in the noise's construction.
+    if !(config.max_items_per_user.max(1) as f64 / epsilon).is_finite() {
+        return Err(StatsError::Invalid(format!(
+            "epsilon {:?} is too small: the noise's scale, sensitivity / epsilon, is not finite",
+            request.epsilon
+        )));
+    }
     let thresholded = statistics
         .iter()
         .filter(|s| **s != Statistic::UsersPerSegment)
@@ -697,6 +705,18 @@ mod tests {
         };
         let error = release(&config, &negative, &users(5), "test", None).unwrap_err();
         assert!(error.to_string().contains("epsilon must be"), "{error}");
+        for tiny in [5e-324, 1e-310] {
+            let tiny = Request {
+                epsilon: tiny,
+                delta: Some(1e-6),
+                statistics: None,
+            };
+            let error = release(&config, &tiny, &users(5), "test", None).unwrap_err();
+            assert!(
+                matches!(&error, StatsError::Invalid(text) if text.contains("too small")),
+                "{error}"
+            );
+        }
         let unbounded = StatsConfig {
             epsilon_budget: f64::NAN,
             ..config.clone()

@@ -30,7 +30,7 @@ use crate::runtime::failure::failpoint;
 use crate::runtime::pipeline::{Graph, UpsertTopics};
 use crate::runtime::worker::PipelineWorker;
 use crate::runtime::{execute, TimelyArgs};
-use crate::sink::dead_letters::{DeadLetterFiles, DeadLetters};
+use crate::sink::dead_letters::{merge_runs, DeadLetterFiles, DeadLetters};
 use crate::sink::staging::Staging;
 use crate::sink::{FileFormat, OutputFiles};
 use crate::source::file::{input_files, total_bytes, SourceError};
@@ -86,6 +86,12 @@ pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
         })?;
     }
     check_out_is_not_input(&plan.input, &plan.out)?;
+    // Checked now, not after the whole replay when its files move in.
+    anyhow::ensure!(
+        !plan.out.exists() || plan.out.is_dir(),
+        "--out {} is a file: it names the folder the outputs go to",
+        plan.out.display()
+    );
     anyhow::ensure!(
         (1..=MAX_BUCKETS).contains(&plan.buckets),
         "--buckets {}: expected between 1 and {MAX_BUCKETS}",
@@ -96,20 +102,17 @@ pub fn replay(plan: ReplayPlan) -> anyhow::Result<Option<Summary>> {
     let connecting = plan.timely.connecting()?;
     let staging = Staging::create(&plan.out, plan.timely.process, plan.timely.processes)
         .with_context(|| format!("cannot create a staging folder for {}", plan.out.display()))?;
-    let dead_letters = DeadLetterFiles::create(
-        staging.dir(),
-        plan.timely.process,
-        plan.timely.processes,
-        plan.config.output.raw_file_mode,
-    )?;
     let dir = staging.dir().to_owned();
-    let plan = Arc::new((plan, files, dir, dead_letters.clone()));
+    let (process, processes) = (plan.timely.process, plan.timely.processes);
+    let (workers, mode) = (plan.timely.workers, plan.config.output.raw_file_mode);
+    let plan = Arc::new((plan, files, dir.clone()));
     let started = Instant::now();
     let summary = execute(timely_config, connecting, move |worker| {
-        let (plan, files, dir, dead_letters) = &*plan;
-        run_worker(worker, plan, files, dir, dead_letters, started)
+        let (plan, files, dir) = &*plan;
+        run_worker(worker, plan, files, dir, started)
     })?;
-    dead_letters.flush()?;
+    let first = process * workers;
+    merge_runs(&dir, first..first + workers, (process, processes), mode)?;
     staging.commit()?;
     Ok(summary)
 }
@@ -197,7 +200,6 @@ fn run_worker(
     plan: &ReplayPlan,
     files: &[PathBuf],
     dir: &Path,
-    dead_letters: &DeadLetterFiles,
     started: Instant,
 ) -> anyhow::Result<Option<Summary>> {
     let index = worker.index();
@@ -207,7 +209,8 @@ fn run_worker(
         PipelineWorker::new(worker, config, Graph::of_outputs(config), |gathered| {
             Ok(gathered.into_sinks(&plan.output_files(dir), UpsertTopics::new())?)
         })?;
-    let mut dead = DeadLetters::new(Some(dead_letters.clone()), None)?;
+    let runs = DeadLetterFiles::create_runs(dir, index, config.output.raw_file_mode)?;
+    let mut dead = DeadLetters::new(Some(runs.clone()), None)?;
     let bytes_read = Arc::new(AtomicU64::new(0));
     let progress = (index == 0).then(|| progress_bar(total_bytes(files)));
     read_log(
@@ -224,6 +227,7 @@ fn run_worker(
         },
     )?;
 
+    runs.flush()?;
     let finished = pipeline.finish(worker, plan.timely.workers)?;
     if let Some(progress) = &progress {
         progress.finish_and_clear();
@@ -272,6 +276,7 @@ pub fn read_log(
         let mut records = decoder.records(path, bytes_read.clone())?;
         while let Some((position, bytes)) = records.next_record()? {
             record_index += 1;
+            dead.at_record(record_index);
             let judge = Judge::Clock {
                 watermark: &mut watermark,
                 own: share.owns(record_index),

@@ -45,7 +45,8 @@ use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::{InputHandleVec as InputHandle, ProbeHandle};
 use timely::worker::Worker;
 
-use crate::checkpoint::{Manifest, Store};
+use crate::checkpoint::{Manifest, Settings, Store};
+use crate::clean::Judge;
 use crate::config::end_of_period;
 use crate::config::{FormatKind, Output, PipelineConfig};
 use crate::format::Decoder;
@@ -106,6 +107,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot handle SIGTERM/SIGINT")?;
     }
+    crate::source::kafka::check(&source)?;
     wait_for_brokers(&source, &stop)?;
     tracing::debug!("the brokers answer");
     let files = plan.config.sink.files.as_ref();
@@ -122,7 +124,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         .config
         .checkpoint
         .as_ref()
-        .map(Store::open)
+        .map(|checkpoint| Store::open(checkpoint, Settings::of(&plan.config)))
         .transpose()?;
     let restored = store.as_ref().map(Store::latest).transpose()?.flatten();
     if let Some(manifest) = &restored {
@@ -345,7 +347,7 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             process,
             shared.restored.clone(),
             pipeline.forgotten(),
-        ));
+        )?);
     }
     if partitions.is_empty() {
         // More workers than partitions: this one holds nothing back.
@@ -399,8 +401,18 @@ fn run_worker(worker: &mut Worker, shared: &Shared) -> anyhow::Result<Option<Sum
             if record.is_blank() {
                 continue;
             }
-            let applied =
-                pipeline.read(&decoder, &record.payload, &record.position, None, &mut dead)?;
+            // Late behind its own partition's watermark. (The worker's
+            // frontier, the least of its partitions', passes that only once
+            // all are read to their end.)
+            let own = watermarks.late_before(&partition, &config.time);
+            let judge = Judge::Frontier(pipeline.frontier().max(own));
+            let applied = pipeline.read(
+                &decoder,
+                &record.payload,
+                &record.position,
+                Some(judge),
+                &mut dead,
+            )?;
             if let Some(time_ms) = applied {
                 watermarks.saw(&partition, time_ms);
                 latest_tick = latest_tick.max(config.time.tick_of(time_ms));
@@ -632,6 +644,14 @@ fn wait_for_brokers(source: &KafkaSourceConfig, stop: &AtomicBool) -> anyhow::Re
         );
         match brokers_answer(source, Duration::from_secs(1)) {
             Ok(()) => return Ok(()),
+            // Settings the client refuses stay refused: no retry fixes them.
+            Err(
+                error @ (rdkafka::error::KafkaError::ClientConfig(..)
+                | rdkafka::error::KafkaError::ClientCreation(_)),
+            ) => anyhow::bail!(
+                "cannot create a Kafka client for {} with [source.kafka]: {error}",
+                source.brokers
+            ),
             Err(error) => warnings.warn(&format!(
                 "cannot reach the Kafka brokers at {}: {error}; retrying",
                 source.brokers

@@ -551,6 +551,11 @@ impl PipelineWorker {
                 sinks.drain(Upto::Before(time), &*self.name_book.borrow())?;
             }
         }
+        // A worker whose input was past the end already (stdin's readers
+        // but one) skipped the steps: it waits too, or the counts its
+        // operators keep (duplicates) would be read before they are whole.
+        let probe = &self.probe;
+        step_until(worker, || !probe.less_than(&target));
         self.pending = self.pending.split_off(&target);
         Ok(Some(end))
     }

@@ -95,7 +95,12 @@ impl Auth {
     /// The token a bearer `Authorization` header presents, if it is one of
     /// ours. Every token is compared, in constant time, whatever matches.
     fn token(&self, authorization: Option<&str>) -> Option<&Token> {
-        let presented = authorization?.strip_prefix("Bearer ")?.trim();
+        // The scheme is case-insensitive (RFC 9110): `bearer` too.
+        let (scheme, presented) = authorization?.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let presented = presented.trim();
         let hash: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         for token in &self.tokens {
@@ -226,6 +231,11 @@ mod tests {
             &*auth.token(Some("Bearer secret-token")).unwrap().caller.name,
             "shop"
         );
+        assert_eq!(
+            &*auth.token(Some("bearer secret-token")).unwrap().caller.name,
+            "shop"
+        );
+        assert!(auth.token(Some("Basic secret-token")).is_none());
         assert!(auth.token(Some("Bearer secret-tokens")).is_none());
         assert!(auth.token(Some("secret-token")).is_none());
         assert!(auth.token(None).is_none());

@@ -12,7 +12,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,9 @@ pub struct App {
     pub requests: AtomicU64,
     /// POSTs arrived and not yet applied.
     pub arrivals: Arc<Arrivals>,
+    /// Set by SIGTERM/SIGINT: a request waiting for its events to show
+    /// answers `stopping` at once, not at the end of its wait.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// The routes.
@@ -724,14 +727,23 @@ async fn to_dataflow(
 /// `None` if that takes longer than [`WAIT_LIMIT`].
 async fn visible(app: &App, visible_at: u64) -> Result<Option<u64>, Box<Response>> {
     let mut watch = app.index.as_of.subscribe();
-    let shown = tokio::time::timeout(
-        WAIT_LIMIT,
-        watch.wait_for(|as_of| as_of.is_some_and(|t| t >= visible_at)),
-    )
+    let stopped = async {
+        while !app.stop.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let shown = tokio::time::timeout(WAIT_LIMIT, async {
+        tokio::select! {
+            shown = watch.wait_for(|as_of| as_of.is_some_and(|t| t >= visible_at)) => {
+                shown.map(|as_of| *as_of).ok()
+            }
+            () = stopped => None,
+        }
+    })
     .await;
     match shown {
-        Ok(Ok(as_of)) => Ok(Some(as_of.unwrap_or(visible_at))),
-        Ok(Err(_)) => Err(stopping()),
+        Ok(Some(as_of)) => Ok(Some(as_of.unwrap_or(visible_at))),
+        Ok(None) => Err(stopping()),
         Err(_) => Ok(None),
     }
 }

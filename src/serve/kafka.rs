@@ -16,7 +16,7 @@ use anyhow::Context;
 
 use crate::checkpoint::Manifest;
 use crate::clean::Judge;
-use crate::config::PipelineConfig;
+use crate::config::{PipelineConfig, TimeConfig};
 use crate::format::Decoder;
 use crate::kafka::Offsets;
 use crate::runtime::run::{topic_decoding, PartitionWatermarks};
@@ -37,6 +37,7 @@ pub struct KafkaFeed {
     /// Each partition's end offset when serving started: the backlog.
     backlog: Offsets,
     batch: Vec<KafkaRecord>,
+    time: TimeConfig,
 }
 
 impl KafkaFeed {
@@ -73,6 +74,7 @@ impl KafkaFeed {
             watermarks,
             backlog,
             batch: Vec::new(),
+            time: config.time.clone(),
         }))
     }
 
@@ -88,7 +90,7 @@ impl KafkaFeed {
 
     /// Reads the messages waiting (none blocks) and applies their records:
     /// judged late against `closed` (a tick), or, in the backlog (`None`),
-    /// against the pipeline's frontier. Returns how many messages it read.
+    /// against their partition's watermark and the pipeline's frontier. Returns how many messages it read.
     pub fn read(
         &mut self,
         pipeline: &mut PipelineWorker,
@@ -103,7 +105,11 @@ impl KafkaFeed {
             if record.is_blank() {
                 continue;
             }
-            let judge = closed.map(|tick| Judge::Frontier(tick.max(pipeline.frontier())));
+            // The backlog as `persona run` judges it: behind the
+            // partition's own watermark.
+            let before =
+                closed.unwrap_or_else(|| self.watermarks.late_before(&partition, &self.time));
+            let judge = Some(Judge::Frontier(before.max(pipeline.frontier())));
             let applied = pipeline.read(
                 &self.decoder,
                 &record.payload,

@@ -1,12 +1,19 @@
 //! Dead letters: the records a run did not apply, each with its position,
 //! reason and raw bytes. Rejected records go to `rejected.jsonl` and late
-//! ones to `late.jsonl` (one of each per process, written by all its
-//! workers), and, for `persona run`, also to the dead-letter topic of
-//! `[sink.kafka] rejected`, keyed by position.
+//! ones to `late.jsonl` (one of each per process), and, for `persona run`,
+//! also to the dead-letter topic of `[sink.kafka] rejected`, keyed by
+//! position.
+//!
+//! `run` and `serve` write them as they come, all workers of a process into
+//! the same files. A replay's files are in log order instead, the same for
+//! any `-w`: each worker writes its share in order to a run of its own, each
+//! line after its record's number in the log, and [`merge_runs`]
+//! interleaves the runs by that number once the workers are done.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -26,7 +33,13 @@ type SharedWriter = Arc<Mutex<BufWriter<File>>>;
 pub struct DeadLetterFiles {
     rejected: SharedWriter,
     late: SharedWriter,
+    /// Whether these are a replay worker's runs, whose lines start with
+    /// their record's number in the log ([`DeadLetterFiles::create_runs`]).
+    runs: bool,
 }
+
+/// The names of the two files, by whether they hold late records.
+const NAMES: [&str; 2] = ["rejected", "late"];
 
 impl DeadLetterFiles {
     /// Creates both files in `dir` (and `dir`, if missing) with
@@ -47,6 +60,23 @@ impl DeadLetterFiles {
         Ok(DeadLetterFiles {
             rejected: writer("rejected")?,
             late: writer("late")?,
+            runs: false,
+        })
+    }
+
+    /// Creates replay worker `worker`'s runs in the staging folder `dir`,
+    /// for [`merge_runs`].
+    pub fn create_runs(dir: &Path, worker: usize, mode: u32) -> anyhow::Result<DeadLetterFiles> {
+        let writer = |name: &str| -> anyhow::Result<SharedWriter> {
+            let path = run_path(dir, name, worker);
+            let file = create_private_file(&path, mode)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            Ok(Arc::new(Mutex::new(BufWriter::new(file))))
+        };
+        Ok(DeadLetterFiles {
+            rejected: writer(NAMES[0])?,
+            late: writer(NAMES[1])?,
+            runs: true,
         })
     }
 
@@ -71,6 +101,70 @@ impl DeadLetterFiles {
     }
 }
 
+/// Where worker `worker`'s run of `name` is staged.
+fn run_path(dir: &Path, name: &str, worker: usize) -> PathBuf {
+    dir.join(format!(".{name}.w{worker}.run"))
+}
+
+/// Merges the runs of the process's `workers` in `dir` into its
+/// `rejected.jsonl` and `late.jsonl` (parts, with several processes), in
+/// the order of the records in the log, and removes the runs.
+pub fn merge_runs(
+    dir: &Path,
+    workers: Range<usize>,
+    (process, processes): (usize, usize),
+    mode: u32,
+) -> anyhow::Result<()> {
+    for name in NAMES {
+        let path = part_path(dir, name, process, processes)?;
+        let file = create_private_file(&path, mode)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut out = BufWriter::new(file);
+        let mut runs = Vec::new();
+        for worker in workers.clone() {
+            let path = run_path(dir, name, worker);
+            let file =
+                File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+            runs.push((BufReader::new(file), path));
+        }
+        // The next line of each run and its record's number; a record
+        // belongs to one worker, so numbers never tie across runs.
+        let mut heads = Vec::with_capacity(runs.len());
+        for (reader, path) in &mut runs {
+            heads.push(next_line(reader, path)?);
+        }
+        while let Some(run) = (0..heads.len())
+            .filter(|&run| heads[run].is_some())
+            .min_by_key(|&run| heads[run].as_ref().map(|(number, _)| *number))
+        {
+            let (_, line) = heads[run].take().expect("a line");
+            out.write_all(line.as_bytes())?;
+            let (reader, path) = &mut runs[run];
+            heads[run] = next_line(reader, path)?;
+        }
+        out.flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        for (_, path) in runs {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The next line of a run, without its record's number, and that number.
+fn next_line(reader: &mut impl BufRead, path: &Path) -> anyhow::Result<Option<(u64, String)>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let (number, rest) = line
+        .split_once(' ')
+        .and_then(|(number, rest)| Some((number.parse().ok()?, rest)))
+        .with_context(|| format!("{}: a line without its record's number", path.display()))?;
+    Ok(Some((number, rest.to_owned())))
+}
+
 /// One worker's dead letters: the process's files and/or the dead-letter topic.
 pub struct DeadLetters {
     files: Option<DeadLetterFiles>,
@@ -79,6 +173,8 @@ pub struct DeadLetters {
     unflushed: bool,
     /// The letters written since last taken, when checkpointing.
     captured: Option<Vec<Letter>>,
+    /// The number in the log of the record being read, for runs.
+    record: u64,
 }
 
 impl DeadLetters {
@@ -100,7 +196,13 @@ impl DeadLetters {
             topic,
             unflushed: false,
             captured: None,
+            record: 0,
         })
+    }
+
+    /// Numbers the letters of the record read next: its number in the log.
+    pub fn at_record(&mut self, number: u64) {
+        self.record = number;
     }
 
     /// Writes one record not applied, to the file of its reason and the topic.
@@ -112,6 +214,9 @@ impl DeadLetters {
                 _ => &files.rejected,
             };
             let mut file = file.lock().expect("writer lock");
+            if files.runs {
+                write!(file, "{} ", self.record)?;
+            }
             file.write_all(&line)?;
             file.write_all(b"\n")?;
         }

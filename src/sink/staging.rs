@@ -11,9 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// The files a run of persona writes into an output folder, beside the
-/// per-process `rejected` and `late` outputs.
-const OUTPUTS: [&str; 3] = ["profiles", "similar_items", "recommendations"];
+use crate::config::Output;
 
 /// The staging folder of one process for the output folder `out`.
 pub struct Staging {
@@ -80,7 +78,9 @@ impl Staging {
     /// the parts of this run's other processes.
     fn remove_earlier_outputs(&self) -> io::Result<()> {
         let mut files: Vec<String> = vec!["summary.json".into()];
-        for name in OUTPUTS {
+        // Every output, whether or not this run writes it: a run without
+        // `[risk]` leaves no alerts of an earlier run with it.
+        for name in Output::ALL.map(Output::name) {
             files.push(format!("{name}.jsonl"));
             files.push(format!("{name}.changes.jsonl"));
             // Its Parquet dataset.
@@ -136,7 +136,14 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("out");
         std::fs::create_dir_all(out.join("rejected")).unwrap();
-        for old in ["summary.json", "profiles.changes.jsonl", "notes.txt"] {
+        std::fs::create_dir_all(out.join("alerts/bucket=0")).unwrap();
+        for old in [
+            "summary.json",
+            "profiles.changes.jsonl",
+            "notes.txt",
+            "segments.jsonl",
+            "alerts/bucket=0/part-0.parquet",
+        ] {
             std::fs::write(out.join(old), "old").unwrap();
         }
         std::fs::write(out.join("rejected/part-3.jsonl"), "old").unwrap();
@@ -160,6 +167,12 @@ mod tests {
             Some("old"),
             "not ours to remove"
         );
+        assert_eq!(
+            read("segments.jsonl"),
+            None,
+            "an output of a run with k-means"
+        );
+        assert!(!out.join("alerts").exists(), "a Parquet dataset stays");
         assert_eq!(read("rejected/part-0.jsonl").as_deref(), Some("new"));
         assert_eq!(read("rejected/part-1.jsonl").as_deref(), Some("new"));
         assert_eq!(read("rejected/part-3.jsonl"), None);

@@ -139,9 +139,7 @@ impl KafkaSource {
         peers: usize,
         checkpoint: Option<&Offsets>,
     ) -> Result<KafkaSource, KafkaSourceError> {
-        if config.topics.is_empty() {
-            return Err(KafkaSourceError::Invalid("`topics` is empty".into()));
-        }
+        check(config)?;
         if peers == 0 || worker >= peers {
             return Err(KafkaSourceError::Invalid(format!(
                 "worker {worker} is not below peers {peers}"
@@ -451,6 +449,27 @@ impl KafkaSource {
 
 /// Asks the brokers of `config` for their metadata, waiting at most
 /// `timeout`: whether they can be reached at all.
+/// Refuses settings librdkafka would take and then fail on with errors
+/// that name none of them, or retry forever.
+pub fn check(config: &KafkaSourceConfig) -> Result<(), KafkaSourceError> {
+    let invalid = |what: String| Err(KafkaSourceError::Invalid(what));
+    if config.topics.is_empty() {
+        return invalid("`topics` is empty".into());
+    }
+    if config.brokers.trim().is_empty() {
+        return invalid("`brokers` is empty".into());
+    }
+    if config.group_id.trim().is_empty() {
+        return invalid("`group_id` is empty".into());
+    }
+    let mut topics: Vec<&String> = config.topics.iter().collect();
+    topics.sort();
+    match topics.windows(2).find(|pair| pair[0] == pair[1]) {
+        Some(pair) => invalid(format!("`topics` names {:?} twice", pair[0])),
+        None => Ok(()),
+    }
+}
+
 pub fn brokers_answer(config: &KafkaSourceConfig, timeout: Duration) -> Result<(), KafkaError> {
     let mut settings = client(&config.brokers);
     apply(&mut settings, &config.properties);
@@ -572,5 +591,19 @@ mod tests {
         assert_eq!(config.auto_offset_reset, OffsetReset::Earliest);
         assert_eq!(config.session_timeout_ms, 6000);
         assert!(toml::from_str::<KafkaSourceConfig>("topic = \"events\"").is_err());
+    }
+
+    #[test]
+    fn settings_librdkafka_would_fail_on_are_refused_by_name() {
+        let refused = |text: &str| {
+            let config: KafkaSourceConfig = toml::from_str(text).unwrap();
+            check(&config).unwrap_err().to_string()
+        };
+        assert!(refused("topics = []").contains("`topics` is empty"));
+        assert!(refused("topics = [\"a\"]\nbrokers = \" \"").contains("`brokers` is empty"));
+        assert!(refused("topics = [\"a\"]\ngroup_id = \"\"").contains("`group_id` is empty"));
+        assert!(refused("topics = [\"b\", \"a\", \"b\"]").contains("\"b\" twice"));
+        let fine: KafkaSourceConfig = toml::from_str("topics = [\"a\", \"b\"]").unwrap();
+        assert!(check(&fine).is_ok());
     }
 }

@@ -29,7 +29,8 @@ pub struct Checkpoints {
     index: usize,
     peers: usize,
     process: usize,
-    /// Worker 0: the newest complete checkpoint, which the next builds on.
+    /// Worker 0: the newest complete checkpoint, which the next builds on
+    /// (numbered after every manifest in the folder).
     manifest: Manifest,
     /// Worker 0: when the last checkpoint was asked for.
     asked_at: Instant,
@@ -60,7 +61,11 @@ impl Checkpoints {
         process: usize,
         base: Option<Manifest>,
         forgotten: Rc<RefCell<HashSet<Id>>>,
-    ) -> Checkpoints {
+    ) -> anyhow::Result<Checkpoints> {
+        // Numbered after every manifest in the folder, also those that
+        // could not be restored: pruning keeps the highest numbers.
+        let mut manifest = base.unwrap_or_default();
+        manifest.seq = manifest.seq.max(store.newest_seq()?);
         let mut requests_input: InputHandle<u64, u64> = InputHandle::new();
         let requests: Rc<RefCell<Vec<u64>>> = Rc::default();
         let requests_probe = ProbeHandle::new();
@@ -81,13 +86,13 @@ impl Checkpoints {
                 .inspect(move |part: &Part| gathered.borrow_mut().push(part.clone()))
                 .probe_with(&parts_probe);
         });
-        Checkpoints {
+        Ok(Checkpoints {
             store,
             interval,
             index: worker.index(),
             peers: worker.peers(),
             process,
-            manifest: base.unwrap_or_default(),
+            manifest,
             asked_at: Instant::now(),
             awaiting: None,
             requests_input: Some(requests_input),
@@ -100,7 +105,7 @@ impl Checkpoints {
             // Users forgotten before this start may be in the base's files.
             forgotten_before: 0,
             rewrites_due: 0,
-        }
+        })
     }
 
     /// Worker 0: asks every worker for the next checkpoint when one is due
@@ -200,7 +205,7 @@ impl Checkpoints {
                     compacted.bytes
                 );
             }
-            self.store.commit(&manifest)?;
+            self.store.commit(&mut manifest)?;
             if self.awaiting == Some(seq) {
                 self.awaiting = None;
             }

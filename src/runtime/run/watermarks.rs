@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::TimeConfig;
 use crate::kafka::TopicPartition;
 
 /// Event time per partition, as Flink's Kafka source keeps it: the
@@ -28,6 +29,17 @@ impl PartitionWatermarks {
     /// The latest event time of each partition.
     pub fn latest(&self) -> impl Iterator<Item = (&TopicPartition, Option<u64>)> {
         self.latest.iter().map(|(p, latest)| (p, *latest))
+    }
+
+    /// The tick before which a record of `partition` is late by its own
+    /// partition: that of the latest time it gave, less the allowed
+    /// lateness (0 before it gave one). Judged record by record, it is a
+    /// function of the partition's records alone, the same for any `-w`,
+    /// poll batch or restart.
+    pub fn late_before(&self, partition: &TopicPartition, time: &TimeConfig) -> u64 {
+        let lateness_ms = time.allowed_lateness_s.saturating_mul(1000);
+        let latest = self.latest.get(partition).copied().flatten();
+        latest.map_or(0, |ms| time.tick_of(ms.saturating_sub(lateness_ms)))
     }
 
     pub fn has_data(&mut self, partition: &TopicPartition) {
