@@ -15,7 +15,7 @@ use persona::ids::normalise_id;
 use persona::privacy::stats::{Request as StatsRequest, Statistic};
 use persona::privacy::{add_forgotten, Pseudonyms};
 use persona::runtime::produce::{produce_to, ProduceTarget};
-use persona::runtime::replay::{replay, ReplayPlan};
+use persona::runtime::replay::{check_out_is_not_read, replay, ReplayPlan};
 use persona::runtime::run::{run as run_on_kafka, RunPlan};
 use persona::runtime::TimelyArgs;
 use persona::sink::FileFormat;
@@ -591,7 +591,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             help: _,
         } => {
             for (what, read) in [("--input", &input.input), ("--config", &input.config)] {
-                ensure_not_written(&out, what, read.as_deref())?;
+                if let Some(read) = read {
+                    check_out_is_not_read(&out, what, read)?;
+                }
             }
             let (config, path) = input.resolve_in_mode(split_args.mode)?;
             let (split, k) = (split_args.split()?, split_args.k);
@@ -657,29 +659,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// `tune --out` writes a config: never over a file it reads (`what`), nor
-/// into the input folder, where a replay would read it as a log.
-fn ensure_not_written(out: &Path, what: &str, read: Option<&Path>) -> anyhow::Result<()> {
-    let Some(Ok(read)) = read.map(Path::canonicalize) else {
-        return Ok(());
-    };
-    let out_parent = match out.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let resolved = out_parent
-        .canonicalize()
-        .map(|parent| parent.join(out.file_name().unwrap_or_default()));
-    if let Ok(resolved) = resolved {
-        let resolved = resolved.canonicalize().unwrap_or(resolved);
-        anyhow::ensure!(
-            resolved != read && !resolved.starts_with(&read),
-            "--out {} would overwrite what {what} reads ({})",
-            out.display(),
-            read.display()
-        );
-    }
-    Ok(())
 }

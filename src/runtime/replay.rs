@@ -138,6 +138,21 @@ fn check_out_is_not_input(input: &Path, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tune --out` writes a config: never over a file it reads (`what`), nor
+/// into the input folder, where a replay would read it as a log.
+pub fn check_out_is_not_read(out: &Path, what: &str, read: &Path) -> anyhow::Result<()> {
+    let (Ok(read), Ok(out_path)) = (read.canonicalize(), std::path::absolute(out)) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        !normalise(&out_path).starts_with(&read),
+        "--out {} would overwrite what {what} reads ({})",
+        out.display(),
+        read.display()
+    );
+    Ok(())
+}
+
 /// `path` with `.` and `..` resolved as far as its existing ancestors allow.
 fn normalise(path: &Path) -> PathBuf {
     let mut existing = path.to_owned();

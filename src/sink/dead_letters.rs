@@ -51,15 +51,10 @@ impl DeadLetterFiles {
         mode: u32,
     ) -> anyhow::Result<DeadLetterFiles> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let writer = |name: &str| -> anyhow::Result<SharedWriter> {
-            let path = part_path(dir, name, process, processes)?;
-            let file = create_private_file(&path, mode)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            Ok(Arc::new(Mutex::new(BufWriter::new(file))))
-        };
+        let writer = |name| shared_writer(&part_path(dir, name, process, processes)?, mode);
         Ok(DeadLetterFiles {
-            rejected: writer("rejected")?,
-            late: writer("late")?,
+            rejected: writer(NAMES[0])?,
+            late: writer(NAMES[1])?,
             runs: false,
         })
     }
@@ -67,12 +62,7 @@ impl DeadLetterFiles {
     /// Creates replay worker `worker`'s runs in the staging folder `dir`,
     /// for [`merge_runs`].
     pub fn create_runs(dir: &Path, worker: usize, mode: u32) -> anyhow::Result<DeadLetterFiles> {
-        let writer = |name: &str| -> anyhow::Result<SharedWriter> {
-            let path = run_path(dir, name, worker);
-            let file = create_private_file(&path, mode)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            Ok(Arc::new(Mutex::new(BufWriter::new(file))))
-        };
+        let writer = |name| shared_writer(&run_path(dir, name, worker), mode);
         Ok(DeadLetterFiles {
             rejected: writer(NAMES[0])?,
             late: writer(NAMES[1])?,
@@ -99,6 +89,13 @@ impl DeadLetterFiles {
         }
         Ok(())
     }
+}
+
+/// A private file at `path`, for the workers of a process to share.
+fn shared_writer(path: &Path, mode: u32) -> anyhow::Result<SharedWriter> {
+    let file = create_private_file(path, mode)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(Arc::new(Mutex::new(BufWriter::new(file))))
 }
 
 /// Where worker `worker`'s run of `name` is staged.
