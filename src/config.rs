@@ -552,6 +552,23 @@ impl PipelineConfig {
             }
             _ => {}
         }
+        if let Some(cancellation) = &mapping.cancellation {
+            // Values are trimmed before the comparison: an empty prefix
+            // would cancel every record, a padded one none.
+            if cancellation.field.is_empty() {
+                return Err(invalid_field(
+                    "[input.mapping.cancellation] field",
+                    "the name of a field",
+                ));
+            }
+            let prefix = &cancellation.prefix;
+            if prefix.is_empty() || prefix.trim() != prefix {
+                return Err(invalid_field(
+                    "[input.mapping.cancellation] prefix",
+                    "a nonempty prefix without surrounding whitespace (every record would be a cancellation, or none)",
+                ));
+            }
+        }
         if mapping
             .price_decimals
             .is_some_and(|d| d > MAX_PRICE_DECIMALS)
@@ -982,6 +999,17 @@ mod tests {
         );
         rejects("price_decimals = 7\n", "price_decimals");
         rejects("rating_min = 5.0\nrating_max = 0.5\n", "rating_min");
+        for prefix in ["\"\"", "\" C\""] {
+            rejects(
+                &format!("[input.mapping.cancellation]\nfield = \"i\"\nprefix = {prefix}\n"),
+                "cancellation] prefix",
+            );
+        }
+        rejects(
+            "[input.mapping.cancellation]\nfield = \"\"\nprefix = \"C\"\n",
+            "cancellation] field",
+        );
+        assert!(validate("[input.mapping.cancellation]\nfield = \"i\"\nprefix = \"C\"\n").is_ok());
         rejects("rating_max = nan\n", "rating_max");
         rejects("[cleaning]\nmax_record_bytes = 0\n", "max_record_bytes");
         rejects("[output]\nraw_file_mode = 0o1777\n", "raw_file_mode");

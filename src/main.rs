@@ -313,14 +313,17 @@ impl InputArgs {
     fn config(&self) -> anyhow::Result<PipelineConfig> {
         let preset = match &self.format {
             None => None,
-            Some(name) => Some(
-                preset::preset(name, self.input.as_deref()).with_context(|| {
-                    format!(
-                        "unknown --format {name:?}: expected one of {}",
-                        preset::NAMES.join(", ")
-                    )
-                })?,
-            ),
+            Some(name) => {
+                preset::check_input(name, self.input.as_deref()).map_err(anyhow::Error::msg)?;
+                Some(
+                    preset::preset(name, self.input.as_deref()).with_context(|| {
+                        format!(
+                            "unknown --format {name:?}: expected one of {}",
+                            preset::NAMES.join(", ")
+                        )
+                    })?,
+                )
+            }
         };
         let config = match (preset, &self.config) {
             (Some(preset), None) => preset,

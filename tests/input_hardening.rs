@@ -101,6 +101,43 @@ fn huge_times_and_ratings_are_rejected_not_panics() {
     assert_eq!(rejected_records(out.path())[0]["source"]["line"], 1);
 }
 
+/// A MovieLens release is a folder of tables; the preset reads its ratings
+/// file alone, and says which to pass rather than reject every line.
+#[test]
+fn a_movielens_folder_is_refused_naming_its_ratings_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("ml-latest-small");
+    std::fs::create_dir(&release).unwrap();
+    write(
+        &release,
+        "ratings.csv",
+        "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n",
+    );
+    write(
+        &release,
+        "movies.csv",
+        "movieId,title,genres\n1,Toy Story,Adventure\n",
+    );
+    let out = dir.path().join("out");
+    let error = persona_fails(&[
+        "replay",
+        "--input",
+        release.to_str().unwrap(),
+        "--format",
+        "movielens",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let ratings = release.join("ratings.csv");
+    assert!(
+        error.contains(&format!("pass --input {}", ratings.display())),
+        "{error}"
+    );
+    assert!(!out.exists());
+    let (_, summary) = replay(&ratings, "movielens", &[]);
+    assert_eq!(summary["accepted"], 1, "{summary}");
+}
+
 #[test]
 fn a_mixed_log_maps_quantity_and_empty_means_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -653,10 +653,23 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
         error(404, "embeddings_not_configured")
     );
     assert_eq!(code(server.get("/v1/nowhere")), error(404, "not_found"));
+    // A known route with another method.
+    assert_eq!(
+        code(server.post("/v1/users/u1/profile", "{}")),
+        error(405, "method_not_allowed")
+    );
+    assert_eq!(
+        code(server.call("DELETE", "/v1/events", None, None)),
+        error(405, "method_not_allowed")
+    );
     // Ids that are not UTF-8 once percent-decoded.
     for route in ["/v1/users/%FF/profile", "/v1/items/%FE%FF/similar"] {
         assert_eq!(code(server.get(route)), error(400, "bad_id"));
     }
+    assert_eq!(
+        code(server.get("/v1/users/u1/recommendations?k=1&k=2")),
+        error(400, "bad_query")
+    );
     for k in ["0", "-1", "ten", "10001"] {
         assert_eq!(
             code(server.get(&format!("/v1/users/u1/recommendations?k={k}"))),
@@ -1072,12 +1085,15 @@ fn forgotten_users_leave_every_answer_as_if_they_never_existed_on_one_and_four_w
         }
         // An id with a control character, which no record can have: 400,
         // and nothing is added to the forgotten file.
-        let (status, answer) = server.delete("/v1/users/u1%00");
-        assert_eq!(
-            (status, &answer["error"]["code"]),
-            (400, &json!("invalid_id")),
-            "{answer}"
-        );
+        // Nor can one of whitespace alone.
+        for id in ["u1%00", "%20%20"] {
+            let (status, answer) = server.delete(&format!("/v1/users/{id}"));
+            assert_eq!(
+                (status, &answer["error"]["code"]),
+                (400, &json!("invalid_id")),
+                "{id}: {answer}"
+            );
+        }
         assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 3);
         let release = json!({"epsilon": 1.0}).to_string();
         let (status, answer) = server.post("/v1/stats", &release);

@@ -26,6 +26,32 @@ pub fn preset(name: &str, input: Option<&Path>) -> Option<PipelineConfig> {
     Some(config)
 }
 
+/// Refuses an input a preset cannot read as it is: MovieLens releases are
+/// folders of several tables (movies, tags, links) beside the ratings, and
+/// the preset reads the ratings file alone.
+pub fn check_input(name: &str, input: Option<&Path>) -> Result<(), String> {
+    let Some(folder) = input.filter(|path| name == "movielens" && path.is_dir()) else {
+        return Ok(());
+    };
+    let ratings = ["ratings.csv", "u.data"]
+        .iter()
+        .map(|file| folder.join(file))
+        .find(|path| path.is_file());
+    Err(match ratings {
+        Some(file) => format!(
+            "--format movielens reads one ratings file, not the folder {}: \
+             pass --input {}",
+            folder.display(),
+            file.display()
+        ),
+        None => format!(
+            "--format movielens reads one ratings file (u.data or ratings.csv), \
+             not the folder {}",
+            folder.display()
+        ),
+    })
+}
+
 /// UCI Online Retail: one row per invoice line; `C` invoices cancel purchases.
 /// Times are the shop's local time (Europe/London).
 fn online_retail() -> PipelineConfig {

@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{middleware, Extension};
@@ -196,6 +196,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/status", guarded(get(status), None))
         .route("/readyz", get(readyz))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        // A known route asked with another method: JSON as every other
+        // error (axum still sets `Allow`).
+        .method_not_allowed_fallback(|method: Method| async move {
+            let message = format!("{method} is not allowed on this route");
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                message,
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app.clone())
         .merge(metrics::router(app.metrics.clone()))
@@ -243,7 +253,32 @@ impl<S: Send + Sync> FromRequestParts<S> for RouteId {
     }
 }
 
-type Params = Query<HashMap<String, String>>;
+/// The query's parameters. A parameter given twice (`k=1&k=2`) is 400
+/// `bad_query`: which one was meant is not for the server to guess.
+struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params, ApiError> {
+        let bad_query = |message: String| ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_query",
+            message,
+        };
+        let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| bad_query(rejection.body_text()))?;
+        let mut params = HashMap::with_capacity(pairs.len());
+        for (name, value) in pairs {
+            if params.contains_key(&name) {
+                return Err(bad_query(format!("the parameter {name:?} is given twice")));
+            }
+            params.insert(name, value);
+        }
+        Ok(Params(params))
+    }
+}
 
 /// `k` from the query: 1 to [`MAX_K`], or `default` when absent.
 fn k_of(params: &HashMap<String, String>, default: usize) -> Result<usize, ApiError> {
@@ -369,7 +404,7 @@ async fn item_feedback(State(app): State<Arc<App>>, RouteId(item): RouteId) -> R
 async fn recommendations(
     State(app): State<Arc<App>>,
     RouteId(user): RouteId,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Response {
     let started = Instant::now();
     let top_k = app.config.recommend.top_k;
@@ -392,7 +427,7 @@ async fn recommendations(
 async fn similar(
     State(app): State<Arc<App>>,
     RouteId(item): RouteId,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Response {
     let started = Instant::now();
     let neighbors = app.config.recommend.neighbors;
@@ -423,7 +458,7 @@ const SIMILAR_USERS: usize = 10;
 async fn similar_users(
     State(app): State<Arc<App>>,
     RouteId(user): RouteId,
-    Query(params): Params,
+    Params(params): Params,
 ) -> Response {
     let started = Instant::now();
     let kmeans = app.config.segments.kmeans.clone();
@@ -486,7 +521,7 @@ async fn embedding(
 
 async fn events(
     State(app): State<Arc<App>>,
-    Query(params): Params,
+    Params(params): Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
@@ -525,6 +560,14 @@ async fn forget(app: &Arc<App>, user: &str, caller: Option<Caller>) -> Response 
             StatusCode::BAD_REQUEST,
             "invalid_id",
             crate::ids::control_character_message("the user id", user, c, private),
+        );
+    }
+    // Nor an id of whitespace alone (ingestion rejects it as `missing_user`).
+    if user.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "the user id is empty once trimmed; no record can have it".into(),
         );
     }
     let arrival = Arrival::now(&app.arrivals);

@@ -8,6 +8,7 @@
 //! linger), keeping the parts other processes may already have moved in;
 //! then every process moves its files in.
 
+use std::fs::{File, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,8 @@ pub struct Staging {
     dir: PathBuf,
     process: usize,
     processes: usize,
+    /// An exclusive lock on `dir`, released when the run ends.
+    _lock: File,
 }
 
 impl Staging {
@@ -33,15 +36,32 @@ impl Staging {
         };
         std::fs::create_dir_all(&parent)?;
         let dir = parent.join(format!(".{name}.persona-tmp-p{process}"));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
         std::fs::create_dir_all(&dir)?;
+        // Held until the run ends: a second replay into the same folder
+        // would otherwise empty this one's staging folder as it writes.
+        let lock = File::open(&dir)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(io::Error::other(format!(
+                    "another replay is writing into {} (its staging folder {} is locked): \
+                     wait for it to end, or choose another --out",
+                    out.display(),
+                    dir.display()
+                )))
+            }
+            Err(TryLockError::Error(error)) => return Err(error),
+        }
+        // What a run that died left behind.
+        for entry in std::fs::read_dir(&dir)? {
+            remove_if_present(&entry?.path())?;
+        }
         Ok(Staging {
             out: out.to_owned(),
             dir,
             process,
             processes,
+            _lock: lock,
         })
     }
 
@@ -177,5 +197,28 @@ mod tests {
         assert_eq!(read("rejected/part-1.jsonl").as_deref(), Some("new"));
         assert_eq!(read("rejected/part-3.jsonl"), None);
         assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_second_replay_into_the_same_folder_is_refused_while_the_first_runs() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        let first = Staging::create(&out, 0, 1).unwrap();
+        std::fs::write(first.dir().join("summary.json"), "first").unwrap();
+        let error = Staging::create(&out, 0, 1).err().expect("a second run");
+        assert!(error.to_string().contains("another replay"), "{error}");
+        assert!(first.dir().join("summary.json").exists(), "emptied");
+        // Another process of a multi-process run stages apart.
+        let other_process = Staging::create(&out, 1, 2).unwrap();
+        drop(other_process);
+        first.commit().unwrap();
+        // A run that died leaves its staging folder; the next one empties it.
+        let died = Staging::create(&out, 0, 1).unwrap();
+        std::fs::write(died.dir().join("stale.jsonl"), "stale").unwrap();
+        let dir = died.dir().to_owned();
+        drop(died);
+        let next = Staging::create(&out, 0, 1).unwrap();
+        assert_eq!(std::fs::read_dir(next.dir()).unwrap().count(), 0);
+        assert_eq!(next.dir(), dir);
     }
 }
