@@ -251,6 +251,11 @@ pub struct ServeConfig {
     /// first: under a read load that takes every core, events then become
     /// visible later rather than answers arriving later. Default: true.
     pub reads_first: bool,
+    /// How long a client may take to send a request's headers (and an
+    /// idle keep-alive connection may wait for its next request) before
+    /// its connection is closed: a client that trickles bytes cannot hold
+    /// a connection for ever. Default: 30000 (30 s).
+    pub header_timeout_ms: u64,
     /// `[serve.auth]`: bearer tokens and their roles. Default: none, and
     /// every endpoint is open (docs/privacy.md).
     pub auth: Option<AuthConfig>,
@@ -310,6 +315,9 @@ pub enum Role {
     Admin,
 }
 
+/// `[serve] header_timeout_ms` by default, and for `run`'s `/metrics`.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 30_000;
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -317,6 +325,7 @@ impl Default for ServeConfig {
             max_body_bytes: 1 << 20,
             lateness_ms: 1000,
             reads_first: true,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
             auth: None,
             tls: None,
         }
@@ -527,6 +536,12 @@ impl PipelineConfig {
                     "[checkpoint] compact_files must be at least 1".into(),
                 ));
             }
+        }
+        if self.serve.header_timeout_ms == 0 {
+            return Err(invalid_field(
+                "[serve] header_timeout_ms",
+                "a positive number of milliseconds",
+            ));
         }
         let mapping = &self.input.mapping;
         if mapping.user.is_empty() || mapping.item.is_empty() {
@@ -1012,6 +1027,7 @@ mod tests {
         assert!(validate("[input.mapping.cancellation]\nfield = \"i\"\nprefix = \"C\"\n").is_ok());
         rejects("rating_max = nan\n", "rating_max");
         rejects("[cleaning]\nmax_record_bytes = 0\n", "max_record_bytes");
+        rejects("[serve]\nheader_timeout_ms = 0\n", "header_timeout_ms");
         rejects("[output]\nraw_file_mode = 0o1777\n", "raw_file_mode");
         rejects("[sink.kafka]\npartitions = 0\n", "partitions");
         rejects("[sink.parquet]\ndir = \"p\"\nbuckets = 0\n", "buckets");

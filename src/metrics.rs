@@ -321,12 +321,15 @@ pub async fn healthz(State(metrics): State<Arc<Metrics>>) -> Response {
     response
 }
 
-/// Runs `router` on `listener` on threads of its own until `stop`.
+/// Runs `router` on `listener` on threads of its own until `stop`,
+/// closing connections that take longer than `header_timeout` to send a
+/// request's headers.
 pub fn start_http(
     listener: std::net::TcpListener,
     router: Router,
     stop: Arc<AtomicBool>,
     tls: Option<&TlsConfig>,
+    header_timeout: Duration,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -348,24 +351,32 @@ pub fn start_http(
     };
     Ok(std::thread::spawn(move || {
         runtime.block_on(async move {
-            let Some(tls) = tls else {
-                let listener = tokio::net::TcpListener::from_std(listener)?;
-                return axum::serve(listener, router)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                    .context("the HTTP server failed");
-            };
             let handle = axum_server::Handle::new();
             let stopping = handle.clone();
             tokio::spawn(async move {
                 stopped.await;
                 stopping.graceful_shutdown(Some(Duration::from_secs(1)));
             });
-            axum_server::from_tcp_rustls(listener, tls)?
-                .handle(handle)
-                .serve(router.into_make_service())
-                .await
-                .context("the HTTPS server failed")
+            let service = router.into_make_service();
+            match tls {
+                None => {
+                    let mut server = axum_server::from_tcp(listener)?;
+                    server
+                        .http_builder()
+                        .http1()
+                        .header_read_timeout(header_timeout);
+                    server.handle(handle).serve(service).await
+                }
+                Some(tls) => {
+                    let mut server = axum_server::from_tcp_rustls(listener, tls)?;
+                    server
+                        .http_builder()
+                        .http1()
+                        .header_read_timeout(header_timeout);
+                    server.handle(handle).serve(service).await
+                }
+            }
+            .context("the HTTP server failed")
         })
     }))
 }

@@ -160,6 +160,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
             .context("cannot handle SIGTERM/SIGINT")?;
     }
     let tls = config.serve.tls.clone();
+    let header_timeout = Duration::from_millis(config.serve.header_timeout_ms);
     let (ingest, ingested) = tokio::sync::mpsc::channel(INGEST_QUEUE);
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -189,7 +190,13 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
         arrivals: shared.arrivals.clone(),
         stop: stop.clone(),
     });
-    let server = start_http(listener, http::router(app), stop.clone(), tls.as_ref())?;
+    let server = start_http(
+        listener,
+        http::router(app),
+        stop.clone(),
+        tls.as_ref(),
+        header_timeout,
+    )?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("persona serve: listening on {scheme}://{address}");
 

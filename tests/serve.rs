@@ -619,6 +619,35 @@ fn embeddings_and_blended_recommendations_are_the_replays() {
     server.stop();
 }
 
+/// A client that trickles a request's headers (slowloris) loses its
+/// connection after `[serve] header_timeout_ms`; others are answered.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let (dir, _, log) = setup();
+    let config = dir.path().join("timeout.toml");
+    std::fs::write(&config, format!("{CONFIG}header_timeout_ms = 300\n")).unwrap();
+    let server = Server::start(&config, &log, &dir.path().join("out"), "1");
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    stalled
+        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    // Closed by the server: the end of the stream (or a reset), not the
+    // read timeout, which fails as `WouldBlock`.
+    match stalled.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(error) => assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}"),
+    }
+    let (status, _) = server.get("/v1/status");
+    assert_eq!(status, 200);
+    server.stop();
+}
+
 #[test]
 fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
     let (dir, config, log) = setup();

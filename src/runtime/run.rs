@@ -48,7 +48,7 @@ use timely::worker::Worker;
 use crate::checkpoint::{Manifest, Settings, Store};
 use crate::clean::Judge;
 use crate::config::end_of_period;
-use crate::config::{FormatKind, Output, PipelineConfig};
+use crate::config::{FormatKind, Output, PipelineConfig, DEFAULT_HEADER_TIMEOUT_MS};
 use crate::format::Decoder;
 use crate::kafka::{ensure_topic, Offsets};
 use crate::metrics::{self, start_http, Metrics};
@@ -167,6 +167,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
                 metrics::router(metrics.clone()),
                 stop.clone(),
                 None,
+                Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS),
             )?)
         }
     };
