@@ -49,6 +49,9 @@ pub struct Metrics {
     /// How long applying completed changes held the index's write lock.
     applies: Mutex<Histogram<u64>>,
     requests: Mutex<BTreeMap<&'static str, Histogram<u64>>>,
+    /// Responses by status code, whatever answered them (a handler, a
+    /// refused token, an unknown route).
+    responses: Mutex<BTreeMap<u16, u64>>,
     /// Users, items and `as_of` of a serving index, when there is one.
     index: Mutex<Option<(usize, usize, Option<u64>)>>,
     /// Whether the initial log is caught up (always, for `persona run`).
@@ -75,6 +78,7 @@ impl Metrics {
             ticks: Mutex::new(histogram()),
             applies: Mutex::new(histogram()),
             requests: Mutex::new(ENDPOINTS.iter().map(|&e| (e, histogram())).collect()),
+            responses: Mutex::new(BTreeMap::new()),
             index: Mutex::new(None),
             ready: AtomicBool::new(false),
         }
@@ -121,6 +125,12 @@ impl Metrics {
         if let Some(histogram) = requests.get_mut(endpoint) {
             record(histogram, took);
         }
+    }
+
+    /// Counts a response of `status`.
+    pub fn record_response(&self, status: u16) {
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        *responses.entry(status).or_default() += 1;
     }
 
     /// Users, items and `as_of` of the serving index, after a change.
@@ -233,6 +243,19 @@ impl Metrics {
         let _ = writeln!(out, "# HELP persona_index_apply_seconds How long applying completed changes held the serving index (answers wait meanwhile).");
         let _ = writeln!(out, "# TYPE persona_index_apply_seconds summary");
         summary(&mut out, "persona_index_apply_seconds", "", &applies);
+        let responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP persona_http_responses_total HTTP responses, by status code.\n\
+             # TYPE persona_http_responses_total counter"
+        );
+        for (code, count) in responses.iter() {
+            let _ = writeln!(
+                out,
+                "persona_http_responses_total{{code=\"{code}\"}} {count}"
+            );
+        }
+        drop(responses);
         let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(
             out,
@@ -299,6 +322,18 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .with_state(metrics)
+}
+
+/// Counts every response by its status (`persona_http_responses_total`):
+/// a layer, so that errors no handler wrote (401, 404, 405) count too.
+pub async fn count_responses(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    metrics.record_response(response.status().as_u16());
+    response
 }
 
 /// The metrics page, timed as the `metrics` endpoint.

@@ -746,6 +746,18 @@ fn bad_requests_get_json_errors_with_stable_codes_and_ingest_nothing() {
         code(server.post("/v1/events", &big)),
         error(413, "body_too_large")
     );
+    // Every refusal is counted by its status, those no handler wrote too.
+    let (_, metrics) = server.get("/metrics");
+    let metrics = metrics.as_str().unwrap();
+    for line in [
+        "persona_http_responses_total{code=\"405\"} 2",
+        "persona_http_responses_total{code=\"413\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
+    }
     let (_, status) = server.get("/v1/status");
     assert_eq!(
         status["records_read"], read,

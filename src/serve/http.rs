@@ -209,6 +209,10 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(app.clone())
         .merge(metrics::router(app.metrics.clone()))
+        .layer(middleware::from_fn_with_state(
+            app.metrics.clone(),
+            metrics::count_responses,
+        ))
 }
 
 /// A JSON error with a stable code.
