@@ -426,6 +426,9 @@ fn serve_worker(
             publish(&pipeline);
             checkpoint(&mut checkpoints, &mut pipeline, &mut dead, (None, &nothing))?;
         }
+        if config.serve.reads_first {
+            stop_yielding_to_reads();
+        }
         let place = (None, &nothing);
         return last_checkpoint(checkpoints, worker, &mut pipeline, &mut dead, place);
     }
@@ -490,6 +493,9 @@ fn serve_worker(
             dead.flush()?;
             worker.step_or_park(Some(IDLE));
         }
+    }
+    if config.serve.reads_first {
+        stop_yielding_to_reads();
     }
     let place = (feed.as_ref(), &nothing);
     last_checkpoint(checkpoints, worker, &mut pipeline, &mut dead, place)
@@ -556,6 +562,24 @@ fn yield_to_reads() {
         set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
     {
         tracing::warn!("cannot put a dataflow worker under SCHED_IDLE: {error:?}");
+    }
+}
+
+/// Takes the calling worker thread back out of `SCHED_IDLE` once the server
+/// stops: no read is left to yield to, and on a busy machine the last
+/// checkpoint would otherwise wait for idle cores (past an orchestrator's
+/// grace period). Linux allows it to a process with `CAP_SYS_NICE` or a
+/// nice limit (`RLIMIT_NICE`) of 20; elsewhere the worker stays idle.
+fn stop_yielding_to_reads() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
+    };
+    let normal = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+    // Nice 0, as the thread had before.
+    let nice_0 = ThreadPriority::Os(ThreadPriorityOsValue::default());
+    if let Err(error) = set_thread_priority_and_policy(thread_native_id(), nice_0, normal) {
+        tracing::debug!("a stopping worker stays under SCHED_IDLE: {error:?}");
     }
 }
 
