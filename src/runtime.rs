@@ -110,10 +110,9 @@ impl TimelyArgs {
             self.process,
             self.processes
         );
-        if let Some(hostfile) = self.hostfile.as_ref().filter(|_| self.processes > 1) {
-            // timely's own error would not name the file.
-            std::fs::read(hostfile)
-                .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?;
+        if self.processes > 1 {
+            // Read first: timely's own error would not name the hostfile.
+            self.addresses()?;
         }
         let mut config = timely::Config::from_args(args.into_iter())
             .map_err(|error| anyhow::anyhow!("timely flags: {error}"))?;
@@ -121,25 +120,31 @@ impl TimelyArgs {
         Ok(config)
     }
 
+    /// The address of each process, as timely reads them: the hostfile's
+    /// first `-n` lines that are not blank, or timely's own without one.
+    fn addresses(&self) -> anyhow::Result<Vec<String>> {
+        let Some(hostfile) = &self.hostfile else {
+            return Ok((0..self.processes)
+                .map(|process| format!("localhost:{}", 2101 + process))
+                .collect());
+        };
+        let text = std::fs::read_to_string(hostfile)
+            .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .take(self.processes)
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// The connection watchdog of a run of several processes.
     pub fn connecting(&self) -> anyhow::Result<Connecting> {
         let mut peers = Vec::new();
         let mut own = None;
         if self.processes > 1 {
-            let addresses: Vec<String> = match &self.hostfile {
-                Some(hostfile) => std::fs::read_to_string(hostfile)
-                    .with_context(|| format!("cannot read the hostfile {}", hostfile.display()))?
-                    .lines()
-                    .map(str::trim)
-                    .filter(|line| !line.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                // timely's addresses without a hostfile.
-                None => (0..self.processes)
-                    .map(|process| format!("localhost:{}", 2101 + process))
-                    .collect(),
-            };
-            for (process, address) in addresses.into_iter().take(self.processes).enumerate() {
+            for (process, address) in self.addresses()?.into_iter().enumerate() {
                 if process == self.process {
                     own = Some(address);
                 } else {

@@ -397,7 +397,7 @@ fn serve_worker(
     publish(&pipeline);
     dead.flush()?;
     if config.serve.reads_first {
-        yield_to_reads();
+        yield_to_reads(true);
     }
     // Built by every worker at the same point, once the log is in.
     let mut checkpoints = shared
@@ -427,7 +427,7 @@ fn serve_worker(
             checkpoint(&mut checkpoints, &mut pipeline, &mut dead, (None, &nothing))?;
         }
         if config.serve.reads_first {
-            stop_yielding_to_reads();
+            yield_to_reads(false);
         }
         let place = (None, &nothing);
         return last_checkpoint(checkpoints, worker, &mut pipeline, &mut dead, place);
@@ -495,7 +495,7 @@ fn serve_worker(
         }
     }
     if config.serve.reads_first {
-        stop_yielding_to_reads();
+        yield_to_reads(false);
     }
     let place = (feed.as_ref(), &nothing);
     last_checkpoint(checkpoints, worker, &mut pipeline, &mut dead, place)
@@ -548,38 +548,32 @@ fn last_checkpoint(
 }
 
 /// Puts the calling worker thread under `SCHED_IDLE` (`[serve]
-/// reads_first`): it then runs only when no thread answering a read wants
-/// the core, and a read never waits for the end of a worker's time slice
-/// (a few ms under Linux's EEVDF scheduler, which a lower nice value does
-/// not shorten). Measured in BENCHMARKS.md, "Issue 13".
-fn yield_to_reads() {
-    use thread_priority::{
-        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-        ThreadPriority, ThreadSchedulePolicy,
-    };
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if let Err(error) =
-        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
-    {
-        tracing::warn!("cannot put a dataflow worker under SCHED_IDLE: {error:?}");
-    }
-}
-
-/// Takes the calling worker thread back out of `SCHED_IDLE` once the server
-/// stops: no read is left to yield to, and on a busy machine the last
-/// checkpoint would otherwise wait for idle cores (past an orchestrator's
-/// grace period). Linux allows it to a process with `CAP_SYS_NICE` or a
-/// nice limit (`RLIMIT_NICE`) of 20; elsewhere the worker stays idle.
-fn stop_yielding_to_reads() {
+/// reads_first`), or back under `SCHED_OTHER` at nice 0 (`yield_ = false`).
+/// Yielding, it runs only when no thread answering a read wants the core,
+/// and a read never waits for the end of a worker's time slice (a few ms
+/// under Linux's EEVDF scheduler, which a lower nice value does not
+/// shorten). Measured in BENCHMARKS.md, "Issue 13". Once the server stops
+/// no read is left to yield to, and on a busy machine the last checkpoint
+/// would wait for idle cores (past an orchestrator's grace period): Linux
+/// allows the way back to a process with `CAP_SYS_NICE` or a nice limit
+/// (`RLIMIT_NICE`) of 20; elsewhere the worker stays idle.
+fn yield_to_reads(yield_: bool) {
     use thread_priority::{
         set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
         ThreadPriority, ThreadPriorityOsValue, ThreadSchedulePolicy,
     };
-    let normal = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
-    // Nice 0, as the thread had before.
+    let policy = match yield_ {
+        true => NormalThreadSchedulePolicy::Idle,
+        false => NormalThreadSchedulePolicy::Other,
+    };
+    // Nice 0, as the thread had before (the only value `SCHED_IDLE` takes).
     let nice_0 = ThreadPriority::Os(ThreadPriorityOsValue::default());
-    if let Err(error) = set_thread_priority_and_policy(thread_native_id(), nice_0, normal) {
-        tracing::debug!("a stopping worker stays under SCHED_IDLE: {error:?}");
+    let policy = ThreadSchedulePolicy::Normal(policy);
+    if let Err(error) = set_thread_priority_and_policy(thread_native_id(), nice_0, policy) {
+        match yield_ {
+            true => tracing::warn!("cannot put a dataflow worker under SCHED_IDLE: {error:?}"),
+            false => tracing::debug!("a stopping worker stays under SCHED_IDLE: {error:?}"),
+        }
     }
 }
 

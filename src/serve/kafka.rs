@@ -90,7 +90,8 @@ impl KafkaFeed {
 
     /// Reads the messages waiting (none blocks) and applies their records:
     /// judged late against `closed` (a tick), or, in the backlog (`None`),
-    /// against their partition's watermark and the pipeline's frontier. Returns how many messages it read.
+    /// against their partition's watermark and the pipeline's frontier.
+    /// Returns how many messages it read.
     pub fn read(
         &mut self,
         pipeline: &mut PipelineWorker,

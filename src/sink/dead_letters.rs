@@ -93,9 +93,14 @@ impl DeadLetterFiles {
 
 /// A private file at `path`, for the workers of a process to share.
 fn shared_writer(path: &Path, mode: u32) -> anyhow::Result<SharedWriter> {
+    Ok(Arc::new(Mutex::new(private_writer(path, mode)?)))
+}
+
+/// A new file at `path` with permissions `mode`, buffered.
+fn private_writer(path: &Path, mode: u32) -> anyhow::Result<BufWriter<File>> {
     let file = create_private_file(path, mode)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    Ok(Arc::new(Mutex::new(BufWriter::new(file))))
+    Ok(BufWriter::new(file))
 }
 
 /// Where worker `worker`'s run of `name` is staged.
@@ -114,9 +119,7 @@ pub fn merge_runs(
 ) -> anyhow::Result<()> {
     for name in NAMES {
         let path = part_path(dir, name, process, processes)?;
-        let file = create_private_file(&path, mode)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let mut out = BufWriter::new(file);
+        let mut out = private_writer(&path, mode)?;
         let mut runs = Vec::new();
         for worker in workers.clone() {
             let path = run_path(dir, name, worker);

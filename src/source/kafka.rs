@@ -447,8 +447,6 @@ impl KafkaSource {
     }
 }
 
-/// Asks the brokers of `config` for their metadata, waiting at most
-/// `timeout`: whether they can be reached at all.
 /// Refuses settings librdkafka would take and then fail on with errors
 /// that name none of them, or retry forever.
 pub fn check(config: &KafkaSourceConfig) -> Result<(), KafkaSourceError> {
@@ -470,6 +468,8 @@ pub fn check(config: &KafkaSourceConfig) -> Result<(), KafkaSourceError> {
     }
 }
 
+/// Asks the brokers of `config` for their metadata, waiting at most
+/// `timeout`: whether they can be reached at all.
 pub fn brokers_answer(config: &KafkaSourceConfig, timeout: Duration) -> Result<(), KafkaError> {
     let mut settings = client(&config.brokers);
     apply(&mut settings, &config.properties);
