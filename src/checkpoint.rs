@@ -24,9 +24,10 @@
 pub mod segment;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, File};
+use std::fs::{self, File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -172,6 +173,10 @@ pub struct Store {
     compact_files: usize,
     /// Written into every manifest, and required of the one restored.
     settings: Settings,
+    /// An exclusive lock on this process's `lock-pP` file, released when
+    /// the last clone is dropped: two runs writing checkpoints into one
+    /// folder would prune each other's files.
+    _lock: Arc<File>,
 }
 
 /// The files a bucket may have before they are merged into one: a
@@ -198,18 +203,45 @@ impl Compacted {
 }
 
 impl Store {
-    /// Opens (creating) the folder of `[checkpoint]`.
-    pub fn open(config: &CheckpointConfig, settings: Settings) -> anyhow::Result<Store> {
-        let store = Store {
-            dir: config.dir.clone(),
+    /// Opens (creating) the folder of `[checkpoint]` for `process`, which
+    /// holds it until the store is dropped: a second run whose process of
+    /// the same number opens the folder meanwhile is refused. (The
+    /// processes of one run lock files of their own.)
+    pub fn open(
+        config: &CheckpointConfig,
+        settings: Settings,
+        process: usize,
+    ) -> anyhow::Result<Store> {
+        let dir = &config.dir;
+        fs::create_dir_all(dir.join("data"))
+            .with_context(|| format!("cannot create checkpoint folder {}", dir.display()))?;
+        let path = dir.join(format!("lock-p{process}"));
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => anyhow::bail!(
+                "another run is writing checkpoints into {} ({} is locked): stop it, or give \
+                 [checkpoint] dir a folder of this run's own",
+                dir.display(),
+                path.display()
+            ),
+            Err(TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+        Ok(Store {
+            dir: dir.clone(),
             keep: config.keep.max(1),
             buckets: config.buckets.max(1),
             compact_files: config.compact_files.max(1),
             settings,
-        };
-        fs::create_dir_all(store.data_dir())
-            .with_context(|| format!("cannot create checkpoint folder {}", config.dir.display()))?;
-        Ok(store)
+            _lock: Arc::new(lock),
+        })
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -643,7 +675,7 @@ mod tests {
             buckets: 4,
             compact_files: 3,
         };
-        Store::open(&config, settings).unwrap()
+        Store::open(&config, settings, 0).unwrap()
     }
 
     fn record(time: u64) -> Recorded {
@@ -727,6 +759,35 @@ mod tests {
             "{error}"
         );
         assert!(store(dir.path(), 2).latest().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = store(dir.path(), 2);
+        let config = CheckpointConfig {
+            dir: dir.path().to_owned(),
+            interval_s: 1.0,
+            keep: 2,
+            buckets: 4,
+            compact_files: 3,
+        };
+        let error = Store::open(&config, first.settings.clone(), 0).unwrap_err();
+        let error = format!("{error:#}");
+        assert!(
+            error.contains("another run is writing checkpoints into") && error.contains("lock-p0"),
+            "{error}"
+        );
+        // Another process of the same run locks a file of its own.
+        let second_process = Store::open(&config, first.settings.clone(), 1).unwrap();
+        // A clone (a worker's) holds the lock as long as the store does.
+        let clone = first.clone();
+        drop(first);
+        assert!(Store::open(&config, clone.settings.clone(), 0).is_err());
+        drop(clone);
+        let reopened = Store::open(&config, second_process.settings.clone(), 0).unwrap();
+        checkpoint(&reopened, &Manifest::default(), 1);
+        assert!(reopened.latest().unwrap().is_some());
     }
 
     #[test]

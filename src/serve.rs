@@ -125,7 +125,7 @@ pub fn serve(plan: ServePlan) -> anyhow::Result<()> {
     let store = config
         .checkpoint
         .as_ref()
-        .map(|checkpoint| Store::open(checkpoint, Settings::of(&config)))
+        .map(|checkpoint| Store::open(checkpoint, Settings::of(&config), plan.timely.process))
         .transpose()?;
     let restored = store.as_ref().map(Store::latest).transpose()?.flatten();
     if let Some(manifest) = &restored {

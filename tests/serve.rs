@@ -1011,6 +1011,20 @@ fn a_killed_server_restarts_from_its_checkpoint_with_every_event() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A second server given the same checkpoint folder meanwhile would
+    // prune this one's files: it is refused at start.
+    let second = Command::new(env!("CARGO_BIN_EXE_persona"))
+        .args(["serve", "--config", checkpointed.to_str().unwrap()])
+        .args(["--input", empty.to_str().unwrap()])
+        .args(["--out", dir.path().join("out-2").to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && stderr.contains("another run is writing checkpoints into"),
+        "{stderr}"
+    );
     drop(server); // SIGKILL
 
     let server = Server::start(&checkpointed, &empty, &out, "1");

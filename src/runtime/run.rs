@@ -124,7 +124,7 @@ pub fn run(plan: RunPlan) -> anyhow::Result<Option<Summary>> {
         .config
         .checkpoint
         .as_ref()
-        .map(|checkpoint| Store::open(checkpoint, Settings::of(&plan.config)))
+        .map(|checkpoint| Store::open(checkpoint, Settings::of(&plan.config), plan.timely.process))
         .transpose()?;
     let restored = store.as_ref().map(Store::latest).transpose()?.flatten();
     if let Some(manifest) = &restored {
