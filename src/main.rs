@@ -1,5 +1,6 @@
 //! The `persona` command line: replay logs, run on Kafka, produce, evaluate.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -140,6 +141,11 @@ enum Command {
         /// Partitions of the topic when it is created.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// A librdkafka producer property, KEY=VALUE (repeatable), as
+        /// kafka-console-producer's --producer-property: e.g.
+        /// message.max.bytes=2000000 for lines over 1,000,000 bytes.
+        #[arg(long = "property", value_name = "KEY=VALUE", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
     },
     /// Print the pseudonyms `[privacy]` gives ids, one JSON line per id: to
     /// find a user of the outputs without keeping a table of raw ids.
@@ -250,7 +256,7 @@ impl ReplayArgs {
 /// Replays and prints the summary (on the process that writes it).
 fn replay_and_print(plan: ReplayPlan) -> anyhow::Result<()> {
     if let Some(summary) = replay(plan)? {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        say(serde_json::to_string_pretty(&summary)?)?;
     }
     Ok(())
 }
@@ -404,6 +410,26 @@ fn with_preset(preset: PipelineConfig, path: &Path) -> anyhow::Result<PipelineCo
     Ok(config)
 }
 
+/// Writes `text` and a newline to stdout. A reader that went away (`| head`)
+/// ends the output quietly, as for `cat`, where `println!` would panic.
+fn say(text: impl std::fmt::Display) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => written.context("cannot write to stdout"),
+    }
+}
+
+/// `KEY=VALUE` of `--property`.
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
 fn main() -> ExitCode {
     // Warnings (a broker away, more workers than cores) go to stderr;
     // PERSONA_LOG takes a tracing filter (`info`, `persona=debug`).
@@ -479,7 +505,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 timely,
             };
             if let Some(summary) = run_on_kafka(plan)? {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                say(serde_json::to_string_pretty(&summary)?)?;
             }
             Ok(())
         }
@@ -531,7 +557,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             match out {
                 Some(path) => std::fs::write(&path, text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{text}"),
+                None => say(text.trim_end())?,
             }
             Ok(())
         }
@@ -540,16 +566,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             topic,
             brokers,
             partitions,
+            properties,
         } => {
             let (config, input) = input.resolve()?;
             let target = ProduceTarget {
                 brokers,
                 topic,
                 partitions,
-                properties: Default::default(),
+                properties: properties.into_iter().collect(),
             };
             let summary = produce_to(&input, &config, &target)?;
-            println!("{}", serde_json::to_string_pretty(&summary)?);
+            say(serde_json::to_string_pretty(&summary)?)?;
             Ok(())
         }
         Command::Pseudonym { input, user, item } => {
@@ -568,7 +595,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "id": id,
                     "pseudonym": pseudonyms.of(kind, normalised),
                 });
-                println!("{line}");
+                say(line)?;
             }
             Ok(())
         }
@@ -582,7 +609,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (config, path) = input.resolve_in_mode(split.mode)?;
             let report = evaluate(&path, &config, split.split()?, split.k, model, &timely)?;
             eprint!("{}", table(&report));
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            say(serde_json::to_string_pretty(&report)?)?;
             Ok(())
         }
         Command::Tune {
@@ -621,7 +648,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 scores_row("tuned", &report.test),
                 out.display()
             );
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            say(serde_json::to_string_pretty(&report)?)?;
             Ok(())
         }
         Command::Bench {
@@ -637,9 +664,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     &persona::bench::serve::ServeLoad::from_log(url, &path, &config, &bench)?,
                 )?;
                 if bench.json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
+                    say(serde_json::to_string_pretty(&report)?)?;
                 } else {
-                    print!("{}", persona::bench::serve::table(&report));
+                    say(persona::bench::serve::table(&report).trim_end())?;
                 }
                 return Ok(());
             }
@@ -655,9 +682,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = persona::bench::bench(&bench, source, &timely)?;
             if bench.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                say(serde_json::to_string_pretty(&report)?)?;
             } else {
-                print!("{}", persona::bench::table(&report));
+                say(persona::bench::table(&report).trim_end())?;
             }
             Ok(())
         }

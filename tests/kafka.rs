@@ -423,6 +423,65 @@ fn the_produce_command_loads_a_log_keyed_by_user() {
     assert_eq!(keys, expected);
 }
 
+/// A line larger than the producer's `message.max.bytes` cannot be in the
+/// topic: `produce` names and counts it, and produces the lines after it.
+#[test]
+fn the_produce_command_skips_a_line_too_large_for_a_message_and_goes_on() {
+    let brokers = brokers();
+    let topic = unique("produce-too-large");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("retail.csv");
+    let line = |invoice: u32, description: &str| {
+        format!("{invoice},85123A,{description},6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom")
+    };
+    let lines = [
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country".into(),
+        line(536365, "HEART"),
+        line(536366, &"X".repeat(1_500_000)),
+        line(536367, "BIRD"),
+    ];
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let produce = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_persona"))
+            .args(["produce", "--format", "online-retail", "--topic", &topic])
+            .args(["--brokers", &brokers, "--input"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = produce(&[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("retail.csv:3: not produced"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(summary["messages"], 2, "{summary}");
+    assert_eq!(summary["keyed_by_user"], 2, "{summary}");
+    assert_eq!(summary["too_large"], 1, "{summary}");
+    let skipped = &summary["too_large_lines"][0];
+    assert!(
+        skipped["position"]
+            .as_str()
+            .unwrap()
+            .ends_with("retail.csv:3"),
+        "{summary}"
+    );
+    assert_eq!(skipped["bytes"], lines[2].len(), "{summary}");
+    let mut sources =
+        [KafkaSource::new(&source_config(&brokers, &topic, &unique("g")), 0, 1).unwrap()];
+    let records = read_records(&mut sources, 2, Duration::from_secs(30));
+    let payloads: Vec<Vec<u8>> = records[0].iter().map(|r| r.payload.clone()).collect();
+    let expected: Vec<Vec<u8>> = [&lines[1], &lines[3]].map(|l| l.as_bytes().to_vec()).into();
+    assert_eq!(payloads, expected);
+
+    let output = produce(&["--property", "message.max.bytes"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("expected KEY=VALUE"),
+        "{stderr}"
+    );
+}
+
 /// The first lines of Online Retail replayed to files, and produced (in
 /// part, or all) into a fresh topic: what a run on the topic must end in.
 struct RunCase {

@@ -8,7 +8,10 @@
 //! events of a user to one partition, in log order, which keeps a purchase
 //! before its cancellation. A line that does not decode is produced anyway,
 //! keyed by its line number, so the pipeline reading the topic rejects it
-//! with its topic/partition/offset like any bad record.
+//! with its topic/partition/offset like any bad record. A line the
+//! producer refuses as larger than `message.max.bytes` cannot be in the
+//! topic: it is skipped with a warning naming it, counted in `too_large` and
+//! listed in `too_large_lines`, and the lines after it are produced.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -50,11 +53,28 @@ pub struct ProduceSummary {
     pub keyed_by_line: u64,
     /// Blank lines, not produced.
     pub blank_lines: u64,
+    /// Lines not produced, the producer refusing them as larger than
+    /// `message.max.bytes` (librdkafka's default: 1,000,000 bytes).
+    pub too_large: u64,
+    /// Where the first [`TOO_LARGE_LISTED`] of them are, and their bytes.
+    pub too_large_lines: Vec<TooLargeLine>,
     /// The CSV header line of the (first) file, not produced; None for
     /// formats without one.
     pub header: Option<String>,
     pub elapsed_s: f64,
 }
+
+/// A line `produce` could not send.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TooLargeLine {
+    /// `FILE:LINE`.
+    pub position: String,
+    pub bytes: u64,
+}
+
+/// How many too-large lines the summary lists (all are counted and warned
+/// about).
+pub const TOO_LARGE_LISTED: usize = 100;
 
 /// Produces `input` into `topic` on `brokers`, creating the topic with 4
 /// partitions if missing. `properties` are extra librdkafka producer settings.
@@ -119,23 +139,43 @@ pub fn produce_to(
             let user = outcomes
                 .drain(..)
                 .find_map(|outcome| outcome.ok().map(|decoded| decoded.user_name));
-            let key = match user {
-                Some(user) => {
-                    summary.keyed_by_user += 1;
-                    user
-                }
-                None => {
-                    summary.keyed_by_line += 1;
-                    match &position {
-                        Position::File { line, .. } => line.to_string(),
-                        other => other.to_string(),
+            let (key, by_user) = match user {
+                Some(user) => (user, true),
+                None => match &position {
+                    Position::File { line, .. } => (line.to_string(), false),
+                    other => (other.to_string(), false),
+                },
+            };
+            let sent = producer.send(key.as_bytes(), Some(bytes));
+            let length = bytes.len() as u64;
+            match sent {
+                Ok(()) => {
+                    summary.messages += 1;
+                    match by_user {
+                        true => summary.keyed_by_user += 1,
+                        false => summary.keyed_by_line += 1,
                     }
                 }
-            };
-            producer
-                .send(key.as_bytes(), Some(bytes))
-                .with_context(|| format!("producing {position}"))?;
-            summary.messages += 1;
+                Err(error) if error.is_too_large() => {
+                    // A line beyond `[cleaning] max_record_bytes` comes cut.
+                    let bytes = records.cut_length().unwrap_or(length);
+                    tracing::warn!(
+                        "{position}: not produced, {bytes} bytes is more than the producer's \
+                         message.max.bytes (raise it with --property, and the topic's \
+                         max.message.bytes)"
+                    );
+                    summary.too_large += 1;
+                    if summary.too_large_lines.len() < TOO_LARGE_LISTED {
+                        let position = position.to_string();
+                        summary
+                            .too_large_lines
+                            .push(TooLargeLine { position, bytes });
+                    }
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("producing {position}"));
+                }
+            }
         }
         summary.blank_lines += records.blank_lines();
     }

@@ -54,6 +54,18 @@ pub enum KafkaSinkError {
     SeveralValues { key: String, count: usize },
 }
 
+impl KafkaSinkError {
+    /// Whether the producer refused a message as larger than
+    /// `message.max.bytes`: that message alone cannot be sent.
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            KafkaSinkError::Send { source, .. }
+                if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
+        )
+    }
+}
+
 /// How long a flush may take before it fails.
 const TIMEOUT: Duration = Duration::from_secs(60);
 

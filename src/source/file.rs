@@ -181,7 +181,8 @@ impl Lines {
     }
 
     /// The whole length, in bytes, of the last line returned if it was cut
-    /// for being longer than the limit; `None` if it was read whole.
+    /// for being longer than the limit (its line end left out); `None` if
+    /// it was read whole.
     pub fn cut_length(&self) -> Option<u64> {
         self.cut_length
     }
@@ -223,7 +224,8 @@ impl Lines {
 
     /// Reads one line into the buffer, keeping at most the limit plus the
     /// room for `\r\n`, and skipping the rest; returns the line's whole
-    /// length including its line end, or `None` at the end of the input.
+    /// length (without its line end, if it was cut), or `None` at the end of
+    /// the input.
     fn read_bounded(&mut self) -> io::Result<Option<u64>> {
         self.buffer.clear();
         let keep = self.max_record_bytes.saturating_add(2) as u64;
@@ -236,6 +238,8 @@ impl Lines {
         }
         let mut length = kept;
         if kept == keep && self.buffer.last() != Some(&b'\n') {
+            // The byte before the line's `\n`, to leave a `\r\n` out of the length.
+            let mut previous = self.buffer.last().copied();
             loop {
                 let available = match self.reader.fill_buf() {
                     Ok(available) => available,
@@ -249,8 +253,14 @@ impl Lines {
                     Some(at) => (at + 1, true),
                     None => (available.len(), false),
                 };
+                let line_end = match done {
+                    true if skipped >= 2 => 1 + u64::from(available[skipped - 2] == b'\r'),
+                    true => 1 + u64::from(previous == Some(b'\r')),
+                    false => 0,
+                };
+                previous = available[..skipped].last().copied();
                 self.reader.consume(skipped);
-                length += skipped as u64;
+                length += skipped as u64 - line_end;
                 if done {
                     break;
                 }
@@ -305,6 +315,11 @@ impl Records {
             line,
             index: None,
         }
+    }
+
+    /// The whole length of the last record returned if it came cut.
+    pub fn cut_length(&self) -> Option<u64> {
+        self.lines.cut_length()
     }
 
     /// The header line and its position; `None` for an empty file or one
@@ -403,7 +418,7 @@ mod tests {
         assert_eq!(lines.cut_length(), None);
         let (number, cut) = lines.next_line().unwrap().unwrap();
         assert_eq!((number, cut.len()), (2, 1001));
-        assert_eq!(lines.cut_length(), Some((64 << 20) + 2));
+        assert_eq!(lines.cut_length(), Some(64 << 20));
         // The buffer never held more than the limit and a line end.
         assert!(
             lines.buffer.capacity() < 4096,
@@ -427,7 +442,7 @@ mod tests {
         // One byte over the limit: the decoder sees it is too long.
         assert_eq!(lines.next_line().unwrap(), Some((2, &b"abcde"[..])));
         assert_eq!(lines.next_line().unwrap(), Some((3, &b"abcde"[..])));
-        assert_eq!(lines.cut_length(), Some(9));
+        assert_eq!(lines.cut_length(), Some(8));
         assert_eq!(lines.next_line().unwrap(), Some((4, &b"abcde"[..])));
         assert_eq!(lines.cut_length(), Some(8));
         assert_eq!(lines.next_line().unwrap(), None);
