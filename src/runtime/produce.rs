@@ -45,7 +45,8 @@ pub struct ProduceSummary {
     pub topic: String,
     /// Whether the topic was created by this run.
     pub created_topic: bool,
-    /// Messages produced and acknowledged (one per non-blank data line).
+    /// Messages produced and acknowledged: one per non-blank data line
+    /// but those `too_large`.
     pub messages: u64,
     /// Messages keyed by their user.
     pub keyed_by_user: u64,
