@@ -24,7 +24,7 @@
 pub mod segment;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fs::{self, File, TryLockError};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{CheckpointConfig, PipelineConfig};
 use crate::kafka::Offsets;
 use crate::sink::parquet::{bucket, partition};
+use crate::sink::staging::lock_exclusively;
 use crate::summary::ReaderCounts;
 pub use segment::{Letter, Recorded};
 
@@ -222,18 +223,15 @@ impl Store {
             .write(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => anyhow::bail!(
-                "another run is writing checkpoints into {} ({} is locked): stop it, or give \
-                 [checkpoint] dir a folder of this run's own",
-                dir.display(),
-                path.display()
-            ),
-            Err(TryLockError::Error(error)) => {
-                return Err(error).with_context(|| format!("cannot lock {}", path.display()))
-            }
-        }
+        let locked =
+            lock_exclusively(&lock).with_context(|| format!("cannot lock {}", path.display()))?;
+        anyhow::ensure!(
+            locked,
+            "another run is writing checkpoints into {} ({} is locked): stop it, or give \
+             [checkpoint] dir a folder of this run's own",
+            dir.display(),
+            path.display()
+        );
         Ok(Store {
             dir: dir.clone(),
             keep: config.keep.max(1),

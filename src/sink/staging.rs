@@ -14,6 +14,16 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Output;
 
+/// Takes an exclusive lock on `file`, held until it is closed (or the
+/// process ends); false when another process holds one.
+pub fn lock_exclusively(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(error)) => Err(error),
+    }
+}
+
 /// The staging folder of one process for the output folder `out`.
 pub struct Staging {
     out: PathBuf,
@@ -40,17 +50,13 @@ impl Staging {
         // Held until the run ends: a second replay into the same folder
         // would otherwise empty this one's staging folder as it writes.
         let lock = File::open(&dir)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(io::Error::other(format!(
-                    "another replay is writing into {} (its staging folder {} is locked): \
-                     wait for it to end, or choose another --out",
-                    out.display(),
-                    dir.display()
-                )))
-            }
-            Err(TryLockError::Error(error)) => return Err(error),
+        if !lock_exclusively(&lock)? {
+            return Err(io::Error::other(format!(
+                "another replay is writing into {} (its staging folder {} is locked): \
+                 wait for it to end, or choose another --out",
+                out.display(),
+                dir.display()
+            )));
         }
         // What a run that died left behind.
         for entry in std::fs::read_dir(&dir)? {
