@@ -288,6 +288,9 @@ fn maintain_profiles<'s, T: EventTime>(
         // Emptied vectors of past times, for the next times to fill:
         // with an event per tick, a vector per tick is most of the cost.
         let mut spare: Vec<Vec<(Id, Update, isize)>> = Vec::new();
+        // A user's events of one time, as the risk state reads them: built
+        // once, read in up to three passes.
+        let mut recents: Vec<Recent> = Vec::new();
         move |frontiers| {
             let frontier = &frontiers[0];
             input.for_each_stamp(|capability, containers| {
@@ -372,11 +375,12 @@ fn maintain_profiles<'s, T: EventTime>(
                         state.add_window(window, action, diff);
                     }
                     if feeds_risk {
-                        let events = mine.iter().filter_map(|(_, update, diff)| match update {
+                        recents.clear();
+                        recents.extend(mine.iter().filter_map(|(_, update, diff)| match update {
                             Update::Event(event) => Some(Recent::new(event, *diff as i64)),
                             _ => None,
-                        });
-                        for (alert, diff) in state.apply_risk(events, &rules) {
+                        }));
+                        for (alert, diff) in state.apply_risk(&recents, &rules) {
                             alerts.give(((user, alert), next.clone(), diff as isize));
                         }
                     }

@@ -278,8 +278,9 @@ pub struct RiskState {
     /// Net events after `latest − keep_ms`, by time.
     recent: Vec<Recent>,
     /// `(day, spend, events)` of the days from `day(latest) − N` on, nonzero
-    /// only, by day.
-    days: Vec<(i64, i64, i64)>,
+    /// only, by day. Two inline: most users are active on a day or two of
+    /// the history, and a buffer of its own is one more cold line per time.
+    days: SmallVec<[(i64, i64, i64); 2]>,
     /// The latest time of an update added to `recent` or `days`: when it
     /// is older than the horizon, both are dropped unread.
     added_until: Option<i64>,
@@ -297,30 +298,29 @@ impl RiskState {
     /// and the changes of their alerts.
     pub fn apply(
         &mut self,
-        updates: impl Iterator<Item = Recent> + Clone,
+        updates: &[Recent],
         rules: &RiskRules,
     ) -> (Option<Arc<RiskFeatures>>, Vec<(Alert, i64)>) {
-        let (mut takes_back, mut count) = (false, 0);
-        for update in updates.clone() {
+        let mut takes_back = false;
+        for update in updates {
             if update.count > 0 {
                 self.see(update.time_ms);
             }
             takes_back |= update.is_taking_back();
-            count += 1;
         }
         self.forget_old(rules);
         // A user has five times on average: grown a push at a time, the
         // queue reallocated several times at the first ones.
-        self.recent.reserve(count);
+        self.recent.reserve(updates.len());
         let mut mid = None;
         if takes_back {
-            self.add(updates.clone().filter(|u| !u.is_taking_back()), rules);
+            self.add(updates.iter().filter(|u| !u.is_taking_back()), rules);
             if !self.open.is_empty() {
                 mid = self.compute(rules);
             }
-            self.add(updates.filter(|u| u.is_taking_back()), rules);
+            self.add(updates.iter().filter(|u| u.is_taking_back()), rules);
         } else {
-            self.add(updates, rules);
+            self.add(updates.iter(), rules);
         }
         let features = self.compute(rules).map(Arc::new);
 
@@ -398,7 +398,7 @@ impl RiskState {
     }
 
     /// Adds `updates` to the recent events and the day buckets.
-    fn add(&mut self, updates: impl Iterator<Item = Recent>, rules: &RiskRules) {
+    fn add<'a>(&mut self, updates: impl Iterator<Item = &'a Recent>, rules: &RiskRules) {
         let horizon = self.horizon(rules);
         let keeps_time = |ms: i64| horizon.is_none_or(|(after, _)| ms > after);
         let keeps_day = |day: i64| horizon.is_none_or(|(_, first_day)| day >= first_day);
@@ -407,7 +407,7 @@ impl RiskState {
         // The updates of one day summed before they meet the buckets: a
         // time's updates share their day.
         let mut day_sum: Option<(i64, i64, i64)> = None;
-        for update in updates {
+        for &update in updates {
             self.added_until = self.added_until.max(Some(update.time_ms));
             taken_back |= update.count < 0;
             if keeps_time(update.time_ms) {

@@ -345,11 +345,7 @@ impl UserState {
 
     /// Applies one time's updates ([`Recent::new`]) to the risk state, and
     /// returns the changes of the user's alerts (none without `[risk]`).
-    pub fn apply_risk(
-        &mut self,
-        events: impl Iterator<Item = Recent> + Clone,
-        rules: &Rules,
-    ) -> Vec<(Alert, i64)> {
+    pub fn apply_risk(&mut self, events: &[Recent], rules: &Rules) -> Vec<(Alert, i64)> {
         match &rules.risk {
             Some(risk_rules) => {
                 let risk = self.risk.get_or_insert_with(Box::default);
